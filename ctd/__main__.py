@@ -1,0 +1,3 @@
+from ctd.cli import main
+
+raise SystemExit(main())

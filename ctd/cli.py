@@ -1,0 +1,59 @@
+"""``ctd`` command line: run the daemon, check a config."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import structlog
+import trio
+
+from ctd import __version__, logs
+from ctd.config import default_config_path, load_config, summary
+from ctd.errors import ConfigError, CtdError
+
+log = structlog.get_logger("ctd")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ctd", description="ctd threat-exchange daemon")
+    p.add_argument("--version", action="version", version=f"ctd {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the daemon in the foreground")
+    run.add_argument("--config", default=None, help="config file (default $CTD_CONFIG or /etc/ctd/ctd.toml)")
+    run.add_argument("--once", action="store_true", help="pull every source once, print a summary and exit")
+    chk = sub.add_parser("check-config", help="validate a config file and exit (0 valid, 2 invalid)")
+    chk.add_argument("path", nargs="?", default=None)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "check-config":
+        path = args.path or default_config_path()
+        try:
+            cfg = load_config(path)
+        except ConfigError as exc:
+            print(f"{path}: {exc}", file=sys.stderr)
+            return 2
+        print(summary(cfg))
+        return 0
+    path = args.config or default_config_path()
+    try:
+        cfg = load_config(path)
+    except ConfigError as exc:
+        print(f"ctd: invalid config {path}: {exc}", file=sys.stderr)
+        return 2
+    logs.configure_logging(cfg.daemon.log_level)
+    if args.once:
+        from ctd.once import run_once
+
+        return trio.run(run_once, cfg)
+    from ctd.daemon import Daemon
+
+    try:
+        trio.run(Daemon(cfg).run)
+    except CtdError as exc:
+        log.error("daemon failed", error=str(exc))
+        return 1
+    return 0

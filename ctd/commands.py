@@ -1,0 +1,151 @@
+"""Control commands: what each ``ctdctl`` request does inside the daemon."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from ctd import __version__, store_query
+from ctd.canon import canonicalize, detect_type
+from ctd.errors import BadRequest, InvalidIndicator
+from ctd.model import INDICATOR_TYPES
+
+if TYPE_CHECKING:
+    from ctd.daemon import Daemon
+
+log = structlog.get_logger("ctd.control")
+
+EXPORT_PAGE = 1000
+
+
+def candidates(value: str, type_: str | None) -> list[tuple[str, str]]:
+    """Canonical (type, value) pairs a user-typed value may stand for."""
+    types = [type_] if type_ else [t for t in (detect_type(value),) if t] + list(INDICATOR_TYPES)
+    out = []
+    for t in dict.fromkeys(types):
+        try:
+            pair = canonicalize(t, value)
+        except InvalidIndicator:
+            continue
+        if pair not in out:
+            out.append(pair)
+    return out
+
+
+def _opt_bool(args: dict[str, Any], key: str) -> bool | None:
+    v = args.get(key)
+    if v is None or isinstance(v, bool):
+        return v
+    raise BadRequest(f"{key} must be true, false or null")
+
+
+class Commands:
+    def __init__(self, daemon: "Daemon") -> None:
+        self.d = daemon
+
+    async def dispatch(self, request: Any, peer: Any) -> Any:
+        handler = self._handlers().get(request.cmd)
+        if handler is None:
+            raise BadRequest(f"unknown command {request.cmd!r}")
+        args = request.args or {}
+        if not isinstance(args, dict):
+            raise BadRequest("args must be an object")
+        return await handler(args)
+
+    def _handlers(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "sources": self.list_sources,
+            "sync": self.sync,
+            "reload": self.reload,
+            "indicators.show": self.show,
+            "indicators.search": self.search,
+            "indicators.export": self.export,
+        }
+
+    async def _sources(self) -> list[dict[str, Any]]:
+        counts = await self.d.store.call(store_query.source_counts)
+        out = []
+        for name in self.d.sources.names():
+            handle = self.d.sources.get(name)
+            out.append(handle.status.as_dict(counts.get(name, 0)))
+        for name, plugin in sorted(self.d.config.plugins.items()):
+            if not plugin.pull:
+                out.append({"name": name, "adapter": plugin.adapter, "pull": False, "state": "stopped",
+                            "last_run": None, "last_success": None, "last_error": None, "next_run": None,
+                            "last_counts": {}, "totals": {}, "indicators": counts.get(name, 0)})
+        return out
+
+    async def status(self, args: dict[str, Any]) -> dict[str, Any]:
+        cfg = self.d.config
+        return {
+            "version": __version__, "pid": os.getpid(),
+            "uptime_s": round(time.time() - self.d.started_at, 1),
+            "config_path": cfg.path, "config_hash": cfg.hash,
+            "indicators": await self.d.store.call(store_query.counts),
+            "sources": await self._sources(),
+        }
+
+    async def list_sources(self, args: dict[str, Any]) -> list[dict[str, Any]]:
+        return await self._sources()
+
+    async def sync(self, args: dict[str, Any]) -> dict[str, Any]:
+        name = args.get("source")
+        if not isinstance(name, str):
+            raise BadRequest("sync needs a source name")
+        from ctd.errors import ConfigError, ControlError
+
+        try:
+            result = await self.d.sync(name)
+        except ConfigError as exc:
+            raise ControlError(str(exc)) from None
+        import msgspec
+
+        return msgspec.structs.asdict(result)
+
+    async def reload(self, args: dict[str, Any]) -> dict[str, Any]:
+        from ctd.errors import ConfigError, ControlError
+
+        try:
+            return await self.d.reload()
+        except ConfigError as exc:
+            raise ControlError(f"config rejected, still running the previous one: {exc}") from None
+
+    async def show(self, args: dict[str, Any]) -> list[dict[str, Any]]:
+        value = args.get("value")
+        if not isinstance(value, str) or not value.strip():
+            raise BadRequest("show needs a value")
+        type_ = args.get("type")
+        if type_ is not None and type_ not in INDICATOR_TYPES:
+            raise BadRequest(f"unknown indicator type {type_!r}")
+        return await self.d.store.call(store_query.show, candidates(value, type_), value)
+
+    async def search(self, args: dict[str, Any]) -> list[dict[str, Any]]:
+        limit = args.get("limit", 100)
+        if not isinstance(limit, int) or not 1 <= limit <= 100000:
+            raise BadRequest("limit must be between 1 and 100000")
+        return await self.d.store.call(
+            store_query.search, type_=args.get("type"), source=args.get("source"),
+            active=_opt_bool(args, "active"), limit=limit,
+        )
+
+    async def export(self, args: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        type_, source, active = args.get("type"), args.get("source"), _opt_bool(args, "active")
+
+        async def items() -> AsyncIterator[dict[str, Any]]:
+            after = 0
+            while True:
+                page, after = await self.d.store.call(
+                    store_query.export_page, after=after, limit=EXPORT_PAGE,
+                    type_=type_, source=source, active=active,
+                )
+                for item in page:
+                    yield item
+                if len(page) < EXPORT_PAGE:
+                    return
+
+        return items()

@@ -1,0 +1,223 @@
+"""Load and validate ``ctd.toml`` into immutable config snapshots.
+
+Every error names its location (``- at $.plugins.feed1.aging_days`` or the
+TOML line), so ``ctd check-config`` and a rejected reload tell the operator
+exactly what to fix. Adapter keys live in the same ``[plugins.NAME]`` table
+as the common keys and are validated by the adapter's own ``Config`` Struct.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import Meta
+
+from ctd import adapters_registry
+from ctd.errors import ConfigError
+
+
+class Duration(float):
+    """A span of time in seconds, written ``"90s"``, ``"15m"``, ``"6h"``, ``"14d"`` or a number of seconds."""
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)?\s*$")
+_UNIT = {None: 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(value: Any) -> Duration:
+    """Turn ``"15m"`` (or a number of seconds) into seconds."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration like '90s', '15m', '6h' or '14d'")
+    if isinstance(value, (int, float)):
+        return Duration(value)
+    if isinstance(value, str) and (m := _DURATION.match(value)):
+        return Duration(float(m.group(1)) * _UNIT[m.group(2)])
+    raise ValueError(f"invalid duration {value!r}: expected e.g. '90s', '15m', '6h' or '14d'")
+
+
+def _dec_hook(tp: type, obj: Any) -> Any:
+    if tp is Duration:
+        return parse_duration(obj)
+    raise NotImplementedError
+
+
+class _Section(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    pass
+
+
+class DaemonConfig(_Section):
+    state_dir: str = "/var/lib/ctd"
+    socket: str = "/run/ctd/ctd.sock"
+    socket_group: str | None = None
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    housekeeping_interval: Duration = Duration(300)
+    shutdown_timeout: Duration = Duration(10)
+
+
+class AllowlistConfig(_Section):
+    values: list[str] = []
+    cidrs: list[str] = []
+    domains: list[str] = []
+
+
+class PluginConfig(_Section):
+    """The keys every plugin has; ``options`` holds the adapter's own Struct."""
+
+    adapter: str
+    pull: bool = True
+    sync_interval: Duration = Duration(3600)
+    initial_range: Duration = Duration(7 * 86400)
+    aging_days: Annotated[int, Meta(ge=0, le=365)] = 90
+    reputation: Annotated[int, Meta(ge=1, le=10)] | None = None
+    reconcile: Literal["last_seen", "first_seen", "highest_severity"] = "last_seen"
+    tags: list[str] = []
+    timeout: Duration = Duration(600)
+    options: Any = None
+
+
+COMMON_PLUGIN_KEYS = frozenset(PluginConfig.__struct_fields__) - {"options"}
+
+
+class Config(_Section):
+    daemon: DaemonConfig = DaemonConfig()
+    allowlist: AllowlistConfig = AllowlistConfig()
+    plugins: dict[str, PluginConfig] = {}
+    # Parsed and kept for the sharing layer; validated there.
+    rules: dict[str, dict[str, Any]] = {}
+    sharing: dict[str, dict[str, Any]] = {}
+    path: str = ""
+    hash: str = ""
+
+
+def adapter_class(name: str) -> Any:
+    """An adapter by entry-point name, or ``package.module:Class`` for out-of-tree adapters."""
+    if ":" in name:
+        mod, _, attr = name.partition(":")
+        try:
+            return getattr(importlib.import_module(mod), attr)
+        except (ImportError, AttributeError) as exc:
+            raise ConfigError(f"cannot load adapter {name!r}: {exc}") from exc
+    return adapters_registry.load(name)
+
+
+def _convert(obj: Any, tp: Any, where: str) -> Any:
+    try:
+        return msgspec.convert(obj, tp, dec_hook=_dec_hook)
+    except msgspec.ValidationError as exc:
+        msg, sep, loc = str(exc).rpartition(" - at `")
+        if not sep:
+            raise ConfigError(str(exc), where) from None
+        loc = loc.rstrip("`")
+        raise ConfigError(msg, where + loc[1:]) from None
+
+
+def _resolve_secret_files(raw: dict[str, Any], fields: tuple[str, ...], where: str) -> dict[str, Any]:
+    """``token_file = "/path"`` stands for ``token = <file contents>`` for any adapter field."""
+    out = dict(raw)
+    for key in list(raw):
+        base = key[: -len("_file")] if key.endswith("_file") else None
+        if base is None or base not in fields or key in fields:
+            continue
+        path = raw[key]
+        if base in raw:
+            raise ConfigError(f"give either {base} or {key}, not both", f"{where}.{key}")
+        try:
+            out[base] = Path(path).read_text().strip()
+        except (OSError, TypeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else "expected a path"
+            raise ConfigError(f"cannot read {key}: {reason}", f"{where}.{key}") from None
+        del out[key]
+    return out
+
+
+def _plugin(name: str, raw: Any) -> PluginConfig:
+    where = f"$.plugins.{name}"
+    if not isinstance(raw, dict):
+        raise ConfigError("expected a table", where)
+    common = {k: v for k, v in raw.items() if k in COMMON_PLUGIN_KEYS}
+    if "adapter" not in common:
+        raise ConfigError("Object missing required field `adapter`", where)
+    plugin = _convert(common, PluginConfig, where)
+    try:
+        cls = adapter_class(plugin.adapter)
+    except ConfigError as exc:
+        raise ConfigError(exc.message, f"{where}.adapter") from None
+    own = {k: v for k, v in raw.items() if k not in COMMON_PLUGIN_KEYS}
+    fields = tuple(getattr(cls.Config, "__struct_fields__", ()))
+    own = _resolve_secret_files(own, fields, where)
+    options = _convert(own, cls.Config, where)
+    if plugin.pull and not getattr(cls, "can_pull", False):
+        raise ConfigError(f"adapter {plugin.adapter!r} cannot pull; set pull = false", f"{where}.pull")
+    return msgspec.structs.replace(plugin, options=options)
+
+
+def parse_config(text: str, path: str = "<string>") -> Config:
+    """Validate a whole config document; raises ConfigError with its location."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"TOML syntax error: {exc}") from None
+    plugins_raw = raw.pop("plugins", {})
+    if not isinstance(plugins_raw, dict):
+        raise ConfigError("expected a table", "$.plugins")
+    cfg = _convert(raw, Config, "$")
+    plugins = {name: _plugin(name, body) for name, body in plugins_raw.items()}
+    _check_allowlist(cfg.allowlist)
+    digest = hashlib.sha256(text.encode()).hexdigest()[:12]
+    return msgspec.structs.replace(cfg, plugins=plugins, path=path, hash=digest)
+
+
+def _check_allowlist(al: AllowlistConfig) -> None:
+    from ctd.allowlist import Allowlist
+
+    try:
+        Allowlist(al.values, al.cidrs, al.domains)
+    except ValueError as exc:
+        raise ConfigError(str(exc), "$.allowlist") from None
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    """Read and validate the file at ``path``."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {p}: {exc.strerror}") from None
+    return parse_config(text, str(p))
+
+
+def default_config_path() -> str:
+    return os.environ.get("CTD_CONFIG") or "/etc/ctd/ctd.toml"
+
+
+class ConfigDiff(msgspec.Struct, frozen=True, kw_only=True):
+    added: list[str]
+    removed: list[str]
+    changed: list[str]
+    unchanged: list[str]
+
+
+def diff_named(old: dict[str, Any], new: dict[str, Any]) -> ConfigDiff:
+    """Compare two name -> config maps (plugins, sharing) by name and content."""
+    return ConfigDiff(
+        added=sorted(new.keys() - old.keys()),
+        removed=sorted(old.keys() - new.keys()),
+        changed=sorted(k for k in old.keys() & new.keys() if old[k] != new[k]),
+        unchanged=sorted(k for k in old.keys() & new.keys() if old[k] == new[k]),
+    )
+
+
+def summary(cfg: Config) -> str:
+    """One line for ``ctd check-config``."""
+    pulling = sum(1 for p in cfg.plugins.values() if p.pull)
+    return (
+        f"{cfg.path}: OK ({len(cfg.plugins)} plugins, {pulling} pulling, "
+        f"{len(cfg.rules)} rules, {len(cfg.sharing)} sharing configurations; hash {cfg.hash})"
+    )

@@ -1,0 +1,190 @@
+"""Human-readable output of ctdctl: aligned tables and key/value blocks.
+
+Every function takes the output stream and the data exactly as the daemon
+sent it (decoded JSON); times are printed as the ISO strings given.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterable, Sequence
+from typing import Any, Final, TextIO
+
+import msgspec
+
+CSV_FIELDS: Final = (
+    "type", "value", "active", "severity", "reputation",
+    "first_seen", "last_seen", "expires_at", "sources", "tags",
+)
+
+
+def to_json(data: Any) -> str:
+    """Pretty JSON text of ``data`` with a trailing newline."""
+    return msgspec.json.format(msgspec.json.encode(data), indent=2).decode() + "\n"
+
+
+def cell(value: Any) -> str:
+    """One table cell: ``-`` for missing, yes/no for booleans, lists comma-joined."""
+    match value:
+        case None | "":
+            return "-"
+        case bool():
+            return "yes" if value else "no"
+        case float():
+            return f"{value:.1f}"
+        case list() | tuple():
+            return ",".join(str(v) for v in value) or "-"
+        case _:
+            return str(value)
+
+
+def table(out: TextIO, headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    """Write an aligned table (the last column is not padded)."""
+    text_rows = [[cell(v) for v in row] for row in rows]
+    widths = [len(h) for h in headers]
+    for row in text_rows:
+        for i, v in enumerate(row):
+            widths[i] = max(widths[i], len(v))
+    for row in [list(headers), *text_rows]:
+        padded = [v.ljust(w) for v, w in zip(row[:-1], widths)]
+        out.write("  ".join([*padded, row[-1]]).rstrip() + "\n")
+
+
+def kv(out: TextIO, pairs: Sequence[tuple[str, Any]]) -> None:
+    """Write an aligned ``key  value`` block."""
+    width = max((len(k) for k, _ in pairs), default=0)
+    for key, value in pairs:
+        out.write(f"{key.ljust(width)}  {cell(value)}\n")
+
+
+def _duration(seconds: float) -> str:
+    s = int(seconds)
+    days, s = divmod(s, 86400)
+    hours, s = divmod(s, 3600)
+    minutes, s = divmod(s, 60)
+    parts = [f"{days}d"] if days else []
+    if days or hours:
+        parts.append(f"{hours}h")
+    if days or hours or minutes:
+        parts.append(f"{minutes}m")
+    parts.append(f"{s}s")
+    return " ".join(parts)
+
+
+# --- commands -----------------------------------------------------------------
+
+
+def status(out: TextIO, data: dict[str, Any]) -> None:
+    """``ctdctl status``: daemon facts, indicator counts by type, then the sources."""
+    counts = data.get("indicators", {})
+    kv(out, [
+        ("version", data.get("version")),
+        ("pid", data.get("pid")),
+        ("uptime", _duration(float(data.get("uptime_s") or 0))),
+        ("config", data.get("config_path")),
+        ("config hash", data.get("config_hash")),
+        ("indicators", f"{counts.get('total', 0)} total, {counts.get('active', 0)} active"),
+    ])
+    by_type = counts.get("by_type") or {}
+    if by_type:
+        out.write("\n")
+        table(out, ("TYPE", "ACTIVE", "INACTIVE"), [
+            (t, c.get("active", 0), c.get("inactive", 0)) for t, c in sorted(by_type.items())
+        ])
+    out.write("\n")
+    sources(out, data.get("sources") or [])
+
+
+def sources(out: TextIO, data: list[dict[str, Any]]) -> None:
+    """``ctdctl sources``: one row per source."""
+    if not data:
+        out.write("no sources configured\n")
+        return
+    rows = []
+    for s in data:
+        c = s.get("last_counts") or {}
+        rows.append((
+            s.get("name"), s.get("adapter"), s.get("pull"), s.get("state"),
+            s.get("last_run"), s.get("last_success"), s.get("next_run"),
+            c.get("new", 0), c.get("updated", 0), c.get("invalid", 0), c.get("retracted", 0),
+            s.get("indicators", 0), s.get("last_error"),
+        ))
+    table(out, ("SOURCE", "ADAPTER", "PULL", "STATE", "LAST_RUN", "LAST_SUCCESS", "NEXT_RUN",
+                "NEW", "UPDATED", "INVALID", "RETRACTED", "INDICATORS", "LAST_ERROR"), rows)
+
+
+def sync(out: TextIO, data: dict[str, Any]) -> None:
+    """``ctdctl sync``: the counts of the pull."""
+    kv(out, [(k, data.get(k)) for k in (
+        "source", "new", "updated", "invalid", "retracted", "batches", "duration_s", "error",
+    )])
+
+
+def reload(out: TextIO, data: dict[str, Any]) -> None:
+    """``ctdctl reload``: the new config hash and what changed, by name."""
+    kv(out, [
+        ("config hash", data.get("config_hash")),
+        *((k, data.get(k) or []) for k in ("added", "removed", "changed", "unchanged")),
+    ])
+
+
+def indicators_show(out: TextIO, data: list[dict[str, Any]]) -> None:
+    """``ctdctl indicators show``: a key/value block and a sources table per indicator."""
+    for n, ind in enumerate(data):
+        if n:
+            out.write("\n")
+        kv(out, [(k, ind.get(k)) for k in (
+            "type", "value", "active", "allowlisted", "severity", "reputation", "first_seen",
+            "last_seen", "expires_at", "hits", "tags", "reference", "comments",
+        )])
+        out.write("\n")
+        table(out, ("SOURCE", "FIRST_SEEN", "LAST_SEEN", "REPUTATION", "SEVERITY", "EXPIRES_AT",
+                    "RETRACTED", "TAGS"), [
+            (s.get("source"), s.get("first_seen"), s.get("last_seen"), s.get("reputation"),
+             s.get("severity"), s.get("expires_at"), s.get("retracted"), s.get("tags"))
+            for s in ind.get("sources") or []
+        ])
+
+
+def indicators_table(out: TextIO, data: list[dict[str, Any]]) -> None:
+    """``ctdctl indicators search``: one row per indicator."""
+    if not data:
+        return
+    table(out, ("TYPE", "VALUE", "ACTIVE", "SEVERITY", "REPUTATION", "LAST_SEEN", "SOURCES"), [
+        (i.get("type"), i.get("value"), i.get("active"), i.get("severity"), i.get("reputation"),
+         i.get("last_seen"), [s.get("source") for s in i.get("sources") or []])
+        for i in data
+    ])
+
+
+# --- export (streamed: one item written as it arrives) ------------------------
+
+
+def write_jsonl(out: TextIO, items: Iterable[Any]) -> None:
+    """One JSON object per line."""
+    encode = msgspec.json.encode
+    for item in items:
+        out.write(encode(item).decode())
+        out.write("\n")
+    out.flush()
+
+
+def write_csv(out: TextIO, items: Iterable[dict[str, Any]]) -> None:
+    """CSV with a header; sources and tags joined with ``;``."""
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(CSV_FIELDS)
+    for i in items:
+        writer.writerow([
+            i.get("type"), i.get("value"),
+            "true" if i.get("active") else "false",
+            i.get("severity"), i.get("reputation"),
+            _csv_value(i.get("first_seen")), _csv_value(i.get("last_seen")),
+            _csv_value(i.get("expires_at")),
+            ";".join(str(s.get("source")) for s in i.get("sources") or []),
+            ";".join(i.get("tags") or []),
+        ])
+    out.flush()
+
+
+def _csv_value(value: Any) -> str:
+    return "" if value is None else str(value)

@@ -1,0 +1,183 @@
+"""The daemon: root nursery, startup order, reload, graceful stop.
+
+Startup: store ready -> control socket bound -> signal receiver open ->
+sources started -> READY=1. Reload validates the whole new file first and
+keeps the running config if it is invalid; otherwise it diffs by name and
+touches only what changed.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from typing import Any
+
+import structlog
+import trio
+
+from ctd import logs, store_sql
+from ctd.allowlist import Allowlist
+from ctd.config import Config, ConfigDiff, PluginConfig, adapter_class, diff_named, load_config
+from ctd.errors import ConfigError
+from ctd.sdnotify import Notifier, run_watchdog, watchdog_interval
+from ctd.source import AllowlistRef, PullResult, SourceStatus, SyncRequest, run_source
+from ctd.store import StoreClient, run_store
+from ctd.supervisor import Supervisor
+
+log = structlog.get_logger("ctd.daemon")
+
+SYNC_QUEUE = 4
+
+
+def db_path(cfg: Config) -> str:
+    return os.path.join(cfg.daemon.state_dir, "ctd.db")
+
+
+def make_adapter(name: str, plugin: PluginConfig) -> Any:
+    cls = adapter_class(plugin.adapter)
+    return cls(name, plugin.options, None)
+
+
+def allowlist_matcher(cfg: Config) -> Any:
+    al = Allowlist(cfg.allowlist.values, cfg.allowlist.cidrs, cfg.allowlist.domains)
+    return al.matches if al else None
+
+
+class SourceHandle:
+    def __init__(self, status: SourceStatus, sync_send: trio.MemorySendChannel) -> None:
+        self.status = status
+        self.sync_send = sync_send
+
+
+class Daemon:
+    def __init__(self, config: Config, notifier: Notifier | None = None) -> None:
+        self.config = config
+        self.notifier = notifier or Notifier.from_env()
+        self.started_at = time.time()
+        self.store: StoreClient | None = None
+        self.sources: Supervisor | None = None
+        self._reload_lock = trio.Lock()
+        self.allowlist = AllowlistRef(allowlist_matcher(config))
+
+    # -- lifecycle -------------------------------------------------------------
+
+    async def run(self) -> None:
+        from ctd.commands import Commands
+        from ctd.control import serve_control
+
+        cfg = self.config
+        log.info("daemon starting", ctd_event="daemon_start", pid=os.getpid(), ctd_config_hash=cfg.hash, config=cfg.path)
+        async with trio.open_nursery() as root:
+            self.store = await root.start(run_store, db_path(cfg))
+            with trio.open_signal_receiver(signal.SIGHUP, signal.SIGTERM, signal.SIGINT) as signals:
+                await root.start(
+                    serve_control, cfg.daemon.socket, Commands(self).dispatch,
+                    **({"socket_group": cfg.daemon.socket_group} if cfg.daemon.socket_group else {}),
+                )
+                async with trio.open_nursery() as actors:
+                    self.sources = Supervisor(actors, "source")
+                    for name, plugin in cfg.plugins.items():
+                        if plugin.pull:
+                            await self._start_source(name, plugin)
+                    actors.start_soon(self._housekeeping)
+                    interval = watchdog_interval()
+                    if interval:
+                        actors.start_soon(run_watchdog, self.notifier, interval)
+                    self.notifier.ready(status="serving")
+                    log.info("daemon ready", ctd_event="daemon_ready", sources=len(self.sources.names()))
+                    async for signum in signals:
+                        if signum == signal.SIGHUP:
+                            try:
+                                await self.reload()
+                            except ConfigError:
+                                pass  # logged by reload(); the running config stays
+                        else:
+                            break
+                    self.notifier.stopping()
+                    log.info("daemon stopping", ctd_event="daemon_stop", signal=signal.Signals(signum).name)
+                    # Sources first, so no new batch reaches the store; a batch
+                    # the store is committing finishes (its thread is never abandoned).
+                    with trio.move_on_after(float(cfg.daemon.shutdown_timeout)):
+                        await self.sources.stop_all()
+                    actors.cancel_scope.cancel()
+                root.cancel_scope.cancel()
+        log.info("daemon stopped", ctd_event="daemon_stopped")
+
+    async def _start_source(self, name: str, plugin: PluginConfig) -> None:
+        assert self.sources is not None and self.store is not None
+        status = SourceStatus(name, plugin)
+        send, recv = trio.open_memory_channel[SyncRequest](SYNC_QUEUE)
+        adapter = make_adapter(name, plugin)
+        await self.sources.start(
+            name, plugin, SourceHandle(status, send), run_source,
+            name, plugin, adapter, self.store, self.allowlist, status, recv,
+        )
+
+    async def _housekeeping(self) -> None:
+        while True:
+            await trio.sleep(float(self.config.daemon.housekeeping_interval))
+            assert self.store is not None
+            n = await self.store.call(store_sql.expire, int(time.time()))
+            if n:
+                log.info("indicators expired", ctd_event="indicators_expired", ctd_count=n)
+
+    # -- reload ------------------------------------------------------------------
+
+    async def reload(self) -> dict[str, Any]:
+        """Re-read the config file; apply it only if the whole file is valid."""
+        async with self._reload_lock:
+            path = self.config.path
+            try:
+                new = load_config(path)
+            except ConfigError as exc:
+                log.error("config rejected", ctd_event="config_rejected", error=str(exc), config=path)
+                raise
+            self.notifier.reloading()
+            try:
+                diff = await self._apply(new)
+            finally:
+                self.notifier.ready(status="reloaded")
+            log.info(
+                "config reloaded", ctd_event="config_reloaded", ctd_config_hash=new.hash,
+                added=diff.added, removed=diff.removed, changed=diff.changed,
+            )
+            return {"config_hash": new.hash, "added": diff.added, "removed": diff.removed,
+                    "changed": diff.changed, "unchanged": diff.unchanged}
+
+    async def _apply(self, new: Config) -> ConfigDiff:
+        assert self.sources is not None and self.store is not None
+        old = self.config
+        old_pull = {k: v for k, v in old.plugins.items() if v.pull}
+        new_pull = {k: v for k, v in new.plugins.items() if v.pull}
+        allow_changed = old.allowlist != new.allowlist
+        diff = diff_named(old_pull, new_pull)
+        self.config = new
+        if new.daemon.log_level != old.daemon.log_level:
+            logs.configure_logging(new.daemon.log_level)
+        if new.daemon.socket != old.daemon.socket or new.daemon.state_dir != old.daemon.state_dir:
+            log.warning("daemon.socket/state_dir changes take effect at the next restart")
+        for name in diff.removed + diff.changed:
+            await self.sources.stop(name)
+        if allow_changed:
+            # Running sources read the matcher per batch: no restart needed.
+            self.allowlist.current = allowlist_matcher(new)
+            n = await self.store.call(
+                store_sql.reapply_allowlist, self.allowlist.current or (lambda t, v: False), int(time.time())
+            )
+            log.info("allowlist applied", ctd_event="allowlist_applied", ctd_count=n)
+        for name in diff.added + diff.changed:
+            await self._start_source(name, new_pull[name])
+        return diff
+
+    # -- on-demand pulls -----------------------------------------------------------
+
+    async def sync(self, name: str) -> PullResult:
+        assert self.sources is not None
+        handle: SourceHandle | None = self.sources.get(name)
+        if handle is None:
+            raise ConfigError(f"no pulling source named {name!r}")
+        send, recv = trio.open_memory_channel[PullResult](1)
+        await handle.sync_send.send(SyncRequest(send))
+        async with recv:
+            return await recv.receive()

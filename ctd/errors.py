@@ -1,0 +1,76 @@
+"""The ctd error tree, grouped by what the caller does next.
+
+::
+
+    CtdError
+    ├─ ConfigError            tell the user; a reload keeps the running config
+    ├─ InvalidIndicator       skip this value, count it for its source
+    ├─ AdapterError           raised by adapters, translated at their boundary
+    │   ├─ SourceUnavailable  retry with backoff (network, timeout, 5xx, 429; .retry_after)
+    │   ├─ AuthError          disable until the config is reloaded (401/403, bad secret)
+    │   └─ UpstreamDataError  skip the batch, keep the checkpoint (undecodable data)
+    ├─ StoreError             the store actor failed or is closed
+    │   └─ StoreClosed
+    └─ ControlError           a control request that cannot be served (message goes to ctdctl)
+        ├─ BadRequest
+        └─ PermissionDenied
+"""
+
+from __future__ import annotations
+
+
+class CtdError(Exception):
+    """Root of every error ctd raises on purpose."""
+
+
+class ConfigError(CtdError):
+    """The configuration is invalid; ``location`` says where (``$.plugins.x.y`` or ``line 3``)."""
+
+    def __init__(self, message: str, location: str | None = None) -> None:
+        self.message = message
+        self.location = location
+        super().__init__(f"{message} - at {location}" if location else message)
+
+
+class InvalidIndicator(CtdError):
+    """A value does not validate for its indicator type."""
+
+
+class AdapterError(CtdError):
+    """An adapter could not complete a call."""
+
+
+class SourceUnavailable(AdapterError):
+    """Transient: retry later with backoff. ``retry_after`` (seconds) when the peer said so."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        self.retry_after = retry_after
+        super().__init__(message)
+
+
+class AuthError(AdapterError):
+    """Credentials rejected: the plugin stays disabled until the config is reloaded."""
+
+
+class UpstreamDataError(AdapterError):
+    """The peer sent data we cannot decode: skip it, keep the checkpoint."""
+
+
+class StoreError(CtdError):
+    """The store could not perform an operation."""
+
+
+class StoreClosed(StoreError):
+    """The store actor is gone (shutting down)."""
+
+
+class ControlError(CtdError):
+    """A control request failed; the message is shown to the ctdctl user."""
+
+
+class BadRequest(ControlError):
+    """Malformed or unknown control request."""
+
+
+class PermissionDenied(ControlError):
+    """The peer is not allowed to run this command."""

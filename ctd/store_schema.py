@@ -1,0 +1,91 @@
+"""SQLite schema and migrations (``PRAGMA user_version`` is the schema version)."""
+
+from __future__ import annotations
+
+import sqlite3
+
+# Each entry migrates from version i to i+1. Never edit a shipped migration:
+# append a new one.
+MIGRATIONS: list[str] = [
+    # 1: indicators, per-source provenance, sources with checkpoints.
+    """
+    CREATE TABLE source (
+        id           INTEGER PRIMARY KEY,
+        name         TEXT NOT NULL UNIQUE,
+        last_run     INTEGER,          -- start of the last successful pull cycle
+        cursor       TEXT,             -- adapter state (JSON), committed with batches
+        sub          TEXT,             -- resume point of a half-done pull (JSON)
+        gen          INTEGER NOT NULL DEFAULT 0,  -- snapshot generation
+        last_success INTEGER,
+        last_error   TEXT
+    );
+    CREATE TABLE indicator (
+        id          INTEGER PRIMARY KEY,
+        type        TEXT NOT NULL,
+        value       TEXT NOT NULL,
+        active      INTEGER NOT NULL DEFAULT 0,
+        allowlisted INTEGER NOT NULL DEFAULT 0,
+        first_seen  INTEGER,
+        last_seen   INTEGER,
+        expires_at  INTEGER,           -- NULL: never expires
+        reputation  INTEGER NOT NULL DEFAULT 5,
+        severity    INTEGER NOT NULL DEFAULT 0,
+        tags        TEXT NOT NULL DEFAULT '[]',
+        comments    TEXT NOT NULL DEFAULT '',
+        reference   TEXT NOT NULL DEFAULT '',
+        best_source INTEGER,           -- source.id the effective metadata comes from
+        hits        INTEGER NOT NULL DEFAULT 0,
+        changed_at  INTEGER NOT NULL DEFAULT 0,  -- last change of anything a destination sees
+        UNIQUE (type, value)
+    );
+    CREATE INDEX indicator_expiry ON indicator(expires_at) WHERE active = 1;
+    CREATE TABLE sighting (
+        iid         INTEGER NOT NULL,
+        sid         INTEGER NOT NULL,
+        first_seen  INTEGER,
+        last_seen   INTEGER,
+        reputation  INTEGER NOT NULL,
+        severity    INTEGER NOT NULL,
+        tags        TEXT NOT NULL,
+        comments    TEXT NOT NULL,
+        reference   TEXT NOT NULL,
+        expires_at  INTEGER,
+        retracted   INTEGER NOT NULL DEFAULT 0,
+        gen         INTEGER NOT NULL,
+        PRIMARY KEY (iid, sid)
+    ) WITHOUT ROWID;
+    CREATE INDEX sighting_source ON sighting(sid, gen);
+    """,
+]
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Bring the database to the latest schema; returns the version."""
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version > len(MIGRATIONS):
+        raise sqlite3.DatabaseError(
+            f"database schema version {version} is newer than this ctd ({len(MIGRATIONS)})"
+        )
+    for i in range(version, len(MIGRATIONS)):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for stmt in _statements(MIGRATIONS[i]):
+                conn.execute(stmt)
+            conn.execute(f"PRAGMA user_version = {i + 1}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    return len(MIGRATIONS)
+
+
+def _statements(script: str) -> list[str]:
+    out, buf = [], ""
+    for line in script.splitlines(keepends=True):
+        buf += line
+        if sqlite3.complete_statement(buf):
+            out.append(buf.strip())
+            buf = ""
+    if buf.strip():
+        out.append(buf.strip())
+    return out

@@ -1,0 +1,286 @@
+"""Synchronous SQL on the store's connection. Only the store actor calls these,
+one at a time, from its worker thread; each public function is one transaction.
+
+Ingest is set-based: a batch is staged into a temp table with one
+``executemany`` and then merged with a handful of INSERT ... SELECT / UPDATE
+statements, so per-row work stays inside SQLite.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Iterable, Sequence
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+import msgspec
+
+from ctd.store_schema import migrate
+
+_json_enc = msgspec.json.Encoder()
+_json_dec = msgspec.json.Decoder()
+
+STAGE_COLUMNS = (
+    "type, value, first_seen, last_seen, reputation, severity, tags, comments, "
+    "reference, expires_at, retracted, allowlisted"
+)
+# One staged row: (type, value, first_seen, last_seen, reputation, severity(int),
+# tags(json), comments, reference, explicit_expiry, retracted(0/1), allowlisted(0/1))
+StageRow = tuple
+
+
+def connect(path: str) -> sqlite3.Connection:
+    """Open (and migrate) the database at ``path`` in WAL mode."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA foreign_keys=OFF")
+    conn.execute("PRAGMA temp_store=MEMORY")
+    conn.execute("PRAGMA cache_size=-65536")  # 64 MiB page cache
+    migrate(conn)
+    conn.execute(
+        f"CREATE TEMP TABLE IF NOT EXISTS stage (seq INTEGER PRIMARY KEY, {STAGE_COLUMNS}, iid INTEGER)"
+    )
+    return conn
+
+
+@contextmanager
+def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+# --- sources and checkpoints ------------------------------------------------
+
+
+def source_id(conn: sqlite3.Connection, name: str) -> int:
+    row = conn.execute("SELECT id FROM source WHERE name = ?", (name,)).fetchone()
+    if row:
+        return row[0]
+    with transaction(conn):
+        return conn.execute("INSERT INTO source(name) VALUES (?) RETURNING id", (name,)).fetchone()[0]
+
+
+def get_checkpoint(conn: sqlite3.Connection, name: str) -> dict[str, Any]:
+    row = conn.execute(
+        "SELECT last_run, cursor, sub, gen, last_success, last_error FROM source WHERE name = ?",
+        (name,),
+    ).fetchone()
+    if row is None:
+        return {"last_run": None, "cursor": None, "sub": None, "gen": 0, "last_success": None, "last_error": None}
+    last_run, cursor, sub, gen, last_success, last_error = row
+    return {
+        "last_run": last_run,
+        "cursor": _json_dec.decode(cursor) if cursor else None,
+        "sub": _json_dec.decode(sub) if sub else None,
+        "gen": gen,
+        "last_success": last_success,
+        "last_error": last_error,
+    }
+
+
+def complete_pull(conn: sqlite3.Connection, name: str, cycle_start: int, now: int) -> None:
+    """A pull cycle finished: its start becomes the checkpoint; the resume point is cleared."""
+    sid = source_id(conn, name)
+    with transaction(conn):
+        conn.execute(
+            "UPDATE source SET last_run = ?, sub = NULL, last_success = ?, last_error = NULL WHERE id = ?",
+            (cycle_start, now, sid),
+        )
+
+
+def record_error(conn: sqlite3.Connection, name: str, error: str) -> None:
+    sid = source_id(conn, name)
+    with transaction(conn):
+        conn.execute("UPDATE source SET last_error = ? WHERE id = ?", (error, sid))
+
+
+def set_checkpoint(conn: sqlite3.Connection, name: str, last_run: int | None) -> None:
+    """Operator override of "last run" (re-pull history): also drops any resume point."""
+    sid = source_id(conn, name)
+    with transaction(conn):
+        conn.execute("UPDATE source SET last_run = ?, sub = NULL, cursor = NULL WHERE id = ?", (last_run, sid))
+
+
+# --- ingest -------------------------------------------------------------------
+
+_RECONCILE = {
+    # Which re-report of the same source replaces that source's metadata.
+    "last_seen": "excluded.last_seen >= sighting.last_seen",
+    "first_seen": "0",
+    "highest_severity": (
+        "excluded.severity > sighting.severity OR "
+        "(excluded.severity = sighting.severity AND excluded.last_seen >= sighting.last_seen)"
+    ),
+}
+
+
+def _upsert_sighting_sql(policy: str) -> str:
+    take = _RECONCILE[policy]
+    meta = ", ".join(
+        f"{c} = CASE WHEN {take} THEN excluded.{c} ELSE sighting.{c} END"
+        for c in ("reputation", "severity", "tags", "comments", "reference")
+    )
+    return f"""
+    INSERT INTO sighting (iid, sid, first_seen, last_seen, reputation, severity, tags,
+                          comments, reference, expires_at, retracted, gen)
+    SELECT iid, :sid, first_seen, last_seen, reputation, severity, tags, comments, reference,
+           coalesce(expires_at, CASE WHEN :aging > 0 THEN last_seen + :aging END),
+           retracted, :gen
+    FROM stage WHERE true
+    ON CONFLICT (iid, sid) DO UPDATE SET
+        {meta},
+        first_seen = min(coalesce(sighting.first_seen, excluded.first_seen), excluded.first_seen),
+        last_seen = max(coalesce(sighting.last_seen, excluded.last_seen), excluded.last_seen),
+        expires_at = CASE
+            WHEN excluded.last_seen >= sighting.last_seen OR sighting.last_seen IS NULL THEN excluded.expires_at
+            ELSE sighting.expires_at END,
+        retracted = excluded.retracted,
+        gen = excluded.gen
+    """
+
+
+# Effective metadata: the best live source (highest reputation, then latest
+# last_seen, then lowest source id for a total order), so the result does not
+# depend on arrival order. Activity: any unretracted, unexpired source entry.
+_REFRESH_SQL = """
+UPDATE indicator SET
+    (reputation, severity, tags, comments, reference, best_source) = (
+        SELECT s.reputation, s.severity, s.tags, s.comments, s.reference, s.sid
+        FROM sighting s WHERE s.iid = indicator.id
+        ORDER BY s.retracted, s.reputation DESC, s.last_seen DESC, s.sid
+        LIMIT 1),
+    (first_seen, last_seen, expires_at, active) = (
+        SELECT min(s.first_seen), max(s.last_seen),
+               CASE WHEN sum(s.retracted = 0 AND s.expires_at IS NULL) > 0 THEN NULL
+                    ELSE max(CASE WHEN s.retracted = 0 THEN s.expires_at END) END,
+               indicator.allowlisted = 0 AND
+               coalesce(max(s.retracted = 0 AND (s.expires_at IS NULL OR s.expires_at > :now)), 0)
+        FROM sighting s WHERE s.iid = indicator.id),
+    changed_at = :now
+WHERE id IN ({ids})
+"""
+
+_SNAPSHOT_SQL = "UPDATE sighting SET retracted = 1 WHERE sid = :sid AND gen < :gen AND retracted = 0 RETURNING iid"
+
+
+class IngestResult(msgspec.Struct, frozen=True, kw_only=True):
+    new: int
+    updated: int
+    retracted: int
+
+
+def ingest(
+    conn: sqlite3.Connection,
+    *,
+    source: str,
+    rows: Sequence[StageRow],
+    policy: str,
+    aging_days: int,
+    now: int,
+    fresh: bool,
+    snapshot_end: bool,
+    sub: dict | None,
+    cursor: dict | None,
+) -> IngestResult:
+    """Merge one batch from ``source`` and commit it together with its checkpoint."""
+    sid = source_id(conn, source)
+    params = {"sid": sid, "aging": aging_days * 86400, "now": now}
+    with transaction(conn):
+        gen = conn.execute("SELECT gen FROM source WHERE id = ?", (sid,)).fetchone()[0]
+        if fresh:
+            gen += 1
+        params["gen"] = gen
+        conn.execute("DELETE FROM stage")
+        conn.executemany(f"INSERT INTO stage ({STAGE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+        max_id = conn.execute("SELECT coalesce(max(id), 0) FROM indicator").fetchone()[0]
+        conn.execute(
+            "INSERT INTO indicator (type, value, allowlisted, hits, changed_at) "
+            "SELECT type, value, allowlisted, 1, :now FROM stage WHERE true "
+            "ON CONFLICT (type, value) DO UPDATE SET hits = hits + 1, allowlisted = excluded.allowlisted",
+            params,
+        )
+        conn.execute(
+            "UPDATE stage SET iid = (SELECT id FROM indicator i WHERE i.type = stage.type AND i.value = stage.value)"
+        )
+        new = conn.execute("SELECT count(DISTINCT iid) FROM stage WHERE iid > ?", (max_id,)).fetchone()[0]
+        distinct = conn.execute("SELECT count(DISTINCT iid) FROM stage").fetchone()[0]
+        conn.execute(_upsert_sighting_sql(policy), params)
+        conn.execute(_REFRESH_SQL.format(ids="SELECT iid FROM stage"), params)
+        retracted = 0
+        if snapshot_end:
+            gone = [r[0] for r in conn.execute(_SNAPSHOT_SQL, params).fetchall()]
+            retracted = len(gone)
+            if gone:
+                _refresh_ids(conn, gone, now)
+        conn.execute(
+            "UPDATE source SET gen = :gen, sub = :sub, cursor = coalesce(:cursor, cursor) WHERE id = :sid",
+            {
+                "gen": gen,
+                "sid": sid,
+                "sub": _json_enc.encode(sub).decode() if sub is not None else None,
+                "cursor": _json_enc.encode(cursor).decode() if cursor is not None else None,
+            },
+        )
+    return IngestResult(new=new, updated=distinct - new, retracted=retracted)
+
+
+def _refresh_ids(conn: sqlite3.Connection, ids: Iterable[int], now: int) -> None:
+    """Recompute effective metadata and activity of ``ids`` (inside a transaction)."""
+    ids = list(ids)
+    for i in range(0, len(ids), 10000):
+        chunk = ids[i : i + 10000]
+        conn.execute("DROP TABLE IF EXISTS temp.touch")
+        conn.execute("CREATE TEMP TABLE touch (id INTEGER PRIMARY KEY)")
+        conn.executemany("INSERT OR IGNORE INTO touch VALUES (?)", ((x,) for x in chunk))
+        conn.execute(_REFRESH_SQL.format(ids="SELECT id FROM touch"), {"now": now})
+
+
+# --- housekeeping ---------------------------------------------------------------
+
+
+def expire(conn: sqlite3.Connection, now: int) -> int:
+    """Mark indicators whose every source entry has expired inactive; returns how many."""
+    with transaction(conn):
+        cur = conn.execute(
+            "UPDATE indicator SET active = 0, changed_at = :now "
+            "WHERE active = 1 AND expires_at IS NOT NULL AND expires_at <= :now",
+            {"now": now},
+        )
+        return cur.rowcount
+
+
+def reapply_allowlist(conn: sqlite3.Connection, matches: Any, now: int) -> int:
+    """Re-evaluate every indicator against a changed allowlist; returns how many flipped."""
+    flips: list[tuple[int, int]] = []
+    for iid, typ, value, flag in conn.execute("SELECT id, type, value, allowlisted FROM indicator"):
+        want = 1 if matches(typ, value) else 0
+        if want != flag:
+            flips.append((want, iid))
+    if flips:
+        with transaction(conn):
+            conn.executemany("UPDATE indicator SET allowlisted = ? WHERE id = ?", flips)
+            _refresh_ids(conn, [iid for _, iid in flips], now)
+    return len(flips)
+
+
+def retract(conn: sqlite3.Connection, iid: int, source: str | None, now: int) -> int:
+    """Mark one indicator retracted for ``source`` (or every source); returns rows changed."""
+    with transaction(conn):
+        if source is None:
+            n = conn.execute("UPDATE sighting SET retracted = 1 WHERE iid = ? AND retracted = 0", (iid,)).rowcount
+        else:
+            n = conn.execute(
+                "UPDATE sighting SET retracted = 1 WHERE iid = ? AND retracted = 0 "
+                "AND sid = (SELECT id FROM source WHERE name = ?)",
+                (iid, source),
+            ).rowcount
+        _refresh_ids(conn, [iid], now)
+    return n

@@ -1,0 +1,45 @@
+"""Helpers for driving the store's SQL directly in tests."""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+from ctd import store_query, store_sql
+from ctd.model import Sighting
+from ctd.store import to_stage_rows
+
+NOW = 1_800_000_000  # a fixed "now" (2027-01-15)
+DAY = 86400
+
+
+def ingest(
+    conn: sqlite3.Connection,
+    source: str,
+    sightings: list[Sighting],
+    *,
+    now: int = NOW,
+    policy: str = "last_seen",
+    aging_days: int = 90,
+    reputation: int | None = None,
+    tags: tuple[str, ...] = (),
+    allowlisted: Any = None,
+    fresh: bool = True,
+    snapshot_end: bool = False,
+    sub: dict | None = None,
+) -> store_sql.IngestResult:
+    rows = to_stage_rows(sightings, now=now, reputation=reputation, extra_tags=tags, allowlisted=allowlisted)
+    return store_sql.ingest(
+        conn, source=source, rows=rows, policy=policy, aging_days=aging_days, now=now,
+        fresh=fresh, snapshot_end=snapshot_end, sub=sub, cursor=None,
+    )
+
+
+def show(conn: sqlite3.Connection, typ: str, value: str) -> dict[str, Any]:
+    found = store_query.show(conn, [(typ, value)], value)
+    assert len(found) == 1, found
+    return found[0]
+
+
+def s(value: str, typ: str = "domain", **kw: Any) -> Sighting:
+    return Sighting(type=typ, value=value, **kw)

@@ -1,0 +1,167 @@
+"""Config loading: validation with locations, durations, secrets, diffing."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from ctd.config import ConfigError, diff_named, load_config, parse_config, parse_duration
+
+BASE = """
+[daemon]
+state_dir = "var"
+[plugins.feed1]
+adapter = "file"
+path = "x.txt"
+"""
+
+
+def cfg(extra: str = "", base: str = BASE):
+    return parse_config(textwrap.dedent(base) + textwrap.dedent(extra), "t.toml")
+
+
+class TestValidation:
+    def test_minimal_config(self):
+        """A config with one file plugin validates and gets defaults."""
+        c = cfg()
+        p = c.plugins["feed1"]
+        assert p.aging_days == 90 and p.pull and p.reconcile == "last_seen"
+        assert p.options.path == "x.txt"
+
+    def test_constraint_error_location(self):
+        """An out-of-range value names its location."""
+        with pytest.raises(ConfigError) as e:
+            cfg("aging_days = 400\n")
+        assert str(e.value).endswith("- at $.plugins.feed1.aging_days")
+
+    def test_reputation_range(self):
+        """The reputation override must be 1..10."""
+        with pytest.raises(ConfigError, match=r"\$.plugins.feed1.reputation"):
+            cfg("reputation = 0\n")
+
+    def test_unknown_common_key(self):
+        """Unknown keys are errors, with the table they are in."""
+        with pytest.raises(ConfigError, match=r"unknown field `pathh`.*\$\.plugins\.feed1"):
+            cfg("pathh = 'y'\n")
+
+    def test_unknown_daemon_key(self):
+        """An unknown key in [daemon] is an error at $.daemon."""
+        with pytest.raises(ConfigError, match=r"unknown field `sockett` - at \$\.daemon"):
+            cfg(base='[daemon]\nsockett = "x"\n')
+
+    def test_adapter_key_validated_by_adapter(self):
+        """Adapter-specific keys are validated by the adapter's own Struct."""
+        with pytest.raises(ConfigError, match=r"\$\.plugins\.feed1\.format"):
+            cfg("format = 'xml'\n")
+
+    def test_unknown_adapter(self):
+        """An adapter nobody registered is an error at .adapter."""
+        with pytest.raises(ConfigError, match=r"unknown adapter 'nope'.*\$\.plugins\.x\.adapter"):
+            cfg(base='[plugins.x]\nadapter = "nope"\n')
+
+    def test_missing_adapter(self):
+        """A plugin without an adapter key is an error."""
+        with pytest.raises(ConfigError, match=r"adapter.*\$\.plugins\.x"):
+            cfg(base='[plugins.x]\npath = "a"\n')
+
+    def test_toml_syntax_error_says_line(self):
+        """A TOML syntax error names the line."""
+        with pytest.raises(ConfigError, match=r"line 3"):
+            parse_config('[daemon]\nstate_dir = "x"\nbroken = \n')
+
+    def test_bad_reconcile_policy(self):
+        """The reconcile policy is one of three names."""
+        with pytest.raises(ConfigError, match=r"\$\.plugins\.feed1\.reconcile"):
+            cfg("reconcile = 'newest'\n")
+
+    def test_bad_allowlist_cidr(self):
+        """An invalid allowlist CIDR is rejected at load."""
+        with pytest.raises(ConfigError, match=r"\$\.allowlist"):
+            cfg('[allowlist]\ncidrs = ["10.0.0.0/33"]\n')
+
+    def test_rules_and_sharing_kept(self):
+        """[rules] and [sharing] tables are parsed and kept."""
+        c = cfg('[rules.urls]\nfilter = "type = url"\n[sharing.s1]\nrule = "urls"\n')
+        assert c.rules["urls"]["filter"] == "type = url"
+        assert c.sharing["s1"]["rule"] == "urls"
+
+
+class TestDurations:
+    @pytest.mark.parametrize("text,seconds", [("90s", 90), ("15m", 900), ("6h", 21600), ("14d", 1209600), (30, 30)])
+    def test_units(self, text, seconds):
+        """Durations accept s/m/h/d suffixes and bare seconds."""
+        assert parse_duration(text) == seconds
+
+    def test_bad_duration_location(self):
+        """A malformed duration is an error at its key."""
+        with pytest.raises(ConfigError, match=r"invalid duration.*\$\.plugins\.feed1\.sync_interval"):
+            cfg("sync_interval = '5 minutes'\n")
+
+
+class TestSecrets:
+    def test_secret_file_replaces_inline(self, tmp_path, monkeypatch):
+        """`<key>_file` reads the secret from a file into `<key>`."""
+        import msgspec
+
+        class Secretive:
+            can_pull = True
+
+            class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+                token: str
+
+        import ctd.config as config_mod
+
+        monkeypatch.setattr(config_mod, "adapter_class", lambda name: Secretive)
+        secret = tmp_path / "tok"
+        secret.write_text("s3cr3t-value\n")
+        c = cfg(base=f'[plugins.x]\nadapter = "x"\ntoken_file = "{secret}"\n')
+        assert c.plugins["x"].options.token == "s3cr3t-value"
+
+    def test_unreadable_secret_file_no_content_leak(self, monkeypatch, tmp_path):
+        """An unreadable secret file is a config error at its key."""
+        import msgspec
+
+        class Secretive:
+            can_pull = True
+
+            class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+                token: str
+
+        import ctd.config as config_mod
+
+        monkeypatch.setattr(config_mod, "adapter_class", lambda name: Secretive)
+        with pytest.raises(ConfigError, match=r"cannot read token_file.*\$\.plugins\.x\.token_file"):
+            cfg(base=f'[plugins.x]\nadapter = "x"\ntoken_file = "{tmp_path}/missing"\n')
+
+
+class TestDiff:
+    def test_diff_by_name(self):
+        """Diffing reports added, removed, changed and unchanged names."""
+        a = cfg('[plugins.feed2]\nadapter = "file"\npath = "b"\n').plugins
+        b = cfg('aging_days = 5\n[plugins.feed3]\nadapter = "file"\npath = "c"\n').plugins
+        d = diff_named(a, b)
+        assert (d.added, d.removed, d.changed, d.unchanged) == (["feed3"], ["feed2"], ["feed1"], [])
+
+
+class TestCheckConfigCommand:
+    def test_demo_config_valid(self):
+        """`ctd check-config etc/ctd.toml` exits 0 with a one-line summary."""
+        r = subprocess.run([sys.executable, "-m", "ctd", "check-config", "etc/ctd.toml"], capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.count("\n") == 1 and "OK" in r.stdout
+
+    def test_invalid_config_exit_2(self, tmp_path):
+        """An invalid config exits 2 and prints the error with its location."""
+        p = tmp_path / "bad.toml"
+        p.write_text(textwrap.dedent(BASE) + "aging_days = -1\n")
+        r = subprocess.run([sys.executable, "-m", "ctd", "check-config", str(p)], capture_output=True, text=True)
+        assert r.returncode == 2
+        assert "$.plugins.feed1.aging_days" in r.stderr
+
+    def test_load_config_missing_file(self, tmp_path):
+        """A missing config file is a ConfigError, not a traceback."""
+        with pytest.raises(ConfigError, match="cannot read config"):
+            load_config(tmp_path / "nope.toml")
