@@ -1,0 +1,121 @@
+"""Run the real daemon as a subprocess for end-to-end tests."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from ctd.ctdctl import main as ctdctl_main
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def short_tmpdir() -> Path:
+    """A temp dir short enough for a Unix socket path."""
+    return Path(tempfile.mkdtemp(prefix="ctd", dir="/tmp"))
+
+
+def env(**extra: str) -> dict[str, str]:
+    e = dict(os.environ)
+    e["PYTHONPATH"] = str(REPO) + os.pathsep + e.get("PYTHONPATH", "")
+    for k in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "JOURNAL_STREAM", "CTD_SOCKET", "CTD_CONFIG"):
+        e.pop(k, None)
+    e.update(extra)
+    return e
+
+
+class DaemonProc:
+    def __init__(self, workdir: Path, config_text: str, **env_extra: str) -> None:
+        self.dir = workdir
+        self.config = workdir / "ctd.toml"
+        self.socket = workdir / "ctd.sock"
+        self.log = workdir / "daemon.log"
+        self.write_config(config_text)
+        self._env = env(**env_extra)
+        self.proc: subprocess.Popen | None = None
+
+    def write_config(self, text: str) -> None:
+        head = f'[daemon]\nstate_dir = "{self.dir}/var"\nsocket = "{self.dir}/ctd.sock"\n'
+        if "[daemon]" in text:
+            head = ""
+        self.config.write_text(head + text)
+
+    def start(self, *args: str) -> "DaemonProc":
+        self._logf = open(self.log, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "ctd", "run", "--config", str(self.config), *args],
+            cwd=self.dir, env=self._env, stdout=self._logf, stderr=self._logf,
+        )
+        return self
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise AssertionError(f"daemon exited early ({self.proc.returncode}):\n{self.log.read_text()}")
+            if self.socket.exists() and self.ctl_rc("status") == 0:
+                return
+            time.sleep(0.05)
+        raise AssertionError("daemon did not become ready:\n" + self.log.read_text())
+
+    def ctl_rc(self, *args: str) -> int:
+        import contextlib
+        import io
+
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            return ctdctl_main(["--socket", str(self.socket), *args])
+
+    def ctl(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "ctd.ctdctl", "--socket", str(self.socket), *args],
+            capture_output=True, text=True, env=self._env, timeout=120,
+        )
+
+    def ctl_json(self, *args: str):
+        import json
+
+        r = self.ctl("--json", *args)
+        assert r.returncode == 0, r.stderr
+        return json.loads(r.stdout)
+
+    def signal(self, sig: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def stop(self, timeout: float = 30.0) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            rc = self.proc.wait()
+        self._logf.close()
+        return rc
+
+    def logs(self) -> list[dict]:
+        import json
+
+        out = []
+        for line in self.log.read_text().splitlines():
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                pass
+        return out
+
+    def cleanup(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        if self.proc is not None:
+            self._logf.close()
+        shutil.rmtree(self.dir, ignore_errors=True)

@@ -1,0 +1,121 @@
+"""Reload inside a running daemon (in-process): only what changed is touched."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import trio
+
+from ctd.config import load_config
+from ctd.daemon import Daemon
+from ctd.errors import ConfigError
+from ctd.sdnotify import Notifier
+from tests import fake_adapters
+from tests.daemonproc import short_tmpdir
+from tests.fake_adapters import Script
+
+
+def write(path, slow_extra="", other_extra="", more=""):
+    path.write_text(
+        f'[daemon]\nstate_dir = "{path.parent}/var"\nsocket = "{path.parent}/ctd.sock"\n'
+        f'[plugins.slow]\nadapter = "tests.fake_adapters:ScriptedAdapter"\nkey = "reload-slow"\n{slow_extra}'
+        f'[plugins.other]\nadapter = "tests.fake_adapters:ScriptedAdapter"\nkey = "reload-other"\n{other_extra}'
+        f"{more}"
+    )
+
+
+@pytest.fixture
+def workdir():
+    d = short_tmpdir()
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+async def test_unchanged_source_not_restarted(workdir):
+    """Reload restarts a changed source but leaves an unchanged one and its in-flight pull alone."""
+    slow = fake_adapters.SCRIPTS["reload-slow"] = Script(batches=[["a.example"], ["b.example"]])
+    slow.gate = trio.Event()
+    other = fake_adapters.SCRIPTS["reload-other"] = Script()
+    cfg_path = workdir / "ctd.toml"
+    write(cfg_path)
+    daemon = Daemon(load_config(cfg_path), Notifier(None))
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(daemon.run)
+        with trio.fail_after(20):
+            await slow.in_pull.wait()  # "slow" is mid-pull, blocked after its first batch
+            while len(other.calls) < 1:
+                await trio.sleep(0.01)
+        write(cfg_path, other_extra="aging_days = 7\n")
+        result = await daemon.reload()
+        assert result["changed"] == ["other"] and result["unchanged"] == ["slow"]
+        assert daemon.sources.generation == {"slow": 1, "other": 2}
+        assert slow.cancelled == 0
+        slow.gate.set()
+        with trio.fail_after(20):
+            while slow.finished < 1:
+                await trio.sleep(0.01)
+        assert len(slow.calls) == 1  # the same pull carried on to its end
+        nursery.cancel_scope.cancel()
+
+
+async def test_removed_source_is_cancelled(workdir):
+    """A source removed from the config is stopped on reload."""
+    fake_adapters.SCRIPTS["reload-slow"] = Script()
+    fake_adapters.SCRIPTS["reload-other"] = Script()
+    cfg_path = workdir / "ctd.toml"
+    write(cfg_path)
+    daemon = Daemon(load_config(cfg_path), Notifier(None))
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(daemon.run)
+        with trio.fail_after(20):
+            while daemon.sources is None or len(daemon.sources.names()) < 2:
+                await trio.sleep(0.01)
+        cfg_path.write_text(cfg_path.read_text().split("[plugins.other]")[0])
+        result = await daemon.reload()
+        assert result["removed"] == ["other"]
+        assert daemon.sources.names() == ["slow"]
+        nursery.cancel_scope.cancel()
+
+
+async def test_invalid_reload_changes_nothing(workdir):
+    """An invalid file raises ConfigError and leaves the running config and actors as they were."""
+    fake_adapters.SCRIPTS["reload-slow"] = Script()
+    fake_adapters.SCRIPTS["reload-other"] = Script()
+    cfg_path = workdir / "ctd.toml"
+    write(cfg_path)
+    daemon = Daemon(load_config(cfg_path), Notifier(None))
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(daemon.run)
+        with trio.fail_after(20):
+            while daemon.sources is None or len(daemon.sources.names()) < 2:
+                await trio.sleep(0.01)
+        before = daemon.config
+        write(cfg_path, slow_extra="aging_days = 1000\n")
+        with pytest.raises(ConfigError, match=r"\$\.plugins\.slow\.aging_days"):
+            await daemon.reload()
+        assert daemon.config is before
+        assert daemon.sources.generation == {"slow": 1, "other": 1}
+        nursery.cancel_scope.cancel()
+
+
+async def test_allowlist_change_applies_without_restart(workdir):
+    """Adding a domain to the allowlist deactivates stored matches without restarting sources."""
+    fake_adapters.SCRIPTS["reload-slow"] = Script(batches=[["x.blocked.example", "ok.example"]])
+    fake_adapters.SCRIPTS["reload-other"] = Script()
+    cfg_path = workdir / "ctd.toml"
+    write(cfg_path)
+    daemon = Daemon(load_config(cfg_path), Notifier(None))
+    from ctd import store_query
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(daemon.run)
+        with trio.fail_after(20):
+            while daemon.store is None or (await daemon.store.call(store_query.counts))["active"] < 3:
+                await trio.sleep(0.01)
+        write(cfg_path, more='[allowlist]\ndomains = ["blocked.example"]\n')
+        await daemon.reload()
+        [ind] = await daemon.store.call(store_query.show, [("domain", "x.blocked.example")], "x")
+        assert ind["allowlisted"] and not ind["active"]
+        assert daemon.sources.generation == {"slow": 1, "other": 1}
+        nursery.cancel_scope.cancel()
