@@ -29,6 +29,7 @@ _IPV4_RE = re.compile(rf"(?:{_OCTET}\.){{3}}{_OCTET}")
 _LABEL = r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?"
 _DOMAIN_RE = re.compile(rf"(?:{_LABEL}\.)+{_LABEL}")
 
+_HXXP_RE = re.compile(r"hxxps?(?::|\[:)", re.IGNORECASE)
 _AUTH_END = re.compile(r"[/?#]")
 _WS_RE = re.compile(r"\s")
 
@@ -51,7 +52,8 @@ def _clean(value: str, allow_at: bool) -> str:
     v = value.strip()
     if v and v[0] in _QUOTES and v[-1] == _QUOTES[v[0]] and len(v) > 1:
         v = v[1:-1].strip()
-    if v[:1] in ("h", "H") and v[1:3].lower() == "xx" and v[3:4] in ("p", "P"):
+    # only as a scheme: "hxxpool.example" is a real domain
+    if v[:1] in ("h", "H") and _HXXP_RE.match(v):
         v = "http" + v[4:]
     if "[" in v or "(" in v or "{" in v:
         v = (_DEFANG_AT_RE if allow_at else _DEFANG_RE).sub(_refang_sub, v)

@@ -50,6 +50,12 @@ def test_hxxp_in_any_case_becomes_http(scheme):
     assert canonicalize("url", f"{scheme}://a.example/") == ("url", "http://a.example/")
 
 
+def test_hxxp_prefix_of_a_domain_is_not_refanged():
+    """A domain that merely starts with hxxp is left alone."""
+    assert canonicalize(None, "hxxpool.example") == ("domain", "hxxpool.example")
+    assert canonicalize("url", "hxxp[:]//a.example/") == ("url", "http://a.example/")
+
+
 @pytest.mark.parametrize("dot", ["[.]", "(.)", "{.}", "[dot]"])
 def test_defanged_dots(dot):
     """[.], (.), {.} and [dot] are refanged to a dot."""
