@@ -24,6 +24,8 @@ import msgspec
 import trio
 
 from ctd.adapters import file_formats as formats
+from ctd.adapters.base import ActionSpec, PushResult, ShareItem
+from ctd.adapters.file_push import FileListParams, render, write_atomically
 from ctd.errors import SourceUnavailable, UpstreamDataError
 from ctd.model import Batch, IndicatorType, PullContext, Severity
 
@@ -37,7 +39,7 @@ _Column = str | int | None
 class FileConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
     """The ``file`` adapter's own ``[plugins.NAME]`` keys."""
 
-    path: str
+    path: str = ""  # required when the plugin pulls
     format: Literal["text", "csv", "jsonl"] = "text"
     type: IndicatorType | None = None  # fixed type for every value; None = auto-detect
     batch_size: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 5000
@@ -60,8 +62,6 @@ class FileConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, froze
 
     def __post_init__(self) -> None:
         # msgspec turns a ValueError here into a ValidationError at decode time.
-        if not self.path:
-            raise ValueError("path must not be empty")
         if len(self.delimiter) != 1 or self.delimiter in "\r\n":
             raise ValueError("delimiter must be one character (not a newline)")
         if len(self.quotechar) != 1 or self.quotechar in "\r\n":
@@ -192,15 +192,43 @@ class _Reader:
 
 
 class FileAdapter:
-    """Pull indicators from a local file (text: one value a line, csv, jsonl)."""
+    """Pull indicators from a local file (text: one value a line, csv, jsonl); write list files."""
 
     Config: ClassVar[type[FileConfig]] = FileConfig
     can_pull: ClassVar[bool] = True
-    can_push: ClassVar[bool] = False
+    can_push: ClassVar[bool] = True
+    ACTIONS: ClassVar[dict[str, ActionSpec]] = {
+        "write": ActionSpec(
+            description="write the whole list to a file (text: one value per line, csv or jsonl), atomically",
+            mode="full",
+            params=FileListParams,
+        ),
+    }
 
     def __init__(self, name: str, config: FileConfig, client: Any = None) -> None:
         self.name = name
         self.config = config
+
+    @staticmethod
+    def check_plugin(pull: bool, config: FileConfig) -> None:
+        if pull and not config.path:
+            raise ValueError("a pulling file plugin needs `path`")
+
+    @classmethod
+    def target(cls, action: str, params: FileListParams) -> str:
+        return os.path.abspath(params.path)
+
+    @classmethod
+    def limits(cls, action: str, params: FileListParams) -> tuple[int | None, int | None]:
+        return params.max_entries, params.max_bytes
+
+    async def replace(self, action: str, params: FileListParams, items: list[ShareItem]) -> PushResult:
+        """Write ``items`` as the whole list file (full-replace)."""
+        try:
+            await trio.to_thread.run_sync(write_atomically, params.path, render(items, params.format))
+        except OSError as exc:
+            raise SourceUnavailable(f"{params.path}: {exc.strerror or exc}") from exc
+        return PushResult()
 
     def _parser(self, header: bytes | None, now: int) -> formats.Parser:
         cfg = self.config

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+from datetime import datetime
 import os
 import re
 import tomllib
@@ -85,13 +86,32 @@ class PluginConfig(_Section):
 COMMON_PLUGIN_KEYS = frozenset(PluginConfig.__struct_fields__) - {"options"}
 
 
+class RuleConfig(_Section):
+    """A business rule: a filter, exceptions that exclude what they match, an optional mute."""
+
+    filter: str
+    exceptions: list[str] = []
+    muted_until: datetime | None = None
+    description: str = ""
+
+
+class SharingConfig(_Section):
+    """One-way sharing: IoCs from ``sources`` matching ``rule`` go to ``destination``."""
+
+    sources: list[str]
+    rule: str
+    destination: str
+    action: str
+    params: Any = {}
+    interval: Duration = Duration(60)
+
+
 class Config(_Section):
     daemon: DaemonConfig = DaemonConfig()
     allowlist: AllowlistConfig = AllowlistConfig()
     plugins: dict[str, PluginConfig] = {}
-    # Parsed and kept for the sharing layer; validated there.
-    rules: dict[str, dict[str, Any]] = {}
-    sharing: dict[str, dict[str, Any]] = {}
+    rules: dict[str, RuleConfig] = {}
+    sharing: dict[str, SharingConfig] = {}
     path: str = ""
     hash: str = ""
 
@@ -155,7 +175,76 @@ def _plugin(name: str, raw: Any) -> PluginConfig:
     options = _convert(own, cls.Config, where)
     if plugin.pull and not getattr(cls, "can_pull", False):
         raise ConfigError(f"adapter {plugin.adapter!r} cannot pull; set pull = false", f"{where}.pull")
+    check = getattr(cls, "check_plugin", None)
+    if check is not None:
+        try:
+            check(plugin.pull, options)
+        except ValueError as exc:
+            raise ConfigError(str(exc), where) from None
     return msgspec.structs.replace(plugin, options=options)
+
+
+def _check_rule(name: str, rule: RuleConfig) -> None:
+    from ctd.rules import RuleError
+    from ctd.rules_eval import Rule
+
+    try:
+        Rule(rule.filter, rule.exceptions)
+    except RuleError as exc:
+        where = f"$.rules.{name}"
+        msg = str(exc)
+        if msg.startswith("exceptions["):
+            idx, _, rest = msg.partition("]: ")
+            raise ConfigError(rest, f"{where}.{idx}]") from None
+        raise ConfigError(msg, f"{where}.filter") from None
+
+
+def _sharing(name: str, sh: SharingConfig, cfg: "Config") -> SharingConfig:
+    where = f"$.sharing.{name}"
+    for i, src in enumerate(sh.sources):
+        if src not in cfg.plugins:
+            raise ConfigError(f"unknown plugin {src!r}", f"{where}.sources[{i}]")
+    if not sh.sources:
+        raise ConfigError("at least one source is needed", f"{where}.sources")
+    if sh.rule not in cfg.rules:
+        raise ConfigError(f"unknown rule {sh.rule!r}", f"{where}.rule")
+    dest = cfg.plugins.get(sh.destination)
+    if dest is None:
+        raise ConfigError(f"unknown plugin {sh.destination!r}", f"{where}.destination")
+    cls = adapter_class(dest.adapter)
+    actions = getattr(cls, "ACTIONS", {}) if getattr(cls, "can_push", False) else {}
+    if not actions:
+        raise ConfigError(f"adapter {dest.adapter!r} cannot be a destination", f"{where}.destination")
+    spec = actions.get(sh.action)
+    if spec is None:
+        known = ", ".join(sorted(actions))
+        raise ConfigError(f"unknown action {sh.action!r} for adapter {dest.adapter!r} (known: {known})", f"{where}.action")
+    params = _convert(sh.params, spec.params, f"{where}.params")
+    return msgspec.structs.replace(sh, params=params)
+
+
+def _check_targets(cfg: "Config") -> None:
+    """Two sharing configurations writing the same list would overwrite each other."""
+    seen: dict[tuple[str, str], str] = {}
+    for name, sh in sorted(cfg.sharing.items()):
+        cls = adapter_class(cfg.plugins[sh.destination].adapter)
+        target = cls.target(sh.action, sh.params) if hasattr(cls, "target") else None
+        if target is None:
+            continue
+        key = (sh.destination, target)
+        if key in seen:
+            raise ConfigError(
+                f"sharing configurations {seen[key]!r} and {name!r} both write {target!r} on "
+                f"{sh.destination!r}; they would overwrite each other (use one list per sharing)",
+                f"$.sharing.{name}",
+            )
+        seen[key] = name
+
+
+def _table(obj: Any, where: str) -> dict[str, Any]:
+    if not isinstance(obj, dict):
+        raise ConfigError("expected a table", where)
+    return obj
 
 
 def parse_config(text: str, path: str = "<string>") -> Config:
@@ -164,14 +253,23 @@ def parse_config(text: str, path: str = "<string>") -> Config:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"TOML syntax error: {exc}") from None
-    plugins_raw = raw.pop("plugins", {})
-    if not isinstance(plugins_raw, dict):
-        raise ConfigError("expected a table", "$.plugins")
+    # Named tables are decoded one by one so errors name them ($.plugins.feed1...).
+    named = {key: _table(raw.pop(key, {}), f"$.{key}") for key in ("plugins", "rules", "sharing")}
     cfg = _convert(raw, Config, "$")
-    plugins = {name: _plugin(name, body) for name, body in plugins_raw.items()}
+    plugins = {name: _plugin(name, body) for name, body in named["plugins"].items()}
+    rules = {name: _convert(body, RuleConfig, f"$.rules.{name}") for name, body in named["rules"].items()}
+    cfg = msgspec.structs.replace(cfg, plugins=plugins, rules=rules)
     _check_allowlist(cfg.allowlist)
+    for name, rule in cfg.rules.items():
+        _check_rule(name, rule)
+    sharing = {
+        name: _sharing(name, _convert(body, SharingConfig, f"$.sharing.{name}"), cfg)
+        for name, body in named["sharing"].items()
+    }
+    cfg = msgspec.structs.replace(cfg, sharing=sharing)
+    _check_targets(cfg)
     digest = hashlib.sha256(text.encode()).hexdigest()[:12]
-    return msgspec.structs.replace(cfg, plugins=plugins, path=path, hash=digest)
+    return msgspec.structs.replace(cfg, path=path, hash=digest)
 
 
 def _check_allowlist(al: AllowlistConfig) -> None:

@@ -21,6 +21,7 @@ from ctd.allowlist import Allowlist
 from ctd.config import Config, ConfigDiff, PluginConfig, adapter_class, diff_named, load_config
 from ctd.errors import ConfigError
 from ctd.sdnotify import Notifier, run_watchdog, watchdog_interval
+from ctd.sharing import Sharer, ShareNow, ShareResult, SharingStatus, Wake, run_sharing
 from ctd.source import AllowlistRef, PullResult, SourceStatus, SyncRequest, run_source
 from ctd.store import StoreClient, run_store
 from ctd.supervisor import Supervisor
@@ -50,6 +51,27 @@ class SourceHandle:
         self.sync_send = sync_send
 
 
+class SharingHandle:
+    def __init__(self, status: SharingStatus, inbox: trio.MemorySendChannel, sharer: Sharer) -> None:
+        self.status = status
+        self.inbox = inbox
+        self.sharer = sharer
+
+    def wake(self) -> None:
+        try:
+            self.inbox.send_nowait(Wake())
+        except trio.WouldBlock:
+            pass  # a pass is already due: this change will be in it
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+
+
+def sharing_key(cfg: Config, name: str) -> tuple[Any, ...]:
+    """Everything a sharing actor depends on: a change to any of it restarts the actor."""
+    sh = cfg.sharing[name]
+    return (sh, cfg.rules[sh.rule], cfg.plugins[sh.destination])
+
+
 class Daemon:
     def __init__(self, config: Config, notifier: Notifier | None = None) -> None:
         self.config = config
@@ -57,6 +79,7 @@ class Daemon:
         self.started_at = time.time()
         self.store: StoreClient | None = None
         self.sources: Supervisor | None = None
+        self.sharings: Supervisor | None = None
         self._reload_lock = trio.Lock()
         self.allowlist = AllowlistRef(allowlist_matcher(config))
 
@@ -77,6 +100,9 @@ class Daemon:
                 )
                 async with trio.open_nursery() as actors:
                     self.sources = Supervisor(actors, "source")
+                    self.sharings = Supervisor(actors, "sharing")
+                    for name in cfg.sharing:
+                        await self._start_sharing(name)
                     for name, plugin in cfg.plugins.items():
                         if plugin.pull:
                             await self._start_source(name, plugin)
@@ -100,6 +126,7 @@ class Daemon:
                     # the store is committing finishes (its thread is never abandoned).
                     with trio.move_on_after(float(cfg.daemon.shutdown_timeout)):
                         await self.sources.stop_all()
+                        await self.sharings.stop_all()
                     actors.cancel_scope.cancel()
                 root.cancel_scope.cancel()
         log.info("daemon stopped", ctd_event="daemon_stopped")
@@ -111,8 +138,29 @@ class Daemon:
         adapter = make_adapter(name, plugin)
         await self.sources.start(
             name, plugin, SourceHandle(status, send), run_source,
-            name, plugin, adapter, self.store, self.allowlist, status, recv,
+            name, plugin, adapter, self.store, self.allowlist, status, recv, self.wake_sharing,
         )
+
+    async def _start_sharing(self, name: str) -> None:
+        assert self.sharings is not None and self.store is not None
+        cfg = self.config
+        sh = cfg.sharing[name]
+        dest = cfg.plugins[sh.destination]
+        sharer = Sharer(name, sh, cfg.rules[sh.rule], dest, make_adapter(sh.destination, dest), self.store)
+        status = SharingStatus(name, sh)
+        send, recv = trio.open_memory_channel[Any](8)
+        await self.sharings.start(name, sharing_key(cfg, name), SharingHandle(status, send, sharer),
+                                  run_sharing, sharer, status, recv)
+
+    def wake_sharing(self, source: str | None = None) -> None:
+        """Wake the sharing actors that read from ``source`` (or all of them)."""
+        if self.sharings is None:
+            return
+        for name in self.sharings.names():
+            handle: SharingHandle = self.sharings.get(name)
+            sh = handle.sharer.sh
+            if source is None or source in sh.sources or source == sh.destination:
+                handle.wake()
 
     async def _housekeeping(self) -> None:
         while True:
@@ -121,6 +169,7 @@ class Daemon:
             n = await self.store.call(store_sql.expire, int(time.time()))
             if n:
                 log.info("indicators expired", ctd_event="indicators_expired", ctd_count=n)
+                self.wake_sharing()
 
     # -- reload ------------------------------------------------------------------
 
@@ -168,9 +217,33 @@ class Daemon:
             log.info("allowlist applied", ctd_event="allowlist_applied", ctd_count=n)
         for name in diff.added + diff.changed:
             await self._start_source(name, new_pull[name])
-        return diff
+        assert self.sharings is not None
+        sdiff = diff_named({n: sharing_key(old, n) for n in old.sharing}, {n: sharing_key(new, n) for n in new.sharing})
+        for name in sdiff.removed + sdiff.changed:
+            await self.sharings.stop(name)
+        for name in sdiff.added + sdiff.changed:
+            await self._start_sharing(name)
+        if allow_changed:
+            self.wake_sharing()
+        return ConfigDiff(
+            added=diff.added + [f"sharing.{n}" for n in sdiff.added],
+            removed=diff.removed + [f"sharing.{n}" for n in sdiff.removed],
+            changed=diff.changed + [f"sharing.{n}" for n in sdiff.changed],
+            unchanged=diff.unchanged + [f"sharing.{n}" for n in sdiff.unchanged],
+        )
 
     # -- on-demand pulls -----------------------------------------------------------
+
+    async def share(self, name: str, *, resync: bool = False, days: int | None = None) -> ShareResult:
+        """Run a sharing pass now (after marking recent IoCs for re-sharing if ``resync``)."""
+        assert self.sharings is not None
+        handle: SharingHandle | None = self.sharings.get(name)
+        if handle is None:
+            raise ConfigError(f"no sharing configuration named {name!r}")
+        send, recv = trio.open_memory_channel[ShareResult](1)
+        await handle.inbox.send(ShareNow(send, days=days, resync=resync))
+        async with recv:
+            return await recv.receive()
 
     async def sync(self, name: str) -> PullResult:
         assert self.sources is not None

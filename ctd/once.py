@@ -8,12 +8,14 @@ import trio
 
 from ctd.config import Config
 from ctd.daemon import allowlist_matcher, db_path, make_adapter
+from ctd.sharing import Sharer, ShareResult
 from ctd.source import AllowlistRef, PullResult, SourceStatus, describe, pull_once
 from ctd.store import run_store
 
 
 async def run_once(cfg: Config) -> int:
     results: dict[str, PullResult] = {}
+    shared: dict[str, ShareResult] = {}
     allow = AllowlistRef(allowlist_matcher(cfg))
     async with trio.open_nursery() as root:
         store = await root.start(run_store, db_path(cfg))
@@ -30,6 +32,13 @@ async def run_once(cfg: Config) -> int:
             for name, plugin in cfg.plugins.items():
                 if plugin.pull:
                     pulls.start_soon(one, name)
+        for name, sh in cfg.sharing.items():
+            dest = cfg.plugins[sh.destination]
+            try:
+                sharer = Sharer(name, sh, cfg.rules[sh.rule], dest, make_adapter(sh.destination, dest), store)
+                shared[name] = await sharer.share_once()
+            except Exception as exc:  # noqa: BLE001 - reported in the summary and the exit code
+                shared[name] = ShareResult(sharing=name, error=describe(exc))
         root.cancel_scope.cancel()
     failed = 0
     for name in sorted(results):
@@ -41,6 +50,18 @@ async def run_once(cfg: Config) -> int:
             print(
                 f"{name}: ok new={r.new} updated={r.updated} invalid={r.invalid} "
                 f"retracted={r.retracted} batches={r.batches} ({r.duration_s:.2f}s)"
+            )
+    for name in sorted(shared):
+        s = shared[name]
+        if s.error:
+            failed += 1
+            print(f"sharing {name}: FAILED {s.error}")
+        elif s.muted:
+            print(f"sharing {name}: muted")
+        else:
+            print(
+                f"sharing {name}: ok candidates={s.candidates} pushed={s.pushed} rejected={s.rejected} "
+                f"retracted={s.retracted} unshared={s.unshared}{' (unchanged)' if s.unchanged else ''}"
             )
     sys.stdout.flush()
     return 1 if failed else 0

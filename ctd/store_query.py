@@ -83,7 +83,18 @@ def show(conn: sqlite3.Connection, candidates: list[tuple[str, str]], raw: str) 
     if not found:
         for row in conn.execute(f"SELECT {_IND_COLS} FROM indicator WHERE value = ?", (raw.strip(),)):
             found[row[0]] = row
-    return _render(conn, sorted(found.values()))
+    rows = sorted(found.values())
+    out = _render(conn, rows)
+    for row, ind in zip(rows, out):
+        ind["deliveries"] = [
+            {"sharing": n, "state": st, "error": err, "updated_at": iso(upd), "shared_at": iso(sh)}
+            for n, st, err, upd, sh in conn.execute(
+                "SELECT sh.name, d.state, d.error, d.updated_at, d.shared_at FROM delivery d "
+                "JOIN sharing sh ON sh.id = d.shid WHERE d.iid = ? ORDER BY sh.name",
+                (row[0],),
+            )
+        ]
+    return out
 
 
 def _where(type_: str | None, source: str | None, active: bool | None) -> tuple[str, list[Any]]:

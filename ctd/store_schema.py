@@ -56,6 +56,29 @@ MIGRATIONS: list[str] = [
     ) WITHOUT ROWID;
     CREATE INDEX sighting_source ON sighting(sid, gen);
     """,
+    # 2: sharing configurations and the delivery ledger.
+    """
+    CREATE TABLE sharing (
+        id           INTEGER PRIMARY KEY,
+        name         TEXT NOT NULL UNIQUE,
+        list_hash    TEXT,             -- full-replace: hash of the list last delivered
+        last_run     INTEGER,
+        last_success INTEGER,
+        last_error   TEXT
+    );
+    CREATE TABLE delivery (
+        shid        INTEGER NOT NULL,
+        iid         INTEGER NOT NULL,
+        state       TEXT NOT NULL,     -- pending shared failed retract_pending retracted unshared
+        fp          TEXT,              -- fingerprint of what was (to be) delivered
+        updated_at  INTEGER NOT NULL,
+        shared_at   INTEGER,
+        error       TEXT,
+        PRIMARY KEY (shid, iid)
+    ) WITHOUT ROWID;
+    CREATE INDEX delivery_state ON delivery(shid, state);
+    CREATE INDEX delivery_iid ON delivery(iid);
+    """,
 ]
 
 

@@ -40,6 +40,9 @@ def connect(path: str) -> sqlite3.Connection:
     conn.execute("PRAGMA temp_store=MEMORY")
     conn.execute("PRAGMA cache_size=-65536")  # 64 MiB page cache
     migrate(conn)
+    from ctd.rules_eval import register_sql_functions
+
+    register_sql_functions(conn)
     conn.execute(
         f"CREATE TEMP TABLE IF NOT EXISTS stage (seq INTEGER PRIMARY KEY, {STAGE_COLUMNS}, iid INTEGER)"
     )
@@ -149,14 +152,19 @@ def _upsert_sighting_sql(policy: str) -> str:
 
 # Effective metadata: the best live source (highest reputation, then latest
 # last_seen, then lowest source id for a total order), so the result does not
-# depend on arrival order. Activity: any unretracted, unexpired source entry.
+# depend on arrival order. Tags: the union over live sources, so a rule on a
+# tag sees what any source said. Activity: any unretracted, unexpired entry.
 _REFRESH_SQL = """
 UPDATE indicator SET
-    (reputation, severity, tags, comments, reference, best_source) = (
-        SELECT s.reputation, s.severity, s.tags, s.comments, s.reference, s.sid
+    (reputation, severity, comments, reference, best_source) = (
+        SELECT s.reputation, s.severity, s.comments, s.reference, s.sid
         FROM sighting s WHERE s.iid = indicator.id
         ORDER BY s.retracted, s.reputation DESC, s.last_seen DESC, s.sid
         LIMIT 1),
+    tags = (
+        SELECT coalesce(json_group_array(v), '[]') FROM (
+            SELECT DISTINCT j.value AS v FROM sighting s, json_each(s.tags) j
+            WHERE s.iid = indicator.id AND s.retracted = 0 ORDER BY v)),
     (first_seen, last_seen, expires_at, active) = (
         SELECT min(s.first_seen), max(s.last_seen),
                CASE WHEN sum(s.retracted = 0 AND s.expires_at IS NULL) > 0 THEN NULL

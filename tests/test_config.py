@@ -82,11 +82,62 @@ class TestValidation:
         with pytest.raises(ConfigError, match=r"\$\.allowlist"):
             cfg('[allowlist]\ncidrs = ["10.0.0.0/33"]\n')
 
-    def test_rules_and_sharing_kept(self):
-        """[rules] and [sharing] tables are parsed and kept."""
-        c = cfg('[rules.urls]\nfilter = "type = url"\n[sharing.s1]\nrule = "urls"\n')
-        assert c.rules["urls"]["filter"] == "type = url"
-        assert c.sharing["s1"]["rule"] == "urls"
+    def test_rule_filter_error_has_column(self):
+        """A rule filter that does not parse is an error at $.rules.NAME.filter with its column."""
+        with pytest.raises(ConfigError, match=r"column \d+ - at \$\.rules\.urls\.filter"):
+            cfg('[rules.urls]\nfilter = "type = ulr"\n')
+
+    def test_rule_exception_error_location(self):
+        """A broken exception is located at $.rules.NAME.exceptions[i]."""
+        with pytest.raises(ConfigError, match=r"\$\.rules\.urls\.exceptions\[1\]"):
+            cfg('[rules.urls]\nfilter = "type = url"\nexceptions = [\'value = "a"\', "sevrity > low"]\n')
+
+    def test_sharing_unknown_rule(self):
+        """A sharing configuration naming an unknown rule is an error at .rule."""
+        with pytest.raises(ConfigError, match=r"unknown rule 'nope' - at \$\.sharing\.s1\.rule"):
+            cfg(SHARING.replace('rule = "urls"', 'rule = "nope"'))
+
+    def test_sharing_unknown_source(self):
+        """An unknown source plugin is an error at .sources[i]."""
+        with pytest.raises(ConfigError, match=r"\$\.sharing\.s1\.sources\[0\]"):
+            cfg(SHARING.replace('sources = ["feed1"]', 'sources = ["nope"]'))
+
+    def test_sharing_params_validated_by_destination(self):
+        """Action params are validated by the destination adapter."""
+        with pytest.raises(ConfigError, match=r"\$\.sharing\.s1\.params\.format"):
+            cfg(SHARING.replace('format = "text"', 'format = "xml"'))
+
+    def test_sharing_unknown_action(self):
+        """An action the destination adapter does not offer is an error at .action."""
+        with pytest.raises(ConfigError, match=r"unknown action 'post'.*\$\.sharing\.s1\.action"):
+            cfg(SHARING.replace('action = "write"', 'action = "post"'))
+
+    def test_two_sharings_same_list_rejected(self):
+        """Two sharing configurations writing the same list is a config error."""
+        twice = SHARING + SHARING.replace("[sharing.s1]", "[sharing.s2]").split("[plugins.out]")[0].replace(
+            '[rules.urls]\nfilter = "type = url"\n', "")
+        with pytest.raises(ConfigError, match=r"would overwrite each other"):
+            cfg(twice)
+
+    def test_sharing_parsed(self):
+        """A valid sharing configuration keeps its typed params and interval."""
+        c = cfg(SHARING)
+        assert c.sharing["s1"].params.path == "out/urls.txt" and c.sharing["s1"].interval == 60
+
+
+SHARING = """
+[rules.urls]
+filter = "type = url"
+[sharing.s1]
+sources = ["feed1"]
+rule = "urls"
+destination = "out"
+action = "write"
+params = { path = "out/urls.txt", format = "text" }
+[plugins.out]
+adapter = "file"
+pull = false
+"""
 
 
 class TestDurations:

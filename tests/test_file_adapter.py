@@ -346,7 +346,7 @@ def test_adapter_is_registered_as_file():
     from ctd import adapters_registry
 
     assert adapters_registry.load("file") is FileAdapter
-    assert (FileAdapter.can_pull, FileAdapter.can_push) == (True, False)
+    assert (FileAdapter.can_pull, FileAdapter.can_push) == (True, True)
 
 
 # --------------------------------------------------------------------------- shipped samples
