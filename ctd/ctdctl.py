@@ -217,7 +217,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
     p.add_argument("--type", metavar="T")
     _add_active_flags(p)
+
+    rules = sub.add_parser("rules", parents=[common], help="list sharing rules or dry-run one")
+    rsub = rules.add_subparsers(dest="action", metavar="ACTION", required=True)
+    rsub.add_parser("list", parents=[common], help="list rules, their exceptions, mutes and users")
+    p = rsub.add_parser("test", parents=[common], help="dry run: what a rule would share now (nothing is sent)")
+    p.add_argument("name", metavar="NAME")
+    _add_days(p, "only IoCs seen in the last N days")
+
+    shr = sub.add_parser("sharing", parents=[common], help="list, inspect or run sharing configurations")
+    ssub = shr.add_subparsers(dest="action", metavar="ACTION", required=True)
+    ssub.add_parser("list", parents=[common], help="list sharing configurations with their ledger counts")
+    p = ssub.add_parser("show", parents=[common], help="show one sharing configuration and its failed entries")
+    p.add_argument("name", metavar="NAME")
+    p = ssub.add_parser("sync", parents=[common], help="re-share now and wait for the counts")
+    p.add_argument("name", metavar="NAME")
+    _add_days(p, "re-share only IoCs seen in the last N days")
     return parser
+
+
+def _add_days(p: argparse.ArgumentParser, help_text: str) -> None:
+    p.add_argument("--days", metavar="N", type=int, default=None, help=help_text)
 
 
 def _add_active_flags(p: argparse.ArgumentParser) -> None:
@@ -270,6 +290,10 @@ def _run(args: argparse.Namespace, path: str, out: TextIO, err: TextIO) -> int:
             _emit(out, data, as_json, render.reload)
         case "indicators":
             return _run_indicators(args, client, out, err)
+        case "rules":
+            return _run_rules(args, client, out)
+        case "sharing":
+            return _run_sharing(args, client, path, out, err)
         case other:  # argparse only lets declared commands through
             raise AssertionError(f"unhandled command {other!r}")
     return EXIT_OK
@@ -297,6 +321,37 @@ def _run_indicators(args: argparse.Namespace, client: ControlClient, out: TextIO
                 render.write_csv(out, items)
         case other:
             raise AssertionError(f"unhandled indicators action {other!r}")
+    return EXIT_OK
+
+
+def _run_rules(args: argparse.Namespace, client: ControlClient, out: TextIO) -> int:
+    match args.action:
+        case "list":
+            _emit(out, client.call("rules.list"), args.json, render.rules_list)
+        case "test":
+            # Warnings (limits exceeded) are part of the report, not a failure.
+            data = client.call("rules.test", name=args.name, days=args.days)
+            _emit(out, data, args.json, render.rules_test)
+        case other:
+            raise AssertionError(f"unhandled rules action {other!r}")
+    return EXIT_OK
+
+
+def _run_sharing(args: argparse.Namespace, client: ControlClient, path: str, out: TextIO, err: TextIO) -> int:
+    match args.action:
+        case "list":
+            _emit(out, client.call("sharing.list"), args.json, render.sharing_list)
+        case "show":
+            _emit(out, client.call("sharing.show", name=args.name), args.json, render.sharing_show)
+        case "sync":
+            # A pass can take long (slow destination): the daemon decides when it is over.
+            data = ControlClient(path, timeout=None).call("sharing.sync", name=args.name, days=args.days)
+            _emit(out, data, args.json, render.sharing_sync)
+            if data.get("error") is not None:
+                print(f"ctdctl: sharing sync {args.name} failed: {data['error']}", file=err)
+                return EXIT_DAEMON_ERROR
+        case other:
+            raise AssertionError(f"unhandled sharing action {other!r}")
     return EXIT_OK
 
 

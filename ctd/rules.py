@@ -45,7 +45,7 @@ Errors raise :class:`RuleError` with a 1-based column.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field as _field
 from typing import Union
 
 from ctd.model import INDICATOR_TYPES, SEVERITY_RANK, parse_time
@@ -98,12 +98,13 @@ class Now:
 class Cmp:
     """``field op args``; args are already checked and converted: str for
     type/value/source/comments/tags, int rank for severity, int for numbers,
-    int epoch seconds or :class:`Now` for times. ``in`` may have several args."""
+    int epoch seconds or :class:`Now` for times. ``in`` may have several args.
+    Equality ignores ``column``."""
 
     field: str
     op: str
     args: tuple[str | int | Now, ...]
-    column: int = 0
+    column: int = _field(default=0, compare=False)  # 1-based, of the field name
 
 
 @dataclass(frozen=True, slots=True)

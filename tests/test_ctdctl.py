@@ -53,6 +53,42 @@ def indicator(value: str, *, sources: tuple[str, ...] = ("feed1",), tags: list[s
     }
 
 
+RULES = [
+    {"name": "high-domains", "filter": "type = 'domain' AND severity >= 'high'",
+     "exceptions": ["value ~ '.example.org'", "tag = 'test'"], "description": "high severity domains",
+     "muted_until": None, "muted": False, "used_by": ["to-misp", "to-file"]},
+    {"name": "quiet", "filter": "type = 'url'", "exceptions": [], "description": "",
+     "muted_until": "2030-01-01T00:00:00+00:00", "muted": True, "used_by": []},
+]
+RULE_TEST = {
+    "rule": "high-domains", "days": 7, "muted": False, "total": 1200, "by_type": {"domain": 1150, "url": 50},
+    "bytes": 24000, "sample": [{"type": "domain", "value": "evil.example"}],
+    "sharing": [{"name": "to-file", "destination": "file1", "action": "list", "total": 1200,
+                 "by_type": {"domain": 1150, "url": 50}, "bytes": 24000, "max_entries": 1000, "max_bytes": None,
+                 "warnings": ["1200 entries exceed the destination limit of 1000: the oldest 200 would not be shared"]}],
+    "warnings": ["to-file: 1200 entries exceed the destination limit of 1000: the oldest 200 would not be shared"],
+}
+SHARING = {
+    "name": "to-file", "sources": ["feed1"], "rule": "high-domains", "destination": "file1", "action": "list",
+    "state": "idle", "last_run": "2026-01-02T03:04:05Z", "last_success": "2026-01-02T03:04:05Z",
+    "last_error": "destination timed out", "next_run": "2026-01-02T03:05:05Z",
+    "last_result": {"sharing": "to-file", "candidates": 12, "pushed": 10, "rejected": 0, "retracted": 1,
+                    "unshared": 2, "unchanged": False, "muted": False, "error": None},
+    "counts": {"pending": 4, "shared": 1234, "failed": 3, "retract_pending": 1, "retracted": 56, "unshared": 7},
+}
+DELIVERIES = [
+    {"sharing": "to-file", "state": "shared", "error": None, "updated_at": "2026-01-02T03:04:05Z",
+     "shared_at": "2026-01-02T03:04:05Z"},
+    {"sharing": "to-misp", "state": "failed", "error": "HTTP 500", "updated_at": "2026-01-02T03:04:05Z",
+     "shared_at": None},
+]
+SHARING_SHOW = {
+    **SHARING, "interval_s": 300.0, "params": {"path": "/var/lib/ctd/out.txt"},
+    "problems": [{"type": "domain", "value": "old.example", "state": "unshared", "error": "over limit",
+                  "updated_at": 1767323045}],
+}
+
+
 class FakeDaemon:
     """Answers ctdctl commands with canned data; records the requests."""
 
@@ -76,11 +112,27 @@ class FakeDaemon:
             case "reload":
                 raise CtdError("config rejected: bad key - at $.plugins.x")
             case "indicators.show":
+                if a["value"] == "shared.example":
+                    return [{**indicator(a["value"]), "deliveries": DELIVERIES}]
                 return [indicator(a["value"])] if a["value"] == "evil.example" else []
             case "indicators.search":
                 return [indicator("evil.example"), indicator("bad.example", sources=("feed1", "feed2"))]
             case "indicators.export":
                 return self._export()
+            case "rules.list":
+                return RULES
+            case "rules.test":
+                if a["name"] == "missing":
+                    raise ConfigError("no rule named 'missing'")
+                return RULE_TEST
+            case "sharing.list":
+                return [SHARING]
+            case "sharing.show":
+                return SHARING_SHOW
+            case "sharing.sync":
+                return {"sharing": a["name"], "candidates": 12, "pushed": 9, "rejected": 1, "retracted": 2,
+                        "unshared": 0, "unchanged": False, "muted": False,
+                        "error": "destination refused: 503" if a["name"] == "broken" else None}
             case _:
                 raise CtdError(f"unknown command {request.cmd}")
 
@@ -230,8 +282,18 @@ def test_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         build_parser().parse_args(["--help"])
     out = capsys.readouterr().out
-    for cmd in ("status", "sources", "sync", "reload", "indicators"):
+    for cmd in ("status", "sources", "sync", "reload", "indicators", "rules", "sharing"):
         assert cmd in out
+
+
+def test_help_lists_rules_and_sharing_actions(capsys: pytest.CaptureFixture[str]) -> None:
+    """`rules --help` and `sharing --help` list their actions."""
+    for argv, actions in ((["rules", "--help"], ("list", "test")), (["sharing", "--help"], ("list", "show", "sync"))):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(argv)
+        out = capsys.readouterr().out
+        for action in actions:
+            assert action in out
 
 
 def test_active_and_inactive_are_exclusive() -> None:
@@ -270,3 +332,143 @@ def test_unreadable_config_is_connect_error(tmp_path: Any) -> None:
     """A --config that cannot be read is reported, not ignored."""
     with pytest.raises(ConnectError, match="cannot read config"):
         resolve_socket(None, str(tmp_path / "missing.toml"), {})
+
+
+# --- rules and sharing --------------------------------------------------------
+
+
+async def test_rules_list_request_and_table(daemon: FakeDaemon, sock_path: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """`rules list` sends rules.list with no args and prints name, mute, users and filter."""
+    assert await ctdctl("--socket", sock_path, "rules", "list") == 0
+    assert (daemon.requests[-1].cmd, daemon.requests[-1].args) == ("rules.list", {})
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["NAME", "MUTED", "USED_BY", "FILTER"]
+    assert "high-domains" in lines[1] and "to-misp,to-file" in lines[1] and "type = 'domain'" in lines[1]
+    assert "until 2030-01-01T00:00:00+00:00" in lines[-1]
+
+
+async def test_rules_list_exceptions_indented(daemon: FakeDaemon, sock_path: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """`rules list` prints each exception on its own line under the FILTER column."""
+    assert await ctdctl("--socket", sock_path, "rules", "list") == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[2].strip() == "except: value ~ '.example.org'"
+    assert lines[3].strip() == "except: tag = 'test'"
+    assert lines[2].index("except:") == lines[0].index("FILTER")
+
+
+async def test_rules_list_json(daemon: FakeDaemon, sock_path: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """`--json rules list` prints the daemon's data as valid JSON."""
+    assert await ctdctl("--json", "--socket", sock_path, "rules", "list") == 0
+    assert json.loads(capsys.readouterr().out) == RULES
+
+
+async def test_rules_test_request_and_summary(daemon: FakeDaemon, sock_path: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """`rules test NAME --days N` sends name and days and prints totals, types, sample and limits."""
+    assert await ctdctl("--socket", sock_path, "rules", "test", "high-domains", "--days", "7") == 0
+    assert (daemon.requests[-1].cmd, daemon.requests[-1].args) == ("rules.test", {"name": "high-domains", "days": 7})
+    out = capsys.readouterr().out
+    assert "rule high-domains would select 1200 IoCs" in out and "24000 bytes serialised" in out
+    assert "domain  1150" in out
+    assert "sample:" in out and "evil.example" in out
+    assert "sharing to-file -> file1 (list): 1200 IoCs (limit 1000), 24000 bytes (limit none)" in out
+
+
+async def test_rules_test_days_default_null(daemon: FakeDaemon, sock_path: str) -> None:
+    """`rules test NAME` without --days sends days null."""
+    assert await ctdctl("--socket", sock_path, "rules", "test", "high-domains") == 0
+    assert daemon.requests[-1].args == {"name": "high-domains", "days": None}
+
+
+async def test_rules_test_warnings_and_dry_run(daemon: FakeDaemon, sock_path: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """`rules test` prints each warning prefixed `warning:`, ends with 'nothing was sent' and exits 0."""
+    assert await ctdctl("--socket", sock_path, "rules", "test", "high-domains") == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "warning: to-file: 1200 entries exceed the destination limit of 1000: " \
+           "the oldest 200 would not be shared" in lines
+    assert lines[-1] == "dry run: nothing was sent"
+
+
+async def test_rules_test_json(daemon: FakeDaemon, sock_path: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """`--json rules test` prints the daemon's data as valid JSON."""
+    assert await ctdctl("--socket", sock_path, "rules", "test", "high-domains", "--json") == 0
+    assert json.loads(capsys.readouterr().out) == RULE_TEST
+
+
+async def test_rules_test_unknown_rule_exits_2(daemon: FakeDaemon, sock_path: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """`rules test` of an unknown rule exits 2 with the daemon's message."""
+    assert await ctdctl("--socket", sock_path, "rules", "test", "missing") == 2
+    assert "no rule named 'missing'" in capsys.readouterr().err
+
+
+async def test_sharing_list_request_and_table(daemon: FakeDaemon, sock_path: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """`sharing list` sends sharing.list and prints one aligned row with the ledger counts."""
+    assert await ctdctl("--socket", sock_path, "sharing", "list") == 0
+    assert (daemon.requests[-1].cmd, daemon.requests[-1].args) == ("sharing.list", {})
+    header, row = capsys.readouterr().out.splitlines()
+    assert header.split() == ["NAME", "RULE", "DESTINATION", "ACTION", "STATE", "LAST_RUN", "SHARED",
+                              "PENDING", "FAILED", "RETRACTED", "UNSHARED", "LAST_ERROR"]
+    assert header.index("SHARED") == row.index("1234")
+    assert header.index("RETRACTED") == row.index("56")
+    assert row.endswith("destination timed out")
+
+
+async def test_sharing_list_json(daemon: FakeDaemon, sock_path: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """`--json sharing list` prints the daemon's data as valid JSON."""
+    assert await ctdctl("--json", "--socket", sock_path, "sharing", "list") == 0
+    assert json.loads(capsys.readouterr().out) == [SHARING]
+
+
+async def test_sharing_show_request_and_output(daemon: FakeDaemon, sock_path: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """`sharing show NAME` sends the name and prints facts, params, counts and the problems table."""
+    assert await ctdctl("--socket", sock_path, "sharing", "show", "to-file") == 0
+    assert (daemon.requests[-1].cmd, daemon.requests[-1].args) == ("sharing.show", {"name": "to-file"})
+    out = capsys.readouterr().out
+    for text in ("to-file", "high-domains", "file1", "path=/var/lib/ctd/out.txt", "5m 0s",
+                 "destination timed out", "pushed 10", "RETRACT_PENDING", "1234"):
+        assert text in out
+    assert "old.example" in out and "unshared  over limit" in out
+    assert "2026-01-02T03:04:05Z" in out.splitlines()[-1]  # updated_at epoch rendered as ISO
+
+
+async def test_sharing_show_json(daemon: FakeDaemon, sock_path: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """`--json sharing show` prints the daemon's data as valid JSON."""
+    assert await ctdctl("--json", "--socket", sock_path, "sharing", "show", "to-file") == 0
+    assert json.loads(capsys.readouterr().out) == SHARING_SHOW
+
+
+async def test_sharing_sync_request_and_counts(daemon: FakeDaemon, sock_path: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """`sharing sync NAME --days N` sends name and days and prints the pass counts."""
+    assert await ctdctl("--socket", sock_path, "sharing", "sync", "to-file", "--days", "3") == 0
+    assert (daemon.requests[-1].cmd, daemon.requests[-1].args) == ("sharing.sync", {"name": "to-file", "days": 3})
+    out = capsys.readouterr().out
+    for key in ("sharing", "candidates", "pushed", "rejected", "retracted", "unshared"):
+        assert key in out
+    assert "to-file" in out
+
+
+async def test_sharing_sync_json(daemon: FakeDaemon, sock_path: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """`--json sharing sync` prints the pass result as valid JSON."""
+    assert await ctdctl("--json", "--socket", sock_path, "sharing", "sync", "to-file") == 0
+    assert json.loads(capsys.readouterr().out)["pushed"] == 9
+
+
+async def test_sharing_sync_with_error_exits_2(daemon: FakeDaemon, sock_path: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """`sharing sync` exits 2 and prints the error when the pass failed."""
+    assert await ctdctl("--socket", sock_path, "sharing", "sync", "broken") == 2
+    assert "destination refused: 503" in capsys.readouterr().err
+
+
+async def test_show_delivery_table(daemon: FakeDaemon, sock_path: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """`indicators show` prints a DELIVERY table of the indicator's deliveries."""
+    assert await ctdctl("--socket", sock_path, "indicators", "show", "shared.example") == 0
+    lines = capsys.readouterr().out.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("DELIVERY"))
+    assert lines[header].split() == ["DELIVERY", "STATE", "SHARED_AT", "UPDATED_AT", "ERROR"]
+    assert lines[header + 1].split()[:2] == ["to-file", "shared"]
+    assert lines[header + 2].split()[:2] == ["to-misp", "failed"] and lines[header + 2].endswith("HTTP 500")
+
+
+async def test_show_no_deliveries_no_table(daemon: FakeDaemon, sock_path: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """`indicators show` omits the DELIVERY table when there are no deliveries."""
+    assert await ctdctl("--socket", sock_path, "indicators", "show", "evil.example") == 0
+    assert "DELIVERY" not in capsys.readouterr().out

@@ -1,0 +1,165 @@
+"""Sharing actors: event-driven wake-ups, coalescing, backoff, and no ping-pong between tools."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import trio
+
+from ctd.config import load_config, parse_config
+from ctd.daemon import Daemon, make_adapter
+from ctd.errors import SourceUnavailable
+from ctd.model import Sighting
+from ctd.sdnotify import Notifier
+from ctd.sharing import Sharer, SharingStatus, Wake, run_sharing
+from ctd.source import AllowlistRef, SourceStatus, pull_once
+from tests import fake_adapters
+from tests.daemonproc import short_tmpdir
+from tests.fake_adapters import Remote, Script
+from tests.fakestore import FakeStore
+from tests.storeutil import ingest, s
+
+
+@pytest.fixture
+def store(tmp_path):
+    st = FakeStore(str(tmp_path / "db"))
+    yield st
+    st.close()
+
+
+CFG = """
+[plugins.a]
+adapter = "tests.fake_adapters:ScriptedAdapter"
+key = "unused"
+pull = false
+[plugins.dest]
+adapter = "tests.fake_adapters:MemoryDestination"
+key = "{key}"
+pull = false
+[rules.r]
+filter = "type = domain"
+[sharing.s]
+sources = ["a"]
+rule = "r"
+destination = "dest"
+action = "add"
+interval = "1h"
+"""
+
+
+def make_sharer(store, key):
+    fake_adapters.REMOTES[key] = Remote()
+    cfg = parse_config(CFG.replace("{key}", key))
+    sh = cfg.sharing["s"]
+    return Sharer("s", sh, cfg.rules["r"], cfg.plugins["dest"], make_adapter("dest", cfg.plugins["dest"]), store)
+
+
+async def test_wakeups_coalesce_into_one_pass(store, autojump_clock, nursery):
+    """A burst of wake-ups while the actor waits results in one pass, not one per wake-up."""
+    sharer = make_sharer(store, "coalesce")
+    passes = []
+    real = sharer.share_once
+
+    async def counting():
+        passes.append(trio.current_time())
+        return await real()
+
+    sharer.share_once = counting
+    send, recv = trio.open_memory_channel(8)
+    await nursery.start(run_sharing, sharer, SharingStatus("s", sharer.sh), recv)
+    await trio.sleep(1)
+    assert len(passes) == 1  # the initial pass of a new configuration
+    for _ in range(50):
+        try:
+            send.send_nowait(Wake())
+        except trio.WouldBlock:
+            pass
+    await trio.sleep(1)
+    assert len(passes) == 2
+
+
+async def test_failed_pass_backs_off(store, autojump_clock, nursery):
+    """A destination failure is retried with growing backoff, not at the full interval."""
+    sharer = make_sharer(store, "backoff")
+    ingest(store.conn, "a", [s("x.example")])
+    fake_adapters.REMOTES["backoff"].errors = [SourceUnavailable("503")] * 3
+    send, recv = trio.open_memory_channel(8)
+    status = SharingStatus("s", sharer.sh)
+    await nursery.start(run_sharing, sharer, status, recv)
+    await trio.sleep(200)
+    calls = fake_adapters.REMOTES["backoff"].calls
+    assert len(calls) == 4 and "x.example" in fake_adapters.REMOTES["backoff"].items
+    assert status.last_error is None
+
+
+async def test_bidirectional_sharing_does_not_ping_pong(store):
+    """A->B plus B->A: each IoC reaches the other tool once and never comes back to its reporter."""
+    fake_adapters.REMOTES["pingA"] = ra = Remote()
+    fake_adapters.REMOTES["pingB"] = rb = Remote()
+    ra.items["from-a.example"] = Sighting(type="domain", value="from-a.example")  # type: ignore[assignment]
+    rb.items["from-b.example"] = Sighting(type="domain", value="from-b.example")  # type: ignore[assignment]
+    cfg = parse_config("""
+[plugins.A]
+adapter = "tests.fake_adapters:MemoryDestination"
+key = "pingA"
+[plugins.B]
+adapter = "tests.fake_adapters:MemoryDestination"
+key = "pingB"
+[rules.all]
+filter = "type = domain"
+[sharing.a-to-b]
+sources = ["A"]
+rule = "all"
+destination = "B"
+action = "add"
+params = { list = "b" }
+[sharing.b-to-a]
+sources = ["B"]
+rule = "all"
+destination = "A"
+action = "add"
+params = { list = "a" }
+""")
+    sharers = {
+        n: Sharer(n, sh, cfg.rules[sh.rule], cfg.plugins[sh.destination],
+                  make_adapter(sh.destination, cfg.plugins[sh.destination]), store)
+        for n, sh in cfg.sharing.items()
+    }
+    for _round in range(3):
+        for src in ("A", "B"):
+            p = cfg.plugins[src]
+            await pull_once(src, p, make_adapter(src, p), store, AllowlistRef(), SourceStatus(src, p))
+        for sharer in sharers.values():
+            await sharer.share_once()
+    pushed_to_a = [v for op, vals in ra.calls if op == "push" for v in vals]
+    pushed_to_b = [v for op, vals in rb.calls if op == "push" for v in vals]
+    assert pushed_to_a == ["from-b.example"]
+    assert pushed_to_b == ["from-a.example"]
+
+
+async def test_new_ioc_reaches_destination_without_waiting_for_interval():
+    """With an hour-long interval, a newly ingested IoC is shared right after its batch commits."""
+    d = short_tmpdir()
+    try:
+        fake_adapters.REMOTES["event"] = remote = Remote()
+        src = fake_adapters.SCRIPTS["event-src"] = Script(batches=[["first.example"]])
+        (d / "ctd.toml").write_text(
+            f'[daemon]\nstate_dir = "{d}/var"\nsocket = "{d}/ctd.sock"\n'
+            '[plugins.a]\nadapter = "tests.fake_adapters:ScriptedAdapter"\nkey = "event-src"\nsync_interval = "1h"\n'
+            + CFG.split("[plugins.dest]")[1].join(["[plugins.dest]", ""]).replace("{key}", "event")
+        )
+        daemon = Daemon(load_config(d / "ctd.toml"), Notifier(None))
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(daemon.run)
+            with trio.fail_after(30):
+                while "first.example" not in remote.items:
+                    await trio.sleep(0.02)
+            src.batches = [["first.example", "second.example"]]
+            await daemon.sync("a")
+            with trio.fail_after(30):  # the interval is 1h: only a wake-up can deliver it in time
+                while "second.example" not in remote.items:
+                    await trio.sleep(0.02)
+            nursery.cancel_scope.cancel()
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
