@@ -3,7 +3,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 CONFIG ?= etc/ctd.toml
 
-.PHONY: run test bench clean venv
+.PHONY: run test bench clean venv install
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,3 +28,58 @@ bench: venv
 
 clean:
 	rm -rf $(VENV) var build *.egg-info
+
+# --- make install: the daemon as a systemd service (see systemd/INSTALL.md) ----
+# A venv at $(PREFIX) with ctd installed into it (not editable), the unit, the
+# sysusers.d/tmpfiles.d snippets, and /etc/ctd/ctd.toml if there is none yet.
+# DESTDIR stages the tree for packaging: the venv is built at $(DESTDIR)$(PREFIX)
+# and its bin/ scripts are then rewritten to run from $(PREFIX).
+PREFIX      ?= /opt/ctd
+DESTDIR     ?=
+SYSCONFDIR  ?= /etc
+UNITDIR     ?= /etc/systemd/system
+SYSUSERSDIR ?= /usr/lib/sysusers.d
+TMPFILESDIR ?= /usr/lib/tmpfiles.d
+DOCDIR      ?= $(PREFIX)/share/doc/ctd
+STAGE       := $(DESTDIR)$(PREFIX)
+CONFFILE    := $(SYSCONFDIR)/ctd/ctd.toml
+UNIT_SED    := -e 's|/opt/ctd/|$(PREFIX)/|g' -e 's|/etc/ctd/|$(SYSCONFDIR)/ctd/|g'
+
+## make install [PREFIX=/opt/ctd] [DESTDIR=] [SYSCONFDIR=/etc] [UNITDIR=/etc/systemd/system]: install the service
+install:
+	@case "$(PREFIX)" in /*) ;; *) echo "make install: PREFIX must be an absolute path" >&2; exit 2;; esac
+	$(PYTHON) -m venv $(STAGE)
+	$(STAGE)/bin/python -m pip install -q --no-warn-script-location .
+	@if [ -n "$(DESTDIR)" ]; then \
+	  echo "rewriting $(STAGE) -> $(PREFIX) in $(STAGE)/bin and pyvenv.cfg"; \
+	  grep -rlIF -- '$(STAGE)' $(STAGE)/bin $(STAGE)/pyvenv.cfg | xargs -r sed -i 's|$(STAGE)|$(PREFIX)|g'; \
+	fi
+	@real=$$(readlink -f $(STAGE)/bin/python); case "$$real" in /home/*|/root/*) \
+	  echo "WARNING: the venv's interpreter $$real is under /home or /root, which the unit's" >&2; \
+	  echo "         ProtectHome=yes hides: reinstall with PYTHON=/usr/bin/python3 (3.11+)." >&2;; esac
+	install -d $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSUSERSDIR) $(DESTDIR)$(TMPFILESDIR) $(DESTDIR)$(DOCDIR)
+	sed $(UNIT_SED) systemd/ctd.service > $(DESTDIR)$(UNITDIR)/ctd.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/ctd.service
+	install -m 0644 systemd/ctd.sysusers $(DESTDIR)$(SYSUSERSDIR)/ctd.conf
+	sed $(UNIT_SED) systemd/ctd.tmpfiles > $(DESTDIR)$(TMPFILESDIR)/ctd.conf
+	chmod 0644 $(DESTDIR)$(TMPFILESDIR)/ctd.conf
+	install -m 0644 README.md systemd/INSTALL.md $(DESTDIR)$(DOCDIR)/
+	install -d -m 0755 $(DESTDIR)$(SYSCONFDIR)/ctd
+	@if [ -e $(DESTDIR)$(CONFFILE) ]; then \
+	  echo "kept the existing $(DESTDIR)$(CONFFILE) (the new example is $(DOCDIR)/ctd.toml.example)"; \
+	else \
+	  echo "install -m 0640 etc/ctd-system.toml $(DESTDIR)$(CONFFILE)"; \
+	  install -m 0640 etc/ctd-system.toml $(DESTDIR)$(CONFFILE); \
+	fi
+	install -m 0644 etc/ctd-system.toml $(DESTDIR)$(DOCDIR)/ctd.toml.example
+	@echo
+	@echo "ctd is installed in $(PREFIX). Next steps (as root):"
+	@echo "  systemd-sysusers ctd.conf                # user and group ctd"
+	@echo "  systemd-tmpfiles --create ctd.conf       # /var/lib/ctd/feeds, $(CONFFILE) 0640 root:ctd"
+	@echo "  $(PREFIX)/bin/ctd check-config $(CONFFILE)"
+	@echo "  systemctl daemon-reload"
+	@echo "  systemctl enable --now ctd"
+	@echo "  journalctl -u ctd -f"
+	@echo "  usermod -aG ctd alice                    # let alice use ctdctl"
+	@echo "Then, as root or a member of group ctd:"
+	@echo "  $(PREFIX)/bin/ctdctl --config $(CONFFILE) status"

@@ -10,12 +10,13 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 import structlog
 
-from ctd import __version__, sharing_sql, store_query
+from ctd import __version__, store_query
 from ctd.canon import canonicalize, detect_type
+from ctd.access import ADMIN, READ, AccessPolicy
+from ctd.commands_admin import AdminCommands
+from ctd.commands_sharing import SharingCommands
 from ctd.errors import BadRequest, InvalidIndicator
-from ctd.model import INDICATOR_TYPES, iso, now
-from ctd.rules_eval import Rule
-from ctd.sharing import muted
+from ctd.model import INDICATOR_TYPES
 
 if TYPE_CHECKING:
     from ctd.daemon import Daemon
@@ -46,34 +47,45 @@ def _opt_bool(args: dict[str, Any], key: str) -> bool | None:
     raise BadRequest(f"{key} must be true, false or null")
 
 
-class Commands:
-    def __init__(self, daemon: "Daemon") -> None:
+class Commands(SharingCommands, AdminCommands):
+    def __init__(self, daemon: "Daemon", policy: AccessPolicy) -> None:
         self.d = daemon
+        self.policy = policy
+        self.handlers: dict[str, tuple[str, Any]] = {
+            # read: members of socket_group; admin: root, the daemon's user, admin_group
+            "status": (READ, self.status),
+            "sources": (READ, self.list_sources),
+            "stats": (READ, self.stats),
+            "version": (READ, self.version),
+            "indicators.show": (READ, self.show),
+            "indicators.search": (READ, self.search),
+            "indicators.export": (READ, self.export),
+            "rules.list": (READ, self.rules_list),
+            "rules.test": (READ, self.rules_test),
+            "sharing.list": (READ, self.sharing_list),
+            "sharing.show": (READ, self.sharing_show),
+            "checkpoint.show": (READ, self.checkpoint_show),
+            "plugins.list": (READ, self.plugins_list),
+            "reload": (ADMIN, self.reload),
+            "sync": (ADMIN, self.sync),
+            "sharing.sync": (ADMIN, self.sharing_sync),
+            "checkpoint.set": (ADMIN, self.checkpoint_set),
+            "plugins.check": (ADMIN, self.plugins_check),
+            "indicators.retract": (ADMIN, self.indicators_retract),
+            "rules.mute": (ADMIN, self.rules_mute),
+            "rules.unmute": (ADMIN, self.rules_unmute),
+        }
 
     async def dispatch(self, request: Any, peer: Any) -> Any:
-        handler = self._handlers().get(request.cmd)
-        if handler is None:
+        entry = self.handlers.get(request.cmd)
+        if entry is None:
             raise BadRequest(f"unknown command {request.cmd!r}")
+        needed, handler = entry
+        self.policy.check(needed, request.cmd, peer)
         args = request.args or {}
         if not isinstance(args, dict):
             raise BadRequest("args must be an object")
         return await handler(args)
-
-    def _handlers(self) -> dict[str, Any]:
-        return {
-            "status": self.status,
-            "sources": self.list_sources,
-            "sync": self.sync,
-            "reload": self.reload,
-            "indicators.show": self.show,
-            "indicators.search": self.search,
-            "indicators.export": self.export,
-            "rules.list": self.rules_list,
-            "rules.test": self.rules_test,
-            "sharing.list": self.sharing_list,
-            "sharing.show": self.sharing_show,
-            "sharing.sync": self.sharing_sync,
-        }
 
     async def _sources(self) -> list[dict[str, Any]]:
         counts = await self.d.store.call(store_query.source_counts)
@@ -157,115 +169,3 @@ class Commands:
                     return
 
         return items()
-
-    # -- rules and sharing -----------------------------------------------------------
-
-    def _rule_name(self, args: dict[str, Any]) -> str:
-        name = args.get("name")
-        if not isinstance(name, str) or name not in self.d.config.rules:
-            raise BadRequest(f"no rule named {name!r}")
-        return name
-
-    def _sharing_name(self, args: dict[str, Any]) -> str:
-        name = args.get("name")
-        if not isinstance(name, str) or name not in self.d.config.sharing:
-            raise BadRequest(f"no sharing configuration named {name!r}")
-        return name
-
-    @staticmethod
-    def _days(args: dict[str, Any]) -> int | None:
-        days = args.get("days")
-        if days is not None and (not isinstance(days, int) or not 1 <= days <= 3650):
-            raise BadRequest("days must be between 1 and 3650")
-        return days
-
-    async def rules_list(self, args: dict[str, Any]) -> list[dict[str, Any]]:
-        cfg = self.d.config
-        at = now()
-        return [
-            {"name": name, "filter": r.filter, "exceptions": r.exceptions, "description": r.description,
-             "muted_until": r.muted_until.isoformat() if r.muted_until else None, "muted": muted(r, at),
-             "used_by": sorted(n for n, sh in cfg.sharing.items() if sh.rule == name)}
-            for name, r in sorted(cfg.rules.items())
-        ]
-
-    async def rules_test(self, args: dict[str, Any]) -> dict[str, Any]:
-        """Dry run of a rule: nothing is sent anywhere."""
-        name = self._rule_name(args)
-        days = self._days(args)
-        cfg = self.d.config
-        rc = cfg.rules[name]
-        rule = Rule(rc.filter, rc.exceptions)
-        at = now()
-        recent = " AND i.last_seen >= ?" if days else ""
-        extra = [at - days * 86400] if days else []
-        rule_sql, params = rule.sql(at)
-        out = await self.d.store.call(
-            sharing_sql.rule_test, where=f"i.active = 1 AND ({rule_sql}){recent}", params=[*params, *extra]
-        )
-        out.update(rule=name, days=days, muted=muted(rc, at), sharing=[], warnings=[])
-        for sname, sh in sorted(cfg.sharing.items()):
-            if sh.rule != name:
-                continue
-            handle = self.d.sharings.get(sname) if self.d.sharings else None
-            if handle is None:
-                continue
-            sharer = handle.sharer
-            where, wparams = sharer.where(at)
-            res = await self.d.store.call(
-                sharing_sql.rule_test, where=where + recent, params=[*wparams, *extra],
-                size=sharer.spec.size, overhead=sharer.spec.entry_overhead, sample=0,
-            )
-            warnings = limit_warnings(res["total"], res["bytes"], sharer.max_entries, sharer.max_bytes)
-            out["sharing"].append({
-                "name": sname, "destination": sh.destination, "action": sh.action, "total": res["total"],
-                "by_type": res["by_type"], "bytes": res["bytes"], "max_entries": sharer.max_entries,
-                "max_bytes": sharer.max_bytes, "warnings": warnings,
-            })
-            out["warnings"] += [f"{sname}: {w}" for w in warnings]
-        return out
-
-    async def _sharing_entry(self, name: str) -> dict[str, Any]:
-        handle = self.d.sharings.get(name) if self.d.sharings else None
-        sh = self.d.config.sharing[name]
-        entry = handle.status.as_dict() if handle else {
-            "name": name, "sources": sh.sources, "rule": sh.rule, "destination": sh.destination,
-            "action": sh.action, "state": "stopped"}
-        ledger = await self.d.store.call(sharing_sql.ledger_counts, name)
-        entry["counts"] = ledger["counts"]
-        entry["last_run"] = entry.get("last_run") or iso(ledger["last_run"])
-        entry["last_success"] = entry.get("last_success") or iso(ledger["last_success"])
-        entry["last_error"] = entry.get("last_error") or ledger["last_error"]
-        return entry
-
-    async def sharing_list(self, args: dict[str, Any]) -> list[dict[str, Any]]:
-        return [await self._sharing_entry(n) for n in sorted(self.d.config.sharing)]
-
-    async def sharing_show(self, args: dict[str, Any]) -> dict[str, Any]:
-        name = self._sharing_name(args)
-        entry = await self._sharing_entry(name)
-        sh = self.d.config.sharing[name]
-        entry["interval_s"] = float(sh.interval)
-        entry["params"] = msgspec.to_builtins(sh.params)
-        entry["problems"] = await self.d.store.call(
-            sharing_sql.ledger_rows, name, ("failed", "unshared", "retract_pending"), 50
-        )
-        return entry
-
-    async def sharing_sync(self, args: dict[str, Any]) -> dict[str, Any]:
-        name = self._sharing_name(args)
-        result = await self.d.share(name, resync=True, days=self._days(args))
-        return msgspec.structs.asdict(result)
-
-
-def limit_warnings(total: int, size: int, max_entries: int | None, max_bytes: int | None) -> list[str]:
-    """Warnings when a destination's limit would be exceeded (or is above 90%)."""
-    out = []
-    for what, n, cap in (("entries", total, max_entries), ("bytes", size, max_bytes)):
-        if cap is None:
-            continue
-        if n > cap:
-            out.append(f"{n} {what} exceed the destination limit of {cap}: the oldest {n - cap if what == 'entries' else 'entries'} would not be shared")
-        elif n > 0.9 * cap:
-            out.append(f"{n} {what} is above 90% of the destination limit of {cap}")
-    return out

@@ -57,6 +57,7 @@ class DaemonConfig(_Section):
     state_dir: str = "/var/lib/ctd"
     socket: str = "/run/ctd/ctd.sock"
     socket_group: str | None = None
+    admin_group: str | None = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     housekeeping_interval: Duration = Duration(300)
     shutdown_timeout: Duration = Duration(10)
@@ -260,6 +261,10 @@ def parse_config(text: str, path: str = "<string>") -> Config:
     rules = {name: _convert(body, RuleConfig, f"$.rules.{name}") for name, body in named["rules"].items()}
     cfg = msgspec.structs.replace(cfg, plugins=plugins, rules=rules)
     _check_allowlist(cfg.allowlist)
+    from ctd.access import resolve_gid
+
+    resolve_gid(cfg.daemon.socket_group, "$.daemon.socket_group")
+    resolve_gid(cfg.daemon.admin_group, "$.daemon.admin_group")
     for name, rule in cfg.rules.items():
         _check_rule(name, rule)
     sharing = {

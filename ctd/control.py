@@ -339,10 +339,14 @@ def _classify(exc: Exception, request: Request) -> tuple[str, str]:
 
 
 def _audit(request: Request, peer: Peer, outcome: str) -> None:
-    log.info(
-        "control_command",
+    """Every control command is an audit event: who (uid), what, allowed or not, outcome."""
+    allowed = outcome != CODE_DENIED
+    (log.info if allowed else log.warning)(
+        "control command" if allowed else "control command denied",
+        ctd_event="control_command",
         cmd=request.cmd,
-        peer_uid=peer.uid,
+        ctd_peer_uid=peer.uid,
         peer_pid=peer.pid,
+        allowed=allowed,
         outcome=outcome,
     )

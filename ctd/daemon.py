@@ -17,9 +17,11 @@ import structlog
 import trio
 
 from ctd import logs, store_sql
+from ctd.access import AccessPolicy
 from ctd.allowlist import Allowlist
 from ctd.config import Config, ConfigDiff, PluginConfig, adapter_class, diff_named, load_config
 from ctd.errors import ConfigError
+from ctd.rates import RateCounter
 from ctd.sdnotify import Notifier, run_watchdog, watchdog_interval
 from ctd.sharing import Sharer, ShareNow, ShareResult, SharingStatus, Wake, run_sharing
 from ctd.source import AllowlistRef, PullResult, SourceStatus, SyncRequest, run_source
@@ -82,6 +84,9 @@ class Daemon:
         self.sharings: Supervisor | None = None
         self._reload_lock = trio.Lock()
         self.allowlist = AllowlistRef(allowlist_matcher(config))
+        self.mutes: dict[str, int] = {}
+        self.ingest_rate = RateCounter()
+        self.share_rate = RateCounter()
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -93,9 +98,11 @@ class Daemon:
         log.info("daemon starting", ctd_event="daemon_start", pid=os.getpid(), ctd_config_hash=cfg.hash, config=cfg.path)
         async with trio.open_nursery() as root:
             self.store = await root.start(run_store, db_path(cfg))
+            self.mutes.update(await self.store.call(store_sql.get_mutes))
             with trio.open_signal_receiver(signal.SIGHUP, signal.SIGTERM, signal.SIGINT) as signals:
+                policy = AccessPolicy(cfg.daemon.socket_group, cfg.daemon.admin_group)
                 await root.start(
-                    serve_control, cfg.daemon.socket, Commands(self).dispatch,
+                    serve_control, cfg.daemon.socket, Commands(self, policy).dispatch,
                     **({"socket_group": cfg.daemon.socket_group} if cfg.daemon.socket_group else {}),
                 )
                 async with trio.open_nursery() as actors:
@@ -138,28 +145,37 @@ class Daemon:
         adapter = make_adapter(name, plugin)
         await self.sources.start(
             name, plugin, SourceHandle(status, send), run_source,
-            name, plugin, adapter, self.store, self.allowlist, status, recv, self.wake_sharing,
+            name, plugin, adapter, self.store, self.allowlist, status, recv, self._on_commit,
         )
+
+    def _on_commit(self, source: str, res: store_sql.IngestResult) -> None:
+        self.ingest_rate.add(res.new + res.updated)
+        if res.new or res.updated or res.retracted:
+            self.wake_sharing(source)
 
     async def _start_sharing(self, name: str) -> None:
         assert self.sharings is not None and self.store is not None
         cfg = self.config
         sh = cfg.sharing[name]
         dest = cfg.plugins[sh.destination]
-        sharer = Sharer(name, sh, cfg.rules[sh.rule], dest, make_adapter(sh.destination, dest), self.store)
+        sharer = Sharer(name, sh, cfg.rules[sh.rule], dest, make_adapter(sh.destination, dest), self.store,
+                        mutes=self.mutes, rate=self.share_rate)
         status = SharingStatus(name, sh)
         send, recv = trio.open_memory_channel[Any](8)
         await self.sharings.start(name, sharing_key(cfg, name), SharingHandle(status, send, sharer),
                                   run_sharing, sharer, status, recv)
 
-    def wake_sharing(self, source: str | None = None) -> None:
-        """Wake the sharing actors that read from ``source`` (or all of them)."""
+    def wake_sharing(self, source: str | None = None, *, rule: str | None = None) -> None:
+        """Wake the sharing actors that read from ``source`` / use ``rule`` (or all of them)."""
         if self.sharings is None:
             return
         for name in self.sharings.names():
             handle: SharingHandle = self.sharings.get(name)
             sh = handle.sharer.sh
-            if source is None or source in sh.sources or source == sh.destination:
+            if rule is not None:
+                if sh.rule == rule:
+                    handle.wake()
+            elif source is None or source in sh.sources or source == sh.destination:
                 handle.wake()
 
     async def _housekeeping(self) -> None:

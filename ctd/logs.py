@@ -8,8 +8,12 @@ Per-trio-task context (``structlog.contextvars.bind_contextvars(source=...)``)
 is merged in. Values of secret-ish keys (``token``, ``password``, ...) are
 replaced with ``"***"`` at any depth of dicts/lists before rendering.
 
-The output sink is chosen in one place, :func:`_renderer_for`; journald's
-native protocol (when stderr is the journal stream) will plug in there.
+The output sink is chosen in one place, :func:`_renderer_for`, at configure
+time: when the stream is the journal stream (``$JOURNAL_STREAM`` matches its
+``fstat``, see :mod:`ctd.journal`), entries go over journald's native protocol
+as indexed fields (``ctd_event`` -> ``CTD_EVENT``, ...; ``event`` ->
+``MESSAGE``, ``level`` -> ``PRIORITY``), else as JSON lines on the stream.
+Redaction runs before either sink.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from typing import Any, NamedTuple, TextIO
 import msgspec
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
+
+from ctd import journal
 
 SECRET_KEYS = frozenset(
     {"token", "password", "secret", "api_key", "client_secret", "authorization"}
@@ -117,10 +123,45 @@ class _Sink(NamedTuple):
 def _renderer_for(stream: TextIO) -> _Sink:
     """Pick the final renderer and the logger writing its output.
 
-    Seam for journald: when *stream* is the journal stream (``JOURNAL_STREAM``
-    matches ``fstat``), return a native-protocol renderer/sender here instead.
+    journald's native protocol when *stream* is the journal stream
+    (``JOURNAL_STREAM`` matches ``fstat``), else JSON lines on *stream*.
     """
+    if journal.stream_is_journal(stream):
+        return _Sink(renderer=_pass_dict, logger_factory=_JournalLoggerFactory(_journal_sender(), stream))
     return _Sink(
         renderer=structlog.processors.JSONRenderer(serializer=_dumps),
         logger_factory=structlog.WriteLoggerFactory(file=stream),
     )
+
+
+def _pass_dict(_logger: WrappedLogger, _name: str, event_dict: EventDict) -> EventDict:
+    """Final processor for the journal: structlog passes a returned dict as kwargs."""
+    return event_dict
+
+
+_sender: journal.JournalSender | None = None
+
+
+def _journal_sender() -> journal.JournalSender:
+    """One sender (one socket) for the process, kept across reconfigures."""
+    global _sender
+    path = journal.socket_path()
+    if _sender is None or _sender.path != path:
+        if _sender is not None:
+            _sender.close()
+        _sender = journal.JournalSender(path)
+    return _sender
+
+
+class _JournalLoggerFactory:
+    def __init__(self, sender: journal.JournalSender, stream: TextIO) -> None:
+        self._logger = journal.JournalLogger(sender, fallback=lambda ed: _write_json_line(stream, ed))
+
+    def __call__(self, *_args: Any) -> journal.JournalLogger:
+        return self._logger
+
+
+def _write_json_line(stream: TextIO, event_dict: dict[str, Any]) -> None:
+    """Fallback when journald is unreachable: the JSON line, on the (journal) stream."""
+    stream.write(_dumps(event_dict) + "\n")
+    stream.flush()

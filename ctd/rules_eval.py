@@ -49,7 +49,7 @@ class Subject(msgspec.Struct, frozen=True, kw_only=True):
 
 def glob_to_sql(pattern: str) -> str:
     """Our glob (``*``, ``?``, all else literal) as a SQLite GLOB pattern."""
-    return pattern.replace("[", "\0").replace("]", "[]]").replace("\0", "[[]")
+    return "".join("[[]" if c == "[" else "[]]" if c == "]" else c for c in pattern)
 
 
 @lru_cache(maxsize=1024)
@@ -100,7 +100,7 @@ _NET_TYPES = {32: ("ipv4", "cidr4"), 128: ("ipv6", "cidr6")}
 
 def _cidr_match(pattern: str | None, value: str | None) -> int | None:
     """SQL ``ctd_cidr_match(pattern, value)``: value (address or cidr) inside pattern."""
-    if pattern is None or value is None:
+    if not isinstance(pattern, str) or not isinstance(value, str):
         return None
     net = _network(pattern)
     return 1 if net is not None and _in_network(net, value) else 0

@@ -23,6 +23,7 @@ from ctd.adapters.base import ActionSpec, PushResult, ShareItem
 from ctd.config import PluginConfig, RuleConfig, SharingConfig
 from ctd.errors import AuthError, CtdError, SourceUnavailable
 from ctd.model import iso, now
+from ctd.rates import RateCounter
 from ctd.rules_eval import Rule
 from ctd.source import backoff_delay, describe
 from ctd.store import StoreClient
@@ -77,7 +78,10 @@ class SharingStatus:
         }
 
 
-def muted(rule: RuleConfig, at: int) -> bool:
+def muted(rule: RuleConfig, at: int, override: int | None = None) -> bool:
+    """Is the rule paused at ``at``? An operator override (``ctdctl rules mute``) wins over the config."""
+    if override is not None:
+        return override > at
     if rule.muted_until is None:
         return False
     until = rule.muted_until
@@ -90,9 +94,12 @@ class Sharer:
     """Everything one sharing configuration needs for a pass."""
 
     def __init__(
-        self, name: str, sh: SharingConfig, rule: RuleConfig, dest: PluginConfig, adapter: Any, store: StoreClient
+        self, name: str, sh: SharingConfig, rule: RuleConfig, dest: PluginConfig, adapter: Any, store: StoreClient,
+        *, mutes: dict[str, int] | None = None, rate: RateCounter | None = None,
     ) -> None:
         self.name = name
+        self.mutes = mutes if mutes is not None else {}
+        self.rate = rate
         self.sh = sh
         self.rule_cfg = rule
         self.rule = Rule(rule.filter, rule.exceptions)
@@ -118,7 +125,7 @@ class Sharer:
         """Plan and deliver one pass; raises the destination's error (nothing marked shared then)."""
         at = now()
         result = ShareResult(sharing=self.name)
-        if muted(self.rule_cfg, at):
+        if muted(self.rule_cfg, at, self.mutes.get(self.sh.rule)):
             result.muted = True
             return result
         where, params = self.where(at)
@@ -164,6 +171,8 @@ class Sharer:
                 self._audit("indicators_retracted", ok_items)
             else:
                 result.pushed += len(done)
+                if self.rate is not None:
+                    self.rate.add(len(done))
                 self._audit("indicators_shared", ok_items)
             result.rejected += len(rejected)
             self._audit("indicators_rejected", bad_items, reasons=res.rejected)
@@ -179,6 +188,8 @@ class Sharer:
             rejected = {by_value[v]: reason for v, reason in res.rejected.items() if v in by_value}
             result.pushed = len(items) - len(rejected)
             result.rejected = len(rejected)
+            if self.rate is not None:
+                self.rate.add(result.pushed)
             self._audit("indicators_shared", [it for iid, it in items if iid not in rejected])
         before = await self.store.call(sharing_sql.ledger_counts, self.name)
         await self.store.call(sharing_sql.record_full, self.name, list_hash=list_hash, rejected=rejected, now=now())

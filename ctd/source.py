@@ -120,7 +120,7 @@ async def pull_once(
     store: StoreClient,
     allowlist: "AllowlistRef",
     status: SourceStatus,
-    on_change: Callable[[str], None] | None = None,
+    on_commit: Callable[[str, store_sql.IngestResult], None] | None = None,
 ) -> PullResult:
     """Run one pull cycle to completion; raises the adapter's error after recording it."""
     started = trio.current_time()
@@ -174,8 +174,8 @@ async def pull_once(
                             nursery.cancel_scope.cancel()
                             break
                         fresh = False
-                        if on_change is not None and (res.new or res.updated or res.retracted):
-                            on_change(name)
+                        if on_commit is not None:
+                            on_commit(name, res)
                         _count(counts, batch, res)
                         _log_batch(name, batch, res)
             if failure is not None:
@@ -233,7 +233,7 @@ async def run_source(
     allowlist: "AllowlistRef",
     status: SourceStatus,
     sync_requests: trio.MemoryReceiveChannel,
-    on_change: Callable[[str], None] | None = None,
+    on_commit: Callable[[str, store_sql.IngestResult], None] | None = None,
     *,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -261,7 +261,7 @@ async def run_source(
                     break
             status.next_run = None
             try:
-                result = await pull_once(name, plugin, adapter, store, allowlist, status, on_change)
+                result = await pull_once(name, plugin, adapter, store, allowlist, status, on_commit)
                 delay = float(plugin.sync_interval)
             except AuthError as exc:
                 result = PullResult(source=name, error=describe(exc))

@@ -79,6 +79,13 @@ MIGRATIONS: list[str] = [
     CREATE INDEX delivery_state ON delivery(shid, state);
     CREATE INDEX delivery_iid ON delivery(iid);
     """,
+    # 3: operator overrides of a rule's mute (ctdctl rules mute/unmute).
+    """
+    CREATE TABLE rule_state (
+        name        TEXT PRIMARY KEY,
+        muted_until INTEGER NOT NULL   -- 0: explicitly unmuted
+    );
+    """,
 ]
 
 

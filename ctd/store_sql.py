@@ -292,3 +292,31 @@ def retract(conn: sqlite3.Connection, iid: int, source: str | None, now: int) ->
             ).rowcount
         _refresh_ids(conn, [iid], now)
     return n
+
+
+# --- operator overrides -----------------------------------------------------------
+
+
+def set_mute(conn: sqlite3.Connection, rule: str, until: int) -> None:
+    """Mute ``rule`` until ``until`` (epoch seconds; 0 = unmuted), overriding the config."""
+    with transaction(conn):
+        conn.execute(
+            "INSERT INTO rule_state (name, muted_until) VALUES (?, ?) "
+            "ON CONFLICT (name) DO UPDATE SET muted_until = excluded.muted_until",
+            (rule, until),
+        )
+
+
+def get_mutes(conn: sqlite3.Connection) -> dict[str, int]:
+    return dict(conn.execute("SELECT name, muted_until FROM rule_state").fetchall())
+
+
+def db_size(conn: sqlite3.Connection) -> dict[str, int]:
+    path = conn.execute("PRAGMA database_list").fetchone()[2]
+    out = {}
+    for suffix in ("", "-wal", "-shm"):
+        try:
+            out["db" + suffix.replace("-", "_")] = os.path.getsize(path + suffix)
+        except OSError:
+            out["db" + suffix.replace("-", "_")] = 0
+    return out

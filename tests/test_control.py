@@ -295,8 +295,8 @@ async def test_command_is_audited(nursery: trio.Nursery, sock_path: str) -> None
     await start_server(nursery, sock_path)
     with structlog.testing.capture_logs() as logs:
         await call(sock_path, "echo")
-    [event] = [e for e in logs if e["event"] == "control_command"]
-    assert (event["cmd"], event["peer_uid"], event["outcome"]) == ("echo", os.getuid(), "ok")
+    [event] = [e for e in logs if e.get("ctd_event") == "control_command"]
+    assert (event["cmd"], event["ctd_peer_uid"], event["outcome"], event["allowed"]) == ("echo", os.getuid(), "ok", True)
 
 
 async def test_silent_client_does_not_block_others(nursery: trio.Nursery, sock_path: str) -> None:

@@ -13,8 +13,10 @@ from hypothesis import strategies as st
 
 from ctd import store_sql
 from ctd.model import INDICATOR_TYPES, SEVERITIES, Sighting, iso
-from ctd.rules import And, Cmp, Not, Now, Or, RuleError, parse
-from ctd.rules_eval import Rule, Subject, compile_filter, register_sql_functions
+from ctd.rules import And, Cmp, Node, Not, Now, Or, RuleError, parse
+from ctd.rules_eval import (
+    CompiledRule, Rule, Subject, compile_filter, glob_to_regex, glob_to_sql, register_sql_functions,
+)
 from tests.storeutil import DAY, NOW, ingest
 
 MD5 = "0cc175b9c0f1b6a831c399e269772661"
@@ -410,18 +412,32 @@ class TestSql:
 SOURCES = ("misp", "misp-2", "taxii-osint", "crowdstrike")
 TAGS = ("apt", "phish", "a[1]", 'q"x', "é", "a/b")
 TEXT = st.text(alphabet="ab[]*?.é \\\"'", max_size=5)
+COMMENTS = st.sampled_from(("", "a[b]", "[", "]", "a*b", "ab", "é?", "x [1] y")) | TEXT
 VALUES = (
     ("domain", "evil.example.com"), ("domain", "a.corp.example.com"), ("domain", "goodurl.com"),
     ("hostname", "evil.example.com"), ("url", "http://goodurl.com/x[1]?a=*"), ("url", "https://evil.example.com/"),
     ("ipv4", "10.1.2.3"), ("ipv4", "192.168.1.7"), ("ipv4", "10.1.2"), ("ipv6", "2001:db8::1"),
     ("ipv6", "2001:db9::1"), ("ipv6", "::ffff:10.1.2.3"), ("cidr4", "10.1.0.0/16"), ("cidr4", "10.0.0.0/8"),
     ("cidr4", "0.0.0.0/0"), ("cidr6", "2001:db8::/48"), ("cidr6", "2001:db8::/32"), ("md5", MD5),
-    ("sha256", SHA256), ("email", "bob@evil.example.com"),
+    ("sha256", SHA256), ("email", "bob@evil.example.com"), ("url", "http://evil.example.com/]a[b]"),
 )
 GLOBS = (
     "*.example.com", "*evil*", "10.*", "?0.1.2.3", "*[1]*", "http*://*", "*", "10.0.0.0/8", "10.1.0.0/16",
     "10.1.2.3/32", "2001:db8::/32", "2001:db8::/64", "::/0", "0.0.0.0/0", "192.168.1.0/24", "::ffff:0:0/96",
 )
+
+
+def sub_glob(strings: tuple[str, ...] | st.SearchStrategy[str]) -> st.SearchStrategy[str]:
+    """Glob patterns cut from real strings: a slice, optionally with * around and one ? inside."""
+    base = strings if isinstance(strings, st.SearchStrategy) else st.sampled_from(strings)
+    return st.builds(
+        lambda v, i, n, pre, post, k: ("*" if pre else "") + (
+            v[i : i + n][:k] + "?" + v[i : i + n][k + 1 :] if 0 <= k < len(v[i : i + n]) else v[i : i + n]
+        ) + ("*" if post else ""),
+        base, st.integers(0, 20), st.integers(0, 12), st.booleans(), st.booleans(), st.integers(-3, 5),
+    )
+
+
 TIMES = st.one_of(
     st.just("now"),
     st.builds(lambda s, n, u: f"now {s} {n}{u}", st.sampled_from("-+"), st.integers(0, 70), st.sampled_from("dh")),
@@ -440,19 +456,19 @@ def eq_in(field: str, operand: st.SearchStrategy[str], extra: tuple[str, ...] = 
 
 
 ORD = ("<", "<=", ">", ">=")
-ATOMS = st.one_of(
-    eq_in("type", st.sampled_from(INDICATOR_TYPES)),
-    eq_in("value", st.sampled_from([q(v) for _, v in VALUES])),
-    st.builds(lambda p: f"value ~ {q(p)}", st.one_of(st.sampled_from(GLOBS), TEXT)),
+ATOMS = st.one_of(  # the comparisons where SQL and Python differ most come first
+    st.builds(lambda p: f"value ~ {q(p)}", st.sampled_from(GLOBS) | sub_glob(tuple(v for _, v in VALUES)) | TEXT),
+    st.builds(lambda p: f"comments ~ {q(p)}", sub_glob(COMMENTS) | TEXT),
+    st.builds(lambda t: f"tags has {q(t)}", st.sampled_from(TAGS + ("zz",))),
     eq_in("source", st.sampled_from([q(s) for s in SOURCES + ("nope",)])),
     st.builds(lambda p: f"source ~ {q(p)}", st.sampled_from(("misp*", "*osint", "?isp", "*", "misp-?"))),
+    *(eq_in(f, TIMES, ORD) for f in ("expires_at", "first_seen", "last_seen")),
+    eq_in("type", st.sampled_from(INDICATOR_TYPES)),
+    eq_in("value", st.sampled_from([q(v) for _, v in VALUES])),
     eq_in("severity", st.sampled_from(SEVERITIES), ORD),
     eq_in("reputation", st.integers(-1, 11).map(str), ORD),
     eq_in("hits", st.integers(0, 4).map(str), ORD),
-    st.builds(lambda t: f"tags has {q(t)}", st.sampled_from(TAGS + ("zz",))),
-    eq_in("comments", TEXT.map(q)),
-    st.builds(lambda p: f"comments ~ {q(p)}", TEXT),
-    *(eq_in(f, TIMES, ORD) for f in ("first_seen", "last_seen", "expires_at")),
+    eq_in("comments", COMMENTS.map(q)),
 )
 FILTERS = st.recursive(ATOMS, lambda c: st.one_of(
     st.builds(lambda a, op, b: f"({a}) {op} ({b})", c, st.sampled_from(("and", "or", "AND", "Or")), c),
@@ -465,18 +481,27 @@ SIGHTINGS = st.builds(
         last_seen=NOW + last * DAY, first_seen=None if first is None else NOW + (last - first) * DAY,
         expires_at=None if exp is None else NOW + exp * DAY, retracted=retracted)),
     st.sampled_from(VALUES), st.sampled_from(SOURCES), st.sampled_from(SEVERITIES), st.none() | st.integers(1, 10),
-    st.lists(st.sampled_from(TAGS), max_size=3, unique=True).map(tuple), TEXT, st.integers(-60, 5),
+    st.lists(st.sampled_from(TAGS), max_size=3, unique=True).map(tuple), COMMENTS, st.integers(-60, 5),
     st.none() | st.integers(0, 20), st.none() | st.integers(-10, 30), st.booleans(),
 )
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def comparisons(node: Node) -> list[Cmp]:
+    if isinstance(node, Cmp):
+        return [node]
+    if isinstance(node, Not):
+        return comparisons(node.node)
+    return [c for n in node.nodes for c in comparisons(n)]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     reports=st.lists(SIGHTINGS, min_size=3, max_size=25),
     aging=st.sampled_from((0, 30)),
-    rules=st.lists(st.tuples(FILTERS, st.lists(FILTERS, max_size=2)), min_size=1, max_size=8),
+    rules=st.lists(st.tuples(FILTERS, st.lists(FILTERS, max_size=2)), min_size=1, max_size=4),
+    atoms=st.lists(ATOMS, min_size=5, max_size=30),
 )
-def test_property_sql_equals_python(reports, aging, rules):
+def test_property_sql_equals_python(reports, aging, rules, atoms):
     """For random indicators and random rules, SQL selects exactly what Python accepts."""
     conn = open_db(":memory:")
     try:
@@ -486,7 +511,43 @@ def test_property_sql_equals_python(reports, aging, rules):
         for src, sigs in by_source.items():
             ingest(conn, src, list(sigs.values()), aging_days=aging)
         subs = subjects(conn)
+        for text in atoms:
+            assert_sql_equals_python(conn, Rule(text), subs)
         for text, exceptions in rules:
-            assert_sql_equals_python(conn, Rule(text, exceptions), subs)
+            rule = Rule(text, exceptions)
+            assert_sql_equals_python(conn, rule, subs)
+            for part in (rule.filter, *rule.exceptions):  # each comparison alone, too
+                for atom in comparisons(part.node):
+                    assert_sql_equals_python(conn, CompiledRule(part.text, atom), subs)
+    finally:
+        conn.close()
+
+
+TAG_TEXT = st.text(st.characters(exclude_characters="\x00", exclude_categories=("Cs",)), max_size=4)
+GLOB_CHARS = "ab[]*?^!-.é\\"
+
+
+@settings(max_examples=400, deadline=None)
+@given(pattern=st.text(alphabet=GLOB_CHARS, max_size=6), value=st.text(alphabet=GLOB_CHARS, max_size=6))
+def test_property_glob_translation(pattern, value):
+    """SQLite GLOB on the translated pattern agrees with the Python glob, [ ] ^ - included."""
+    conn = sqlite3.connect(":memory:")
+    try:
+        sql = conn.execute("SELECT ? GLOB ?", (value, glob_to_sql(pattern))).fetchone()[0]
+        assert bool(sql) == (glob_to_regex(pattern).fullmatch(value) is not None)
+    finally:
+        conn.close()
+
+
+@settings(max_examples=200, deadline=None)
+@given(tags=st.lists(TAG_TEXT, max_size=4), probe=TAG_TEXT, ascii_json=st.booleans())
+def test_property_tags_has_any_json_spelling(tags, probe, ascii_json):
+    """`tags has` finds a tag (no NUL) whatever escaping the JSON array was written with."""
+    conn = open_db(":memory:")
+    try:
+        encoded = json.dumps(tags, ensure_ascii=ascii_json)
+        conn.execute("INSERT INTO indicator (type, value, tags) VALUES ('domain', 'a.example', ?)", (encoded,))
+        rule = compile_filter(f"tags has {q(probe)}")
+        assert select(conn, Rule(rule.text)) == ({1} if probe in tags else set())
     finally:
         conn.close()
