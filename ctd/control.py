@@ -97,7 +97,7 @@ async def serve_control(
       ConfigError: ``socket_group`` does not exist or cannot be given the socket.
     """
     gid = _resolve_group(socket_group)
-    _ensure_parent(path)
+    _ensure_parent(path, gid)
     await _remove_stale(path)
     sock, ident = _bind(path, gid)
     log.debug("control_listening", path=path)
@@ -127,11 +127,14 @@ def _resolve_group(name: str | None) -> int:
         raise ConfigError(f"unknown group {name!r}", "$.daemon.socket_group") from None
 
 
-def _ensure_parent(path: str) -> None:
+def _ensure_parent(path: str, gid: int) -> None:
+    """Create the socket's directory 0750, owned by the socket group: traversable by that group only."""
     parent = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(parent):
         os.makedirs(parent, mode=DIR_MODE, exist_ok=True)
         os.chmod(parent, DIR_MODE)
+        if gid != -1:
+            os.chown(parent, -1, gid)
 
 
 async def _remove_stale(path: str) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+from functools import partial
 import time
 from typing import Any
 
@@ -102,8 +103,8 @@ class Daemon:
             with trio.open_signal_receiver(signal.SIGHUP, signal.SIGTERM, signal.SIGINT) as signals:
                 policy = AccessPolicy(cfg.daemon.socket_group, cfg.daemon.admin_group)
                 await root.start(
-                    serve_control, cfg.daemon.socket, Commands(self, policy).dispatch,
-                    **({"socket_group": cfg.daemon.socket_group} if cfg.daemon.socket_group else {}),
+                    partial(serve_control, socket_group=cfg.daemon.socket_group),
+                    cfg.daemon.socket, Commands(self, policy).dispatch,
                 )
                 async with trio.open_nursery() as actors:
                     self.sources = Supervisor(actors, "source")
