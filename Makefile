@@ -3,7 +3,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 CONFIG ?= etc/ctd.toml
 
-.PHONY: run test bench clean venv install
+.PHONY: run test bench clean venv install install-venv install-data
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -46,32 +46,7 @@ CONFFILE    := $(SYSCONFDIR)/ctd/ctd.toml
 UNIT_SED    := -e 's|/opt/ctd/|$(PREFIX)/|g' -e 's|/etc/ctd/|$(SYSCONFDIR)/ctd/|g'
 
 ## make install [PREFIX=/opt/ctd] [DESTDIR=] [SYSCONFDIR=/etc] [UNITDIR=/etc/systemd/system]: install the service
-install:
-	@case "$(PREFIX)" in /*) ;; *) echo "make install: PREFIX must be an absolute path" >&2; exit 2;; esac
-	$(PYTHON) -m venv $(STAGE)
-	$(STAGE)/bin/python -m pip install -q --no-warn-script-location .
-	@if [ -n "$(DESTDIR)" ]; then \
-	  echo "rewriting $(STAGE) -> $(PREFIX) in $(STAGE)/bin and pyvenv.cfg"; \
-	  grep -rlIF -- '$(STAGE)' $(STAGE)/bin $(STAGE)/pyvenv.cfg | xargs -r sed -i 's|$(STAGE)|$(PREFIX)|g'; \
-	fi
-	@real=$$(readlink -f $(STAGE)/bin/python); case "$$real" in /home/*|/root/*) \
-	  echo "WARNING: the venv's interpreter $$real is under /home or /root, which the unit's" >&2; \
-	  echo "         ProtectHome=yes hides: reinstall with PYTHON=/usr/bin/python3 (3.11+)." >&2;; esac
-	install -d $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSUSERSDIR) $(DESTDIR)$(TMPFILESDIR) $(DESTDIR)$(DOCDIR)
-	sed $(UNIT_SED) systemd/ctd.service > $(DESTDIR)$(UNITDIR)/ctd.service
-	chmod 0644 $(DESTDIR)$(UNITDIR)/ctd.service
-	install -m 0644 systemd/ctd.sysusers $(DESTDIR)$(SYSUSERSDIR)/ctd.conf
-	sed $(UNIT_SED) systemd/ctd.tmpfiles > $(DESTDIR)$(TMPFILESDIR)/ctd.conf
-	chmod 0644 $(DESTDIR)$(TMPFILESDIR)/ctd.conf
-	install -m 0644 README.md systemd/INSTALL.md $(DESTDIR)$(DOCDIR)/
-	install -d -m 0755 $(DESTDIR)$(SYSCONFDIR)/ctd
-	@if [ -e $(DESTDIR)$(CONFFILE) ]; then \
-	  echo "kept the existing $(DESTDIR)$(CONFFILE) (the new example is $(DOCDIR)/ctd.toml.example)"; \
-	else \
-	  echo "install -m 0640 etc/ctd-system.toml $(DESTDIR)$(CONFFILE)"; \
-	  install -m 0640 etc/ctd-system.toml $(DESTDIR)$(CONFFILE); \
-	fi
-	install -m 0644 etc/ctd-system.toml $(DESTDIR)$(DOCDIR)/ctd.toml.example
+install: install-venv install-data
 	@echo
 	@echo "ctd is installed in $(PREFIX). Next steps (as root):"
 	@echo "  systemd-sysusers ctd.conf                # user and group ctd"
@@ -80,6 +55,39 @@ install:
 	@echo "  systemctl daemon-reload"
 	@echo "  systemctl enable --now ctd"
 	@echo "  journalctl -u ctd -f"
-	@echo "  usermod -aG ctd alice                    # let alice use ctdctl"
+	@echo "  usermod -aG ctd alice                    # let alice use ctdctl's read commands"
 	@echo "Then, as root or a member of group ctd:"
 	@echo "  $(PREFIX)/bin/ctdctl --config $(CONFFILE) status"
+
+## make install-venv: only the venv at $(DESTDIR)$(PREFIX) with ctd installed (not editable)
+install-venv:
+	@case "$(PREFIX)" in /*) ;; *) echo "make install: PREFIX must be an absolute path" >&2; exit 2;; esac
+	$(PYTHON) -m venv $(STAGE)
+	rm -rf build  # setuptools would pack stale modules left in build/lib into the wheel
+	$(STAGE)/bin/python -m pip install -q --no-warn-script-location .
+	@if [ -n "$(DESTDIR)" ]; then \
+	  echo "rewriting $(STAGE) -> $(PREFIX) in $(STAGE)/bin and pyvenv.cfg"; \
+	  grep -rlIF -- '$(STAGE)' $(STAGE)/bin $(STAGE)/pyvenv.cfg | xargs -r sed -i 's|$(STAGE)|$(PREFIX)|g'; \
+	fi
+	@real=$$(readlink -f $(STAGE)/bin/python); case "$$real" in /home/*|/root/*) \
+	  echo "WARNING: the venv's interpreter $$real is under /home or /root, which the unit's" >&2; \
+	  echo "         ProtectHome=yes hides: reinstall with PYTHON=/usr/bin/python3 (3.11+)." >&2;; esac
+
+## make install-data: only the unit, sysusers/tmpfiles snippets, docs, and the config if absent
+install-data:
+	@case "$(PREFIX)" in /*) ;; *) echo "make install: PREFIX must be an absolute path" >&2; exit 2;; esac
+	install -d $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSUSERSDIR) $(DESTDIR)$(TMPFILESDIR) $(DESTDIR)$(DOCDIR)
+	sed $(UNIT_SED) systemd/ctd.service > $(DESTDIR)$(UNITDIR)/ctd.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/ctd.service
+	install -m 0644 systemd/ctd.sysusers $(DESTDIR)$(SYSUSERSDIR)/ctd.conf
+	sed $(UNIT_SED) systemd/ctd.tmpfiles > $(DESTDIR)$(TMPFILESDIR)/ctd.conf
+	chmod 0644 $(DESTDIR)$(TMPFILESDIR)/ctd.conf
+	install -m 0644 README.md systemd/INSTALL.md $(DESTDIR)$(DOCDIR)/
+	install -m 0644 etc/ctd-system.toml $(DESTDIR)$(DOCDIR)/ctd.toml.example
+	install -d -m 0755 $(DESTDIR)$(SYSCONFDIR)/ctd
+	@if [ -e $(DESTDIR)$(CONFFILE) ]; then \
+	  echo "kept the existing $(DESTDIR)$(CONFFILE) (the new example is $(DOCDIR)/ctd.toml.example)"; \
+	else \
+	  echo "install -m 0640 etc/ctd-system.toml $(DESTDIR)$(CONFFILE)"; \
+	  install -m 0640 etc/ctd-system.toml $(DESTDIR)$(CONFFILE); \
+	fi

@@ -139,21 +139,41 @@ def _convert(obj: Any, tp: Any, where: str) -> Any:
         raise ConfigError(msg, where + loc[1:]) from None
 
 
-def _resolve_secret_files(raw: dict[str, Any], fields: tuple[str, ...], where: str) -> dict[str, Any]:
-    """``token_file = "/path"`` stands for ``token = <file contents>`` for any adapter field."""
+def _read_secret(path: str, where: str, what: str) -> str:
+    try:
+        return Path(path).read_text().strip()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what}: {exc.strerror}", where) from None
+
+
+def _resolve_secrets(raw: dict[str, Any], fields: tuple[str, ...], where: str) -> dict[str, Any]:
+    """Secrets never sit in the config file itself if you do not want them to.
+
+    ``token_file = "/path"`` stands for ``token = <file contents>``, and
+    ``token = { credential = "NAME" }`` reads ``$CREDENTIALS_DIRECTORY/NAME``
+    (systemd's ``LoadCredential=``). Works for any adapter field.
+    """
     out = dict(raw)
-    for key in list(raw):
-        base = key[: -len("_file")] if key.endswith("_file") else None
-        if base is None or base not in fields or key in fields:
+    for key, value in raw.items():
+        if isinstance(value, dict) and set(value) == {"credential"} and key in fields:
+            name = value["credential"]
+            if not isinstance(name, str) or not name or "/" in name:
+                raise ConfigError("credential must be a plain name", f"{where}.{key}.credential")
+            base = os.environ.get("CREDENTIALS_DIRECTORY")
+            if not base:
+                raise ConfigError(
+                    "$CREDENTIALS_DIRECTORY is not set (run under systemd with LoadCredential=, "
+                    f"or use {key}_file)", f"{where}.{key}")
+            out[key] = _read_secret(os.path.join(base, name), f"{where}.{key}", f"credential {name!r}")
             continue
-        path = raw[key]
-        if base in raw:
-            raise ConfigError(f"give either {base} or {key}, not both", f"{where}.{key}")
-        try:
-            out[base] = Path(path).read_text().strip()
-        except (OSError, TypeError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) else "expected a path"
-            raise ConfigError(f"cannot read {key}: {reason}", f"{where}.{key}") from None
+        base_key = key[: -len("_file")] if key.endswith("_file") else None
+        if base_key is None or base_key not in fields or key in fields:
+            continue
+        if base_key in raw:
+            raise ConfigError(f"give either {base_key} or {key}, not both", f"{where}.{key}")
+        if not isinstance(value, str):
+            raise ConfigError("expected a path", f"{where}.{key}")
+        out[base_key] = _read_secret(value, f"{where}.{key}", key)
         del out[key]
     return out
 
@@ -172,7 +192,7 @@ def _plugin(name: str, raw: Any) -> PluginConfig:
         raise ConfigError(exc.message, f"{where}.adapter") from None
     own = {k: v for k, v in raw.items() if k not in COMMON_PLUGIN_KEYS}
     fields = tuple(getattr(cls.Config, "__struct_fields__", ()))
-    own = _resolve_secret_files(own, fields, where)
+    own = _resolve_secrets(own, fields, where)
     options = _convert(own, cls.Config, where)
     if plugin.pull and not getattr(cls, "can_pull", False):
         raise ConfigError(f"adapter {plugin.adapter!r} cannot pull; set pull = false", f"{where}.pull")

@@ -17,7 +17,9 @@ from typing import Any, Final, TextIO
 
 import msgspec
 
+from ctd import ctdctl_admin as admin
 from ctd import ctdctl_render as render
+from ctd.ctdctl_completion import bash_completion
 from ctd.errors import CtdError
 from ctd.protocol import Reply, decode_reply, encode_request
 
@@ -217,6 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
     p.add_argument("--type", metavar="T")
     _add_active_flags(p)
+    admin.add_indicator_actions(isub, common)
 
     rules = sub.add_parser("rules", parents=[common], help="list sharing rules or dry-run one")
     rsub = rules.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -224,6 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = rsub.add_parser("test", parents=[common], help="dry run: what a rule would share now (nothing is sent)")
     p.add_argument("name", metavar="NAME")
     _add_days(p, "only IoCs seen in the last N days")
+    admin.add_rules_actions(rsub, common)
 
     shr = sub.add_parser("sharing", parents=[common], help="list, inspect or run sharing configurations")
     ssub = shr.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -233,6 +237,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = ssub.add_parser("sync", parents=[common], help="re-share now and wait for the counts")
     p.add_argument("name", metavar="NAME")
     _add_days(p, "re-share only IoCs seen in the last N days")
+
+    admin.add_commands(sub, common)
+    p = sub.add_parser("completion", help="print a shell completion script generated from these options")
+    p.add_argument("shell", choices=("bash",), help="the shell (only bash)")
     return parser
 
 
@@ -250,9 +258,17 @@ def _add_active_flags(p: argparse.ArgumentParser) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run ctdctl with ``argv``; return the exit code."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     out, err = sys.stdout, sys.stderr
     try:
+        if args.command == "completion":
+            out.write(bash_completion(parser))
+            return EXIT_OK
+        # The socket is resolved on connecting: `version` prints the client's first.
+        code = admin.run(args, lambda **kw: ControlClient(resolve_socket(args.socket, args.config), **kw), out)
+        if code is not None:
+            return code
         path = resolve_socket(args.socket, args.config)
         return _run(args, path, out, err)
     except ConnectError as exc:
@@ -355,12 +371,7 @@ def _run_sharing(args: argparse.Namespace, client: ControlClient, path: str, out
     return EXIT_OK
 
 
-def _emit(out: TextIO, data: Any, as_json: bool, human: Any) -> None:
-    if as_json:
-        out.write(render.to_json(data))
-    else:
-        human(out, data)
-    out.flush()
+_emit = render.emit
 
 
 def _silence_stdout() -> None:

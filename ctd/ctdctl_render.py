@@ -25,6 +25,15 @@ def to_json(data: Any) -> str:
     return msgspec.json.format(msgspec.json.encode(data), indent=2).decode() + "\n"
 
 
+def emit(out: TextIO, data: Any, as_json: bool, human: Any) -> None:
+    """Write ``data`` as JSON or through the ``human(out, data)`` renderer, then flush."""
+    if as_json:
+        out.write(to_json(data))
+    else:
+        human(out, data)
+    out.flush()
+
+
 def cell(value: Any) -> str:
     """One table cell: ``-`` for missing, yes/no for booleans, lists comma-joined."""
     match value:

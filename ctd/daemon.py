@@ -97,6 +97,8 @@ class Daemon:
 
         cfg = self.config
         log.info("daemon starting", ctd_event="daemon_start", pid=os.getpid(), ctd_config_hash=cfg.hash, config=cfg.path)
+        log.info("config loaded", ctd_event="config_loaded", ctd_config_hash=cfg.hash, config=cfg.path,
+                 plugins=sorted(cfg.plugins), rules=sorted(cfg.rules), sharing=sorted(cfg.sharing))
         async with trio.open_nursery() as root:
             self.store = await root.start(run_store, db_path(cfg))
             self.mutes.update(await self.store.call(store_sql.get_mutes))

@@ -182,3 +182,26 @@ class FullDestination:
         self.remote._maybe_fail()
         self.remote.items = {i.value: i for i in items}
         return PushResult()
+
+
+class SecretAdapter:
+    """A source that needs a token and whose peer rejects it (for secret-leak tests)."""
+
+    can_pull: ClassVar[bool] = True
+
+    class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+        url: str
+        token: str
+
+    def __init__(self, name: str, config: Any, client: Any) -> None:
+        self.config = config
+
+    async def pull(self, ctx: PullContext) -> AsyncIterator[Batch]:
+        from ctd.errors import AuthError
+
+        await trio.lowlevel.checkpoint()
+        raise AuthError(f"{self.config.url}: 401 Unauthorized")
+        yield  # pragma: no cover
+
+    async def check(self) -> str:
+        return f"reached {self.config.url}"
