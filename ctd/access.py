@@ -2,7 +2,7 @@
 
 The socket itself is mode 0660 and owned by ``socket_group``, so only root
 and that group can connect at all. On top of that every request is checked
-against the peer's credentials (SO_PEERCRED and the peer process's groups):
+against the peer's credentials (SO_PEERCRED and SO_PEERGROUPS):
 read commands for members of ``socket_group``; commands that change state for
 root, the daemon's own user and members of ``admin_group``.
 """
@@ -29,17 +29,8 @@ def resolve_gid(name: str | None, where: str) -> int | None:
 
 
 def peer_groups(peer: Peer) -> set[int]:
-    """The peer process's primary and supplementary groups (from /proc/PID/status)."""
-    groups = {peer.gid}
-    try:
-        with open(f"/proc/{peer.pid}/status") as f:
-            for line in f:
-                if line.startswith("Groups:"):
-                    groups.update(int(g) for g in line.split()[1:])
-                    break
-    except OSError:
-        pass  # the process is gone: only its primary group counts
-    return groups
+    """The peer's primary and supplementary groups (from SO_PEERGROUPS at connect time)."""
+    return {peer.gid, *peer.groups}
 
 
 class AccessPolicy:

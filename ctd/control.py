@@ -206,11 +206,24 @@ def _unlink_quietly(path: str) -> None:
         pass
 
 
+SO_PEERGROUPS = getattr(_stdsocket, "SO_PEERGROUPS", 59)  # Linux >= 4.13
+_MAX_GROUPS = 256
+
+
 def peer_credentials(sock: Any) -> Peer:
-    """The (pid, uid, gid) of the process connected to a Unix socket."""
+    """The pid, uid, gid and supplementary groups of the process connected to a Unix socket.
+
+    Groups come from the kernel (SO_PEERGROUPS), not from /proc, so the check
+    also works under ``ProtectProc=invisible`` and cannot race a reused pid.
+    """
     creds = sock.getsockopt(_stdsocket.SOL_SOCKET, _stdsocket.SO_PEERCRED, struct.calcsize("3i"))
     pid, uid, gid = struct.unpack("3i", creds)
-    return Peer(pid=pid, uid=uid, gid=gid)
+    try:
+        raw = sock.getsockopt(_stdsocket.SOL_SOCKET, SO_PEERGROUPS, 4 * _MAX_GROUPS)
+        groups = struct.unpack(f"{len(raw) // 4}I", raw[: len(raw) // 4 * 4])
+    except OSError:
+        groups = ()
+    return Peer(pid=pid, uid=uid, gid=gid, groups=tuple(groups))
 
 
 # --- one connection -----------------------------------------------------------

@@ -41,11 +41,12 @@ class Request(msgspec.Struct, frozen=True):
 
 
 class Peer(msgspec.Struct, frozen=True):
-    """Credentials of the process at the other end of the socket (SO_PEERCRED)."""
+    """Credentials of the process at the other end of the socket (SO_PEERCRED, SO_PEERGROUPS)."""
 
     pid: int
     uid: int
     gid: int
+    groups: tuple[int, ...] = ()  # supplementary groups, as the kernel saw them at connect()
 
 
 class OkReply(msgspec.Struct, kw_only=True):

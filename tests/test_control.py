@@ -187,7 +187,7 @@ async def test_struct_data_is_encoded(nursery: trio.Nursery, sock_path: str) -> 
     """A msgspec Struct returned by the dispatcher is sent as a JSON object."""
     await start_server(nursery, sock_path)
     data = await call(sock_path, "peer")
-    assert set(data) == {"pid", "uid", "gid"}
+    assert set(data) == {"pid", "uid", "gid", "groups"}
 
 
 async def test_peer_uid_is_ours(nursery: trio.Nursery, sock_path: str) -> None:
