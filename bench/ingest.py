@@ -134,7 +134,7 @@ def child_pipeline(a: argparse.Namespace) -> dict:
 
     from ctd import logs, store_sql
     from ctd.config import parse_config
-    from ctd.daemon import allowlist_matcher, db_path, make_adapter
+    from ctd.daemon import allowlist_matcher, close_adapter, db_path, make_adapter
     from ctd.source import AllowlistRef, SourceStatus, pull_once
     from ctd.store import run_store
 
@@ -145,8 +145,12 @@ def child_pipeline(a: argparse.Namespace) -> dict:
         name, plugin = next(iter(cfg.plugins.items()))
         async with trio.open_nursery() as root:
             store = await root.start(run_store, db_path(cfg))
-            res = await pull_once(name, plugin, make_adapter(name, plugin), store,
-                                  AllowlistRef(allowlist_matcher(cfg)), SourceStatus(name, plugin))
+            adapter = make_adapter(name, plugin)
+            try:
+                res = await pull_once(name, plugin, adapter, store,
+                                      AllowlistRef(allowlist_matcher(cfg)), SourceStatus(name, plugin))
+            finally:
+                await close_adapter(adapter)
             root.cancel_scope.cancel()
         return res
 

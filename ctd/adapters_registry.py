@@ -28,4 +28,7 @@ def load(name: str) -> Any:
     if name not in eps:
         known = ", ".join(sorted(eps)) or "none"
         raise ConfigError(f"unknown adapter {name!r} (installed: {known})")
-    return eps[name].load()
+    try:
+        return eps[name].load()
+    except ImportError as exc:
+        raise ConfigError(f"adapter {name!r} cannot be loaded: {exc}") from exc

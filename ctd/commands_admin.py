@@ -92,7 +92,7 @@ class AdminCommands:
 
     async def plugins_check(self, args: dict[str, Any]) -> dict[str, Any]:
         """Connectivity test through the adapter's ``check()``."""
-        from ctd.daemon import make_adapter
+        from ctd.daemon import close_adapter, make_adapter
 
         name = self._plugin_name(args)
         plugin = self.d.config.plugins[name]
@@ -109,9 +109,7 @@ class AdminCommands:
         except Exception as exc:  # noqa: BLE001 - reported to the operator
             ok, message = False, describe(exc)
         finally:
-            close = getattr(adapter, "aclose", None)
-            if close is not None:
-                await close()
+            await close_adapter(adapter)
         return {"plugin": name, "ok": ok, "message": message}
 
     async def indicators_retract(self, args: dict[str, Any]) -> dict[str, Any]:

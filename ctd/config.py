@@ -113,6 +113,9 @@ class Config(_Section):
     plugins: dict[str, PluginConfig] = {}
     rules: dict[str, RuleConfig] = {}
     sharing: dict[str, SharingConfig] = {}
+    # Connection settings shared by several plugins (e.g. a Netskope tenant);
+    # validated by the adapters that use them (their ``bind`` hook).
+    tenants: dict[str, dict[str, Any]] = {}
     path: str = ""
     hash: str = ""
 
@@ -205,6 +208,26 @@ def _plugin(name: str, raw: Any) -> PluginConfig:
     return msgspec.structs.replace(plugin, options=options)
 
 
+def _bind(name: str, plugin: PluginConfig, cfg: "Config") -> PluginConfig:
+    """Let an adapter complete its options from the rest of the config (tenants, state_dir)."""
+    bind = getattr(adapter_class(plugin.adapter), "bind", None)
+    if bind is None:
+        return plugin
+    try:
+        options = bind(plugin.options, cfg)
+    except ValueError as exc:
+        raise ConfigError(str(exc), f"$.plugins.{name}") from None
+    return msgspec.structs.replace(plugin, options=options)
+
+
+def convert_section(raw: Any, tp: Any, where: str) -> Any:
+    """Validate a raw table against ``tp`` (secrets resolved), for adapters' ``bind`` hooks."""
+    if not isinstance(raw, dict):
+        raise ConfigError("expected a table", where)
+    fields = tuple(getattr(tp, "__struct_fields__", ()))
+    return _convert(_resolve_secrets(raw, fields, where), tp, where)
+
+
 def _check_rule(name: str, rule: RuleConfig) -> None:
     from ctd.rules import RuleError
     from ctd.rules_eval import Rule
@@ -275,11 +298,14 @@ def parse_config(text: str, path: str = "<string>") -> Config:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"TOML syntax error: {exc}") from None
     # Named tables are decoded one by one so errors name them ($.plugins.feed1...).
-    named = {key: _table(raw.pop(key, {}), f"$.{key}") for key in ("plugins", "rules", "sharing")}
+    named = {key: _table(raw.pop(key, {}), f"$.{key}") for key in ("plugins", "rules", "sharing", "tenants")}
+    for name, body in named["tenants"].items():
+        _table(body, f"$.tenants.{name}")
     cfg = _convert(raw, Config, "$")
     plugins = {name: _plugin(name, body) for name, body in named["plugins"].items()}
     rules = {name: _convert(body, RuleConfig, f"$.rules.{name}") for name, body in named["rules"].items()}
-    cfg = msgspec.structs.replace(cfg, plugins=plugins, rules=rules)
+    cfg = msgspec.structs.replace(cfg, plugins=plugins, rules=rules, tenants=named["tenants"])
+    cfg = msgspec.structs.replace(cfg, plugins={n: _bind(n, p, cfg) for n, p in plugins.items()})
     _check_allowlist(cfg.allowlist)
     from ctd.access import resolve_gid
 

@@ -39,8 +39,25 @@ def db_path(cfg: Config) -> str:
 
 
 def make_adapter(name: str, plugin: PluginConfig) -> Any:
+    """An adapter instance with its own HTTP client (if it uses one); close it with ``close_adapter``."""
     cls = adapter_class(plugin.adapter)
-    return cls(name, plugin.options, None)
+    make_client = getattr(cls, "make_client", None)
+    return cls(name, plugin.options, make_client(plugin.options) if make_client else None)
+
+
+async def close_adapter(adapter: Any) -> None:
+    aclose = getattr(adapter, "aclose", None)
+    if aclose is not None:
+        with trio.CancelScope(shield=True):
+            await aclose()
+
+
+async def run_closing(adapter: Any, run: Any, *args: Any, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    """Run an actor and close its adapter (HTTP connections) when it ends."""
+    try:
+        await run(*args, task_status=task_status)
+    finally:
+        await close_adapter(adapter)
 
 
 def allowlist_matcher(cfg: Config) -> Any:
@@ -83,6 +100,7 @@ class Daemon:
         self.store: StoreClient | None = None
         self.sources: Supervisor | None = None
         self.sharings: Supervisor | None = None
+        self.services: Supervisor | None = None
         self._reload_lock = trio.Lock()
         self.allowlist = AllowlistRef(allowlist_matcher(config))
         self.mutes: dict[str, int] = {}
@@ -111,6 +129,9 @@ class Daemon:
                 async with trio.open_nursery() as actors:
                     self.sources = Supervisor(actors, "source")
                     self.sharings = Supervisor(actors, "sharing")
+                    self.services = Supervisor(actors, "service")
+                    for name, plugin in self._served(cfg).items():
+                        await self._start_service(name, plugin)
                     for name in cfg.sharing:
                         await self._start_sharing(name)
                     for name, plugin in cfg.plugins.items():
@@ -137,6 +158,7 @@ class Daemon:
                     with trio.move_on_after(float(cfg.daemon.shutdown_timeout)):
                         await self.sources.stop_all()
                         await self.sharings.stop_all()
+                        await self.services.stop_all()
                     actors.cancel_scope.cancel()
                 root.cancel_scope.cancel()
         log.info("daemon stopped", ctd_event="daemon_stopped")
@@ -147,7 +169,7 @@ class Daemon:
         send, recv = trio.open_memory_channel[SyncRequest](SYNC_QUEUE)
         adapter = make_adapter(name, plugin)
         await self.sources.start(
-            name, plugin, SourceHandle(status, send), run_source,
+            name, plugin, SourceHandle(status, send), run_closing, adapter, run_source,
             name, plugin, adapter, self.store, self.allowlist, status, recv, self._on_commit,
         )
 
@@ -166,7 +188,13 @@ class Daemon:
         status = SharingStatus(name, sh)
         send, recv = trio.open_memory_channel[Any](8)
         await self.sharings.start(name, sharing_key(cfg, name), SharingHandle(status, send, sharer),
-                                  run_sharing, sharer, status, recv)
+                                  run_closing, sharer.adapter, run_sharing, sharer, status, recv)
+
+    async def _start_service(self, name: str, plugin: PluginConfig) -> None:
+        """Plugins whose adapter serves something (an EDL web server) run it as an actor."""
+        assert self.services is not None
+        adapter = make_adapter(name, plugin)
+        await self.services.start(name, plugin, adapter, run_closing, adapter, adapter.serve)
 
     def wake_sharing(self, source: str | None = None, *, rule: str | None = None) -> None:
         """Wake the sharing actors that read from ``source`` / use ``rule`` (or all of them)."""
@@ -180,6 +208,10 @@ class Daemon:
                     handle.wake()
             elif source is None or source in sh.sources or source == sh.destination:
                 handle.wake()
+
+    @staticmethod
+    def _served(cfg: Config) -> dict[str, PluginConfig]:
+        return {n: p for n, p in cfg.plugins.items() if hasattr(adapter_class(p.adapter), "serve")}
 
     async def _housekeeping(self) -> None:
         while True:
@@ -236,7 +268,12 @@ class Daemon:
             log.info("allowlist applied", ctd_event="allowlist_applied", ctd_count=n)
         for name in diff.added + diff.changed:
             await self._start_source(name, new_pull[name])
-        assert self.sharings is not None
+        assert self.sharings is not None and self.services is not None
+        vdiff = diff_named(self._served(old), self._served(new))
+        for name in vdiff.removed + vdiff.changed:
+            await self.services.stop(name)
+        for name in vdiff.added + vdiff.changed:
+            await self._start_service(name, new.plugins[name])
         sdiff = diff_named({n: sharing_key(old, n) for n in old.sharing}, {n: sharing_key(new, n) for n in new.sharing})
         for name in sdiff.removed + sdiff.changed:
             await self.sharings.stop(name)
