@@ -151,8 +151,11 @@ def child_pipeline(a: argparse.Namespace) -> dict:
                                       AllowlistRef(allowlist_matcher(cfg)), SourceStatus(name, plugin))
             finally:
                 await close_adapter(adapter)
+            busy.append(store.statistics().busy_seconds)
             root.cancel_scope.cancel()
         return res
+
+    busy: list[float] = []
 
     out: dict = {}
     prof = profiler() if a.profile else None
@@ -161,7 +164,7 @@ def child_pipeline(a: argparse.Namespace) -> dict:
             prof.start(phase)
         t0 = time.perf_counter()
         r = trio.run(once)
-        out[phase] = {"seconds": time.perf_counter() - t0, "new": r.new, "updated": r.updated,
+        out[phase] = {"seconds": time.perf_counter() - t0, "store_busy_s": busy[-1], "new": r.new, "updated": r.updated,
                       "invalid": r.invalid, "batches": r.batches, "peak_rss_mb": rss_mb()}
         if prof:
             prof.stop(phase)

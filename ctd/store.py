@@ -103,6 +103,8 @@ def to_stage_rows(
         tags = s.tags
         if extra:
             tags = tuple(sorted(set(tags).union(extra)))
+        elif len(tags) > 1:
+            tags = tuple(sorted(set(tags)))  # the store's tag union is sorted and distinct too
         last = s.last_seen if s.last_seen is not None else now
         first = s.first_seen if s.first_seen is not None else last
         append((

@@ -86,6 +86,13 @@ MIGRATIONS: list[str] = [
         muted_until INTEGER NOT NULL   -- 0: explicitly unmuted
     );
     """,
+    # 4: ingest speed. Every re-sighting rewrites a sighting's gen and an
+    # indicator's expiry, so these indexes cost more on each pull than the
+    # scans they save (a snapshot's end, the expiry sweep) cost once.
+    """
+    DROP INDEX sighting_source;
+    DROP INDEX indicator_expiry;
+    """,
 ]
 
 

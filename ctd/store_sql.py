@@ -162,9 +162,11 @@ UPDATE indicator SET
         ORDER BY s.retracted, s.reputation DESC, s.last_seen DESC, s.sid
         LIMIT 1),
     tags = (
-        SELECT coalesce(json_group_array(v), '[]') FROM (
-            SELECT DISTINCT j.value AS v FROM sighting s, json_each(s.tags) j
-            WHERE s.iid = indicator.id AND s.retracted = 0 ORDER BY v)),
+        SELECT CASE WHEN count(*) = 1 THEN CASE WHEN max(s.retracted) THEN '[]' ELSE max(s.tags) END
+            ELSE (SELECT coalesce(json_group_array(v), '[]') FROM (
+                    SELECT DISTINCT j.value AS v FROM sighting s2, json_each(s2.tags) j
+                    WHERE s2.iid = indicator.id AND s2.retracted = 0 ORDER BY v)) END
+        FROM sighting s WHERE s.iid = indicator.id),
     (first_seen, last_seen, expires_at, active) = (
         SELECT min(s.first_seen), max(s.last_seen),
                CASE WHEN sum(s.retracted = 0 AND s.expires_at IS NULL) > 0 THEN NULL
@@ -174,6 +176,17 @@ UPDATE indicator SET
         FROM sighting s WHERE s.iid = indicator.id),
     changed_at = :now
 WHERE id IN ({ids})
+"""
+
+_INSERT_INDICATORS_SQL = """
+INSERT INTO indicator (type, value, allowlisted, hits, first_seen, last_seen, expires_at, reputation, severity,
+                       tags, comments, reference, best_source, active, changed_at)
+SELECT type, value, allowlisted, 1, first_seen, last_seen, CASE WHEN retracted THEN NULL ELSE exp END,
+       reputation, severity, CASE WHEN retracted THEN '[]' ELSE tags END, comments, reference, :sid,
+       allowlisted = 0 AND retracted = 0 AND (exp IS NULL OR exp > :now), :now
+FROM (SELECT *, coalesce(expires_at, CASE WHEN :aging > 0 THEN last_seen + :aging END) AS exp FROM stage)
+WHERE true
+ON CONFLICT (type, value) DO UPDATE SET hits = hits + 1, allowlisted = excluded.allowlisted
 """
 
 _SNAPSHOT_SQL = "UPDATE sighting SET retracted = 1 WHERE sid = :sid AND gen < :gen AND retracted = 0 RETURNING iid"
@@ -209,19 +222,18 @@ def ingest(
         conn.execute("DELETE FROM stage")
         conn.executemany(f"INSERT INTO stage ({STAGE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", rows)
         max_id = conn.execute("SELECT coalesce(max(id), 0) FROM indicator").fetchone()[0]
-        conn.execute(
-            "INSERT INTO indicator (type, value, allowlisted, hits, changed_at) "
-            "SELECT type, value, allowlisted, 1, :now FROM stage WHERE true "
-            "ON CONFLICT (type, value) DO UPDATE SET hits = hits + 1, allowlisted = excluded.allowlisted",
-            params,
-        )
+        conn.execute(_INSERT_INDICATORS_SQL, params)
+        new = conn.execute("SELECT coalesce(max(id), 0) FROM indicator").fetchone()[0] - max_id
         conn.execute(
             "UPDATE stage SET iid = (SELECT id FROM indicator i WHERE i.type = stage.type AND i.value = stage.value)"
         )
-        new = conn.execute("SELECT count(DISTINCT iid) FROM stage WHERE iid > ?", (max_id,)).fetchone()[0]
-        distinct = conn.execute("SELECT count(DISTINCT iid) FROM stage").fetchone()[0]
         conn.execute(_upsert_sighting_sql(policy), params)
-        conn.execute(_REFRESH_SQL.format(ids="SELECT iid FROM stage"), params)
+        # A new indicator already carries its one source's metadata; only indicators
+        # that existed before (or were reported twice in this batch) need the merge.
+        params["max_id"] = max_id
+        conn.execute(_REFRESH_SQL.format(
+            ids="SELECT iid FROM stage WHERE iid <= :max_id UNION SELECT id FROM indicator WHERE id > :max_id AND hits > 1"
+        ), params)
         retracted = 0
         if snapshot_end:
             gone = [r[0] for r in conn.execute(_SNAPSHOT_SQL, params).fetchall()]
@@ -237,7 +249,7 @@ def ingest(
                 "cursor": _json_enc.encode(cursor).decode() if cursor is not None else None,
             },
         )
-    return IngestResult(new=new, updated=distinct - new, retracted=retracted)
+    return IngestResult(new=new, updated=len(rows) - new, retracted=retracted)
 
 
 def _refresh_ids(conn: sqlite3.Connection, ids: Iterable[int], now: int) -> None:
