@@ -178,11 +178,12 @@ class Sharer:
             self._audit("indicators_rejected", bad_items, reasons=res.rejected)
 
     async def _replace(self, result: ShareResult) -> None:
-        items, list_hash, last_hash = await self.store.call(sharing_sql.full_list, self.name)
+        list_hash, last_hash = await self.store.call(sharing_sql.list_hash, self.name)
         rejected: dict[int, str] = {}
         if list_hash == last_hash:
             result.unchanged = True
         else:
+            items = await self.store.call(sharing_sql.full_list, self.name)
             res = await self._call("replace", [it for _, it in items])
             by_value = {it.value: iid for iid, it in items}
             rejected = {by_value[v]: reason for v, reason in res.rejected.items() if v in by_value}
@@ -191,10 +192,9 @@ class Sharer:
             if self.rate is not None:
                 self.rate.add(result.pushed)
             self._audit("indicators_shared", [it for iid, it in items if iid not in rejected])
-        before = await self.store.call(sharing_sql.ledger_counts, self.name)
-        await self.store.call(sharing_sql.record_full, self.name, list_hash=list_hash, rejected=rejected, now=now())
-        after = await self.store.call(sharing_sql.ledger_counts, self.name)
-        result.retracted = max(0, after["counts"]["retracted"] - before["counts"]["retracted"])
+        result.retracted = await self.store.call(
+            sharing_sql.record_full, self.name, list_hash=list_hash, rejected=rejected, now=now()
+        )
 
     def _audit(self, event: str, items: list[ShareItem], reasons: dict[str, str] | None = None) -> None:
         if not items:

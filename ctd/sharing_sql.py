@@ -187,28 +187,32 @@ def record(
         )
 
 
-def full_list(conn: sqlite3.Connection, name: str) -> tuple[list[tuple[int, ShareItem]], str, str | None]:
-    """The planned full list (newest first), its content hash and the hash last delivered."""
+def list_hash(conn: sqlite3.Connection, name: str) -> tuple[str, str | None]:
+    """The hash of the planned full list (what the destination would see) and the hash last delivered."""
     shid = sharing_id(conn, name)
-    table = f"cand_{shid}"
+    h = hashlib.sha256()
+    for typ, value, fp in conn.execute(
+        f"SELECT i.type, i.value, c.fp FROM cand_{shid} c JOIN indicator i ON i.id = c.iid "
+        "WHERE c.fit ORDER BY c.last_seen DESC, c.iid DESC"
+    ):
+        h.update(f"{typ}\x1f{value}\x1f{fp}\x1e".encode())
+    last = conn.execute("SELECT list_hash FROM sharing WHERE id = ?", (shid,)).fetchone()[0]
+    return h.hexdigest(), last
+
+
+def full_list(conn: sqlite3.Connection, name: str) -> list[tuple[int, ShareItem]]:
+    """The planned full list, newest first, as deliverable items."""
+    shid = sharing_id(conn, name)
     rows = conn.execute(
-        f"SELECT {ITEM_COLS} FROM {table} c JOIN indicator i ON i.id = c.iid "
+        f"SELECT {ITEM_COLS} FROM cand_{shid} c JOIN indicator i ON i.id = c.iid "
         "WHERE c.fit ORDER BY c.last_seen DESC, c.iid DESC"
     ).fetchall()
-    h = hashlib.sha256()
-    fps = dict(conn.execute(f"SELECT iid, fp FROM {table} WHERE fit"))
-    items = []
-    for r in rows:
-        iid, item = _item(r)
-        h.update(f"{item.type}\x1f{item.value}\x1f{fps[iid]}\x1e".encode())
-        items.append((iid, item))
-    last = conn.execute("SELECT list_hash FROM sharing WHERE id = ?", (shid,)).fetchone()[0]
-    return items, h.hexdigest(), last
+    return [_item(r) for r in rows]
 
 
 def record_full(
     conn: sqlite3.Connection, name: str, *, list_hash: str | None, rejected: dict[int, str], now: int
-) -> None:
+) -> int:
     """The full list was delivered (or was unchanged): bring the ledger to the planned state."""
     shid = sharing_id(conn, name)
     table = f"cand_{shid}"
@@ -226,15 +230,16 @@ def record_full(
             [(reason, now, shid, i) for i, reason in rejected.items()],
         )
         # Absent from the delivered list: withdrawn from the destination.
-        conn.execute(
+        withdrawn = conn.execute(
             "UPDATE delivery SET state = 'retracted', updated_at = ? "
             f"WHERE shid = ? AND state IN ('shared', 'pending', 'retract_pending') "
             f"AND iid NOT IN (SELECT iid FROM {table} WHERE fit)",
             (now, shid),
-        )
+        ).rowcount
         _mark_over_limit(conn, shid, table, now, keep_states=())
         if list_hash is not None:
             conn.execute("UPDATE sharing SET list_hash = ? WHERE id = ?", (list_hash, shid))
+    return withdrawn
 
 
 def finish(conn: sqlite3.Connection, name: str, *, now: int, error: str | None) -> None:

@@ -1,0 +1,142 @@
+#!/usr/bin/env python3
+"""Sharing benchmark: one full sharing pass over a large store, and a rule dry run.
+
+    python bench/sharing.py --n 1000000
+
+Fills a store with N active IoCs of mixed types (the generator of
+bench/ingest.py, ingested through the store's own SQL), then, with the real
+store actor:
+
+* times ``ctdctl rules test`` on a rule matching about half of them
+  (``type in (url, ipv4)``: 35% + 15% of the mix), and
+* times one full sharing pass of that rule to a ``file`` destination (the whole
+  list written atomically, the delivery ledger updated), reported in IoCs/s,
+* and a second pass with nothing changed (the list is not rewritten).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import shutil
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import trio  # noqa: E402
+
+from ctd import sharing_sql, store_sql  # noqa: E402
+from ctd.config import parse_config  # noqa: E402
+from ctd.daemon import close_adapter, make_adapter  # noqa: E402
+from ctd.model import Sighting, now  # noqa: E402
+from ctd.rules_eval import Rule  # noqa: E402
+from ctd.sharing import Sharer  # noqa: E402
+from ctd.store import run_store, to_stage_rows  # noqa: E402
+from ingest import generate  # noqa: E402
+
+RULE = "type in (url, ipv4)"
+CONFIG = """
+[daemon]
+state_dir = "{state}"
+[plugins.feed]
+adapter = "file"
+pull = false
+[plugins.lists]
+adapter = "file"
+pull = false
+[rules.half]
+filter = "{rule}"
+[sharing.bench]
+sources = ["feed"]
+rule = "half"
+destination = "lists"
+action = "write"
+params = {{ path = "{out}", format = "text" }}
+"""
+
+
+def fill(db: str, n: int) -> float:
+    conn = store_sql.connect(db)
+    t0 = time.perf_counter()
+    at = now()
+    batch: list[Sighting] = []
+    first = True
+    for i, (typ, value) in enumerate(generate(n)):
+        batch.append(Sighting(type=typ, value=value, last_seen=at - i % 86400))
+        if len(batch) == 10_000:
+            rows = to_stage_rows(batch, now=at, reputation=None, extra_tags=(), allowlisted=None)
+            store_sql.ingest(conn, source="feed", rows=rows, policy="last_seen", aging_days=90, now=at,
+                             fresh=first, snapshot_end=False, sub=None, cursor=None)
+            first = False
+            batch.clear()
+    if batch:
+        rows = to_stage_rows(batch, now=at, reputation=None, extra_tags=(), allowlisted=None)
+        store_sql.ingest(conn, source="feed", rows=rows, policy="last_seen", aging_days=90, now=at,
+                         fresh=first, snapshot_end=False, sub=None, cursor=None)
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    return time.perf_counter() - t0
+
+
+async def measure(workdir: str) -> dict:
+    out_path = os.path.join(workdir, "out", "half.txt")
+    cfg = parse_config(CONFIG.format(state=workdir, rule=RULE, out=out_path))
+    sh = cfg.sharing["bench"]
+    res: dict = {}
+    async with trio.open_nursery() as root:
+        store = await root.start(run_store, os.path.join(workdir, "ctd.db"))
+        # ctdctl rules test: the same store call the daemon makes
+        rule = Rule(cfg.rules["half"].filter)
+        t0 = time.perf_counter()
+        rule_sql, params = rule.sql(now())
+        test = await store.call(sharing_sql.rule_test, where=f"i.active = 1 AND ({rule_sql})", params=params)
+        res["rules_test_s"] = time.perf_counter() - t0
+        res["matching"] = test["total"]
+        adapter = make_adapter("lists", cfg.plugins["lists"])
+        sharer = Sharer("bench", sh, cfg.rules["half"], cfg.plugins["lists"], adapter, store)
+        t0 = time.perf_counter()
+        first = await sharer.share_once()
+        res["pass_s"] = time.perf_counter() - t0
+        res["shared"] = first.pushed
+        t0 = time.perf_counter()
+        second = await sharer.share_once()
+        res["unchanged_pass_s"] = time.perf_counter() - t0
+        res["second_unchanged"] = second.unchanged
+        await close_adapter(adapter)
+        root.cancel_scope.cancel()
+    with open(out_path) as f:
+        res["list_lines"] = sum(1 for _ in f)
+    return res
+
+
+def main() -> None:
+    from ctd import logs
+
+    logs.configure_logging("warning")
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=1_000_000)
+    ap.add_argument("--keep", action="store_true")
+    a = ap.parse_args()
+    workdir = tempfile.mkdtemp(prefix="ctd-bench-sharing-")
+    try:
+        fill_s = fill(os.path.join(workdir, "ctd.db"), a.n)
+        r = trio.run(measure, workdir)
+    finally:
+        if not a.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"store: {a.n:,} active IoCs (filled in {fill_s:.1f}s); rule {RULE!r} matches {r['matching']:,}")
+    ok = "PASS" if r["rules_test_s"] < 2 else "MISS"
+    print(f"  rules test (dry run)        {r['rules_test_s']:8.2f}s                 target < 2 s   {ok}")
+    print(f"  full sharing pass to file   {r['pass_s']:8.2f}s  {r['shared'] / r['pass_s']:>10,.0f} IoCs/s"
+          f"  ({r['shared']:,} shared, {r['list_lines']:,} lines written)")
+    print(f"  pass with nothing changed   {r['unchanged_pass_s']:8.2f}s  (list rewritten: {not r['second_unchanged']})")
+    print(f"  peak RSS                    {rss:8.0f} MB")
+
+
+if __name__ == "__main__":
+    main()
