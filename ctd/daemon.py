@@ -65,6 +65,24 @@ def allowlist_matcher(cfg: Config) -> Any:
     return al.matches if al else None
 
 
+async def serve_with_restarts(name: str, adapter: Any, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    """Run a plugin's service (e.g. the EDL web server); a crash is logged and retried with backoff."""
+    from ctd.source import backoff_delay, describe
+
+    task_status.started()
+    failures = 0
+    while True:
+        try:
+            await adapter.serve()
+            return
+        except Exception as exc:  # noqa: BLE001 - one plugin's server must not stop the daemon
+            failures += 1
+            delay = backoff_delay(failures, None)
+            log.error("plugin service failed", ctd_event="service_failed", plugin=name, error=describe(exc),
+                      retry_in_s=round(delay, 1))
+            await trio.sleep(delay)
+
+
 class SourceHandle:
     def __init__(self, status: SourceStatus, sync_send: trio.MemorySendChannel) -> None:
         self.status = status
@@ -194,7 +212,7 @@ class Daemon:
         """Plugins whose adapter serves something (an EDL web server) run it as an actor."""
         assert self.services is not None
         adapter = make_adapter(name, plugin)
-        await self.services.start(name, plugin, adapter, run_closing, adapter, adapter.serve)
+        await self.services.start(name, plugin, adapter, run_closing, adapter, serve_with_restarts, name, adapter)
 
     def wake_sharing(self, source: str | None = None, *, rule: str | None = None) -> None:
         """Wake the sharing actors that read from ``source`` / use ``rule`` (or all of them)."""
