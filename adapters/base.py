@@ -108,3 +108,6 @@ class DestinationAdapter(Protocol):
     async def retract(self, action: str, params: Any, items: list[ShareItem]) -> PushResult: ...
 
     async def replace(self, action: str, params: Any, items: list[ShareItem]) -> PushResult: ...
+
+    # Optional: ``target_present(action, params) -> bool``; a full-replace target
+    # that is missing (a deleted list file) is rewritten even when unchanged.

@@ -99,20 +99,19 @@ class EdlAdapter:
         self.config = config
 
     @classmethod
-    def bind(cls, options: EdlConfig, cfg: Any, name: str | None = None) -> EdlConfig:
+    def bind(cls, options: EdlConfig, cfg: Any, name: str) -> EdlConfig:
         """Default ``lists_dir`` to ``<daemon.state_dir>/edl/<plugin name>``."""
         if options.lists_dir is not None:
             return options
-        if name is None:
-            # The hook is given this plugin's options object, not its name: find it.
-            name = next((n for n, p in cfg.plugins.items() if p.options is options), None)
-        if name is None:
-            raise ValueError("cannot determine the plugin name; set lists_dir")
         return msgspec.structs.replace(options, lists_dir=os.path.join(cfg.daemon.state_dir, "edl", name))
 
     @classmethod
     def target(cls, action: str, params: EdlListParams) -> str:
         return params.name
+
+    def target_present(self, action: str, params: EdlListParams) -> bool:
+        """Is the list file there? If not, the next pass rewrites it even if unchanged."""
+        return os.path.exists(os.path.join(self._lists_dir(), f"{params.name}.txt"))
 
     @classmethod
     def limits(cls, action: str, params: EdlListParams) -> tuple[int | None, int | None]:

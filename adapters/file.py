@@ -218,6 +218,10 @@ class FileAdapter:
     def target(cls, action: str, params: FileListParams) -> str:
         return os.path.abspath(params.path)
 
+    def target_present(self, action: str, params: FileListParams) -> bool:
+        """Is the list file there? If not, the next pass rewrites it even if unchanged."""
+        return os.path.exists(params.path)
+
     @classmethod
     def limits(cls, action: str, params: FileListParams) -> tuple[int | None, int | None]:
         return params.max_entries, params.max_bytes

@@ -28,15 +28,15 @@ _SEVERITIES = frozenset(SEVERITIES)
 _SHOW = 80  # at most this many characters of a bad value go into a reason
 
 
-class _BadRecord(ValueError):
+class BadRecord(ValueError):
     """A record-level problem; the message is the rejection reason."""
 
 
-def _show(text: str) -> str:
+def show(text: str) -> str:
     return repr(text if len(text) <= _SHOW else text[:_SHOW] + "...")
 
 
-def _strip_inline_comment(s: bytes, prefix: bytes) -> bytes:
+def strip_inline_comment(s: bytes, prefix: bytes) -> bytes:
     """Cut ``value  # comment``: the prefix counts only after a space or tab."""
     i = s.find(prefix)
     while i > 0:
@@ -57,7 +57,7 @@ def text_parser(*, type_: str | None, severity: str, comment_prefix: str, now: i
         append = out.append
         for lineno, s in lines:
             if prefix and prefix in s:
-                s = _strip_inline_comment(s, prefix)
+                s = strip_inline_comment(s, prefix)
             try:
                 value = s.decode()
                 t, v = canon(type_, value)
@@ -65,7 +65,7 @@ def text_parser(*, type_: str | None, severity: str, comment_prefix: str, now: i
                 rejected.append(Rejected(where=f"line {lineno}", reason="not valid UTF-8"))
                 continue
             except InvalidIndicator as exc:
-                rejected.append(Rejected(where=f"line {lineno}", reason=f"{exc}: {_show(value)}"))
+                rejected.append(Rejected(where=f"line {lineno}", reason=f"{exc}: {show(value)}"))
                 continue
             append(Sighting(type=t, value=v, first_seen=now, last_seen=now, severity=severity))
         return out, rejected
@@ -76,7 +76,7 @@ def text_parser(*, type_: str | None, severity: str, comment_prefix: str, now: i
 # --------------------------------------------------------------------------- shared
 
 
-def _time(field: str, raw: Any) -> int | None:
+def time(field: str, raw: Any) -> int | None:
     if raw is None or raw == "":
         return None
     if isinstance(raw, (int, float)):
@@ -84,10 +84,10 @@ def _time(field: str, raw: Any) -> int | None:
     try:
         return parse_time(raw)
     except (ValueError, OverflowError):
-        raise _BadRecord(f"bad {field} {_show(raw)}") from None
+        raise BadRecord(f"bad {field} {show(raw)}") from None
 
 
-def _build(
+def build(
     *,
     type_cell: str | None,
     value: str,
@@ -106,21 +106,21 @@ def _build(
 ) -> Sighting:
     """Validate the record-level fields and canonicalize the value."""
     if not value:
-        raise _BadRecord("empty value")
+        raise BadRecord("empty value")
     type_ = default_type
     if type_cell:
         type_ = type_cell.strip().lower()
         if type_ not in _TYPES:
-            raise _BadRecord(f"unknown type {_show(type_cell)}")
+            raise BadRecord(f"unknown type {show(type_cell)}")
     severity = default_severity
     if severity_cell:
         severity = severity_cell.strip().lower()
         if severity not in _SEVERITIES:
-            raise _BadRecord(f"unknown severity {_show(severity_cell)}")
+            raise BadRecord(f"unknown severity {show(severity_cell)}")
     try:
         t, v = canonicalize(type_, value)
     except InvalidIndicator as exc:
-        raise _BadRecord(f"{exc}: {_show(value)}") from None
+        raise BadRecord(f"{exc}: {show(value)}") from None
     # The file reports the value now: last_seen defaults to now (or to a
     # first_seen in the future), first_seen to the earlier of now and last_seen.
     if last_seen is None:
@@ -134,7 +134,7 @@ def _build(
     )
 
 
-def _split_tags(cell: str, separator: str) -> tuple[str, ...]:
+def split_tags(cell: str, separator: str) -> tuple[str, ...]:
     return tuple(t for t in (p.strip() for p in cell.split(separator)) if t)
 
 
@@ -177,18 +177,18 @@ def csv_parser(cfg: Any, header: list[str] | None, now: int) -> Parser:
     optional = [(k, i) for k, i in cols.items() if k != "value" and i is not None]
     sep = cfg.tag_separator
 
-    def build(row: list[str]) -> Sighting:
+    def sighting(row: list[str]) -> Sighting:
         if vi >= len(row):
-            raise _BadRecord(f"row has {len(row)} columns, no value column {vi}")
+            raise BadRecord(f"row has {len(row)} columns, no value column {vi}")
         cells = {k: row[i].strip() for k, i in optional if i < len(row)}
-        return _build(
+        return build(
             type_cell=cells.get("type"), value=row[vi].strip(),
             severity_cell=cells.get("severity"),
             default_type=cfg.type, default_severity=cfg.severity, now=now,
-            tags=_split_tags(cells.get("tags", ""), sep),
+            tags=split_tags(cells.get("tags", ""), sep),
             comments=cells.get("comments", ""), reference=cells.get("reference", ""),
-            first_seen=_time("first_seen", cells.get("first_seen")),
-            last_seen=_time("last_seen", cells.get("last_seen")),
+            first_seen=time("first_seen", cells.get("first_seen")),
+            last_seen=time("last_seen", cells.get("last_seen")),
         )
 
     def parse(lines: Lines) -> Parsed:
@@ -216,8 +216,8 @@ def csv_parser(cfg: Any, header: list[str] | None, now: int) -> Parser:
             lineno = numbers[consumed]
             consumed = reader.line_num
             try:
-                out.append(build(row))
-            except _BadRecord as exc:
+                out.append(sighting(row))
+            except BadRecord as exc:
                 rejected.append(Rejected(where=f"line {lineno}", reason=str(exc)))
         return out, rejected
 
@@ -261,19 +261,19 @@ def jsonl_parser(cfg: Any, now: int) -> Parser:
     decode = msgspec.json.Decoder(JsonRecord).decode
     sep = cfg.tag_separator
 
-    def build(r: JsonRecord) -> Sighting:
+    def sighting(r: JsonRecord) -> Sighting:
         tags = r.tags
         if isinstance(tags, str):
-            tags_t = _split_tags(tags, sep)
+            tags_t = split_tags(tags, sep)
         else:
             tags_t = tuple(t for t in (x.strip() for x in tags or ()) if t)
-        return _build(
+        return build(
             type_cell=r.type, value=r.value.strip(), severity_cell=r.severity,
             default_type=cfg.type, default_severity=cfg.severity, now=now,
             tags=tags_t, comments=r.comments or "", reference=r.reference or "",
-            first_seen=_time("first_seen", r.first_seen),
-            last_seen=_time("last_seen", r.last_seen),
-            expires_at=_time("expires_at", r.expires_at),
+            first_seen=time("first_seen", r.first_seen),
+            last_seen=time("last_seen", r.last_seen),
+            expires_at=time("expires_at", r.expires_at),
             reputation=r.reputation, retracted=r.retracted,
         )
 
@@ -282,10 +282,10 @@ def jsonl_parser(cfg: Any, now: int) -> Parser:
         rejected: list[Rejected] = []
         for lineno, raw in lines:
             try:
-                out.append(build(decode(raw)))
+                out.append(sighting(decode(raw)))
             except msgspec.DecodeError as exc:  # ValidationError is a subclass
                 rejected.append(Rejected(where=f"line {lineno}", reason=f"bad JSON: {exc}"))
-            except _BadRecord as exc:
+            except BadRecord as exc:
                 rejected.append(Rejected(where=f"line {lineno}", reason=str(exc)))
         return out, rejected
 

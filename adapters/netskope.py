@@ -109,7 +109,7 @@ class NetskopeAdapter:
             raise ValueError("alert_types is empty: nothing to pull (set pull = false for a destination only)")
 
     @classmethod
-    def bind(cls, options: NetskopeConfig, cfg: Any) -> NetskopeConfig:
+    def bind(cls, options: NetskopeConfig, cfg: Any, name: str) -> NetskopeConfig:
         raw = cfg.tenants.get(options.tenant)
         if raw is None:
             raise ValueError(f"unknown tenant {options.tenant!r}: add a [tenants.{options.tenant}] table")

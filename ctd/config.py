@@ -214,7 +214,7 @@ def _bind(name: str, plugin: PluginConfig, cfg: "Config") -> PluginConfig:
     if bind is None:
         return plugin
     try:
-        options = bind(plugin.options, cfg)
+        options = bind(plugin.options, cfg, name)
     except ValueError as exc:
         raise ConfigError(str(exc), f"$.plugins.{name}") from None
     return msgspec.structs.replace(plugin, options=options)

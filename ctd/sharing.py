@@ -179,6 +179,9 @@ class Sharer:
 
     async def _replace(self, result: ShareResult) -> None:
         list_hash, last_hash = await self.store.call(sharing_sql.list_hash, self.name)
+        present = getattr(self.adapter, "target_present", None)
+        if present is not None and not present(self.sh.action, self.sh.params):
+            last_hash = None  # the destination lost the list (deleted file): deliver it again
         rejected: dict[int, str] = {}
         if list_hash == last_hash:
             result.unchanged = True

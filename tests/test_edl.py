@@ -122,17 +122,15 @@ class TestPipeline:
             await sh.share_once()
             assert lines(await client.get("/edl/urls.txt")) == ["http://0.example/"]
 
-    async def test_deleted_file_rewritten_by_resync(self, tmp_path, store):
-        """An unchanged list is not rewritten, but a resync (ctdctl sharing sync) writes a deleted file again."""
+    async def test_deleted_file_rewritten(self, tmp_path, store):
+        """An unchanged list is not rewritten, but a deleted list file is written again by the next pass."""
         ingest(store.conn, "a", urls(1, now()), now=now())
         cfg = config(tmp_path)
         sh = sharer(cfg, store)
         await sh.share_once()
+        assert (await sh.share_once()).unchanged
         path = tmp_path / "var" / "edl" / "fw" / "urls.txt"
         path.unlink()
-        await sh.share_once()
-        assert not path.exists()
-        sharing_sql.resync(store.conn, "s", since=None)
         await sh.share_once()
         assert path.read_text() == "http://0.example/\n"
 

@@ -295,3 +295,19 @@ class TestShowDeliveries:
         await sharer(store, remote, share_cfg()).share_once()
         [ind] = store_query.show(store.conn, [("url", "http://x.example/")], "x")
         assert ind["deliveries"][0]["sharing"] == "s" and ind["deliveries"][0]["state"] == "shared"
+
+
+class TestFileDestination:
+    async def test_missing_list_file_is_rewritten(self, store, remote, tmp_path):
+        """A full-replace list file that was deleted is written again even though nothing changed."""
+        out = tmp_path / "urls.txt"
+        text = (f'[plugins.lists]\nadapter = "file"\npull = false\n'
+                + share_cfg(dest="lists", action="write", params=f'{{ path = "{out}" }}'))
+        sh = sharer(store, remote, text)
+        ingest(store.conn, "a", [s("http://x.example/", "url")], now=T())
+        await sh.share_once()
+        assert out.read_text() == "http://x.example/\n"
+        assert (await sh.share_once()).unchanged
+        out.unlink()
+        res = await sh.share_once()
+        assert not res.unchanged and out.read_text() == "http://x.example/\n"
