@@ -216,3 +216,22 @@ class TestCheckConfigCommand:
         """A missing config file is a ConfigError, not a traceback."""
         with pytest.raises(ConfigError, match="cannot read config"):
             load_config(tmp_path / "nope.toml")
+
+
+def test_demo_config_commented_examples_are_valid(tmp_path, monkeypatch):
+    """The commented adapter examples in etc/ctd.toml validate once uncommented."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).parent.parent / "etc" / "ctd.toml").read_text()
+    head, tail = text.split("# More sources", 1)
+    lines = [ln[2:] for ln in tail.splitlines()
+             if ln.startswith("# [") or re.match(r"# [a-z_]+ = ", ln)]
+    for name in ("taxii-password", "netskope-v2", "netskope-v1", "misp-api-key", "falcon-secret"):
+        (tmp_path / name).write_text("not-a-real-secret")
+    (tmp_path / "edl.password").write_text("pw")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
+    body = "\n".join(lines).replace("/etc/ctd/edl.password", str(tmp_path / "edl.password"))
+    cfg = parse_config(head + "\n" + body + "\n")
+    assert {"urlhaus", "intel", "fw", "netskope", "misp", "falcon"} <= set(cfg.plugins)
+    assert {"urls-to-firewall", "urls-to-netskope", "hashes-to-misp", "hashes-to-falcon"} <= set(cfg.sharing)
