@@ -17,7 +17,6 @@ what was committed if the validator is unchanged.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import AsyncIterator
 from contextlib import aclosing, asynccontextmanager
 from typing import Annotated, Any, ClassVar, Literal
@@ -28,11 +27,13 @@ import msgspec
 import trio
 
 from ctd.adapters import feed_formats as ff
+from ctd.adapters import feed_misp
+from ctd.adapters.feed_misp import manifest_url
 from ctd.adapters.feed_presets import PRESETS
 from ctd.adapters.http import HttpOptions, make_client, map_http_errors, raise_for_status
 from ctd.config import Duration
 from ctd.errors import UpstreamDataError
-from ctd.model import Batch, PullContext, Rejected, Severity, Sighting
+from ctd.model import Batch, PullContext, Severity
 
 _Col = str | int
 _Cols = str | int | list[str | int]
@@ -155,11 +156,6 @@ def describe_url(url: str) -> str:
     u = urlsplit(url)
     last = u.path.rstrip("/").rpartition("/")[2]
     return f"{u.scheme}://{u.hostname or ''}/" + (f".../{last}" if u.path.count("/") > 1 else last)
-
-
-def manifest_url(url: str) -> str:
-    base = url.rstrip("/").removesuffix("/manifest.json")
-    return base + "/manifest.json"
 
 
 class Body:
@@ -300,7 +296,7 @@ class FeedAdapter:
 
     async def pull(self, ctx: PullContext) -> AsyncIterator[Batch]:
         if self.spec.format == "misp":
-            async for batch in self._misp(ctx):
+            async for batch in feed_misp.pull(self, ctx):
                 yield batch
             return
         sub = ctx.sub_checkpoint if isinstance(ctx.sub_checkpoint, dict) else None
@@ -381,79 +377,3 @@ class FeedAdapter:
             assert body is not None
             ctype = body.resp.headers.get("content-type", "?")
             return f"HTTP 200, {ctype}, {self.spec.format}" + (", has ETag" if "etag" in body.validators else "")
-
-    # ------------------------------------------------------------------ MISP feed
-
-    async def _event(self, url: str, uuid: str) -> bytes | str:
-        """An event file, or the reason it was skipped (4xx, too large, undecodable)."""
-        try:
-            async with self.open(url, None, f"feed event {uuid}") as body:
-                if body is None:
-                    return "HTTP 304 without a conditional request"
-                return await body.read()
-        except UpstreamDataError as exc:
-            return str(exc)
-
-    async def _misp(self, ctx: PullContext) -> AsyncIterator[Batch]:
-        """The manifest (conditional GET), then the events that changed (all with snapshot).
-
-        Incremental mode keeps each event's timestamp in the cursor: an event is
-        fetched when it is new or its timestamp differs. An event that fails is
-        counted as rejected and retried next pull (its timestamp is not kept,
-        the manifest's validators are dropped), and it withholds snapshot_end.
-        """
-        cfg = self.config
-        snapshot = cfg.effective_snapshot
-        sub = ctx.sub_checkpoint if isinstance(ctx.sub_checkpoint, dict) else None
-        resuming = sub is not None and not sub.get("done")
-        murl = manifest_url(cfg.url)
-        async with self.open(murl, self.conditional(ctx, resuming), self.what) as body:
-            if body is None:
-                return
-            data = await body.read()
-            validators = body.validators
-        try:
-            manifest = ff.parse_manifest(data)
-        except ff.FormatError as exc:
-            raise UpstreamDataError(f"{self.what}: {exc}") from None
-        version = hashlib.sha256(data).hexdigest()[:32]
-        known = (ctx.cursor or {}).get("events") if not snapshot else None
-        known = known if isinstance(known, dict) else {}
-        todo = sorted((ts, uuid) for uuid, ts in manifest.items() if snapshot or known.get(uuid) != ts)
-        skip = sub.get("pos", 0) if resuming and sub and sub.get("validator") == version else 0
-        done = {u: t for u, t in known.items() if u in manifest}  # events dropped from the manifest are forgotten
-        base = murl.removesuffix("manifest.json")
-        complete = True
-        live: set[tuple[str, str]] = set()
-        dead: list[Sighting] = []  # deferred: a value live in any event of this pull is not retracted
-        out: list[Sighting] = []
-        rejected: list[Rejected] = []
-        for i, (ts, uuid) in enumerate(todo):
-            if i < skip:
-                continue
-            url = base + f"{uuid}.json"
-            raw = await self._event(url, uuid)
-            try:
-                if isinstance(raw, str):
-                    raise ff.FormatError(raw)
-                (sightings, bad), gone = await trio.to_thread.run_sync(ff.misp_event, raw, ctx.now, url)
-            except ff.FormatError as exc:
-                rejected.append(Rejected(where=f"event {uuid}", reason=str(exc)))
-                complete = False
-                continue
-            live.update((s.type, s.value) for s in sightings)
-            out += sightings
-            rejected += bad
-            dead += gone
-            done[uuid] = ts
-            if len(out) >= cfg.batch_size and i + 1 < len(todo):
-                # No validators yet: an interrupted pull must fetch the manifest again.
-                yield Batch(sightings=out, rejected=rejected, sub_checkpoint={"validator": version, "pos": i + 1},
-                            cursor=None if snapshot else {"events": dict(done)})
-                out, rejected = [], []
-        retract = {(s.type, s.value): s for s in dead if (s.type, s.value) not in live}
-        cursor: dict[str, Any] = {**validators, "fetched_at": ctx.now} if complete else {}
-        if not snapshot:
-            cursor["events"] = done
-        yield Batch(sightings=out + list(retract.values()), rejected=rejected, cursor=cursor,
-                    snapshot_end=snapshot and complete, sub_checkpoint={"done": True})

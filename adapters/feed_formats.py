@@ -7,142 +7,32 @@ it downloads; JSON documents and MISP events are parsed whole. A record that
 cannot become a sighting never stops the parse: it becomes a ``Rejected`` with
 its position, and the rest goes on. Only a problem that makes the whole
 document unusable (no header, undecodable JSON) raises ``FormatError``.
+
+The record-level mapping shared by all formats is in ``feed_records`` and the
+MISP feed format in ``feed_misp``; their public names are re-exported here.
 """
 
 from __future__ import annotations
 
 import csv
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import msgspec
 
-from ctd.adapters.file_formats import _BadRecord, _build, _show, _split_tags, _strip_inline_comment, _time
-from ctd.model import INDICATOR_TYPES, Rejected, Sighting
+from ctd.adapters.feed_misp import MISP_TYPES, misp_event, parse_manifest
+from ctd.adapters.feed_records import IP_TYPES, ROLES, Column, FormatError, Lines, Parsed, Spec, map_record
+from ctd.adapters.file_formats import BadRecord, show, strip_inline_comment
+from ctd.model import Rejected, Sighting
 
-Column = str | int
-Lines = list[tuple[int, bytes]]
-Parsed = tuple[list[Sighting], list[Rejected]]
+__all__ = [
+    "IP_TYPES", "MAX_LINE", "MISP_TYPES", "ROLES", "Column", "CsvStream", "FormatError", "Inflate", "LineSplitter",
+    "Lines", "Parsed", "Spec", "TextStream", "json_items", "json_records", "map_record", "misp_event",
+    "parse_manifest",
+]
 
-ROLES = ("value", "type", "severity", "tags", "first_seen", "last_seen", "comments", "reference", "reputation")
-IP_TYPES = ("ipv4", "ipv6", "cidr4", "cidr6")
 MAX_LINE = 1 << 20  # a "line" longer than this is not a feed line: stop instead of buffering it
-
-
-class FormatError(ValueError):
-    """The document as a whole cannot be parsed (the message says why)."""
-
-
-class Spec(msgspec.Struct, frozen=True, kw_only=True):
-    """Resolved parsing keys; ``fields`` maps a role to its columns (csv) or dotted paths (json)."""
-
-    format: str
-    type: str | None = None  # a ctd type, "ip" (any IP or CIDR), or None (auto-detect)
-    severity: str = "unknown"
-    comment_prefix: str = "#"
-    tag_separator: str = ";"
-    null_values: frozenset[str] = frozenset()
-    type_map: dict[str, str] = {}  # the feed's type names -> ctd type, "ip", or "" (skip)
-    reputation_scale: int = 10
-    delimiter: str = ","
-    quotechar: str = '"'
-    header: bool = True
-    skip_initial_space: bool = False
-    json_path: tuple[str, ...] = ()
-    fields: dict[str, tuple[Column, ...]] = {}
-
-
-# --------------------------------------------------------------------------- records
-
-
-def _cell(raw: Any, nulls: frozenset[str]) -> str | None:
-    if raw is None or isinstance(raw, (dict, list, bool)):
-        return None
-    s = str(raw).strip()
-    return None if not s or s in nulls else s
-
-
-def _strip_port(v: str) -> str:
-    """``192.0.2.1:443`` -> ``192.0.2.1``; ``[2001:db8::1]:443`` -> ``2001:db8::1``."""
-    if v.startswith("[") and "]" in v:
-        return v[1 : v.index("]")]
-    head, sep, port = v.rpartition(":")
-    if sep and port.isdigit() and head.count(":") == 0:
-        return head
-    return v
-
-
-def _reputation(cell: str | None, scale: int) -> int | None:
-    if cell is None:
-        return None
-    try:
-        n = float(cell)
-    except ValueError:
-        raise _BadRecord(f"bad reputation {_show(cell)}") from None
-    return max(1, min(10, int(n * 10 / scale + 0.5)))
-
-
-def map_record(get: Callable[[Column], Any], spec: Spec, now: int) -> tuple[list[Sighting], list[str]]:
-    """One record (row or object) -> its sightings (one per value column) and per-value reasons.
-
-    Raises ``_BadRecord`` when the record as a whole is unusable.
-    """
-    f = spec.fields
-    nulls = spec.null_values
-
-    def first(role: str) -> str | None:
-        for col in f.get(role, ()):
-            c = _cell(get(col), nulls)
-            if c is not None:
-                return c
-        return None
-
-    type_ = spec.type
-    type_cell = first("type")
-    if type_cell is not None:
-        mapped = spec.type_map.get(type_cell, spec.type_map.get(type_cell.lower(), type_cell.lower()))
-        if mapped == "":
-            return [], []  # a type the feed has and the operator chose to skip
-        if mapped not in INDICATOR_TYPES and mapped != "ip":
-            raise _BadRecord(f"unsupported type {_show(type_cell)}")
-        type_ = mapped
-    tags: list[str] = []
-    for col in f.get("tags", ()):
-        raw = get(col)
-        if isinstance(raw, list):
-            tags.extend(t for t in (_cell(x, nulls) for x in raw) if t)
-        elif (c := _cell(raw, nulls)) is not None:
-            tags.extend(_split_tags(c, spec.tag_separator))
-    meta = {
-        "severity_cell": first("severity"),
-        "tags": tuple(dict.fromkeys(tags)),
-        "comments": first("comments") or "",
-        "reference": first("reference") or "",
-        "first_seen": _time("first_seen", first("first_seen")),
-        "last_seen": _time("last_seen", first("last_seen")),
-        "reputation": _reputation(first("reputation"), spec.reputation_scale),
-    }
-    values = [v for v in (_cell(get(col), nulls) for col in f["value"]) if v is not None]
-    if not values:
-        raise _BadRecord("empty value")
-    out: list[Sighting] = []
-    reasons: list[str] = []
-    for v in values:
-        want = type_
-        if want in ("ip", "ipv4", "ipv6"):
-            v = _strip_port(v)
-        try:
-            s = _build(type_cell=None, value=v, default_type=None if want == "ip" else want,
-                       default_severity=spec.severity, now=now, **meta)
-        except _BadRecord as exc:
-            reasons.append(str(exc))
-            continue
-        if want == "ip" and s.type not in IP_TYPES:
-            reasons.append(f"not an IP address: {_show(v)}")
-            continue
-        out.append(s)
-    return out, reasons
 
 
 # --------------------------------------------------------------------------- bytes
@@ -236,7 +126,7 @@ class TextStream:
             if n <= skip_to or not s or (prefix and s.startswith(prefix)):
                 continue
             if prefix and prefix in s:
-                s = _strip_inline_comment(s, prefix)
+                s = strip_inline_comment(s, prefix)
             where = f"line {n}"
             try:
                 text = s.decode()
@@ -244,7 +134,7 @@ class TextStream:
             except UnicodeDecodeError:
                 rejected.append(Rejected(where=where, reason="not valid UTF-8"))
                 continue
-            except _BadRecord as exc:
+            except BadRecord as exc:
                 rejected.append(Rejected(where=where, reason=str(exc)))
                 continue
             out.extend(sightings)
@@ -361,7 +251,7 @@ class CsvStream:
 
         try:
             sightings, reasons = map_record(get, self.spec, self.now)
-        except _BadRecord as exc:
+        except BadRecord as exc:
             rejected.append(Rejected(where=where, reason=str(exc)))
             return
         out.extend(sightings)
@@ -411,145 +301,13 @@ def json_records(items: list[Any], start: int, spec: Spec, now: int) -> Parsed:
         elif isinstance(item, str):
             obj, s = [item], bare
         else:
-            rejected.append(Rejected(where=where, reason=f"not an object: {_show(str(item))}"))
+            rejected.append(Rejected(where=where, reason=f"not an object: {show(str(item))}"))
             continue
         try:
             sightings, reasons = map_record(lambda p: _dotted(obj, p), s, now)
-        except _BadRecord as exc:
+        except BadRecord as exc:
             rejected.append(Rejected(where=where, reason=str(exc)))
             continue
         out.extend(sightings)
         rejected.extend(Rejected(where=where, reason=r) for r in reasons)
     return out, rejected
-
-
-# --------------------------------------------------------------------------- MISP feed
-
-# MISP attribute type -> (ctd type or "ip", which part of a composite "a|b" value).
-# A composite maps each part it keeps: domain|ip gives both.
-MISP_TYPES: dict[str, tuple[tuple[str, int], ...]] = {
-    "ip-src": (("ip", 0),), "ip-dst": (("ip", 0),),
-    "ip-src|port": (("ip", 0),), "ip-dst|port": (("ip", 0),),
-    "domain": (("domain", 0),), "hostname": (("hostname", 0),), "hostname|port": (("hostname", 0),),
-    "domain|ip": (("domain", 0), ("ip", 1)),
-    "url": (("url", 0),),
-    "md5": (("md5", 0),), "sha1": (("sha1", 0),), "sha256": (("sha256", 0),),
-    "filename|md5": (("md5", 1),), "filename|sha1": (("sha1", 1),), "filename|sha256": (("sha256", 1),),
-    "malware-sample": (("md5", 1),),
-    "email": (("email", 0),), "email-src": (("email", 0),), "email-dst": (("email", 0),),
-}
-_MISP_SEVERITY = {"1": "high", "2": "medium", "3": "low"}
-
-
-class MispTag(msgspec.Struct):
-    name: str = ""
-
-
-class MispAttribute(msgspec.Struct):
-    type: str = ""
-    value: str = ""
-    to_ids: bool = False
-    deleted: bool = False
-    comment: str = ""
-    timestamp: int | str | None = None
-    first_seen: str | None = None
-    last_seen: str | None = None
-    Tag: list[MispTag] = []
-
-
-class MispObject(msgspec.Struct):
-    Attribute: list[MispAttribute] = []
-
-
-class MispEvent(msgspec.Struct):
-    uuid: str = ""
-    info: str = ""
-    threat_level_id: int | str | None = None
-    timestamp: int | str | None = None
-    Tag: list[MispTag] = []
-    Attribute: list[MispAttribute] = []
-    Object: list[MispObject] = []
-
-
-class _EventFile(msgspec.Struct):
-    Event: MispEvent
-
-
-class ManifestEntry(msgspec.Struct):
-    timestamp: int | str = 0
-    info: str = ""
-
-
-def parse_manifest(data: bytes) -> dict[str, int]:
-    """``manifest.json`` -> event uuid -> event timestamp (raises FormatError)."""
-    try:
-        entries = msgspec.json.decode(data, type=dict[str, ManifestEntry])
-    except msgspec.DecodeError as exc:
-        raise FormatError(f"bad manifest.json: {exc}") from None
-    out: dict[str, int] = {}
-    for uuid, e in entries.items():
-        try:
-            out[uuid] = int(e.timestamp)
-        except ValueError:
-            raise FormatError(f"manifest.json: event {uuid}: bad timestamp {_show(str(e.timestamp))}") from None
-    return out
-
-
-def _epoch(raw: int | str | None) -> int | None:
-    if raw is None or raw == "":
-        return None
-    try:
-        return int(raw)
-    except ValueError:
-        return None
-
-
-def misp_event(data: bytes, now: int, reference: str = "") -> tuple[Parsed, list[Sighting]]:
-    """One event file -> ((live sightings, rejected), retracted sightings).
-
-    Only ``to_ids`` attributes of a mapped type count; ``deleted`` ones are
-    retractions (unless the same value is live in the event). Raises
-    FormatError if the file is not a MISP event.
-    """
-    try:
-        event = msgspec.json.decode(data, type=_EventFile).Event
-    except msgspec.DecodeError as exc:
-        raise FormatError(f"bad event JSON: {exc}") from None
-    severity = _MISP_SEVERITY.get(str(event.threat_level_id), "unknown")
-    event_tags = [t.name for t in event.Tag if t.name]
-    attributes = list(event.Attribute)
-    for obj in event.Object:
-        attributes.extend(obj.Attribute)
-    live: dict[tuple[str, str], Sighting] = {}
-    dead: dict[tuple[str, str], Sighting] = {}
-    rejected: list[Rejected] = []
-    for a in attributes:
-        parts = MISP_TYPES.get(a.type)
-        if not a.to_ids or parts is None:
-            continue
-        pieces = a.value.split("|") if "|" in a.type else [a.value]
-        tags = tuple(dict.fromkeys(event_tags + [t.name for t in a.Tag if t.name]))
-        ts = _epoch(a.timestamp)
-        for type_, i in parts:
-            where = f"event {event.uuid}: {a.type} attribute"
-            if i >= len(pieces):
-                rejected.append(Rejected(where=where, reason=f"bad composite value {_show(a.value)}"))
-                continue
-            v = pieces[i].strip()
-            if type_ == "ip":
-                v = _strip_port(v)
-            try:
-                s = _build(type_cell=None, value=v, severity_cell=None,
-                           default_type=None if type_ == "ip" else type_, default_severity=severity, now=now,
-                           tags=tags, comments=a.comment or event.info, reference=reference,
-                           first_seen=_time("first_seen", a.first_seen) or ts,
-                           last_seen=_time("last_seen", a.last_seen), retracted=a.deleted)
-                if type_ == "ip" and s.type not in IP_TYPES:
-                    raise _BadRecord(f"not an IP address: {_show(v)}")
-            except _BadRecord as exc:
-                rejected.append(Rejected(where=where, reason=str(exc)))
-                continue
-            key = (s.type, s.value)
-            (dead if a.deleted else live)[key] = s
-    retracted = [s for k, s in dead.items() if k not in live]
-    return (list(live.values()), rejected), retracted
