@@ -143,8 +143,8 @@ def misp_event(data: bytes, now: int, reference: str = "") -> tuple[Parsed, list
                 s = fmt.build(type_cell=None, value=v, severity_cell=None,
                               default_type=None if type_ == "ip" else type_, default_severity=severity, now=now,
                               tags=tags, comments=a.comment or event.info, reference=reference,
-                              first_seen=fmt.time("first_seen", a.first_seen) or ts,
-                              last_seen=fmt.time("last_seen", a.last_seen), retracted=a.deleted)
+                              first_seen=fmt.field_time("first_seen", a.first_seen) or ts,
+                              last_seen=fmt.field_time("last_seen", a.last_seen), retracted=a.deleted)
                 if type_ == "ip" and s.type not in IP_TYPES:
                     raise BadRecord(f"not an IP address: {show(v)}")
             except BadRecord as exc:

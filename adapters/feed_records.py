@@ -115,8 +115,8 @@ def map_record(get: Callable[[Column], Any], spec: Spec, now: int) -> tuple[list
         "tags": tuple(dict.fromkeys(tags)),
         "comments": first("comments") or "",
         "reference": first("reference") or "",
-        "first_seen": fmt.time("first_seen", first("first_seen")),
-        "last_seen": fmt.time("last_seen", first("last_seen")),
+        "first_seen": fmt.field_time("first_seen", first("first_seen")),
+        "last_seen": fmt.field_time("last_seen", first("last_seen")),
         "reputation": _reputation(first("reputation"), spec.reputation_scale),
     }
     values = [v for v in (_cell(get(col), nulls) for col in f["value"]) if v is not None]

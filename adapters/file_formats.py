@@ -76,7 +76,7 @@ def text_parser(*, type_: str | None, severity: str, comment_prefix: str, now: i
 # --------------------------------------------------------------------------- shared
 
 
-def time(field: str, raw: Any) -> int | None:
+def field_time(field: str, raw: Any) -> int | None:
     if raw is None or raw == "":
         return None
     if isinstance(raw, (int, float)):
@@ -187,8 +187,8 @@ def csv_parser(cfg: Any, header: list[str] | None, now: int) -> Parser:
             default_type=cfg.type, default_severity=cfg.severity, now=now,
             tags=split_tags(cells.get("tags", ""), sep),
             comments=cells.get("comments", ""), reference=cells.get("reference", ""),
-            first_seen=time("first_seen", cells.get("first_seen")),
-            last_seen=time("last_seen", cells.get("last_seen")),
+            first_seen=field_time("first_seen", cells.get("first_seen")),
+            last_seen=field_time("last_seen", cells.get("last_seen")),
         )
 
     def parse(lines: Lines) -> Parsed:
@@ -271,9 +271,9 @@ def jsonl_parser(cfg: Any, now: int) -> Parser:
             type_cell=r.type, value=r.value.strip(), severity_cell=r.severity,
             default_type=cfg.type, default_severity=cfg.severity, now=now,
             tags=tags_t, comments=r.comments or "", reference=r.reference or "",
-            first_seen=time("first_seen", r.first_seen),
-            last_seen=time("last_seen", r.last_seen),
-            expires_at=time("expires_at", r.expires_at),
+            first_seen=field_time("first_seen", r.first_seen),
+            last_seen=field_time("last_seen", r.last_seen),
+            expires_at=field_time("expires_at", r.expires_at),
             reputation=r.reputation, retracted=r.retracted,
         )
 
