@@ -93,6 +93,12 @@ MIGRATIONS: list[str] = [
     DROP INDEX sighting_source;
     DROP INDEX indicator_expiry;
     """,
+    # 5: how many sources an indicator has, so the common case (one source
+    # re-reporting) is merged without scanning its provenance.
+    """
+    ALTER TABLE indicator ADD COLUMN nsrc INTEGER NOT NULL DEFAULT 0;
+    UPDATE indicator SET nsrc = (SELECT count(*) FROM sighting WHERE iid = indicator.id);
+    """,
 ]
 
 

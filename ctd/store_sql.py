@@ -44,7 +44,7 @@ def connect(path: str) -> sqlite3.Connection:
 
     register_sql_functions(conn)
     conn.execute(
-        f"CREATE TEMP TABLE IF NOT EXISTS stage (seq INTEGER PRIMARY KEY, {STAGE_COLUMNS}, iid INTEGER)"
+        f"CREATE TEMP TABLE IF NOT EXISTS stage (seq INTEGER PRIMARY KEY, {STAGE_COLUMNS}, iid INTEGER, had INTEGER, multi INTEGER)"
     )
     return conn
 
@@ -180,13 +180,28 @@ WHERE id IN ({ids})
 
 _INSERT_INDICATORS_SQL = """
 INSERT INTO indicator (type, value, allowlisted, hits, first_seen, last_seen, expires_at, reputation, severity,
-                       tags, comments, reference, best_source, active, changed_at)
+                       tags, comments, reference, best_source, active, changed_at, nsrc)
 SELECT type, value, allowlisted, 1, first_seen, last_seen, CASE WHEN retracted THEN NULL ELSE exp END,
        reputation, severity, CASE WHEN retracted THEN '[]' ELSE tags END, comments, reference, :sid,
-       allowlisted = 0 AND retracted = 0 AND (exp IS NULL OR exp > :now), :now
+       allowlisted = 0 AND retracted = 0 AND (exp IS NULL OR exp > :now), :now, 1
 FROM (SELECT *, coalesce(expires_at, CASE WHEN :aging > 0 THEN last_seen + :aging END) AS exp FROM stage)
 WHERE true
-ON CONFLICT (type, value) DO UPDATE SET hits = hits + 1, allowlisted = excluded.allowlisted
+ON CONFLICT (type, value) DO NOTHING
+"""
+
+# An existing indicator whose only source is this one: the merged provenance
+# row is the effective metadata.
+_SINGLE_SOURCE_SQL = """
+UPDATE indicator SET
+    reputation = s.reputation, severity = s.severity, comments = s.comments, reference = s.reference,
+    best_source = s.sid, tags = CASE WHEN s.retracted THEN '[]' ELSE s.tags END,
+    first_seen = s.first_seen, last_seen = s.last_seen,
+    expires_at = CASE WHEN s.retracted THEN NULL ELSE s.expires_at END,
+    allowlisted = st.allowlisted, hits = indicator.hits + 1,
+    active = st.allowlisted = 0 AND s.retracted = 0 AND (s.expires_at IS NULL OR s.expires_at > :now),
+    changed_at = :now
+FROM stage st JOIN sighting s ON s.iid = st.iid AND s.sid = :sid
+WHERE indicator.id = st.iid AND st.iid <= :max_id AND indicator.nsrc = 1
 """
 
 _SNAPSHOT_SQL = "UPDATE sighting SET retracted = 1 WHERE sid = :sid AND gen < :gen AND retracted = 0 RETURNING iid"
@@ -222,18 +237,36 @@ def ingest(
         conn.execute("DELETE FROM stage")
         conn.executemany(f"INSERT INTO stage ({STAGE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", rows)
         max_id = conn.execute("SELECT coalesce(max(id), 0) FROM indicator").fetchone()[0]
+        params["max_id"] = max_id
         conn.execute(_INSERT_INDICATORS_SQL, params)
         new = conn.execute("SELECT coalesce(max(id), 0) FROM indicator").fetchone()[0] - max_id
+        # had: this source already reported it; multi: it has (or gets) another source too.
         conn.execute(
-            "UPDATE stage SET iid = (SELECT id FROM indicator i WHERE i.type = stage.type AND i.value = stage.value)"
+            "UPDATE stage SET (iid, had, multi) = (SELECT i.id, EXISTS (SELECT 1 FROM sighting s "
+            "WHERE s.iid = i.id AND s.sid = :sid), i.nsrc FROM indicator i "
+            "WHERE i.type = stage.type AND i.value = stage.value)",
+            params,
         )
+        conn.execute("UPDATE stage SET multi = iid <= :max_id AND multi + (1 - had) > 1", params)
         conn.execute(_upsert_sighting_sql(policy), params)
-        # A new indicator already carries its one source's metadata; only indicators
-        # that existed before (or were reported twice in this batch) need the merge.
-        params["max_id"] = max_id
-        conn.execute(_REFRESH_SQL.format(
-            ids="SELECT iid FROM stage WHERE iid <= :max_id UNION SELECT id FROM indicator WHERE id > :max_id AND hits > 1"
-        ), params)
+        # A new indicator already carries its one source's metadata. An existing one
+        # with this as its only source takes the merged provenance row as it is.
+        # Only indicators with several sources (or reported twice in this batch)
+        # need the full merge.
+        conn.execute(
+            "UPDATE indicator SET nsrc = nsrc + 1 WHERE id IN (SELECT iid FROM stage WHERE had = 0 AND iid <= :max_id)",
+            params,
+        )
+        conn.execute(_SINGLE_SOURCE_SQL, params)
+        dups = conn.execute("SELECT count(*) FROM stage WHERE iid > :max_id", params).fetchone()[0] > new
+        merge = "multi" + (" OR iid > :max_id" if dups else "")
+        conn.execute(
+            "UPDATE indicator SET hits = indicator.hits + d.n - (indicator.id > :max_id), allowlisted = d.al "
+            f"FROM (SELECT iid, count(*) AS n, max(allowlisted) AS al FROM stage WHERE {merge} GROUP BY iid) AS d "
+            "WHERE indicator.id = d.iid",
+            params,
+        )
+        conn.execute(_REFRESH_SQL.format(ids=f"SELECT iid FROM stage WHERE {merge}"), params)
         retracted = 0
         if snapshot_end:
             gone = [r[0] for r in conn.execute(_SNAPSHOT_SQL, params).fetchall()]

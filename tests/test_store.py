@@ -75,6 +75,24 @@ class TestDedup:
         assert show(conn, "domain", "evil.example")["hits"] == 3
 
 
+class TestSameBatch:
+    def test_value_twice_in_one_batch(self, conn):
+        """A value reported twice in one batch is one indicator, two hits, merged by the policy."""
+        r = ingest(conn, "a", [s("x.example", severity="low", last_seen=NOW - 10),
+                               s("x.example", severity="high", last_seen=NOW)])
+        assert r.new == 1
+        ind = show(conn, "domain", "x.example")
+        assert ind["hits"] == 2 and ind["severity"] == "high" and ind["last_seen"] == iso(NOW)
+
+    def test_existing_value_twice_in_one_batch(self, conn):
+        """An existing single-source value reported twice again is merged like separate reports."""
+        ingest(conn, "a", [s("x.example", severity="low", last_seen=NOW - 100)])
+        ingest(conn, "a", [s("x.example", severity="medium", last_seen=NOW - 10),
+                           s("x.example", severity="critical", last_seen=NOW)])
+        ind = show(conn, "domain", "x.example")
+        assert ind["severity"] == "critical" and ind["last_seen"] == iso(NOW)
+
+
 class TestReconcile:
     def test_last_seen_policy_newer_report_wins(self, conn):
         """Under last_seen, a newer re-report replaces that source's metadata."""
