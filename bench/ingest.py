@@ -139,6 +139,9 @@ def child_pipeline(a: argparse.Namespace) -> dict:
     from ctd.store import run_store
 
     logs.configure_logging("info", stream=sys.stderr)
+    from ctd.cli import tune_runtime
+
+    tune_runtime()  # as `ctd run` does
     cfg = parse_config(TOML.format(state=json.dumps(a.dir), path=json.dumps(a.file), batch=BATCH, aging=AGING_DAYS))
 
     async def once() -> object:  # mirrors ctd/once.py for a single plugin

@@ -116,7 +116,10 @@ async def measure(workdir: str) -> dict:
 def main() -> None:
     from ctd import logs
 
+    from ctd.cli import tune_runtime
+
     logs.configure_logging("warning")
+    tune_runtime()  # as `ctd run` does
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=1_000_000)
     ap.add_argument("--keep", action="store_true")

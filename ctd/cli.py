@@ -15,6 +15,20 @@ from ctd.errors import ConfigError, CtdError
 log = structlog.get_logger("ctd")
 
 
+GIL_SWITCH_INTERVAL = 0.0005
+
+
+def tune_runtime() -> None:
+    """Hand the GIL over more often than CPython's default 5 ms.
+
+    The store's thread releases the GIL for every SQLite statement; while a
+    source actor parses in another thread, taking it back could wait a whole
+    switch interval each time. Measured with bench/ingest.py: the store ran at
+    half speed with the default, at nearly full speed with 0.5 ms.
+    """
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL)
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ctd", description="ctd threat-exchange daemon")
     p.add_argument("--version", action="version", version=f"ctd {__version__}")
@@ -45,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ctd: invalid config {path}: {exc}", file=sys.stderr)
         return 2
     logs.configure_logging(cfg.daemon.log_level)
+    tune_runtime()
     if args.once:
         from ctd.once import run_once
 
