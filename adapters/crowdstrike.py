@@ -321,6 +321,3 @@ class CrowdStrikeAdapter:
                 "comment": cmap.comment(len(chunk), "withdrew"),
             })
         return PushResult()
-
-    async def replace(self, action: str, params: IocParams, items: list[ShareItem]) -> PushResult:
-        raise NotImplementedError("the ioc action is incremental")

@@ -46,7 +46,7 @@ def parse_duration(value: Any) -> Duration:
 def _dec_hook(tp: type, obj: Any) -> Any:
     if tp is Duration:
         return parse_duration(obj)
-    raise NotImplementedError
+    raise TypeError(f"unsupported type {tp!r}")  # msgspec reports it with the key's location
 
 
 class _Section(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
