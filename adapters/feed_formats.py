@@ -23,7 +23,7 @@ import msgspec
 
 from ctd.adapters.feed_misp import MISP_TYPES, misp_event, parse_manifest
 from ctd.adapters.feed_records import IP_TYPES, ROLES, Column, FormatError, Lines, Parsed, Spec, map_record
-from ctd.adapters.file_formats import BadRecord, show, strip_inline_comment
+from ctd.adapters.file_formats import BadRecord, csv_rows, show, strip_inline_comment
 from ctd.model import Rejected, Sighting
 
 __all__ = [
@@ -199,8 +199,7 @@ class CsvStream:
 
     def feed(self, lines: Lines, skip_to: int = 0) -> Parsed:
         prefix = self.prefix
-        texts: list[str] = []
-        numbers: list[int] = []
+        data: Lines = []
         rejected: list[Rejected] = []
         for lineno, raw in lines:
             s = raw.strip()
@@ -216,25 +215,9 @@ class CsvStream:
                 continue
             if lineno <= skip_to:
                 continue
-            try:
-                texts.append(raw.decode())
-                numbers.append(lineno)
-            except UnicodeDecodeError:
-                rejected.append(Rejected(where=f"line {lineno}", reason="not valid UTF-8"))
+            data.append((lineno, raw))
         out: list[Sighting] = []
-        reader = csv.reader(texts, **self.dialect)
-        consumed = 0
-        while True:
-            try:
-                row = next(reader)
-            except StopIteration:
-                break
-            except csv.Error as exc:
-                rejected.append(Rejected(where=f"line {numbers[consumed]}", reason=f"bad CSV: {exc}"))
-                consumed = reader.line_num
-                continue
-            where = f"line {numbers[consumed]}"
-            consumed = reader.line_num
+        for where, row in csv_rows(data, self.dialect, rejected):
             self._map(row, where, out, rejected)
         return out, rejected
 

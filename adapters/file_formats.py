@@ -10,7 +10,7 @@ its line number and the rest of the batch goes on.
 from __future__ import annotations
 
 import csv
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Annotated, Any
 
 import msgspec
@@ -194,34 +194,45 @@ def csv_parser(cfg: Any, header: list[str] | None, now: int) -> Parser:
     def parse(lines: Lines) -> Parsed:
         out: list[Sighting] = []
         rejected: list[Rejected] = []
-        texts: list[str] = []
-        numbers: list[int] = []
-        for lineno, raw in lines:
-            try:
-                texts.append(raw.decode())
-                numbers.append(lineno)
-            except UnicodeDecodeError:
-                rejected.append(Rejected(where=f"line {lineno}", reason="not valid UTF-8"))
-        reader = csv.reader(texts, **dialect)
-        consumed = 0  # source lines the csv reader has used so far
-        while True:
-            try:
-                row = next(reader)
-            except StopIteration:
-                break
-            except csv.Error as exc:
-                rejected.append(Rejected(where=f"line {numbers[consumed]}", reason=f"bad CSV: {exc}"))
-                consumed = reader.line_num
-                continue
-            lineno = numbers[consumed]
-            consumed = reader.line_num
+        for where, row in csv_rows(lines, dialect, rejected):
             try:
                 out.append(sighting(row))
             except BadRecord as exc:
-                rejected.append(Rejected(where=f"line {lineno}", reason=str(exc)))
+                rejected.append(Rejected(where=where, reason=str(exc)))
         return out, rejected
 
     return parse
+
+
+def csv_rows(lines: Lines, dialect: dict[str, Any], rejected: list[Rejected]) -> Iterator[tuple[str, list[str]]]:
+    """CSV rows of numbered lines, each with where it started ("line 17").
+
+    Undecodable lines and rows the csv module refuses go to ``rejected`` and the
+    rest carries on; a quoted field may span lines, so a row's number is the
+    first source line the reader used for it.
+    """
+    texts: list[str] = []
+    numbers: list[int] = []
+    for lineno, raw in lines:
+        try:
+            texts.append(raw.decode())
+            numbers.append(lineno)
+        except UnicodeDecodeError:
+            rejected.append(Rejected(where=f"line {lineno}", reason="not valid UTF-8"))
+    reader = csv.reader(texts, **dialect)
+    consumed = 0  # source lines the csv reader has used so far
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            rejected.append(Rejected(where=f"line {numbers[consumed]}", reason=f"bad CSV: {exc}"))
+            consumed = reader.line_num
+            continue
+        where = f"line {numbers[consumed]}"
+        consumed = reader.line_num
+        yield where, row
 
 
 def parse_header(raw: bytes, cfg: Any) -> list[str]:
