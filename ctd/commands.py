@@ -15,7 +15,7 @@ from ctd.canon import canonicalize, detect_type
 from ctd.access import ADMIN, READ, AccessPolicy
 from ctd.commands_admin import AdminCommands
 from ctd.commands_sharing import SharingCommands
-from ctd.errors import BadRequest, InvalidIndicator
+from ctd.errors import BadRequest, ConfigError, ControlError, InvalidIndicator
 from ctd.model import INDICATOR_TYPES
 
 if TYPE_CHECKING:
@@ -117,19 +117,13 @@ class Commands(SharingCommands, AdminCommands):
         name = args.get("source")
         if not isinstance(name, str):
             raise BadRequest("sync needs a source name")
-        from ctd.errors import ConfigError, ControlError
-
         try:
             result = await self.d.sync(name)
         except ConfigError as exc:
             raise ControlError(str(exc)) from None
-        import msgspec
-
         return msgspec.structs.asdict(result)
 
     async def reload(self, args: dict[str, Any]) -> dict[str, Any]:
-        from ctd.errors import ConfigError, ControlError
-
         try:
             return await self.d.reload()
         except ConfigError as exc:

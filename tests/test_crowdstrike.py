@@ -15,12 +15,11 @@ from ctd.config import parse_config
 from ctd.daemon import make_adapter
 from ctd.errors import AuthError, ConfigError, SourceUnavailable, UpstreamDataError
 from ctd.model import PullContext, Sighting, parse_time
-from ctd.sharing import Sharer
-from ctd.source import AllowlistRef, SourceStatus, pull_once
 from tests import fake_adapters
 from tests.emulators.crowdstrike import CrowdStrikeEmulator
 from tests.fake_adapters import Remote
 from tests.fakestore import FakeStore
+from tests.exchange import Exchange
 
 BASE = "https://api.crowdstrike.test"
 SHA = "ab" * 32
@@ -436,17 +435,11 @@ action = "add"
 """)
     store = FakeStore(str(tmp_path / "db"))
     client = httpx.AsyncClient(transport=emu.transport(), base_url=BASE)
-    adapters = {"A": make_adapter("A", cfg.plugins["A"]),
-                "cs": CrowdStrikeAdapter("cs", cfg.plugins["cs"].options, client)}
-    sharers = [Sharer(n, sh, cfg.rules[sh.rule], cfg.plugins[sh.destination], adapters[sh.destination], store)
-               for n, sh in cfg.sharing.items()]
+    ex = Exchange(cfg, {"A": make_adapter("A", cfg.plugins["A"]),
+                        "cs": CrowdStrikeAdapter("cs", cfg.plugins["cs"].options, client)}, store)
     try:
         for _round in range(3):
-            for src in ("A", "cs"):
-                p = cfg.plugins[src]
-                await pull_once(src, p, adapters[src], store, AllowlistRef(), SourceStatus(src, p))
-            for sharer in sharers:
-                await sharer.share_once()
+            await ex.round()
         cs_reported = {r[0] for r in store.conn.execute(
             "SELECT i.value FROM sighting s JOIN indicator i ON i.id = s.iid JOIN source so ON so.id = s.sid "
             "WHERE so.name = 'cs'")}

@@ -18,7 +18,6 @@ import trio.testing
 
 from ctd.adapters.edl import EdlAdapter, write_list
 from ctd.adapters.edl_server import ServerSettings, _connection, basic_ok, not_modified, parse_bind, route
-from ctd import sharing_sql
 from ctd.config import parse_config
 from ctd.daemon import make_adapter
 from ctd.errors import ConfigError, SourceUnavailable

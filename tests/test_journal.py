@@ -26,7 +26,7 @@ import structlog
 
 from ctd import journal, logs
 from ctd.logs import configure_logging, get_logger
-from tests.daemonproc import REPO, env, short_tmpdir
+from tests.daemonproc import env, short_tmpdir
 
 
 # --- encoding -----------------------------------------------------------------

@@ -508,29 +508,18 @@ async def run_rounds(store, emu, key: str, rounds: int = 3):
     """Pull both sides and run both sharings ``rounds`` times; return (A's remote, misp adapter)."""
     from ctd.daemon import make_adapter
     from ctd.model import Sighting
-    from ctd.sharing import Sharer
-    from ctd.source import AllowlistRef, SourceStatus, pull_once
     from tests import fake_adapters
+    from tests.exchange import Exchange
 
     remote = fake_adapters.REMOTES[key] = fake_adapters.Remote()
     remote.items["from-a.example"] = Sighting(type="domain", value="from-a.example")  # type: ignore[assignment]
     remote.items["both.example"] = Sighting(type="domain", value="both.example")  # type: ignore[assignment]
     cfg = parse_config(BIDI.replace("{key}", key))
     misp = MispAdapter("misp", cfg.plugins["misp"].options, httpx.AsyncClient(transport=emu.transport()))
-    adapters = {"A": make_adapter("A", cfg.plugins["A"]), "misp": misp}
-    sharers = [Sharer(n, sh, cfg.rules[sh.rule], cfg.plugins[sh.destination], adapters[sh.destination], store)
-               for n, sh in cfg.sharing.items()]
-
-    async def one_round():
-        for src in ("A", "misp"):
-            p = cfg.plugins[src]
-            await pull_once(src, p, adapters[src], store, AllowlistRef(), SourceStatus(src, p))
-        for sharer in sharers:
-            await sharer.share_once()
-
+    ex = Exchange(cfg, {"A": make_adapter("A", cfg.plugins["A"]), "misp": misp}, store)
     for _ in range(rounds):
-        await one_round()
-    return remote, misp, one_round
+        await ex.round()
+    return remote, misp, ex.round
 
 
 async def test_bidirectional_sharing_with_misp_does_not_loop(store):

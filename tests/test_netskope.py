@@ -22,6 +22,7 @@ from tests.emulators.netskope import NetskopeTenant, serve_on_localhost
 from tests.fake_adapters import Remote
 from tests.fakestore import FakeStore
 from tests.storeutil import ingest, s
+from tests.exchange import Exchange
 
 NOW = 1_800_000_000
 TENANT = """
@@ -522,17 +523,11 @@ destination = "A"
 action = "add"
 """)
     ns = adapter(emu, cfg)
-    adapters = {"ns": ns, "A": make_adapter("A", cfg.plugins["A"])}
-    sharers = [Sharer(n, sh, cfg.rules[sh.rule], cfg.plugins[sh.destination], adapters[sh.destination], store)
-               for n, sh in cfg.sharing.items()]
+    ex = Exchange(cfg, {"ns": ns, "A": make_adapter("A", cfg.plugins["A"])}, store)
     for rnd in range(3):
         if rnd == 1:  # the tenant now blocks what A shared, and alerts on it
             emu.add_alert("malsite", url="http://from-a.example/x", timestamp=now() - 30)
-        for name in ("A", "ns"):
-            p = cfg.plugins[name]
-            await pull_once(name, p, adapters[name], store, AllowlistRef(), SourceStatus(name, p))
-        for sharer in sharers:
-            await sharer.share_once()
+        await ex.round()
     assert [v for op, vals in peer.calls if op == "push" for v in vals] == ["http://from-ns.example/y"]
     appended = [q for m, path, q in emu.calls("PATCH")]
     assert len(appended) == 1

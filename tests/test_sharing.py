@@ -301,7 +301,7 @@ class TestFileDestination:
     async def test_missing_list_file_is_rewritten(self, store, remote, tmp_path):
         """A full-replace list file that was deleted is written again even though nothing changed."""
         out = tmp_path / "urls.txt"
-        text = (f'[plugins.lists]\nadapter = "file"\npull = false\n'
+        text = ('[plugins.lists]\nadapter = "file"\npull = false\n'
                 + share_cfg(dest="lists", action="write", params=f'{{ path = "{out}" }}'))
         sh = sharer(store, remote, text)
         ingest(store.conn, "a", [s("http://x.example/", "url")], now=T())

@@ -13,9 +13,9 @@ from ctd.errors import SourceUnavailable
 from ctd.model import Sighting
 from ctd.sdnotify import Notifier
 from ctd.sharing import Sharer, SharingStatus, Wake, run_sharing
-from ctd.source import AllowlistRef, SourceStatus, pull_once
 from tests import fake_adapters
 from tests.daemonproc import short_tmpdir
+from tests.exchange import Exchange
 from tests.fake_adapters import Remote, Script
 from tests.fakestore import FakeStore
 from tests.storeutil import ingest, s
@@ -121,17 +121,9 @@ destination = "A"
 action = "add"
 params = { list = "a" }
 """)
-    sharers = {
-        n: Sharer(n, sh, cfg.rules[sh.rule], cfg.plugins[sh.destination],
-                  make_adapter(sh.destination, cfg.plugins[sh.destination]), store)
-        for n, sh in cfg.sharing.items()
-    }
+    ex = Exchange(cfg, {n: make_adapter(n, p) for n, p in cfg.plugins.items()}, store)
     for _round in range(3):
-        for src in ("A", "B"):
-            p = cfg.plugins[src]
-            await pull_once(src, p, make_adapter(src, p), store, AllowlistRef(), SourceStatus(src, p))
-        for sharer in sharers.values():
-            await sharer.share_once()
+        await ex.round()
     pushed_to_a = [v for op, vals in ra.calls if op == "push" for v in vals]
     pushed_to_b = [v for op, vals in rb.calls if op == "push" for v in vals]
     assert pushed_to_a == ["from-b.example"]
