@@ -336,9 +336,11 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     """Read and validate the file at ``path``."""
     p = Path(path)
     try:
-        text = p.read_text()
+        text = p.read_bytes().decode()  # no newline translation: the hash is the file's
     except OSError as exc:
         raise ConfigError(f"cannot read config {p}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config {p} is not UTF-8 (byte {exc.start})") from None
     return parse_config(text, str(p))
 
 

@@ -8,6 +8,7 @@ touches only what changed.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 from functools import partial
@@ -32,6 +33,15 @@ from ctd.supervisor import Supervisor
 log = structlog.get_logger("ctd.daemon")
 
 SYNC_QUEUE = 4
+
+
+def file_hash(path: str) -> str | None:
+    """The same short hash ``load_config`` gives a file, also for a file it rejects."""
+    try:
+        with open(path, "rb") as f:
+            return hashlib.sha256(f.read()).hexdigest()[:12]
+    except OSError:
+        return None
 
 
 def db_path(cfg: Config) -> str:
@@ -249,7 +259,8 @@ class Daemon:
             try:
                 new = load_config(path)
             except ConfigError as exc:
-                log.error("config rejected", ctd_event="config_rejected", error=str(exc), config=path)
+                log.error("config rejected", ctd_event="config_rejected", error=str(exc), config=path,
+                          ctd_config_hash=file_hash(path), running_config_hash=self.config.hash)
                 raise
             self.notifier.reloading()
             try:

@@ -140,7 +140,8 @@ class TestReload:
         assert "$.plugins.partner.aging_days" in r.stderr
         st = daemon.ctl_json("status")
         assert st["config_hash"] == old_hash and len(st["sources"]) == 2
-        assert any(e.get("ctd_event") == "config_rejected" for e in daemon.logs())
+        [rejected] = [e for e in daemon.logs() if e.get("ctd_event") == "config_rejected"]
+        assert rejected["running_config_hash"] == old_hash and rejected["ctd_config_hash"] != old_hash
         daemon.stop()
 
     def test_sighup_invalid_keeps_running(self, daemon):
