@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import shutil
+from contextlib import asynccontextmanager
 
 import pytest
 import trio
 
+from ctd import store_query
 from ctd.config import load_config
 from ctd.daemon import Daemon
 from ctd.errors import ConfigError
@@ -59,63 +61,61 @@ async def test_unchanged_source_not_restarted(workdir):
         nursery.cancel_scope.cancel()
 
 
-async def test_removed_source_is_cancelled(workdir):
-    """A source removed from the config is stopped on reload."""
-    fake_adapters.SCRIPTS["reload-slow"] = Script()
-    fake_adapters.SCRIPTS["reload-other"] = Script()
-    cfg_path = workdir / "ctd.toml"
-    write(cfg_path)
+@asynccontextmanager
+async def running(cfg_path):
+    """The daemon on ``cfg_path`` in this test's task tree, once both sources run."""
     daemon = Daemon(load_config(cfg_path), Notifier(None))
     async with trio.open_nursery() as nursery:
         nursery.start_soon(daemon.run)
         with trio.fail_after(20):
             while daemon.sources is None or len(daemon.sources.names()) < 2:
                 await trio.sleep(0.01)
+        yield daemon
+        nursery.cancel_scope.cancel()
+
+
+def scripts(slow_batches=None):
+    fake_adapters.SCRIPTS["reload-slow"] = Script(batches=slow_batches)
+    fake_adapters.SCRIPTS["reload-other"] = Script()
+
+
+async def test_removed_source_is_cancelled(workdir):
+    """A source removed from the config is stopped on reload."""
+    scripts()
+    cfg_path = workdir / "ctd.toml"
+    write(cfg_path)
+    async with running(cfg_path) as daemon:
         cfg_path.write_text(cfg_path.read_text().split("[plugins.other]")[0])
         result = await daemon.reload()
         assert result["removed"] == ["other"]
         assert daemon.sources.names() == ["slow"]
-        nursery.cancel_scope.cancel()
 
 
 async def test_invalid_reload_changes_nothing(workdir):
     """An invalid file raises ConfigError and leaves the running config and actors as they were."""
-    fake_adapters.SCRIPTS["reload-slow"] = Script()
-    fake_adapters.SCRIPTS["reload-other"] = Script()
+    scripts()
     cfg_path = workdir / "ctd.toml"
     write(cfg_path)
-    daemon = Daemon(load_config(cfg_path), Notifier(None))
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(daemon.run)
-        with trio.fail_after(20):
-            while daemon.sources is None or len(daemon.sources.names()) < 2:
-                await trio.sleep(0.01)
+    async with running(cfg_path) as daemon:
         before = daemon.config
         write(cfg_path, slow_extra="aging_days = 1000\n")
         with pytest.raises(ConfigError, match=r"\$\.plugins\.slow\.aging_days"):
             await daemon.reload()
         assert daemon.config is before
         assert daemon.sources.generation == {"slow": 1, "other": 1}
-        nursery.cancel_scope.cancel()
 
 
 async def test_allowlist_change_applies_without_restart(workdir):
     """Adding a domain to the allowlist deactivates stored matches without restarting sources."""
-    fake_adapters.SCRIPTS["reload-slow"] = Script(batches=[["x.blocked.example", "ok.example"]])
-    fake_adapters.SCRIPTS["reload-other"] = Script()
+    scripts(slow_batches=[["x.blocked.example", "ok.example"]])
     cfg_path = workdir / "ctd.toml"
     write(cfg_path)
-    daemon = Daemon(load_config(cfg_path), Notifier(None))
-    from ctd import store_query
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(daemon.run)
+    async with running(cfg_path) as daemon:
         with trio.fail_after(20):
-            while daemon.store is None or (await daemon.store.call(store_query.counts))["active"] < 3:
+            while (await daemon.store.call(store_query.counts))["active"] < 3:
                 await trio.sleep(0.01)
         write(cfg_path, more='[allowlist]\ndomains = ["blocked.example"]\n')
         await daemon.reload()
         [ind] = await daemon.store.call(store_query.show, [("domain", "x.blocked.example")], "x")
         assert ind["allowlisted"] and not ind["active"]
         assert daemon.sources.generation == {"slow": 1, "other": 1}
-        nursery.cancel_scope.cancel()
