@@ -196,7 +196,8 @@ class Sharer:
                 self.rate.add(result.pushed)
             self._audit("indicators_shared", [it for iid, it in items if iid not in rejected])
         result.retracted = await self.store.call(
-            sharing_sql.record_full, self.name, list_hash=list_hash, rejected=rejected, now=now()
+            sharing_sql.record_full, self.name, list_hash=list_hash, rejected=rejected, now=now(),
+            unchanged=result.unchanged,
         )
 
     def _audit(self, event: str, items: list[ShareItem], reasons: dict[str, str] | None = None) -> None:

@@ -109,7 +109,7 @@ def plan(
                 f"SELECT ?, c.iid, 'pending', c.fp, ? FROM {table} c "
                 "LEFT JOIN delivery d ON d.shid = ? AND d.iid = c.iid "
                 "WHERE c.fit AND (d.iid IS NULL OR d.state IN ('retract_pending', 'retracted', 'unshared') "
-                "  OR (d.state IN ('shared', 'failed') AND d.fp IS NOT c.fp)) "
+                "  OR (d.state IN ('shared', 'failed', 'pending') AND d.fp IS NOT c.fp)) "
                 "ON CONFLICT (shid, iid) DO UPDATE SET state = 'pending', fp = excluded.fp, "
                 "  updated_at = excluded.updated_at, error = NULL",
                 (shid, now, shid),
@@ -211,12 +211,19 @@ def full_list(conn: sqlite3.Connection, name: str) -> list[tuple[int, ShareItem]
 
 
 def record_full(
-    conn: sqlite3.Connection, name: str, *, list_hash: str | None, rejected: dict[int, str], now: int
+    conn: sqlite3.Connection, name: str, *, list_hash: str | None, rejected: dict[int, str], now: int,
+    unchanged: bool = False,
 ) -> int:
     """The full list was delivered (or was unchanged): bring the ledger to the planned state."""
     shid = sharing_id(conn, name)
     table = f"cand_{shid}"
     with transaction(conn):
+        if unchanged:
+            # The destination already holds exactly this list and the ledger was
+            # brought to it when it was delivered; only what fell over a limit
+            # may have changed.
+            _mark_over_limit(conn, shid, table, now, keep_states=())
+            return 0
         conn.execute(
             "INSERT INTO delivery (shid, iid, state, fp, updated_at, shared_at) "
             f"SELECT ?, iid, 'shared', fp, ?, ? FROM {table} WHERE fit "

@@ -240,6 +240,19 @@ class TestDestinations:
         assert [r["value"] for r in sharing_sql.ledger_rows(store.conn, "s", ("unshared",), 10)] == ["http://1.example/"]
 
 
+    async def test_unchanged_full_list_still_records_over_limit(self, store, remote):
+        """An older IoC that does not fit leaves the full list unchanged but is recorded as unshared."""
+        t = T()
+        sh = sharer(store, remote, share_cfg(dest="full", action="replace", params="{ max_entries = 2 }"))
+        ingest(store.conn, "a", [s(f"http://{i}.example/", "url", last_seen=t - i) for i in range(2)], now=t)
+        await sh.share_once()
+        ingest(store.conn, "a", [s("http://old.example/", "url", last_seen=t - 3600)], now=t)
+        res = await sh.share_once()
+        assert res.unchanged and res.unshared == 1
+        assert [r["value"] for r in sharing_sql.ledger_rows(store.conn, "s", ("unshared",), 10)] == ["http://old.example/"]
+        assert len(fake_adapters.REMOTES[remote + "-full"].calls) == 1
+
+
 class TestRetraction:
     async def _shared(self, store, remote, **kw):
         sh = sharer(store, remote, share_cfg(**kw))
