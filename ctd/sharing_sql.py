@@ -203,11 +203,10 @@ def list_hash(conn: sqlite3.Connection, name: str) -> tuple[str, str | None]:
 def full_list(conn: sqlite3.Connection, name: str) -> list[tuple[int, ShareItem]]:
     """The planned full list, newest first, as deliverable items."""
     shid = sharing_id(conn, name)
-    rows = conn.execute(
+    return [_item(r) for r in conn.execute(
         f"SELECT {ITEM_COLS} FROM cand_{shid} c JOIN indicator i ON i.id = c.iid "
         "WHERE c.fit ORDER BY c.last_seen DESC, c.iid DESC"
-    ).fetchall()
-    return [_item(r) for r in rows]
+    )]
 
 
 def record_full(
