@@ -11,8 +11,8 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
-from functools import partial
 import time
+from functools import partial
 from typing import Any
 
 import structlog
@@ -26,7 +26,7 @@ from ctd.errors import ConfigError
 from ctd.rates import RateCounter
 from ctd.sdnotify import Notifier, run_watchdog, watchdog_interval
 from ctd.sharing import Sharer, ShareNow, ShareResult, SharingStatus, Wake, run_sharing
-from ctd.source import AllowlistRef, PullResult, SourceStatus, SyncRequest, run_source
+from ctd.source import AllowlistRef, PullResult, SourceStatus, SyncRequest, backoff_delay, describe, run_source
 from ctd.store import StoreClient, run_store
 from ctd.supervisor import Supervisor
 
@@ -77,8 +77,6 @@ def allowlist_matcher(cfg: Config) -> Any:
 
 async def serve_with_restarts(name: str, adapter: Any, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
     """Run a plugin's service (e.g. the EDL web server); a crash is logged and retried with backoff."""
-    from ctd.source import backoff_delay, describe
-
     task_status.started()
     failures = 0
     while True:
