@@ -25,10 +25,6 @@ from ctd.store import StoreClient, to_stage_rows
 
 log = structlog.get_logger("ctd.source")
 
-# Batches travel to the store as one JSON array: the store stages it with a
-# single statement (see store_sql.ingest) instead of a per-row executemany.
-_ROWS = msgspec.json.Encoder()
-
 BACKOFF_BASE = 10.0
 BACKOFF_CAP = 3600.0
 
@@ -148,10 +144,10 @@ async def pull_once(
             try:
                 async with aclosing(adapter.pull(ctx)) as batches:
                     async for batch in batches:
-                        rows = _ROWS.encode(to_stage_rows(
+                        rows = to_stage_rows(
                             batch.sightings, now=cycle_start, reputation=plugin.reputation,
                             extra_tags=plugin.tags, allowlisted=allowlist.current,
-                        ))
+                        )
                         await send.send((batch, rows))
             except Exception as exc:  # noqa: BLE001 - re-raised by the consumer below
                 await send.send(exc)

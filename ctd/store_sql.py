@@ -12,6 +12,7 @@ import os
 import sqlite3
 from collections.abc import Iterable, Sequence
 from contextlib import contextmanager
+from itertools import chain
 from typing import Any, Iterator
 
 import msgspec
@@ -25,11 +26,27 @@ STAGE_COLUMNS = (
     "type, value, first_seen, last_seen, reputation, severity, tags, comments, "
     "reference, expires_at, retracted, allowlisted"
 )
-_JSON_STAGE_SQL = (
-    f"INSERT INTO stage ({STAGE_COLUMNS}) SELECT "
-    + ", ".join(f"value ->> {k}" for k in range(12))
-    + " FROM json_each(?)"
-)
+# Rows per staging statement: SQLite binds at most 32,766 parameters.
+_STAGE_CHUNK = 32766 // 12
+_ROW_MARKS = "(" + ",".join("?" * 12) + ")"
+
+
+def _stage(conn: sqlite3.Connection, rows: Sequence[StageRow]) -> None:
+    """Stage a batch with a few multi-row INSERTs rather than one step per row.
+
+    ``executemany`` releases and re-takes the GIL for every row; while a source
+    actor parses in another thread each re-take can wait a whole switch
+    interval (measured: 8k-20k rows/s instead of 400k). A multi-row VALUES
+    statement binds in C and runs as one step.
+    """
+    for i in range(0, len(rows), _STAGE_CHUNK):
+        part = rows[i : i + _STAGE_CHUNK]
+        conn.execute(
+            f"INSERT INTO stage ({STAGE_COLUMNS}) VALUES {','.join([_ROW_MARKS] * len(part))}",
+            list(chain.from_iterable(part)),
+        )
+
+
 # One staged row: (type, value, first_seen, last_seen, reputation, severity(int),
 # tags(json), comments, reference, explicit_expiry, retracted(0/1), allowlisted(0/1))
 StageRow = tuple
@@ -222,7 +239,7 @@ def ingest(
     conn: sqlite3.Connection,
     *,
     source: str,
-    rows: Sequence[StageRow] | bytes,
+    rows: Sequence[StageRow],
     policy: str,
     aging_days: int,
     now: int,
@@ -240,13 +257,8 @@ def ingest(
             gen += 1
         params["gen"] = gen
         conn.execute("DELETE FROM stage")
-        if isinstance(rows, bytes):
-            # A JSON array of rows: staged by one statement that runs without the
-            # GIL, so the source actor's parsing overlaps it fully.
-            nrows = conn.execute(_JSON_STAGE_SQL, (rows,)).rowcount
-        else:
-            conn.executemany(f"INSERT INTO stage ({STAGE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", rows)
-            nrows = len(rows)
+        _stage(conn, rows)
+        nrows = len(rows)
         max_id = conn.execute("SELECT coalesce(max(id), 0) FROM indicator").fetchone()[0]
         params["max_id"] = max_id
         conn.execute(_INSERT_INDICATORS_SQL, params)

@@ -310,21 +310,11 @@ class TestCheckpoint:
         assert store_query.counts(conn)["total"] == 1
 
 
-def test_json_staged_batch_equals_row_batch(tmp_path):
-    """A batch sent as one JSON array is stored exactly like the same rows sent as tuples."""
-    import msgspec
-
-    from ctd.store import to_stage_rows
-
-    batch = [s("x.example", severity="high", tags=("b", "a"), comments="c", last_seen=NOW - 5),
-             s("http://y.example/p", "url", reputation=9, expires_at=NOW + 50, retracted=True)]
-    rows = to_stage_rows(batch, now=NOW, reputation=None, extra_tags=(), allowlisted=None)
-    shown = []
-    for payload in (rows, msgspec.json.encode(rows)):
-        c = store_sql.connect(str(tmp_path / f"{len(shown)}.db"))
-        r = store_sql.ingest(c, source="a", rows=payload, policy="last_seen", aging_days=9, now=NOW,
-                             fresh=True, snapshot_end=False, sub=None, cursor=None)
-        assert (r.new, r.updated) == (2, 0)
-        shown.append([store_query.show(c, [(t, v)], v) for t, v in (("domain", "x.example"), ("url", "http://y.example/p"))])
-        c.close()
-    assert shown[0] == shown[1]
+def test_batch_larger_than_one_staging_statement(tmp_path):
+    """A batch larger than one staging statement can bind is staged completely."""
+    c = store_sql.connect(str(tmp_path / "big.db"))
+    values = [s(f"h{i}.bulk.example") for i in range(7000)]
+    r = ingest(c, "a", values)
+    assert (r.new, r.updated) == (7000, 0)
+    assert store_query.counts(c)["total"] == 7000
+    c.close()
