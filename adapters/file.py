@@ -42,7 +42,8 @@ class FileConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, froze
     path: str = ""  # required when the plugin pulls
     format: Literal["text", "csv", "jsonl"] = "text"
     type: IndicatorType | None = None  # fixed type for every value; None = auto-detect
-    batch_size: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 5000
+    # One transaction per batch: bigger batches write fewer index pages per IoC.
+    batch_size: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 20_000
     severity: Severity = "unknown"  # for records that carry none
     comment_prefix: str = "#"  # "" disables comment lines (text and csv)
     tag_separator: str = ";"  # csv tags cell, or a jsonl "tags" string

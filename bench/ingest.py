@@ -35,7 +35,7 @@ from collections.abc import Iterator
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 SEED = 1729
-BATCH = 10_000
+BATCH = 20_000
 AGING_DAYS = 90
 T_NEW, T_RATIO, T_REINGEST, T_RSS = 50_000, 0.6, 100_000, 300
 
