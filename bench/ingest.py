@@ -192,7 +192,7 @@ def child_ceiling(a: argparse.Namespace) -> dict:
     ddl = next(s for s in MIGRATIONS[0].split(";") if s.strip().startswith("CREATE TABLE indicator"))
     path = os.path.join(a.dir, "ceiling.db")
     conn = sqlite3.connect(path, isolation_level=None)
-    for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "temp_store=MEMORY", "cache_size=-131072"):
+    for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "temp_store=MEMORY", "cache_size=-65536"):
         conn.execute(f"PRAGMA {pragma}")  # the same PRAGMAs as ctd's store (store_sql.connect)
     conn.execute(ddl)
     sql = ("INSERT INTO indicator (type, value, first_seen, last_seen, reputation, severity, tags, "

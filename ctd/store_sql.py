@@ -60,7 +60,7 @@ def connect(path: str) -> sqlite3.Connection:
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA foreign_keys=OFF")
     conn.execute("PRAGMA temp_store=MEMORY")
-    conn.execute("PRAGMA cache_size=-131072")  # 128 MiB page cache
+    conn.execute("PRAGMA cache_size=-65536")  # 64 MiB page cache
     migrate(conn)
     from ctd.rules_eval import register_sql_functions
 
