@@ -27,7 +27,7 @@ from ctd.adapters import crowdstrike_map as cmap
 from ctd.adapters.base import ActionSpec, PushResult, ShareItem
 from ctd.adapters.http import HttpOptions, make_client, map_http_errors, raise_for_status
 from ctd.errors import AuthError, UpstreamDataError
-from ctd.model import Batch, PullContext, iso
+from ctd.model import Batch, PullContext, Secret, iso
 
 TOKEN_PATH = "/oauth2/token"
 COMBINED_PATH = "/iocs/combined/indicator/v1"
@@ -45,7 +45,7 @@ class CrowdStrikeConfig(HttpOptions, kw_only=True, forbid_unknown_fields=True, f
     """The ``crowdstrike`` adapter's own ``[plugins.NAME]`` keys."""
 
     client_id: str
-    client_secret: str
+    client_secret: Secret
     cloud: Cloud = "us-1"
     base_url: str | None = None  # overrides cloud (a proxy, a test emulator)
     types: tuple[CsType, ...] = cmap.CS_TYPES

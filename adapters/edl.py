@@ -26,6 +26,7 @@ from ctd.adapters.base import ActionSpec, PushResult, ShareItem
 from ctd.adapters.edl_server import LIST_NAME, TOKEN, ServerSettings, parse_bind, serve_edl
 from ctd.adapters.file_push import render, write_atomically
 from ctd.errors import ConfigError, SourceUnavailable
+from ctd.model import Secret
 
 
 class EdlConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
@@ -33,8 +34,8 @@ class EdlConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen
 
     bind: str = "127.0.0.1:8080"
     username: str | None = None  # HTTP Basic auth, with password
-    password: str | None = None  # secret: password_file / { credential = ... }
-    path_token: str | None = None  # secret: lists then live at /edl/<token>/NAME.txt only
+    password: Secret | None = None  # secret: password_file / { credential = ... }
+    path_token: Secret | None = None  # secret: lists then live at /edl/<token>/NAME.txt only
     lists_dir: str | None = None  # default (bind hook): <daemon.state_dir>/edl/<plugin name>
 
     def __post_init__(self) -> None:

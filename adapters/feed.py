@@ -33,7 +33,7 @@ from ctd.adapters.feed_presets import PRESETS
 from ctd.adapters.http import HttpOptions, make_client, map_http_errors, raise_for_status
 from ctd.config import Duration
 from ctd.errors import UpstreamDataError
-from ctd.model import Batch, PullContext, Severity
+from ctd.model import Batch, PullContext, Secret, Severity
 
 _Col = str | int
 _Cols = str | int | list[str | int]
@@ -53,7 +53,7 @@ class FeedConfig(HttpOptions, kw_only=True, forbid_unknown_fields=True, frozen=T
     snapshot: bool | None = None  # default: true, false for misp
     max_bytes: Annotated[int, msgspec.Meta(ge=1)] = 256 << 20
     headers: dict[str, str] = {}
-    auth_key: str | None = None  # a secret: sent as the Auth-Key header (abuse.ch)
+    auth_key: Secret | None = None  # a secret: sent as the Auth-Key header (abuse.ch)
     # One transaction per batch: bigger batches write fewer index pages per IoC.
     batch_size: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 20_000
     refetch_after: Duration = Duration(86400)

@@ -26,7 +26,7 @@ from ctd.adapters import misp_map as m
 from ctd.adapters.base import ActionSpec, PushResult, ShareItem
 from ctd.adapters.http import HttpOptions, make_client, map_http_errors, raise_for_status
 from ctd.errors import AuthError, SourceUnavailable, UpstreamDataError
-from ctd.model import Batch, PullContext
+from ctd.model import Batch, PullContext, Secret
 
 ADD_BATCH = 2500  # attributes per /attributes/add call (what the reference system sends)
 
@@ -35,7 +35,7 @@ class MispConfig(HttpOptions, kw_only=True, forbid_unknown_fields=True, frozen=T
     """The ``misp`` adapter's own ``[plugins.NAME]`` keys."""
 
     url: str
-    api_key: str
+    api_key: Secret
     types: tuple[str, ...] = m.PULL_TYPES
     categories: tuple[str, ...] = ()
     tags: tuple[str, ...] = ()  # MISP tag filter; "!tag" excludes

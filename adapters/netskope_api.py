@@ -15,6 +15,7 @@ import msgspec
 
 from ctd.adapters.http import HttpOptions, map_http_errors, raise_for_status
 from ctd.errors import AuthError, UpstreamDataError
+from ctd.model import Secret
 
 RATE_HEADERS = ("ratelimit-reset",)  # seconds until the budget refills (the tenant's hint)
 
@@ -25,8 +26,8 @@ class TenantConfig(HttpOptions, kw_only=True, forbid_unknown_fields=True, frozen
     """``[tenants.NAME]``: one Netskope tenant, shared by every plugin that names it."""
 
     url: str  # https://<tenant>.goskope.com
-    token: str  # REST API v2 token (Netskope-Api-Token)
-    v1_token: str | None = None  # REST API v1 token, only for the file hash list
+    token: Secret  # REST API v2 token (Netskope-Api-Token)
+    v1_token: Secret | None = None  # REST API v1 token, only for the file hash list
 
     def __post_init__(self) -> None:
         if not self.url.startswith(("https://", "http://")) or "?" in self.url:

@@ -33,7 +33,7 @@ from ctd.adapters.base import ActionSpec, PushResult, ShareItem
 from ctd.adapters.http import HttpOptions, make_client, map_http_errors, raise_for_status
 from ctd.adapters.taxii_stix import UnsupportedPattern
 from ctd.errors import AuthError, UpstreamDataError
-from ctd.model import Batch, PullContext, iso
+from ctd.model import Batch, PullContext, Secret, iso
 
 log = structlog.get_logger("ctd.taxii")
 
@@ -52,8 +52,8 @@ class TaxiiConfig(HttpOptions, kw_only=True, forbid_unknown_fields=True, frozen=
     url: str  # API root, or the server's discovery URL (its default API root is used)
     collection: str = ""  # id or title; required when the plugin pulls
     username: str | None = None
-    password: str | None = None
-    token: str | None = None  # bearer token, instead of username/password
+    password: Secret | None = None
+    token: Secret | None = None  # bearer token, instead of username/password
     page_size: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 1000  # the server may cap it lower
 
     def __post_init__(self) -> None:

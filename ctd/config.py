@@ -22,6 +22,7 @@ from msgspec import Meta
 
 from ctd import adapters_registry
 from ctd.errors import ConfigError
+from ctd.model import Secret
 
 
 class Duration(float):
@@ -46,6 +47,10 @@ def parse_duration(value: Any) -> Duration:
 def _dec_hook(tp: type, obj: Any) -> Any:
     if tp is Duration:
         return parse_duration(obj)
+    if tp is Secret:
+        if not isinstance(obj, str):
+            raise TypeError(f"Expected `str`, got `{type(obj).__name__}`")
+        return Secret(obj)
     raise TypeError(f"unsupported type {tp!r}")  # msgspec reports it with the key's location
 
 
@@ -129,6 +134,11 @@ def adapter_class(name: str) -> Any:
         except (ImportError, AttributeError) as exc:
             raise ConfigError(f"cannot load adapter {name!r}: {exc}") from exc
     return adapters_registry.load(name)
+
+
+def decode_options(obj: Any, tp: Any) -> Any:
+    """``msgspec.convert`` with ctd's config types (durations, secrets); errors as msgspec's."""
+    return msgspec.convert(obj, tp, dec_hook=_dec_hook)
 
 
 def _convert(obj: Any, tp: Any, where: str) -> Any:

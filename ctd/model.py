@@ -100,3 +100,16 @@ def parse_time(text: str) -> int:
     if d.tzinfo is None:
         d = d.replace(tzinfo=_dt.timezone.utc)
     return int(d.timestamp())
+
+
+class Secret(str):
+    """A secret config value (token, password, key): a ``str`` that never shows in a repr.
+
+    Adapters declare secret fields with this type, so printing or logging an
+    options Struct shows ``'***'``; the value itself works wherever a str does.
+    """
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "'***'"

@@ -235,3 +235,15 @@ def test_demo_config_commented_examples_are_valid(tmp_path, monkeypatch):
     cfg = parse_config(head + "\n" + body + "\n")
     assert {"urlhaus", "intel", "fw", "netskope", "misp", "falcon"} <= set(cfg.plugins)
     assert {"urls-to-firewall", "urls-to-netskope", "hashes-to-misp", "hashes-to-falcon"} <= set(cfg.sharing)
+
+
+def test_secret_options_never_in_repr(tmp_path):
+    """A secret adapter option shows as *** in the plugin config's repr, yet works as the real string."""
+    from ctd.model import Secret
+
+    secret = tmp_path / "key"
+    secret.write_text("s3cr3t-api-key\n")
+    c = parse_config(f'[plugins.m]\nadapter = "misp"\nurl = "https://misp.example"\napi_key_file = "{secret}"\n')
+    opts = c.plugins["m"].options
+    assert isinstance(opts.api_key, Secret) and opts.api_key == "s3cr3t-api-key"
+    assert "s3cr3t" not in repr(c) and "'***'" in repr(opts)

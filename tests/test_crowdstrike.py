@@ -5,13 +5,12 @@ from __future__ import annotations
 import time
 
 import httpx
-import msgspec
 import pytest
 import trio
 
 from ctd.adapters.base import ShareItem
 from ctd.adapters.crowdstrike import CrowdStrikeAdapter, CrowdStrikeConfig, IocParams
-from ctd.config import parse_config
+from ctd.config import decode_options, parse_config
 from ctd.daemon import make_adapter
 from ctd.errors import AuthError, ConfigError, SourceUnavailable, UpstreamDataError
 from ctd.model import PullContext, Sighting, parse_time
@@ -396,7 +395,7 @@ params = {params}
 
 def test_config_defaults():
     """Defaults: us-1 cloud, all five types, source_name ctd, the documented maximum page size."""
-    opts = msgspec.convert({"client_id": "a", "client_secret": "b"}, CrowdStrikeConfig)
+    opts = decode_options({"client_id": "a", "client_secret": "b"}, CrowdStrikeConfig)
     assert (opts.cloud, opts.page_size, opts.source_name) == ("us-1", 2000, "ctd")
     assert opts.types == ("sha256", "md5", "domain", "ipv4", "ipv6")
 

@@ -11,6 +11,7 @@ import pytest
 from ctd.adapters.file import FileAdapter
 from ctd.errors import SourceUnavailable, UpstreamDataError
 from ctd.model import Batch, PullContext
+from ctd.config import decode_options
 
 FIXTURES = Path(__file__).parent / "fixtures" / "file"
 SAMPLES = Path(__file__).parents[1] / "etc" / "samples"
@@ -21,7 +22,7 @@ JAN_1 = 1_798_761_600  # 2027-01-01T00:00:00Z
 
 
 def adapter(path: Path | str, **options: object) -> FileAdapter:
-    config = msgspec.convert({"path": str(path), **options}, FileAdapter.Config)
+    config = decode_options({"path": str(path), **options}, FileAdapter.Config)
     return FileAdapter("test", config, None)
 
 
@@ -338,7 +339,7 @@ async def test_check_missing_file_raises(tmp_path):
 def test_config_rejects_bad_options(options):
     """Invalid or unknown options fail validation when the config is decoded."""
     with pytest.raises(msgspec.ValidationError):
-        msgspec.convert({"path": "/x", **options}, FileAdapter.Config)
+        decode_options({"path": "/x", **options}, FileAdapter.Config)
 
 
 def test_adapter_is_registered_as_file():

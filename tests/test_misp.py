@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import httpx
-import msgspec
 import pytest
 
 from ctd.adapters.base import ShareItem
 from ctd.adapters.misp import EventParams, MispAdapter, MispConfig
-from ctd.config import parse_config
+from ctd.config import decode_options, parse_config
 from ctd.errors import AuthError, ConfigError, SourceUnavailable, UpstreamDataError
 from ctd.model import Batch, PullContext
 from tests.emulators.misp import AUTH_FAILED, MispEmulator
@@ -31,7 +30,7 @@ async def make(emu):
     adapters = []
 
     def factory(**kw):
-        cfg = msgspec.convert({"url": URL, "api_key": kw.pop("api_key", KEY), **kw}, MispConfig)
+        cfg = decode_options({"url": URL, "api_key": kw.pop("api_key", KEY), **kw}, MispConfig)
         ad = MispAdapter("misp", cfg, httpx.AsyncClient(transport=emu.transport()))
         adapters.append(ad)
         return ad
@@ -85,7 +84,7 @@ async def test_check_with_a_bad_key_is_an_auth_error(make):
 
 async def test_wrong_url_is_upstream_data_error(emu):
     """A url that is not the MISP base (404 or a non-JSON page) is reported as such, not as an outage."""
-    cfg = msgspec.convert({"url": URL + "/nope", "api_key": KEY}, MispConfig)
+    cfg = decode_options({"url": URL + "/nope", "api_key": KEY}, MispConfig)
     ad = MispAdapter("misp", cfg, httpx.AsyncClient(transport=emu.transport()))
     with pytest.raises(UpstreamDataError, match="base url"):
         await ad.check()
@@ -573,7 +572,7 @@ def overriding(emu, path: str, response: httpx.Response):
 
 
 async def override(emu, path, response, **kw) -> MispAdapter:
-    cfg = msgspec.convert({"url": URL, "api_key": KEY, **kw}, MispConfig)
+    cfg = decode_options({"url": URL, "api_key": KEY, **kw}, MispConfig)
     return MispAdapter("misp", cfg, httpx.AsyncClient(transport=httpx.MockTransport(overriding(emu, path, response))))
 
 

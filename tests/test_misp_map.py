@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import msgspec
 import pytest
 
 from ctd.adapters import misp_map as m
 from ctd.adapters.base import ShareItem
 from ctd.adapters.misp import MispConfig
+from ctd.config import decode_options
 
 FIX = Path(__file__).parent / "fixtures" / "misp"
 BASE = "https://misp.example"
@@ -30,7 +30,7 @@ def mapped(aid: str, **kw):
 
 
 def cfg(**kw) -> MispConfig:
-    return msgspec.convert({"url": BASE, "api_key": "k", **kw}, MispConfig)
+    return decode_options({"url": BASE, "api_key": "k", **kw}, MispConfig)
 
 
 def item(value: str, typ: str = "domain", sources: tuple[str, ...] = ("edr",)) -> ShareItem:

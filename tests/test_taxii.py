@@ -14,7 +14,7 @@ from stix2validator import ValidationOptions, validate_instance
 from taxii2client.v21 import Collection, as_pages
 
 from ctd.adapters.base import ShareItem
-from ctd.config import parse_config
+from ctd.config import decode_options, parse_config
 from ctd.daemon import close_adapter, make_adapter
 from ctd.sharing import Sharer
 from ctd.source import AllowlistRef, SourceStatus, pull_once
@@ -50,7 +50,7 @@ def server(tmp_path_factory):
 
 @asynccontextmanager
 async def taxii(url: str, collection: str = "", **kw):
-    cfg = msgspec.convert({"url": url, "collection": collection, "username": USER, "password": PASSWORD, **kw},
+    cfg = decode_options({"url": url, "collection": collection, "username": USER, "password": PASSWORD, **kw},
                           TaxiiConfig)
     adapter = TaxiiAdapter("taxii", cfg, None)
     try:
@@ -290,7 +290,7 @@ params = {{ collection = "shared" }}
 
 
 def mock_adapter(handler, **kw) -> TaxiiAdapter:
-    cfg = msgspec.convert({"url": "https://taxii.test/api/", "collection": "c", **kw}, TaxiiConfig)
+    cfg = decode_options({"url": "https://taxii.test/api/", "collection": "c", **kw}, TaxiiConfig)
     headers, auth = TaxiiAdapter.client_settings(cfg)
     client = httpx.AsyncClient(transport=httpx.MockTransport(handler), headers=headers, auth=auth)
     return TaxiiAdapter("taxii", cfg, client)
@@ -431,6 +431,6 @@ class TestProtocol:
         """token excludes username/password; username needs a password; the url must be http(s)."""
         for bad in ({"token": "t", "username": "u", "password": "p"}, {"username": "u"}, {"url": "ftp://x/"}):
             with pytest.raises(msgspec.ValidationError):
-                msgspec.convert({"url": "https://x/", **bad}, TaxiiConfig)
+                decode_options({"url": "https://x/", **bad}, TaxiiConfig)
         with pytest.raises(ValueError):
-            TaxiiAdapter.check_plugin(True, msgspec.convert({"url": "https://x/"}, TaxiiConfig))
+            TaxiiAdapter.check_plugin(True, decode_options({"url": "https://x/"}, TaxiiConfig))
