@@ -9,7 +9,8 @@ core validates them with the whole file) and implements the capabilities it has:
   committed together with it.
 * ``check() -> str``: a connectivity test for ``ctdctl plugins check``.
 
-Adapters are thin: no sleeps, retries or timeouts of their own. The actor that
+Secret keys (tokens, passwords) are typed ``ctd.model.Secret`` so that no repr of
+the options shows them. Adapters are thin: no sleeps, retries or timeouts of their own. The actor that
 drives them owns deadlines and backoff; adapters translate failures into the
 ``AdapterError`` subclasses of ``ctd.errors`` (retry / disable / skip).
 """
