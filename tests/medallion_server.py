@@ -23,6 +23,8 @@ from typing import Any
 
 import httpx
 
+from tests.daemonproc import stop_process
+
 MEDIA_TYPE = "application/taxii+json;version=2.1"
 STIX_MEDIA_TYPE = "application/stix+json;version=2.1"
 USER, PASSWORD = "ctd", "ctd-secret"
@@ -120,12 +122,7 @@ def medallion(workdir: Path, roots: dict[str, tuple[int, list[Coll]]], *, max_pa
         _wait_ready(server, startup_timeout)
         yield server
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
 
 
 def _wait_ready(server: Medallion, timeout: float) -> None:

@@ -5,11 +5,8 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import shutil
 import socket
-import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from functools import partial
 from typing import Any
 
@@ -139,13 +136,6 @@ class FakeDaemon:
     async def _export(self) -> AsyncIterator[dict[str, Any]]:
         yield indicator("evil.example", tags=["c2", "apt"])
         yield indicator("bad.example", sources=("feed1", "feed2"))
-
-
-@pytest.fixture
-def sock_path() -> Iterator[str]:
-    d = tempfile.mkdtemp(prefix="ctdc", dir="/tmp")
-    yield os.path.join(d, "ctd.sock")
-    shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.fixture

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
 import pathlib
 import shutil
 import subprocess
-import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from functools import partial
 from typing import Any
 
@@ -91,13 +89,6 @@ class FakeDaemon:
                 return VERSION
             case _:
                 raise CtdError(f"unknown command {request.cmd}")
-
-
-@pytest.fixture
-def sock_path() -> Iterator[str]:
-    d = tempfile.mkdtemp(prefix="ctdc", dir="/tmp")
-    yield os.path.join(d, "ctd.sock")
-    shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.fixture
