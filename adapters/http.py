@@ -23,7 +23,7 @@ import httpx
 import msgspec
 
 from ctd import __version__
-from ctd.errors import AuthError, SourceUnavailable, UpstreamDataError
+from ctd.errors import AuthError, SourceUnavailable, UpstreamDataError, describe
 
 USER_AGENT = f"ctd/{__version__} (threat-exchange daemon)"
 
@@ -52,29 +52,17 @@ def make_client(opts: HttpOptions, *, base_url: str = "", headers: dict[str, str
     )
 
 
-def _describe(exc: BaseException) -> str:
-    """Walk the cause chain: under trio a TLS failure's top message is empty."""
-    parts: list[str] = []
-    e: BaseException | None = exc
-    while e is not None and len(parts) < 6:
-        text = str(e)
-        if text and text not in parts:
-            parts.append(text)
-        e = e.__cause__ or e.__context__
-    return ": ".join(parts) or type(exc).__name__
-
-
 @contextmanager
 def map_http_errors(what: str) -> Iterator[None]:
     """Translate httpx transport errors raised inside the block."""
     try:
         yield
     except httpx.TimeoutException as exc:
-        raise SourceUnavailable(f"{what}: timed out ({_describe(exc)})") from exc
+        raise SourceUnavailable(f"{what}: timed out ({describe(exc)})") from exc
     except httpx.TransportError as exc:  # connect, read, write, proxy, TLS
-        raise SourceUnavailable(f"{what}: {type(exc).__name__}: {_describe(exc)}") from exc
+        raise SourceUnavailable(f"{what}: {type(exc).__name__}: {describe(exc)}") from exc
     except httpx.DecodingError as exc:
-        raise UpstreamDataError(f"{what}: undecodable response: {_describe(exc)}") from exc
+        raise UpstreamDataError(f"{what}: undecodable response: {describe(exc)}") from exc
 
 
 def retry_after(resp: httpx.Response, extra_headers: Iterable[str] = ()) -> float | None:

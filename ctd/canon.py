@@ -14,8 +14,9 @@ from ipaddress import IPv4Network, IPv6Address, IPv6Network
 from socket import AF_INET6, inet_ntop, inet_pton
 
 from ctd.errors import InvalidIndicator
+from ctd.model import INDICATOR_TYPES
 
-__all__ = ["canonicalize", "detect_type", "host_of_url", "is_ip"]
+__all__ = ["candidates", "canonicalize", "detect_type", "host_of_url", "is_ip"]
 
 _HASH_LENGTHS = {"md5": 32, "sha1": 40, "sha256": 64}
 _HASH_BY_LEN = {n: t for t, n in _HASH_LENGTHS.items()}
@@ -287,3 +288,17 @@ def host_of_url(url: str) -> str:
 def is_ip(host: str) -> bool:
     """Whether a canonical host is an IP literal (as returned by host_of_url)."""
     return ":" in host or bool(_IPV4_RE.fullmatch(host))
+
+
+def candidates(value: str, type_: str | None) -> list[tuple[str, str]]:
+    """Canonical (type, value) pairs a user-typed value may stand for."""
+    types = [type_] if type_ else [t for t in (detect_type(value),) if t] + list(INDICATOR_TYPES)
+    out = []
+    for t in dict.fromkeys(types):
+        try:
+            pair = canonicalize(t, value)
+        except InvalidIndicator:
+            continue
+        if pair not in out:
+            out.append(pair)
+    return out

@@ -11,11 +11,11 @@ import msgspec
 import structlog
 
 from ctd import __version__, store_query
-from ctd.canon import canonicalize, detect_type
+from ctd.canon import candidates
 from ctd.access import ADMIN, READ, AccessPolicy
 from ctd.commands_admin import AdminCommands
 from ctd.commands_sharing import SharingCommands
-from ctd.errors import BadRequest, ConfigError, ControlError, InvalidIndicator
+from ctd.errors import BadRequest, ConfigError, ControlError
 from ctd.model import INDICATOR_TYPES
 
 if TYPE_CHECKING:
@@ -24,20 +24,6 @@ if TYPE_CHECKING:
 log = structlog.get_logger("ctd.control")
 
 EXPORT_PAGE = 1000
-
-
-def candidates(value: str, type_: str | None) -> list[tuple[str, str]]:
-    """Canonical (type, value) pairs a user-typed value may stand for."""
-    types = [type_] if type_ else [t for t in (detect_type(value),) if t] + list(INDICATOR_TYPES)
-    out = []
-    for t in dict.fromkeys(types):
-        try:
-            pair = canonicalize(t, value)
-        except InvalidIndicator:
-            continue
-        if pair not in out:
-            out.append(pair)
-    return out
 
 
 def _opt_bool(args: dict[str, Any], key: str) -> bool | None:

@@ -12,10 +12,11 @@ import structlog
 import trio
 
 from ctd import __version__, sharing_sql, store_query, store_sql
+from ctd.canon import candidates
 from ctd.config import adapter_class, parse_duration
 from ctd.errors import BadRequest, ControlError
 from ctd.model import INDICATOR_TYPES, iso, now, parse_time
-from ctd.source import describe
+from ctd.errors import describe
 
 if TYPE_CHECKING:
     from ctd.daemon import Daemon
@@ -114,8 +115,6 @@ class AdminCommands:
 
     async def indicators_retract(self, args: dict[str, Any]) -> dict[str, Any]:
         """Manual retraction (audited): for one source, or for every source."""
-        from ctd.commands import candidates
-
         value = args.get("value")
         if not isinstance(value, str) or not value.strip():
             raise BadRequest("retract needs a value")

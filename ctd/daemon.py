@@ -22,11 +22,11 @@ from ctd import logs, store_sql
 from ctd.access import AccessPolicy
 from ctd.allowlist import Allowlist
 from ctd.config import Config, ConfigDiff, PluginConfig, adapter_class, diff_named, load_config
-from ctd.errors import ConfigError
+from ctd.errors import ConfigError, describe
 from ctd.rates import RateCounter
 from ctd.sdnotify import Notifier, run_watchdog, watchdog_interval
 from ctd.sharing import Sharer, ShareNow, ShareResult, SharingStatus, Wake, run_sharing
-from ctd.source import AllowlistRef, PullResult, SourceStatus, SyncRequest, backoff_delay, describe, run_source
+from ctd.source import AllowlistRef, PullResult, SourceStatus, SyncRequest, backoff_delay, run_source
 from ctd.store import StoreClient, run_store
 from ctd.supervisor import Supervisor
 

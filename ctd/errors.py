@@ -74,3 +74,21 @@ class BadRequest(ControlError):
 
 class PermissionDenied(ControlError):
     """The peer is not allowed to run this command."""
+
+
+def describe(exc: BaseException) -> str:
+    """A one-line error from the whole cause chain.
+
+    Under trio a TLS failure's top exception has an empty message; the reason
+    sits further down the ``__cause__``/``__context__`` chain.
+    """
+    parts: list[str] = []
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen and len(parts) < 8:
+        seen.add(id(e))
+        text = str(e)
+        if text and text not in parts:
+            parts.append(text)
+        e = e.__cause__ or e.__context__
+    return ": ".join(parts) or type(exc).__name__

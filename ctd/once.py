@@ -9,7 +9,8 @@ import trio
 from ctd.config import Config
 from ctd.daemon import allowlist_matcher, close_adapter, db_path, make_adapter
 from ctd.sharing import Sharer, ShareResult
-from ctd.source import AllowlistRef, PullResult, SourceStatus, describe, pull_once
+from ctd.errors import describe
+from ctd.source import AllowlistRef, PullResult, SourceStatus, pull_once
 from ctd.store import run_store
 
 

@@ -25,7 +25,8 @@ from ctd.errors import AuthError, CtdError, SourceUnavailable
 from ctd.model import iso, now
 from ctd.rates import RateCounter
 from ctd.rules_eval import Rule
-from ctd.source import backoff_delay, describe
+from ctd.errors import describe
+from ctd.source import backoff_delay
 from ctd.store import StoreClient
 
 log = structlog.get_logger("ctd.sharing")

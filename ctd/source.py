@@ -19,7 +19,7 @@ import trio
 
 from ctd import store_sql
 from ctd.config import PluginConfig
-from ctd.errors import AuthError, CtdError, SourceUnavailable, UpstreamDataError
+from ctd.errors import AuthError, CtdError, SourceUnavailable, UpstreamDataError, describe
 from ctd.model import Batch, PullContext, iso, now
 from ctd.store import StoreClient, to_stage_rows
 
@@ -97,20 +97,6 @@ def backoff_delay(failures: int, retry_after: float | None, rng: Callable[[], fl
     if retry_after is not None:
         delay = max(delay, retry_after)
     return delay
-
-
-def describe(exc: BaseException) -> str:
-    """A one-line error that walks the cause chain (trio TLS errors have empty messages)."""
-    parts = []
-    seen = set()
-    e: BaseException | None = exc
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
-        text = str(e)
-        if text and text not in parts:
-            parts.append(text)
-        e = e.__cause__ or e.__context__
-    return ": ".join(parts) or type(exc).__name__
 
 
 async def pull_once(
