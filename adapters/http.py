@@ -71,6 +71,11 @@ def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
     return scheme, url.host.lower(), url.port or _DEFAULT_PORTS.get(scheme)
 
 
+def origin_of(url: httpx.URL | str) -> tuple[str, str, int | None]:
+    """(scheme, host, port) with the scheme's default port filled in: what "same origin" compares."""
+    return _origin(httpx.URL(url))
+
+
 def origin_text(url: httpx.URL | str) -> str:
     """``scheme://host[:port]`` of a URL, for messages: never a path or query (they may hold keys)."""
     u = httpx.URL(url)
