@@ -157,6 +157,8 @@ class TaxiiAdapter:
             body = msgspec.json.decode(resp.content) if resp.content else {}
         except msgspec.DecodeError as exc:
             raise UpstreamDataError(f"{what}: response is not JSON") from exc
+        except RecursionError:
+            raise UpstreamDataError(f"{what}: response is nested too deeply to parse") from None
         if not isinstance(body, dict):
             raise UpstreamDataError(f"{what}: response is not a JSON object")
         return body
