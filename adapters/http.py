@@ -39,6 +39,7 @@ import msgspec
 
 from ctd import __version__
 from ctd.errors import AuthError, SourceUnavailable, UpstreamDataError, describe
+from ctd.model import Secret
 
 USER_AGENT = f"ctd/{__version__} (threat-exchange daemon)"
 
@@ -50,7 +51,7 @@ class HttpOptions(msgspec.Struct, kw_only=True, frozen=True):
     disables every proxy; a URL is used for all requests.
     """
 
-    proxy: str | None = None
+    proxy: Secret | None = None  # a Secret: the URL may carry user:password
     verify_tls: bool = True
     ca_file: str | None = None
 

@@ -18,12 +18,14 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import msgspec
+import structlog
 from msgspec import Meta
 
 from ctd import adapters_registry
 from ctd.errors import ConfigError
 from ctd.model import Secret
 
+log = structlog.get_logger("ctd.config")
 
 class Duration(float):
     """A span of time in seconds, written ``"90s"``, ``"15m"``, ``"6h"``, ``"14d"`` or a number of seconds."""
@@ -119,7 +121,8 @@ class Config(_Section):
     rules: dict[str, RuleConfig] = {}
     sharing: dict[str, SharingConfig] = {}
     # Connection settings shared by several plugins (e.g. a Netskope tenant);
-    # validated by the adapters that use them (their ``bind`` hook).
+    # validated by the adapters that use them (their ``bind`` hook). String
+    # values are Secret (see ``_tenant_table``) so no repr of the config shows a token.
     tenants: dict[str, dict[str, Any]] = {}
     path: str = ""
     hash: str = ""
@@ -301,6 +304,41 @@ def _table(obj: Any, where: str) -> dict[str, Any]:
     return obj
 
 
+# Tenant keys known to hold no secret; every other string value is kept as a Secret.
+_PLAIN_TENANT_KEYS = frozenset({"url", "ca_file"})
+
+
+def _tenant_table(raw: Any, where: str) -> dict[str, Any]:
+    """A ``[tenants.NAME]`` table with its string values as Secret, except known plain ones.
+
+    Which keys are secret is known only to the adapter that binds the table, and
+    a table may be bound by none: so mask by default. A Secret is still a str.
+    """
+    table = _table(raw, where)
+    return {k: Secret(v) if isinstance(v, str) and k not in _PLAIN_TENANT_KEYS and not k.endswith("_file") else v
+            for k, v in table.items()}
+
+
+def tls_unverified(options: Any) -> bool:
+    """Whether a plugin's options (or a connection Struct they hold, e.g. a tenant) say ``verify_tls = false``."""
+    if getattr(options, "verify_tls", True) is False:
+        return True
+    fields = getattr(options, "__struct_fields__", ())
+    return any(getattr(getattr(options, f), "verify_tls", True) is False for f in fields)
+
+
+def unverified_plugins(cfg: "Config") -> list[str]:
+    """Names of the plugins that do not verify TLS certificates."""
+    return sorted(name for name, p in cfg.plugins.items() if tls_unverified(p.options))
+
+
+def log_warnings(cfg: "Config") -> None:
+    """Log what a loaded config does that an operator should know about (once per load)."""
+    for name in unverified_plugins(cfg):
+        log.warning("TLS certificate verification is disabled: any host can impersonate the server",
+                    ctd_event="tls_verification_disabled", ctd_plugin=name)
+
+
 def parse_config(text: str, path: str = "<string>") -> Config:
     """Validate a whole config document; raises ConfigError with its location."""
     try:
@@ -309,8 +347,7 @@ def parse_config(text: str, path: str = "<string>") -> Config:
         raise ConfigError(f"TOML syntax error: {exc}") from None
     # Named tables are decoded one by one so errors name them ($.plugins.feed1...).
     named = {key: _table(raw.pop(key, {}), f"$.{key}") for key in ("plugins", "rules", "sharing", "tenants")}
-    for name, body in named["tenants"].items():
-        _table(body, f"$.tenants.{name}")
+    named["tenants"] = {name: _tenant_table(body, f"$.tenants.{name}") for name, body in named["tenants"].items()}
     cfg = _convert(raw, Config, "$")
     plugins = {name: _plugin(name, body) for name, body in named["plugins"].items()}
     rules = {name: _convert(body, RuleConfig, f"$.rules.{name}") for name, body in named["rules"].items()}
@@ -378,7 +415,10 @@ def diff_named(old: dict[str, Any], new: dict[str, Any]) -> ConfigDiff:
 def summary(cfg: Config) -> str:
     """One line for ``ctd check-config``."""
     pulling = sum(1 for p in cfg.plugins.values() if p.pull)
-    return (
+    line = (
         f"{cfg.path}: OK ({len(cfg.plugins)} plugins, {pulling} pulling, "
         f"{len(cfg.rules)} rules, {len(cfg.sharing)} sharing configurations; hash {cfg.hash})"
     )
+    if insecure := unverified_plugins(cfg):
+        line += f"\nwarning: verify_tls = false, TLS certificates are not verified for: {', '.join(insecure)}"
+    return line
