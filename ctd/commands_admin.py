@@ -13,7 +13,8 @@ import trio
 
 from ctd import __version__, sharing_sql, store_query, store_sql
 from ctd.canon import candidates
-from ctd.config import adapter_class, parse_duration, tls_unverified
+from ctd.config import adapter_class, parse_duration
+from ctd.config_warnings import tls_unverified
 from ctd.errors import BadRequest, ControlError
 from ctd.model import INDICATOR_TYPES, iso, now, parse_time
 from ctd.errors import describe

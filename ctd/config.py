@@ -18,14 +18,12 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import msgspec
-import structlog
 from msgspec import Meta
 
 from ctd import adapters_registry
 from ctd.errors import ConfigError
+from ctd.config_warnings import unverified_plugins
 from ctd.model import Secret
-
-log = structlog.get_logger("ctd.config")
 
 class Duration(float):
     """A span of time in seconds, written ``"90s"``, ``"15m"``, ``"6h"``, ``"14d"`` or a number of seconds."""
@@ -317,26 +315,6 @@ def _tenant_table(raw: Any, where: str) -> dict[str, Any]:
     table = _table(raw, where)
     return {k: Secret(v) if isinstance(v, str) and k not in _PLAIN_TENANT_KEYS and not k.endswith("_file") else v
             for k, v in table.items()}
-
-
-def tls_unverified(options: Any) -> bool:
-    """Whether a plugin's options (or a connection Struct they hold, e.g. a tenant) say ``verify_tls = false``."""
-    if getattr(options, "verify_tls", True) is False:
-        return True
-    fields = getattr(options, "__struct_fields__", ())
-    return any(getattr(getattr(options, f), "verify_tls", True) is False for f in fields)
-
-
-def unverified_plugins(cfg: "Config") -> list[str]:
-    """Names of the plugins that do not verify TLS certificates."""
-    return sorted(name for name, p in cfg.plugins.items() if tls_unverified(p.options))
-
-
-def log_warnings(cfg: "Config") -> None:
-    """Log what a loaded config does that an operator should know about (once per load)."""
-    for name in unverified_plugins(cfg):
-        log.warning("TLS certificate verification is disabled: any host can impersonate the server",
-                    ctd_event="tls_verification_disabled", ctd_plugin=name)
 
 
 def parse_config(text: str, path: str = "<string>") -> Config:

@@ -21,7 +21,8 @@ import trio
 from ctd import logs, store_sql
 from ctd.access import AccessPolicy
 from ctd.allowlist import Allowlist
-from ctd.config import Config, ConfigDiff, PluginConfig, adapter_class, diff_named, load_config, log_warnings
+from ctd.config import Config, ConfigDiff, PluginConfig, adapter_class, diff_named, load_config
+from ctd.config_warnings import log_warnings
 from ctd.errors import ConfigError, describe
 from ctd.rates import RateCounter
 from ctd.sdnotify import Notifier, run_watchdog, watchdog_interval

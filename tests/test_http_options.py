@@ -11,7 +11,8 @@ import json
 import pytest
 import structlog
 
-from ctd.config import log_warnings, parse_config, summary
+from ctd.config import parse_config, summary
+from ctd.config_warnings import log_warnings
 from ctd.daemon import close_adapter, make_adapter
 from ctd.model import PullContext
 from tests.daemonproc import DaemonProc, short_tmpdir
