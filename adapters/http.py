@@ -31,8 +31,8 @@ import email.utils
 import ssl
 import time
 from collections.abc import Iterable, Iterator
-from typing import Any
 from contextlib import contextmanager
+from typing import Any
 
 import httpx
 import msgspec
@@ -147,13 +147,13 @@ class PolicyClient(httpx.AsyncClient):
         """The request that follows ``response``, and whether it leaves the starting origin."""
         try:
             url = request.url.join(response.headers["Location"])
-        except (httpx.InvalidURL, UnicodeError) as exc:
-            raise RedirectRefused(f"invalid redirect Location: {exc}", request=request) from None
+        except (httpx.InvalidURL, UnicodeError):
+            raise RedirectRefused(f"{response.status_code} with an invalid Location", request=request) from None
         method = request.method
         code = response.status_code
         if method != "HEAD" and (code in (302, 303) or (code == 301 and method == "POST")):
             method = "GET"  # as httpx and browsers do; the body is dropped
-        keeps_body = method == request.method and method not in ("GET", "HEAD")
+        keeps_body = method not in ("GET", "HEAD")  # a 307/308 repeats the method and its body
         there = _origin(url)
         if there == start and _origin(request.url) == start:
             headers = httpx.Headers(request.headers)
@@ -170,8 +170,8 @@ class PolicyClient(httpx.AsyncClient):
             raise RedirectRefused(f"refused a {hop}: credentials are never sent to another origin{hint}",
                                   request=request)
         if keeps_body:
-            raise RedirectRefused(f"refused a {hop}: it would re-send the request body ({code} after "
-                                  f"{request.method})", request=request)
+            raise RedirectRefused(f"refused a {hop}: a {code} would re-send the {method} and its body there",
+                                  request=request)
         safe = {k: v for k, v in request.headers.items() if k.lower() in SAFE_HEADERS}
         return httpx.Request(method, url, headers=safe, extensions=request.extensions), True
 

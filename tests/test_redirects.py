@@ -19,7 +19,7 @@ from ctd.adapters.base import ShareItem
 from ctd.adapters.http import HttpOptions, make_client, map_http_errors
 from ctd.config import parse_config
 from ctd.daemon import close_adapter, make_adapter
-from ctd.errors import UpstreamDataError
+from ctd.errors import AdapterError, UpstreamDataError
 from ctd.model import PullContext
 from tests.daemonproc import DaemonProc, short_tmpdir
 from tests.loopback import Received, ok, redirect_to, serve
@@ -259,3 +259,10 @@ async def test_misp_api_key_never_reaches_another_origin(other):
         with pytest.raises(UpstreamDataError, match="127.0.0.2"):
             await pull_all(adapter_from(toml.replace("URL", origin.base), "m"))
     assert other.received == []
+
+
+async def test_invalid_location_fails_the_call_as_an_adapter_error():
+    """A redirect whose Location is not a URL is a protocol error of the peer (AdapterError), not a crash."""
+    with serve("127.0.0.1", redirect_to("http://[::1")) as origin:
+        with pytest.raises(AdapterError, match="(?i)location"):
+            await pull_all(adapter_from(feed_toml(f"{origin.base}/feed.txt"), "f"))
