@@ -88,6 +88,8 @@ def _json(resp: httpx.Response, what: str) -> Any:
         return resp.json()
     except ValueError as exc:
         raise UpstreamDataError(f"{what}: response is not JSON") from exc
+    except RecursionError:
+        raise UpstreamDataError(f"{what}: response is nested too deeply to parse") from None
 
 
 def _errors_text(body: Any) -> str:

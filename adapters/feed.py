@@ -30,7 +30,7 @@ from ctd.adapters import feed_formats as ff
 from ctd.adapters import feed_misp
 from ctd.adapters.feed_misp import manifest_url
 from ctd.adapters.feed_presets import PRESETS
-from ctd.adapters.http import HttpOptions, make_client, map_http_errors, raise_for_status
+from ctd.adapters.http import HttpOptions, make_client, map_http_errors, parse_origins, raise_for_status
 from ctd.config import Duration
 from ctd.errors import UpstreamDataError
 from ctd.model import Batch, PullContext, Secret, Severity
@@ -54,6 +54,9 @@ class FeedConfig(HttpOptions, kw_only=True, forbid_unknown_fields=True, frozen=T
     max_bytes: Annotated[int, msgspec.Meta(ge=1)] = 256 << 20
     headers: dict[str, str] = {}
     auth_key: Secret | None = None  # a secret: sent as the Auth-Key header (abuse.ch)
+    # Other origins (https://cdn.example) a redirect may lead to; followed without
+    # Auth-Key, custom headers or credentials. Any other cross-origin redirect fails the pull.
+    allow_redirects_to: list[str] = []
     # One transaction per batch: bigger batches write fewer index pages per IoC.
     batch_size: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 20_000
     refetch_after: Duration = Duration(86400)
@@ -93,6 +96,7 @@ class FeedConfig(HttpOptions, kw_only=True, forbid_unknown_fields=True, frozen=T
 
     def __post_init__(self) -> None:
         resolve(self)  # msgspec reports a ValueError here as a validation error of the table
+        parse_origins(self.allow_redirects_to)
 
     @property
     def effective_format(self) -> str:
@@ -250,7 +254,8 @@ class FeedAdapter:
 
     @staticmethod
     def make_client(config: FeedConfig) -> httpx.AsyncClient:
-        return make_client(config)
+        return make_client(config, allow_redirects_to=config.allow_redirects_to,
+                           redirect_option="allow_redirects_to")
 
     async def aclose(self) -> None:
         await self.client.aclose()

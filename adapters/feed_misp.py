@@ -87,6 +87,8 @@ def parse_manifest(data: bytes) -> dict[str, int]:
         entries = msgspec.json.decode(data, type=dict[str, ManifestEntry])
     except msgspec.DecodeError as exc:
         raise FormatError(f"bad manifest.json: {exc}") from None
+    except RecursionError:
+        raise FormatError("bad manifest.json: nested too deeply to parse") from None
     out: dict[str, int] = {}
     for uuid, e in entries.items():
         try:
@@ -116,6 +118,8 @@ def misp_event(data: bytes, now: int, reference: str = "") -> tuple[Parsed, list
         event = msgspec.json.decode(data, type=_EventFile).Event
     except msgspec.DecodeError as exc:
         raise FormatError(f"bad event JSON: {exc}") from None
+    except RecursionError:
+        raise FormatError("bad event JSON: nested too deeply to parse") from None
     severity = _MISP_SEVERITY.get(str(event.threat_level_id), "unknown")
     event_tags = [t.name for t in event.Tag if t.name]
     attributes = list(event.Attribute)

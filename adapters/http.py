@@ -8,7 +8,21 @@ adapter owns the deadline (``timeout`` of the plugin).
 ``map_http_errors`` and ``raise_for_status`` translate failures into the error
 classes of ``ctd.errors``, grouped by what the actor does next: retry with
 backoff (network errors, 429, 5xx; with the peer's Retry-After), disable until
-reload (401/403), or skip (undecodable data).
+reload (401/403), or skip (undecodable data, refused redirects).
+
+Redirects: the client follows a redirect only within the origin (scheme, host
+and port) of the request it started from. httpx by itself strips only
+``Authorization`` on a cross-origin hop, so a feed's ``Auth-Key``, a vendor
+token header, a custom header or a re-POSTed ``client_secret`` would reach the
+other host. Here a cross-origin redirect fails the call with an error naming
+both origins, unless the plugin listed the target origin
+(``allow_redirects_to``): then it is followed as a bare GET with only
+non-secret headers, no credentials and no body. A redirect that would re-send a
+request body to another origin (307/308) is always refused.
+
+Proxies: ``HTTP_PROXY``/``HTTPS_PROXY``/``ALL_PROXY``/``NO_PROXY`` from the
+environment are honoured unless the plugin says ``proxy = ""`` (no proxy at
+all) or names its own ``proxy``.
 """
 
 from __future__ import annotations
@@ -18,37 +32,171 @@ import ssl
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import httpx
 import msgspec
 
 from ctd import __version__
 from ctd.errors import AuthError, SourceUnavailable, UpstreamDataError, describe
+from ctd.model import Secret
 
 USER_AGENT = f"ctd/{__version__} (threat-exchange daemon)"
 
 
 class HttpOptions(msgspec.Struct, kw_only=True, frozen=True):
-    """Connection keys every HTTP adapter accepts (mix into the adapter's Config)."""
+    """Connection keys every HTTP adapter accepts (mix into the adapter's Config).
 
-    proxy: str | None = None
+    ``proxy``: unset honours the environment's HTTP(S)_PROXY/NO_PROXY; ``""``
+    disables every proxy; a URL is used for all requests.
+    """
+
+    proxy: Secret | None = None  # a Secret: the URL may carry user:password
     verify_tls: bool = True
     ca_file: str | None = None
 
 
+# Headers that carry no credential and may follow a redirect to a listed other origin.
+SAFE_HEADERS = ("user-agent", "accept", "accept-encoding", "accept-language", "if-none-match",
+                "if-modified-since")
+MAX_REDIRECTS = 10
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+class RedirectRefused(httpx.RequestError):
+    """A redirect the policy does not follow (another origin, or a body to another origin)."""
+
+
+def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
+    scheme = url.scheme.lower()
+    return scheme, url.host.lower(), url.port or _DEFAULT_PORTS.get(scheme)
+
+
+def origin_of(url: httpx.URL | str) -> tuple[str, str, int | None]:
+    """(scheme, host, port) with the scheme's default port filled in: what "same origin" compares."""
+    return _origin(httpx.URL(url))
+
+
+def origin_text(url: httpx.URL | str) -> str:
+    """``scheme://host[:port]`` of a URL, for messages: never a path or query (they may hold keys)."""
+    u = httpx.URL(url)
+    host = u.host
+    host = f"[{host}]" if ":" in host else host
+    return f"{u.scheme}://{host}" + (f":{u.port}" if u.port else "")
+
+
+def parse_origins(values: Iterable[str], key: str = "allow_redirects_to") -> frozenset[tuple[str, str, int | None]]:
+    """Origins given as ``https://host[:port]``; raises ValueError for anything else."""
+    out = set()
+    for v in values:
+        try:
+            u = httpx.URL(v)
+        except httpx.InvalidURL:
+            raise ValueError(f"{key}: {v!r} is not a URL") from None
+        if u.scheme not in ("http", "https") or not u.host or u.path not in ("", "/") or u.query or u.fragment \
+                or u.userinfo:
+            raise ValueError(f"{key}: {v!r} must be an origin like https://host or https://host:8443")
+        out.add(_origin(u))
+    return frozenset(out)
+
+
+class PolicyClient(httpx.AsyncClient):
+    """An ``httpx.AsyncClient`` that follows redirects by ctd's origin policy (see the module docstring).
+
+    Every request of every adapter goes through ``send``, so the policy applies
+    to ``get``/``post``/``request``/``stream`` alike without adapters opting in.
+    """
+
+    def __init__(self, *, allow_redirects_to: Iterable[str] = (), option: str | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(follow_redirects=True, max_redirects=MAX_REDIRECTS, **kwargs)
+        self.other_origins = parse_origins(allow_redirects_to)
+        self.option = option  # the config key that lists other origins, named in the error
+
+    async def send(self, request: httpx.Request, *, stream: bool = False, auth: Any = httpx.USE_CLIENT_DEFAULT,
+                   follow_redirects: Any = httpx.USE_CLIENT_DEFAULT) -> httpx.Response:
+        follow = follow_redirects if isinstance(follow_redirects, bool) else self.follow_redirects
+        if not follow:
+            return await super().send(request, stream=stream, auth=auth, follow_redirects=False)
+        start = _origin(request.url)
+        history: list[httpx.Response] = []
+        while True:
+            response = await super().send(request, stream=True, auth=auth, follow_redirects=False)
+            if not response.has_redirect_location:
+                break
+            try:
+                if len(history) >= self.max_redirects:
+                    raise httpx.TooManyRedirects(f"more than {self.max_redirects} redirects", request=request)
+                request, left = self._next_request(request, response, start)
+            finally:
+                await response.aclose()  # its body is not read: a hostile one could be huge
+            if left:
+                auth = None  # no client credentials (Basic) once off the origin
+            history.append(response)
+        response.history = history
+        if not stream:
+            try:
+                await response.aread()
+            except BaseException:
+                await response.aclose()
+                raise
+        return response
+
+    def _next_request(self, request: httpx.Request, response: httpx.Response,
+                      start: tuple[str, str, int | None]) -> tuple[httpx.Request, bool]:
+        """The request that follows ``response``, and whether it leaves the starting origin."""
+        try:
+            url = request.url.join(response.headers["Location"])
+        except (httpx.InvalidURL, UnicodeError):
+            raise RedirectRefused(f"{response.status_code} with an invalid Location", request=request) from None
+        method = request.method
+        code = response.status_code
+        if method != "HEAD" and (code in (302, 303) or (code == 301 and method == "POST")):
+            method = "GET"  # as httpx and browsers do; the body is dropped
+        keeps_body = method not in ("GET", "HEAD")  # a 307/308 repeats the method and its body
+        there = _origin(url)
+        if there == start and _origin(request.url) == start:
+            headers = httpx.Headers(request.headers)
+            for name in ("cookie",) + (() if keeps_body else ("content-length", "transfer-encoding",
+                                                              "content-type")):
+                headers.pop(name, None)
+            headers["Host"] = url.netloc.decode("ascii")
+            stream = request.stream if keeps_body else None
+            return httpx.Request(method, url, headers=headers, stream=stream, cookies=self.cookies,
+                                 extensions=request.extensions), False
+        hop = f"redirect from {origin_text(request.url)} to another origin {origin_text(url)}"
+        if there not in self.other_origins and there != start:
+            hint = f"; list it in {self.option} to follow it without credentials" if self.option else ""
+            raise RedirectRefused(f"refused a {hop}: credentials are never sent to another origin{hint}",
+                                  request=request)
+        if keeps_body:
+            raise RedirectRefused(f"refused a {hop}: a {code} would re-send the {method} and its body there",
+                                  request=request)
+        safe = {k: v for k, v in request.headers.items() if k.lower() in SAFE_HEADERS}
+        return httpx.Request(method, url, headers=safe, extensions=request.extensions), True
+
+
 def make_client(opts: HttpOptions, *, base_url: str = "", headers: dict[str, str] | None = None,
-                auth: httpx.Auth | tuple[str, str] | None = None) -> httpx.AsyncClient:
+                auth: httpx.Auth | tuple[str, str] | None = None, allow_redirects_to: Iterable[str] = (),
+                redirect_option: str | None = None) -> httpx.AsyncClient:
+    """The client for one plugin: its TLS and proxy settings, and the redirect policy.
+
+    ``allow_redirects_to``: other origins a redirect may lead to (followed without
+    secrets); ``redirect_option`` names the config key that lists them, for errors.
+    """
     verify: bool | ssl.SSLContext = opts.verify_tls
     if opts.verify_tls and opts.ca_file:
         verify = ssl.create_default_context(cafile=opts.ca_file)
-    return httpx.AsyncClient(
+    return PolicyClient(
         base_url=base_url,
         headers={"User-Agent": USER_AGENT, **(headers or {})},
         auth=auth,
-        proxy=opts.proxy,
+        proxy=opts.proxy or None,
+        trust_env=opts.proxy != "",  # proxy = "": no proxy at all, not even from the environment
         verify=verify,
         timeout=httpx.Timeout(None),  # the actor's deadline applies, not the client's
-        follow_redirects=True,
+        allow_redirects_to=allow_redirects_to,
+        option=redirect_option,
     )
 
 
@@ -63,6 +211,12 @@ def map_http_errors(what: str) -> Iterator[None]:
         raise SourceUnavailable(f"{what}: {type(exc).__name__}: {describe(exc)}") from exc
     except httpx.DecodingError as exc:
         raise UpstreamDataError(f"{what}: undecodable response: {describe(exc)}") from exc
+    except RedirectRefused as exc:
+        raise UpstreamDataError(f"{what}: {exc}") from exc
+    except httpx.TooManyRedirects as exc:
+        raise UpstreamDataError(f"{what}: too many redirects ({exc})") from exc
+    except RecursionError as exc:  # a hostile body nested deeper than any parser's stack
+        raise UpstreamDataError(f"{what}: response is nested too deeply to parse") from exc
 
 
 def retry_after(resp: httpx.Response, extra_headers: Iterable[str] = ()) -> float | None:

@@ -126,6 +126,8 @@ class MispAdapter:
                 data = None
                 if resp.status_code < 300:
                     raise UpstreamDataError(f"{what}: the reply is not JSON (is `url` the MISP base url?)") from None
+            except RecursionError:
+                raise UpstreamDataError(f"{what}: the reply is nested too deeply to parse") from None
         code = resp.status_code
         if code == 403 and m.is_save_failure(data):
             return code, data

@@ -60,6 +60,8 @@ class NetskopeApi:
             return _dec.decode(resp.content)
         except msgspec.DecodeError as exc:
             raise UpstreamDataError(f"{what}: reply is not JSON") from exc
+        except RecursionError:
+            raise UpstreamDataError(f"{what}: reply is nested too deeply to parse") from None
 
     # --- data export ----------------------------------------------------------
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, ClassVar
-from urllib.parse import urljoin
+from urllib.parse import quote, urljoin
 
 import httpx
 import msgspec
@@ -30,7 +30,9 @@ import trio
 
 from ctd.adapters import taxii_map as tmap
 from ctd.adapters.base import ActionSpec, PushResult, ShareItem
-from ctd.adapters.http import HttpOptions, make_client, map_http_errors, raise_for_status
+from ctd.adapters.http import (
+    HttpOptions, make_client, map_http_errors, origin_of, origin_text, parse_origins, raise_for_status,
+)
 from ctd.adapters.taxii_stix import UnsupportedPattern
 from ctd.errors import AuthError, UpstreamDataError
 from ctd.model import Batch, PullContext, Secret, iso
@@ -55,10 +57,14 @@ class TaxiiConfig(HttpOptions, kw_only=True, forbid_unknown_fields=True, frozen=
     password: Secret | None = None
     token: Secret | None = None  # bearer token, instead of username/password
     page_size: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 1000  # the server may cap it lower
+    # Other origins (https://host[:port]) the discovery document may place the API
+    # root on; they receive the credentials. By default only the url's own origin.
+    allow_api_roots_at: list[str] = []
 
     def __post_init__(self) -> None:
         if not self.url.startswith(("http://", "https://")):
             raise ValueError("url must be an http(s) URL")
+        parse_origins(self.allow_api_roots_at, "allow_api_roots_at")
         if self.token and (self.username or self.password):
             raise ValueError("give either token or username/password, not both")
         if (self.username is None) != (self.password is None):
@@ -76,6 +82,11 @@ class _Collection(msgspec.Struct, frozen=True):
     title: str
     can_read: bool
     can_write: bool
+
+
+def _segment(server_id: str) -> str:
+    # Ids come from the server: one quoted path segment, so no id leaves the API root.
+    return quote(server_id, safe="")
 
 
 class TaxiiAdapter:
@@ -146,6 +157,8 @@ class TaxiiAdapter:
             body = msgspec.json.decode(resp.content) if resp.content else {}
         except msgspec.DecodeError as exc:
             raise UpstreamDataError(f"{what}: response is not JSON") from exc
+        except RecursionError:
+            raise UpstreamDataError(f"{what}: response is nested too deeply to parse") from None
         if not isinstance(body, dict):
             raise UpstreamDataError(f"{what}: response is not a JSON object")
         return body
@@ -163,12 +176,26 @@ class TaxiiAdapter:
                 raise UpstreamDataError(f"TAXII discovery at {url} lists no API root")
             url = urljoin(url, chosen)
             url = url if url.endswith("/") else url + "/"
+            self._pin(url)
             info = self._json(await self._get(url, "TAXII API root"), "TAXII API root")
         size = info.get("max_content_length")
         if type(size) is int and size > 0:
             self._max_content = size
         self._root = url
         return url
+
+    def _pin(self, root: str) -> None:
+        """Refuse an API root off the configured origin (it would get the credentials) unless listed."""
+        here = origin_of(self.config.url)
+        try:
+            there = origin_of(root)
+        except httpx.InvalidURL:
+            raise UpstreamDataError(f"TAXII discovery at {origin_text(self.config.url)} names an invalid "
+                                    "API root URL") from None
+        if there != here and there not in parse_origins(self.config.allow_api_roots_at):
+            raise UpstreamDataError(
+                f"TAXII discovery at {origin_text(self.config.url)} points the API root to another origin "
+                f"{origin_text(root)}; credentials are only sent there if allow_api_roots_at lists it")
 
     async def _collection(self, key: str) -> _Collection:
         """The collection with this id, else with this title."""
@@ -206,7 +233,7 @@ class TaxiiAdapter:
         coll = await self._collection(self.config.collection)
         if not coll.can_read:
             raise AuthError(f"TAXII collection {coll.title or coll.id!r} is not readable with these credentials")
-        url = f"{await self._api_root()}collections/{coll.id}/objects/"
+        url = f"{await self._api_root()}collections/{_segment(coll.id)}/objects/"
         start = None
         for state in (ctx.sub_checkpoint, ctx.cursor):
             if isinstance(state, dict) and isinstance(state.get("added_after"), str):
@@ -296,7 +323,7 @@ class TaxiiAdapter:
         for oid in too_big:
             for v in values_by_id[oid]:
                 rejected[v] = f"larger than the server's max_content_length ({self._max_content} bytes)"
-        url = f"{root}collections/{coll.id}/objects/"
+        url = f"{root}collections/{_segment(coll.id)}/objects/"
         for _, body in batches:
             status = await self._post(url, body)
             status = await self._until_final(root, status)
@@ -322,7 +349,7 @@ class TaxiiAdapter:
             await trio.sleep(STATUS_POLL_INTERVAL)
             polls += 1
             what = "TAXII get status"
-            status = self._json(await self._get(f"{root}status/{sid}/", what), what)
+            status = self._json(await self._get(f"{root}status/{_segment(sid)}/", what), what)
         if status.get("status") == "pending":
             # Accepted for processing; a later failure would go unseen, so say so.
             log.warning("TAXII status still pending", ctd_event="taxii_status_pending", status_id=sid,

@@ -160,12 +160,14 @@ def parse_pattern(pattern: str) -> list[tuple[str, str]]:
     ``ipv4``/``ipv6`` values holding a prefix are returned as ``cidr4``/``cidr6``
     (a host prefix, /32 or /128, stays an address). Values are not validated here.
     """
+    out: list[tuple[str, str]] = []
     try:
         tree = Pattern(pattern)
+        tree.visit(_Collector(out))
     except ParseException as exc:
         raise MalformedPattern(str(exc)) from exc
-    out: list[tuple[str, str]] = []
-    tree.visit(_Collector(out))
+    except RecursionError:  # ANTLR and the visitor recurse once per nesting level
+        raise MalformedPattern("pattern is nested too deeply to parse") from None
     result = []
     for kind, value in out:
         if kind in ("ipv4", "ipv6") and "/" in value:

@@ -14,6 +14,7 @@ import trio
 from ctd import __version__, sharing_sql, store_query, store_sql
 from ctd.canon import candidates
 from ctd.config import adapter_class, parse_duration
+from ctd.config_warnings import tls_unverified
 from ctd.errors import BadRequest, ControlError
 from ctd.model import INDICATOR_TYPES, iso, now, parse_time
 from ctd.errors import describe
@@ -83,7 +84,7 @@ class AdminCommands:
             cls = adapter_class(p.adapter)
             actions = getattr(cls, "ACTIONS", {}) if getattr(cls, "can_push", False) else {}
             out.append({
-                "name": name, "adapter": p.adapter, "pull": p.pull,
+                "name": name, "adapter": p.adapter, "pull": p.pull, "verify_tls": not tls_unverified(p.options),
                 "can_pull": bool(getattr(cls, "can_pull", False)), "can_push": bool(actions),
                 "actions": {a: {"mode": spec.mode, "description": spec.description} for a, spec in actions.items()},
                 "sources_of": sorted(n for n, sh in cfg.sharing.items() if name in sh.sources),

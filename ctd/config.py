@@ -22,8 +22,8 @@ from msgspec import Meta
 
 from ctd import adapters_registry
 from ctd.errors import ConfigError
+from ctd.config_warnings import unverified_plugins
 from ctd.model import Secret
-
 
 class Duration(float):
     """A span of time in seconds, written ``"90s"``, ``"15m"``, ``"6h"``, ``"14d"`` or a number of seconds."""
@@ -119,7 +119,8 @@ class Config(_Section):
     rules: dict[str, RuleConfig] = {}
     sharing: dict[str, SharingConfig] = {}
     # Connection settings shared by several plugins (e.g. a Netskope tenant);
-    # validated by the adapters that use them (their ``bind`` hook).
+    # validated by the adapters that use them (their ``bind`` hook). String
+    # values are Secret (see ``_tenant_table``) so no repr of the config shows a token.
     tenants: dict[str, dict[str, Any]] = {}
     path: str = ""
     hash: str = ""
@@ -301,6 +302,21 @@ def _table(obj: Any, where: str) -> dict[str, Any]:
     return obj
 
 
+# Tenant keys known to hold no secret; every other string value is kept as a Secret.
+_PLAIN_TENANT_KEYS = frozenset({"url", "ca_file"})
+
+
+def _tenant_table(raw: Any, where: str) -> dict[str, Any]:
+    """A ``[tenants.NAME]`` table with its string values as Secret, except known plain ones.
+
+    Which keys are secret is known only to the adapter that binds the table, and
+    a table may be bound by none: so mask by default. A Secret is still a str.
+    """
+    table = _table(raw, where)
+    return {k: Secret(v) if isinstance(v, str) and k not in _PLAIN_TENANT_KEYS and not k.endswith("_file") else v
+            for k, v in table.items()}
+
+
 def parse_config(text: str, path: str = "<string>") -> Config:
     """Validate a whole config document; raises ConfigError with its location."""
     try:
@@ -309,8 +325,7 @@ def parse_config(text: str, path: str = "<string>") -> Config:
         raise ConfigError(f"TOML syntax error: {exc}") from None
     # Named tables are decoded one by one so errors name them ($.plugins.feed1...).
     named = {key: _table(raw.pop(key, {}), f"$.{key}") for key in ("plugins", "rules", "sharing", "tenants")}
-    for name, body in named["tenants"].items():
-        _table(body, f"$.tenants.{name}")
+    named["tenants"] = {name: _tenant_table(body, f"$.tenants.{name}") for name, body in named["tenants"].items()}
     cfg = _convert(raw, Config, "$")
     plugins = {name: _plugin(name, body) for name, body in named["plugins"].items()}
     rules = {name: _convert(body, RuleConfig, f"$.rules.{name}") for name, body in named["rules"].items()}
@@ -378,7 +393,10 @@ def diff_named(old: dict[str, Any], new: dict[str, Any]) -> ConfigDiff:
 def summary(cfg: Config) -> str:
     """One line for ``ctd check-config``."""
     pulling = sum(1 for p in cfg.plugins.values() if p.pull)
-    return (
+    line = (
         f"{cfg.path}: OK ({len(cfg.plugins)} plugins, {pulling} pulling, "
         f"{len(cfg.rules)} rules, {len(cfg.sharing)} sharing configurations; hash {cfg.hash})"
     )
+    if insecure := unverified_plugins(cfg):
+        line += f"\nwarning: verify_tls = false, TLS certificates are not verified for: {', '.join(insecure)}"
+    return line

@@ -188,6 +188,11 @@ def plugins_list(out: TextIO, data: list[dict[str, Any]]) -> None:
     if actions:
         out.write("\n")
         table(out, ("PLUGIN", "ACTION", "MODE", "DESCRIPTION"), actions)
+    insecure = [p.get("name") for p in data if p.get("verify_tls") is False]
+    if insecure:
+        out.write("\n")
+        table(out, ("WARNING",), [(f"{n}: TLS certificates are not verified (verify_tls = false)",)
+                                  for n in insecure])
 
 
 def plugins_check(out: TextIO, data: dict[str, Any]) -> None:

@@ -22,6 +22,7 @@ from ctd import logs, store_sql
 from ctd.access import AccessPolicy
 from ctd.allowlist import Allowlist
 from ctd.config import Config, ConfigDiff, PluginConfig, adapter_class, diff_named, load_config
+from ctd.config_warnings import log_warnings
 from ctd.errors import ConfigError, describe
 from ctd.rates import RateCounter
 from ctd.sdnotify import Notifier, run_watchdog, watchdog_interval
@@ -143,6 +144,7 @@ class Daemon:
         log.info("daemon starting", ctd_event="daemon_start", pid=os.getpid(), ctd_config_hash=cfg.hash, config=cfg.path)
         log.info("config loaded", ctd_event="config_loaded", ctd_config_hash=cfg.hash, config=cfg.path,
                  plugins=sorted(cfg.plugins), rules=sorted(cfg.rules), sharing=sorted(cfg.sharing))
+        log_warnings(cfg)
         async with trio.open_nursery() as root:
             self.store = await root.start(run_store, db_path(cfg))
             self.mutes.update(await self.store.call(store_sql.get_mutes))
@@ -269,6 +271,7 @@ class Daemon:
                 "config reloaded", ctd_event="config_reloaded", ctd_config_hash=new.hash,
                 added=diff.added, removed=diff.removed, changed=diff.changed,
             )
+            log_warnings(new)
             return {"config_hash": new.hash, "added": diff.added, "removed": diff.removed,
                     "changed": diff.changed, "unchanged": diff.unchanged}
 

@@ -88,7 +88,7 @@ def describe(exc: BaseException) -> str:
     while e is not None and id(e) not in seen and len(parts) < 8:
         seen.add(id(e))
         text = str(e)
-        if text and text not in parts:
+        if text and not any(text in p for p in parts):  # a cause already quoted adds nothing
             parts.append(text)
         e = e.__cause__ or e.__context__
     return ": ".join(parts) or type(exc).__name__

@@ -1,0 +1,36 @@
+"""What a valid config does that the operator should still hear about.
+
+Logged once per load (start and every reload, by the daemon) and shown by
+``ctd check-config`` and ``ctdctl plugins list``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+if TYPE_CHECKING:
+    from ctd.config import Config
+
+log = structlog.get_logger("ctd.config")
+
+
+def tls_unverified(options: Any) -> bool:
+    """Whether a plugin's options (or a connection Struct they hold, e.g. a tenant) say ``verify_tls = false``."""
+    if getattr(options, "verify_tls", True) is False:
+        return True
+    fields = getattr(options, "__struct_fields__", ())
+    return any(getattr(getattr(options, f), "verify_tls", True) is False for f in fields)
+
+
+def unverified_plugins(cfg: "Config") -> list[str]:
+    """Names of the plugins that do not verify TLS certificates."""
+    return sorted(name for name, p in cfg.plugins.items() if tls_unverified(p.options))
+
+
+def log_warnings(cfg: "Config") -> None:
+    """Log what a loaded config does that an operator should know about (once per load)."""
+    for name in unverified_plugins(cfg):
+        log.warning("TLS certificate verification is disabled: any host can impersonate the server",
+                    ctd_event="tls_verification_disabled", ctd_plugin=name)
