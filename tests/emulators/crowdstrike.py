@@ -386,3 +386,18 @@ def _is_ip(v: str, kind: Any) -> bool:
     except ValueError:
         return False
     return True
+
+
+def standalone(opts: Any) -> tuple[CrowdStrikeEmulator, dict[str, Any]]:
+    """An emulator for ``python -m tests.emulators.crowdstrike``: demo sha256 IOCs from the console."""
+    emu = CrowdStrikeEmulator()
+    emu.budget = opts.rate_limit
+    for i in range(opts.seed):
+        emu.add("sha256", f"{i + 1:064x}")
+    return emu, {"token_url": "/oauth2/token", "client_id": emu.client_id, "client_secret": emu.client_secret}
+
+
+if __name__ == "__main__":
+    from tests.emulators import serve
+
+    raise SystemExit(serve.main("crowdstrike", standalone))

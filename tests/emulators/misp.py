@@ -359,3 +359,35 @@ class MispEmulator:
 
     def transport(self) -> httpx.MockTransport:
         return httpx.MockTransport(self.handler)
+
+
+class Throttled:
+    """A MISP behind a reverse proxy that allows ``budget`` requests, then answers 429 + Retry-After."""
+
+    def __init__(self, emu: MispEmulator, budget: int | None) -> None:
+        self.emu = emu
+        self.left = budget
+
+    async def handler(self, request: httpx.Request) -> httpx.Response:
+        if self.left is not None:
+            if self.left <= 0:
+                self.emu.throttle(1)
+            else:
+                self.left -= 1
+        return await self.emu.handler(request)
+
+
+def standalone(opts: Any) -> tuple[Throttled, dict[str, Any]]:
+    """An emulator for ``python -m tests.emulators.misp``: one event with demo ip-dst attributes."""
+    emu = MispEmulator()
+    eid = emu.add_event("demo event")
+    for i in range(opts.seed):
+        emu.add_attribute(eid, "ip-dst", f"192.0.2.{i + 1}")
+    return Throttled(emu, opts.rate_limit), {"header": "Authorization", "api_key": emu.api_key,
+                                             "accept": "application/json"}
+
+
+if __name__ == "__main__":
+    from tests.emulators import serve
+
+    raise SystemExit(serve.main("misp", standalone))

@@ -25,11 +25,9 @@ from __future__ import annotations
 
 import contextlib
 import gzip
-import http.server
 import ipaddress
 import json
 import re
-import threading
 import time
 from collections.abc import Iterator as _Iter
 from dataclasses import dataclass, field
@@ -336,38 +334,21 @@ class NetskopeTenant:
 @contextlib.contextmanager
 def serve_on_localhost(tenant: NetskopeTenant) -> _Iter[str]:
     """Serve ``tenant`` over HTTP on 127.0.0.1; yields the base URL."""
-    lock = threading.Lock()
+    from tests.emulators import serve
 
-    class Handler(http.server.BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
+    with serve.serve_on_localhost(tenant) as base:
+        yield base
 
-        def _any(self) -> None:
-            length = int(self.headers.get("content-length") or 0)
-            body = self.rfile.read(length) if length else b""
-            req = httpx.Request(self.command, f"http://127.0.0.1{self.path}",
-                                headers=list(self.headers.items()), content=body)
-            with lock:
-                resp = tenant.handle(req)
-            raw = b"".join(resp.stream)  # as sent: still gzip-encoded
-            self.send_response(resp.status_code)
-            for k, v in resp.headers.items():
-                if k.lower() != "content-length":
-                    self.send_header(k, v)
-            self.send_header("content-length", str(len(raw)))
-            self.end_headers()
-            self.wfile.write(raw)
 
-        do_GET = do_POST = do_PATCH = _any
+def standalone(opts: Any) -> tuple[NetskopeTenant, dict[str, Any]]:
+    """A tenant for ``python -m tests.emulators.netskope``: demo malware alerts of the last hour."""
+    tenant = NetskopeTenant(page_size=opts.page_size or 2, rate_budget=opts.rate_limit)
+    for i in range(opts.seed):
+        tenant.add_alert("malware", timestamp=tenant.now - 1800 + i, md5=f"{i:032x}", local_sha256=f"{i:064x}")
+    return tenant, {"header": "Netskope-Api-Token", "v2_token": tenant.v2_token, "v1_token": tenant.v1_token}
 
-        def log_message(self, *args: Any) -> None:
-            pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+if __name__ == "__main__":
+    from tests.emulators import serve
+
+    raise SystemExit(serve.main("netskope", standalone))

@@ -1,0 +1,1 @@
+"""SentinelOne: pull threats' file hashes and Threat Intelligence IOCs; push and withdraw IOCs."""
