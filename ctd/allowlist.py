@@ -11,10 +11,14 @@ from collections.abc import Iterable
 from ipaddress import ip_network
 from socket import AF_INET, AF_INET6, inet_pton
 
-from ctd.canon import canonicalize, host_of_url, is_ip
+from ctd.canon import canonicalize, host_of_url, is_ip, value_problem
 from ctd.errors import InvalidIndicator
 
 __all__ = ["Allowlist"]
+
+
+def _show(text: str) -> str:
+    return repr(text if len(text) <= 80 else text[:80] + "...")
 
 
 class _Nets:
@@ -58,6 +62,10 @@ class Allowlist:
         # typo'd or exotic value in the config is not silently ignored.
         self._raw: set[str] = set()
         for value in values:
+            # What no stored value can contain cannot be an entry either: say so
+            # rather than keep a raw entry that silently never matches.
+            if problem := value_problem(value.strip()):
+                raise ValueError(f"invalid allowlist value: {problem}")
             try:
                 self._values.add(canonicalize(None, value)[1])
             except InvalidIndicator:
@@ -70,7 +78,7 @@ class Allowlist:
             try:
                 net = ip_network(cidr.strip(), strict=False)
             except ValueError as exc:
-                raise ValueError(f"invalid allowlist CIDR {cidr!r}: {exc}") from None
+                raise ValueError(f"invalid allowlist CIDR {_show(cidr)}: {exc}") from None
             (self._v4 if net.version == 4 else self._v6).add(
                 int(net.network_address), net.prefixlen
             )
@@ -82,7 +90,7 @@ class Allowlist:
             try:
                 self._domains.add(canonicalize("domain", bare)[1])
             except InvalidIndicator as exc:
-                raise ValueError(f"invalid allowlist domain {domain!r}: {exc}") from None
+                raise ValueError(f"invalid allowlist domain {_show(domain)}: {exc}") from None
 
     def __bool__(self) -> bool:
         return bool(self._values or self._raw or self._cidr_text or self._domains)
