@@ -92,8 +92,8 @@ def _json_line(d: dict) -> bytes:
     try:
         line = _enc.encode(d)
         # msgspec escapes C0 controls only; the rare line with anything else unprintable
-        # is re-encoded all-ASCII (the same JSON value).
-        if line.isascii() or line.decode().isprintable():
+        # (DEL, C1, separators...) is re-encoded all-ASCII: the same JSON value.
+        if (line.isascii() and b"\x7f" not in line) or line.decode().isprintable():
             return line + b"\n"
     except UnicodeEncodeError:  # a lone surrogate in a tag or comment
         pass

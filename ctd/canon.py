@@ -122,20 +122,26 @@ def value_problem(value: str, type_: str | None = None, *, offset: int = 0) -> s
     return None  # pragma: no cover - isprintable() and the scan agree
 
 
-def _gate(value: str, type_: str | None, allow_at: bool) -> str:
-    """The cleaned value, if it passes the gate; raise InvalidIndicator otherwise."""
-    cap = MAX_LENGTH.get(type_, MAX_UNTYPED) if type_ is not None else MAX_UNTYPED
-    if len(value) > cap:  # before any other work on it
-        raise InvalidIndicator(_too_long(cap, len(value)))
-    v = _clean(value, allow_at)
+def _printable(v: str) -> None:
+    """The gate's character test, for the types whose text passes into the stored value as is.
+
+    Domains, IPs, networks and hashes need no scan on the hot path: their
+    validators accept only a fixed ASCII alphabet (or re-render the value), so
+    any refused character fails them anyway, and ``canonicalize`` then reports
+    the gate's reason.
+    """
     if not v.isprintable() or " " in v:
-        # Report positions in the value as given when cleaning only trimmed it.
-        raise InvalidIndicator(value_problem(v, type_, offset=max(value.find(v), 0)) or "invalid value")
-    return v
+        raise InvalidIndicator("not printable text")  # canonicalize says which character, and where
+
+
+def _gate_reason(value: str, v: str, type_: str | None) -> str | None:
+    """The gate's reason for the cleaned ``v`` (positions in the raw ``value`` when cleaning only trimmed it)."""
+    return value_problem(v, type_, offset=max(value.find(v), 0))
 
 
 def _domain(v: str) -> str:
     if not v.isascii():
+        _printable(v)  # IDNA would silently drop invisible characters (soft hyphen, ZWJ...)
         try:
             v = v.encode("idna").decode("ascii")
         except UnicodeError:
@@ -203,6 +209,7 @@ def _hash(kind: str):
 
 
 def _email(v: str) -> str:
+    _printable(v)
     if v[:7].lower() == "mailto:":
         v = v[7:]
     if v.count("@") != 1:
@@ -236,6 +243,12 @@ def _url(v: str) -> str:
     m = _AUTH_END.search(v, start)
     end = m.start() if m else len(v)
     userinfo, at, hostport = v[start:end].rpartition("@")
+    # Only userinfo and path/query/fragment are kept as given: scheme, host and
+    # port must match fixed alphabets below.
+    rest = v[end:]
+    _printable(rest)
+    if userinfo:
+        _printable(userinfo)
     if hostport.startswith("["):
         close = hostport.find("]")
         if close < 0:
@@ -254,7 +267,7 @@ def _url(v: str) -> str:
         if not (port.isascii() and port.isdigit()) or int(port) > 65535:
             raise InvalidIndicator("not a valid url port")
         port = "" if int(port) == default_port else f":{int(port)}"
-    return f"{scheme}://{userinfo}{at}{host}{port}{v[end:]}"
+    return f"{scheme}://{userinfo}{at}{host}{port}{rest}"
 
 
 _CANON = {
@@ -322,34 +335,54 @@ def _detect(v: str) -> tuple[str, str | None] | None:
 
 def detect_type(value: str) -> str | None:
     """Guess the indicator type of a raw value (never ``hostname``), or None."""
-    try:
-        v = _gate(value, None, allow_at="://" not in value)
-    except InvalidIndicator:
+    if len(value) > MAX_UNTYPED:
+        return None
+    v = _clean(value, allow_at="://" not in value)
+    if _gate_reason(value, v, None) is not None:
         return None
     found = _detect(v)
     return found[0] if found else None
 
 
 def canonicalize(type_: str | None, value: str) -> tuple[str, str]:
-    """Return ``(type, canonical value)``; raise InvalidIndicator with a short reason."""
+    """Return ``(type, canonical value)``; raise InvalidIndicator with a short reason.
+
+    The validity gate (``value_problem``) holds for every value returned: the
+    length cap is checked first, on the raw value; the characters by the type's
+    validator (``_printable`` or a fixed alphabet), and a refusal then carries
+    the gate's reason when it has one.
+    """
     if type_ is None:
-        v = _gate(value, None, allow_at="://" not in value)
+        if len(value) > MAX_UNTYPED:  # before any other work on it
+            raise InvalidIndicator(_too_long(MAX_UNTYPED, len(value)))
+        v = _clean(value, allow_at="://" not in value)
         found = _detect(v)
         if found is None:
-            raise InvalidIndicator("cannot tell the indicator type")
+            raise InvalidIndicator(_gate_reason(value, v, None) or "cannot tell the indicator type")
         type_, canon = found
-        if len(value) > MAX_LENGTH[type_]:  # the detected type's own cap
-            raise InvalidIndicator(_too_long(MAX_LENGTH[type_], len(value)))
+        cap = MAX_LENGTH[type_]
+        if len(value) > cap:  # the detected type's own cap
+            raise InvalidIndicator(_too_long(cap, len(value)))
         if canon is not None:
             return type_, canon
-        return type_, _CANON[type_](v)
-    fn = _CANON.get(type_)
-    if fn is None:
-        raise InvalidIndicator(f"unknown indicator type {str(type_)[:32]!r}")
-    v = _gate(value, type_, allow_at=type_ == "email")
-    if not v:
-        raise InvalidIndicator("empty value")
-    return type_, fn(v)
+        fn = _CANON[type_]
+    else:
+        fn = _CANON.get(type_)
+        if fn is None:
+            raise InvalidIndicator(f"unknown indicator type {str(type_)[:32]!r}")
+        cap = MAX_LENGTH[type_]
+        if len(value) > cap:
+            raise InvalidIndicator(_too_long(cap, len(value)))
+        v = _clean(value, allow_at=type_ == "email")
+        if not v:
+            raise InvalidIndicator("empty value")
+    try:
+        return type_, fn(v)
+    except InvalidIndicator:
+        reason = _gate_reason(value, v, type_)
+        if reason is None:
+            raise
+    raise InvalidIndicator(reason)
 
 
 def host_of_url(url: str) -> str:

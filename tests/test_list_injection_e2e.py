@@ -124,7 +124,8 @@ def test_hostile_feed_values_never_become_list_lines():
             with httpx.Client(trust_env=False) as client:
                 served = wait_for(lambda: edl_lines(client, port, wanted), "the EDL to hold the good URLs")
             out = d.dir / "out.txt"
-            wait_for(lambda: out.exists() and sorted(out.read_bytes().split(b"\n")[:-1]) == [g.encode() for g in wanted],
+            wanted_bytes = [g.encode() for g in wanted]
+            wait_for(lambda: out.exists() and sorted(out.read_bytes().split(b"\n")[:-1]) == wanted_bytes,
                      "the list file to hold the good URLs")
             assert d.stop() == 0
         raw = out.read_bytes()

@@ -96,7 +96,8 @@ def test_over_long_stored_value_is_refused():
 
 
 @pytest.mark.parametrize("fmt", ["csv", "jsonl"])
-@pytest.mark.parametrize("ch", ["\r", "\n", "\u2028", "\x85", "\x1b", "\ud800", "\u202e"], ids=lambda c: f"U+{ord(c):04X}")
+@pytest.mark.parametrize("ch", ["\r", "\n", "\u2028", "\x85", "\x1b", "\x7f", "\ud800", "\u202e"],
+                         ids=lambda c: f"U+{ord(c):04X}")
 def test_hostile_tags_and_comments_stay_on_one_line(fmt, ch):
     """Tags and comments with line breaks or controls never break a csv/jsonl row, nor the write."""
     lines, rejected = rendered([item("http://ok.example/", tags=(f"a{ch}b",), comments=f"x{ch}y")], fmt)
