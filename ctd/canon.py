@@ -110,7 +110,7 @@ def value_problem(value: str, type_: str | None = None, *, offset: int = 0) -> s
     (nothing stripped). ``offset`` is added to reported positions (where the
     checked text starts in what the caller was given).
     """
-    cap = MAX_LENGTH.get(type_, MAX_UNTYPED) if type_ is not None else MAX_UNTYPED
+    cap = MAX_LENGTH.get(type_, MAX_UNTYPED)  # type_ None: not yet typed
     if len(value) > cap:
         return _too_long(cap, len(value))
     # Both are single C-level scans: the common, clean value costs almost nothing.
@@ -246,7 +246,8 @@ def _url(v: str) -> str:
     # Only userinfo and path/query/fragment are kept as given: scheme, host and
     # port must match fixed alphabets below.
     rest = v[end:]
-    _printable(rest)
+    if not rest.isprintable() or " " in rest:  # _printable, inlined: every url passes here
+        _printable(rest)
     if userinfo:
         _printable(userinfo)
     if hostport.startswith("["):
@@ -283,6 +284,8 @@ _CANON = {
     "sha256": _hash("sha256"),
     "email": _email,
 }
+# One lookup on the hot path: the type's canonicaliser and its length cap.
+_BY_TYPE = {t: (fn, MAX_LENGTH[t]) for t, fn in _CANON.items()}
 
 
 def _is_domain(v: str) -> bool:
@@ -360,29 +363,31 @@ def canonicalize(type_: str | None, value: str) -> tuple[str, str]:
         if found is None:
             raise InvalidIndicator(_gate_reason(value, v, None) or "cannot tell the indicator type")
         type_, canon = found
-        cap = MAX_LENGTH[type_]
+        fn, cap = _BY_TYPE[type_]
         if len(value) > cap:  # the detected type's own cap
             raise InvalidIndicator(_too_long(cap, len(value)))
         if canon is not None:
             return type_, canon
-        fn = _CANON[type_]
     else:
-        fn = _CANON.get(type_)
-        if fn is None:
-            raise InvalidIndicator(f"unknown indicator type {str(type_)[:32]!r}")
-        cap = MAX_LENGTH[type_]
+        try:
+            fn, cap = _BY_TYPE[type_]
+        except KeyError:
+            raise InvalidIndicator(f"unknown indicator type {str(type_)[:32]!r}") from None
         if len(value) > cap:
             raise InvalidIndicator(_too_long(cap, len(value)))
         v = _clean(value, allow_at=type_ == "email")
         if not v:
             raise InvalidIndicator("empty value")
     try:
-        return type_, fn(v)
+        canon = fn(v)
     except InvalidIndicator:
         reason = _gate_reason(value, v, type_)
         if reason is None:
             raise
-    raise InvalidIndicator(reason)
+        raise InvalidIndicator(reason) from None
+    if len(canon) > cap:  # grown past the cap: an added "http://", a punycode host
+        raise InvalidIndicator(_too_long(cap, len(canon)))
+    return type_, canon
 
 
 def host_of_url(url: str) -> str:

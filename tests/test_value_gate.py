@@ -198,3 +198,11 @@ def test_allowlist_domain_with_control_character_is_a_config_error():
     with pytest.raises(ValueError, match="U\\+0000"):
         Allowlist(domains=["micro\x00soft.com"])
 
+
+
+def test_cap_holds_for_the_canonical_value():
+    """A value that grows past its cap when canonicalised (an added scheme) is refused, so no renderer refuses it."""
+    raw = "a.example/" + "a" * (8192 - len("a.example/"))
+    assert len(raw) == 8192
+    assert reason("url", raw) == "longer than 8192 characters (8199)"
+    assert reason(None, raw) == "longer than 8192 characters (8199)"
