@@ -62,15 +62,16 @@ class Allowlist:
         # typo'd or exotic value in the config is not silently ignored.
         self._raw: set[str] = set()
         for value in values:
-            # What no stored value can contain cannot be an entry either: say so
-            # rather than keep a raw entry that silently never matches.
-            if problem := value_problem(value.strip()):
-                raise ValueError(f"invalid allowlist value: {problem}")
             try:
                 self._values.add(canonicalize(None, value)[1])
             except InvalidIndicator:
-                if value.strip():
-                    self._raw.add(value.strip().lower())
+                raw = value.strip()
+                # What the value gate refuses can never be stored, so it could never
+                # match: say so rather than keep a raw entry that silently never does.
+                if problem := value_problem(raw):
+                    raise ValueError(f"invalid allowlist value: {problem}") from None
+                if raw:
+                    self._raw.add(raw.lower())
         self._v4 = _Nets(32)
         self._v6 = _Nets(128)
         self._cidr_text: set[str] = set()

@@ -206,7 +206,7 @@ class Sharer:
         """Audit what the destination refused, and warn once per delivery with a few (short) reasons."""
         if not items:
             return
-        self._audit("indicators_rejected", items, reasons=reasons)
+        self._audit("indicators_rejected", items, reasons={it.value: reasons.get(it.value) for it in items[:1000]})
         log.warning(
             "destination refused indicators", ctd_event="indicators_refused", ctd_sharing=self.name,
             ctd_destination=self.sh.destination, ctd_count=len(items),

@@ -206,3 +206,8 @@ def test_cap_holds_for_the_canonical_value():
     assert len(raw) == 8192
     assert reason("url", raw) == "longer than 8192 characters (8199)"
     assert reason(None, raw) == "longer than 8192 characters (8199)"
+
+
+def test_allowlist_defanged_value_with_spaces_still_accepted():
+    """An allowlist value the canonicaliser accepts (spaces inside defang brackets) is not refused by the gate."""
+    assert Allowlist(values=["safe[ . ]example"]).matches("domain", "safe.example")
