@@ -6,8 +6,8 @@ refang pass and the IDNA codec only run when the value needs them, and IPv4
 is validated by a regex that accepts only the canonical dotted quad.
 IPv6 text must equal ``ipaddress.IPv6Address(v).compressed``.
 
-Every value first passes one validity gate (``value_problem``), for every
-type: a length cap per type, and no character that is not printable text
+Every value returned passes one validity gate (``value_problem``), whatever
+its type: a length cap per type, and no character that is not printable text
 (controls, line/paragraph separators, bidi and other invisible format
 characters, whitespace inside the value, surrogates, private-use or unassigned
 code points). A list a firewall reads is one value per line: a value that could
@@ -28,7 +28,7 @@ from ctd.model import INDICATOR_TYPES
 __all__ = ["MAX_LENGTH", "candidates", "canonicalize", "detect_type", "host_of_url", "is_ip", "value_problem"]
 
 # The longest value accepted per type, in characters, checked on the raw value
-# before any other work. Generous over the canonical limits (a domain is at
+# before any other work and again on the canonical value. Generous over the canonical limits (a domain is at
 # most 253 characters) so quotes, padding and defanging still fit.
 MAX_LENGTH = {
     "url": 8192,
