@@ -110,8 +110,7 @@ params = {{ path = "out.txt" }}
 
 
 def test_hostile_feed_values_never_become_list_lines():
-    """Injected line breaks, separators and controls from feeds are rejected at ingest; the EDL served over
-    HTTP and the text list file hold exactly one line per good indicator and nothing the allowlist covers."""
+    """Feed values with injected line breaks are rejected; EDL and list file hold one line per good indicator."""
     port = free_port()
     files = {"feed.json": json.dumps(JSON_FEED).encode(), "feed.txt": TEXT_FEED, "feed.csv": CSV_FEED}
     d = DaemonProc(short_tmpdir(), "", NO_PROXY="127.0.0.1", no_proxy="127.0.0.1")
