@@ -62,8 +62,11 @@ class EdlListParams(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, fr
     max_bytes: Annotated[int, msgspec.Meta(ge=1)] | None = None
 
 
-def write_list(path: str, items: list[ShareItem]) -> int:
+def write_list(path: str, items: list[ShareItem], rejected: dict[str, str] | None = None) -> int:
     """Replace the list file atomically; its mtime (second) always moves forward.
+
+    One line per value: a value that could break a line is never written (see
+    ``file_push.render``) and goes into ``rejected`` with the reason.
 
     ``Last-Modified`` has one-second resolution: two rewrites within the same
     second would otherwise let a client's ``If-Modified-Since`` hide the second.
@@ -72,7 +75,7 @@ def write_list(path: str, items: list[ShareItem]) -> int:
         before: int | None = int(os.stat(path).st_mtime)
     except FileNotFoundError:
         before = None
-    size = write_atomically(path, render(items, "text"))
+    size = write_atomically(path, render(items, "text", rejected))
     after = os.stat(path).st_mtime
     if before is not None and int(after) <= before:
         os.utime(path, (before + 1, before + 1))
@@ -127,13 +130,14 @@ class EdlAdapter:
         return os.path.join(self._lists_dir(), name + ".txt")
 
     async def replace(self, action: str, params: EdlListParams, items: list[ShareItem]) -> PushResult:
-        """Write ``items`` (newest first) as the whole list file."""
+        """Write ``items`` (newest first) as the whole list file; values that would break a line come back refused."""
         path = self.list_path(params.name)
+        rejected: dict[str, str] = {}
         try:
-            await trio.to_thread.run_sync(write_list, path, items)
+            await trio.to_thread.run_sync(write_list, path, items, rejected)
         except OSError as exc:
             raise SourceUnavailable(f"{path}: {exc.strerror or exc}") from exc
-        return PushResult()
+        return PushResult(rejected=rejected)
 
     def settings(self) -> ServerSettings:
         cfg = self.config

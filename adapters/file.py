@@ -228,12 +228,13 @@ class FileAdapter:
         return params.max_entries, params.max_bytes
 
     async def replace(self, action: str, params: FileListParams, items: list[ShareItem]) -> PushResult:
-        """Write ``items`` as the whole list file (full-replace)."""
+        """Write ``items`` as the whole list file (full-replace); values that would break a line come back refused."""
+        rejected: dict[str, str] = {}
         try:
-            await trio.to_thread.run_sync(write_atomically, params.path, render(items, params.format))
+            await trio.to_thread.run_sync(write_atomically, params.path, render(items, params.format, rejected))
         except OSError as exc:
             raise SourceUnavailable(f"{params.path}: {exc.strerror or exc}") from exc
-        return PushResult()
+        return PushResult(rejected=rejected)
 
     def _parser(self, header: bytes | None, now: int) -> formats.Parser:
         cfg = self.config

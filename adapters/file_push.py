@@ -3,23 +3,34 @@
 Firewalls and proxies read such files as external dynamic lists, so a reader
 must never see a half-written list: write a temporary file in the same
 directory, fsync it, rename it over the old one, fsync the directory.
+
+A reader also takes each line for one indicator. Values pass the validity gate
+at canonicalisation, and the renderer applies it again to everything it writes
+(a value stored by an older version or a third-party adapter): a value with a
+line break, control or separator character is never written, in any format,
+and is reported back as refused. Free-text fields (tags, comments) cannot break
+a row either: jsonl escapes them, csv shows their unprintable characters as
+``\\uXXXX``.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Annotated, Literal
 
 import msgspec
 
 from ctd.adapters.base import ShareItem
+from ctd.canon import value_problem
 from ctd.model import iso
 
 _enc = msgspec.json.Encoder()
+REFUSED = "refused for a line-oriented list: "
 
 
 class FileListParams(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
@@ -34,8 +45,24 @@ class FileListParams(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, f
 CSV_HEADER = ["type", "value", "severity", "reputation", "first_seen", "last_seen", "expires_at", "tags", "sources"]
 
 
-def render(items: Iterable[ShareItem], fmt: str) -> Iterable[bytes]:
-    """The list file's content, in chunks."""
+def admitted(items: Iterable[ShareItem], rejected: dict[str, str]) -> Iterator[ShareItem]:
+    """The items whose value passes the gate; the others go into ``rejected`` (value -> reason)."""
+    check = value_problem
+    for it in items:
+        problem = check(it.value, it.type)
+        if problem is None:
+            yield it
+        else:
+            rejected[it.value] = REFUSED + problem
+
+
+def render(items: Iterable[ShareItem], fmt: str, rejected: dict[str, str] | None = None) -> Iterator[bytes]:
+    """The list file's content, in chunks: one line per written indicator (after the csv header).
+
+    Refused values are left out whatever ``rejected`` is; the dict, if given,
+    receives them with their reasons (filled as the chunks are consumed).
+    """
+    items = admitted(items, {} if rejected is None else rejected)
     if fmt == "text":
         for it in items:
             yield it.value.encode() + b"\n"
@@ -44,19 +71,41 @@ def render(items: Iterable[ShareItem], fmt: str) -> Iterable[bytes]:
             d = msgspec.structs.asdict(it)
             for k in ("first_seen", "last_seen", "expires_at"):
                 d[k] = iso(d[k])
-            yield _enc.encode(d) + b"\n"
+            yield _json_line(d)
     else:
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
         w.writerow(CSV_HEADER)
         for it in items:
             w.writerow([it.type, it.value, it.severity, it.reputation, iso(it.first_seen) or "",
-                        iso(it.last_seen) or "", iso(it.expires_at) or "", ";".join(it.tags), ";".join(it.sources)])
+                        iso(it.last_seen) or "", iso(it.expires_at) or "", _visible(";".join(it.tags)),
+                        _visible(";".join(it.sources))])
             if buf.tell() > 65536:
                 yield buf.getvalue().encode()
                 buf.seek(0)
                 buf.truncate()
         yield buf.getvalue().encode()
+
+
+def _json_line(d: dict) -> bytes:
+    """One JSON line; text fields with separators (U+2028, NEL...) or lone surrogates are \\u-escaped."""
+    try:
+        line = _enc.encode(d)
+        # msgspec escapes C0 controls only; the rare line with anything else unprintable
+        # (DEL, C1, separators...) is re-encoded all-ASCII: the same JSON value.
+        if (line.isascii() and b"\x7f" not in line) or line.decode().isprintable():
+            return line + b"\n"
+    except UnicodeEncodeError:  # a lone surrogate in a tag or comment
+        pass
+    return json.dumps(d, ensure_ascii=True, separators=(",", ":")).encode() + b"\n"
+
+
+def _visible(text: str) -> str:
+    """``text`` with each unprintable character written as a ``\\uXXXX`` escape (csv has no escapes)."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else f"\\u{ord(c):04x}" if ord(c) < 0x10000 else f"\\U{ord(c):08x}"
+                   for c in text)
 
 
 def write_atomically(path: str, chunks: Iterable[bytes]) -> int:

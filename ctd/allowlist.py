@@ -11,10 +11,14 @@ from collections.abc import Iterable
 from ipaddress import ip_network
 from socket import AF_INET, AF_INET6, inet_pton
 
-from ctd.canon import canonicalize, host_of_url, is_ip
+from ctd.canon import canonicalize, host_of_url, is_ip, value_problem
 from ctd.errors import InvalidIndicator
 
 __all__ = ["Allowlist"]
+
+
+def _show(text: str) -> str:
+    return repr(text if len(text) <= 80 else text[:80] + "...")
 
 
 class _Nets:
@@ -61,8 +65,13 @@ class Allowlist:
             try:
                 self._values.add(canonicalize(None, value)[1])
             except InvalidIndicator:
-                if value.strip():
-                    self._raw.add(value.strip().lower())
+                raw = value.strip()
+                # What the value gate refuses can never be stored, so it could never
+                # match: say so rather than keep a raw entry that silently never does.
+                if problem := value_problem(raw):
+                    raise ValueError(f"invalid allowlist value: {problem}") from None
+                if raw:
+                    self._raw.add(raw.lower())
         self._v4 = _Nets(32)
         self._v6 = _Nets(128)
         self._cidr_text: set[str] = set()
@@ -70,7 +79,7 @@ class Allowlist:
             try:
                 net = ip_network(cidr.strip(), strict=False)
             except ValueError as exc:
-                raise ValueError(f"invalid allowlist CIDR {cidr!r}: {exc}") from None
+                raise ValueError(f"invalid allowlist CIDR {_show(cidr)}: {exc}") from None
             (self._v4 if net.version == 4 else self._v6).add(
                 int(net.network_address), net.prefixlen
             )
@@ -82,7 +91,7 @@ class Allowlist:
             try:
                 self._domains.add(canonicalize("domain", bare)[1])
             except InvalidIndicator as exc:
-                raise ValueError(f"invalid allowlist domain {domain!r}: {exc}") from None
+                raise ValueError(f"invalid allowlist domain {_show(domain)}: {exc}") from None
 
     def __bool__(self) -> bool:
         return bool(self._values or self._raw or self._cidr_text or self._domains)

@@ -176,7 +176,7 @@ class Sharer:
                     self.rate.add(len(done))
                 self._audit("indicators_shared", ok_items)
             result.rejected += len(rejected)
-            self._audit("indicators_rejected", bad_items, reasons=res.rejected)
+            self._refused(bad_items, res.rejected)
 
     async def _replace(self, result: ShareResult) -> None:
         list_hash, last_hash = await self.store.call(sharing_sql.list_hash, self.name)
@@ -196,9 +196,21 @@ class Sharer:
             if self.rate is not None:
                 self.rate.add(result.pushed)
             self._audit("indicators_shared", [it for iid, it in items if iid not in rejected])
+            self._refused([it for iid, it in items if iid in rejected], res.rejected)
         result.retracted = await self.store.call(
             sharing_sql.record_full, self.name, list_hash=list_hash, rejected=rejected, now=now(),
             unchanged=result.unchanged,
+        )
+
+    def _refused(self, items: list[ShareItem], reasons: dict[str, str]) -> None:
+        """Audit what the destination refused, and warn once per delivery with a few (short) reasons."""
+        if not items:
+            return
+        self._audit("indicators_rejected", items, reasons={it.value: reasons.get(it.value) for it in items[:1000]})
+        log.warning(
+            "destination refused indicators", ctd_event="indicators_refused", ctd_sharing=self.name,
+            ctd_destination=self.sh.destination, ctd_count=len(items),
+            examples=[_short(reasons.get(it.value, "")) for it in items[:5]],
         )
 
     def _audit(self, event: str, items: list[ShareItem], reasons: dict[str, str] | None = None) -> None:
@@ -212,6 +224,10 @@ class Sharer:
             )
         log.debug(event.replace("_", " ") + " (values)", ctd_event=event + "_values", ctd_sharing=self.name,
                   values=[it.value for it in items[:1000]], reasons=reasons)
+
+
+def _short(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _min(a: int | None, b: int | None) -> int | None:

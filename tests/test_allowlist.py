@@ -12,7 +12,7 @@ MD5 = "d41d8cd98f00b204e9800998ecf8427e"
 @pytest.fixture
 def allow() -> Allowlist:
     return Allowlist(
-        values=["hxxp://Safe[.]example/Page", MD5.upper(), "203.0.113.9", "weird thing"],
+        values=["hxxp://Safe[.]example/Page", MD5.upper(), "203.0.113.9", "weird-thing"],
         cidrs=["10.0.0.0/8", "192.0.2.128/25", "2001:db8::/32"],
         domains=["Example.COM", "*.corp.example"],
     )
@@ -41,7 +41,7 @@ def test_exact_values_match_after_canonicalisation(allow):
 
 def test_untypeable_value_matches_verbatim_case_insensitively(allow):
     """A value no type fits is kept as a raw, lower-cased string match."""
-    assert allow.matches("url", "Weird Thing")
+    assert allow.matches("url", "Weird-Thing")
 
 
 def test_ipv4_inside_cidr(allow):

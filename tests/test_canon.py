@@ -205,7 +205,6 @@ def test_underscore_labels_are_accepted():
         "a..example",
         "a" * 64 + ".example",
         ".".join(["a" * 63] * 4) + ".com",
-        "exa mple.com",
         "example.com..",
         "example.123",
         "ex!ample.com",
@@ -311,9 +310,9 @@ def test_email_mailto_prefix_is_dropped():
     assert canonicalize("email", "mailto:a@b.example") == ("email", "a@b.example")
 
 
-@pytest.mark.parametrize("bad", ["a@b@c.example", "no-at.example", "@b.example", "a b@c.example"])
+@pytest.mark.parametrize("bad", ["a@b@c.example", "no-at.example", "@b.example"])
 def test_invalid_email_is_rejected(bad):
-    """Emails need exactly one @ and a non-empty local part without spaces."""
+    """Emails need exactly one @ and a non-empty local part (spaces: the value gate, tests/test_value_gate.py)."""
     assert reason("email", bad).startswith("not a valid email address")
 
 
@@ -351,7 +350,7 @@ def test_auto_detection(raw, kind, canon):
     assert canonicalize(None, raw) == (kind, canon)
 
 
-@pytest.mark.parametrize("raw", ["", "hello", "1.2.3.999", "192.0.2.01", "not a value", "1.2.3.4:80", "a/b"])
+@pytest.mark.parametrize("raw", ["", "hello", "1.2.3.999", "192.0.2.01", "not-a-value", "1.2.3.4:80", "a/b"])
 def test_undetectable_values(raw):
     """Values of no recognisable type are not typed and cannot be canonicalised untyped."""
     assert detect_type(raw) is None
@@ -368,7 +367,9 @@ def test_detected_but_invalid_reports_the_type_reason():
 _label = st.from_regex(r"[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,10}[a-zA-Z0-9])?", fullmatch=True)
 _tld = st.from_regex(r"[a-zA-Z]{2,6}", fullmatch=True)
 _domains = st.builds(lambda ls, t: ".".join([*ls, t]), st.lists(_label, min_size=1, max_size=4), _tld)
-_paths = st.text(st.characters(min_codepoint=33, max_codepoint=0x2FF, exclude_characters="#?"), max_size=20)
+# printable only: controls, format characters and spaces never pass the value gate
+_paths = st.text(st.characters(min_codepoint=33, max_codepoint=0x2FF, exclude_characters="#?",
+                               exclude_categories=("Cc", "Cf", "Zs")), max_size=20)
 
 _valid = st.one_of(
     st.tuples(st.just("domain"), _domains),
