@@ -92,6 +92,8 @@ class ControlClient:
             raise self._connect_error(exc) from exc
         try:
             sock.sendall(encode_request(cmd, args))
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # refused (busy) before the daemon read the request: its answer is still there to read
         except OSError as exc:
             sock.close()
             raise ConnectError(f"lost connection to {self.path}: {exc.strerror or exc}") from exc
