@@ -2,11 +2,21 @@
 
 Every function takes the output stream and the data exactly as the daemon
 sent it (decoded JSON); times are printed as the ISO strings given.
+
+Terminal safety: the data comes from feeds, vendor APIs and configs, none of
+which may drive the operator's terminal. :func:`emit` hands the human
+renderers a copy of the data in which every string (and every key) has its
+non-printable characters escaped (:func:`escape`: ``\\x1b``, ``\\n``,
+``\\u202e``...), so no field of any table can carry an escape sequence or
+forge a line; :func:`cell` escapes again (a no-op on escaped text) for
+renderers used directly. JSON output keeps the data exact but writes such
+characters as ``\\uXXXX``; CSV stays exact unless it goes to a terminal.
 """
 
 from __future__ import annotations
 
 import csv
+import re
 from collections.abc import Iterable, Sequence
 from typing import Any, Final, TextIO
 
@@ -20,22 +30,79 @@ CSV_FIELDS: Final = (
 )
 
 
+_NAMED_ESCAPES: Final = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+# What the JSON encoder may leave raw: anything but newline and printable ASCII (filtered further below).
+_JSON_SUSPECT: Final = re.compile(r"[^\n -~]")
+
+
+def _escape_char(c: str) -> str:
+    n = ord(c)
+    if c in _NAMED_ESCAPES:
+        return _NAMED_ESCAPES[c]
+    return f"\\x{n:02x}" if n < 0x100 else f"\\u{n:04x}" if n < 0x10000 else f"\\U{n:08x}"
+
+
+def escape(text: str) -> str:
+    """``text`` with each non-printable character shown as a Python-style escape.
+
+    Control characters (C0, DEL, C1), line and paragraph separators, bidi
+    overrides and other format characters become ``\\n``, ``\\x1b``, ``\\u202e``...
+    Printable text, backslashes included, is unchanged: escaping twice changes
+    nothing, and a literal backslash-n in the data looks like an escaped line
+    break (``--json`` tells them apart).
+    """
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else _escape_char(c) for c in text)
+
+
+def escaped(data: Any) -> Any:
+    """A copy of decoded JSON ``data`` with every string and key passed through :func:`escape`."""
+    match data:
+        case str():
+            return escape(data)
+        case dict():
+            return {escaped(k): escaped(v) for k, v in data.items()}
+        case list() | tuple():
+            return [escaped(v) for v in data]
+        case _:
+            return data
+
+
+def _json_char(m: re.Match[str]) -> str:
+    c = m.group()
+    if c.isprintable():
+        return c
+    n = ord(c)
+    if n < 0x10000:
+        return f"\\u{n:04x}"
+    n -= 0x10000  # a UTF-16 surrogate pair, as JSON spells characters beyond the BMP
+    return f"\\u{0xD800 + (n >> 10):04x}\\u{0xDC00 + (n & 0x3FF):04x}"
+
+
+def json_safe(text: str) -> str:
+    """JSON text with the non-printable characters the encoder leaves raw (DEL, C1, U+2028...)
+    written as ``\\uXXXX``: it decodes to the same data. Such characters only occur inside
+    strings, so the structural newlines of indented JSON stay as they are."""
+    return _JSON_SUSPECT.sub(_json_char, text)
+
+
 def to_json(data: Any) -> str:
     """Pretty JSON text of ``data`` with a trailing newline."""
-    return msgspec.json.format(msgspec.json.encode(data), indent=2).decode() + "\n"
+    return json_safe(msgspec.json.format(msgspec.json.encode(data), indent=2).decode()) + "\n"
 
 
 def emit(out: TextIO, data: Any, as_json: bool, human: Any) -> None:
-    """Write ``data`` as JSON or through the ``human(out, data)`` renderer, then flush."""
+    """Write ``data`` as JSON or through the ``human(out, data)`` renderer (fed escaped data), then flush."""
     if as_json:
         out.write(to_json(data))
     else:
-        human(out, data)
+        human(out, escaped(data))
     out.flush()
 
 
 def cell(value: Any) -> str:
-    """One table cell: ``-`` for missing, yes/no for booleans, lists comma-joined."""
+    """One table cell: ``-`` for missing, yes/no for booleans, lists comma-joined, text escaped."""
     match value:
         case None | "":
             return "-"
@@ -44,9 +111,9 @@ def cell(value: Any) -> str:
         case float():
             return f"{value:.1f}"
         case list() | tuple():
-            return ",".join(str(v) for v in value) or "-"
+            return ",".join(escape(str(v)) for v in value) or "-"
         case _:
-            return str(value)
+            return escape(str(value))
 
 
 def aligned(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> tuple[list[str], list[int]]:
@@ -335,16 +402,22 @@ def write_jsonl(out: TextIO, items: Iterable[Any]) -> None:
     """One JSON object per line."""
     encode = msgspec.json.encode
     for item in items:
-        out.write(encode(item).decode())
+        out.write(json_safe(encode(item).decode()))
         out.write("\n")
     out.flush()
 
 
-def write_csv(out: TextIO, items: Iterable[dict[str, Any]]) -> None:
-    """CSV with a header; sources and tags joined with ``;``."""
+def write_csv(out: TextIO, items: Iterable[dict[str, Any]], *, terminal: bool = False) -> None:
+    """CSV with a header; sources and tags joined with ``;``.
+
+    The cells are exact (quoted as CSV needs) unless ``terminal``: read on a
+    terminal, they are escaped like every other human-readable output.
+    """
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(CSV_FIELDS)
     for i in items:
+        if terminal:
+            i = escaped(i)
         writer.writerow([
             i.get("type"), i.get("value"),
             "true" if i.get("active") else "false",
