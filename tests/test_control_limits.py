@@ -256,3 +256,86 @@ async def test_accept_emfile_logs_one_warning_and_recovers(
     assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
     recovered = [e for e in logs if e.get("ctd_event") == "control_accept_recovered"]
     assert len(recovered) == 1 and recovered[0]["failures"] > 1
+
+
+# --- the unit's descriptor limit --------------------------------------------------
+
+
+def test_unit_sets_a_descriptor_limit_sized_from_the_caps() -> None:
+    """The unit sets LimitNOFILE= (soft = hard) and its sizing comment quotes the caps in the code."""
+    from ctd.adapters.edl_server import ServerSettings
+
+    text = UNIT.read_text()
+    assert re.search(r"(?m)^LimitNOFILE=\d+$", text), "no LimitNOFILE= in the unit"
+    lim = limits()
+    edl = ServerSettings(host="127.0.0.1", port=0, lists_dir="/").max_connections
+    assert re.search(rf"(?m)^#\s+EDL server\s+{edl} connections per edl plugin", text)
+    assert re.search(rf"(?m)^#\s+control socket\s+{lim.total} connections: {lim.per_uid} per uid, "
+                     rf"{lim.reserved} of them kept for root and ctd", text)
+    assert unit_nofile() >= 2 * (edl + lim.total)
+
+
+@pytest.fixture
+def edl_daemon() -> Iterator[tuple[DaemonProc, tuple[str, int]]]:
+    """The daemon with an EDL server on a free loopback port, under the unit's descriptor limit."""
+    d = DaemonProc(short_tmpdir(), "")
+    os.chmod(d.dir, 0o755)
+    d.socket = d.dir / "run" / "ctd.sock"
+    d.write_config(f'[daemon]\nstate_dir = "{d.dir}/var"\nsocket = "{d.socket}"\nsocket_group = "nogroup"\n'
+                   '[plugins.edl]\nadapter = "edl"\npull = false\nbind = "127.0.0.1:0"\n')
+    try:
+        d.start()
+        assert d.proc is not None
+        n = unit_nofile()
+        resource.prlimit(d.proc.pid, resource.RLIMIT_NOFILE, (n, n))
+        d.wait_ready()
+        [address] = [e["address"] for e in d.logs() if e.get("ctd_event") == "edl_listening"]
+        host, _, port = address.rpartition(":")
+        yield d, (host, int(port))
+        assert d.stop() == 0
+    finally:
+        d.cleanup()
+
+
+def _edl_flood(addr: tuple[str, int], n: int) -> tuple[list[socket.socket], int]:
+    """Open ``n`` idle EDL connections; returns them and how many the server closed (refused)."""
+    import select
+    import time
+
+    socks = [socket.create_connection(addr, timeout=5) for _ in range(n)]
+    poller = select.poll()
+    for s in socks:
+        poller.register(s, select.POLLIN)
+    closed: set[int] = set()
+    deadline = time.monotonic() + 5
+    while len(closed) < n and time.monotonic() < deadline:
+        for fd, _ in poller.poll(200):
+            closed.add(fd)
+            poller.unregister(fd)
+        if len(closed) >= n - 256:  # the EDL cap: a moment more to see nothing else closes
+            deadline = min(deadline, time.monotonic() + 0.5)
+    return socks, len(closed)
+
+
+@needs_root
+def test_unit_limit_covers_full_edl_and_control_floods(edl_daemon: tuple[DaemonProc, tuple[str, int]]) -> None:
+    """Under the unit's LimitNOFILE, EDL at its cap plus a 1,100-connection control flood leave ctdctl working."""
+    from ctd.adapters.edl_server import ServerSettings
+
+    d, addr = edl_daemon
+    edl_cap = ServerSettings(host="127.0.0.1", port=0, lists_dir="/").max_connections
+    socks, refused = _edl_flood(addr, edl_cap + 100)
+    try:
+        assert refused >= 100  # the EDL server is at its cap
+        hog = Holder(str(d.socket), NOBODY, NOGROUP, 1100, expect_silent=limits().per_uid)
+        try:
+            assert hog.result["silent"] == limits().per_uid, hog.result
+            status = d.ctl("status")
+            assert status.returncode == 0, status.stderr
+        finally:
+            hog.release()
+    finally:
+        for s in socks:
+            s.close()
+    _no_accept_tracebacks(d)
+    assert not [e for e in d.logs() if e.get("ctd_event") == "control_accept_failed"]
