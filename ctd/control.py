@@ -2,9 +2,10 @@
 
 trio 0.35 has no Unix listener, so the socket is built by hand: bound under a
 restrictive umask (born 0660, never world-connectable), given to the
-configured group, then served one task per admitted connection. Each connection carries one request (see ``ctd.protocol``); the
-daemon's ``dispatch`` callable decides what it means and who may run it, from
-the peer credentials read with SO_PEERCRED.
+configured group, then served one task per admitted connection. Each
+connection carries one request (see ``ctd.protocol``); the daemon's
+``dispatch`` callable decides what it means and who may run it, from the peer
+credentials read with SO_PEERCRED.
 
 Resource handling:
     Connections are capped in total and per peer uid, with a reserve for root
@@ -35,7 +36,7 @@ from typing import Any, Final
 import structlog
 import trio
 
-from ctd.control_limits import ConnectionLimits, serve_admitted
+from ctd.control_limits import DEFAULT_LIMITS, ConnectionLimits, serve_admitted
 from ctd.errors import BadRequest, ConfigError, CtdError, PermissionDenied
 from ctd.protocol import (
     CODE_BAD_REQUEST,
@@ -83,7 +84,7 @@ async def serve_control(
     socket_group: str | None = None,
     request_timeout: float = REQUEST_TIMEOUT,
     send_timeout: float = SEND_TIMEOUT,
-    limits: ConnectionLimits = ConnectionLimits(),
+    limits: ConnectionLimits = DEFAULT_LIMITS,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Bind the control socket at ``path`` and serve requests until cancelled.

@@ -36,7 +36,7 @@ import trio
 from ctd.access import peer_credentials
 from ctd.protocol import CODE_BUSY, Peer, error_reply
 
-__all__ = ["ConnectionLimits", "serve_admitted"]
+__all__ = ["DEFAULT_LIMITS", "ConnectionLimits", "serve_admitted"]
 
 MAX_CONNECTIONS: Final = 64
 MAX_PER_UID: Final = 16  # ctdctl uses one at a time; room for scripts and monitoring in parallel
@@ -64,6 +64,9 @@ class ConnectionLimits(msgspec.Struct, frozen=True, kw_only=True):
     def __post_init__(self) -> None:
         if min(self.total, self.per_uid, self.reserved) < 0 or self.reserved >= self.total:
             raise ValueError("connection limits must be >= 0, with reserved < total")
+
+
+DEFAULT_LIMITS: Final = ConnectionLimits()
 
 
 class Admission:

@@ -9,9 +9,8 @@ import os
 import re
 import resource
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -95,7 +94,7 @@ def test_one_uid_cannot_exhaust_the_daemon(daemon: DaemonProc) -> None:
 
 @needs_root
 def test_total_cap_keeps_a_reserve_for_root(daemon: DaemonProc) -> None:
-    """Several uids together fill the unprivileged share; the next is refused, root and the daemon's uid still get in."""
+    """Several uids together fill the unprivileged share; the next uid is refused, root still gets in."""
     lim = limits()
     share = lim.total - lim.reserved
     holders: list[Holder] = []
@@ -238,7 +237,7 @@ async def test_accept_emfile_logs_one_warning_and_recovers(
     nursery: trio.Nursery, sock_path: str, autojump_clock: trio.abc.Clock,
     few_descriptors: list[int], caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """Out of descriptors, accept backs off with one warning (no traceback flood) and serves again once some are free."""
+    """Out of descriptors, accept backs off with one warning (no traceback flood) and serves again after."""
     with structlog.testing.capture_logs() as logs:
         await _start(nursery, sock_path)
         client = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
