@@ -20,6 +20,7 @@ import msgspec
 from ctd import ctdctl_admin as admin
 from ctd import ctdctl_render as render
 from ctd.ctdctl_completion import bash_completion
+from ctd.ctdctl_escape import escape
 from ctd.errors import CtdError
 from ctd.protocol import Reply, decode_reply, encode_request
 
@@ -378,7 +379,7 @@ _emit = render.emit
 
 def _complain(err: TextIO, message: str) -> None:
     """One line on stderr; the message (often the daemon's or a source's words) escaped."""
-    print(f"ctdctl: {render.escape(message)}", file=err)
+    print(f"ctdctl: {escape(message)}", file=err)
 
 
 def _is_terminal(out: TextIO) -> bool:

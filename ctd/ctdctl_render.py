@@ -6,7 +6,7 @@ sent it (decoded JSON); times are printed as the ISO strings given.
 Terminal safety: the data comes from feeds, vendor APIs and configs, none of
 which may drive the operator's terminal. :func:`emit` hands the human
 renderers a copy of the data in which every string (and every key) has its
-non-printable characters escaped (:func:`escape`: ``\\x1b``, ``\\n``,
+non-printable characters escaped (``ctd.ctdctl_escape``: ``\\x1b``, ``\\n``,
 ``\\u202e``...), so no field of any table can carry an escape sequence or
 forge a line; :func:`cell` escapes again (a no-op on escaped text) for
 renderers used directly. JSON output keeps the data exact but writes such
@@ -16,75 +16,18 @@ characters as ``\\uXXXX``; CSV stays exact unless it goes to a terminal.
 from __future__ import annotations
 
 import csv
-import re
 from collections.abc import Iterable, Sequence
 from typing import Any, Final, TextIO
 
 import msgspec
 
+from ctd.ctdctl_escape import escape, escaped, json_safe
 from ctd.model import iso
 
 CSV_FIELDS: Final = (
     "type", "value", "active", "severity", "reputation",
     "first_seen", "last_seen", "expires_at", "sources", "tags",
 )
-
-
-_NAMED_ESCAPES: Final = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
-# What the JSON encoder may leave raw: anything but newline and printable ASCII (filtered further below).
-_JSON_SUSPECT: Final = re.compile(r"[^\n -~]")
-
-
-def _escape_char(c: str) -> str:
-    n = ord(c)
-    if c in _NAMED_ESCAPES:
-        return _NAMED_ESCAPES[c]
-    return f"\\x{n:02x}" if n < 0x100 else f"\\u{n:04x}" if n < 0x10000 else f"\\U{n:08x}"
-
-
-def escape(text: str) -> str:
-    """``text`` with each non-printable character shown as a Python-style escape.
-
-    Control characters (C0, DEL, C1), line and paragraph separators, bidi
-    overrides and other format characters become ``\\n``, ``\\x1b``, ``\\u202e``...
-    Printable text, backslashes included, is unchanged: escaping twice changes
-    nothing, and a literal backslash-n in the data looks like an escaped line
-    break (``--json`` tells them apart).
-    """
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else _escape_char(c) for c in text)
-
-
-def escaped(data: Any) -> Any:
-    """A copy of decoded JSON ``data`` with every string and key passed through :func:`escape`."""
-    match data:
-        case str():
-            return escape(data)
-        case dict():
-            return {escaped(k): escaped(v) for k, v in data.items()}
-        case list() | tuple():
-            return [escaped(v) for v in data]
-        case _:
-            return data
-
-
-def _json_char(m: re.Match[str]) -> str:
-    c = m.group()
-    if c.isprintable():
-        return c
-    n = ord(c)
-    if n < 0x10000:
-        return f"\\u{n:04x}"
-    n -= 0x10000  # a UTF-16 surrogate pair, as JSON spells characters beyond the BMP
-    return f"\\u{0xD800 + (n >> 10):04x}\\u{0xDC00 + (n & 0x3FF):04x}"
-
-
-def json_safe(text: str) -> str:
-    """JSON text with the non-printable characters the encoder leaves raw (DEL, C1, U+2028...)
-    written as ``\\uXXXX``: it decodes to the same data. Such characters only occur inside
-    strings, so the structural newlines of indented JSON stay as they are."""
-    return _JSON_SUSPECT.sub(_json_char, text)
 
 
 def to_json(data: Any) -> str:

@@ -20,7 +20,7 @@ import pytest
 import structlog
 import trio
 
-from ctd import ctdctl_admin, ctdctl_render
+from ctd import ctdctl_admin, ctdctl_escape, ctdctl_render
 from ctd.control import serve_control
 from ctd.ctdctl import main
 from ctd.ctdctl_render import emit
@@ -128,7 +128,7 @@ def test_renderer_escapes_every_field(name: str, keys: bool) -> None:
 
 def test_escape_forms() -> None:
     """Named escapes for \\n \\r \\t, \\xNN below U+0100, \\uNNNN and \\UNNNNNNNN above; printable text unchanged."""
-    escape = ctdctl_render.escape
+    escape = ctdctl_escape.escape
     assert escape("a\nb\rc\td") == "a\\nb\\rc\\td"
     assert escape("\x1b[0m\x07\x00\x7f\x9b") == "\\x1b[0m\\x07\\x00\\x7f\\x9b"
     assert escape("\u202e\u2028\u200b\U000e0001") == "\\u202e\\u2028\\u200b\\U000e0001"
@@ -137,7 +137,7 @@ def test_escape_forms() -> None:
 
 def test_escape_is_idempotent() -> None:
     """Escaping escaped text changes nothing (so nested renderers never double-escape)."""
-    escape = ctdctl_render.escape
+    escape = ctdctl_escape.escape
     once = escape(HOSTILE)
     assert escape(once) == once
 
