@@ -8,7 +8,9 @@ import logging
 import os
 import re
 import resource
+import select
 import socket
+import time
 from collections.abc import Iterator
 from functools import partial
 from typing import Any
@@ -19,6 +21,9 @@ import structlog
 import trio
 
 from ctd import control
+from ctd.adapters.edl_server import ServerSettings
+from ctd.control_limits import DEFAULT_LIMITS as LIMITS
+from ctd.control_limits import ConnectionLimits
 from ctd.ctdctl import main as ctdctl_main
 from tests.daemonproc import REPO, DaemonProc, short_tmpdir
 from tests.peerclients import Holder, request_as
@@ -26,12 +31,6 @@ from tests.peerclients import Holder, request_as
 NOBODY = NOGROUP = 65534
 UNIT = REPO / "systemd" / "ctd.service"
 needs_root = pytest.mark.skipif(os.getuid() != 0, reason="needs root to connect as other uids")
-
-
-def limits() -> Any:
-    from ctd.control_limits import ConnectionLimits
-
-    return ConnectionLimits()
 
 
 def unit_nofile() -> int:
@@ -70,7 +69,7 @@ def _no_accept_tracebacks(d: DaemonProc) -> None:
 @needs_root
 def test_one_uid_cannot_exhaust_the_daemon(daemon: DaemonProc) -> None:
     """A read-group member opening 1,100 idle connections keeps only its share; others and ctdctl still work."""
-    lim = limits()
+    lim = LIMITS
     hog = Holder(str(daemon.socket), NOBODY, NOGROUP, 1100, expect_silent=lim.per_uid)
     try:
         res = hog.result
@@ -95,7 +94,7 @@ def test_one_uid_cannot_exhaust_the_daemon(daemon: DaemonProc) -> None:
 @needs_root
 def test_total_cap_keeps_a_reserve_for_root(daemon: DaemonProc) -> None:
     """Several uids together fill the unprivileged share; the next uid is refused, root still gets in."""
-    lim = limits()
+    lim = LIMITS
     share = lim.total - lim.reserved
     holders: list[Holder] = []
     try:
@@ -151,8 +150,6 @@ async def test_idle_connections_time_out_and_free_their_slots(
     nursery: trio.Nursery, sock_path: str, autojump_clock: trio.abc.Clock
 ) -> None:
     """Idle connections are answered and closed after the request timeout; their slots serve the next client."""
-    from ctd.control_limits import ConnectionLimits
-
     await _start(nursery, sock_path, request_timeout=10, limits=ConnectionLimits(total=8, per_uid=2, reserved=1))
     idle = [await _connect(sock_path) for _ in range(2)]
     extra = await _connect(sock_path)
@@ -172,8 +169,6 @@ async def test_refusals_are_logged_once_a_minute(
     nursery: trio.Nursery, sock_path: str, autojump_clock: trio.abc.Clock
 ) -> None:
     """Refusals of one uid log one warning per minute, the next one counting those left out."""
-    from ctd.control_limits import ConnectionLimits
-
     with structlog.testing.capture_logs() as logs:
         await _start(nursery, sock_path, limits=ConnectionLimits(total=8, per_uid=0, reserved=1))
         for _ in range(5):
@@ -193,8 +188,6 @@ async def test_ctdctl_shows_the_refusal_even_before_sending(
     nursery: trio.Nursery, sock_path: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """ctdctl prints the daemon's refusal and exits 2, even when the daemon closed before reading its request."""
-    from ctd.control_limits import ConnectionLimits
-
     with structlog.testing.capture_logs():
         await _start(nursery, sock_path, limits=ConnectionLimits(total=8, per_uid=0, reserved=1))
         # A request far larger than the socket buffer: the daemon refuses and closes mid-send.
@@ -262,11 +255,9 @@ async def test_accept_emfile_logs_one_warning_and_recovers(
 
 def test_unit_sets_a_descriptor_limit_sized_from_the_caps() -> None:
     """The unit sets LimitNOFILE= (soft = hard) and its sizing comment quotes the caps in the code."""
-    from ctd.adapters.edl_server import ServerSettings
-
     text = UNIT.read_text()
     assert re.search(r"(?m)^LimitNOFILE=\d+$", text), "no LimitNOFILE= in the unit"
-    lim = limits()
+    lim = LIMITS
     edl = ServerSettings(host="127.0.0.1", port=0, lists_dir="/").max_connections
     assert re.search(rf"(?m)^#\s+EDL server\s+{edl} connections per edl plugin", text)
     assert re.search(rf"(?m)^#\s+control socket\s+{lim.total} connections: {lim.per_uid} per uid, "
@@ -298,9 +289,6 @@ def edl_daemon() -> Iterator[tuple[DaemonProc, tuple[str, int]]]:
 
 def _edl_flood(addr: tuple[str, int], n: int) -> tuple[list[socket.socket], int]:
     """Open ``n`` idle EDL connections; returns them and how many the server closed (refused)."""
-    import select
-    import time
-
     socks = [socket.create_connection(addr, timeout=5) for _ in range(n)]
     poller = select.poll()
     for s in socks:
@@ -319,16 +307,14 @@ def _edl_flood(addr: tuple[str, int], n: int) -> tuple[list[socket.socket], int]
 @needs_root
 def test_unit_limit_covers_full_edl_and_control_floods(edl_daemon: tuple[DaemonProc, tuple[str, int]]) -> None:
     """Under the unit's LimitNOFILE, EDL at its cap plus a 1,100-connection control flood leave ctdctl working."""
-    from ctd.adapters.edl_server import ServerSettings
-
     d, addr = edl_daemon
     edl_cap = ServerSettings(host="127.0.0.1", port=0, lists_dir="/").max_connections
     socks, refused = _edl_flood(addr, edl_cap + 100)
     try:
         assert refused >= 100  # the EDL server is at its cap
-        hog = Holder(str(d.socket), NOBODY, NOGROUP, 1100, expect_silent=limits().per_uid)
+        hog = Holder(str(d.socket), NOBODY, NOGROUP, 1100, expect_silent=LIMITS.per_uid)
         try:
-            assert hog.result["silent"] == limits().per_uid, hog.result
+            assert hog.result["silent"] == LIMITS.per_uid, hog.result
             status = d.ctl("status")
             assert status.returncode == 0, status.stderr
         finally:
