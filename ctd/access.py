@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import grp
 import os
+import socket
+import struct
+from typing import Any
 
 from ctd.errors import ConfigError, PermissionDenied
 from ctd.protocol import Peer
@@ -26,6 +29,26 @@ def resolve_gid(name: str | None, where: str) -> int | None:
         return grp.getgrnam(name).gr_gid
     except KeyError:
         raise ConfigError(f"no such group {name!r}", where) from None
+
+
+SO_PEERGROUPS = getattr(socket, "SO_PEERGROUPS", 59)  # Linux >= 4.13
+_MAX_GROUPS = 256
+
+
+def peer_credentials(sock: Any) -> Peer:
+    """The pid, uid, gid and supplementary groups of the process connected to a Unix socket.
+
+    Groups come from the kernel (SO_PEERGROUPS), not from /proc, so the check
+    also works under ``ProtectProc=invisible`` and cannot race a reused pid.
+    """
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    pid, uid, gid = struct.unpack("3i", creds)
+    try:
+        raw = sock.getsockopt(socket.SOL_SOCKET, SO_PEERGROUPS, 4 * _MAX_GROUPS)
+        groups = struct.unpack(f"{len(raw) // 4}I", raw[: len(raw) // 4 * 4])
+    except OSError:
+        groups = ()
+    return Peer(pid=pid, uid=uid, gid=gid, groups=tuple(groups))
 
 
 def peer_groups(peer: Peer) -> set[int]:

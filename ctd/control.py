@@ -2,16 +2,20 @@
 
 trio 0.35 has no Unix listener, so the socket is built by hand: bound under a
 restrictive umask (born 0660, never world-connectable), given to the
-configured group, then served with ``trio.serve_listeners``, one task per
-connection. Each connection carries one request (see ``ctd.protocol``); the
-daemon's ``dispatch`` callable decides what it means and who may run it, from
-the peer credentials read with SO_PEERCRED.
+configured group, then served one task per admitted connection. Each
+connection carries one request (see ``ctd.protocol``); the daemon's
+``dispatch`` callable decides what it means and who may run it, from the peer
+credentials read with SO_PEERCRED.
 
 Resource handling:
-    A connection that sends nothing is dropped after ``request_timeout``; a
-    client that stops reading is dropped after ``send_timeout``; a client that
-    goes away mid-stream ends only its own connection (the handler's async
-    iterator is closed). Nothing a client does can stop the server.
+    Connections are capped in total and per peer uid, with a reserve for root
+    and the daemon's own uid; one over a cap is answered ``busy`` and closed
+    (``ctd.control_limits``, which also backs off when accept() runs out of
+    descriptors). A connection that has not sent its whole request line within
+    ``request_timeout`` is answered and dropped, so an idle client cannot hold
+    a slot; a client that stops reading is dropped after ``send_timeout``; a
+    client that goes away mid-stream ends only its own connection (the
+    handler's async iterator is closed). Nothing a client does can stop the server.
 
 Error handling:
     ``PermissionDenied`` -> code ``denied``, ``BadRequest`` -> ``bad_request``,
@@ -26,13 +30,13 @@ import grp
 import os
 import socket as _stdsocket
 import stat
-import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Final
 
 import structlog
 import trio
 
+from ctd.control_limits import DEFAULT_LIMITS, ConnectionLimits, serve_admitted
 from ctd.errors import BadRequest, ConfigError, CtdError, PermissionDenied
 from ctd.protocol import (
     CODE_BAD_REQUEST,
@@ -50,7 +54,7 @@ from ctd.protocol import (
     ok_reply,
 )
 
-__all__ = ["Dispatch", "Peer", "Request", "SocketInUseError", "serve_control"]
+__all__ = ["ConnectionLimits", "Dispatch", "Peer", "Request", "SocketInUseError", "serve_control"]
 
 Dispatch = Callable[[Request, Peer], Awaitable[Any]]
 
@@ -80,6 +84,7 @@ async def serve_control(
     socket_group: str | None = None,
     request_timeout: float = REQUEST_TIMEOUT,
     send_timeout: float = SEND_TIMEOUT,
+    limits: ConnectionLimits = DEFAULT_LIMITS,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Bind the control socket at ``path`` and serve requests until cancelled.
@@ -91,6 +96,7 @@ async def serve_control(
       socket_group: group owning the socket (0660); ``None`` keeps the process group.
       request_timeout: how long a connection may take to send its request.
       send_timeout: how long one write may wait for a client that is not reading.
+      limits: caps on concurrent connections (total, per uid, reserve for root).
 
     Raises:
       SocketInUseError: a live daemon answers on ``path``, or ``path`` is not a socket.
@@ -102,14 +108,11 @@ async def serve_control(
     sock, ident = _bind(path, gid)
     log.debug("control_listening", path=path)
 
-    async def handler(stream: trio.SocketStream) -> None:
-        await _serve_connection(stream, dispatch, request_timeout, send_timeout)
+    async def handler(stream: trio.SocketStream, peer: Peer) -> None:
+        await _serve_connection(stream, peer, dispatch, request_timeout, send_timeout)
 
     try:
-        listener = trio.SocketListener(sock)
-        async with trio.open_nursery() as nursery:
-            await nursery.start(trio.serve_listeners, handler, [listener])
-            task_status.started()
+        await serve_admitted(trio.SocketListener(sock), handler, limits, task_status=task_status)
     finally:
         sock.close()
         _unlink_if_ours(path, ident)
@@ -206,40 +209,18 @@ def _unlink_quietly(path: str) -> None:
         pass
 
 
-SO_PEERGROUPS = getattr(_stdsocket, "SO_PEERGROUPS", 59)  # Linux >= 4.13
-_MAX_GROUPS = 256
-
-
-def peer_credentials(sock: Any) -> Peer:
-    """The pid, uid, gid and supplementary groups of the process connected to a Unix socket.
-
-    Groups come from the kernel (SO_PEERGROUPS), not from /proc, so the check
-    also works under ``ProtectProc=invisible`` and cannot race a reused pid.
-    """
-    creds = sock.getsockopt(_stdsocket.SOL_SOCKET, _stdsocket.SO_PEERCRED, struct.calcsize("3i"))
-    pid, uid, gid = struct.unpack("3i", creds)
-    try:
-        raw = sock.getsockopt(_stdsocket.SOL_SOCKET, SO_PEERGROUPS, 4 * _MAX_GROUPS)
-        groups = struct.unpack(f"{len(raw) // 4}I", raw[: len(raw) // 4 * 4])
-    except OSError:
-        groups = ()
-    return Peer(pid=pid, uid=uid, gid=gid, groups=tuple(groups))
-
-
 # --- one connection -----------------------------------------------------------
 
 
 async def _serve_connection(
-    stream: trio.SocketStream, dispatch: Dispatch, request_timeout: float, send_timeout: float
+    stream: trio.SocketStream, peer: Peer, dispatch: Dispatch, request_timeout: float, send_timeout: float
 ) -> None:
     async def send(data: bytes | bytearray) -> None:
         with trio.fail_after(send_timeout):
             await stream.send_all(data)
 
-    peer: Peer | None = None
     try:
         async with stream:
-            peer = peer_credentials(stream.socket)
             try:
                 line = None
                 with trio.move_on_after(request_timeout):
@@ -260,9 +241,9 @@ async def _serve_connection(
                 return
             await _answer(request, peer, dispatch, send)
     except (trio.BrokenResourceError, trio.ClosedResourceError):
-        log.debug("control_client_gone", peer_pid=peer.pid if peer else None)
+        log.debug("control_client_gone", peer_pid=peer.pid)
     except trio.TooSlowError:
-        log.warning("control_client_stalled", peer_pid=peer.pid if peer else None)
+        log.warning("control_client_stalled", peer_pid=peer.pid)
     except Exception:
         # A bug here must cost one connection, never the server.
         log.exception("control_connection_failed")

@@ -20,6 +20,7 @@ import msgspec
 from ctd import ctdctl_admin as admin
 from ctd import ctdctl_render as render
 from ctd.ctdctl_completion import bash_completion
+from ctd.ctdctl_escape import escape
 from ctd.errors import CtdError
 from ctd.protocol import Reply, decode_reply, encode_request
 
@@ -92,6 +93,8 @@ class ControlClient:
             raise self._connect_error(exc) from exc
         try:
             sock.sendall(encode_request(cmd, args))
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # refused (busy) before the daemon read the request: its answer is still there to read
         except OSError as exc:
             sock.close()
             raise ConnectError(f"lost connection to {self.path}: {exc.strerror or exc}") from exc
@@ -272,10 +275,10 @@ def main(argv: list[str] | None = None) -> int:
         path = resolve_socket(args.socket, args.config)
         return _run(args, path, out, err)
     except ConnectError as exc:
-        print(f"ctdctl: {exc}", file=err)
+        _complain(err, str(exc))
         return EXIT_CONNECT
     except DaemonError as exc:
-        print(f"ctdctl: {exc.message}", file=err)
+        _complain(err, exc.message)
         return EXIT_DAEMON_ERROR
     except BrokenPipeError:  # `ctdctl ... | head`
         _silence_stdout()
@@ -299,7 +302,7 @@ def _run(args: argparse.Namespace, path: str, out: TextIO, err: TextIO) -> int:
             data = ControlClient(path, timeout=None).call("sync", source=args.source)
             _emit(out, data, as_json, render.sync)
             if data.get("error") is not None:
-                print(f"ctdctl: sync {args.source} failed: {data['error']}", file=err)
+                _complain(err, f"sync {args.source} failed: {data['error']}")
                 return EXIT_DAEMON_ERROR
         case "reload":
             data = client.call("reload")
@@ -321,20 +324,20 @@ def _run_indicators(args: argparse.Namespace, client: ControlClient, out: TextIO
             data = client.call("indicators.show", value=args.value, type=args.type)
             _emit(out, data, args.json, render.indicators_show)
             if not data:
-                print(f"ctdctl: no indicator {args.value}", file=err)
+                _complain(err, f"no indicator {args.value}")
                 return EXIT_NOT_FOUND
         case "search":
             data = client.call("indicators.search", type=args.type, source=args.source,
                                active=args.active, limit=args.limit)
             _emit(out, data, args.json, render.indicators_table)
             if not data and not args.json:
-                print("ctdctl: no matching indicators", file=err)
+                _complain(err, "no matching indicators")
         case "export":
             items = client.stream("indicators.export", type=args.type, active=args.active)
             if args.json or args.format == "jsonl":
                 render.write_jsonl(out, items)
             else:
-                render.write_csv(out, items)
+                render.write_csv(out, items, terminal=_is_terminal(out))
         case other:
             raise AssertionError(f"unhandled indicators action {other!r}")
     return EXIT_OK
@@ -364,7 +367,7 @@ def _run_sharing(args: argparse.Namespace, client: ControlClient, path: str, out
             data = ControlClient(path, timeout=None).call("sharing.sync", name=args.name, days=args.days)
             _emit(out, data, args.json, render.sharing_sync)
             if data.get("error") is not None:
-                print(f"ctdctl: sharing sync {args.name} failed: {data['error']}", file=err)
+                _complain(err, f"sharing sync {args.name} failed: {data['error']}")
                 return EXIT_DAEMON_ERROR
         case other:
             raise AssertionError(f"unhandled sharing action {other!r}")
@@ -372,6 +375,18 @@ def _run_sharing(args: argparse.Namespace, client: ControlClient, path: str, out
 
 
 _emit = render.emit
+
+
+def _complain(err: TextIO, message: str) -> None:
+    """One line on stderr; the message (often the daemon's or a source's words) escaped."""
+    print(f"ctdctl: {escape(message)}", file=err)
+
+
+def _is_terminal(out: TextIO) -> bool:
+    try:
+        return out.isatty()
+    except (AttributeError, ValueError):
+        return False
 
 
 def _silence_stdout() -> None:

@@ -2,6 +2,15 @@
 
 Every function takes the output stream and the data exactly as the daemon
 sent it (decoded JSON); times are printed as the ISO strings given.
+
+Terminal safety: the data comes from feeds, vendor APIs and configs, none of
+which may drive the operator's terminal. :func:`emit` hands the human
+renderers a copy of the data in which every string (and every key) has its
+non-printable characters escaped (``ctd.ctdctl_escape``: ``\\x1b``, ``\\n``,
+``\\u202e``...), so no field of any table can carry an escape sequence or
+forge a line; :func:`cell` escapes again (a no-op on escaped text) for
+renderers used directly. JSON output keeps the data exact but writes such
+characters as ``\\uXXXX``; CSV stays exact unless it goes to a terminal.
 """
 
 from __future__ import annotations
@@ -12,6 +21,7 @@ from typing import Any, Final, TextIO
 
 import msgspec
 
+from ctd.ctdctl_escape import escape, escaped, json_safe
 from ctd.model import iso
 
 CSV_FIELDS: Final = (
@@ -22,20 +32,20 @@ CSV_FIELDS: Final = (
 
 def to_json(data: Any) -> str:
     """Pretty JSON text of ``data`` with a trailing newline."""
-    return msgspec.json.format(msgspec.json.encode(data), indent=2).decode() + "\n"
+    return json_safe(msgspec.json.format(msgspec.json.encode(data), indent=2).decode()) + "\n"
 
 
 def emit(out: TextIO, data: Any, as_json: bool, human: Any) -> None:
-    """Write ``data`` as JSON or through the ``human(out, data)`` renderer, then flush."""
+    """Write ``data`` as JSON or through the ``human(out, data)`` renderer (fed escaped data), then flush."""
     if as_json:
         out.write(to_json(data))
     else:
-        human(out, data)
+        human(out, escaped(data))
     out.flush()
 
 
 def cell(value: Any) -> str:
-    """One table cell: ``-`` for missing, yes/no for booleans, lists comma-joined."""
+    """One table cell: ``-`` for missing, yes/no for booleans, lists comma-joined, text escaped."""
     match value:
         case None | "":
             return "-"
@@ -44,9 +54,9 @@ def cell(value: Any) -> str:
         case float():
             return f"{value:.1f}"
         case list() | tuple():
-            return ",".join(str(v) for v in value) or "-"
+            return ",".join(escape(str(v)) for v in value) or "-"
         case _:
-            return str(value)
+            return escape(str(value))
 
 
 def aligned(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> tuple[list[str], list[int]]:
@@ -335,16 +345,22 @@ def write_jsonl(out: TextIO, items: Iterable[Any]) -> None:
     """One JSON object per line."""
     encode = msgspec.json.encode
     for item in items:
-        out.write(encode(item).decode())
+        out.write(json_safe(encode(item).decode()))
         out.write("\n")
     out.flush()
 
 
-def write_csv(out: TextIO, items: Iterable[dict[str, Any]]) -> None:
-    """CSV with a header; sources and tags joined with ``;``."""
+def write_csv(out: TextIO, items: Iterable[dict[str, Any]], *, terminal: bool = False) -> None:
+    """CSV with a header; sources and tags joined with ``;``.
+
+    The cells are exact (quoted as CSV needs) unless ``terminal``: read on a
+    terminal, they are escaped like every other human-readable output.
+    """
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(CSV_FIELDS)
     for i in items:
+        if terminal:
+            i = escaped(i)
         writer.writerow([
             i.get("type"), i.get("value"),
             "true" if i.get("active") else "false",

@@ -14,7 +14,9 @@ A streaming command answers with one line per item and a closing line::
 or an error line in place of the closing line if the stream failed midway.
 
 Error codes: ``bad_request`` (malformed/unknown request), ``denied`` (peer not
-allowed), ``error`` (a ctd error, e.g. unknown source), ``internal`` (a bug).
+allowed), ``error`` (a ctd error, e.g. unknown source), ``internal`` (a bug),
+``busy`` (too many control connections: sent at once on connecting, before the
+request is read, and the connection is closed).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ CODE_BAD_REQUEST: Final = "bad_request"
 CODE_DENIED: Final = "denied"
 CODE_ERROR: Final = "error"
 CODE_INTERNAL: Final = "internal"
+CODE_BUSY: Final = "busy"
 
 
 class Request(msgspec.Struct, frozen=True):
