@@ -31,6 +31,13 @@ def bytewise(data: bytes, **keys: object) -> list:
 # --------------------------------------------------------------------------- the parser
 
 
+def test_the_c_parser_backend_is_in_use():
+    """ijson runs on its yajl2 C backend (from its wheel), not the ~20x slower pure-Python fallback."""
+    from ctd.adapters.feed_json import BACKEND
+
+    assert BACKEND == "yajl2_c"
+
+
 def test_items_come_out_as_the_bytes_arrive():
     """Each item is handed out once its bytes are fed, before the document ends."""
     stream = ff.JsonStream(spec(format="json", json_path="data"))
