@@ -8,7 +8,8 @@ The body is a JSON array of ``--mib`` MiB (``"198.51.100.1"``, then
 ``--filler`` repeated, then ``"198.51.100.2"``), gzip'd on the fly (about
 1/1000 of that on the wire) and served with ``Content-Encoding: gzip`` by a
 loopback HTTP server. The daemon (``ctd run``, a subprocess) pulls it as a
-``feed`` plugin with ``format = "json"``; the script prints the daemon's peak
+``feed`` plugin with ``format = "json"`` (and a 2 h pull ``timeout``: 67M
+items take longer than the default 10 min); the script prints the daemon's peak
 RSS (VmHWM) and the pull's wall time. The target (information only, exit 0
 either way) is a peak under 300 MB.
 """
@@ -42,7 +43,7 @@ def main() -> None:
     made = time.monotonic() - t0
     d = DaemonProc(short_tmpdir(), "")
     try:
-        with serve_gzip(body) as base:
+        with serve_gzip({"bomb.json": body}) as base:
             d.write_config(f"""
 [plugins.bomb]
 adapter = "feed"
@@ -50,6 +51,7 @@ url = "{base}/bomb.json"
 format = "json"
 max_bytes = {size + (1 << 20)}
 sync_interval = "1h"
+timeout = "2h"
 """)
             d.start().wait_ready()
             assert d.proc is not None

@@ -16,32 +16,39 @@ from contextlib import contextmanager
 from typing import Any
 
 
-def json_bomb(size: int, first: str, filler: str, last: str) -> bytes:
-    """gzip of a JSON array of exactly ``size`` bytes: ``first``, then ``filler`` repeated, then ``last``."""
-    head = f'["{first}",'.encode()
-    tail = f'"{last}"]'.encode()
-    item = f'"{filler}",'.encode()
+def gzip_repeat(size: int, head: bytes, item: bytes, tail: bytes) -> bytes:
+    """gzip of a document of exactly ``size`` bytes: ``head``, spaces, ``item`` repeated, ``tail``."""
     count, spare = divmod(size - len(head) - len(tail), len(item))
+    per_block = max(1, (1 << 20) // len(item))
+    block = item * per_block
     z = zlib.compressobj(9, zlib.DEFLATED, 31)
     out = [z.compress(head + b" " * spare)]
-    block = item * ((1 << 20) // len(item))
     while count:
-        n = min(count, (1 << 20) // len(item))
-        out.append(z.compress(block if n * len(item) == len(block) else item * n))
+        n = min(count, per_block)
+        out.append(z.compress(block if n == per_block else item * n))
         count -= n
     out.append(z.compress(tail))
     out.append(z.flush())
     return b"".join(out)
 
 
+def json_bomb(size: int, first: str, filler: str, last: str) -> bytes:
+    """gzip of a JSON array of exactly ``size`` bytes: ``first``, then ``filler`` repeated, then ``last``."""
+    return gzip_repeat(size, f'["{first}",'.encode(), f'"{filler}",'.encode(), f'"{last}"]'.encode())
+
+
 @contextmanager
-def serve_gzip(body: bytes) -> Iterator[str]:
-    """Serve ``body`` (already gzip) with Content-Encoding: gzip at every path; yields the base URL."""
+def serve_gzip(files: dict[str, bytes]) -> Iterator[str]:
+    """Serve ``files`` (file name -> gzip body) with Content-Encoding: gzip at any directory; yields the base URL."""
 
     class Handler(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
         def do_GET(self) -> None:
+            body = files.get(self.path.rsplit("/", 1)[-1])
+            if body is None:
+                self.send_error(404)
+                return
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Encoding", "gzip")

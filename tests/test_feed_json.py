@@ -3,6 +3,7 @@ and the real daemon's memory on a gzip bomb."""
 
 from __future__ import annotations
 
+import gzip
 import json
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from ctd.adapters.feed_json import MAX_DEPTH, MAX_ITEM
 from ctd.errors import UpstreamDataError
 from ctd.model import Batch, PullContext
 from tests.daemonproc import DaemonProc, short_tmpdir
-from tests.feedbomb import json_bomb, serve_gzip, vm_hwm, watch
+from tests.feedbomb import gzip_repeat, json_bomb, serve_gzip, vm_hwm, watch
 from tests.test_feed import LAST_MODIFIED, Chunks, FeedServer, make, pull, values
 from tests.test_feed_formats import NOW, spec
 
@@ -166,6 +167,41 @@ async def test_text_batches_are_cut_by_bytes_too():
     assert len(batches) >= 3 and all(len(b.rejected) <= BATCH_BYTES // len(line) + 2 for b in batches)
 
 
+# --------------------------------------------------------------------------- MISP event files
+
+UUID = "5f0c1c2e-0000-4000-8000-0000000000b0"
+IDS = b'{"type": "ip-dst", "value": "198.51.100.%d", "to_ids": true}'
+
+
+def test_misp_attributes_that_cannot_count_are_dropped_as_they_stream():
+    """A MISP event streams: attributes not for IDS or of an unmapped type are not kept while it is read."""
+    from ctd.adapters.feed_misp import EventStream
+
+    stream = EventStream()
+    stream.feed(b'{"Event": {"uuid": "%s", "info": "x", "Attribute": [' % UUID.encode() + IDS % 1 + b",")
+    for _ in range(100):
+        stream.feed(b'{"type": "text", "value": "junk", "to_ids": true}, {"type": "ip-dst", "value": "198.51.100.9"},')
+    stream.feed(IDS % 2 + b"]}}")
+    assert [a.value for a in stream.kept] == ["198.51.100.1", "198.51.100.2"]
+    (out, rejected), retracted = stream.finish(NOW, "ref")
+    assert [s.value for s in out] == ["198.51.100.1", "198.51.100.2"] and not rejected and not retracted
+
+
+@pytest.mark.parametrize("doc", [
+    b'{"Event": {"Attribute": [{"type": "ip-dst", "to_ids": "yes"}]}}',
+    b'{"Event": {"Attribute": ["198.51.100.1"]}}',
+    b'{"Event": {"Attribute": {"type": "ip-dst"}}}',
+    b'{"Event": []}',
+    b'{"event": {}}',
+    b'[]',
+    b'{"Event": {"uuid": 5}}',
+])
+def test_misp_files_that_are_not_events_fail(doc):
+    """A file a typed decode of a MISP event would refuse is still a FormatError when streamed."""
+    with pytest.raises(ff.FormatError, match="bad event JSON"):
+        ff.misp_event(doc, NOW)
+
+
 # --------------------------------------------------------------------------- the daemon
 
 LIMIT = 300 * 10**6
@@ -181,7 +217,7 @@ def test_daemon_memory_stays_flat_on_a_json_gzip_bomb():
     body = json_bomb(size, "198.51.100.1", "x" * 253, "198.51.100.2")
     d = DaemonProc(short_tmpdir(), "")
     try:
-        with serve_gzip(body) as base:
+        with serve_gzip({"bomb.json": body}) as base:
             d.write_config(f'[plugins.bomb]\nadapter = "feed"\nurl = "{base}/bomb.json"\nformat = "json"\n'
                            f'max_bytes = {size}\nsync_interval = "1h"\n')
             d.start().wait_ready()
@@ -197,6 +233,34 @@ def test_daemon_memory_stays_flat_on_a_json_gzip_bomb():
             assert event["new"] == 2 and event["invalid"] == (size - len('["198.51.100.1","198.51.100.2"]')) // 256
             assert d.ctl_rc("indicators", "show", "198.51.100.2") == 0
             assert vm_hwm(d.proc.pid) < LIMIT
+        assert d.stop() == 0
+    finally:
+        d.cleanup()
+
+
+def test_daemon_memory_stays_flat_on_a_misp_event_bomb():
+    """The real daemon pulls a MISP feed whose event file inflates to 256 MiB of attributes, under 300 MB peak RSS."""
+    size = 256 << 20
+    head = b'{"Event": {"uuid": "%s", "info": "bomb", "threat_level_id": "1", "Attribute": [' % UUID.encode()
+    filler = b'{"type": "text", "value": "' + b"x" * 200 + b'", "to_ids": false},'
+    event = gzip_repeat(size, head + IDS % 1 + b",", filler, IDS % 2 + b"]}}")
+    manifest = gzip.compress(json.dumps({UUID: {"timestamp": 1_795_000_000, "info": "bomb"}}).encode())
+    d = DaemonProc(short_tmpdir(), "")
+    try:
+        with serve_gzip({"manifest.json": manifest, f"{UUID}.json": event}) as base:
+            d.write_config(f'[plugins.bomb]\nadapter = "feed"\nurl = "{base}/misp/"\nformat = "misp"\n'
+                           f'max_bytes = {size}\nsync_interval = "1h"\n')
+            d.start().wait_ready()
+            assert d.proc is not None
+
+            def finished() -> dict | None:
+                return next((e for e in d.logs()
+                             if e.get("ctd_event") in ("source_pull_completed", "source_pull_failed")), None)
+
+            event_log, peak = watch(d.proc.pid, finished, LIMIT, timeout=600)
+            assert peak < LIMIT, f"peak RSS {peak / 1e6:.0f} MB"
+            assert event_log["ctd_event"] == "source_pull_completed" and event_log["new"] == 2, event_log
+            assert d.ctl_rc("indicators", "show", "198.51.100.2") == 0
         assert d.stop() == 0
     finally:
         d.cleanup()
