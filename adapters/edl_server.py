@@ -8,8 +8,15 @@ its ``fstat`` gives a consistent ``ETag`` / ``Last-Modified`` for that content.
 Clients are untrusted and may be slow or malicious: a whole request (head and
 body, and the idle time before it on a kept-alive connection) must arrive
 within ``request_timeout``, every chunk sent must be taken within
-``send_timeout``, heads and bodies are bounded, and concurrent connections are
-capped. A bug or a client error costs one connection, never the server.
+``send_timeout`` and the whole response within ``response_timeout``; the
+request head (request line, fields, blank line) is at most
+``max_header_bytes`` and a body is bounded; a request framed both by
+``Transfer-Encoding`` and ``Content-Length`` (a smuggling vector) is refused and
+its connection closed. Connections are capped in all (``max_connections``) and
+per client IP (``max_connections_per_client``); one over a cap is answered
+``503`` with ``Retry-After`` (while as many again are being refused; past that
+it is just closed). A bug or a client error costs one connection, never the
+server.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ import stat
 import time
 from dataclasses import dataclass
 from email.utils import formatdate, parsedate_to_datetime
-from typing import Any
+from typing import Any, Literal
 
 import h11
 import structlog
@@ -35,6 +42,7 @@ LIST_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 TOKEN = re.compile(r"[A-Za-z0-9._~-]{1,256}")
 _BIND = re.compile(r"(?:\[(?P<v6>[0-9A-Fa-f:.%a-zA-Z]+)\]|(?P<host>[^:\[\]]+)):(?P<port>[0-9]{1,5})")
 _RECV = 16384
+_REFUSE_WAIT = 5.0  # at most this long to read the request of a connection answered 503
 REALM = 'Basic realm="ctd"'
 
 
@@ -48,7 +56,10 @@ class ServerSettings:
     path_token: str | None = None
     request_timeout: float = 10.0
     send_timeout: float = 30.0
+    response_timeout: float = 300.0
     max_connections: int = 256
+    max_connections_per_client: int = 16
+    retry_after: int = 10
     max_header_bytes: int = 16384
     max_body_bytes: int = 65536
     chunk_size: int = 65536
@@ -161,35 +172,93 @@ async def serve_edl(
     if listeners is None:
         listeners = await trio.open_tcp_listeners(s.port, host=s.host)
     addr = listeners[0].socket.getsockname()[:2]
-    limiter = trio.CapacityLimiter(s.max_connections)
+    gate = Gate(s)
     log.info("edl server listening", ctd_event="edl_listening", address=f"{addr[0]}:{addr[1]}",
              lists_dir=s.lists_dir)
 
     async def handler(stream: trio.SocketStream) -> None:
-        await _connection(stream, s, limiter)
+        await _connection(stream, s, gate)
 
     async with trio.open_nursery() as nursery:
         await nursery.start(trio.serve_listeners, handler, listeners)
         task_status.started((addr[0], addr[1]))
 
 
-def _peer(stream: trio.abc.Stream) -> str:
+class Gate:
+    """Who gets a connection slot: at most ``max_connections`` in all and
+    ``max_connections_per_client`` per peer IP. Of the others, up to
+    ``max_connections`` at a time are answered 503; past that they are closed
+    unanswered, so a flood costs bounded work. Only the trio thread touches it."""
+
+    def __init__(self, s: ServerSettings) -> None:
+        self.s = s
+        self.active = 0
+        self.refusing = 0
+        self.per_client: dict[str, int] = {}
+
+    def enter(self, ip: str) -> Literal["serve", "refuse", "drop"]:
+        held = self.per_client.get(ip, 0)
+        if self.active < self.s.max_connections and held < self.s.max_connections_per_client:
+            self.active += 1
+            self.per_client[ip] = held + 1
+            return "serve"
+        if self.refusing < self.s.max_connections:
+            self.refusing += 1
+            return "refuse"
+        return "drop"
+
+    def leave(self, ip: str, how: str) -> None:
+        if how == "refuse":
+            self.refusing -= 1
+        elif how == "serve":
+            self.active -= 1
+            if (left := self.per_client[ip] - 1) > 0:
+                self.per_client[ip] = left
+            else:
+                del self.per_client[ip]
+
+
+def _peer(stream: trio.abc.Stream) -> tuple[str, str]:
+    """The client's IP (the per-client key) and ``ip:port`` for logs."""
     try:
         host, port = stream.socket.getpeername()[:2]  # type: ignore[attr-defined]
-        return f"{host}:{port}"
+        return str(host), f"{host}:{port}"
     except (AttributeError, OSError):
-        return "?"
+        return "?", "?"
 
 
-async def _connection(stream: trio.abc.Stream, s: ServerSettings, limiter: trio.CapacityLimiter) -> None:
+async def _connection(stream: trio.abc.Stream, s: ServerSettings, gate: Gate) -> None:
     """One client connection: requests in sequence (keep-alive) until it closes or misbehaves."""
-    peer = _peer(stream)
+    ip, peer = _peer(stream)
+    how = gate.enter(ip)
     try:
-        limiter.acquire_on_behalf_of_nowait(stream)
-    except trio.WouldBlock:
-        log.warning("edl connection refused: too many connections", ctd_event="edl_overloaded", peer=peer)
+        if how != "serve":
+            log.warning("edl connection refused: too many connections", ctd_event="edl_overloaded", peer=peer,
+                        answered=how == "refuse")
+            if how == "refuse":
+                await _refuse(stream, s)
+            return
+        await _serve_connection(stream, s, peer)
+    finally:
+        gate.leave(ip, how)
         await stream.aclose()
-        return
+
+
+async def _refuse(stream: trio.abc.Stream, s: ServerSettings) -> None:
+    """Read the request head (briefly) and answer 503 with Retry-After; any trouble just closes."""
+    conn = h11.Connection(h11.SERVER, max_incomplete_event_size=s.max_header_bytes)
+    with trio.move_on_after(min(s.request_timeout, _REFUSE_WAIT)):
+        try:
+            while (event := conn.next_event()) is h11.NEED_DATA:
+                conn.receive_data(await stream.receive_some(_RECV))
+            if isinstance(event, h11.Request):
+                await _simple(conn, stream, s, 503, [("Retry-After", str(s.retry_after))], close=True)
+                await _linger(stream)
+        except Exception:
+            pass  # best effort, like any last words: the connection is closed either way
+
+
+async def _serve_connection(stream: trio.abc.Stream, s: ServerSettings, peer: str) -> None:
     conn = h11.Connection(h11.SERVER, max_incomplete_event_size=s.max_header_bytes)
     last_words: int | None = None
     try:
@@ -209,9 +278,6 @@ async def _connection(stream: trio.abc.Stream, s: ServerSettings, limiter: trio.
             await _linger(stream)
     except Exception:
         pass  # best effort: the connection is closed either way
-    finally:
-        limiter.release_on_behalf_of(stream)
-        await stream.aclose()
 
 
 async def _linger(stream: trio.abc.Stream) -> None:
@@ -230,7 +296,10 @@ async def _requests(conn: h11.Connection, stream: trio.abc.Stream, s: ServerSett
         req = await _read_request(conn, stream, s)
         if req is None:
             return
-        await _respond(conn, stream, s, req, peer)
+        # The whole response, not just each chunk: a reader that takes a chunk just
+        # before send_timeout, again and again, would otherwise hold its slot forever.
+        with trio.fail_after(s.response_timeout):
+            await _respond(conn, stream, s, req, peer)
         if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
             return
         conn.start_next_cycle()
@@ -240,12 +309,22 @@ async def _read_request(conn: h11.Connection, stream: trio.abc.Stream, s: Server
     """The next complete request, or None when the client closed or was too slow."""
     req: h11.Request | None = None
     body = 0
+    fed = len(conn.trailing_data[0])  # bytes of this request h11 holds already (pipelined)
     with trio.move_on_after(s.request_timeout):
         while True:
             event = conn.next_event()
             if event is h11.NEED_DATA:
-                conn.receive_data(await stream.receive_some(_RECV))
+                data = await stream.receive_some(_RECV)
+                fed += len(data)
+                conn.receive_data(data)
             elif isinstance(event, h11.Request):
+                # h11 bounds only an incomplete head: one completed by the last read may be
+                # up to a read larger than the limit, so measure what the head consumed.
+                if fed - len(conn.trailing_data[0]) > s.max_header_bytes:
+                    raise _Reply(431)
+                names = {name for name, _ in event.headers}
+                if b"transfer-encoding" in names and b"content-length" in names:
+                    raise _Reply(400)  # RFC 9112 6.1: ambiguous framing; refuse, then close
                 req = event
             elif isinstance(event, h11.Data):
                 # GET and HEAD carry no meaningful body: bounded, then dropped.

@@ -40,6 +40,9 @@ _Cols = str | int | list[str | int]
 _ROLES_SINGLE = ("type", "severity", "first_seen", "last_seen", "comments", "reference", "reputation")
 _TYPE = Literal["url", "domain", "hostname", "ipv4", "ipv6", "cidr4", "cidr6", "md5", "sha1", "sha256",
                 "email", "ip"]
+# A batch is also cut at this many body bytes: with long records, batch_size
+# records held before mapping could otherwise be batch_size MiB.
+BATCH_BYTES = 8 << 20
 _MAP_TARGETS = frozenset(("url", "domain", "hostname", "ipv4", "ipv6", "cidr4", "cidr6", "md5", "sha1",
                           "sha256", "email", "ip", ""))
 
@@ -334,6 +337,7 @@ class FeedAdapter:
         stream = (ff.CsvStream if self.spec.format == "csv" else ff.TextStream)(self.spec, ctx.now)
         splitter = ff.LineSplitter()
         group: ff.Lines = []
+        held = 0  # body bytes behind ``group``
         size = self.config.batch_size
 
         async def parse(lines: ff.Lines) -> Batch:
@@ -348,31 +352,52 @@ class FeedAdapter:
             async with aclosing(body.chunks()) as chunks:
                 async for chunk in chunks:
                     group += splitter.feed(chunk)
-                    if len(group) >= size:
+                    held += len(chunk)
+                    if len(group) >= size or (group and held >= BATCH_BYTES):
                         yield await parse(group), False
-                        group = []
+                        group, held = [], 0
         except ff.FormatError as exc:
             raise UpstreamDataError(f"{self.what}: {exc}") from None
         yield await parse(group + splitter.finish()), True
 
     async def _json(self, ctx: PullContext, body: Body, skip: int) -> AsyncIterator[tuple[Batch, bool]]:
-        data = await body.read()
+        """Items parsed as the body streams in (never joined), mapped a batch at a time; the first
+        ``skip`` items (committed before an interruption) are dropped unmapped."""
+        stream = ff.JsonStream(self.spec)
+        pending: list[Any] = []
+        first = 0  # the number of pending[0] in the document
+        held = 0  # body bytes behind ``pending``
+        size = self.config.batch_size
+
+        async def parse(items: list[Any], start: int) -> Batch:
+            out, rejected = await trio.to_thread.run_sync(ff.json_records, items, start, self.spec, ctx.now)
+            return Batch(sightings=out, rejected=rejected,
+                         sub_checkpoint={"validator": body.validator, "pos": start + len(items)})
+
+        def take(items: list[Any]) -> None:
+            nonlocal first
+            pending.extend(items)
+            if first < skip:
+                drop = min(skip - first, len(pending))
+                del pending[:drop]
+                first += drop
+
         try:
-            items = await trio.to_thread.run_sync(ff.json_items, data, self.spec)
+            async with aclosing(body.chunks()) as chunks:
+                async for chunk in chunks:
+                    # Tokenising is CPU work: off the trio thread, like the mapping.
+                    take(await trio.to_thread.run_sync(stream.feed, chunk))
+                    held += len(chunk)
+                    while len(pending) >= size or (pending and held >= BATCH_BYTES):
+                        n = min(size, len(pending))
+                        yield await parse(pending[:n], first), False
+                        del pending[:n]
+                        first += n
+                        held = 0
+            take(await trio.to_thread.run_sync(stream.finish))
         except ff.FormatError as exc:
             raise UpstreamDataError(f"{self.what}: {exc}") from None
-        del data
-        size = self.config.batch_size
-        start = min(skip, len(items))
-        while True:
-            end = min(start + size, len(items))
-            out, rejected = ff.json_records(items[start:end], start, self.spec, ctx.now)
-            last = end >= len(items)
-            yield Batch(sightings=out, rejected=rejected,
-                        sub_checkpoint={"validator": body.validator, "pos": end}), last
-            if last:
-                return
-            start = end
+        yield await parse(pending, first), True
 
     async def check(self) -> str:
         """GET the feed (its manifest for misp) and report the status line; reads no body."""

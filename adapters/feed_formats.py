@@ -2,14 +2,16 @@
 
 No I/O here. ``Spec`` is the resolved parsing configuration (preset and
 defaults applied). Text and CSV are parsed as a stream of numbered lines
-(``LineSplitter`` cuts the downloaded chunks), so a large feed is parsed while
-it downloads; JSON documents and MISP events are parsed whole. A record that
+(``LineSplitter`` cuts the downloaded chunks) and JSON as a stream of items
+(``JsonStream``, in ``feed_json``), so a large feed is parsed while it
+downloads, in bounded memory; MISP event files are parsed whole. A record that
 cannot become a sighting never stops the parse: it becomes a ``Rejected`` with
 its position, and the rest goes on. Only a problem that makes the whole
 document unusable (no header, undecodable JSON) raises ``FormatError``.
 
-The record-level mapping shared by all formats is in ``feed_records`` and the
-MISP feed format in ``feed_misp``; their public names are re-exported here.
+The record-level mapping shared by all formats is in ``feed_records``, JSON in
+``feed_json`` and the MISP feed format in ``feed_misp``; their public names are
+re-exported here.
 """
 
 from __future__ import annotations
@@ -21,15 +23,16 @@ from typing import Any
 
 import msgspec
 
+from ctd.adapters.feed_json import JsonStream, json_items, json_records
 from ctd.adapters.feed_misp import MISP_TYPES, misp_event, parse_manifest
 from ctd.adapters.feed_records import IP_TYPES, ROLES, Column, FormatError, Lines, Parsed, Spec, map_record
-from ctd.adapters.file_formats import BadRecord, csv_rows, show, strip_inline_comment
+from ctd.adapters.file_formats import BadRecord, csv_rows, strip_inline_comment
 from ctd.model import Rejected, Sighting
 
 __all__ = [
-    "IP_TYPES", "MAX_LINE", "MISP_TYPES", "ROLES", "Column", "CsvStream", "FormatError", "Inflate", "LineSplitter",
-    "Lines", "Parsed", "Spec", "TextStream", "json_items", "json_records", "map_record", "misp_event",
-    "parse_manifest",
+    "IP_TYPES", "MAX_LINE", "MISP_TYPES", "ROLES", "Column", "CsvStream", "FormatError", "Inflate", "JsonStream",
+    "LineSplitter", "Lines", "Parsed", "Spec", "TextStream", "json_items", "json_records", "map_record",
+    "misp_event", "parse_manifest",
 ]
 
 MAX_LINE = 1 << 20  # a "line" longer than this is not a feed line: stop instead of buffering it
@@ -239,58 +242,3 @@ class CsvStream:
             return
         out.extend(sightings)
         rejected.extend(Rejected(where=where, reason=r) for r in reasons)
-
-
-# --------------------------------------------------------------------------- json
-
-
-def json_items(data: bytes, spec: Spec) -> list[Any]:
-    """The list at ``json_path`` in a JSON document (raises FormatError)."""
-    try:
-        doc = msgspec.json.decode(data)
-    except msgspec.DecodeError as exc:
-        raise FormatError(f"bad JSON: {exc}") from None
-    node = doc
-    for i, key in enumerate(spec.json_path):
-        if not isinstance(node, dict) or key not in node:
-            raise FormatError(f"json_path: no key {'.'.join(spec.json_path[: i + 1])!r}")
-        node = node[key]
-    if isinstance(node, dict) and not spec.json_path:
-        node = list(node.values())  # a top-level object keyed by id (ThreatFox's JSON export)
-    if not isinstance(node, list):
-        raise FormatError(f"json_path {'.'.join(spec.json_path) or '(document)'!r} is not a list")
-    return node
-
-
-def _dotted(obj: Any, path: Column) -> Any:
-    if isinstance(path, int):
-        return obj[path] if isinstance(obj, list) and path < len(obj) else None
-    for key in path.split("."):
-        if not isinstance(obj, dict):
-            return None
-        obj = obj.get(key)
-    return obj
-
-
-def json_records(items: list[Any], start: int, spec: Spec, now: int) -> Parsed:
-    """Map ``items`` (objects, or bare strings taken as values); ``start`` numbers them."""
-    out: list[Sighting] = []
-    rejected: list[Rejected] = []
-    bare = Spec(**{**msgspec.structs.asdict(spec), "fields": {"value": (0,)}})
-    for n, item in enumerate(items, start):
-        where = f"item {n}"
-        if isinstance(item, dict):
-            obj, s = item, spec
-        elif isinstance(item, str):
-            obj, s = [item], bare
-        else:
-            rejected.append(Rejected(where=where, reason=f"not an object: {show(str(item))}"))
-            continue
-        try:
-            sightings, reasons = map_record(lambda p: _dotted(obj, p), s, now)
-        except BadRecord as exc:
-            rejected.append(Rejected(where=where, reason=str(exc)))
-            continue
-        out.extend(sightings)
-        rejected.extend(Rejected(where=where, reason=r) for r in reasons)
-    return out, rejected

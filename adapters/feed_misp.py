@@ -2,7 +2,8 @@
 
 The mapping half is pure (bytes in, sightings and rejections out): only
 ``to_ids`` attributes of a mapped type count, and ``deleted`` ones are
-retractions. The fetching half (``pull``) drives the adapter's HTTP GETs: the
+retractions; event files are parsed as they download (``EventStream``), and
+attributes that cannot count are dropped as they are read. The fetching half (``pull``) drives the adapter's HTTP GETs: the
 manifest conditionally, then the events that changed.
 """
 
@@ -10,12 +11,15 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from typing import TYPE_CHECKING, Any
 
+import ijson
 import msgspec
 import trio
 
 from ctd.adapters import file_formats as fmt
+from ctd.adapters.feed_json import MAX_DEPTH, MAX_ITEM, SLICE
 from ctd.adapters.feed_records import IP_TYPES, FormatError, Parsed, strip_port
 from ctd.adapters.file_formats import BadRecord, show
 from ctd.errors import UpstreamDataError
@@ -72,10 +76,6 @@ class MispEvent(msgspec.Struct):
     Object: list[MispObject] = []
 
 
-class _EventFile(msgspec.Struct):
-    Event: MispEvent
-
-
 class ManifestEntry(msgspec.Struct):
     timestamp: int | str = 0
     info: str = ""
@@ -108,23 +108,122 @@ def _epoch(raw: int | str | None) -> int | None:
 
 
 def misp_event(data: bytes, now: int, reference: str = "") -> tuple[Parsed, list[Sighting]]:
-    """One event file -> ((live sightings, rejected), retracted sightings).
+    """One whole event file -> ((live sightings, rejected), retracted sightings).
 
     Only ``to_ids`` attributes of a mapped type count; ``deleted`` ones are
     retractions (unless the same value is live in the event). Raises
     FormatError if the file is not a MISP event.
     """
-    try:
-        event = msgspec.json.decode(data, type=_EventFile).Event
-    except msgspec.DecodeError as exc:
-        raise FormatError(f"bad event JSON: {exc}") from None
-    except RecursionError:
-        raise FormatError("bad event JSON: nested too deeply to parse") from None
+    stream = EventStream()
+    stream.feed(data)
+    return stream.finish(now, reference)
+
+
+class EventStream:
+    """A MISP event file parsed as it downloads (ijson events, as ``feed_json``).
+
+    The event's own fields are kept; each attribute is built and validated
+    alone, and dropped at once unless it can count (``to_ids`` and a mapped
+    type), so junk attributes cost no memory. What is kept is O(attributes
+    that count): an event of a million real IoCs is still a million sightings.
+    The caps of ``feed_json`` hold: an attribute or token over MAX_ITEM bytes,
+    or nesting over MAX_DEPTH, fails the event.
+    """
+
+    _META = {"Event.uuid": "uuid", "Event.info": "info", "Event.threat_level_id": "threat_level_id",
+             "Event.timestamp": "timestamp"}
+    _ATTRIBUTES = ("Event.Attribute.item", "Event.Object.item.Attribute.item")
+    # Where only an array may be (as the typed whole-file decode required).
+    _LISTS = ("Event.Tag", "Event.Attribute", "Event.Object", "Event.Object.item.Attribute")
+
+    def __init__(self) -> None:
+        self.events = ijson.sendable_list()
+        self.coro = ijson.parse_coro(self.events, use_float=True)
+        self.meta: dict[str, Any] = {}
+        self.tags: list[Any] = []
+        self.kept: list[MispAttribute] = []
+        self.builder: ijson.ObjectBuilder | None = None
+        self.depth = self.open = self.cost = self.quiet = 0
+        self.has_event = False
+
+    def feed(self, data: bytes) -> None:
+        for i in range(0, len(data), SLICE):
+            piece = data[i : i + SLICE]
+            try:
+                self.coro.send(piece)
+            except ijson.JSONError as exc:
+                raise FormatError(f"bad event JSON: {exc}") from None
+            self.quiet = 0 if self.events else self.quiet + len(piece)
+            if self.quiet > MAX_ITEM:
+                raise FormatError(f"bad event JSON: a token is longer than {MAX_ITEM} bytes")
+            self._walk()
+
+    def finish(self, now: int, reference: str = "") -> tuple[Parsed, list[Sighting]]:
+        try:
+            self.coro.close()
+        except ijson.JSONError as exc:
+            raise FormatError(f"bad event JSON: {exc}") from None
+        self._walk()
+        if not self.has_event:
+            raise FormatError("bad event JSON: no Event object")
+        try:
+            event = msgspec.convert({**self.meta, "Tag": self.tags}, type=MispEvent)
+        except msgspec.ValidationError as exc:
+            raise FormatError(f"bad event JSON: {exc}") from None
+        return _map_event(event, self.kept, now, reference)
+
+    def _walk(self) -> None:
+        for prefix, ev, val in self.events:
+            if ev in ("start_map", "start_array"):
+                self.depth += 1
+                if self.depth > MAX_DEPTH:
+                    raise FormatError(f"bad event JSON: nested too deeply (more than {MAX_DEPTH} levels)")
+            elif ev in ("end_map", "end_array"):
+                self.depth -= 1
+            if self.builder is not None:
+                self._build(ev, val)
+            elif prefix in self._ATTRIBUTES:
+                self.builder, self.open, self.cost = ijson.ObjectBuilder(), 0, 0
+                self._build(ev, val)
+            elif prefix in self._META:
+                self.meta[self._META[prefix]] = val
+            elif prefix == "Event.Tag.item.name":
+                self.tags.append({"name": val})
+            elif prefix in self._LISTS and ev not in ("start_array", "end_array"):
+                raise FormatError(f"bad event JSON: {prefix} is not an array")
+            elif prefix == "Event" and ev not in ("map_key", "end_map"):
+                if ev != "start_map":
+                    raise FormatError("bad event JSON: Event is not an object")
+                self.has_event = True
+            elif prefix == "" and ev not in ("start_map", "map_key", "end_map"):
+                raise FormatError("bad event JSON: not an object")
+        del self.events[:]
+
+    def _build(self, ev: str, val: Any) -> None:
+        assert self.builder is not None
+        self.builder.event(ev, val)
+        self.cost += len(val) + 3 if isinstance(val, str) else 2
+        if self.cost > MAX_ITEM:
+            raise FormatError(f"bad event JSON: an attribute is larger than {MAX_ITEM} bytes")
+        if ev in ("start_map", "start_array"):
+            self.open += 1
+        elif ev in ("end_map", "end_array"):
+            self.open -= 1
+        if self.open:
+            return
+        raw, self.builder = self.builder.value, None
+        try:
+            a = msgspec.convert(raw, type=MispAttribute)
+        except msgspec.ValidationError as exc:
+            raise FormatError(f"bad event JSON: attribute: {exc}") from None
+        if a.to_ids and a.type in MISP_TYPES:
+            self.kept.append(a)
+
+
+def _map_event(event: MispEvent, attributes: list[MispAttribute], now: int,
+               reference: str) -> tuple[Parsed, list[Sighting]]:
     severity = _MISP_SEVERITY.get(str(event.threat_level_id), "unknown")
     event_tags = [t.name for t in event.Tag if t.name]
-    attributes = list(event.Attribute)
-    for obj in event.Object:
-        attributes.extend(obj.Attribute)
     live: dict[tuple[str, str], Sighting] = {}
     dead: dict[tuple[str, str], Sighting] = {}
     rejected: list[Rejected] = []
@@ -168,14 +267,19 @@ def manifest_url(url: str) -> str:
     return base + "/manifest.json"
 
 
-async def fetch_event(adapter: FeedAdapter, url: str, uuid: str) -> bytes | str:
-    """An event file, or the reason it was skipped (4xx, too large, undecodable)."""
+async def fetch_event(adapter: FeedAdapter, url: str, uuid: str,
+                      now: int) -> tuple[Parsed, list[Sighting]] | str:
+    """An event file parsed as it downloads, or the reason it was skipped (4xx, too large, not an event)."""
     try:
         async with adapter.open(url, None, f"feed event {uuid}") as body:
             if body is None:
                 return "HTTP 304 without a conditional request"
-            return await body.read()
-    except UpstreamDataError as exc:
+            stream = EventStream()
+            async with aclosing(body.chunks()) as chunks:
+                async for chunk in chunks:
+                    await trio.to_thread.run_sync(stream.feed, chunk)
+            return await trio.to_thread.run_sync(stream.finish, now, url)
+    except (UpstreamDataError, FormatError) as exc:
         return str(exc)
 
 
@@ -217,15 +321,12 @@ async def pull(adapter: FeedAdapter, ctx: PullContext) -> AsyncIterator[Batch]:
         if i < skip:
             continue
         url = base + f"{uuid}.json"
-        raw = await fetch_event(adapter, url, uuid)
-        try:
-            if isinstance(raw, str):
-                raise FormatError(raw)
-            (sightings, bad), gone = await trio.to_thread.run_sync(misp_event, raw, ctx.now, url)
-        except FormatError as exc:
-            rejected.append(Rejected(where=f"event {uuid}", reason=str(exc)))
+        got = await fetch_event(adapter, url, uuid, ctx.now)
+        if isinstance(got, str):
+            rejected.append(Rejected(where=f"event {uuid}", reason=got))
             complete = False
             continue
+        (sightings, bad), gone = got
         live.update((s.type, s.value) for s in sightings)
         out += sightings
         rejected += bad

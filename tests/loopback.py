@@ -70,7 +70,10 @@ def serve(host: str = "127.0.0.1", handler: Handler = _not_found) -> Iterator[Se
             self.send_header("Content-Length", str(len(payload)))
             self.end_headers()
             if self.command != "HEAD":
-                self.wfile.write(payload)
+                try:
+                    self.wfile.write(payload)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client stopped reading early (a body it refused): not a server fault
 
         do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _any
 

@@ -17,7 +17,7 @@ import trio
 import trio.testing
 
 from ctd.adapters.edl import EdlAdapter, write_list
-from ctd.adapters.edl_server import ServerSettings, _connection, basic_ok, not_modified, parse_bind, route
+from ctd.adapters.edl_server import Gate, ServerSettings, _connection, basic_ok, not_modified, parse_bind, route
 from ctd.config import parse_config
 from ctd.daemon import make_adapter
 from ctd.errors import ConfigError, SourceUnavailable
@@ -317,7 +317,7 @@ class TestTimeouts:
         client, server = trio.testing.memory_stream_pair()
         settings = ServerSettings(host="127.0.0.1", port=0, lists_dir="/nonexistent", request_timeout=10)
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_connection, server, settings, trio.CapacityLimiter(1))
+            nursery.start_soon(_connection, server, settings, Gate(settings))
             got = await send(client)
         return got
 

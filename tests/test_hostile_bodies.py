@@ -50,7 +50,7 @@ async def pull_all(toml: str, name: str):
 async def test_feed_json_nested_too_deep():
     """A JSON feed nested 100,000 deep fails the pull with UpstreamDataError."""
     with serve("127.0.0.1", nested_json) as srv:
-        with pytest.raises(UpstreamDataError, match="nested too deeply"):
+        with pytest.raises(UpstreamDataError, match="nested (too deeply|deeper than)"):
             await pull_all(f'[plugins.f]\nadapter = "feed"\nurl = "{srv.base}/f.json"\nformat = "json"\n', "f")
 
 
@@ -74,7 +74,7 @@ async def test_misp_feed_event_nested_too_deep_is_a_rejected_event():
     with serve("127.0.0.1", handle) as srv:
         batches = await pull_all(f'[plugins.f]\nadapter = "feed"\nurl = "{srv.base}/"\nformat = "misp"\n', "f")
     rejected = [r for b in batches for r in b.rejected]
-    assert len(rejected) == 1 and "nested too deeply" in rejected[0].reason
+    assert len(rejected) == 1 and "nested" in rejected[0].reason and "deep" in rejected[0].reason
 
 
 async def test_netskope_alerts_nested_too_deep():
