@@ -40,7 +40,7 @@ def test_click_logs_map_to_url_sightings_with_rejections():
                                   severity="high", tags=("mimecast", "Phishing & Fraud"),
                                   comments="URL Protect: block (Default URL Protect)")]
     assert rejected == [Rejected(where="click log 1", reason="scanResult 'clean' is not a detection"),
-                        Rejected(where="click log 2", reason="not a valid domain name")]
+                        Rejected(where="click log 2", reason="contains whitespace U+0020 at offset 3")]
 
 
 def test_next_page_token_from_meta_pagination():
