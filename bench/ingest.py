@@ -132,11 +132,12 @@ def child_pipeline(a: argparse.Namespace) -> dict:
     """Two pulls of the same file, each exactly like one ``ctd run --once``."""
     import trio
 
-    from ctd import logs, store_sql
+    from ctd.service import logs as logs
+    from ctd.store import sql as store_sql
     from ctd.config import parse_config
-    from ctd.daemon import allowlist_matcher, close_adapter, db_path, make_adapter
-    from ctd.source import AllowlistRef, SourceStatus, pull_once
-    from ctd.store import run_store
+    from ctd.daemon.daemon import allowlist_matcher, close_adapter, db_path, make_adapter
+    from ctd.sources.actor import AllowlistRef, SourceStatus, pull_once
+    from ctd.store.actor import run_store
 
     logs.configure_logging("info", stream=sys.stderr)
     from ctd.cli import tune_runtime
@@ -182,7 +183,7 @@ def child_pipeline(a: argparse.Namespace) -> dict:
 def child_ceiling(a: argparse.Namespace) -> dict:
     """Bare executemany upserts of the same N rows into a table shaped like ``indicator``."""
     from ctd.canon import canonicalize
-    from ctd.store_schema import MIGRATIONS
+    from ctd.store.schema import MIGRATIONS
 
     now = int(time.time())
     exp = now + AGING_DAYS * 86400

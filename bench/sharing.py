@@ -29,13 +29,14 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import trio  # noqa: E402
 
-from ctd import sharing_sql, store_sql  # noqa: E402
+from ctd import store_sql  # noqa: E402
+from ctd.store import ledger as sharing_sql
 from ctd.config import parse_config  # noqa: E402
-from ctd.daemon import close_adapter, make_adapter  # noqa: E402
+from ctd.daemon.daemon import close_adapter, make_adapter  # noqa: E402
 from ctd.model import Sighting, now  # noqa: E402
-from ctd.rules_eval import Rule  # noqa: E402
-from ctd.sharing import Sharer  # noqa: E402
-from ctd.store import run_store, to_stage_rows  # noqa: E402
+from ctd.rules.compiler import Rule  # noqa: E402
+from ctd.sharing.actor import Sharer  # noqa: E402
+from ctd.store.actor import run_store, to_stage_rows  # noqa: E402
 from ingest import generate  # noqa: E402
 
 RULE = "type in (url, ipv4)"
@@ -114,7 +115,7 @@ async def measure(workdir: str) -> dict:
 
 
 def main() -> None:
-    from ctd import logs
+    from ctd.service import logs as logs
 
     from ctd.cli import tune_runtime
 

@@ -8,7 +8,8 @@ import sys
 import structlog
 import trio
 
-from ctd import __version__, logs
+from ctd import __version__
+from ctd.service import logs as logs
 from ctd.config import default_config_path, load_config, summary
 from ctd.errors import ConfigError, CtdError
 
@@ -61,10 +62,10 @@ def main(argv: list[str] | None = None) -> int:
     logs.configure_logging(cfg.daemon.log_level)
     tune_runtime()
     if args.once:
-        from ctd.once import run_once
+        from ctd.daemon.once import run_once
 
         return trio.run(run_once, cfg)
-    from ctd.daemon import Daemon
+    from ctd.daemon.daemon import Daemon
 
     try:
         trio.run(Daemon(cfg).run)

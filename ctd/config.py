@@ -240,8 +240,8 @@ def convert_section(raw: Any, tp: Any, where: str) -> Any:
 
 
 def _check_rule(name: str, rule: RuleConfig) -> None:
-    from ctd.rules import RuleError
-    from ctd.rules_eval import Rule
+    from ctd.rules.parser import RuleError
+    from ctd.rules.compiler import Rule
 
     try:
         Rule(rule.filter, rule.exceptions)
@@ -332,7 +332,7 @@ def parse_config(text: str, path: str = "<string>") -> Config:
     cfg = msgspec.structs.replace(cfg, plugins=plugins, rules=rules, tenants=named["tenants"])
     cfg = msgspec.structs.replace(cfg, plugins={n: _bind(n, p, cfg) for n, p in plugins.items()})
     _check_allowlist(cfg.allowlist)
-    from ctd.access import resolve_gid
+    from ctd.control.access import resolve_gid
 
     resolve_gid(cfg.daemon.socket_group, "$.daemon.socket_group")
     resolve_gid(cfg.daemon.admin_group, "$.daemon.admin_group")

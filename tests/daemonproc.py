@@ -10,7 +10,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ctd.ctdctl import main as ctdctl_main
+from ctd.ctdctl.main import main as ctdctl_main
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -84,7 +84,7 @@ class DaemonProc:
 
     def ctl(self, *args: str) -> subprocess.CompletedProcess:
         return subprocess.run(
-            [sys.executable, "-m", "ctd.ctdctl", "--socket", str(self.socket), *args],
+            [sys.executable, "-m", "ctd.ctdctl.main", "--socket", str(self.socket), *args],
             capture_output=True, text=True, env=self._env, timeout=120,
         )
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from ctd.config import Config
-from ctd.sharing import Sharer
-from ctd.source import AllowlistRef, SourceStatus, pull_once
+from ctd.sharing.actor import Sharer
+from ctd.sources.actor import AllowlistRef, SourceStatus, pull_once
 
 
 class Exchange:

@@ -6,7 +6,7 @@ from typing import Any
 
 import trio
 
-from ctd import store_sql
+from ctd.store import sql as store_sql
 
 
 class FakeStore:

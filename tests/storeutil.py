@@ -5,9 +5,10 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
-from ctd import store_query, store_sql
+from ctd.store import query as store_query
+from ctd.store import sql as store_sql
 from ctd.model import Sighting
-from ctd.store import to_stage_rows
+from ctd.store.actor import to_stage_rows
 
 NOW = 1_800_000_000  # a fixed "now" (2027-01-15)
 DAY = 86400

@@ -10,9 +10,9 @@ import stat
 
 import pytest
 
-from ctd.access import ADMIN, READ, AccessPolicy
+from ctd.control.access import ADMIN, READ, AccessPolicy
 from ctd.errors import PermissionDenied
-from ctd.protocol import Peer
+from ctd.control.protocol import Peer
 from tests.daemonproc import DaemonProc, short_tmpdir
 
 NOBODY = 65534

@@ -16,10 +16,10 @@ import pytest
 import structlog
 import trio
 
-from ctd.control import SocketInUseError, serve_control
-from ctd.ctdctl import ControlClient, DaemonError
+from ctd.control.server import SocketInUseError, serve_control
+from ctd.ctdctl.main import ControlClient, DaemonError
 from ctd.errors import BadRequest, CtdError, PermissionDenied
-from ctd.protocol import MAX_REQUEST_LINE, Peer, Request
+from ctd.control.protocol import MAX_REQUEST_LINE, Peer, Request
 
 
 @pytest.fixture

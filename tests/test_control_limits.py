@@ -20,11 +20,11 @@ import pytest
 import structlog
 import trio
 
-from ctd import control
-from ctd.adapters.edl_server import ServerSettings
-from ctd.control_limits import DEFAULT_LIMITS as LIMITS
-from ctd.control_limits import ConnectionLimits
-from ctd.ctdctl import main as ctdctl_main
+from ctd.control import server as control
+from ctd.adapters.edl.server import ServerSettings
+from ctd.control.limits import DEFAULT_LIMITS as LIMITS
+from ctd.control.limits import ConnectionLimits
+from ctd.ctdctl.main import main as ctdctl_main
 from tests.daemonproc import REPO, DaemonProc, short_tmpdir
 from tests.peerclients import Holder, request_as
 

@@ -9,9 +9,9 @@ import pytest
 import trio
 
 from ctd.adapters.base import ShareItem
-from ctd.adapters.crowdstrike import CrowdStrikeAdapter, CrowdStrikeConfig, IocParams
+from ctd.adapters.crowdstrike.adapter import CrowdStrikeAdapter, CrowdStrikeConfig, IocParams
 from ctd.config import decode_options, parse_config
-from ctd.daemon import make_adapter
+from ctd.daemon.daemon import make_adapter
 from ctd.errors import AuthError, ConfigError, SourceUnavailable, UpstreamDataError
 from ctd.model import PullContext, Sighting, parse_time
 from tests import fake_adapters

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ctd.adapters import crowdstrike_map as m
+from ctd.adapters.crowdstrike import mapping as m
 from ctd.adapters.base import ShareItem
 from ctd.errors import InvalidIndicator
 from ctd.model import parse_time

@@ -14,10 +14,10 @@ import pytest
 import structlog
 import trio
 
-from ctd.control import serve_control
-from ctd.ctdctl import ControlClient, ConnectError, build_parser, main, resolve_socket
+from ctd.control.server import serve_control
+from ctd.ctdctl.main import ControlClient, ConnectError, build_parser, main, resolve_socket
 from ctd.errors import ConfigError, CtdError
-from ctd.protocol import Peer, Request
+from ctd.control.protocol import Peer, Request
 
 SOURCE = {
     "name": "feed1", "adapter": "file", "pull": True, "state": "idle",

@@ -109,7 +109,7 @@ class TestRunning:
 
     def test_no_daemon_hint(self, tmp_path):
         """ctdctl without a daemon prints a one-line hint and exits 1."""
-        r = subprocess.run([sys.executable, "-m", "ctd.ctdctl", "--socket", str(tmp_path / "none.sock"), "status"],
+        r = subprocess.run([sys.executable, "-m", "ctd.ctdctl.main", "--socket", str(tmp_path / "none.sock"), "status"],
                            capture_output=True, text=True, env=env())
         assert r.returncode == 1
         assert "is the daemon running" in r.stderr and len(r.stderr.strip().splitlines()) == 1

@@ -8,11 +8,11 @@ from contextlib import asynccontextmanager
 import pytest
 import trio
 
-from ctd import store_query
+from ctd.store import query as store_query
 from ctd.config import load_config
-from ctd.daemon import Daemon
+from ctd.daemon.daemon import Daemon
 from ctd.errors import ConfigError
-from ctd.sdnotify import Notifier
+from ctd.service.sdnotify import Notifier
 from tests import fake_adapters
 from tests.daemonproc import short_tmpdir
 from tests.fake_adapters import Script

@@ -16,13 +16,13 @@ import structlog
 import trio
 import trio.testing
 
-from ctd.adapters.edl import EdlAdapter, write_list
-from ctd.adapters.edl_server import Gate, ServerSettings, _connection, basic_ok, not_modified, parse_bind, route
+from ctd.adapters.edl.adapter import EdlAdapter, write_list
+from ctd.adapters.edl.server import Gate, ServerSettings, _connection, basic_ok, not_modified, parse_bind, route
 from ctd.config import parse_config
-from ctd.daemon import make_adapter
+from ctd.daemon.daemon import make_adapter
 from ctd.errors import ConfigError, SourceUnavailable
 from ctd.model import now
-from ctd.sharing import Sharer
+from ctd.sharing.actor import Sharer
 from tests.daemonproc import DaemonProc, short_tmpdir
 from tests.fakestore import FakeStore
 from tests.storeutil import ingest, s

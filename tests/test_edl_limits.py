@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 
 import trio
 
-from ctd.adapters.edl_server import ServerSettings, serve_edl
+from ctd.adapters.edl.server import ServerSettings, serve_edl
 
 LINE = b"a.example\n"
 
@@ -156,7 +156,7 @@ async def test_request_head_limit_is_16_kib(tmp_path):
 
 def test_gate_counts_per_client_and_bounds_refusals():
     """The gate serves within both caps, answers as many again 503, drops the rest, and frees slots on leave."""
-    from ctd.adapters.edl_server import Gate
+    from ctd.adapters.edl.server import Gate
 
     g = Gate(ServerSettings(host="127.0.0.1", port=0, lists_dir="/x", max_connections=2, max_connections_per_client=1))
     assert [g.enter(ip) for ip in ("a", "a", "b", "c", "c")] == ["serve", "refuse", "serve", "refuse", "drop"]

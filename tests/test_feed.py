@@ -10,11 +10,11 @@ import httpx
 import pytest
 import tomli_w
 
-from ctd.adapters.feed import FeedAdapter, describe_url
+from ctd.adapters.feed.adapter import FeedAdapter, describe_url
 from ctd.config import parse_config
 from ctd.errors import AuthError, SourceUnavailable, UpstreamDataError
 from ctd.model import Batch, PullContext
-from ctd.source import AllowlistRef, SourceStatus, pull_once
+from ctd.sources.actor import AllowlistRef, SourceStatus, pull_once
 from tests.fakestore import FakeStore
 from tests.test_feed_formats import NOW, feed_files, misp_event
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from pymisp import MISPEvent, MISPOrganisation
 
-from ctd.adapters import feed_formats as ff
-from ctd.adapters.feed import FeedAdapter, resolve
+from ctd.adapters.feed import formats as ff
+from ctd.adapters.feed.adapter import FeedAdapter, resolve
 from ctd.config import convert_section
 from ctd.errors import ConfigError
 

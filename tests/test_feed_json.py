@@ -10,8 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ctd.adapters import feed_formats as ff
-from ctd.adapters.feed_json import MAX_DEPTH, MAX_ITEM
+from ctd.adapters.feed import formats as ff
+from ctd.adapters.feed.stream import MAX_DEPTH, MAX_ITEM
 from ctd.errors import UpstreamDataError
 from ctd.model import Batch, PullContext
 from tests.daemonproc import DaemonProc, short_tmpdir
@@ -34,7 +34,7 @@ def bytewise(data: bytes, **keys: object) -> list:
 
 def test_the_c_parser_backend_is_in_use():
     """ijson runs on its yajl2 C backend (from its wheel), not the ~20x slower pure-Python fallback."""
-    from ctd.adapters.feed_json import BACKEND
+    from ctd.adapters.feed.stream import BACKEND
 
     assert BACKEND == "yajl2_c"
 
@@ -145,7 +145,7 @@ async def test_resume_skips_committed_items_and_keeps_their_numbers():
 
 async def test_batches_are_cut_by_bytes_too():
     """Big items make smaller batches: pending items never hold more than a batch's worth of bytes."""
-    from ctd.adapters.feed import BATCH_BYTES
+    from ctd.adapters.feed.adapter import BATCH_BYTES
 
     big = "x" * (MAX_ITEM // 2)
     body = json.dumps([big] * (3 * BATCH_BYTES // len(big))).encode()
@@ -157,7 +157,7 @@ async def test_batches_are_cut_by_bytes_too():
 
 async def test_text_batches_are_cut_by_bytes_too():
     """The same byte bound holds for line formats: long lines make smaller batches."""
-    from ctd.adapters.feed import BATCH_BYTES
+    from ctd.adapters.feed.adapter import BATCH_BYTES
 
     line = b"y" * (ff.MAX_LINE // 2) + b"\n"
     body = line * (3 * BATCH_BYTES // len(line))
@@ -175,7 +175,7 @@ IDS = b'{"type": "ip-dst", "value": "198.51.100.%d", "to_ids": true}'
 
 def test_misp_attributes_that_cannot_count_are_dropped_as_they_stream():
     """A MISP event streams: attributes not for IDS or of an unmapped type are not kept while it is read."""
-    from ctd.adapters.feed_misp import EventStream
+    from ctd.adapters.feed.misp import EventStream
 
     stream = EventStream()
     stream.feed(b'{"Event": {"uuid": "%s", "info": "x", "Attribute": [' % UUID.encode() + IDS % 1 + b",")

@@ -8,7 +8,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from ctd.adapters.file import FileAdapter
+from ctd.adapters.file.adapter import FileAdapter
 from ctd.errors import SourceUnavailable, UpstreamDataError
 from ctd.model import Batch, PullContext
 from ctd.config import decode_options

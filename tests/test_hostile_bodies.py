@@ -13,10 +13,10 @@ import json
 
 import pytest
 
-from ctd.adapters.taxii import MEDIA_TYPE
-from ctd.adapters.taxii_map import map_objects
+from ctd.adapters.taxii.adapter import MEDIA_TYPE
+from ctd.adapters.taxii.mapping import map_objects
 from ctd.config import parse_config
-from ctd.daemon import close_adapter, make_adapter
+from ctd.daemon.daemon import close_adapter, make_adapter
 from ctd.errors import UpstreamDataError
 from ctd.model import PullContext
 from tests.daemonproc import DaemonProc, short_tmpdir

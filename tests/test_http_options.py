@@ -13,7 +13,7 @@ import structlog
 
 from ctd.config import parse_config, summary
 from ctd.config_warnings import log_warnings
-from ctd.daemon import close_adapter, make_adapter
+from ctd.daemon.daemon import close_adapter, make_adapter
 from ctd.model import PullContext
 from tests.daemonproc import DaemonProc, short_tmpdir
 from tests.loopback import ok, serve

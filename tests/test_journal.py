@@ -1,4 +1,4 @@
-"""Tests for ctd.journal (journald native protocol) and its wiring in ctd.logs.
+"""Tests for ctd.service.journal (journald native protocol) and its wiring in ctd.service.logs.
 
 The last test runs the real daemon against a real ``systemd-journald``
 namespace instance, its stderr connected to the journal's stdout stream just as
@@ -24,8 +24,9 @@ from pathlib import Path
 import pytest
 import structlog
 
-from ctd import journal, logs
-from ctd.logs import configure_logging, get_logger
+from ctd.service import journal as journal
+from ctd.service import logs as logs
+from ctd.service.logs import configure_logging, get_logger
 from tests.daemonproc import env, short_tmpdir, stop_process
 
 
@@ -169,7 +170,7 @@ def test_sender_raises_oserror_without_journald(tmp_path):
         sender.close()
 
 
-# --- wired into ctd.logs ------------------------------------------------------
+# --- wired into ctd.service.logs ------------------------------------------------------
 
 
 @pytest.fixture

@@ -11,16 +11,16 @@ import structlog
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ctd import sharing_sql
+from ctd.store import ledger as sharing_sql
 from ctd.adapters.base import ShareItem
-from ctd.adapters.edl import write_list
-from ctd.adapters.file_push import render
+from ctd.adapters.edl.adapter import write_list
+from ctd.adapters.file.push import render
 from ctd.canon import canonicalize, value_problem
 from ctd.config import parse_config
-from ctd.daemon import make_adapter
+from ctd.daemon.daemon import make_adapter
 from ctd.errors import InvalidIndicator
 from ctd.model import INDICATOR_TYPES, now
-from ctd.sharing import Sharer
+from ctd.sharing.actor import Sharer
 from tests.fakestore import FakeStore
 from tests.storeutil import ingest, s
 from tests.test_value_gate import HOSTILE, SAMPLES

@@ -1,4 +1,4 @@
-"""Tests for ctd.logs: JSON lines, context, redaction, levels, exceptions."""
+"""Tests for ctd.service.logs: JSON lines, context, redaction, levels, exceptions."""
 
 import io
 import json
@@ -8,7 +8,7 @@ import pytest
 import structlog
 import trio
 
-from ctd.logs import configure_logging, get_logger
+from ctd.service.logs import configure_logging, get_logger
 
 
 @pytest.fixture(autouse=True)

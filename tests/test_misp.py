@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from ctd.adapters.base import ShareItem
-from ctd.adapters.misp import EventParams, MispAdapter, MispConfig
+from ctd.adapters.misp.adapter import EventParams, MispAdapter, MispConfig
 from ctd.config import decode_options, parse_config
 from ctd.errors import AuthError, ConfigError, SourceUnavailable, UpstreamDataError
 from ctd.model import Batch, PullContext
@@ -505,7 +505,7 @@ def store(tmp_path):
 
 async def run_rounds(store, emu, key: str, rounds: int = 3):
     """Pull both sides and run both sharings ``rounds`` times; return (A's remote, misp adapter)."""
-    from ctd.daemon import make_adapter
+    from ctd.daemon.daemon import make_adapter
     from ctd.model import Sighting
     from tests import fake_adapters
     from tests.exchange import Exchange

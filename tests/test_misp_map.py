@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from ctd.adapters import misp_map as m
+from ctd.adapters.misp import mapping as m
 from ctd.adapters.base import ShareItem
-from ctd.adapters.misp import MispConfig
+from ctd.adapters.misp.adapter import MispConfig
 from ctd.config import decode_options
 
 FIX = Path(__file__).parent / "fixtures" / "misp"

@@ -7,15 +7,16 @@ import time
 import httpx
 import pytest
 
-from ctd import sharing_sql, store_sql
+from ctd.store import ledger as sharing_sql
+from ctd.store import sql as store_sql
 from ctd.adapters.base import ShareItem
-from ctd.adapters.netskope import NetskopeAdapter
+from ctd.adapters.netskope.adapter import NetskopeAdapter
 from ctd.config import parse_config
-from ctd.daemon import make_adapter
+from ctd.daemon.daemon import make_adapter
 from ctd.errors import AuthError, ConfigError, SourceUnavailable, UpstreamDataError
 from ctd.model import PullContext, Sighting, now
-from ctd.sharing import Sharer
-from ctd.source import AllowlistRef, SourceStatus, pull_once
+from ctd.sharing.actor import Sharer
+from ctd.sources.actor import AllowlistRef, SourceStatus, pull_once
 from tests import fake_adapters
 from tests.daemonproc import DaemonProc, short_tmpdir
 from tests.emulators.netskope import NetskopeTenant, serve_on_localhost

@@ -8,7 +8,7 @@ from pathlib import Path
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ctd.adapters import netskope_map as nm
+from ctd.adapters.netskope import mapping as nm
 
 FIXTURES = Path(__file__).parent / "fixtures" / "netskope"
 NOW = 1_800_000_000

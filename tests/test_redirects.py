@@ -18,7 +18,7 @@ import pytest
 from ctd.adapters.base import ShareItem
 from ctd.adapters.http import HttpOptions, make_client, map_http_errors
 from ctd.config import parse_config
-from ctd.daemon import close_adapter, make_adapter
+from ctd.daemon.daemon import close_adapter, make_adapter
 from ctd.errors import AdapterError, UpstreamDataError
 from ctd.model import PullContext
 from tests.daemonproc import DaemonProc, short_tmpdir

@@ -11,10 +11,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ctd import store_sql
+from ctd.store import sql as store_sql
 from ctd.model import INDICATOR_TYPES, SEVERITIES, Sighting, iso
-from ctd.rules import And, Cmp, Node, Not, Now, Or, RuleError, parse
-from ctd.rules_eval import (
+from ctd.rules.parser import And, Cmp, Node, Not, Now, Or, RuleError, parse
+from ctd.rules.compiler import (
     CompiledRule, Rule, Subject, compile_filter, glob_to_regex, glob_to_sql, register_sql_functions,
 )
 from tests.storeutil import DAY, NOW, ingest

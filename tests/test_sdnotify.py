@@ -1,4 +1,4 @@
-"""Tests for ctd.sdnotify against real AF_UNIX datagram sockets."""
+"""Tests for ctd.service.sdnotify against real AF_UNIX datagram sockets."""
 
 import os
 import shutil
@@ -10,7 +10,7 @@ import uuid
 import pytest
 import trio
 
-from ctd.sdnotify import Notifier, run_watchdog, watchdog_interval
+from ctd.service.sdnotify import Notifier, run_watchdog, watchdog_interval
 
 
 @pytest.fixture

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from ctd import sharing_sql, store_query, store_sql
+from ctd.store import ledger as sharing_sql
+from ctd.store import query as store_query
+from ctd.store import sql as store_sql
 from ctd.config import parse_config
-from ctd.daemon import make_adapter
+from ctd.daemon.daemon import make_adapter
 from ctd.errors import SourceUnavailable
 from ctd.model import now
-from ctd.sharing import Sharer
+from ctd.sharing.actor import Sharer
 from tests import fake_adapters
 from tests.fake_adapters import Remote
 from tests.fakestore import FakeStore

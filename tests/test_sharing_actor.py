@@ -8,11 +8,11 @@ import pytest
 import trio
 
 from ctd.config import load_config, parse_config
-from ctd.daemon import Daemon, make_adapter
+from ctd.daemon.daemon import Daemon, make_adapter
 from ctd.errors import SourceUnavailable
 from ctd.model import Sighting
-from ctd.sdnotify import Notifier
-from ctd.sharing import Sharer, SharingStatus, Wake, run_sharing
+from ctd.service.sdnotify import Notifier
+from ctd.sharing.actor import Sharer, SharingStatus, Wake, run_sharing
 from tests import fake_adapters
 from tests.daemonproc import short_tmpdir
 from tests.exchange import Exchange

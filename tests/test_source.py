@@ -7,7 +7,7 @@ import trio
 
 from ctd.config import parse_config
 from ctd.errors import AuthError, SourceUnavailable
-from ctd.source import AllowlistRef, SourceStatus, SyncRequest, backoff_delay, run_source
+from ctd.sources.actor import AllowlistRef, SourceStatus, SyncRequest, backoff_delay, run_source
 from tests import fake_adapters
 from tests.fake_adapters import Script, ScriptedAdapter
 from tests.fakestore import FakeStore

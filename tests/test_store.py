@@ -8,9 +8,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ctd import store_query, store_sql
+from ctd.store import query as store_query
+from ctd.store import sql as store_sql
 from ctd.model import iso
-from ctd.store_schema import MIGRATIONS
+from ctd.store.schema import MIGRATIONS
 from tests.storeutil import DAY, NOW, ingest, s, show
 
 

@@ -15,14 +15,14 @@ from taxii2client.v21 import Collection, as_pages
 
 from ctd.adapters.base import ShareItem
 from ctd.config import decode_options, parse_config
-from ctd.daemon import close_adapter, make_adapter
-from ctd.sharing import Sharer
-from ctd.source import AllowlistRef, SourceStatus, pull_once
-from ctd.store_sql import get_checkpoint
+from ctd.daemon.daemon import close_adapter, make_adapter
+from ctd.sharing.actor import Sharer
+from ctd.sources.actor import AllowlistRef, SourceStatus, pull_once
+from ctd.store.sql import get_checkpoint
 from tests.fakestore import FakeStore
 from tests.storeutil import ingest, show
-from ctd.adapters.taxii import MEDIA_TYPE, PublishParams, TaxiiAdapter, TaxiiConfig
-from ctd.adapters.taxii_stix import build_pattern, indicator_id
+from ctd.adapters.taxii.adapter import MEDIA_TYPE, PublishParams, TaxiiAdapter, TaxiiConfig
+from ctd.adapters.taxii.stix import build_pattern, indicator_id
 from ctd.errors import AuthError, UpstreamDataError
 from ctd.model import PullContext, Sighting, now
 from tests.medallion_server import PASSWORD, USER, Coll, medallion

@@ -11,9 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from stix2validator import ValidationOptions, validate_instance
 
-from ctd.adapters import taxii_map as tmap
+from ctd.adapters.taxii import mapping as tmap
 from ctd.adapters.base import ShareItem
-from ctd.adapters.taxii_stix import (
+from ctd.adapters.taxii.stix import (
     CTD_NAMESPACE, MalformedPattern, UnsupportedPattern, build_pattern, indicator_id, parse_pattern,
 )
 from ctd.model import parse_time

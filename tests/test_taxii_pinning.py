@@ -13,7 +13,7 @@ import json
 
 import pytest
 
-from ctd.adapters.taxii import MEDIA_TYPE, TaxiiAdapter, TaxiiConfig
+from ctd.adapters.taxii.adapter import MEDIA_TYPE, TaxiiAdapter, TaxiiConfig
 from ctd.config import decode_options
 from ctd.errors import UpstreamDataError
 from ctd.model import PullContext

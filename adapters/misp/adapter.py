@@ -1,0 +1,317 @@
+"""The ``misp`` adapter: pull attributes from a MISP instance, push to a MISP event.
+
+Pull pages through ``POST /attributes/restSearch`` over the window
+``attribute_timestamp = [since, now]``; the page is the sub-checkpoint, so an
+interrupted pull resumes at the same page of the same window (and then also
+covers the time between that window and this run). Push adds attributes to a
+named event (created when missing) tagged with the export tag, which the pull
+always excludes, so a bidirectional setup never reads its own exports back.
+Retraction soft-deletes those attributes with ``/attributes/deleteSelected``.
+
+Auth is MISP's API key in the ``Authorization`` header. Beware: MISP answers
+403 both for a bad key and for a refused save (``saved: false`` + ``errors``);
+only the first is an ``AuthError``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated, Any, ClassVar, Literal
+
+import httpx
+import msgspec
+from msgspec import Meta
+
+from ctd.adapters.misp import mapping as m
+from ctd.adapters.base import ActionSpec, PushResult, ShareItem
+from ctd.adapters.http import HttpOptions, make_client, map_http_errors, raise_for_status
+from ctd.errors import AuthError, SourceUnavailable, UpstreamDataError
+from ctd.model import Batch, PullContext, Secret
+
+ADD_BATCH = 2500  # attributes per /attributes/add call (what the reference system sends)
+
+
+class MispConfig(HttpOptions, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    """The ``misp`` adapter's own ``[plugins.NAME]`` keys."""
+
+    url: str
+    api_key: Secret
+    types: tuple[str, ...] = m.PULL_TYPES
+    categories: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()  # MISP tag filter; "!tag" excludes
+    to_ids: bool = True  # only attributes flagged for IDS
+    published: bool | None = None  # None: events published or not
+    enforce_warninglist: bool = True
+    include_decay_score: bool = False
+    exclude_decayed: bool = False
+    decaying_model: tuple[int, ...] = ()
+    score_threshold: Annotated[float, Meta(ge=0, le=100)] | None = None
+    page_size: Annotated[int, Meta(ge=1, le=50_000)] = 1000
+    export_tag: str = "ctd"
+
+    def __post_init__(self) -> None:
+        if not self.url.startswith(("http://", "https://")):
+            raise ValueError("url must start with http:// or https://")
+        if not self.api_key.strip():
+            raise ValueError("api_key must not be empty")
+        unknown = sorted(set(self.types) - set(m.PULL_TYPES))
+        if unknown:
+            raise ValueError(f"unsupported MISP types {unknown} (supported: {', '.join(m.PULL_TYPES)})")
+        if not self.types:
+            raise ValueError("types must not be empty")
+        tag = self.export_tag
+        if not tag or tag != tag.strip() or '"' in tag or tag.startswith("!") or len(tag) > 64:
+            raise ValueError("export_tag must be 1-64 characters, no quotes, no leading '!' or blanks")
+
+
+class EventParams(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    """``params`` of the ``event`` action."""
+
+    event_name: Annotated[str, Meta(min_length=1, max_length=65_535)]
+    distribution: Literal[0, 1, 2, 3] = 0  # your org only, community, connected, all
+    threat_level_id: Literal[1, 2, 3, 4] = 4  # high, medium, low, undefined
+    analysis: Literal[0, 1, 2] = 0  # initial, ongoing, completed
+    publish: bool = False  # publish the event after each change
+
+
+class MispAdapter:
+    """Pull MISP attributes; add/delete attributes of a MISP event."""
+
+    Config: ClassVar[type[MispConfig]] = MispConfig
+    can_pull: ClassVar[bool] = True
+    can_push: ClassVar[bool] = True
+    ACTIONS: ClassVar[dict[str, ActionSpec]] = {
+        "event": ActionSpec(
+            description="add attributes to a MISP event (created if missing); retraction deletes them",
+            mode="incremental", params=EventParams, batch_size=ADD_BATCH, types=tuple(m.PUSH_TYPES),
+        ),
+    }
+
+    def __init__(self, name: str, config: MispConfig, client: httpx.AsyncClient | None) -> None:
+        self.name = name
+        self.config = config
+        self.client = client if client is not None else self.make_client(config)
+        self.base = config.url.rstrip("/")
+        self._headers = {
+            "Authorization": config.api_key, "Accept": "application/json", "Content-Type": "application/json",
+        }
+        self._events: dict[str, str] = {}  # event name -> id, found or created
+
+    @staticmethod
+    def make_client(config: MispConfig) -> httpx.AsyncClient:
+        return make_client(config)
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+    @classmethod
+    def target(cls, action: str, params: EventParams) -> str:
+        return params.event_name
+
+    @classmethod
+    def limits(cls, action: str, params: EventParams) -> tuple[int | None, int | None]:
+        return None, None
+
+    # --- HTTP ---------------------------------------------------------------------
+
+    async def _call(self, method: str, path: str, what: str, body: Any = None) -> tuple[int, Any]:
+        """Send one request; return (status, decoded JSON) for 2xx, 403 save failures and 404."""
+        with map_http_errors(what):
+            resp = await self.client.request(method, self.base + path, json=body, headers=self._headers)
+        data: Any = None
+        if resp.content:
+            try:
+                data = msgspec.json.decode(resp.content)
+            except msgspec.DecodeError:
+                data = None
+                if resp.status_code < 300:
+                    raise UpstreamDataError(f"{what}: the reply is not JSON (is `url` the MISP base url?)") from None
+            except RecursionError:
+                raise UpstreamDataError(f"{what}: the reply is nested too deeply to parse") from None
+        code = resp.status_code
+        if code == 403 and m.is_save_failure(data):
+            return code, data
+        if code in (401, 403):
+            detail = data.get("message") or data.get("name") if isinstance(data, dict) else None
+            raise AuthError(f"{what}: HTTP {code}" + (f": {str(detail)[:200]}" if detail else ""))
+        if code == 404:
+            return code, data
+        raise_for_status(resp, what)
+        return code, data
+
+    # --- pull ---------------------------------------------------------------------
+
+    async def _page(self, start: int, end: int, page: int) -> list[dict[str, Any]]:
+        what = f"MISP attributes/restSearch page {page}"
+        body = m.restsearch_body(self.config, page=page, start=start, end=end)
+        code, data = await self._call("POST", "/attributes/restSearch", what, body)
+        if code == 404:
+            raise UpstreamDataError(f"{what}: HTTP 404 (is `url` the MISP base url?)")
+        try:
+            return m.attributes_of(data)
+        except ValueError as exc:
+            raise UpstreamDataError(f"{what}: {exc}") from exc
+
+    @staticmethod
+    def _windows(ctx: PullContext) -> list[tuple[int, int, int]]:
+        """(from, to, first page) windows: a resumed one, then what has happened since it."""
+        sub = ctx.sub_checkpoint
+        if isinstance(sub, dict) and all(type(sub.get(k)) is int for k in ("page", "from", "to")) and sub["page"] >= 1:
+            windows = [(sub["from"], sub["to"], sub["page"])]
+            if sub["to"] < ctx.now:
+                windows.append((sub["to"], ctx.now, 1))
+            return windows
+        return [(ctx.since, ctx.now, 1)]
+
+    async def pull(self, ctx: PullContext) -> AsyncIterator[Batch]:
+        """One batch per restSearch page; an empty or short page ends a window."""
+        cfg = self.config
+        windows = self._windows(ctx)
+        for i, (start, end, page) in enumerate(windows):
+            while True:
+                attrs = await self._page(start, end, page)
+                sightings, rejected = [], []
+                for attr in attrs:
+                    got, bad = m.map_attribute(
+                        attr, base_url=self.base, export_tag=cfg.export_tag, to_ids_only=cfg.to_ids,
+                    )
+                    sightings.extend(got)
+                    rejected.extend(bad)
+                last = len(attrs) < cfg.page_size
+                if last and i + 1 < len(windows):
+                    nstart, nend, _ = windows[i + 1]
+                    resume = {"page": 1, "from": nstart, "to": nend}
+                else:
+                    resume = {"page": page + 1, "from": start, "to": end}
+                if attrs:
+                    yield Batch(sightings=sightings, rejected=rejected, sub_checkpoint=resume)
+                if last:
+                    break
+                page += 1
+
+    async def check(self) -> str:
+        """``GET /servers/getVersion``: the key works and the instance answers."""
+        code, data = await self._call("GET", "/servers/getVersion", "MISP servers/getVersion")
+        if code == 404 or not isinstance(data, dict) or "version" not in data:
+            raise UpstreamDataError("MISP servers/getVersion: no version in the reply (is `url` the MISP base url?)")
+        return f"MISP {data['version']} at {self.base}"
+
+    # --- push ---------------------------------------------------------------------
+
+    async def _event_id(self, params: EventParams, *, create: bool) -> str | None:
+        name = params.event_name
+        if name in self._events:
+            return self._events[name]
+        what = f"MISP events/restSearch {name!r}"
+        body = {"returnFormat": "json", "eventinfo": name, "metadata": 1, "limit": 100, "page": 1}
+        code, data = await self._call("POST", "/events/restSearch", what, body)
+        found = data.get("response", data) if isinstance(data, dict) else data
+        if code == 404 or not isinstance(found, list):
+            raise UpstreamDataError(f"{what}: not an event list")
+        # eventinfo is a LIKE filter: keep exact matches only, the oldest first.
+        ids = sorted(
+            (str(e["Event"]["id"]) for e in found
+             if isinstance(e, dict) and isinstance(e.get("Event"), dict) and e["Event"].get("info") == name
+             and e["Event"].get("id") is not None),
+            key=lambda s: (len(s), s),
+        )
+        if ids:
+            self._events[name] = ids[0]
+            return ids[0]
+        if not create:
+            return None
+        event = {
+            "info": name, "distribution": params.distribution, "threat_level_id": params.threat_level_id,
+            "analysis": params.analysis, "published": False,
+        }
+        what = f"MISP events/add {name!r}"
+        code, data = await self._call("POST", "/events/add", what, {"Event": event})
+        new = data.get("Event") if isinstance(data, dict) else None
+        if code != 200 or not isinstance(new, dict) or new.get("id") is None:
+            reason = m.reason_of(data.get("errors")) if isinstance(data, dict) else f"HTTP {code}"
+            raise UpstreamDataError(f"{what}: event not created: {reason}")
+        self._events[name] = str(new["id"])
+        return self._events[name]
+
+    def _forget(self, params: EventParams) -> SourceUnavailable:
+        self._events.pop(params.event_name, None)
+        return SourceUnavailable(f"MISP event {params.event_name!r} is gone; it is looked up again on retry")
+
+    async def _publish(self, event_id: str) -> None:
+        await self._call("POST", f"/events/publish/{event_id}", f"MISP events/publish/{event_id}")
+
+    async def push(self, action: str, params: EventParams, items: list[ShareItem]) -> PushResult:
+        """Add attributes in batches; MISP's refusals (except duplicates) are rejections."""
+        tag = self.config.export_tag
+        rejected: dict[str, str] = {}
+        todo = []
+        for it in items:
+            if it.type in m.PUSH_TYPES:
+                todo.append(it)
+            else:
+                rejected[it.value] = f"type {it.type} is not exported to MISP"
+        if not todo:
+            return PushResult(rejected=rejected)
+        event_id = await self._event_id(params, create=True)
+        added = 0
+        for i in range(0, len(todo), ADD_BATCH):
+            chunk = todo[i : i + ADD_BATCH]
+            sent = [m.to_attribute(it, tag) for it in chunk]
+            what = f"MISP attributes/add/{event_id} ({len(sent)} attributes)"
+            code, data = await self._call("POST", f"/attributes/add/{event_id}", what, sent)
+            if code == 404:
+                raise self._forget(params)
+            for idx, reason in m.add_failures(data, sent).items():
+                if not m.is_duplicate(reason):
+                    rejected[chunk[idx].value] = reason
+            added += len(chunk)
+        if params.publish and added > len(rejected):
+            await self._publish(str(event_id))
+        return PushResult(rejected=rejected)
+
+    async def _find(self, event_id: str, values: list[str]) -> dict[str, str]:
+        """Our (export-tagged, not deleted) attributes in the event holding these values: id -> value."""
+        found: dict[str, str] = {}
+        page = 1
+        size = self.config.page_size
+        while True:
+            body = {
+                "returnFormat": "json", "eventid": event_id, "value": values, "tags": [self.config.export_tag],
+                "limit": size, "page": page,
+            }
+            what = f"MISP attributes/restSearch event {event_id} page {page}"
+            code, data = await self._call("POST", "/attributes/restSearch", what, body)
+            try:
+                attrs = [] if code == 404 else m.attributes_of(data)
+            except ValueError as exc:
+                raise UpstreamDataError(f"{what}: {exc}") from exc
+            wanted = set(values)
+            for a in attrs:
+                if a.get("value") in wanted and str(a.get("event_id")) == str(event_id) and not a.get("deleted"):
+                    found[str(a["id"])] = a["value"]
+            if len(attrs) < size:
+                return found
+            page += 1
+
+    async def retract(self, action: str, params: EventParams, items: list[ShareItem]) -> PushResult:
+        """Soft-delete the event's attributes holding these values (absent ones count as done)."""
+        event_id = await self._event_id(params, create=False)
+        if event_id is None:
+            return PushResult()
+        values = [it.value for it in items]
+        ids = await self._find(event_id, values)
+        if not ids:
+            return PushResult()
+        what = f"MISP attributes/deleteSelected/{event_id} ({len(ids)} attributes)"
+        body = {"id": list(ids), "event_id": event_id, "allow_hard_delete": False}
+        code, data = await self._call("POST", f"/attributes/deleteSelected/{event_id}", what, body)
+        rejected: dict[str, str] = {}
+        if code == 403:  # some could not be deleted: MISP does not say which
+            reason = m.reason_of(data.get("errors"))
+            left = await self._find(event_id, values)
+            rejected = {v: reason for v in left.values()}
+        elif code == 404 and not (isinstance(data, dict) and "No matching" in str(data.get("message", ""))):
+            raise self._forget(params)
+        if params.publish and len(rejected) < len(ids):
+            await self._publish(event_id)
+        return PushResult(rejected=rejected)

@@ -1,0 +1,1 @@
+"""The control socket: wire protocol, access policy, server, command handlers."""

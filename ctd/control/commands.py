@@ -1,0 +1,152 @@
+"""Control commands: what each ``ctdctl`` request does inside the daemon."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+import structlog
+
+from ctd import __version__
+from ctd.store import query as store_query
+from ctd.canon import candidates
+from ctd.control.access import ADMIN, READ, AccessPolicy
+from ctd.control.commands_admin import AdminCommands
+from ctd.control.commands_sharing import SharingCommands
+from ctd.errors import BadRequest, ConfigError, ControlError
+from ctd.model import INDICATOR_TYPES
+
+if TYPE_CHECKING:
+    from ctd.daemon.daemon import Daemon
+
+log = structlog.get_logger("ctd.control")
+
+EXPORT_PAGE = 1000
+
+
+def _opt_bool(args: dict[str, Any], key: str) -> bool | None:
+    v = args.get(key)
+    if v is None or isinstance(v, bool):
+        return v
+    raise BadRequest(f"{key} must be true, false or null")
+
+
+class Commands(SharingCommands, AdminCommands):
+    def __init__(self, daemon: "Daemon", policy: AccessPolicy) -> None:
+        self.d = daemon
+        self.policy = policy
+        self.handlers: dict[str, tuple[str, Any]] = {
+            # read: members of socket_group; admin: root, the daemon's user, admin_group
+            "status": (READ, self.status),
+            "sources": (READ, self.list_sources),
+            "stats": (READ, self.stats),
+            "version": (READ, self.version),
+            "indicators.show": (READ, self.show),
+            "indicators.search": (READ, self.search),
+            "indicators.export": (READ, self.export),
+            "rules.list": (READ, self.rules_list),
+            "rules.test": (READ, self.rules_test),
+            "sharing.list": (READ, self.sharing_list),
+            "sharing.show": (READ, self.sharing_show),
+            "checkpoint.show": (READ, self.checkpoint_show),
+            "plugins.list": (READ, self.plugins_list),
+            "reload": (ADMIN, self.reload),
+            "sync": (ADMIN, self.sync),
+            "sharing.sync": (ADMIN, self.sharing_sync),
+            "checkpoint.set": (ADMIN, self.checkpoint_set),
+            "plugins.check": (ADMIN, self.plugins_check),
+            "indicators.retract": (ADMIN, self.indicators_retract),
+            "rules.mute": (ADMIN, self.rules_mute),
+            "rules.unmute": (ADMIN, self.rules_unmute),
+        }
+
+    async def dispatch(self, request: Any, peer: Any) -> Any:
+        entry = self.handlers.get(request.cmd)
+        if entry is None:
+            raise BadRequest(f"unknown command {request.cmd!r}")
+        needed, handler = entry
+        self.policy.check(needed, request.cmd, peer)
+        args = request.args or {}
+        if not isinstance(args, dict):
+            raise BadRequest("args must be an object")
+        return await handler(args)
+
+    async def _sources(self) -> list[dict[str, Any]]:
+        counts = await self.d.store.call(store_query.source_counts)
+        out = []
+        for name in self.d.sources.names():
+            handle = self.d.sources.get(name)
+            out.append(handle.status.as_dict(counts.get(name, 0)))
+        for name, plugin in sorted(self.d.config.plugins.items()):
+            if not plugin.pull:
+                out.append({"name": name, "adapter": plugin.adapter, "pull": False, "state": "stopped",
+                            "last_run": None, "last_success": None, "last_error": None, "next_run": None,
+                            "last_counts": {}, "totals": {}, "indicators": counts.get(name, 0)})
+        return out
+
+    async def status(self, args: dict[str, Any]) -> dict[str, Any]:
+        cfg = self.d.config
+        return {
+            "version": __version__, "pid": os.getpid(),
+            "uptime_s": round(time.time() - self.d.started_at, 1),
+            "config_path": cfg.path, "config_hash": cfg.hash,
+            "indicators": await self.d.store.call(store_query.counts),
+            "sources": await self._sources(),
+        }
+
+    async def list_sources(self, args: dict[str, Any]) -> list[dict[str, Any]]:
+        return await self._sources()
+
+    async def sync(self, args: dict[str, Any]) -> dict[str, Any]:
+        name = args.get("source")
+        if not isinstance(name, str):
+            raise BadRequest("sync needs a source name")
+        try:
+            result = await self.d.sync(name)
+        except ConfigError as exc:
+            raise ControlError(str(exc)) from None
+        return msgspec.structs.asdict(result)
+
+    async def reload(self, args: dict[str, Any]) -> dict[str, Any]:
+        try:
+            return await self.d.reload()
+        except ConfigError as exc:
+            raise ControlError(f"config rejected, still running the previous one: {exc}") from None
+
+    async def show(self, args: dict[str, Any]) -> list[dict[str, Any]]:
+        value = args.get("value")
+        if not isinstance(value, str) or not value.strip():
+            raise BadRequest("show needs a value")
+        type_ = args.get("type")
+        if type_ is not None and type_ not in INDICATOR_TYPES:
+            raise BadRequest(f"unknown indicator type {type_!r}")
+        return await self.d.store.call(store_query.show, candidates(value, type_), value)
+
+    async def search(self, args: dict[str, Any]) -> list[dict[str, Any]]:
+        limit = args.get("limit", 100)
+        if not isinstance(limit, int) or not 1 <= limit <= 100000:
+            raise BadRequest("limit must be between 1 and 100000")
+        return await self.d.store.call(
+            store_query.search, type_=args.get("type"), source=args.get("source"),
+            active=_opt_bool(args, "active"), limit=limit,
+        )
+
+    async def export(self, args: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        type_, source, active = args.get("type"), args.get("source"), _opt_bool(args, "active")
+
+        async def items() -> AsyncIterator[dict[str, Any]]:
+            after = 0
+            while True:
+                page, after = await self.d.store.call(
+                    store_query.export_page, after=after, limit=EXPORT_PAGE,
+                    type_=type_, source=source, active=active,
+                )
+                for item in page:
+                    yield item
+                if len(page) < EXPORT_PAGE:
+                    return
+
+        return items()

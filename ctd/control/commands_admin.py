@@ -1,0 +1,189 @@
+"""Control commands for operators: checkpoints, plugins, manual retraction, mutes, stats."""
+
+from __future__ import annotations
+
+import sqlite3
+import sys
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import msgspec
+import structlog
+import trio
+
+from ctd import __version__
+from ctd.store import ledger as sharing_sql
+from ctd.store import query as store_query
+from ctd.store import sql as store_sql
+from ctd.canon import candidates
+from ctd.config import adapter_class, parse_duration
+from ctd.config_warnings import tls_unverified
+from ctd.errors import BadRequest, ControlError
+from ctd.model import INDICATOR_TYPES, iso, now, parse_time
+from ctd.errors import describe
+
+if TYPE_CHECKING:
+    from ctd.daemon.daemon import Daemon
+
+log = structlog.get_logger("ctd.control")
+
+CHECK_TIMEOUT = 30.0
+
+
+def _when(text: Any, what: str) -> int:
+    """An ISO 8601 time, or a duration from now (``2h``, ``7d``)."""
+    if not isinstance(text, str) or not text.strip():
+        raise BadRequest(f"{what} needs a time (ISO 8601) or a duration like 2h")
+    try:
+        return now() + int(parse_duration(text))
+    except ValueError:
+        pass
+    try:
+        return parse_time(text)
+    except ValueError:
+        raise BadRequest(f"cannot read {what} {text!r}: use ISO 8601 (2026-12-01T08:00:00Z) or a duration (2h)") from None
+
+
+class AdminCommands:
+    d: "Daemon"
+
+    def _plugin_name(self, args: dict[str, Any], key: str = "name", pulling: bool = False) -> str:
+        name = args.get(key)
+        plugins = self.d.config.plugins
+        if not isinstance(name, str) or name not in plugins or (pulling and not plugins[name].pull):
+            raise BadRequest(f"no {'pulling ' if pulling else ''}plugin named {name!r}")
+        return name
+
+    async def checkpoint_show(self, args: dict[str, Any]) -> dict[str, Any]:
+        name = self._plugin_name(args, "source")
+        cp = await self.d.store.call(store_sql.get_checkpoint, name)
+        return {"source": name, "last_run": iso(cp["last_run"]), "last_success": iso(cp["last_success"]),
+                "last_error": cp["last_error"], "resume_point": cp["sub"], "cursor": cp["cursor"]}
+
+    async def checkpoint_set(self, args: dict[str, Any]) -> dict[str, Any]:
+        """The reference system's editable "Last Run": the next pull starts from there."""
+        name = self._plugin_name(args, "source", pulling=True)
+        days, since = args.get("days"), args.get("since")
+        if (days is None) == (since is None):
+            raise BadRequest("give exactly one of --since or --days")
+        if days is not None:
+            if not isinstance(days, int) or not 0 <= days <= 3650:
+                raise BadRequest("days must be between 0 and 3650")
+            when = now() - days * 86400
+        else:
+            try:
+                when = parse_time(str(since))
+            except ValueError:
+                raise BadRequest(f"cannot read --since {since!r}: use ISO 8601") from None
+        await self.d.store.call(store_sql.set_checkpoint, name, when)
+        log.info("checkpoint set", ctd_event="checkpoint_set", ctd_source=name, last_run=iso(when))
+        return {"source": name, "last_run": iso(when),
+                "note": f"the next pull of {name} starts from {iso(when)}; `ctdctl sync {name}` pulls now"}
+
+    async def plugins_list(self, args: dict[str, Any]) -> list[dict[str, Any]]:
+        cfg = self.d.config
+        out = []
+        for name, p in sorted(cfg.plugins.items()):
+            cls = adapter_class(p.adapter)
+            actions = getattr(cls, "ACTIONS", {}) if getattr(cls, "can_push", False) else {}
+            out.append({
+                "name": name, "adapter": p.adapter, "pull": p.pull, "verify_tls": not tls_unverified(p.options),
+                "can_pull": bool(getattr(cls, "can_pull", False)), "can_push": bool(actions),
+                "actions": {a: {"mode": spec.mode, "description": spec.description} for a, spec in actions.items()},
+                "sources_of": sorted(n for n, sh in cfg.sharing.items() if name in sh.sources),
+                "destination_of": sorted(n for n, sh in cfg.sharing.items() if sh.destination == name),
+            })
+        return out
+
+    async def plugins_check(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Connectivity test through the adapter's ``check()``."""
+        from ctd.daemon.daemon import close_adapter, make_adapter
+
+        name = self._plugin_name(args)
+        plugin = self.d.config.plugins[name]
+        adapter = make_adapter(name, plugin)
+        check = getattr(adapter, "check", None)
+        if check is None:
+            return {"plugin": name, "ok": True, "message": "this adapter has no connectivity check"}
+        try:
+            with trio.fail_after(CHECK_TIMEOUT):
+                message = await check()
+            ok = True
+        except trio.TooSlowError:
+            ok, message = False, f"no answer within {CHECK_TIMEOUT:.0f}s"
+        except Exception as exc:  # noqa: BLE001 - reported to the operator
+            ok, message = False, describe(exc)
+        finally:
+            await close_adapter(adapter)
+        return {"plugin": name, "ok": ok, "message": message}
+
+    async def indicators_retract(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Manual retraction (audited): for one source, or for every source."""
+        value = args.get("value")
+        if not isinstance(value, str) or not value.strip():
+            raise BadRequest("retract needs a value")
+        source = args.get("source")
+        if source is not None and source not in self.d.config.plugins:
+            raise BadRequest(f"no plugin named {source!r}")
+        type_ = args.get("type")
+        if type_ is not None and type_ not in INDICATOR_TYPES:
+            raise BadRequest(f"unknown indicator type {type_!r}")
+        ids = await self.d.store.call(store_query.find_ids, candidates(value, type_))
+        if not ids:
+            raise ControlError(f"no indicator {value}")
+        rows = 0
+        for iid in ids:
+            rows += await self.d.store.call(store_sql.retract, iid, source, now())
+        log.info("indicator retracted by operator", ctd_event="indicator_retracted_manually", value=value,
+                 ctd_source=source, ctd_count=rows)
+        self.d.wake_sharing()
+        return {"value": value, "source": source, "retracted": rows}
+
+    async def rules_mute(self, args: dict[str, Any]) -> dict[str, Any]:
+        name = self._rule_name(args)  # type: ignore[attr-defined]
+        until = _when(args.get("until"), "--until")
+        if until <= now():
+            raise BadRequest("--until must be in the future")
+        await self.d.store.call(store_sql.set_mute, name, until)
+        self.d.mutes[name] = until
+        log.info("rule muted", ctd_event="rule_muted", ctd_rule=name, muted_until=iso(until))
+        self.d.wake_sharing(rule=name)
+        return {"rule": name, "muted_until": iso(until)}
+
+    async def rules_unmute(self, args: dict[str, Any]) -> dict[str, Any]:
+        name = self._rule_name(args)  # type: ignore[attr-defined]
+        await self.d.store.call(store_sql.set_mute, name, 0)
+        self.d.mutes[name] = 0
+        log.info("rule unmuted", ctd_event="rule_unmuted", ctd_rule=name)
+        self.d.wake_sharing(rule=name)
+        return {"rule": name, "muted_until": None}
+
+    async def stats(self, args: dict[str, Any]) -> dict[str, Any]:
+        d = self.d
+        store = d.store
+        sharing = {}
+        for name in sorted(d.config.sharing):
+            sharing[name] = (await store.call(sharing_sql.ledger_counts, name))["counts"]
+        queues: dict[str, int] = {"store": store.statistics().queued}
+        if d.sharings is not None:
+            for name in d.sharings.names():
+                queues[f"sharing.{name}"] = d.sharings.get(name).inbox.statistics().current_buffer_used
+        if d.sources is not None:
+            for name in d.sources.names():
+                queues[f"source.{name}"] = d.sources.get(name).sync_send.statistics().current_buffer_used
+        st = store.statistics()
+        return {
+            "indicators": await store.call(store_query.counts),
+            "by_source": await store.call(store_query.source_counts),
+            "sharing": sharing,
+            "store": {**await store.call(store_sql.db_size), "requests": st.handled,
+                      "busy_seconds": round(st.busy_seconds, 3)},
+            "queues": queues,
+            "rates": {"ingested": d.ingest_rate.totals(), "shared": d.share_rate.totals()},
+        }
+
+    async def version(self, args: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "version": __version__, "python": sys.version.split()[0], "trio": trio.__version__,
+            "httpx": httpx.__version__, "msgspec": msgspec.__version__, "sqlite": sqlite3.sqlite_version,
+        }

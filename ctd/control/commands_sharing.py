@@ -1,0 +1,138 @@
+"""Control commands about business rules and sharing configurations."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from ctd.store import ledger as sharing_sql
+from ctd.errors import BadRequest
+from ctd.model import iso, now
+from ctd.rules.compiler import Rule
+from ctd.sharing.actor import muted
+
+if TYPE_CHECKING:
+    from ctd.daemon.daemon import Daemon
+
+
+class SharingCommands:
+    d: "Daemon"
+
+    # -- rules and sharing -----------------------------------------------------------
+
+    def _rule_name(self, args: dict[str, Any]) -> str:
+        name = args.get("name")
+        if not isinstance(name, str) or name not in self.d.config.rules:
+            raise BadRequest(f"no rule named {name!r}")
+        return name
+
+    def _sharing_name(self, args: dict[str, Any]) -> str:
+        name = args.get("name")
+        if not isinstance(name, str) or name not in self.d.config.sharing:
+            raise BadRequest(f"no sharing configuration named {name!r}")
+        return name
+
+    @staticmethod
+    def _days(args: dict[str, Any]) -> int | None:
+        days = args.get("days")
+        if days is not None and (not isinstance(days, int) or not 1 <= days <= 3650):
+            raise BadRequest("days must be between 1 and 3650")
+        return days
+
+    def _mute_until(self, name: str) -> str | None:
+        override = self.d.mutes.get(name)
+        if override is not None:
+            return iso(override) if override else None
+        until = self.d.config.rules[name].muted_until
+        return until.isoformat() if until else None
+
+    async def rules_list(self, args: dict[str, Any]) -> list[dict[str, Any]]:
+        cfg = self.d.config
+        at = now()
+        return [
+            {"name": name, "filter": r.filter, "exceptions": r.exceptions, "description": r.description,
+             "muted_until": self._mute_until(name), "muted": muted(r, at, self.d.mutes.get(name)),
+             "used_by": sorted(n for n, sh in cfg.sharing.items() if sh.rule == name)}
+            for name, r in sorted(cfg.rules.items())
+        ]
+
+    async def rules_test(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Dry run of a rule: nothing is sent anywhere."""
+        name = self._rule_name(args)
+        days = self._days(args)
+        cfg = self.d.config
+        rc = cfg.rules[name]
+        rule = Rule(rc.filter, rc.exceptions)
+        at = now()
+        recent = " AND i.last_seen >= ?" if days else ""
+        extra = [at - days * 86400] if days else []
+        rule_sql, params = rule.sql(at)
+        out = await self.d.store.call(
+            sharing_sql.rule_test, where=f"i.active = 1 AND ({rule_sql}){recent}", params=[*params, *extra]
+        )
+        out.update(rule=name, days=days, muted=muted(rc, at, self.d.mutes.get(name)), sharing=[], warnings=[])
+        for sname, sh in sorted(cfg.sharing.items()):
+            if sh.rule != name:
+                continue
+            handle = self.d.sharings.get(sname) if self.d.sharings else None
+            if handle is None:
+                continue
+            sharer = handle.sharer
+            where, wparams = sharer.where(at)
+            res = await self.d.store.call(
+                sharing_sql.rule_test, where=where + recent, params=[*wparams, *extra],
+                size=sharer.spec.size, overhead=sharer.spec.entry_overhead, sample=0,
+            )
+            warnings = limit_warnings(res["total"], res["bytes"], sharer.max_entries, sharer.max_bytes)
+            out["sharing"].append({
+                "name": sname, "destination": sh.destination, "action": sh.action, "total": res["total"],
+                "by_type": res["by_type"], "bytes": res["bytes"], "max_entries": sharer.max_entries,
+                "max_bytes": sharer.max_bytes, "warnings": warnings,
+            })
+            out["warnings"] += [f"{sname}: {w}" for w in warnings]
+        return out
+
+    async def _sharing_entry(self, name: str) -> dict[str, Any]:
+        handle = self.d.sharings.get(name) if self.d.sharings else None
+        sh = self.d.config.sharing[name]
+        entry = handle.status.as_dict() if handle else {
+            "name": name, "sources": sh.sources, "rule": sh.rule, "destination": sh.destination,
+            "action": sh.action, "state": "stopped"}
+        ledger = await self.d.store.call(sharing_sql.ledger_counts, name)
+        entry["counts"] = ledger["counts"]
+        entry["last_run"] = entry.get("last_run") or iso(ledger["last_run"])
+        entry["last_success"] = entry.get("last_success") or iso(ledger["last_success"])
+        entry["last_error"] = entry.get("last_error") or ledger["last_error"]
+        return entry
+
+    async def sharing_list(self, args: dict[str, Any]) -> list[dict[str, Any]]:
+        return [await self._sharing_entry(n) for n in sorted(self.d.config.sharing)]
+
+    async def sharing_show(self, args: dict[str, Any]) -> dict[str, Any]:
+        name = self._sharing_name(args)
+        entry = await self._sharing_entry(name)
+        sh = self.d.config.sharing[name]
+        entry["interval_s"] = float(sh.interval)
+        entry["params"] = msgspec.to_builtins(sh.params)
+        entry["problems"] = await self.d.store.call(
+            sharing_sql.ledger_rows, name, ("failed", "unshared", "retract_pending"), 50
+        )
+        return entry
+
+    async def sharing_sync(self, args: dict[str, Any]) -> dict[str, Any]:
+        name = self._sharing_name(args)
+        result = await self.d.share(name, resync=True, days=self._days(args))
+        return msgspec.structs.asdict(result)
+
+def limit_warnings(total: int, size: int, max_entries: int | None, max_bytes: int | None) -> list[str]:
+    """Warnings when a destination's limit would be exceeded (or is above 90%)."""
+    out = []
+    for what, n, cap in (("entries", total, max_entries), ("bytes", size, max_bytes)):
+        if cap is None:
+            continue
+        if n > cap:
+            out.append(f"{n} {what} exceed the destination limit of {cap}: the oldest {n - cap if what == 'entries' else 'entries'} would not be shared")
+        elif n > 0.9 * cap:
+            out.append(f"{n} {what} is above 90% of the destination limit of {cap}")
+    return out

@@ -1,0 +1,1 @@
+"""ctdctl, the command-line client of the control socket."""

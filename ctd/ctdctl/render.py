@@ -1,0 +1,377 @@
+"""Human-readable output of ctdctl: aligned tables and key/value blocks.
+
+Every function takes the output stream and the data exactly as the daemon
+sent it (decoded JSON); times are printed as the ISO strings given.
+
+Terminal safety: the data comes from feeds, vendor APIs and configs, none of
+which may drive the operator's terminal. :func:`emit` hands the human
+renderers a copy of the data in which every string (and every key) has its
+non-printable characters escaped (``ctd.ctdctl.escape``: ``\\x1b``, ``\\n``,
+``\\u202e``...), so no field of any table can carry an escape sequence or
+forge a line; :func:`cell` escapes again (a no-op on escaped text) for
+renderers used directly. JSON output keeps the data exact but writes such
+characters as ``\\uXXXX``; CSV stays exact unless it goes to a terminal.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterable, Sequence
+from typing import Any, Final, TextIO
+
+import msgspec
+
+from ctd.ctdctl.escape import escape, escaped, json_safe
+from ctd.model import iso
+
+CSV_FIELDS: Final = (
+    "type", "value", "active", "severity", "reputation",
+    "first_seen", "last_seen", "expires_at", "sources", "tags",
+)
+
+
+def to_json(data: Any) -> str:
+    """Pretty JSON text of ``data`` with a trailing newline."""
+    return json_safe(msgspec.json.format(msgspec.json.encode(data), indent=2).decode()) + "\n"
+
+
+def emit(out: TextIO, data: Any, as_json: bool, human: Any) -> None:
+    """Write ``data`` as JSON or through the ``human(out, data)`` renderer (fed escaped data), then flush."""
+    if as_json:
+        out.write(to_json(data))
+    else:
+        human(out, escaped(data))
+    out.flush()
+
+
+def cell(value: Any) -> str:
+    """One table cell: ``-`` for missing, yes/no for booleans, lists comma-joined, text escaped."""
+    match value:
+        case None | "":
+            return "-"
+        case bool():
+            return "yes" if value else "no"
+        case float():
+            return f"{value:.1f}"
+        case list() | tuple():
+            return ",".join(escape(str(v)) for v in value) or "-"
+        case _:
+            return escape(str(value))
+
+
+def aligned(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> tuple[list[str], list[int]]:
+    """The lines of an aligned table (header first) and the column widths."""
+    text_rows = [[cell(v) for v in row] for row in rows]
+    widths = [len(h) for h in headers]
+    for row in text_rows:
+        for i, v in enumerate(row):
+            widths[i] = max(widths[i], len(v))
+    lines = []
+    for row in [list(headers), *text_rows]:
+        padded = [v.ljust(w) for v, w in zip(row[:-1], widths)]
+        lines.append("  ".join([*padded, row[-1]]).rstrip())
+    return lines, widths
+
+
+def table(out: TextIO, headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    """Write an aligned table (the last column is not padded)."""
+    lines, _ = aligned(headers, rows)
+    for line in lines:
+        out.write(line + "\n")
+
+
+def kv(out: TextIO, pairs: Sequence[tuple[str, Any]]) -> None:
+    """Write an aligned ``key  value`` block."""
+    width = max((len(k) for k, _ in pairs), default=0)
+    for key, value in pairs:
+        out.write(f"{key.ljust(width)}  {cell(value)}\n")
+
+
+def _duration(seconds: float) -> str:
+    s = int(seconds)
+    days, s = divmod(s, 86400)
+    hours, s = divmod(s, 3600)
+    minutes, s = divmod(s, 60)
+    parts = [f"{days}d"] if days else []
+    if days or hours:
+        parts.append(f"{hours}h")
+    if days or hours or minutes:
+        parts.append(f"{minutes}m")
+    parts.append(f"{s}s")
+    return " ".join(parts)
+
+
+# --- commands -----------------------------------------------------------------
+
+
+def status(out: TextIO, data: dict[str, Any]) -> None:
+    """``ctdctl status``: daemon facts, indicator counts by type, then the sources."""
+    counts = data.get("indicators", {})
+    kv(out, [
+        ("version", data.get("version")),
+        ("pid", data.get("pid")),
+        ("uptime", _duration(float(data.get("uptime_s") or 0))),
+        ("config", data.get("config_path")),
+        ("config hash", data.get("config_hash")),
+        ("indicators", f"{counts.get('total', 0)} total, {counts.get('active', 0)} active"),
+    ])
+    by_type = counts.get("by_type") or {}
+    if by_type:
+        out.write("\n")
+        table(out, ("TYPE", "ACTIVE", "INACTIVE"), [
+            (t, c.get("active", 0), c.get("inactive", 0)) for t, c in sorted(by_type.items())
+        ])
+    out.write("\n")
+    sources(out, data.get("sources") or [])
+
+
+def sources(out: TextIO, data: list[dict[str, Any]]) -> None:
+    """``ctdctl sources``: one row per source."""
+    if not data:
+        out.write("no sources configured\n")
+        return
+    rows = []
+    for s in data:
+        c = s.get("last_counts") or {}
+        rows.append((
+            s.get("name"), s.get("adapter"), s.get("pull"), s.get("state"),
+            s.get("last_run"), s.get("last_success"), s.get("next_run"),
+            c.get("new", 0), c.get("updated", 0), c.get("invalid", 0), c.get("retracted", 0),
+            s.get("indicators", 0), s.get("last_error"),
+        ))
+    table(out, ("SOURCE", "ADAPTER", "PULL", "STATE", "LAST_RUN", "LAST_SUCCESS", "NEXT_RUN",
+                "NEW", "UPDATED", "INVALID", "RETRACTED", "INDICATORS", "LAST_ERROR"), rows)
+
+
+def sync(out: TextIO, data: dict[str, Any]) -> None:
+    """``ctdctl sync``: the counts of the pull."""
+    kv(out, [(k, data.get(k)) for k in (
+        "source", "new", "updated", "invalid", "retracted", "batches", "duration_s", "error",
+    )])
+
+
+def reload(out: TextIO, data: dict[str, Any]) -> None:
+    """``ctdctl reload``: the new config hash and what changed, by name."""
+    kv(out, [
+        ("config hash", data.get("config_hash")),
+        *((k, data.get(k) or []) for k in ("added", "removed", "changed", "unchanged")),
+    ])
+
+
+def indicators_show(out: TextIO, data: list[dict[str, Any]]) -> None:
+    """``ctdctl indicators show``: a key/value block and a sources table per indicator."""
+    for n, ind in enumerate(data):
+        if n:
+            out.write("\n")
+        kv(out, [(k, ind.get(k)) for k in (
+            "type", "value", "active", "allowlisted", "severity", "reputation", "first_seen",
+            "last_seen", "expires_at", "hits", "tags", "reference", "comments",
+        )])
+        out.write("\n")
+        table(out, ("SOURCE", "FIRST_SEEN", "LAST_SEEN", "REPUTATION", "SEVERITY", "EXPIRES_AT",
+                    "RETRACTED", "TAGS"), [
+            (s.get("source"), s.get("first_seen"), s.get("last_seen"), s.get("reputation"),
+             s.get("severity"), s.get("expires_at"), s.get("retracted"), s.get("tags"))
+            for s in ind.get("sources") or []
+        ])
+        deliveries = ind.get("deliveries") or []
+        if deliveries:
+            out.write("\n")
+            table(out, ("DELIVERY", "STATE", "SHARED_AT", "UPDATED_AT", "ERROR"), [
+                (d.get("sharing"), d.get("state"), d.get("shared_at"), d.get("updated_at"), d.get("error"))
+                for d in deliveries
+            ])
+
+
+def indicators_table(out: TextIO, data: list[dict[str, Any]]) -> None:
+    """``ctdctl indicators search``: one row per indicator."""
+    if not data:
+        return
+    table(out, ("TYPE", "VALUE", "ACTIVE", "SEVERITY", "REPUTATION", "LAST_SEEN", "SOURCES"), [
+        (i.get("type"), i.get("value"), i.get("active"), i.get("severity"), i.get("reputation"),
+         i.get("last_seen"), [s.get("source") for s in i.get("sources") or []])
+        for i in data
+    ])
+
+
+# --- rules and sharing --------------------------------------------------------
+
+LEDGER_STATES: Final = ("pending", "shared", "failed", "retract_pending", "retracted", "unshared")
+
+
+def _limit(value: Any) -> str:
+    return "none" if value is None else str(value)
+
+
+def rules_list(out: TextIO, data: list[dict[str, Any]]) -> None:
+    """``ctdctl rules list``: one row per rule, its exceptions on indented lines below."""
+    if not data:
+        out.write("no rules configured\n")
+        return
+    rows = [
+        (r.get("name"),
+         (f"until {r.get('muted_until')}" if r.get("muted_until") else "yes") if r.get("muted") else "-",
+         r.get("used_by") or [], r.get("filter"))
+        for r in data
+    ]
+    lines, widths = aligned(("NAME", "MUTED", "USED_BY", "FILTER"), rows)
+    indent = " " * (sum(widths[:-1]) + 2 * (len(widths) - 1))
+    out.write(lines[0] + "\n")
+    for line, r in zip(lines[1:], data):
+        out.write(line + "\n")
+        for exc in r.get("exceptions") or []:
+            out.write(f"{indent}except: {exc}\n")
+
+
+def _by_type(by_type: dict[str, int]) -> str:
+    return ", ".join(f"{t} {n}" for t, n in sorted(by_type.items())) or "-"
+
+
+def rules_test(out: TextIO, data: dict[str, Any]) -> None:
+    """``ctdctl rules test``: what the rule selects now, per sharing configuration against its limits."""
+    days = data.get("days")
+    recent = f" seen in the last {days} days" if days else ""
+    out.write(f"rule {data.get('rule')} would select {data.get('total', 0)} IoCs{recent} "
+              f"({data.get('bytes', 0)} bytes serialised)\n")
+    if data.get("muted"):
+        out.write("rule is muted: the sharing configurations using it send nothing until it expires\n")
+    by_type = data.get("by_type") or {}
+    if by_type:
+        out.write("\n")
+        table(out, ("TYPE", "COUNT"), sorted(by_type.items()))
+    sample = data.get("sample") or []
+    if sample:
+        out.write("\nsample:\n")
+        for item in sample:
+            out.write(f"  {item.get('type')}  {item.get('value')}\n")
+    out.write("\n")
+    sharings = data.get("sharing") or []
+    if not sharings:
+        out.write("no sharing configuration uses this rule\n")
+    for s in sharings:
+        out.write(
+            f"sharing {s.get('name')} -> {s.get('destination')} ({s.get('action')}): "
+            f"{s.get('total', 0)} IoCs (limit {_limit(s.get('max_entries'))}), "
+            f"{s.get('bytes', 0)} bytes (limit {_limit(s.get('max_bytes'))}); "
+            f"by type: {_by_type(s.get('by_type') or {})}\n"
+        )
+    warnings = data.get("warnings") or [
+        f"{s.get('name')}: {w}" for s in sharings for w in s.get("warnings") or []
+    ]
+    if warnings:
+        out.write("\n")
+        for w in warnings:
+            out.write(f"warning: {w}\n")
+    out.write("\ndry run: nothing was sent\n")
+
+
+def _last_result(result: dict[str, Any] | None) -> str | None:
+    if not result:
+        return None
+    if result.get("error"):
+        return f"error: {result['error']}"
+    if result.get("muted"):
+        return "muted"
+    text = ", ".join(f"{k} {result.get(k, 0)}" for k in ("candidates", "pushed", "rejected", "retracted", "unshared"))
+    return text + (" (unchanged)" if result.get("unchanged") else "")
+
+
+def sharing_list(out: TextIO, data: list[dict[str, Any]]) -> None:
+    """``ctdctl sharing list``: one row per sharing configuration with its ledger counts."""
+    if not data:
+        out.write("no sharing configured\n")
+        return
+    rows = []
+    for s in data:
+        c = s.get("counts") or {}
+        rows.append((
+            s.get("name"), s.get("rule"), s.get("destination"), s.get("action"), s.get("state"),
+            s.get("last_run"), c.get("shared", 0), c.get("pending", 0), c.get("failed", 0),
+            c.get("retracted", 0), c.get("unshared", 0), s.get("last_error"),
+        ))
+    table(out, ("NAME", "RULE", "DESTINATION", "ACTION", "STATE", "LAST_RUN", "SHARED", "PENDING",
+                "FAILED", "RETRACTED", "UNSHARED", "LAST_ERROR"), rows)
+
+
+def sharing_show(out: TextIO, data: dict[str, Any]) -> None:
+    """``ctdctl sharing show``: facts, ledger counts, then the entries that did not go through."""
+    interval = data.get("interval_s")
+    params = data.get("params") or {}
+    kv(out, [
+        ("name", data.get("name")),
+        ("rule", data.get("rule")),
+        ("sources", data.get("sources")),
+        ("destination", data.get("destination")),
+        ("action", data.get("action")),
+        ("params", ", ".join(f"{k}={cell(v)}" for k, v in sorted(params.items()))),
+        ("interval", _duration(float(interval)) if interval is not None else None),
+        ("state", data.get("state")),
+        ("last run", data.get("last_run")),
+        ("last success", data.get("last_success")),
+        ("next run", data.get("next_run")),
+        ("last result", _last_result(data.get("last_result"))),
+        ("last error", data.get("last_error")),
+    ])
+    counts = data.get("counts") or {}
+    out.write("\n")
+    table(out, [s.upper() for s in LEDGER_STATES], [[counts.get(s, 0) for s in LEDGER_STATES]])
+    problems = data.get("problems") or []
+    out.write("\n")
+    if not problems:
+        out.write("no failed, unshared or retract_pending entries\n")
+        return
+    table(out, ("TYPE", "VALUE", "UPDATED_AT", "STATE", "ERROR"), [
+        (p.get("type"), p.get("value"), _when(p.get("updated_at")), p.get("state"), p.get("error"))
+        for p in problems
+    ])
+
+
+def _when(value: Any) -> Any:
+    """Epoch seconds as ISO 8601 UTC; anything else as given."""
+    return iso(int(value)) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+
+
+def sharing_sync(out: TextIO, data: dict[str, Any]) -> None:
+    """``ctdctl sharing sync``: the counts of the pass."""
+    kv(out, [(k, data.get(k)) for k in (
+        "sharing", "candidates", "pushed", "rejected", "retracted", "unshared", "unchanged", "muted", "error",
+    )])
+
+
+# --- export (streamed: one item written as it arrives) ------------------------
+
+
+def write_jsonl(out: TextIO, items: Iterable[Any]) -> None:
+    """One JSON object per line."""
+    encode = msgspec.json.encode
+    for item in items:
+        out.write(json_safe(encode(item).decode()))
+        out.write("\n")
+    out.flush()
+
+
+def write_csv(out: TextIO, items: Iterable[dict[str, Any]], *, terminal: bool = False) -> None:
+    """CSV with a header; sources and tags joined with ``;``.
+
+    The cells are exact (quoted as CSV needs) unless ``terminal``: read on a
+    terminal, they are escaped like every other human-readable output.
+    """
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(CSV_FIELDS)
+    for i in items:
+        if terminal:
+            i = escaped(i)
+        writer.writerow([
+            i.get("type"), i.get("value"),
+            "true" if i.get("active") else "false",
+            i.get("severity"), i.get("reputation"),
+            _csv_value(i.get("first_seen")), _csv_value(i.get("last_seen")),
+            _csv_value(i.get("expires_at")),
+            ";".join(str(s.get("source")) for s in i.get("sources") or []),
+            ";".join(i.get("tags") or []),
+        ])
+    out.flush()
+
+
+def _csv_value(value: Any) -> str:
+    return "" if value is None else str(value)

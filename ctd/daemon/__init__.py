@@ -1,0 +1,1 @@
+"""The daemon: root nursery, supervisor, reload, once-mode."""

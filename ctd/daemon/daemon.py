@@ -1,0 +1,343 @@
+"""The daemon: root nursery, startup order, reload, graceful stop.
+
+Startup: store ready -> control socket bound -> signal receiver open ->
+sources started -> READY=1. Reload validates the whole new file first and
+keeps the running config if it is invalid; otherwise it diffs by name and
+touches only what changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import time
+from functools import partial
+from typing import Any
+
+import structlog
+import trio
+
+from ctd.service import logs as logs
+from ctd.store import sql as store_sql
+from ctd.control.access import AccessPolicy
+from ctd.allowlist import Allowlist
+from ctd.config import Config, ConfigDiff, PluginConfig, adapter_class, diff_named, load_config
+from ctd.config_warnings import log_warnings
+from ctd.errors import ConfigError, describe
+from ctd.rates import RateCounter
+from ctd.service.sdnotify import Notifier, run_watchdog, watchdog_interval
+from ctd.sharing.actor import Sharer, ShareNow, ShareResult, SharingStatus, Wake, run_sharing
+from ctd.sources.actor import AllowlistRef, PullResult, SourceStatus, SyncRequest, backoff_delay, run_source
+from ctd.store.actor import StoreClient, run_store
+from ctd.daemon.supervisor import Supervisor
+
+log = structlog.get_logger("ctd.daemon")
+
+SYNC_QUEUE = 4
+
+
+def file_hash(path: str) -> str | None:
+    """The same short hash ``load_config`` gives a file, also for a file it rejects."""
+    try:
+        with open(path, "rb") as f:
+            return hashlib.sha256(f.read()).hexdigest()[:12]
+    except OSError:
+        return None
+
+
+def db_path(cfg: Config) -> str:
+    return os.path.join(cfg.daemon.state_dir, "ctd.db")
+
+
+def make_adapter(name: str, plugin: PluginConfig) -> Any:
+    """An adapter instance with its own HTTP client (if it uses one); close it with ``close_adapter``."""
+    cls = adapter_class(plugin.adapter)
+    make_client = getattr(cls, "make_client", None)
+    return cls(name, plugin.options, make_client(plugin.options) if make_client else None)
+
+
+async def close_adapter(adapter: Any) -> None:
+    aclose = getattr(adapter, "aclose", None)
+    if aclose is not None:
+        with trio.CancelScope(shield=True):
+            await aclose()
+
+
+async def run_closing(adapter: Any, run: Any, *args: Any, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    """Run an actor and close its adapter (HTTP connections) when it ends."""
+    try:
+        await run(*args, task_status=task_status)
+    finally:
+        await close_adapter(adapter)
+
+
+def allowlist_matcher(cfg: Config) -> Any:
+    al = Allowlist(cfg.allowlist.values, cfg.allowlist.cidrs, cfg.allowlist.domains)
+    return al.matches if al else None
+
+
+async def serve_with_restarts(name: str, adapter: Any, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    """Run a plugin's service (e.g. the EDL web server); a crash is logged and retried with backoff."""
+    task_status.started()
+    failures = 0
+    while True:
+        try:
+            await adapter.serve()
+            return
+        except Exception as exc:  # noqa: BLE001 - one plugin's server must not stop the daemon
+            failures += 1
+            delay = backoff_delay(failures, None)
+            log.error("plugin service failed", ctd_event="service_failed", plugin=name, error=describe(exc),
+                      retry_in_s=round(delay, 1))
+            await trio.sleep(delay)
+
+
+class SourceHandle:
+    def __init__(self, status: SourceStatus, sync_send: trio.MemorySendChannel) -> None:
+        self.status = status
+        self.sync_send = sync_send
+
+
+class SharingHandle:
+    def __init__(self, status: SharingStatus, inbox: trio.MemorySendChannel, sharer: Sharer) -> None:
+        self.status = status
+        self.inbox = inbox
+        self.sharer = sharer
+
+    def wake(self) -> None:
+        try:
+            self.inbox.send_nowait(Wake())
+        except trio.WouldBlock:
+            pass  # a pass is already due: this change will be in it
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+
+
+def sharing_key(cfg: Config, name: str) -> tuple[Any, ...]:
+    """Everything a sharing actor depends on: a change to any of it restarts the actor."""
+    sh = cfg.sharing[name]
+    return (sh, cfg.rules[sh.rule], cfg.plugins[sh.destination])
+
+
+class Daemon:
+    def __init__(self, config: Config, notifier: Notifier | None = None) -> None:
+        self.config = config
+        self.notifier = notifier or Notifier.from_env()
+        self.started_at = time.time()
+        self.store: StoreClient | None = None
+        self.sources: Supervisor | None = None
+        self.sharings: Supervisor | None = None
+        self.services: Supervisor | None = None
+        self._reload_lock = trio.Lock()
+        self.allowlist = AllowlistRef(allowlist_matcher(config))
+        self.mutes: dict[str, int] = {}
+        self.ingest_rate = RateCounter()
+        self.share_rate = RateCounter()
+
+    # -- lifecycle -------------------------------------------------------------
+
+    async def run(self) -> None:
+        from ctd.control.commands import Commands
+        from ctd.control.server import serve_control
+
+        cfg = self.config
+        log.info("daemon starting", ctd_event="daemon_start", pid=os.getpid(), ctd_config_hash=cfg.hash, config=cfg.path)
+        log.info("config loaded", ctd_event="config_loaded", ctd_config_hash=cfg.hash, config=cfg.path,
+                 plugins=sorted(cfg.plugins), rules=sorted(cfg.rules), sharing=sorted(cfg.sharing))
+        log_warnings(cfg)
+        async with trio.open_nursery() as root:
+            self.store = await root.start(run_store, db_path(cfg))
+            self.mutes.update(await self.store.call(store_sql.get_mutes))
+            with trio.open_signal_receiver(signal.SIGHUP, signal.SIGTERM, signal.SIGINT) as signals:
+                policy = AccessPolicy(cfg.daemon.socket_group, cfg.daemon.admin_group)
+                await root.start(
+                    partial(serve_control, socket_group=cfg.daemon.socket_group),
+                    cfg.daemon.socket, Commands(self, policy).dispatch,
+                )
+                async with trio.open_nursery() as actors:
+                    self.sources = Supervisor(actors, "source")
+                    self.sharings = Supervisor(actors, "sharing")
+                    self.services = Supervisor(actors, "service")
+                    for name, plugin in self._served(cfg).items():
+                        await self._start_service(name, plugin)
+                    for name in cfg.sharing:
+                        await self._start_sharing(name)
+                    for name, plugin in cfg.plugins.items():
+                        if plugin.pull:
+                            await self._start_source(name, plugin)
+                    actors.start_soon(self._housekeeping)
+                    interval = watchdog_interval()
+                    if interval:
+                        actors.start_soon(run_watchdog, self.notifier, interval)
+                    self.notifier.ready(status="serving")
+                    log.info("daemon ready", ctd_event="daemon_ready", sources=len(self.sources.names()))
+                    async for signum in signals:
+                        if signum == signal.SIGHUP:
+                            try:
+                                await self.reload()
+                            except ConfigError:
+                                pass  # logged by reload(); the running config stays
+                        else:
+                            break
+                    self.notifier.stopping()
+                    log.info("daemon stopping", ctd_event="daemon_stop", signal=signal.Signals(signum).name)
+                    # Sources first, so no new batch reaches the store; a batch
+                    # the store is committing finishes (its thread is never abandoned).
+                    with trio.move_on_after(float(cfg.daemon.shutdown_timeout)):
+                        await self.sources.stop_all()
+                        await self.sharings.stop_all()
+                        await self.services.stop_all()
+                    actors.cancel_scope.cancel()
+                root.cancel_scope.cancel()
+        log.info("daemon stopped", ctd_event="daemon_stopped")
+
+    async def _start_source(self, name: str, plugin: PluginConfig) -> None:
+        assert self.sources is not None and self.store is not None
+        status = SourceStatus(name, plugin)
+        send, recv = trio.open_memory_channel[SyncRequest](SYNC_QUEUE)
+        adapter = make_adapter(name, plugin)
+        await self.sources.start(
+            name, plugin, SourceHandle(status, send), run_closing, adapter, run_source,
+            name, plugin, adapter, self.store, self.allowlist, status, recv, self._on_commit,
+        )
+
+    def _on_commit(self, source: str, res: store_sql.IngestResult) -> None:
+        self.ingest_rate.add(res.new + res.updated)
+        if res.new or res.updated or res.retracted:
+            self.wake_sharing(source)
+
+    async def _start_sharing(self, name: str) -> None:
+        assert self.sharings is not None and self.store is not None
+        cfg = self.config
+        sh = cfg.sharing[name]
+        dest = cfg.plugins[sh.destination]
+        sharer = Sharer(name, sh, cfg.rules[sh.rule], dest, make_adapter(sh.destination, dest), self.store,
+                        mutes=self.mutes, rate=self.share_rate)
+        status = SharingStatus(name, sh)
+        send, recv = trio.open_memory_channel[Any](8)
+        await self.sharings.start(name, sharing_key(cfg, name), SharingHandle(status, send, sharer),
+                                  run_closing, sharer.adapter, run_sharing, sharer, status, recv)
+
+    async def _start_service(self, name: str, plugin: PluginConfig) -> None:
+        """Plugins whose adapter serves something (an EDL web server) run it as an actor."""
+        assert self.services is not None
+        adapter = make_adapter(name, plugin)
+        await self.services.start(name, plugin, adapter, run_closing, adapter, serve_with_restarts, name, adapter)
+
+    def wake_sharing(self, source: str | None = None, *, rule: str | None = None) -> None:
+        """Wake the sharing actors that read from ``source`` / use ``rule`` (or all of them)."""
+        if self.sharings is None:
+            return
+        for name in self.sharings.names():
+            handle: SharingHandle = self.sharings.get(name)
+            sh = handle.sharer.sh
+            if rule is not None:
+                if sh.rule == rule:
+                    handle.wake()
+            elif source is None or source in sh.sources or source == sh.destination:
+                handle.wake()
+
+    @staticmethod
+    def _served(cfg: Config) -> dict[str, PluginConfig]:
+        return {n: p for n, p in cfg.plugins.items() if hasattr(adapter_class(p.adapter), "serve")}
+
+    async def _housekeeping(self) -> None:
+        while True:
+            await trio.sleep(float(self.config.daemon.housekeeping_interval))
+            assert self.store is not None
+            n = await self.store.call(store_sql.expire, int(time.time()))
+            if n:
+                log.info("indicators expired", ctd_event="indicators_expired", ctd_count=n)
+                self.wake_sharing()
+
+    # -- reload ------------------------------------------------------------------
+
+    async def reload(self) -> dict[str, Any]:
+        """Re-read the config file; apply it only if the whole file is valid."""
+        async with self._reload_lock:
+            path = self.config.path
+            try:
+                new = load_config(path)
+            except ConfigError as exc:
+                log.error("config rejected", ctd_event="config_rejected", error=str(exc), config=path,
+                          ctd_config_hash=file_hash(path), running_config_hash=self.config.hash)
+                raise
+            self.notifier.reloading()
+            try:
+                diff = await self._apply(new)
+            finally:
+                self.notifier.ready(status="reloaded")
+            log.info(
+                "config reloaded", ctd_event="config_reloaded", ctd_config_hash=new.hash,
+                added=diff.added, removed=diff.removed, changed=diff.changed,
+            )
+            log_warnings(new)
+            return {"config_hash": new.hash, "added": diff.added, "removed": diff.removed,
+                    "changed": diff.changed, "unchanged": diff.unchanged}
+
+    async def _apply(self, new: Config) -> ConfigDiff:
+        assert self.sources is not None and self.store is not None
+        old = self.config
+        old_pull = {k: v for k, v in old.plugins.items() if v.pull}
+        new_pull = {k: v for k, v in new.plugins.items() if v.pull}
+        allow_changed = old.allowlist != new.allowlist
+        diff = diff_named(old_pull, new_pull)
+        self.config = new
+        if new.daemon.log_level != old.daemon.log_level:
+            logs.configure_logging(new.daemon.log_level)
+        if new.daemon.socket != old.daemon.socket or new.daemon.state_dir != old.daemon.state_dir:
+            log.warning("daemon.socket/state_dir changes take effect at the next restart")
+        for name in diff.removed + diff.changed:
+            await self.sources.stop(name)
+        if allow_changed:
+            # Running sources read the matcher per batch: no restart needed.
+            self.allowlist.current = allowlist_matcher(new)
+            n = await self.store.call(
+                store_sql.reapply_allowlist, self.allowlist.current or (lambda t, v: False), int(time.time())
+            )
+            log.info("allowlist applied", ctd_event="allowlist_applied", ctd_count=n)
+        for name in diff.added + diff.changed:
+            await self._start_source(name, new_pull[name])
+        assert self.sharings is not None and self.services is not None
+        vdiff = diff_named(self._served(old), self._served(new))
+        for name in vdiff.removed + vdiff.changed:
+            await self.services.stop(name)
+        for name in vdiff.added + vdiff.changed:
+            await self._start_service(name, new.plugins[name])
+        sdiff = diff_named({n: sharing_key(old, n) for n in old.sharing}, {n: sharing_key(new, n) for n in new.sharing})
+        for name in sdiff.removed + sdiff.changed:
+            await self.sharings.stop(name)
+        for name in sdiff.added + sdiff.changed:
+            await self._start_sharing(name)
+        if allow_changed:
+            self.wake_sharing()
+        return ConfigDiff(
+            added=diff.added + [f"sharing.{n}" for n in sdiff.added],
+            removed=diff.removed + [f"sharing.{n}" for n in sdiff.removed],
+            changed=diff.changed + [f"sharing.{n}" for n in sdiff.changed],
+            unchanged=diff.unchanged + [f"sharing.{n}" for n in sdiff.unchanged],
+        )
+
+    # -- on-demand pulls -----------------------------------------------------------
+
+    async def share(self, name: str, *, resync: bool = False, days: int | None = None) -> ShareResult:
+        """Run a sharing pass now (after marking recent IoCs for re-sharing if ``resync``)."""
+        assert self.sharings is not None
+        handle: SharingHandle | None = self.sharings.get(name)
+        if handle is None:
+            raise ConfigError(f"no sharing configuration named {name!r}")
+        send, recv = trio.open_memory_channel[ShareResult](1)
+        await handle.inbox.send(ShareNow(send, days=days, resync=resync))
+        async with recv:
+            return await recv.receive()
+
+    async def sync(self, name: str) -> PullResult:
+        assert self.sources is not None
+        handle: SourceHandle | None = self.sources.get(name)
+        if handle is None:
+            raise ConfigError(f"no pulling source named {name!r}")
+        send, recv = trio.open_memory_channel[PullResult](1)
+        await handle.sync_send.send(SyncRequest(send))
+        async with recv:
+            return await recv.receive()

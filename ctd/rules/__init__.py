@@ -1,0 +1,1 @@
+"""The business-rule language: parser and compiler."""

@@ -1,0 +1,305 @@
+"""Business rules: compile a parsed filter to SQL and to a Python predicate.
+
+Both back ends give the same answer for every indicator (a property test checks
+this). SQL is native wherever SQLite's semantics match exactly: ``=``, ``IN``,
+ordering, ``GLOB`` (with ``[`` and ``]`` turned into one-character classes so
+they are literal), ``instr`` as a cheap pre-check before ``json_each`` for tags,
+and a sighting primary-key probe for sources. Only CIDR containment calls back
+into Python (``ctd_cidr_match``), and only for ip/cidr rows of the right family.
+
+Every atom is two-valued: ``coalesce(<atom>, 0)``, so a NULL time (expires_at =
+never) makes a comparison false and its negation true, as in Python.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from collections.abc import Callable, Sequence
+from functools import lru_cache
+from ipaddress import ip_network
+from socket import AF_INET, AF_INET6, inet_pton
+
+import msgspec
+
+from ctd.model import SEVERITY_RANK
+from ctd.rules.parser import And, Cmp, Node, Not, Now, Or, RuleError, parse
+
+__all__ = ["CompiledRule", "Rule", "RuleError", "Subject", "compile_filter", "register_sql_functions"]
+
+
+class Subject(msgspec.Struct, frozen=True, kw_only=True):
+    """What the Python evaluator sees of one indicator."""
+
+    type: str
+    value: str
+    sources: tuple[str, ...]  # names of live (unretracted) sources
+    severity: str
+    reputation: int
+    tags: tuple[str, ...]
+    comments: str
+    first_seen: int | None
+    last_seen: int | None
+    expires_at: int | None
+    hits: int
+
+
+# --- globs and networks -----------------------------------------------------------
+
+
+def glob_to_sql(pattern: str) -> str:
+    """Our glob (``*``, ``?``, all else literal) as a SQLite GLOB pattern."""
+    return "".join("[[]" if c == "[" else "[]]" if c == "]" else c for c in pattern)
+
+
+@lru_cache(maxsize=1024)
+def glob_to_regex(pattern: str) -> re.Pattern[str]:
+    out = [".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern]
+    return re.compile("".join(out), re.DOTALL)
+
+
+@lru_cache(maxsize=1024)
+def _network(pattern: str) -> tuple[int, int, int] | None:
+    """``(bits, prefixlen, network int)`` if the pattern is a CIDR, else None."""
+    if "/" not in pattern or "*" in pattern or "?" in pattern:
+        return None
+    try:
+        net = ip_network(pattern.strip(), strict=False)
+    except ValueError:
+        return None
+    return net.max_prefixlen, net.prefixlen, int(net.network_address)
+
+
+def _addr(text: str, bits: int) -> int | None:
+    try:
+        return int.from_bytes(inet_pton(AF_INET if bits == 32 else AF_INET6, text), "big")
+    except (OSError, ValueError):
+        return None
+
+
+def _in_network(net: tuple[int, int, int], value: str) -> bool:
+    """Whether an address, or a network ``addr/len``, lies inside ``net``."""
+    bits, plen, base = net
+    text, slash, length = value.partition("/")
+    if "%" in text:
+        return False
+    vlen = bits
+    if slash:
+        if not (length.isascii() and length.isdigit()) or int(length) > bits:
+            return False
+        vlen = int(length)
+    addr = _addr(text, bits)
+    if addr is None or vlen < plen:
+        return False
+    shift = bits - plen
+    return addr >> shift == base >> shift
+
+
+_NET_TYPES = {32: ("ipv4", "cidr4"), 128: ("ipv6", "cidr6")}
+
+
+def _cidr_match(pattern: str | None, value: str | None) -> int | None:
+    """SQL ``ctd_cidr_match(pattern, value)``: value (address or cidr) inside pattern."""
+    if not isinstance(pattern, str) or not isinstance(value, str):
+        return None
+    net = _network(pattern)
+    return 1 if net is not None and _in_network(net, value) else 0
+
+
+def register_sql_functions(conn: sqlite3.Connection) -> None:
+    """Install the helper functions rule SQL uses; call right after connecting."""
+    conn.create_function("ctd_cidr_match", 2, _cidr_match, deterministic=True)
+
+
+# --- SQL ----------------------------------------------------------------------------
+
+_COLUMNS = {f: f"i.{f}" for f in (
+    "type", "value", "comments", "severity", "reputation", "hits", "first_seen", "last_seen", "expires_at")}
+# A tag is found with instr() first when its JSON spelling is certainly the raw text.
+_PLAIN_TAG = re.compile(r'[ !#-.0-\[\]-~]*')
+_LIVE_SOURCE = (
+    "EXISTS (SELECT 1 FROM sighting s WHERE s.iid = i.id AND s.retracted = 0 AND s.sid IN "
+    "(SELECT src.id FROM source src WHERE src.name {}))"
+)
+Param = object  # a constant, or a Now resolved when sql(now) is called
+
+
+def _sql(node: Node, out: list[str], params: list[Param]) -> None:
+    if isinstance(node, (And, Or)):
+        sep = " AND " if isinstance(node, And) else " OR "
+        out.append("(")
+        for k, child in enumerate(node.nodes):
+            if k:
+                out.append(sep)
+            _sql(child, out, params)
+        out.append(")")
+    elif isinstance(node, Not):
+        out.append("NOT (")
+        _sql(node.node, out, params)
+        out.append(")")
+    elif node.op in ("!=", "not in"):
+        _sql(Not(Cmp(node.field, "=" if node.op == "!=" else "in", node.args, node.column)), out, params)
+    else:
+        out.append(_atom(node, params))
+
+
+def _atom(node: Cmp, params: list[Param]) -> str:
+    field, op, args = node.field, node.op, node.args
+    marks = ", ".join("?" * len(args))
+    if field == "tags":  # has
+        tag = str(args[0])
+        exact = "EXISTS (SELECT 1 FROM json_each(i.tags) WHERE json_each.value = ?)"
+        if _PLAIN_TAG.fullmatch(tag):
+            params.extend((f'"{tag}"', tag))
+            return f"(instr(i.tags, ?) > 0 AND {exact})"
+        params.append(tag)
+        return exact
+    if field == "value" and op == "~" and (net := _network(str(args[0]))) is not None:
+        params.extend((*_NET_TYPES[net[0]], str(args[0])))
+        return "(i.type IN (?, ?) AND coalesce(ctd_cidr_match(?, i.value), 0))"
+    if op == "~":
+        args = (glob_to_sql(str(args[0])),)
+        cond = "GLOB ?"
+    elif op == "in":
+        cond = f"IN ({marks})"
+    else:
+        cond = f"{op} ?"
+    params.extend(args)
+    if field == "source":
+        return _LIVE_SOURCE.format(cond)
+    return f"coalesce({_COLUMNS[field]} {cond}, 0)"
+
+
+# --- Python -------------------------------------------------------------------------
+
+Pred = Callable[[Subject, int], bool]
+_ORDER: dict[str, Callable[[object, object], bool]] = {
+    "=": lambda a, b: a == b,
+    "<": lambda a, b: a < b,  # type: ignore[operator]
+    "<=": lambda a, b: a <= b,  # type: ignore[operator]
+    ">": lambda a, b: a > b,  # type: ignore[operator]
+    ">=": lambda a, b: a >= b,  # type: ignore[operator]
+}
+
+
+def _resolve(v: object, now: int) -> object:
+    return now + v.offset if isinstance(v, Now) else v
+
+
+def _pred(node: Node) -> Pred:
+    if isinstance(node, And):
+        preds = [_pred(n) for n in node.nodes]
+        return lambda s, now: all(p(s, now) for p in preds)
+    if isinstance(node, Or):
+        preds = [_pred(n) for n in node.nodes]
+        return lambda s, now: any(p(s, now) for p in preds)
+    if isinstance(node, Not):
+        inner = _pred(node.node)
+        return lambda s, now: not inner(s, now)
+    if node.op in ("!=", "not in"):
+        return _pred(Not(Cmp(node.field, "=" if node.op == "!=" else "in", node.args, node.column)))
+    return _cmp_pred(node)
+
+
+def _cmp_pred(node: Cmp) -> Pred:
+    field, op, args = node.field, node.op, node.args
+    if field == "tags":
+        tag = args[0]
+        return lambda s, now: tag in s.tags
+    if op == "~":
+        pattern = str(args[0])
+        if field == "value" and (net := _network(pattern)) is not None:
+            types = _NET_TYPES[net[0]]
+            return lambda s, now: s.type in types and _in_network(net, s.value)
+        match = glob_to_regex(pattern).fullmatch
+        if field == "source":
+            return lambda s, now: any(match(x) for x in s.sources)
+        return lambda s, now: match(getattr(s, field)) is not None
+    if field == "source":
+        names = frozenset(str(a) for a in args)
+        return lambda s, now: not names.isdisjoint(s.sources)
+    if field == "severity":
+        get: Callable[[Subject], object] = lambda s: SEVERITY_RANK.get(s.severity, 0)
+    else:
+        get = lambda s: getattr(s, field)  # noqa: E731
+    if op == "in":
+        if not any(isinstance(a, Now) for a in args):
+            fixed = frozenset(args)
+            return lambda s, now: get(s) in fixed
+        return lambda s, now: get(s) in {_resolve(a, now) for a in args}
+    compare, arg = _ORDER[op], args[0]
+
+    def pred(s: Subject, now: int) -> bool:
+        x = get(s)
+        return x is not None and compare(x, _resolve(arg, now))
+
+    return pred
+
+
+# --- public API -----------------------------------------------------------------------
+
+
+class CompiledRule:
+    """One filter, ready to run as SQL over ``indicator i`` or against a Subject."""
+
+    __slots__ = ("text", "node", "_sql", "_params", "_dynamic", "_pred")
+
+    def __init__(self, text: str, node: Node) -> None:
+        self.text = text
+        self.node = node
+        out: list[str] = []
+        params: list[Param] = []
+        _sql(node, out, params)
+        self._sql = "".join(out)
+        self._params = params
+        self._dynamic = any(isinstance(p, Now) for p in params)
+        self._pred = _pred(node)
+
+    def sql(self, now: int) -> tuple[str, list]:
+        """A WHERE fragment over ``indicator i`` with ``?`` placeholders, and its params."""
+        if not self._dynamic:
+            return self._sql, list(self._params)
+        return self._sql, [_resolve(p, now) for p in self._params]
+
+    def matches(self, ind: Subject, now: int) -> bool:
+        return bool(self._pred(ind, now))
+
+    def __repr__(self) -> str:
+        return f"CompiledRule({self.text!r})"
+
+
+def compile_filter(text: str) -> CompiledRule:
+    """Parse, check and compile a filter; raise RuleError on any mistake."""
+    return CompiledRule(text, parse(text))
+
+
+class Rule:
+    """A filter plus exceptions: matches what the filter selects and no exception does."""
+
+    __slots__ = ("filter", "exceptions")
+
+    def __init__(self, filter: str, exceptions: Sequence[str] = ()) -> None:
+        self.filter = compile_filter(filter)
+        compiled = []
+        for k, text in enumerate(exceptions):
+            try:
+                compiled.append(compile_filter(text))
+            except RuleError as e:
+                raise RuleError(f"exceptions[{k}]: {e.message}", e.column) from None
+        self.exceptions: tuple[CompiledRule, ...] = tuple(compiled)
+
+    def sql(self, now: int) -> tuple[str, list]:
+        """``filter AND NOT (exception) AND ...`` as a WHERE fragment and its params."""
+        text, params = self.filter.sql(now)
+        parts = [f"({text})"]
+        for exc in self.exceptions:
+            t, p = exc.sql(now)
+            parts.append(f"NOT ({t})")
+            params.extend(p)
+        return " AND ".join(parts), params
+
+    def matches(self, ind: Subject, now: int) -> bool:
+        return self.filter.matches(ind, now) and not any(e.matches(ind, now) for e in self.exceptions)
+
+    def __repr__(self) -> str:
+        return f"Rule({self.filter.text!r}, {[e.text for e in self.exceptions]!r})"

@@ -1,0 +1,1 @@
+"""Running under systemd: journald logging, sd_notify, log configuration."""

@@ -1,0 +1,1 @@
+"""Sharing actors: planning and delivery to destinations."""

@@ -1,0 +1,312 @@
+"""Sharing actor: one per sharing configuration.
+
+A pass plans what the destination should hold now (rule, sources, loop
+prevention, limits), then delivers: withdrawals and new or changed IoCs in
+batches for incremental destinations, or the whole list (only when it changed)
+for full-replace ones. Passes run every ``interval`` and whenever the store
+commits changes from a source this configuration reads; wake-ups that arrive
+during a pass coalesce into one more pass.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import timezone
+from typing import Any
+
+import msgspec
+import structlog
+import trio
+
+from ctd.store import ledger as sharing_sql
+from ctd.adapters.base import ActionSpec, PushResult, ShareItem
+from ctd.config import PluginConfig, RuleConfig, SharingConfig
+from ctd.errors import AuthError, CtdError, SourceUnavailable
+from ctd.model import iso, now
+from ctd.rates import RateCounter
+from ctd.rules.compiler import Rule
+from ctd.errors import describe
+from ctd.sources.actor import backoff_delay
+from ctd.store.actor import StoreClient
+
+log = structlog.get_logger("ctd.sharing")
+
+INBOX_SIZE = 8
+
+
+class Wake(msgspec.Struct, frozen=True):
+    """The store committed changes this sharing may care about."""
+
+
+class ShareNow(msgspec.Struct, frozen=True):
+    reply: trio.MemorySendChannel
+    days: int | None = None
+    resync: bool = False
+
+
+class ShareResult(msgspec.Struct, kw_only=True):
+    sharing: str
+    candidates: int = 0
+    pushed: int = 0
+    rejected: int = 0
+    retracted: int = 0
+    unshared: int = 0
+    unchanged: bool = False
+    muted: bool = False
+    error: str | None = None
+
+
+class SharingStatus:
+    def __init__(self, name: str, sh: SharingConfig) -> None:
+        self.name = name
+        self.sh = sh
+        self.state = "idle"
+        self.last_run: int | None = None
+        self.last_success: int | None = None
+        self.last_error: str | None = None
+        self.next_run: int | None = None
+        self.last_result: ShareResult | None = None
+        self.failures = 0
+        self.muted = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "sources": self.sh.sources, "rule": self.sh.rule,
+            "destination": self.sh.destination, "action": self.sh.action, "state": self.state,
+            "last_run": iso(self.last_run), "last_success": iso(self.last_success),
+            "last_error": self.last_error, "next_run": iso(self.next_run),
+            "last_result": msgspec.structs.asdict(self.last_result) if self.last_result else None,
+        }
+
+
+def muted(rule: RuleConfig, at: int, override: int | None = None) -> bool:
+    """Is the rule paused at ``at``? An operator override (``ctdctl rules mute``) wins over the config."""
+    if override is not None:
+        return override > at
+    if rule.muted_until is None:
+        return False
+    until = rule.muted_until
+    if until.tzinfo is None:
+        until = until.replace(tzinfo=timezone.utc)
+    return until.timestamp() > at
+
+
+class Sharer:
+    """Everything one sharing configuration needs for a pass."""
+
+    def __init__(
+        self, name: str, sh: SharingConfig, rule: RuleConfig, dest: PluginConfig, adapter: Any, store: StoreClient,
+        *, mutes: dict[str, int] | None = None, rate: RateCounter | None = None,
+    ) -> None:
+        self.name = name
+        self.mutes = mutes if mutes is not None else {}
+        self.rate = rate
+        self.sh = sh
+        self.rule_cfg = rule
+        self.rule = Rule(rule.filter, rule.exceptions)
+        self.dest = dest
+        self.adapter = adapter
+        self.store = store
+        self.spec: ActionSpec = type(adapter).ACTIONS[sh.action]
+        limits = getattr(type(adapter), "limits", None)
+        spec_limits = (self.spec.max_entries, self.spec.max_bytes)
+        self.max_entries, self.max_bytes = limits(sh.action, sh.params) if limits else spec_limits
+        self.max_entries = _min(self.max_entries, self.spec.max_entries)
+        self.max_bytes = _min(self.max_bytes, self.spec.max_bytes)
+
+    def where(self, at: int) -> tuple[str, list[Any]]:
+        rule_sql, rule_params = self.rule.sql(at)
+        if self.spec.types is not None:
+            marks = ",".join("?" * len(self.spec.types))
+            rule_sql = f"({rule_sql}) AND i.type IN ({marks})"
+            rule_params = [*rule_params, *self.spec.types]
+        return sharing_sql.candidate_where(rule_sql, rule_params, self.sh.sources, self.sh.destination)
+
+    async def share_once(self) -> ShareResult:
+        """Plan and deliver one pass; raises the destination's error (nothing marked shared then)."""
+        at = now()
+        result = ShareResult(sharing=self.name)
+        if muted(self.rule_cfg, at, self.mutes.get(self.sh.rule)):
+            result.muted = True
+            return result
+        where, params = self.where(at)
+        incremental = self.spec.mode == "incremental"
+        plan = await self.store.call(
+            sharing_sql.plan, name=self.name, where=where, params=params, size=self.spec.size,
+            overhead=self.spec.entry_overhead, max_entries=self.max_entries, max_bytes=self.max_bytes,
+            incremental=incremental, now=at,
+        )
+        result.candidates, result.unshared = plan.candidates, plan.over_limit
+        if plan.over_limit:
+            log.warning("destination limit reached: oldest IoCs not shared", ctd_event="indicators_unshared",
+                        ctd_sharing=self.name, ctd_count=plan.over_limit)
+        if incremental:
+            await self._deliver(result, retraction=True)
+            await self._deliver(result, retraction=False)
+        else:
+            await self._replace(result)
+        await self.store.call(sharing_sql.finish, self.name, now=now(), error=None)
+        return result
+
+    async def _call(self, method: str, items: list[ShareItem]) -> PushResult:
+        with trio.fail_after(float(self.dest.timeout)):
+            return await getattr(self.adapter, method)(self.sh.action, self.sh.params, items)
+
+    async def _deliver(self, result: ShareResult, *, retraction: bool) -> None:
+        state = "retract_pending" if retraction else "pending"
+        while True:
+            batch = await self.store.call(sharing_sql.fetch_state, self.name, state, self.spec.batch_size)
+            if not batch:
+                return
+            items = [it for _, it in batch]
+            res = await self._call("retract" if retraction else "push", items)
+            by_value = {it.value: iid for iid, it in batch}
+            rejected = {by_value[v]: reason for v, reason in res.rejected.items() if v in by_value}
+            done = [iid for iid, _ in batch if iid not in rejected]
+            await self.store.call(sharing_sql.record, self.name, done=done, rejected=rejected,
+                                  retraction=retraction, now=now())
+            ok_items = [it for iid, it in batch if iid not in rejected]
+            bad_items = [it for iid, it in batch if iid in rejected]
+            if retraction:
+                result.retracted += len(done)
+                self._audit("indicators_retracted", ok_items)
+            else:
+                result.pushed += len(done)
+                if self.rate is not None:
+                    self.rate.add(len(done))
+                self._audit("indicators_shared", ok_items)
+            result.rejected += len(rejected)
+            self._refused(bad_items, res.rejected)
+
+    async def _replace(self, result: ShareResult) -> None:
+        list_hash, last_hash = await self.store.call(sharing_sql.list_hash, self.name)
+        present = getattr(self.adapter, "target_present", None)
+        if present is not None and not present(self.sh.action, self.sh.params):
+            last_hash = None  # the destination lost the list (deleted file): deliver it again
+        rejected: dict[int, str] = {}
+        if list_hash == last_hash:
+            result.unchanged = True
+        else:
+            items = await self.store.call(sharing_sql.full_list, self.name)
+            res = await self._call("replace", [it for _, it in items])
+            by_value = {it.value: iid for iid, it in items}
+            rejected = {by_value[v]: reason for v, reason in res.rejected.items() if v in by_value}
+            result.pushed = len(items) - len(rejected)
+            result.rejected = len(rejected)
+            if self.rate is not None:
+                self.rate.add(result.pushed)
+            self._audit("indicators_shared", [it for iid, it in items if iid not in rejected])
+            self._refused([it for iid, it in items if iid in rejected], res.rejected)
+        result.retracted = await self.store.call(
+            sharing_sql.record_full, self.name, list_hash=list_hash, rejected=rejected, now=now(),
+            unchanged=result.unchanged,
+        )
+
+    def _refused(self, items: list[ShareItem], reasons: dict[str, str]) -> None:
+        """Audit what the destination refused, and warn once per delivery with a few (short) reasons."""
+        if not items:
+            return
+        self._audit("indicators_rejected", items, reasons={it.value: reasons.get(it.value) for it in items[:1000]})
+        log.warning(
+            "destination refused indicators", ctd_event="indicators_refused", ctd_sharing=self.name,
+            ctd_destination=self.sh.destination, ctd_count=len(items),
+            examples=[_short(reasons.get(it.value, "")) for it in items[:5]],
+        )
+
+    def _audit(self, event: str, items: list[ShareItem], reasons: dict[str, str] | None = None) -> None:
+        if not items:
+            return
+        by_type = Counter(it.type for it in items)
+        for typ, n in sorted(by_type.items()):
+            log.info(
+                event.replace("_", " "), ctd_event=event, ctd_sharing=self.name, ctd_destination=self.sh.destination,
+                ctd_rule=self.sh.rule, ctd_indicator_type=typ, ctd_count=n,
+            )
+        log.debug(event.replace("_", " ") + " (values)", ctd_event=event + "_values", ctd_sharing=self.name,
+                  values=[it.value for it in items[:1000]], reasons=reasons)
+
+
+def _short(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _min(a: int | None, b: int | None) -> int | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return min(a, b)
+
+
+async def run_sharing(
+    sharer: Sharer,
+    status: SharingStatus,
+    inbox: trio.MemoryReceiveChannel,
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Share on schedule, on wake-ups and on request until cancelled."""
+    structlog.contextvars.bind_contextvars(ctd_sharing=sharer.name)
+    interval = float(sharer.sh.interval)
+    delay = 0.0  # a new configuration shares the existing matching IoCs at once
+    was_muted = False
+    task_status.started()
+    async with inbox:
+        while True:
+            status.next_run = now() + int(delay) if delay != float("inf") else None
+            msgs: list[Any] = []
+            with trio.move_on_after(delay):
+                msgs.append(await inbox.receive())
+            while True:  # coalesce everything already queued into this pass
+                try:
+                    msgs.append(inbox.receive_nowait())
+                except trio.WouldBlock:
+                    break
+            requests = [m for m in msgs if isinstance(m, ShareNow)]
+            for req in requests:
+                if req.resync:
+                    since = now() - req.days * 86400 if req.days else None
+                    await sharer.store.call(sharing_sql.resync, sharer.name, since=since)
+            status.state = "sharing"
+            status.last_run = now()
+            try:
+                result = await sharer.share_once()
+                status.failures = 0
+                status.last_error = None
+                status.last_success = now() if not result.muted else status.last_success
+                delay = interval
+            except AuthError as exc:
+                result = await _failed(sharer, status, exc)
+                delay = float("inf")
+                status.state = "disabled"
+            except (SourceUnavailable, trio.TooSlowError, CtdError) as exc:
+                result = await _failed(sharer, status, exc)
+                retry_after = exc.retry_after if isinstance(exc, SourceUnavailable) else None
+                delay = backoff_delay(status.failures, retry_after)
+            except Exception as exc:  # noqa: BLE001 - an adapter bug must not kill the daemon
+                log.exception("sharing pass crashed", ctd_event="sharing_failed")
+                result = await _failed(sharer, status, exc, logged=True)
+                delay = backoff_delay(status.failures, None)
+            if result.muted != was_muted:
+                log.info("rule muted" if result.muted else "rule unmuted",
+                         ctd_event="rule_muted" if result.muted else "rule_unmuted", ctd_rule=sharer.sh.rule)
+                was_muted = result.muted
+            if status.state == "sharing":
+                status.state = "muted" if result.muted else "idle"
+            status.last_result = result
+            for req in requests:
+                try:
+                    req.reply.send_nowait(result)
+                except (trio.BrokenResourceError, trio.WouldBlock):
+                    pass
+
+
+async def _failed(sharer: Sharer, status: SharingStatus, exc: BaseException, logged: bool = False) -> ShareResult:
+    msg = describe(exc)
+    status.failures += 1
+    status.last_error = msg
+    status.state = "backoff"
+    if not logged:
+        log.error("sharing pass failed", ctd_event="sharing_failed", error=msg, ctd_destination=sharer.sh.destination)
+    await sharer.store.call(sharing_sql.finish, sharer.name, now=now(), error=msg)
+    return ShareResult(sharing=sharer.name, error=msg)

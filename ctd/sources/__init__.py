@@ -1,0 +1,1 @@
+"""Source actors: scheduled pulls into the store."""

@@ -1,0 +1,281 @@
+"""Source actor: one per pulling plugin.
+
+The actor owns scheduling, deadlines and backoff; the adapter only fetches and
+parses. Each batch goes to the store together with the sub-checkpoint that
+covers it, and the cycle's start becomes the checkpoint only once the whole
+pull has been committed.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from contextlib import aclosing
+from typing import Any
+
+import msgspec
+import structlog
+import trio
+
+from ctd.store import sql as store_sql
+from ctd.config import PluginConfig
+from ctd.errors import AuthError, CtdError, SourceUnavailable, UpstreamDataError, describe
+from ctd.model import Batch, PullContext, iso, now
+from ctd.store.actor import StoreClient, to_stage_rows
+
+log = structlog.get_logger("ctd.source")
+
+BACKOFF_BASE = 10.0
+BACKOFF_CAP = 3600.0
+
+
+class PullCounts(msgspec.Struct, kw_only=True):
+    new: int = 0
+    updated: int = 0
+    invalid: int = 0
+    retracted: int = 0
+    batches: int = 0
+
+    def add(self, other: "PullCounts") -> None:
+        for f in self.__struct_fields__:
+            setattr(self, f, getattr(self, f) + getattr(other, f))
+
+
+class PullResult(msgspec.Struct, kw_only=True):
+    source: str
+    new: int = 0
+    updated: int = 0
+    invalid: int = 0
+    retracted: int = 0
+    batches: int = 0
+    duration_s: float = 0.0
+    error: str | None = None
+
+
+class SourceStatus:
+    """Live state of one source actor, read by ``ctdctl status``/``sources``."""
+
+    def __init__(self, name: str, plugin: PluginConfig) -> None:
+        self.name = name
+        self.adapter = plugin.adapter
+        self.pull = plugin.pull
+        self.state = "idle"
+        self.last_run: int | None = None
+        self.last_success: int | None = None
+        self.last_error: str | None = None
+        self.next_run: int | None = None
+        self.last_counts = PullCounts()
+        self.totals = PullCounts()
+        self.failures = 0
+
+    def as_dict(self, indicators: int = 0) -> dict[str, Any]:
+        return {
+            "name": self.name, "adapter": self.adapter, "pull": self.pull, "state": self.state,
+            "last_run": iso(self.last_run), "last_success": iso(self.last_success),
+            "last_error": self.last_error, "next_run": iso(self.next_run),
+            "last_counts": msgspec.structs.asdict(self.last_counts),
+            "totals": msgspec.structs.asdict(self.totals),
+            "indicators": indicators,
+        }
+
+
+class AllowlistRef:
+    """The current allowlist matcher; swapped on reload without restarting sources."""
+
+    def __init__(self, current: Callable[[str, str], bool] | None = None) -> None:
+        self.current = current
+
+
+class SyncRequest(msgspec.Struct, frozen=True):
+    reply: trio.MemorySendChannel
+
+
+def backoff_delay(failures: int, retry_after: float | None, rng: Callable[[], float] = random.random) -> float:
+    """Exponential backoff with ±20% jitter; a peer's Retry-After wins when longer."""
+    delay = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** max(0, failures - 1))
+    delay *= 0.8 + 0.4 * rng()
+    if retry_after is not None:
+        delay = max(delay, retry_after)
+    return delay
+
+
+async def pull_once(
+    name: str,
+    plugin: PluginConfig,
+    adapter: Any,
+    store: StoreClient,
+    allowlist: "AllowlistRef",
+    status: SourceStatus,
+    on_commit: Callable[[str, store_sql.IngestResult], None] | None = None,
+) -> PullResult:
+    """Run one pull cycle to completion; raises the adapter's error after recording it."""
+    started = trio.current_time()
+    cycle_start = now()
+    status.state = "pulling"
+    status.last_run = cycle_start
+    counts = PullCounts()
+    cp = await store.call(store_sql.get_checkpoint, name)
+    ctx = PullContext(
+        since=cp["last_run"] if cp["last_run"] is not None else cycle_start - int(plugin.initial_range),
+        now=cycle_start,
+        cursor=cp["cursor"],
+        sub_checkpoint=cp["sub"],
+    )
+    fresh = cp["sub"] is None
+    # Parse the next batch while the store commits this one.
+    send, recv = trio.open_memory_channel[Any](1)
+
+    async def produce() -> None:
+        async with send:
+            try:
+                async with aclosing(adapter.pull(ctx)) as batches:
+                    async for batch in batches:
+                        rows = to_stage_rows(
+                            batch.sightings, now=cycle_start, reputation=plugin.reputation,
+                            extra_tags=plugin.tags, allowlisted=allowlist.current,
+                        )
+                        await send.send((batch, rows))
+            except Exception as exc:  # noqa: BLE001 - re-raised by the consumer below
+                await send.send(exc)
+
+    failure: Exception | None = None
+    try:
+        with trio.fail_after(plugin.timeout):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(produce)
+                async with recv:
+                    async for item in recv:
+                        if isinstance(item, Exception):
+                            failure = item
+                            break
+                        batch, rows = item
+                        try:
+                            res = await store.ingest(
+                                source=name, rows=rows, policy=plugin.reconcile, aging_days=plugin.aging_days,
+                                now=now(), fresh=fresh, snapshot_end=batch.snapshot_end,
+                                sub=batch.sub_checkpoint, cursor=batch.cursor,
+                            )
+                        except Exception as exc:  # noqa: BLE001 - raised below, outside the nursery
+                            failure = exc
+                            nursery.cancel_scope.cancel()
+                            break
+                        fresh = False
+                        if on_commit is not None:
+                            on_commit(name, res)
+                        _count(counts, batch, res)
+                        _log_batch(name, batch, res)
+            if failure is not None:
+                raise failure
+        await store.call(store_sql.complete_pull, name, cycle_start, now())
+    except BaseException as exc:
+        if not isinstance(exc, trio.Cancelled):
+            status.last_error = describe(exc)
+            status.failures += 1
+            status.last_counts = counts
+            status.totals.add(counts)
+            status.state = "idle"
+        raise
+    status.last_success = now()
+    status.last_error = None
+    status.failures = 0
+    status.last_counts = counts
+    status.totals.add(counts)
+    status.state = "idle"
+    result = PullResult(source=name, duration_s=round(trio.current_time() - started, 3), **msgspec.structs.asdict(counts))
+    log.info(
+        "source pull completed", ctd_event="source_pull_completed", new=counts.new, updated=counts.updated,
+        invalid=counts.invalid, retracted=counts.retracted, batches=counts.batches, ctd_count=counts.new + counts.updated,
+    )
+    return result
+
+
+def _count(counts: PullCounts, batch: Batch, res: store_sql.IngestResult) -> None:
+    counts.new += res.new
+    counts.updated += res.updated
+    counts.retracted += res.retracted
+    counts.invalid += len(batch.rejected)
+    counts.batches += 1
+
+
+def _log_batch(name: str, batch: Batch, res: store_sql.IngestResult) -> None:
+    log.debug(
+        "batch ingested", ctd_event="batch_ingested", new=res.new, updated=res.updated,
+        retracted=res.retracted, ctd_count=len(batch.sightings),
+    )
+    if batch.rejected:
+        # One line per batch, never one per bad record.
+        log.warning(
+            "invalid indicators rejected", ctd_event="indicators_rejected_invalid",
+            ctd_count=len(batch.rejected),
+            examples=[f"{r.where}: {r.reason}" for r in batch.rejected[:5]],
+        )
+
+
+async def run_source(
+    name: str,
+    plugin: PluginConfig,
+    adapter: Any,
+    store: StoreClient,
+    allowlist: "AllowlistRef",
+    status: SourceStatus,
+    sync_requests: trio.MemoryReceiveChannel,
+    on_commit: Callable[[str, store_sql.IngestResult], None] | None = None,
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Pull on schedule and on demand until cancelled."""
+    structlog.contextvars.bind_contextvars(ctd_source=name)
+    cp = await store.call(store_sql.get_checkpoint, name)
+    status.last_success = cp["last_success"]
+    status.last_error = cp["last_error"]
+    if cp["last_run"] is None or cp["sub"] is not None:
+        delay = 0.0  # never pulled, or a pull was interrupted: go now
+    else:
+        delay = max(0.0, cp["last_run"] + float(plugin.sync_interval) - now())
+    task_status.started()
+    waiting: list[SyncRequest] = []
+    async with sync_requests:
+        while True:
+            status.next_run = now() + int(delay) if delay != float("inf") else None
+            if not waiting:
+                with trio.move_on_after(delay):
+                    waiting.append(await sync_requests.receive())
+            while True:  # collect every sync request already queued: one pull serves them all
+                try:
+                    waiting.append(sync_requests.receive_nowait())
+                except trio.WouldBlock:
+                    break
+            status.next_run = None
+            try:
+                result = await pull_once(name, plugin, adapter, store, allowlist, status, on_commit)
+                delay = float(plugin.sync_interval)
+            except AuthError as exc:
+                result = PullResult(source=name, error=describe(exc))
+                await _record_failure(store, name, exc)
+                status.state = "disabled"
+                delay = float("inf")  # until the config is reloaded
+            except (SourceUnavailable, UpstreamDataError, trio.TooSlowError, CtdError) as exc:
+                result = PullResult(source=name, error=describe(exc))
+                await _record_failure(store, name, exc)
+                retry_after = exc.retry_after if isinstance(exc, SourceUnavailable) else None
+                delay = backoff_delay(status.failures, retry_after)
+                status.state = "backoff"
+            except Exception as exc:  # noqa: BLE001 - an adapter bug must not kill the daemon
+                log.exception("source pull crashed", ctd_event="source_pull_failed")
+                result = PullResult(source=name, error=describe(exc))
+                await _record_failure(store, name, exc, logged=True)
+                delay = backoff_delay(status.failures, None)
+                status.state = "backoff"
+            for req in waiting:
+                try:
+                    req.reply.send_nowait(result)
+                except (trio.BrokenResourceError, trio.WouldBlock):
+                    pass
+            waiting.clear()
+
+
+async def _record_failure(store: StoreClient, name: str, exc: BaseException, logged: bool = False) -> None:
+    msg = describe(exc)
+    if not logged:
+        log.error("source pull failed", ctd_event="source_pull_failed", error=msg, error_type=type(exc).__name__)
+    await store.call(store_sql.record_error, name, msg)

@@ -1,0 +1,1 @@
+"""The store actor and everything that touches SQLite."""

@@ -1,0 +1,315 @@
+"""Synchronous SQL of the sharing layer: candidate selection, limits, the delivery ledger.
+
+A pass is planned in one transaction: the rule selects the candidates into a
+per-sharing temp table, limits cut them newest-first, and the ledger is
+brought up to date (``pending`` to push, ``retract_pending`` to withdraw,
+``unshared`` over a limit). The actor then delivers pending rows batch by
+batch and records each batch's outcome, so a restart resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from typing import Any
+
+import msgspec
+
+from ctd.adapters.base import ShareItem
+from ctd.model import SEVERITIES
+from ctd.store.sql import transaction
+
+_tags = msgspec.json.Decoder(list[str])
+
+FP_SQL = "i.severity || '|' || i.reputation || '|' || i.tags || '|' || i.comments || '|' || i.reference"
+SIZE_SQL = {
+    "text": "length(CAST(i.value AS BLOB))",
+    "json": "length(CAST(json_quote(i.value) AS BLOB))",
+}
+LIVE_FROM = (
+    "EXISTS (SELECT 1 FROM sighting s JOIN source src ON src.id = s.sid "
+    "WHERE s.iid = i.id AND s.retracted = 0 AND src.name IN ({marks}))"
+)
+# Loop prevention: never back to a plugin that reported the value itself.
+NOT_FROM_DEST = (
+    "NOT EXISTS (SELECT 1 FROM sighting s JOIN source src ON src.id = s.sid "
+    "WHERE s.iid = i.id AND src.name = ?)"
+)
+ITEM_COLS = (
+    "i.id, i.type, i.value, i.severity, i.reputation, i.tags, i.comments, i.reference, "
+    "i.first_seen, i.last_seen, i.expires_at, "
+    "(SELECT group_concat(src.name, char(31)) FROM sighting s JOIN source src ON src.id = s.sid "
+    " WHERE s.iid = i.id AND s.retracted = 0)"
+)
+
+
+class Plan(msgspec.Struct, frozen=True, kw_only=True):
+    candidates: int
+    fit: int
+    over_limit: int
+    to_push: int
+    to_retract: int
+
+
+def sharing_id(conn: sqlite3.Connection, name: str) -> int:
+    row = conn.execute("SELECT id FROM sharing WHERE name = ?", (name,)).fetchone()
+    if row:
+        return row[0]
+    with transaction(conn):
+        return conn.execute("INSERT INTO sharing(name) VALUES (?) RETURNING id", (name,)).fetchone()[0]
+
+
+def candidate_where(rule_sql: str, rule_params: list[Any], sources: list[str], destination: str) -> tuple[str, list[Any]]:
+    marks = ",".join("?" * len(sources))
+    where = f"i.active = 1 AND ({rule_sql}) AND {LIVE_FROM.format(marks=marks)} AND {NOT_FROM_DEST}"
+    return where, [*rule_params, *sources, destination]
+
+
+def _select_candidates(
+    conn: sqlite3.Connection, table: str, where: str, params: list[Any], size: str, overhead: int,
+    max_entries: int | None, max_bytes: int | None,
+) -> None:
+    conn.execute(f"DROP TABLE IF EXISTS temp.{table}")
+    conn.execute(
+        f"CREATE TEMP TABLE {table} (iid INTEGER PRIMARY KEY, last_seen INTEGER, size INTEGER, "
+        "fp TEXT, fit INTEGER NOT NULL DEFAULT 1)"
+    )
+    conn.execute(
+        f"INSERT INTO {table} (iid, last_seen, size, fp) "
+        f"SELECT i.id, i.last_seen, {SIZE_SQL[size]} + {int(overhead)}, {FP_SQL} FROM indicator i WHERE {where}",
+        params,
+    )
+    if max_entries is not None or max_bytes is not None:
+        # Newest first: once the running count or size passes a limit, the rest is out.
+        conn.execute(
+            f"UPDATE {table} SET fit = (w.n <= :maxn AND w.cum <= :maxb) FROM ("
+            f" SELECT iid, row_number() OVER o AS n, sum(size) OVER o AS cum FROM {table}"
+            "  WINDOW o AS (ORDER BY last_seen DESC, iid DESC)) AS w "
+            f"WHERE w.iid = {table}.iid",
+            {"maxn": max_entries if max_entries is not None else 1 << 62,
+             "maxb": max_bytes if max_bytes is not None else 1 << 62},
+        )
+
+
+def plan(
+    conn: sqlite3.Connection, *, name: str, where: str, params: list[Any], size: str, overhead: int,
+    max_entries: int | None, max_bytes: int | None, incremental: bool, now: int,
+) -> Plan:
+    """Select what should be at the destination now and update the ledger to match."""
+    shid = sharing_id(conn, name)
+    table = f"cand_{shid}"
+    with transaction(conn):
+        conn.execute("UPDATE sharing SET last_run = ? WHERE id = ?", (now, shid))
+        _select_candidates(conn, table, where, params, size, overhead, max_entries, max_bytes)
+        cands, fit = conn.execute(f"SELECT count(*), coalesce(sum(fit), 0) FROM {table}").fetchone()
+        to_push = to_retract = 0
+        if incremental:
+            conn.execute(
+                "INSERT INTO delivery (shid, iid, state, fp, updated_at) "
+                f"SELECT ?, c.iid, 'pending', c.fp, ? FROM {table} c "
+                "LEFT JOIN delivery d ON d.shid = ? AND d.iid = c.iid "
+                "WHERE c.fit AND (d.iid IS NULL OR d.state IN ('retract_pending', 'retracted', 'unshared') "
+                "  OR (d.state IN ('shared', 'failed', 'pending') AND d.fp IS NOT c.fp)) "
+                "ON CONFLICT (shid, iid) DO UPDATE SET state = 'pending', fp = excluded.fp, "
+                "  updated_at = excluded.updated_at, error = NULL",
+                (shid, now, shid),
+            )
+            to_push = conn.execute(
+                "SELECT count(*) FROM delivery WHERE shid = ? AND state = 'pending'", (shid,)
+            ).fetchone()[0]
+            conn.execute(
+                "UPDATE delivery SET state = 'retract_pending', updated_at = :now, "
+                f"error = CASE WHEN iid IN (SELECT iid FROM {table} WHERE NOT fit) THEN 'over limit' END "
+                "WHERE shid = :shid AND state IN ('shared', 'pending') "
+                f"AND iid NOT IN (SELECT iid FROM {table} WHERE fit)",
+                {"now": now, "shid": shid},
+            )
+            to_retract = conn.execute(
+                "SELECT count(*) FROM delivery WHERE shid = ? AND state = 'retract_pending'", (shid,)
+            ).fetchone()[0]
+            _mark_over_limit(conn, shid, table, now, keep_states=("retract_pending",))
+    return Plan(candidates=cands, fit=fit, over_limit=cands - fit, to_push=to_push, to_retract=to_retract)
+
+
+def _mark_over_limit(conn: sqlite3.Connection, shid: int, table: str, now: int, keep_states: tuple[str, ...]) -> None:
+    marks = ",".join("?" * len(keep_states)) or "''"
+    conn.execute(
+        "INSERT INTO delivery (shid, iid, state, fp, updated_at, error) "
+        f"SELECT ?, iid, 'unshared', fp, ?, 'over limit' FROM {table} WHERE NOT fit "
+        "ON CONFLICT (shid, iid) DO UPDATE SET "
+        f"state = CASE WHEN delivery.state IN ({marks}) THEN delivery.state ELSE 'unshared' END, "
+        "error = 'over limit', updated_at = excluded.updated_at",
+        (shid, now, *keep_states),
+    )
+
+
+def _item(row: tuple) -> tuple[int, ShareItem]:
+    iid, typ, value, sev, rep, tags, comments, ref, first, last, exp, srcs = row
+    return iid, ShareItem(
+        type=typ, value=value, severity=SEVERITIES[sev], reputation=rep, tags=tuple(_tags.decode(tags)),
+        comments=comments, reference=ref, first_seen=first, last_seen=last, expires_at=exp,
+        sources=tuple(srcs.split("\x1f")) if srcs else (),
+    )
+
+
+def fetch_state(conn: sqlite3.Connection, name: str, state: str, limit: int) -> list[tuple[int, ShareItem]]:
+    """Up to ``limit`` ledger rows in ``state``, newest first, as deliverable items."""
+    shid = sharing_id(conn, name)
+    rows = conn.execute(
+        f"SELECT {ITEM_COLS} FROM delivery d JOIN indicator i ON i.id = d.iid "
+        "WHERE d.shid = ? AND d.state = ? ORDER BY i.last_seen DESC, i.id DESC LIMIT ?",
+        (shid, state, limit),
+    ).fetchall()
+    return [_item(r) for r in rows]
+
+
+def record(
+    conn: sqlite3.Connection, name: str, *, done: list[int], rejected: dict[int, str], retraction: bool, now: int
+) -> None:
+    """Record a delivered batch: accepted rows become shared (or retracted), refused ones failed."""
+    shid = sharing_id(conn, name)
+    with transaction(conn):
+        if retraction:
+            conn.executemany(
+                "UPDATE delivery SET state = CASE WHEN error = 'over limit' THEN 'unshared' ELSE 'retracted' END, "
+                "updated_at = ? WHERE shid = ? AND iid = ? AND state = 'retract_pending'",
+                [(now, shid, i) for i in done],
+            )
+        else:
+            conn.executemany(
+                "UPDATE delivery SET state = 'shared', updated_at = ?, shared_at = ?, error = NULL "
+                "WHERE shid = ? AND iid = ? AND state = 'pending'",
+                [(now, now, shid, i) for i in done],
+            )
+        conn.executemany(
+            "UPDATE delivery SET state = 'failed', updated_at = ?, error = ? WHERE shid = ? AND iid = ?",
+            [(now, reason, shid, i) for i, reason in rejected.items()],
+        )
+
+
+def list_hash(conn: sqlite3.Connection, name: str) -> tuple[str, str | None]:
+    """The hash of the planned full list (what the destination would see) and the hash last delivered."""
+    shid = sharing_id(conn, name)
+    h = hashlib.sha256()
+    for typ, value, fp in conn.execute(
+        f"SELECT i.type, i.value, c.fp FROM cand_{shid} c JOIN indicator i ON i.id = c.iid "
+        "WHERE c.fit ORDER BY c.last_seen DESC, c.iid DESC"
+    ):
+        h.update(f"{typ}\x1f{value}\x1f{fp}\x1e".encode())
+    last = conn.execute("SELECT list_hash FROM sharing WHERE id = ?", (shid,)).fetchone()[0]
+    return h.hexdigest(), last
+
+
+def full_list(conn: sqlite3.Connection, name: str) -> list[tuple[int, ShareItem]]:
+    """The planned full list, newest first, as deliverable items."""
+    shid = sharing_id(conn, name)
+    return [_item(r) for r in conn.execute(
+        f"SELECT {ITEM_COLS} FROM cand_{shid} c JOIN indicator i ON i.id = c.iid "
+        "WHERE c.fit ORDER BY c.last_seen DESC, c.iid DESC"
+    )]
+
+
+def record_full(
+    conn: sqlite3.Connection, name: str, *, list_hash: str | None, rejected: dict[int, str], now: int,
+    unchanged: bool = False,
+) -> int:
+    """The full list was delivered (or was unchanged): bring the ledger to the planned state."""
+    shid = sharing_id(conn, name)
+    table = f"cand_{shid}"
+    with transaction(conn):
+        if unchanged:
+            # The destination already holds exactly this list and the ledger was
+            # brought to it when it was delivered; only what fell over a limit
+            # may have changed.
+            _mark_over_limit(conn, shid, table, now, keep_states=())
+            return 0
+        conn.execute(
+            "INSERT INTO delivery (shid, iid, state, fp, updated_at, shared_at) "
+            f"SELECT ?, iid, 'shared', fp, ?, ? FROM {table} WHERE fit "
+            "ON CONFLICT (shid, iid) DO UPDATE SET state = 'shared', fp = excluded.fp, error = NULL, "
+            "  updated_at = CASE WHEN delivery.state = 'shared' THEN delivery.updated_at ELSE excluded.updated_at END, "
+            "  shared_at = CASE WHEN delivery.state = 'shared' THEN delivery.shared_at ELSE excluded.shared_at END",
+            (shid, now, now),
+        )
+        conn.executemany(
+            "UPDATE delivery SET state = 'failed', error = ?, updated_at = ? WHERE shid = ? AND iid = ?",
+            [(reason, now, shid, i) for i, reason in rejected.items()],
+        )
+        # Absent from the delivered list: withdrawn from the destination.
+        withdrawn = conn.execute(
+            "UPDATE delivery SET state = 'retracted', updated_at = ? "
+            f"WHERE shid = ? AND state IN ('shared', 'pending', 'retract_pending') "
+            f"AND iid NOT IN (SELECT iid FROM {table} WHERE fit)",
+            (now, shid),
+        ).rowcount
+        _mark_over_limit(conn, shid, table, now, keep_states=())
+        if list_hash is not None:
+            conn.execute("UPDATE sharing SET list_hash = ? WHERE id = ?", (list_hash, shid))
+    return withdrawn
+
+
+def finish(conn: sqlite3.Connection, name: str, *, now: int, error: str | None) -> None:
+    shid = sharing_id(conn, name)
+    with transaction(conn):
+        if error is None:
+            conn.execute("UPDATE sharing SET last_success = ?, last_error = NULL WHERE id = ?", (now, shid))
+        else:
+            conn.execute("UPDATE sharing SET last_error = ? WHERE id = ?", (error, shid))
+
+
+def resync(conn: sqlite3.Connection, name: str, *, since: int | None) -> int:
+    """Mark matching delivered IoCs (last seen since ``since``) to be pushed again."""
+    shid = sharing_id(conn, name)
+    with transaction(conn):
+        conn.execute("UPDATE sharing SET list_hash = NULL WHERE id = ?", (shid,))
+        return conn.execute(
+            "UPDATE delivery SET fp = NULL WHERE shid = ? AND state IN ('shared', 'failed') "
+            "AND iid IN (SELECT id FROM indicator WHERE last_seen >= ?)",
+            (shid, since if since is not None else -(1 << 62)),
+        ).rowcount
+
+
+def ledger_counts(conn: sqlite3.Connection, name: str) -> dict[str, Any]:
+    shid = sharing_id(conn, name)
+    counts = {s: 0 for s in ("pending", "shared", "failed", "retract_pending", "retracted", "unshared")}
+    counts.update(dict(conn.execute("SELECT state, count(*) FROM delivery WHERE shid = ? GROUP BY state", (shid,))))
+    row = conn.execute("SELECT last_run, last_success, last_error FROM sharing WHERE id = ?", (shid,)).fetchone()
+    return {"counts": counts, "last_run": row[0], "last_success": row[1], "last_error": row[2]}
+
+
+def ledger_rows(conn: sqlite3.Connection, name: str, states: tuple[str, ...], limit: int) -> list[dict[str, Any]]:
+    shid = sharing_id(conn, name)
+    marks = ",".join("?" * len(states))
+    return [
+        {"type": t, "value": v, "state": st, "error": err, "updated_at": upd}
+        for t, v, st, err, upd in conn.execute(
+            "SELECT i.type, i.value, d.state, d.error, d.updated_at FROM delivery d JOIN indicator i ON i.id = d.iid "
+            f"WHERE d.shid = ? AND d.state IN ({marks}) ORDER BY d.updated_at DESC LIMIT ?",
+            (shid, *states, limit),
+        )
+    ]
+
+
+
+def rule_test(
+    conn: sqlite3.Connection, *, where: str, params: list[Any], size: str = "text", overhead: int = 1, sample: int = 10
+) -> dict[str, Any]:
+    """Dry run: what ``where`` selects now, by type, with its serialised size and a sample."""
+    by_type: dict[str, int] = {}
+    total = size_total = 0
+    for typ, n, b in conn.execute(
+        f"SELECT i.type, count(*), coalesce(sum({SIZE_SQL[size]} + {int(overhead)}), 0) "
+        f"FROM indicator i WHERE {where} GROUP BY i.type",
+        params,
+    ):
+        by_type[typ] = n
+        total += n
+        size_total += b
+    values = [
+        {"type": t, "value": v}
+        for t, v in conn.execute(
+            f"SELECT i.type, i.value FROM indicator i WHERE {where} ORDER BY i.last_seen DESC, i.id DESC LIMIT ?",
+            [*params, sample],
+        )
+    ]
+    return {"total": total, "by_type": by_type, "bytes": size_total, "sample": values}

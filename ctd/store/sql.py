@@ -1,0 +1,390 @@
+"""Synchronous SQL on the store's connection. Only the store actor calls these,
+one at a time, from its worker thread; each public function is one transaction.
+
+Ingest is set-based: a batch is staged into a temp table with one
+``executemany`` and then merged with a handful of INSERT ... SELECT / UPDATE
+statements, so per-row work stays inside SQLite.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Iterable, Sequence
+from contextlib import contextmanager
+from itertools import chain
+from typing import Any, Iterator
+
+import msgspec
+
+from ctd.store.schema import migrate
+
+_json_enc = msgspec.json.Encoder()
+_json_dec = msgspec.json.Decoder()
+
+STAGE_COLUMNS = (
+    "type, value, first_seen, last_seen, reputation, severity, tags, comments, "
+    "reference, expires_at, retracted, allowlisted"
+)
+# Rows per staging statement: SQLite binds at most 32,766 parameters.
+_STAGE_CHUNK = 32766 // 12
+_ROW_MARKS = "(" + ",".join("?" * 12) + ")"
+
+
+def _stage(conn: sqlite3.Connection, rows: Sequence[StageRow]) -> None:
+    """Stage a batch with a few multi-row INSERTs rather than one step per row.
+
+    ``executemany`` releases and re-takes the GIL for every row; while a source
+    actor parses in another thread each re-take can wait a whole switch
+    interval (measured: 8k-20k rows/s instead of 400k). A multi-row VALUES
+    statement binds in C and runs as one step.
+    """
+    for i in range(0, len(rows), _STAGE_CHUNK):
+        part = rows[i : i + _STAGE_CHUNK]
+        conn.execute(
+            f"INSERT INTO stage ({STAGE_COLUMNS}) VALUES {','.join([_ROW_MARKS] * len(part))}",
+            list(chain.from_iterable(part)),
+        )
+
+
+# One staged row: (type, value, first_seen, last_seen, reputation, severity(int),
+# tags(json), comments, reference, explicit_expiry, retracted(0/1), allowlisted(0/1))
+StageRow = tuple
+
+
+def connect(path: str) -> sqlite3.Connection:
+    """Open (and migrate) the database at ``path`` in WAL mode."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA foreign_keys=OFF")
+    conn.execute("PRAGMA temp_store=MEMORY")
+    conn.execute("PRAGMA cache_size=-65536")  # 64 MiB page cache
+    migrate(conn)
+    from ctd.rules.compiler import register_sql_functions
+
+    register_sql_functions(conn)
+    conn.execute(
+        f"CREATE TEMP TABLE IF NOT EXISTS stage (seq INTEGER PRIMARY KEY, {STAGE_COLUMNS}, iid INTEGER, had INTEGER, multi INTEGER)"
+    )
+    return conn
+
+
+@contextmanager
+def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+# --- sources and checkpoints ------------------------------------------------
+
+
+def source_id(conn: sqlite3.Connection, name: str) -> int:
+    row = conn.execute("SELECT id FROM source WHERE name = ?", (name,)).fetchone()
+    if row:
+        return row[0]
+    with transaction(conn):
+        return conn.execute("INSERT INTO source(name) VALUES (?) RETURNING id", (name,)).fetchone()[0]
+
+
+def get_checkpoint(conn: sqlite3.Connection, name: str) -> dict[str, Any]:
+    row = conn.execute(
+        "SELECT last_run, cursor, sub, gen, last_success, last_error FROM source WHERE name = ?",
+        (name,),
+    ).fetchone()
+    if row is None:
+        return {"last_run": None, "cursor": None, "sub": None, "gen": 0, "last_success": None, "last_error": None}
+    last_run, cursor, sub, gen, last_success, last_error = row
+    return {
+        "last_run": last_run,
+        "cursor": _json_dec.decode(cursor) if cursor else None,
+        "sub": _json_dec.decode(sub) if sub else None,
+        "gen": gen,
+        "last_success": last_success,
+        "last_error": last_error,
+    }
+
+
+def complete_pull(conn: sqlite3.Connection, name: str, cycle_start: int, now: int) -> None:
+    """A pull cycle finished: its start becomes the checkpoint; the resume point is cleared."""
+    sid = source_id(conn, name)
+    with transaction(conn):
+        conn.execute(
+            "UPDATE source SET last_run = ?, sub = NULL, last_success = ?, last_error = NULL WHERE id = ?",
+            (cycle_start, now, sid),
+        )
+
+
+def record_error(conn: sqlite3.Connection, name: str, error: str) -> None:
+    sid = source_id(conn, name)
+    with transaction(conn):
+        conn.execute("UPDATE source SET last_error = ? WHERE id = ?", (error, sid))
+
+
+def set_checkpoint(conn: sqlite3.Connection, name: str, last_run: int | None) -> None:
+    """Operator override of "last run" (re-pull history): also drops any resume point."""
+    sid = source_id(conn, name)
+    with transaction(conn):
+        conn.execute("UPDATE source SET last_run = ?, sub = NULL, cursor = NULL WHERE id = ?", (last_run, sid))
+
+
+# --- ingest -------------------------------------------------------------------
+
+_RECONCILE = {
+    # Which re-report of the same source replaces that source's metadata.
+    "last_seen": "excluded.last_seen >= sighting.last_seen",
+    "first_seen": "0",
+    "highest_severity": (
+        "excluded.severity > sighting.severity OR "
+        "(excluded.severity = sighting.severity AND excluded.last_seen >= sighting.last_seen)"
+    ),
+}
+
+
+def _upsert_sighting_sql(policy: str) -> str:
+    take = _RECONCILE[policy]
+    meta = ", ".join(
+        f"{c} = CASE WHEN {take} THEN excluded.{c} ELSE sighting.{c} END"
+        for c in ("reputation", "severity", "tags", "comments", "reference")
+    )
+    return f"""
+    INSERT INTO sighting (iid, sid, first_seen, last_seen, reputation, severity, tags,
+                          comments, reference, expires_at, retracted, gen)
+    SELECT iid, :sid, first_seen, last_seen, reputation, severity, tags, comments, reference,
+           coalesce(expires_at, CASE WHEN :aging > 0 THEN last_seen + :aging END),
+           retracted, :gen
+    FROM stage WHERE true
+    ON CONFLICT (iid, sid) DO UPDATE SET
+        {meta},
+        first_seen = min(coalesce(sighting.first_seen, excluded.first_seen), excluded.first_seen),
+        last_seen = max(coalesce(sighting.last_seen, excluded.last_seen), excluded.last_seen),
+        expires_at = CASE
+            WHEN excluded.last_seen >= sighting.last_seen OR sighting.last_seen IS NULL THEN excluded.expires_at
+            ELSE sighting.expires_at END,
+        retracted = excluded.retracted,
+        gen = excluded.gen
+    """
+
+
+# Effective metadata: the best live source (highest reputation, then latest
+# last_seen, then lowest source id for a total order), so the result does not
+# depend on arrival order. Tags: the union over live sources, so a rule on a
+# tag sees what any source said. Activity: any unretracted, unexpired entry.
+_REFRESH_SQL = """
+UPDATE indicator SET
+    (reputation, severity, comments, reference, best_source) = (
+        SELECT s.reputation, s.severity, s.comments, s.reference, s.sid
+        FROM sighting s WHERE s.iid = indicator.id
+        ORDER BY s.retracted, s.reputation DESC, s.last_seen DESC, s.sid
+        LIMIT 1),
+    tags = (
+        SELECT CASE WHEN count(*) = 1 THEN CASE WHEN max(s.retracted) THEN '[]' ELSE max(s.tags) END
+            ELSE (SELECT coalesce(json_group_array(v), '[]') FROM (
+                    SELECT DISTINCT j.value AS v FROM sighting s2, json_each(s2.tags) j
+                    WHERE s2.iid = indicator.id AND s2.retracted = 0 ORDER BY v)) END
+        FROM sighting s WHERE s.iid = indicator.id),
+    (first_seen, last_seen, expires_at, active) = (
+        SELECT min(s.first_seen), max(s.last_seen),
+               CASE WHEN sum(s.retracted = 0 AND s.expires_at IS NULL) > 0 THEN NULL
+                    ELSE max(CASE WHEN s.retracted = 0 THEN s.expires_at END) END,
+               indicator.allowlisted = 0 AND
+               coalesce(max(s.retracted = 0 AND (s.expires_at IS NULL OR s.expires_at > :now)), 0)
+        FROM sighting s WHERE s.iid = indicator.id),
+    changed_at = :now
+WHERE id IN ({ids})
+"""
+
+_INSERT_INDICATORS_SQL = """
+INSERT INTO indicator (type, value, allowlisted, hits, first_seen, last_seen, expires_at, reputation, severity,
+                       tags, comments, reference, best_source, active, changed_at, nsrc)
+SELECT type, value, allowlisted, 1, first_seen, last_seen, CASE WHEN retracted THEN NULL ELSE exp END,
+       reputation, severity, CASE WHEN retracted THEN '[]' ELSE tags END, comments, reference, :sid,
+       allowlisted = 0 AND retracted = 0 AND (exp IS NULL OR exp > :now), :now, 1
+FROM (SELECT *, coalesce(expires_at, CASE WHEN :aging > 0 THEN last_seen + :aging END) AS exp FROM stage)
+WHERE true
+ON CONFLICT (type, value) DO NOTHING
+"""
+
+# An existing indicator whose only source is this one: the merged provenance
+# row is the effective metadata.
+_SINGLE_SOURCE_SQL = """
+UPDATE indicator SET
+    reputation = s.reputation, severity = s.severity, comments = s.comments, reference = s.reference,
+    best_source = s.sid, tags = CASE WHEN s.retracted THEN '[]' ELSE s.tags END,
+    first_seen = s.first_seen, last_seen = s.last_seen,
+    expires_at = CASE WHEN s.retracted THEN NULL ELSE s.expires_at END,
+    allowlisted = st.allowlisted, hits = indicator.hits + 1,
+    active = st.allowlisted = 0 AND s.retracted = 0 AND (s.expires_at IS NULL OR s.expires_at > :now),
+    changed_at = :now
+FROM stage st JOIN sighting s ON s.iid = st.iid AND s.sid = :sid
+WHERE indicator.id = st.iid AND st.iid <= :max_id AND indicator.nsrc = 1
+"""
+
+_SNAPSHOT_SQL = "UPDATE sighting SET retracted = 1 WHERE sid = :sid AND gen < :gen AND retracted = 0 RETURNING iid"
+
+
+class IngestResult(msgspec.Struct, frozen=True, kw_only=True):
+    new: int
+    updated: int
+    retracted: int
+
+
+def ingest(
+    conn: sqlite3.Connection,
+    *,
+    source: str,
+    rows: Sequence[StageRow],
+    policy: str,
+    aging_days: int,
+    now: int,
+    fresh: bool,
+    snapshot_end: bool,
+    sub: dict | None,
+    cursor: dict | None,
+) -> IngestResult:
+    """Merge one batch from ``source`` and commit it together with its checkpoint."""
+    sid = source_id(conn, source)
+    params = {"sid": sid, "aging": aging_days * 86400, "now": now}
+    with transaction(conn):
+        gen = conn.execute("SELECT gen FROM source WHERE id = ?", (sid,)).fetchone()[0]
+        if fresh:
+            gen += 1
+        params["gen"] = gen
+        conn.execute("DELETE FROM stage")
+        _stage(conn, rows)
+        nrows = len(rows)
+        max_id = conn.execute("SELECT coalesce(max(id), 0) FROM indicator").fetchone()[0]
+        params["max_id"] = max_id
+        conn.execute(_INSERT_INDICATORS_SQL, params)
+        new = conn.execute("SELECT coalesce(max(id), 0) FROM indicator").fetchone()[0] - max_id
+        # had: this source already reported it; multi: it has (or gets) another source too.
+        conn.execute(
+            "UPDATE stage SET (iid, had, multi) = (SELECT i.id, EXISTS (SELECT 1 FROM sighting s "
+            "WHERE s.iid = i.id AND s.sid = :sid), i.nsrc FROM indicator i "
+            "WHERE i.type = stage.type AND i.value = stage.value)",
+            params,
+        )
+        conn.execute("UPDATE stage SET multi = iid <= :max_id AND multi + (1 - had) > 1", params)
+        conn.execute(_upsert_sighting_sql(policy), params)
+        # A new indicator already carries its one source's metadata. An existing one
+        # with this as its only source takes the merged provenance row as it is.
+        # Only indicators with several sources (or reported twice in this batch)
+        # need the full merge.
+        conn.execute(
+            "UPDATE indicator SET nsrc = nsrc + 1 WHERE id IN (SELECT iid FROM stage WHERE had = 0 AND iid <= :max_id)",
+            params,
+        )
+        conn.execute(_SINGLE_SOURCE_SQL, params)
+        dups = conn.execute("SELECT count(*) FROM stage WHERE iid > :max_id", params).fetchone()[0] > new
+        merge = "multi" + (" OR iid > :max_id" if dups else "")
+        conn.execute(
+            "UPDATE indicator SET hits = indicator.hits + d.n - (indicator.id > :max_id), allowlisted = d.al "
+            f"FROM (SELECT iid, count(*) AS n, max(allowlisted) AS al FROM stage WHERE {merge} GROUP BY iid) AS d "
+            "WHERE indicator.id = d.iid",
+            params,
+        )
+        conn.execute(_REFRESH_SQL.format(ids=f"SELECT iid FROM stage WHERE {merge}"), params)
+        retracted = 0
+        if snapshot_end:
+            gone = [r[0] for r in conn.execute(_SNAPSHOT_SQL, params).fetchall()]
+            retracted = len(gone)
+            if gone:
+                _refresh_ids(conn, gone, now)
+        conn.execute(
+            "UPDATE source SET gen = :gen, sub = :sub, cursor = coalesce(:cursor, cursor) WHERE id = :sid",
+            {
+                "gen": gen,
+                "sid": sid,
+                "sub": _json_enc.encode(sub).decode() if sub is not None else None,
+                "cursor": _json_enc.encode(cursor).decode() if cursor is not None else None,
+            },
+        )
+    return IngestResult(new=new, updated=nrows - new, retracted=retracted)
+
+
+def _refresh_ids(conn: sqlite3.Connection, ids: Iterable[int], now: int) -> None:
+    """Recompute effective metadata and activity of ``ids`` (inside a transaction)."""
+    ids = list(ids)
+    for i in range(0, len(ids), 10000):
+        chunk = ids[i : i + 10000]
+        conn.execute("DROP TABLE IF EXISTS temp.touch")
+        conn.execute("CREATE TEMP TABLE touch (id INTEGER PRIMARY KEY)")
+        conn.executemany("INSERT OR IGNORE INTO touch VALUES (?)", ((x,) for x in chunk))
+        conn.execute(_REFRESH_SQL.format(ids="SELECT id FROM touch"), {"now": now})
+
+
+# --- housekeeping ---------------------------------------------------------------
+
+
+def expire(conn: sqlite3.Connection, now: int) -> int:
+    """Mark indicators whose every source entry has expired inactive; returns how many."""
+    with transaction(conn):
+        cur = conn.execute(
+            "UPDATE indicator SET active = 0, changed_at = :now "
+            "WHERE active = 1 AND expires_at IS NOT NULL AND expires_at <= :now",
+            {"now": now},
+        )
+        return cur.rowcount
+
+
+def reapply_allowlist(conn: sqlite3.Connection, matches: Any, now: int) -> int:
+    """Re-evaluate every indicator against a changed allowlist; returns how many flipped."""
+    flips: list[tuple[int, int]] = []
+    for iid, typ, value, flag in conn.execute("SELECT id, type, value, allowlisted FROM indicator"):
+        want = 1 if matches(typ, value) else 0
+        if want != flag:
+            flips.append((want, iid))
+    if flips:
+        with transaction(conn):
+            conn.executemany("UPDATE indicator SET allowlisted = ? WHERE id = ?", flips)
+            _refresh_ids(conn, [iid for _, iid in flips], now)
+    return len(flips)
+
+
+def retract(conn: sqlite3.Connection, iid: int, source: str | None, now: int) -> int:
+    """Mark one indicator retracted for ``source`` (or every source); returns rows changed."""
+    with transaction(conn):
+        if source is None:
+            n = conn.execute("UPDATE sighting SET retracted = 1 WHERE iid = ? AND retracted = 0", (iid,)).rowcount
+        else:
+            n = conn.execute(
+                "UPDATE sighting SET retracted = 1 WHERE iid = ? AND retracted = 0 "
+                "AND sid = (SELECT id FROM source WHERE name = ?)",
+                (iid, source),
+            ).rowcount
+        _refresh_ids(conn, [iid], now)
+    return n
+
+
+# --- operator overrides -----------------------------------------------------------
+
+
+def set_mute(conn: sqlite3.Connection, rule: str, until: int) -> None:
+    """Mute ``rule`` until ``until`` (epoch seconds; 0 = unmuted), overriding the config."""
+    with transaction(conn):
+        conn.execute(
+            "INSERT INTO rule_state (name, muted_until) VALUES (?, ?) "
+            "ON CONFLICT (name) DO UPDATE SET muted_until = excluded.muted_until",
+            (rule, until),
+        )
+
+
+def get_mutes(conn: sqlite3.Connection) -> dict[str, int]:
+    return dict(conn.execute("SELECT name, muted_until FROM rule_state").fetchall())
+
+
+def db_size(conn: sqlite3.Connection) -> dict[str, int]:
+    path = conn.execute("PRAGMA database_list").fetchone()[2]
+    out = {}
+    for suffix in ("", "-wal", "-shm"):
+        try:
+            out["db" + suffix.replace("-", "_")] = os.path.getsize(path + suffix)
+        except OSError:
+            out["db" + suffix.replace("-", "_")] = 0
+    return out
