@@ -135,7 +135,13 @@ def _read(name: str) -> _ListFile:
 
 def _types_of(lf: _ListFile) -> tuple[str, ...]:
     attrs = set(lf.matching_attributes)
-    return tuple(t for t, misp in _MISP_TYPES.items() if not attrs or attrs & misp)
+    types = [t for t, misp in _MISP_TYPES.items() if not attrs or attrs & misp]
+    if lf.type == "cidr":
+        # a cidr list only ever holds addresses: its "domain|ip" means the address half
+        if "domain|ip" in attrs:
+            types += ["ipv4", "ipv6"]
+        types = [t for t in _MISP_TYPES if t in _IP_TYPES and t in types]
+    return tuple(types)
 
 
 def _pcre(pattern: str) -> re.Pattern[str] | None:
@@ -349,7 +355,8 @@ class WarningLists:
     def _plan(self, type_: str) -> Callable[[str], int] | None:
         """A matcher for one type; it only runs the steps some loaded list needs for that type."""
         mask = self._mask[type_]
-        if not mask:
+        has_cidr = len(self._v4[0]) > 1 or len(self._v6[0]) > 1
+        if not mask and not (type_ == "url" and has_cidr):
             return None
         ip_hit, first = self._ip_hit, self._first
         by_host = type_ in ("url", "domain", "hostname")

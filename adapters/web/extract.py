@@ -64,6 +64,7 @@ EXTRACT_TYPES: frozenset[str] = frozenset(
 MAX_TEXT_CHARS = 1024 * 1024
 MAX_TOKEN_CHARS = 2048  # the longest URL worth blocking; everything longer is dropped
 MAX_RESULTS = 10_000
+MAX_AT_PER_TOKEN = 8  # more '@' in one token is a blob, not a list of addresses
 CHUNK_CHARS = 64 * 1024
 DEFAULT_TIME_BUDGET = 10.0
 
@@ -170,7 +171,7 @@ def _route(tokens: Iterable[str]) -> dict[str, list[str]]:
         if _is_url_token(tok):
             routes["url"].append(tok)
         elif "@" in tok:
-            if _EMAIL_SHAPE.search(tok):
+            if tok.count("@") <= MAX_AT_PER_TOKEN and _EMAIL_SHAPE.search(tok):
                 routes["email"].append(tok)
         elif "/" in tok and _CIDR_TOKEN.search(tok):
             routes["cidr"].append(tok)
