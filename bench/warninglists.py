@@ -8,7 +8,8 @@ minus before (what the daemon keeps), and the peak (VmHWM) during loading
 minus the resident size before (what loading needs transiently).  The IoC mix
 is fixed (seeded): 30% IPv4, 10% IPv6, 25% domains, 15% URLs, 15% hashes
 (md5/sha1/sha256), 5% e-mail addresses, with about 1% of known benign values.
-Targets (issue 16): 1M checks < 2 s, loaded lists < 150 MB.
+Targets (issue 16): 1M checks < 2 s, loaded lists < 150 MB.  The CPU time is
+printed beside the wall time because the machine may be shared.
 """
 
 from __future__ import annotations
@@ -74,9 +75,9 @@ def measure(names: str, n: int) -> dict:
     load_s = time.perf_counter() - t0
     rss1 = _status("VmRSS")
     match = lists.match
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     hits = sum(1 for t, v in iocs if match(t, v) is not None)
-    check_s = time.perf_counter() - t0
+    check_s, check_cpu_s = time.perf_counter() - t0, time.process_time() - c0
     return {
         "set": names,
         "lists": len(lists.names),
@@ -86,6 +87,7 @@ def measure(names: str, n: int) -> dict:
         "peak_mib": round(_status("VmHWM") - rss0, 1),
         "n": n,
         "check_s": round(check_s, 2),
+        "check_cpu_s": round(check_cpu_s, 2),
         "us_per_check": round(check_s / n * 1e6, 2),
         "hits": hits,
     }
@@ -114,7 +116,8 @@ def main() -> None:
         print(
             f"warninglists[{r['set']}]: {r['lists']} lists, {r['entries']:,} entries; "
             f"load {r['load_s']:.2f} s, RSS +{r['rss_mib']:.0f} MiB (peak +{r['peak_mib']:.0f} MiB); "
-            f"{r['n']:,} mixed IoCs checked in {r['check_s']:.2f} s ({r['us_per_check']:.2f} us each, {r['hits']:,} hits)"
+            f"{r['n']:,} mixed IoCs checked in {r['check_s']:.2f} s wall, {r['check_cpu_s']:.2f} s CPU "
+            f"({r['us_per_check']:.2f} us each, {r['hits']:,} hits)"
         )
 
 

@@ -39,19 +39,18 @@ throughput.
 from __future__ import annotations
 
 import functools
+import importlib.util
 import re
 import socket
-from array import array
-from bisect import bisect_left, bisect_right
+from bisect import bisect_right
 from collections.abc import Callable, Iterable, Iterator
-from heapq import heappop, heappush
-import importlib.util
 from pathlib import Path
 
 import msgspec
 
 from ctd.canon import host_of_url
 from ctd.errors import ConfigError
+from ctd.warninglists_structs import NO_HIT, Compact, network, pcre, segments, trie_regex
 
 __all__ = ["COMPACT_OVER", "DEFAULT_LISTS", "ListInfo", "WarningLists", "available", "lists_dir"]
 
@@ -68,7 +67,6 @@ DEFAULT_LISTS: tuple[str, ...] = (
     # role addresses (security@, abuse@, ...)
     "common-contact-emails",
 )
-_NO_HIT = 1 << 30  # "no list": larger than any list id, so min() picks real hits
 COMPACT_OVER = 250_000  # entries; only the million-entry top lists are this big
 _PUBLIC_SUFFIX_LISTS = ("second-level-tlds", "tlds")
 _IP_TYPES = frozenset(("ipv4", "ipv6", "cidr4", "cidr6"))
@@ -144,102 +142,6 @@ def _types_of(lf: _ListFile) -> tuple[str, ...]:
     return tuple(types)
 
 
-def _pcre(pattern: str) -> re.Pattern[str] | None:
-    """A Python regex for MISP's ``/body/flags``; None if it is not one or does not compile."""
-    if len(pattern) < 2 or pattern[0] != "/" or pattern.rfind("/") == 0:
-        return None
-    end = pattern.rfind("/")
-    flags = 0
-    for f in pattern[end + 1 :]:
-        flags |= {"i": re.IGNORECASE, "m": re.MULTILINE, "s": re.DOTALL, "x": re.VERBOSE}.get(f, 0)
-    try:
-        return re.compile(pattern[1:end], flags)
-    except re.error:
-        return None
-
-
-def _trie_regex(needles: Iterable[str]) -> re.Pattern[str]:
-    """One regex matching any needle: a trie, so the engine walks each start once."""
-    trie: dict = {}
-    for n in needles:
-        node = trie
-        for ch in n:
-            node = node.setdefault(ch, {})
-        node[""] = True
-
-    def build(node: dict) -> str:
-        end = "" in node
-        alts = [re.escape(ch) + build(child) for ch, child in sorted(node.items()) if ch]
-        if not alts:
-            return ""
-        body = alts[0] if len(alts) == 1 else "(?:" + "|".join(alts) + ")"
-        return f"(?:{body})?" if end else body
-
-    return re.compile(build(trie))
-
-
-class _Compact:
-    """A big string set as a sorted array of ``hash()`` values (8 bytes an entry)."""
-
-    __slots__ = ("_keys",)
-
-    def __init__(self, entries: Iterable[str]) -> None:
-        self._keys = array("q", sorted({hash(e) for e in entries}))
-
-    def __contains__(self, value: str) -> bool:
-        h = hash(value)
-        i = bisect_left(self._keys, h)
-        return i < len(self._keys) and self._keys[i] == h
-
-
-def _segments(nets: list[tuple[int, int, int]]) -> tuple[list[int], list[int]]:
-    """Sorted segment starts and, for each, the best (lowest) list id covering it or _NO_HIT."""
-    nets.sort()
-    points = sorted({p for start, end, _ in nets for p in (start, end + 1)})
-    heap: list[tuple[int, int]] = []  # (list id, end)
-    starts: list[int] = []
-    ids: list[int] = []
-    j = 0
-    for p in points:
-        while j < len(nets) and nets[j][0] <= p:
-            heappush(heap, (nets[j][2], nets[j][1]))
-            j += 1
-        while heap and heap[0][1] < p:
-            heappop(heap)
-        best = heap[0][0] if heap else _NO_HIT
-        if not ids or ids[-1] != best:
-            starts.append(p)
-            ids.append(best)
-    return starts, ids
-
-
-def _network(entry: str) -> tuple[int, int, int] | None:
-    """(family bits, first, last) of a listed address or network (host bits ignored), None if invalid."""
-    addr, slash, plen = entry.strip().partition("/")
-    parsed = _ip_int(addr)
-    if parsed is None:
-        return None
-    bits, start = parsed
-    if not slash:
-        return bits, start, start
-    if not plen.isdigit() or int(plen) > bits:
-        return None
-    host = (1 << (bits - int(plen))) - 1
-    return bits, start & ~host, start | host
-
-
-def _ip_int(value: str) -> tuple[int, int] | None:
-    """(family bits, integer) of an address, None if it is not one."""
-    try:
-        if ":" in value:
-            return 128, int.from_bytes(socket.inet_pton(socket.AF_INET6, value), "big")
-        return 32, int.from_bytes(socket.inet_aton(value), "big") if value.count(".") == 3 else None
-    except (OSError, ValueError):
-        return None
-
-
-
-
 class WarningLists:
     """Loaded lists and their matchers.  Build with ``WarningLists.load(...)``; immutable after."""
 
@@ -251,8 +153,8 @@ class WarningLists:
         self._exact_ci: dict[str, tuple[int, ...]] = {}
         self._exact_cs: dict[str, tuple[int, ...]] = {}
         self._hosts: dict[str, tuple[int, ...]] = {}
-        self._compact_exact: list[tuple[int, _Compact]] = []
-        self._compact_hosts: list[tuple[int, _Compact]] = []
+        self._compact_exact: list[tuple[int, Compact]] = []
+        self._compact_hosts: list[tuple[int, Compact]] = []
         self._regex: dict[str, list[tuple[int, re.Pattern[str]]]] = {t: [] for t in _MISP_TYPES}
         self._psl: frozenset[str] = frozenset()
         ids_cache: dict[tuple[int, ...], tuple[int, ...]] = {}
@@ -275,7 +177,7 @@ class WarningLists:
             )
             if lf.type == "cidr":
                 for entry in lf.entries:
-                    net = _network(entry)
+                    net = network(entry)
                     if net is None:
                         skipped.append(f"{name}: {entry[:80]}")
                     elif ("ipv4" if net[0] == 32 else "ipv6") in types:
@@ -283,7 +185,7 @@ class WarningLists:
             elif lf.type == "hostname":
                 hosts = (e.strip().strip(".").lower() for e in lf.entries)
                 if len(lf.entries) > COMPACT_OVER:
-                    self._compact_hosts.append((lid, _Compact(hosts)))
+                    self._compact_hosts.append((lid, Compact(hosts)))
                 else:
                     for h in hosts:
                         add(self._hosts, h, lid)
@@ -292,7 +194,7 @@ class WarningLists:
                 casefull = "url" in types or "email" in types
                 if len(lf.entries) > COMPACT_OVER:
                     keys = {e.strip().lower() if caseless else e.strip() for e in lf.entries}
-                    self._compact_exact.append((lid, _Compact(keys)))
+                    self._compact_exact.append((lid, Compact(keys)))
                     continue
                 for e in lf.entries:
                     if caseless:
@@ -306,7 +208,7 @@ class WarningLists:
                             needles[t].setdefault(e.lower() if t in _CASELESS else e, lid)
             elif lf.type == "regex":
                 for e in lf.entries:
-                    rx = _pcre(e)
+                    rx = pcre(e)
                     if rx is None:
                         skipped.append(f"{name}: {e[:80]}")
                         continue
@@ -314,13 +216,14 @@ class WarningLists:
                         self._regex[t].append((lid, rx))
         self.skipped = tuple(skipped)
         self._needles = {t: n for t, n in needles.items() if n}
-        self._substr = {t: _trie_regex(n) for t, n in self._needles.items()}
-        starts4, ids4 = _segments(nets[32])
-        self._v4 = (array("q", starts4), array("i", ids4))
-        self._v6 = _segments(nets[128])
+        self._substr = {t: trie_regex(n) for t, n in self._needles.items()}
+        starts4, ids4 = segments(nets[32])
+        self._v4 = (starts4, ids4)  # lists, not arrays: bisect on a list does not box every probe
+        self._v6 = segments(nets[128])
         if self._hosts or self._compact_hosts:
             self._psl = frozenset(self._public_suffixes())
         self._plans = {t: p for t in _MISP_TYPES if (p := self._plan(t)) is not None}
+        self._name_of = dict(enumerate(self.names))  # NO_HIT is not a key: .get() gives None
 
     @staticmethod
     def _public_suffixes() -> Iterator[str]:
@@ -347,10 +250,7 @@ class WarningLists:
     def match(self, type_: str, value: str) -> str | None:
         """The name of the first loaded list that ``(type_, value)`` (canonical) hits, or None."""
         plan = self._plans.get(type_)
-        if plan is None:
-            return None
-        best = plan(value)
-        return self.names[best] if best != _NO_HIT else None
+        return None if plan is None else self._name_of.get(plan(value))
 
     def _plan(self, type_: str) -> Callable[[str], int] | None:
         """A matcher for one type; it only runs the steps some loaded list needs for that type."""
@@ -363,7 +263,7 @@ class WarningLists:
         hosts, psl = self._hosts, self._psl
         compact_hosts = tuple((lid, keys) for lid, keys in self._compact_hosts if mask >> lid & 1)
         exact = self._exact_cs if type_ in ("url", "email") else self._exact_ci
-        if all(first(ids, mask) == _NO_HIT for ids in set(exact.values())):
+        if all(first(ids, mask) == NO_HIT for ids in set(exact.values())):
             exact = {}
         compact = tuple((lid, keys) for lid, keys in self._compact_exact if mask >> lid & 1)
         substr, needles = self._substr.get(type_), self._needles.get(type_, {})
@@ -371,42 +271,51 @@ class WarningLists:
         if type_ in _IP_TYPES and not (exact or compact or substr or regexes):
             return ip_hit
 
-        def host_hit(host: str) -> int:
-            # the host and its parent domains; a parent counts only if it is not a public suffix
-            best = _NO_HIT
-            s = host
-            while True:
-                if s is host or s not in psl:
-                    ids = hosts.get(s)
-                    if ids is not None:
-                        lid = ids[0] if mask >> ids[0] & 1 else first(ids, mask)
-                        best = min(best, lid)
-                    for lid, keys in compact_hosts:
-                        if lid < best and s in keys:
-                            best = lid
-                dot = s.find(".")
-                if dot < 0:
-                    return best
-                s = s[dot + 1 :]
+        is_url, is_ip = type_ == "url", type_ in _IP_TYPES
+        hosts_get = hosts.get
+        exact_get = exact.get if exact else None
+        substr_search = substr.search if substr is not None else None
 
-        def plan(value: str) -> int:
-            best = _NO_HIT
-            if type_ in _IP_TYPES:
+        def plan(value: str) -> int:  # hot path: no helper calls, no min()
+            best = NO_HIT
+            if by_host:
+                host = host_of_url(value) if is_url else value
+                if ":" in host or host[-1:].isdigit():
+                    best = ip_hit(host)
+                else:
+                    # the host and its parent domains; a parent counts only if it is not a public suffix
+                    s = host
+                    while True:
+                        ids = hosts_get(s)
+                        if ids is not None and (s is host or s not in psl):
+                            lid = ids[0] if mask >> ids[0] & 1 else first(ids, mask)
+                            if lid < best:
+                                best = lid
+                        if compact_hosts and (s is host or s not in psl):
+                            for lid, keys in compact_hosts:
+                                if lid < best and s in keys:
+                                    best = lid
+                        dot = s.find(".")
+                        if dot < 0:
+                            break
+                        s = s[dot + 1 :]
+            elif is_ip:
                 best = ip_hit(value)
-            elif by_host:
-                host = host_of_url(value) if type_ == "url" else value
-                best = ip_hit(host) if ":" in host or host[-1:].isdigit() else host_hit(host)
-            if exact:
-                ids = exact.get(value)
+            if exact_get is not None:
+                ids = exact_get(value)
                 if ids is not None:
-                    best = min(best, first(ids, mask))
+                    lid = first(ids, mask)
+                    if lid < best:
+                        best = lid
             for lid, keys in compact:
                 if lid < best and value in keys:
                     best = lid
-            if substr is not None:
-                m = substr.search(value)  # caseless types are lower-case once canonical
-                if m:
-                    best = min(best, needles[m.group(0)])
+            if substr_search is not None:
+                m = substr_search(value)  # caseless types are lower-case once canonical
+                if m is not None:
+                    lid = needles[m.group(0)]
+                    if lid < best:
+                        best = lid
             for lid, pattern in regexes:
                 if lid < best and pattern.search(value):
                     best = lid
@@ -419,7 +328,7 @@ class WarningLists:
         for lid in ids:
             if mask >> lid & 1:
                 return lid
-        return _NO_HIT
+        return NO_HIT
 
     def _ip_hit(self, value: str) -> int:
         """Best list covering an address, or (for ``a/n``) every address of a network."""
@@ -433,22 +342,22 @@ class WarningLists:
                 x = int.from_bytes(socket.inet_aton(value), "big")
                 starts, ids = self._v4
         except (OSError, ValueError):
-            return _NO_HIT
+            return NO_HIT
         i = bisect_right(starts, x) - 1
-        return ids[i] if i >= 0 else _NO_HIT
+        return ids[i] if i >= 0 else NO_HIT
 
     def _net_hit(self, value: str) -> int:
-        net = _network(value)
+        net = network(value)
         if net is None:
-            return _NO_HIT
+            return NO_HIT
         bits, first_addr, last_addr = net
         starts, ids = self._v4 if bits == 32 else self._v6
         i = bisect_right(starts, first_addr) - 1
         if i < 0:
-            return _NO_HIT
+            return NO_HIT
         j = bisect_right(starts, last_addr) - 1
-        if j != i and _NO_HIT in ids[i : j + 1]:
-            return _NO_HIT  # part of the network is on no list
+        if j != i and NO_HIT in ids[i : j + 1]:
+            return NO_HIT  # part of the network is on no list
         return ids[i]
 
 

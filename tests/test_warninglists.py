@@ -9,7 +9,8 @@ import pytest
 from ctd import warninglists as wl
 from ctd.adapters.web.extract import extract
 from ctd.errors import ConfigError
-from ctd.warninglists import DEFAULT_LISTS, WarningLists, _Compact, _ListFile, available
+from ctd.warninglists import DEFAULT_LISTS, WarningLists, _ListFile, available
+from ctd.warninglists_structs import Compact
 from tests.webcorpus import feed_entry_texts, items, text_of
 
 ITEMS = items()
@@ -136,7 +137,7 @@ class TestSemantics:
 
     def test_compact_set(self):
         """The compact representation of big lists answers membership like a set."""
-        keys = _Compact(f"host{i}.example" for i in range(1000))
+        keys = Compact(f"host{i}.example" for i in range(1000))
         assert "host7.example" in keys
         assert "host1000.example" not in keys
 

@@ -34,7 +34,7 @@ import re
 import time
 import warnings
 from collections.abc import Iterable
-from typing import Literal
+from typing import NamedTuple
 
 with warnings.catch_warnings():
     # pyparsing >= 3.3 emits a diagnostic warning about one of ioc-finder's grammars at import
@@ -57,7 +57,6 @@ __all__ = [
     "html_text",
 ]
 
-ExtractType = Literal["url", "domain", "ipv4", "ipv6", "cidr4", "cidr6", "md5", "sha1", "sha256", "email"]
 EXTRACT_TYPES: frozenset[str] = frozenset(
     ("url", "domain", "ipv4", "ipv6", "cidr4", "cidr6", "md5", "sha1", "sha256", "email")
 )
@@ -71,7 +70,7 @@ DEFAULT_TIME_BUDGET = 10.0
 # --- step 2: what only looks like an indicator -----------------------------------------------
 # Every pattern below can only start at a boundary (lookbehind) and uses possessive quantifiers,
 # so each position of the text is looked at a bounded number of times.
-_V4_IN_RUN = re.compile(r"(?<![\w.])\d{1,3}(?:\.\d{1,3}){3}(?![\w.]*+\d)")
+_V4_IN_RUN = re.compile(r"(?<![\w.])\d{1,3}(?:\.\d{1,3}){3}(?!\d|\.\d)")
 _VNUM = r"v?\d++(?:\.\d++)++(?:[-+~][0-9A-Za-z.]++)?"
 _VNOTE = r"(?:\s*+\([^()\n]{0,60}\))?"
 _VKEYWORD = r"(?:versions?|ver|v|builds?|firmware|releases?|updates?|upgrade|patch(?:es|ed)?|fixed)"
@@ -109,21 +108,11 @@ _CLOSERS = {")": "(", "]": "[", "}": "{", ">": "<"}
 _PRINTABLE = re.compile(r"[\x21-\x7e]++")
 
 
-class Extraction(tuple):
-    """``(values, complete)``: sorted canonical ``(type, value)`` pairs; False if a cap or the budget cut it short."""
+class Extraction(NamedTuple):
+    """Sorted canonical ``(type, value)`` pairs; ``complete`` is False if a cap or the time budget cut the scan."""
 
-    __slots__ = ()
-
-    def __new__(cls, values: list[tuple[str, str]], complete: bool) -> Extraction:
-        return super().__new__(cls, (values, complete))
-
-    @property
-    def values(self) -> list[tuple[str, str]]:
-        return self[0]
-
-    @property
-    def complete(self) -> bool:
-        return self[1]
+    values: list[tuple[str, str]]
+    complete: bool
 
 
 def _neutralise(text: str) -> str:
