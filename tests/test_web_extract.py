@@ -223,6 +223,14 @@ class TestHtml:
         assert extract(text) == [("domain", "main-evil.com"), ("ipv4", "1.2.3.4")]
         assert "author@blog.com" not in text  # mailto: link text
 
+    def test_nested_drops(self):
+        """Dropped elements nested in dropped elements (a form's inputs, a share bar's links) are skipped once."""
+        html = (
+            '<article><form><input value="x"><button>in-form.com</button></form>'
+            '<div class="share"><div class="social"><a href="/s">share.com</a></div></div><p>keep[.]com</p></article>'
+        )
+        assert html_main_text(html) == "keep[.]com"
+
     def test_version_column(self):
         """Cells under a Version/Build/Firmware header are read as versions."""
         assert "version 6.1.2.145" in html_main_text(PAGE)

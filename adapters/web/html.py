@@ -169,27 +169,24 @@ def _container(root: LexborNode) -> LexborNode:
     return root
 
 
-def _strip(root: LexborNode, *, page: bool) -> LexborNode:
-    for node in root.css(_NEVER_TEXT):
-        node.decompose()
-    for node in root.css('a[href^="mailto:" i]'):
-        node.decompose()
+def _dropped(root: LexborNode, *, page: bool) -> tuple[LexborNode, set[int]]:
+    """The container to read and the mem_ids of the subtrees to skip in it.
+
+    Nothing is removed from the tree: a selector's matches can nest (a <form>
+    and its <input>), and destroying a node whose ancestor was destroyed first
+    would touch freed memory in lexbor.
+    """
+    skip = {n.mem_id for n in root.css(_NEVER_TEXT)}
+    skip.update(n.mem_id for n in root.css('a[href^="mailto:" i]'))
     if not page:
-        return root
+        return root, skip
     main = _container(root)
     inside_article = main.tag == "article"
-    for node in main.css(_LANDMARKS):
-        node.decompose()
-    for node in main.css("header, footer, aside"):
-        if node.tag == "footer" or not inside_article:
-            node.decompose()
-    for node in main.css("[class], [id], [style]"):
-        if _is_boilerplate(node):
-            node.decompose()
-    for node in main.css("ul, ol"):
-        if _is_link_list(node):
-            node.decompose()
-    return main
+    skip.update(n.mem_id for n in main.css(_LANDMARKS))
+    skip.update(n.mem_id for n in main.css("header, footer, aside") if n.tag == "footer" or not inside_article)
+    skip.update(n.mem_id for n in main.css("[class], [id], [style]") if _is_boilerplate(n))
+    skip.update(n.mem_id for n in main.css("ul, ol") if _is_link_list(n))
+    return main, skip
 
 
 def _version_cells(root: LexborNode) -> set[int]:
@@ -210,8 +207,8 @@ def _version_cells(root: LexborNode) -> set[int]:
     return marked
 
 
-def _serialize(root: LexborNode, max_chars: int) -> str:
-    """Text of a tree: blocks on their own lines, cells apart, <pre> verbatim."""
+def _serialize(root: LexborNode, skip: set[int], max_chars: int) -> str:
+    """Text of a tree minus the ``skip`` subtrees: blocks on their own lines, cells apart, <pre> verbatim."""
     version_cells = _version_cells(root)
     out: list[str] = []
     size = 0
@@ -222,6 +219,8 @@ def _serialize(root: LexborNode, max_chars: int) -> str:
             out.append("\n")
             continue
         tag = node.tag
+        if node.mem_id in skip:
+            continue
         if tag == "-text":
             piece = node.text_content or ""
         elif tag == "pre":
@@ -257,7 +256,7 @@ def html_main_text(
     root = tree.body or tree.root
     if root is None:
         return ""
-    return _serialize(_strip(root, page=True), max_chars)
+    return _serialize(*_dropped(root, page=True), max_chars)
 
 
 def html_text(
@@ -272,4 +271,4 @@ def html_text(
     root = tree.body or tree.root
     if root is None:
         return ""
-    return _serialize(_strip(root, page=False), max_chars)
+    return _serialize(*_dropped(root, page=False), max_chars)
