@@ -12,6 +12,7 @@ import contextlib
 import grp
 import io
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -278,6 +279,18 @@ def test_relative_link_resolves(path: Path, line: int, target: str) -> None:
 def test_links_are_found() -> None:
     """The link checker sees the docs' links (a broken regex would pass everything)."""
     assert len(LINKS) >= 50
+
+
+_REPO_PATH = re.compile(r"`((?:ctd|adapters|tests|bench|etc|systemd|docs)/[A-Za-z0-9_./-]*)`")
+
+
+def test_repository_paths_named_in_the_docs_exist() -> None:
+    """Every repository path the docs quote (`ctd/canon.py`, `adapters/http.py`...) exists (modules move)."""
+    missing = sorted({f"{path.relative_to(ROOT)}:{n}: {m[1]}" for path in docscan.doc_files()
+                      for n, line in enumerate(path.read_text().splitlines(), 1)
+                      for m in _REPO_PATH.finditer(line)
+                      if "NAME" not in m[1] and not (ROOT / m[1]).exists()})
+    assert not missing, "\n".join(missing)
 
 
 @pytest.mark.parametrize("block", ALL_BLOCKS, ids=lambda b: b.where())
