@@ -29,7 +29,7 @@ bench: venv
 clean:
 	rm -rf $(VENV) var build *.egg-info
 
-# --- make install: the daemon as a systemd service (see "Install as a service" in README.md) ----
+# --- make install: the daemon as a systemd service (see "Install as a service" in docs/operations.md) ----
 # A venv at $(PREFIX) with ctd installed into it (not editable), the unit, the
 # sysusers.d/tmpfiles.d snippets, and /etc/ctd/ctd.toml if there is none yet.
 # DESTDIR stages the tree for packaging: the venv is built at $(DESTDIR)$(PREFIX)
@@ -82,7 +82,10 @@ install-data:
 	install -m 0644 systemd/ctd.sysusers $(DESTDIR)$(SYSUSERSDIR)/ctd.conf
 	sed $(UNIT_SED) systemd/ctd.tmpfiles > $(DESTDIR)$(TMPFILESDIR)/ctd.conf
 	chmod 0644 $(DESTDIR)$(TMPFILESDIR)/ctd.conf
-	install -m 0644 README.md $(DESTDIR)$(DOCDIR)/
+	install -m 0644 README.md SECURITY.md $(DESTDIR)$(DOCDIR)/
+	install -d $(DESTDIR)$(DOCDIR)/docs/adapters
+	install -m 0644 docs/*.md $(DESTDIR)$(DOCDIR)/docs/
+	install -m 0644 docs/adapters/*.md $(DESTDIR)$(DOCDIR)/docs/adapters/
 	install -m 0644 etc/ctd-system.toml $(DESTDIR)$(DOCDIR)/ctd.toml.example
 	install -d -m 0755 $(DESTDIR)$(SYSCONFDIR)/ctd
 	@if [ -e $(DESTDIR)$(CONFFILE) ]; then \

@@ -30,7 +30,8 @@ def tune_runtime() -> None:
     sys.setswitchinterval(GIL_SWITCH_INTERVAL)
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
+    """The ctd argument parser (also read by the docs test and the completion/man tooling)."""
     p = argparse.ArgumentParser(prog="ctd", description="ctd threat-exchange daemon")
     p.add_argument("--version", action="version", version=f"ctd {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
@@ -38,12 +39,13 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--config", default=None, help="config file (default $CTD_CONFIG or /etc/ctd/ctd.toml)")
     run.add_argument("--once", action="store_true", help="pull every source once, print a summary and exit")
     chk = sub.add_parser("check-config", help="validate a config file and exit (0 valid, 2 invalid)")
-    chk.add_argument("path", nargs="?", default=None)
+    chk.add_argument("path", nargs="?", default=None,
+                     help="config file (default $CTD_CONFIG or /etc/ctd/ctd.toml)")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     if args.command == "check-config":
         path = args.path or default_config_path()
         try:
