@@ -132,12 +132,11 @@ def child_pipeline(a: argparse.Namespace) -> dict:
     """Two pulls of the same file, each exactly like one ``ctd run --once``."""
     import trio
 
-    from ctd.service import logs as logs
-    from ctd.store import sql as store_sql
     from ctd.config import parse_config
     from ctd.daemon.daemon import allowlist_matcher, close_adapter, db_path, make_adapter
+    from ctd.service import logs as logs
     from ctd.sources.actor import AllowlistRef, SourceStatus, pull_once
-    from ctd.store.actor import run_store
+    from ctd.store import CACHE_KIB, run_store
 
     logs.configure_logging("info", stream=sys.stderr)
     from ctd.cli import tune_runtime
@@ -174,14 +173,16 @@ def child_pipeline(a: argparse.Namespace) -> dict:
             prof.stop(phase)
     out["rss_mb"] = rss_mb()
     out["db_bytes"] = db_bytes(db_path(cfg))
-    conn = store_sql.connect(db_path(cfg))  # the store's page cache cap bounds the RSS growth
-    out["cache_mb"] = -conn.execute("PRAGMA cache_size").fetchone()[0] / 1024
-    conn.close()
+    out["cache_mb"] = CACHE_KIB / 1024  # the store's page cache cap bounds the RSS growth
     return out
 
 
 def child_ceiling(a: argparse.Namespace) -> dict:
-    """Bare executemany upserts of the same N rows into a table shaped like ``indicator``."""
+    """Bare executemany upserts of the same N rows into a table shaped like ``indicator``.
+
+    The one place ctd code talks to SQLite outside ``ctd/store/``: a ceiling to
+    compare the pipeline with, built from the store's own DDL and PRAGMAs.
+    """
     from ctd.canon import canonicalize
     from ctd.store.schema import MIGRATIONS
 
@@ -194,7 +195,7 @@ def child_ceiling(a: argparse.Namespace) -> dict:
     path = os.path.join(a.dir, "ceiling.db")
     conn = sqlite3.connect(path, isolation_level=None)
     for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "temp_store=MEMORY", "cache_size=-65536"):
-        conn.execute(f"PRAGMA {pragma}")  # the same PRAGMAs as ctd's store (store_sql.connect)
+        conn.execute(f"PRAGMA {pragma}")  # the same PRAGMAs as ctd's store (ctd.store.sql.connect)
     conn.execute(ddl)
     sql = ("INSERT INTO indicator (type, value, first_seen, last_seen, reputation, severity, tags, "
            "comments, reference, expires_at) VALUES (?,?,?,?,?,?,?,?,?,?) "

@@ -4,8 +4,8 @@
     python bench/sharing.py --n 1000000
 
 Fills a store with N active IoCs of mixed types (the generator of
-bench/ingest.py, ingested through the store's own SQL), then, with the real
-store actor:
+bench/ingest.py, ingested through the store API in 10k-row batches), then,
+with the same store actor:
 
 * times ``ctdctl rules test`` on a rule matching about half of them
   (``type in (url, ipv4)``: 35% + 15% of the mix), and
@@ -29,14 +29,12 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import trio  # noqa: E402
 
-from ctd import store_sql  # noqa: E402
-from ctd.store import ledger as sharing_sql
 from ctd.config import parse_config  # noqa: E402
 from ctd.daemon.daemon import close_adapter, make_adapter  # noqa: E402
 from ctd.model import Sighting, now  # noqa: E402
 from ctd.rules.compiler import Rule  # noqa: E402
 from ctd.sharing.actor import Sharer  # noqa: E402
-from ctd.store.actor import run_store, to_stage_rows  # noqa: E402
+from ctd.store import IngestBatch, Selection, Store, run_store, to_stage_rows  # noqa: E402
 from ingest import generate  # noqa: E402
 
 RULE = "type in (url, ipv4)"
@@ -60,41 +58,34 @@ params = {{ path = "{out}", format = "text" }}
 """
 
 
-def fill(db: str, n: int) -> float:
-    conn = store_sql.connect(db)
+async def fill(store: Store, n: int) -> float:
     t0 = time.perf_counter()
     at = now()
     batch: list[Sighting] = []
     first = True
     for i, (typ, value) in enumerate(generate(n)):
         batch.append(Sighting(type=typ, value=value, last_seen=at - i % 86400))
-        if len(batch) == 10_000:
+        if len(batch) == 10_000 or i == n - 1:
             rows = to_stage_rows(batch, now=at, reputation=None, extra_tags=(), allowlisted=None)
-            store_sql.ingest(conn, source="feed", rows=rows, policy="last_seen", aging_days=90, now=at,
-                             fresh=first, snapshot_end=False, sub=None, cursor=None)
+            await store.ingest(IngestBatch(source="feed", rows=rows, policy="last_seen", aging_days=90, now=at,
+                                           fresh=first, snapshot_end=False, sub=None, cursor=None))
             first = False
             batch.clear()
-    if batch:
-        rows = to_stage_rows(batch, now=at, reputation=None, extra_tags=(), allowlisted=None)
-        store_sql.ingest(conn, source="feed", rows=rows, policy="last_seen", aging_days=90, now=at,
-                         fresh=first, snapshot_end=False, sub=None, cursor=None)
-    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    conn.close()
     return time.perf_counter() - t0
 
 
-async def measure(workdir: str) -> dict:
+async def measure(workdir: str, n: int) -> dict:
     out_path = os.path.join(workdir, "out", "half.txt")
     cfg = parse_config(CONFIG.format(state=workdir, rule=RULE, out=out_path))
     sh = cfg.sharing["bench"]
     res: dict = {}
     async with trio.open_nursery() as root:
         store = await root.start(run_store, os.path.join(workdir, "ctd.db"))
+        res["fill_s"] = await fill(store, n)
         # ctdctl rules test: the same store call the daemon makes
         rule = Rule(cfg.rules["half"].filter)
         t0 = time.perf_counter()
-        rule_sql, params = rule.sql(now())
-        test = await store.call(sharing_sql.rule_test, where=f"i.active = 1 AND ({rule_sql})", params=params)
+        test = await store.rule_test(Selection(rule=rule, at=now()))
         res["rules_test_s"] = time.perf_counter() - t0
         res["matching"] = test["total"]
         adapter = make_adapter("lists", cfg.plugins["lists"])
@@ -127,13 +118,12 @@ def main() -> None:
     a = ap.parse_args()
     workdir = tempfile.mkdtemp(prefix="ctd-bench-sharing-")
     try:
-        fill_s = fill(os.path.join(workdir, "ctd.db"), a.n)
-        r = trio.run(measure, workdir)
+        r = trio.run(measure, workdir, a.n)
     finally:
         if not a.keep:
             shutil.rmtree(workdir, ignore_errors=True)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"store: {a.n:,} active IoCs (filled in {fill_s:.1f}s); rule {RULE!r} matches {r['matching']:,}")
+    print(f"store: {a.n:,} active IoCs (filled in {r['fill_s']:.1f}s); rule {RULE!r} matches {r['matching']:,}")
     ok = "PASS" if r["rules_test_s"] < 2 else "MISS"
     print(f"  rules test (dry run)        {r['rules_test_s']:8.2f}s                 target < 2 s   {ok}")
     print(f"  full sharing pass to file   {r['pass_s']:8.2f}s  {r['shared'] / r['pass_s']:>10,.0f} IoCs/s"

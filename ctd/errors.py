@@ -11,6 +11,7 @@
     │   └─ UpstreamDataError  skip the batch, keep the checkpoint (undecodable data)
     ├─ StoreError             the store actor failed or is closed
     │   └─ StoreClosed
+    ├─ ActorStopped           the actor asked stopped (reload, shutdown) before answering: ask again
     └─ ControlError           a control request that cannot be served (message goes to ctdctl)
         ├─ BadRequest
         └─ PermissionDenied
@@ -62,6 +63,10 @@ class StoreError(CtdError):
 
 class StoreClosed(StoreError):
     """The store actor is gone (shutting down)."""
+
+
+class ActorStopped(CtdError):
+    """The actor a request was sent to stopped (restarted by a reload, or shutting down) before answering."""
 
 
 class ControlError(CtdError):

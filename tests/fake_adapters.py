@@ -90,6 +90,8 @@ class Remote:
         self.calls: list[tuple[str, list[str]]] = []
         self.reject: dict[str, str] = {}  # value -> reason the destination gives
         self.errors: list[BaseException] = []  # raised by the next calls, one each
+        self.gate: trio.Event | None = None  # when set, a push waits on it (after setting in_push)
+        self.in_push = trio.Event()
 
     def _maybe_fail(self) -> None:
         if self.errors:
@@ -125,6 +127,9 @@ class MemoryDestination:
     async def push(self, action: str, params: Any, items: list[ShareItem]) -> PushResult:
         await trio.lowlevel.checkpoint()
         self.remote.calls.append(("push", [i.value for i in items]))
+        if self.remote.gate is not None:
+            self.remote.in_push.set()
+            await self.remote.gate.wait()
         self.remote._maybe_fail()
         rejected = {i.value: self.remote.reject[i.value] for i in items if i.value in self.remote.reject}
         for i in items:

@@ -1,4 +1,4 @@
-"""A StoreClient stand-in that runs the real SQL inline (no thread), for virtual-time tests."""
+"""A Store that performs each request inline on the real SQLite backend (no thread), for virtual-time tests."""
 
 from __future__ import annotations
 
@@ -6,22 +6,27 @@ from typing import Any
 
 import trio
 
-from ctd.store import sql as store_sql
+from ctd.store import Store, StoreStatistics
+from ctd.store import engine
 
 
-class FakeStore:
+class FakeStore(Store):
+    """The store API over ``engine.execute`` in the calling task; ``conn`` is there for test setup."""
+
     def __init__(self, path: str) -> None:
-        self.conn = store_sql.connect(path)
-        self.ingests: list[dict[str, Any]] = []
+        self.conn = engine.connect(path)
+        self.handled = 0
 
-    async def ingest(self, **kw: Any) -> store_sql.IngestResult:
+    async def _execute(self, request: Any) -> Any:
         await trio.lowlevel.checkpoint()
-        self.ingests.append(kw)
-        return store_sql.ingest(self.conn, **kw)
+        self.handled += 1
+        return engine.execute(self.conn, request)
 
-    async def call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        await trio.lowlevel.checkpoint()
-        return fn(self.conn, *args, **kwargs)
+    def statistics(self) -> StoreStatistics:
+        return StoreStatistics(queued=0, handled=self.handled, busy_seconds=0.0)
+
+    def engine_versions(self) -> dict[str, str]:
+        return dict(engine.ENGINE_VERSIONS)
 
     def close(self) -> None:
         self.conn.close()

@@ -1,14 +1,14 @@
-"""Helpers for driving the store's SQL directly in tests."""
+"""Helpers for driving the store's SQLite backend directly in tests (seeding, reading back)."""
 
 from __future__ import annotations
 
 import sqlite3
 from typing import Any
 
+from ctd.model import Sighting
+from ctd.store import IngestBatch, IngestResult, to_stage_rows
 from ctd.store import query as store_query
 from ctd.store import sql as store_sql
-from ctd.model import Sighting
-from ctd.store.actor import to_stage_rows
 
 NOW = 1_800_000_000  # a fixed "now" (2027-01-15)
 DAY = 86400
@@ -28,12 +28,12 @@ def ingest(
     fresh: bool = True,
     snapshot_end: bool = False,
     sub: dict | None = None,
-) -> store_sql.IngestResult:
+) -> IngestResult:
     rows = to_stage_rows(sightings, now=now, reputation=reputation, extra_tags=tags, allowlisted=allowlisted)
-    return store_sql.ingest(
-        conn, source=source, rows=rows, policy=policy, aging_days=aging_days, now=now,
+    return store_sql.ingest(conn, IngestBatch(
+        source=source, rows=rows, policy=policy, aging_days=aging_days, now=now,
         fresh=fresh, snapshot_end=snapshot_end, sub=sub, cursor=None,
-    )
+    ))
 
 
 def show(conn: sqlite3.Connection, typ: str, value: str) -> dict[str, Any]:

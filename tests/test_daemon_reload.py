@@ -7,11 +7,11 @@ from contextlib import asynccontextmanager
 
 import pytest
 import trio
+import trio.testing
 
-from ctd.store import query as store_query
 from ctd.config import load_config
 from ctd.daemon.daemon import Daemon
-from ctd.errors import ConfigError
+from ctd.errors import ActorStopped, ConfigError
 from ctd.service.sdnotify import Notifier
 from tests import fake_adapters
 from tests.daemonproc import short_tmpdir
@@ -112,10 +112,45 @@ async def test_allowlist_change_applies_without_restart(workdir):
     write(cfg_path)
     async with running(cfg_path) as daemon:
         with trio.fail_after(20):
-            while (await daemon.store.call(store_query.counts))["active"] < 3:
+            while (await daemon.store.counts())["active"] < 3:
                 await trio.sleep(0.01)
         write(cfg_path, more='[allowlist]\ndomains = ["blocked.example"]\n')
         await daemon.reload()
-        [ind] = await daemon.store.call(store_query.show, [("domain", "x.blocked.example")], "x")
+        [ind] = await daemon.store.show([("domain", "x.blocked.example")], "x")
         assert ind["allowlisted"] and not ind["active"]
         assert daemon.sources.generation == {"slow": 1, "other": 1}
+
+
+async def test_sync_in_flight_fails_when_reload_restarts_the_source(workdir):
+    """`ctdctl sync` of a source that a reload restarts mid-pull gets an error instead of hanging (issue 11 #9)."""
+    slow = fake_adapters.SCRIPTS["reload-slow"] = Script(batches=[["a.example"], ["b.example"]])
+    slow.gate = trio.Event()
+    fake_adapters.SCRIPTS["reload-other"] = Script()
+    cfg_path = workdir / "ctd.toml"
+    write(cfg_path)
+    daemon = Daemon(load_config(cfg_path), Notifier(None))
+    errors: list[str] = []
+
+    async def sync():
+        try:
+            await daemon.sync("slow")
+        except ActorStopped as exc:
+            errors.append(str(exc))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(daemon.run)
+        with trio.fail_after(20):  # a guard only: a hang fails the test instead of blocking the suite
+            await slow.in_pull.wait()  # the startup pull, held after its first batch
+            async with trio.open_nursery() as asks:
+                asks.start_soon(sync)  # queued behind the startup pull
+                await trio.testing.wait_all_tasks_blocked()
+                first, slow.gate, slow.in_pull = slow.gate, trio.Event(), trio.Event()
+                first.set()
+                await slow.in_pull.wait()  # the pull serving that sync, held: the request is in flight
+                asks.start_soon(sync)  # and a second one queued behind it
+                await trio.testing.wait_all_tasks_blocked()
+                write(cfg_path, slow_extra="aging_days = 7\n")
+                result = await daemon.reload()
+        assert result["changed"] == ["slow"]
+        assert len(errors) == 2 and all("source 'slow'" in e for e in errors)
+        nursery.cancel_scope.cancel()

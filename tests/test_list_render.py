@@ -11,7 +11,6 @@ import structlog
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ctd.store import ledger as sharing_sql
 from ctd.adapters.base import ShareItem
 from ctd.adapters.edl.adapter import write_list
 from ctd.adapters.file.push import render
@@ -178,14 +177,14 @@ async def test_refused_value_is_failed_in_the_ledger_and_logged(tmp_path, store,
         res = await sh.share_once()
     assert (res.pushed, res.rejected) == (1, 1)
     assert (tmp_path / out).read_text() == "http://ok.example/\n"
-    [row] = sharing_sql.ledger_rows(store.conn, "s", ("failed",), 10)
+    [row] = await store.ledger_rows("s", ("failed",), 10)
     assert row["value"] == INJECTED
     assert row["error"] == "refused for a line-oriented list: contains a control character U+000A at offset 21"
     [warn] = [e for e in logs if e.get("ctd_event") == "indicators_refused"]
     assert warn["log_level"] == "warning" and warn["ctd_count"] == 1
     assert warn["examples"] == [row["error"]]
     res = await sh.share_once()  # unchanged list: still failed, not re-sent as shared
-    assert res.unchanged and sharing_sql.ledger_counts(store.conn, "s")["counts"]["failed"] == 1
+    assert res.unchanged and (await store.ledger_counts("s"))["counts"]["failed"] == 1
 
 
 # --- property: random strings through canonicalisation and every renderer -----------------

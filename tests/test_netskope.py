@@ -7,8 +7,6 @@ import time
 import httpx
 import pytest
 
-from ctd.store import ledger as sharing_sql
-from ctd.store import sql as store_sql
 from ctd.adapters.base import ShareItem
 from ctd.adapters.netskope.adapter import NetskopeAdapter
 from ctd.config import parse_config
@@ -308,8 +306,8 @@ async def test_pull_once_commits_cursor_and_the_next_cycle_continues(emu, store)
     p = cfg.plugins["ns"]
     a = adapter(emu, cfg)
     await pull_once("ns", p, a, store, AllowlistRef(), SourceStatus("ns", p))
-    cp = store_sql.get_checkpoint(store.conn, "ns")
-    assert cp["sub"] is None and cp["cursor"] == {"index": "ctd_ns", "started": ["malsite"]}
+    cp = await store.checkpoint("ns")
+    assert cp.sub is None and cp.cursor == {"index": "ctd_ns", "started": ["malsite"]}
     assert store.conn.execute("SELECT value FROM indicator").fetchall() == [("http://one.example/",)]
     await pull_once("ns", p, a, store, AllowlistRef(), SourceStatus("ns", p))
     assert emu.operations("malsite")[-2:] == ["next", "next"]
@@ -482,7 +480,7 @@ async def test_sharing_records_tenant_rejections_and_retractions(emu, store):
     sh = netskope_sharer(store, emu, sharing("u", "url_list", '{ list = "ctd" }'), "u")
     res = await sh.share_once()
     assert (res.pushed, res.rejected) == (1, 1)
-    counts = sharing_sql.ledger_counts(store.conn, "u")["counts"]
+    counts = (await store.ledger_counts("u"))["counts"]
     assert counts["failed"] == 1
     ingest(store.conn, "a", [s("http://a.example/", "url", retracted=True)], now=t + 1)
     res = await sh.share_once()

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from ctd.store import ledger as sharing_sql
-from ctd.store import query as store_query
-from ctd.store import sql as store_sql
 from ctd.config import parse_config
 from ctd.daemon.daemon import make_adapter
 from ctd.errors import SourceUnavailable
@@ -138,9 +135,9 @@ class TestLedger:
         fake_adapters.REMOTES[remote].reject["http://2.example/"] = "invalid host"
         res = await sharer(store, remote, share_cfg()).share_once()
         assert res.pushed == 4 and res.rejected == 1
-        counts = sharing_sql.ledger_counts(store.conn, "s")["counts"]
+        counts = (await store.ledger_counts("s"))["counts"]
         assert counts["shared"] == 4 and counts["failed"] == 1
-        [row] = sharing_sql.ledger_rows(store.conn, "s", ("failed",), 10)
+        [row] = await store.ledger_rows("s", ("failed",), 10)
         assert row["value"] == "http://2.example/" and row["error"] == "invalid host"
 
     async def test_failure_marks_nothing_and_resumes(self, store, remote):
@@ -150,10 +147,10 @@ class TestLedger:
         fake_adapters.REMOTES[remote].errors.append(SourceUnavailable("503"))
         with pytest.raises(SourceUnavailable):
             await sh.share_once()
-        counts = sharing_sql.ledger_counts(store.conn, "s")["counts"]
+        counts = (await store.ledger_counts("s"))["counts"]
         assert counts["shared"] == 0 and counts["pending"] == 5
         await sh.share_once()
-        assert sharing_sql.ledger_counts(store.conn, "s")["counts"]["shared"] == 5
+        assert (await store.ledger_counts("s"))["counts"]["shared"] == 5
 
     async def test_resumable_after_restart(self, store, remote):
         """Pending deliveries survive a restart (a new actor on the same database)."""
@@ -171,7 +168,7 @@ class TestLedger:
         ingest(store.conn, "a", [s("http://new.example/", "url", last_seen=t)], now=t)
         sh = sharer(store, remote, share_cfg())
         await sh.share_once()
-        sharing_sql.resync(store.conn, "s", since=t - 3 * DAY)
+        await store.resync("s", since=t - 3 * DAY)
         res = await sh.share_once()
         assert res.pushed == 1
         assert fake_adapters.REMOTES[remote].calls[-1] == ("push", ["http://new.example/"])
@@ -218,7 +215,7 @@ class TestDestinations:
         res = await sharer(store, remote, share_cfg(params="{ max_entries = 3 }")).share_once()
         assert held(remote) == {"http://0.example/", "http://1.example/", "http://2.example/"}
         assert res.unshared == 2
-        rows = sharing_sql.ledger_rows(store.conn, "s", ("unshared",), 10)
+        rows = await store.ledger_rows("s", ("unshared",), 10)
         assert {r["value"] for r in rows} == {"http://3.example/", "http://4.example/"}
         assert all(r["error"] == "over limit" for r in rows)
 
@@ -239,7 +236,7 @@ class TestDestinations:
         ingest(store.conn, "a", [s("http://new.example/", "url", last_seen=t + 5)], now=t + 5)
         await sh.share_once()
         assert held(remote) == {"http://new.example/", "http://0.example/"}
-        assert [r["value"] for r in sharing_sql.ledger_rows(store.conn, "s", ("unshared",), 10)] == ["http://1.example/"]
+        assert [r["value"] for r in await store.ledger_rows("s", ("unshared",), 10)] == ["http://1.example/"]
 
 
     async def test_unchanged_full_list_still_records_over_limit(self, store, remote):
@@ -251,7 +248,7 @@ class TestDestinations:
         ingest(store.conn, "a", [s("http://old.example/", "url", last_seen=t - 3600)], now=t)
         res = await sh.share_once()
         assert res.unchanged and res.unshared == 1
-        assert [r["value"] for r in sharing_sql.ledger_rows(store.conn, "s", ("unshared",), 10)] == ["http://old.example/"]
+        assert [r["value"] for r in await store.ledger_rows("s", ("unshared",), 10)] == ["http://old.example/"]
         assert len(fake_adapters.REMOTES[remote + "-full"].calls) == 1
 
 
@@ -267,7 +264,7 @@ class TestRetraction:
     async def test_expired_withdrawn(self, store, remote):
         """An IoC that expires is withdrawn from the destination."""
         sh = await self._shared(store, remote)
-        store_sql.expire(store.conn, T() + 2 * DAY)
+        await store.expire(T() + 2 * DAY)
         res = await sh.share_once()
         assert res.retracted == 2 and held(remote) == set()
 
@@ -288,7 +285,7 @@ class TestRetraction:
     async def test_allowlisted_withdrawn(self, store, remote):
         """An IoC that becomes allow-listed is withdrawn."""
         sh = await self._shared(store, remote)
-        store_sql.reapply_allowlist(store.conn, lambda t, v: v == "http://y.example/", T())
+        await store.reapply_allowlist(lambda t, v: v == "http://y.example/", T())
         await sh.share_once()
         assert held(remote) == {"http://x.example/"}
 
@@ -300,7 +297,7 @@ class TestRetraction:
         ingest(store.conn, "a", [s("http://x.example/", "url")], now=T(), snapshot_end=True)
         res = await sh.share_once()
         assert held(remote + "-full") == {"http://x.example/"} and res.retracted == 1
-        assert sharing_sql.ledger_counts(store.conn, "s")["counts"]["retracted"] == 1
+        assert (await store.ledger_counts("s"))["counts"]["retracted"] == 1
 
 
 class TestShowDeliveries:
@@ -308,7 +305,7 @@ class TestShowDeliveries:
         """indicators show includes each sharing configuration's delivery state."""
         ingest(store.conn, "a", [s("http://x.example/", "url")], now=T())
         await sharer(store, remote, share_cfg()).share_once()
-        [ind] = store_query.show(store.conn, [("url", "http://x.example/")], "x")
+        [ind] = await store.show([("url", "http://x.example/")], "x")
         assert ind["deliveries"][0]["sharing"] == "s" and ind["deliveries"][0]["state"] == "shared"
 
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 import trio
 
+from ctd.ask import ask
 from ctd.config import parse_config
 from ctd.errors import AuthError, SourceUnavailable
-from ctd.sources.actor import AllowlistRef, SourceStatus, SyncRequest, backoff_delay, run_source
+from ctd.sources.actor import AllowlistRef, PullNow, SourceStatus, backoff_delay, run_source
 from tests import fake_adapters
 from tests.fake_adapters import Script, ScriptedAdapter
 from tests.fakestore import FakeStore
@@ -78,9 +79,7 @@ async def test_sync_request_pulls_now(store, autojump_clock, nursery):
     sc = Script(batches=[["a.example", "b.example"]])
     _, send = await start(nursery, store, "sync", sc, 'sync_interval = "1d"\n')
     await trio.sleep(10)
-    reply_send, reply_recv = trio.open_memory_channel(1)
-    await send.send(SyncRequest(reply_send))
-    result = await reply_recv.receive()
+    result = await ask(send, PullNow())
     assert len(sc.calls) == 2 and result.updated == 2 and result.error is None
 
 

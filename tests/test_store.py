@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from ctd.store import query as store_query
 from ctd.store import sql as store_sql
 from ctd.model import iso
+from ctd.store import IngestBatch
 from ctd.store.schema import MIGRATIONS
 from tests.storeutil import DAY, NOW, ingest, s, show
 
@@ -292,22 +293,22 @@ class TestCheckpoint:
     def test_sub_checkpoint_commits_with_batch(self, conn):
         """A batch's sub-checkpoint is stored by the same ingest call."""
         ingest(conn, "a", [s("x.example")], sub={"offset": 10})
-        assert store_sql.get_checkpoint(conn, "a")["sub"] == {"offset": 10}
+        assert store_sql.get_checkpoint(conn, "a").sub == {"offset": 10}
 
     def test_complete_pull_sets_last_run_and_clears_sub(self, conn):
         """Completing a pull records the cycle start and clears the resume point."""
         ingest(conn, "a", [s("x.example")], sub={"offset": 10})
         store_sql.complete_pull(conn, "a", NOW - 5, NOW)
         cp = store_sql.get_checkpoint(conn, "a")
-        assert cp["last_run"] == NOW - 5 and cp["sub"] is None
+        assert cp.last_run == NOW - 5 and cp.sub is None
 
     def test_failed_batch_rolls_back_checkpoint(self, conn):
         """A batch that fails to commit leaves neither its rows nor its checkpoint."""
         ingest(conn, "a", [s("x.example")], sub={"offset": 1})
         with pytest.raises(Exception):
-            store_sql.ingest(conn, source="a", rows=[("domain",)], policy="last_seen", aging_days=1,
-                             now=NOW, fresh=False, snapshot_end=False, sub={"offset": 2}, cursor=None)
-        assert store_sql.get_checkpoint(conn, "a")["sub"] == {"offset": 1}
+            store_sql.ingest(conn, IngestBatch(source="a", rows=[("domain",)], policy="last_seen", aging_days=1,
+                             now=NOW, fresh=False, snapshot_end=False, sub={"offset": 2}, cursor=None))
+        assert store_sql.get_checkpoint(conn, "a").sub == {"offset": 1}
         assert store_query.counts(conn)["total"] == 1
 
 

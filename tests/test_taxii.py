@@ -18,7 +18,6 @@ from ctd.config import decode_options, parse_config
 from ctd.daemon.daemon import close_adapter, make_adapter
 from ctd.sharing.actor import Sharer
 from ctd.sources.actor import AllowlistRef, SourceStatus, pull_once
-from ctd.store.sql import get_checkpoint
 from tests.fakestore import FakeStore
 from tests.storeutil import ingest, show
 from ctd.adapters.taxii.adapter import MEDIA_TYPE, PublishParams, TaxiiAdapter, TaxiiConfig
@@ -268,7 +267,7 @@ params = {{ collection = "shared" }}
         assert res.new == 13
         assert show(store.conn, "url", "http://revoked.example/")["active"] is False
         assert show(store.conn, "url", "http://phish.example/login?a=1")["active"] is True  # valid_until 2099
-        assert get_checkpoint(store.conn, "intel")["cursor"] == {"added_after": added(16)}
+        assert (await store.checkpoint("intel")).cursor == {"added_after": added(16)}
 
     async def test_sharing_pass_publishes(self, setup, server):
         """A sharing configuration with action `publish` delivers the rule's IoCs into the collection."""

@@ -11,7 +11,6 @@ import msgspec
 import structlog
 
 from ctd import __version__
-from ctd.store import query as store_query
 from ctd.canon import candidates
 from ctd.control.access import ADMIN, READ, AccessPolicy
 from ctd.control.commands_admin import AdminCommands
@@ -75,7 +74,7 @@ class Commands(SharingCommands, AdminCommands):
         return await handler(args)
 
     async def _sources(self) -> list[dict[str, Any]]:
-        counts = await self.d.store.call(store_query.source_counts)
+        counts = await self.d.store.source_counts()
         out = []
         for name in self.d.sources.names():
             handle = self.d.sources.get(name)
@@ -93,7 +92,7 @@ class Commands(SharingCommands, AdminCommands):
             "version": __version__, "pid": os.getpid(),
             "uptime_s": round(time.time() - self.d.started_at, 1),
             "config_path": cfg.path, "config_hash": cfg.hash,
-            "indicators": await self.d.store.call(store_query.counts),
+            "indicators": await self.d.store.counts(),
             "sources": await self._sources(),
         }
 
@@ -123,15 +122,14 @@ class Commands(SharingCommands, AdminCommands):
         type_ = args.get("type")
         if type_ is not None and type_ not in INDICATOR_TYPES:
             raise BadRequest(f"unknown indicator type {type_!r}")
-        return await self.d.store.call(store_query.show, candidates(value, type_), value)
+        return await self.d.store.show(candidates(value, type_), value)
 
     async def search(self, args: dict[str, Any]) -> list[dict[str, Any]]:
         limit = args.get("limit", 100)
         if not isinstance(limit, int) or not 1 <= limit <= 100000:
             raise BadRequest("limit must be between 1 and 100000")
-        return await self.d.store.call(
-            store_query.search, type_=args.get("type"), source=args.get("source"),
-            active=_opt_bool(args, "active"), limit=limit,
+        return await self.d.store.search(
+            type_=args.get("type"), source=args.get("source"), active=_opt_bool(args, "active"), limit=limit,
         )
 
     async def export(self, args: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
@@ -140,9 +138,8 @@ class Commands(SharingCommands, AdminCommands):
         async def items() -> AsyncIterator[dict[str, Any]]:
             after = 0
             while True:
-                page, after = await self.d.store.call(
-                    store_query.export_page, after=after, limit=EXPORT_PAGE,
-                    type_=type_, source=source, active=active,
+                page, after = await self.d.store.export_page(
+                    after=after, limit=EXPORT_PAGE, type_=type_, source=source, active=active,
                 )
                 for item in page:
                     yield item

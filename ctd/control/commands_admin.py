@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -12,9 +11,6 @@ import structlog
 import trio
 
 from ctd import __version__
-from ctd.store import ledger as sharing_sql
-from ctd.store import query as store_query
-from ctd.store import sql as store_sql
 from ctd.canon import candidates
 from ctd.config import adapter_class, parse_duration
 from ctd.config_warnings import tls_unverified
@@ -56,9 +52,9 @@ class AdminCommands:
 
     async def checkpoint_show(self, args: dict[str, Any]) -> dict[str, Any]:
         name = self._plugin_name(args, "source")
-        cp = await self.d.store.call(store_sql.get_checkpoint, name)
-        return {"source": name, "last_run": iso(cp["last_run"]), "last_success": iso(cp["last_success"]),
-                "last_error": cp["last_error"], "resume_point": cp["sub"], "cursor": cp["cursor"]}
+        cp = await self.d.store.checkpoint(name)
+        return {"source": name, "last_run": iso(cp.last_run), "last_success": iso(cp.last_success),
+                "last_error": cp.last_error, "resume_point": cp.sub, "cursor": cp.cursor}
 
     async def checkpoint_set(self, args: dict[str, Any]) -> dict[str, Any]:
         """The reference system's editable "Last Run": the next pull starts from there."""
@@ -75,7 +71,7 @@ class AdminCommands:
                 when = parse_time(str(since))
             except ValueError:
                 raise BadRequest(f"cannot read --since {since!r}: use ISO 8601") from None
-        await self.d.store.call(store_sql.set_checkpoint, name, when)
+        await self.d.store.set_checkpoint(name, when)
         log.info("checkpoint set", ctd_event="checkpoint_set", ctd_source=name, last_run=iso(when))
         return {"source": name, "last_run": iso(when),
                 "note": f"the next pull of {name} starts from {iso(when)}; `ctdctl sync {name}` pulls now"}
@@ -128,12 +124,9 @@ class AdminCommands:
         type_ = args.get("type")
         if type_ is not None and type_ not in INDICATOR_TYPES:
             raise BadRequest(f"unknown indicator type {type_!r}")
-        ids = await self.d.store.call(store_query.find_ids, candidates(value, type_))
-        if not ids:
+        rows = await self.d.store.retract(candidates(value, type_), source=source, now=now())
+        if rows is None:
             raise ControlError(f"no indicator {value}")
-        rows = 0
-        for iid in ids:
-            rows += await self.d.store.call(store_sql.retract, iid, source, now())
         log.info("indicator retracted by operator", ctd_event="indicator_retracted_manually", value=value,
                  ctd_source=source, ctd_count=rows)
         self.d.wake_sharing()
@@ -144,7 +137,7 @@ class AdminCommands:
         until = _when(args.get("until"), "--until")
         if until <= now():
             raise BadRequest("--until must be in the future")
-        await self.d.store.call(store_sql.set_mute, name, until)
+        await self.d.store.set_mute(name, until)
         self.d.mutes[name] = until
         log.info("rule muted", ctd_event="rule_muted", ctd_rule=name, muted_until=iso(until))
         self.d.wake_sharing(rule=name)
@@ -152,7 +145,7 @@ class AdminCommands:
 
     async def rules_unmute(self, args: dict[str, Any]) -> dict[str, Any]:
         name = self._rule_name(args)  # type: ignore[attr-defined]
-        await self.d.store.call(store_sql.set_mute, name, 0)
+        await self.d.store.set_mute(name, 0)
         self.d.mutes[name] = 0
         log.info("rule unmuted", ctd_event="rule_unmuted", ctd_rule=name)
         self.d.wake_sharing(rule=name)
@@ -163,7 +156,7 @@ class AdminCommands:
         store = d.store
         sharing = {}
         for name in sorted(d.config.sharing):
-            sharing[name] = (await store.call(sharing_sql.ledger_counts, name))["counts"]
+            sharing[name] = (await store.ledger_counts(name))["counts"]
         queues: dict[str, int] = {"store": store.statistics().queued}
         if d.sharings is not None:
             for name in d.sharings.names():
@@ -173,10 +166,10 @@ class AdminCommands:
                 queues[f"source.{name}"] = d.sources.get(name).sync_send.statistics().current_buffer_used
         st = store.statistics()
         return {
-            "indicators": await store.call(store_query.counts),
-            "by_source": await store.call(store_query.source_counts),
+            "indicators": await store.counts(),
+            "by_source": await store.source_counts(),
             "sharing": sharing,
-            "store": {**await store.call(store_sql.db_size), "requests": st.handled,
+            "store": {**await store.sizes(), "requests": st.handled,
                       "busy_seconds": round(st.busy_seconds, 3)},
             "queues": queues,
             "rates": {"ingested": d.ingest_rate.totals(), "shared": d.share_rate.totals()},
@@ -185,5 +178,5 @@ class AdminCommands:
     async def version(self, args: dict[str, Any]) -> dict[str, Any]:
         return {
             "version": __version__, "python": sys.version.split()[0], "trio": trio.__version__,
-            "httpx": httpx.__version__, "msgspec": msgspec.__version__, "sqlite": sqlite3.sqlite_version,
+            "httpx": httpx.__version__, "msgspec": msgspec.__version__, **self.d.store.engine_versions(),
         }

@@ -6,11 +6,11 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from ctd.store import ledger as sharing_sql
 from ctd.errors import BadRequest
 from ctd.model import iso, now
 from ctd.rules.compiler import Rule
 from ctd.sharing.actor import muted
+from ctd.store import Selection
 
 if TYPE_CHECKING:
     from ctd.daemon.daemon import Daemon
@@ -65,12 +65,8 @@ class SharingCommands:
         rc = cfg.rules[name]
         rule = Rule(rc.filter, rc.exceptions)
         at = now()
-        recent = " AND i.last_seen >= ?" if days else ""
-        extra = [at - days * 86400] if days else []
-        rule_sql, params = rule.sql(at)
-        out = await self.d.store.call(
-            sharing_sql.rule_test, where=f"i.active = 1 AND ({rule_sql}){recent}", params=[*params, *extra]
-        )
+        since = at - days * 86400 if days else None
+        out = await self.d.store.rule_test(Selection(rule=rule, at=at, seen_since=since))
         out.update(rule=name, days=days, muted=muted(rc, at, self.d.mutes.get(name)), sharing=[], warnings=[])
         for sname, sh in sorted(cfg.sharing.items()):
             if sh.rule != name:
@@ -79,10 +75,9 @@ class SharingCommands:
             if handle is None:
                 continue
             sharer = handle.sharer
-            where, wparams = sharer.where(at)
-            res = await self.d.store.call(
-                sharing_sql.rule_test, where=where + recent, params=[*wparams, *extra],
-                size=sharer.spec.size, overhead=sharer.spec.entry_overhead, sample=0,
+            res = await self.d.store.rule_test(
+                sharer.selection(at, seen_since=since), size=sharer.spec.size,
+                overhead=sharer.spec.entry_overhead, sample=0,
             )
             warnings = limit_warnings(res["total"], res["bytes"], sharer.max_entries, sharer.max_bytes)
             out["sharing"].append({
@@ -99,7 +94,7 @@ class SharingCommands:
         entry = handle.status.as_dict() if handle else {
             "name": name, "sources": sh.sources, "rule": sh.rule, "destination": sh.destination,
             "action": sh.action, "state": "stopped"}
-        ledger = await self.d.store.call(sharing_sql.ledger_counts, name)
+        ledger = await self.d.store.ledger_counts(name)
         entry["counts"] = ledger["counts"]
         entry["last_run"] = entry.get("last_run") or iso(ledger["last_run"])
         entry["last_success"] = entry.get("last_success") or iso(ledger["last_success"])
@@ -115,9 +110,7 @@ class SharingCommands:
         sh = self.d.config.sharing[name]
         entry["interval_s"] = float(sh.interval)
         entry["params"] = msgspec.to_builtins(sh.params)
-        entry["problems"] = await self.d.store.call(
-            sharing_sql.ledger_rows, name, ("failed", "unshared", "retract_pending"), 50
-        )
+        entry["problems"] = await self.d.store.ledger_rows(name, ("failed", "unshared", "retract_pending"), 50)
         return entry
 
     async def sharing_sync(self, args: dict[str, Any]) -> dict[str, Any]:

@@ -19,7 +19,7 @@ import structlog
 import trio
 
 from ctd.service import logs as logs
-from ctd.store import sql as store_sql
+from ctd.ask import Ask, ask
 from ctd.control.access import AccessPolicy
 from ctd.allowlist import Allowlist
 from ctd.config import Config, ConfigDiff, PluginConfig, adapter_class, diff_named, load_config
@@ -27,9 +27,10 @@ from ctd.config_warnings import log_warnings
 from ctd.errors import ConfigError, describe
 from ctd.rates import RateCounter
 from ctd.service.sdnotify import Notifier, run_watchdog, watchdog_interval
+from ctd.sharing.actor import INBOX_SIZE as SHARING_INBOX
 from ctd.sharing.actor import Sharer, ShareNow, ShareResult, SharingStatus, Wake, run_sharing
-from ctd.sources.actor import AllowlistRef, PullResult, SourceStatus, SyncRequest, backoff_delay, run_source
-from ctd.store.actor import StoreClient, run_store
+from ctd.sources.actor import AllowlistRef, PullNow, PullResult, SourceStatus, backoff_delay, run_source
+from ctd.store import IngestResult, Store, run_store
 from ctd.daemon.supervisor import Supervisor
 
 log = structlog.get_logger("ctd.daemon")
@@ -125,7 +126,7 @@ class Daemon:
         self.config = config
         self.notifier = notifier or Notifier.from_env()
         self.started_at = time.time()
-        self.store: StoreClient | None = None
+        self.store: Store | None = None
         self.sources: Supervisor | None = None
         self.sharings: Supervisor | None = None
         self.services: Supervisor | None = None
@@ -148,7 +149,7 @@ class Daemon:
         log_warnings(cfg)
         async with trio.open_nursery() as root:
             self.store = await root.start(run_store, db_path(cfg))
-            self.mutes.update(await self.store.call(store_sql.get_mutes))
+            self.mutes.update(await self.store.mutes())
             with trio.open_signal_receiver(signal.SIGHUP, signal.SIGTERM, signal.SIGINT) as signals:
                 policy = AccessPolicy(cfg.daemon.socket_group, cfg.daemon.admin_group)
                 await root.start(
@@ -195,14 +196,14 @@ class Daemon:
     async def _start_source(self, name: str, plugin: PluginConfig) -> None:
         assert self.sources is not None and self.store is not None
         status = SourceStatus(name, plugin)
-        send, recv = trio.open_memory_channel[SyncRequest](SYNC_QUEUE)
+        send, recv = trio.open_memory_channel[Ask](SYNC_QUEUE)
         adapter = make_adapter(name, plugin)
         await self.sources.start(
             name, plugin, SourceHandle(status, send), run_closing, adapter, run_source,
             name, plugin, adapter, self.store, self.allowlist, status, recv, self._on_commit,
         )
 
-    def _on_commit(self, source: str, res: store_sql.IngestResult) -> None:
+    def _on_commit(self, source: str, res: IngestResult) -> None:
         self.ingest_rate.add(res.new + res.updated)
         if res.new or res.updated or res.retracted:
             self.wake_sharing(source)
@@ -215,7 +216,7 @@ class Daemon:
         sharer = Sharer(name, sh, cfg.rules[sh.rule], dest, make_adapter(sh.destination, dest), self.store,
                         mutes=self.mutes, rate=self.share_rate)
         status = SharingStatus(name, sh)
-        send, recv = trio.open_memory_channel[Any](8)
+        send, recv = trio.open_memory_channel[Wake | Ask](SHARING_INBOX)
         await self.sharings.start(name, sharing_key(cfg, name), SharingHandle(status, send, sharer),
                                   run_closing, sharer.adapter, run_sharing, sharer, status, recv)
 
@@ -246,7 +247,7 @@ class Daemon:
         while True:
             await trio.sleep(float(self.config.daemon.housekeeping_interval))
             assert self.store is not None
-            n = await self.store.call(store_sql.expire, int(time.time()))
+            n = await self.store.expire(int(time.time()))
             if n:
                 log.info("indicators expired", ctd_event="indicators_expired", ctd_count=n)
                 self.wake_sharing()
@@ -293,9 +294,7 @@ class Daemon:
         if allow_changed:
             # Running sources read the matcher per batch: no restart needed.
             self.allowlist.current = allowlist_matcher(new)
-            n = await self.store.call(
-                store_sql.reapply_allowlist, self.allowlist.current or (lambda t, v: False), int(time.time())
-            )
+            n = await self.store.reapply_allowlist(self.allowlist.current, int(time.time()))
             log.info("allowlist applied", ctd_event="allowlist_applied", ctd_count=n)
         for name in diff.added + diff.changed:
             await self._start_source(name, new_pull[name])
@@ -327,17 +326,11 @@ class Daemon:
         handle: SharingHandle | None = self.sharings.get(name)
         if handle is None:
             raise ConfigError(f"no sharing configuration named {name!r}")
-        send, recv = trio.open_memory_channel[ShareResult](1)
-        await handle.inbox.send(ShareNow(send, days=days, resync=resync))
-        async with recv:
-            return await recv.receive()
+        return await ask(handle.inbox, ShareNow(days=days, resync=resync), who=f"sharing {name!r}")
 
     async def sync(self, name: str) -> PullResult:
         assert self.sources is not None
         handle: SourceHandle | None = self.sources.get(name)
         if handle is None:
             raise ConfigError(f"no pulling source named {name!r}")
-        send, recv = trio.open_memory_channel[PullResult](1)
-        await handle.sync_send.send(SyncRequest(send))
-        async with recv:
-            return await recv.receive()
+        return await ask(handle.sync_send, PullNow(), who=f"source {name!r}")

@@ -11,7 +11,7 @@ from ctd.daemon.daemon import allowlist_matcher, close_adapter, db_path, make_ad
 from ctd.sharing.actor import Sharer, ShareResult
 from ctd.errors import describe
 from ctd.sources.actor import AllowlistRef, PullResult, SourceStatus, pull_once
-from ctd.store.actor import run_store
+from ctd.store import run_store
 
 
 async def run_once(cfg: Config) -> int:

@@ -14,16 +14,19 @@ never) makes a comparison false and its negation true, as in Python.
 from __future__ import annotations
 
 import re
-import sqlite3
 from collections.abc import Callable, Sequence
 from functools import lru_cache
 from ipaddress import ip_network
 from socket import AF_INET, AF_INET6, inet_pton
+from typing import TYPE_CHECKING
 
 import msgspec
 
 from ctd.model import SEVERITY_RANK
 from ctd.rules.parser import And, Cmp, Node, Not, Now, Or, RuleError, parse
+
+if TYPE_CHECKING:
+    import sqlite3  # the store passes its connection in; only ctd/store/ opens one
 
 __all__ = ["CompiledRule", "Rule", "RuleError", "Subject", "compile_filter", "register_sql_functions"]
 

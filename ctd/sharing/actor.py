@@ -15,10 +15,10 @@ from datetime import timezone
 from typing import Any
 
 import msgspec
+import outcome
 import structlog
 import trio
 
-from ctd.store import ledger as sharing_sql
 from ctd.adapters.base import ActionSpec, PushResult, ShareItem
 from ctd.config import PluginConfig, RuleConfig, SharingConfig
 from ctd.errors import AuthError, CtdError, SourceUnavailable
@@ -26,20 +26,22 @@ from ctd.model import iso, now
 from ctd.rates import RateCounter
 from ctd.rules.compiler import Rule
 from ctd.errors import describe
+from ctd.ask import Ask, answer, close_inbox
 from ctd.sources.actor import backoff_delay
-from ctd.store.actor import StoreClient
+from ctd.store import PlanSharing, Selection, Store
 
 log = structlog.get_logger("ctd.sharing")
 
-INBOX_SIZE = 8
+INBOX_SIZE = 8  # wake-ups beyond it are dropped: a pass is already due
 
 
 class Wake(msgspec.Struct, frozen=True):
     """The store committed changes this sharing may care about."""
 
 
-class ShareNow(msgspec.Struct, frozen=True):
-    reply: trio.MemorySendChannel
+class ShareNow(msgspec.Struct, frozen=True, kw_only=True):
+    """Ask for a pass now (after marking IoCs seen in the last ``days`` for re-sharing if ``resync``)."""
+
     days: int | None = None
     resync: bool = False
 
@@ -95,7 +97,7 @@ class Sharer:
     """Everything one sharing configuration needs for a pass."""
 
     def __init__(
-        self, name: str, sh: SharingConfig, rule: RuleConfig, dest: PluginConfig, adapter: Any, store: StoreClient,
+        self, name: str, sh: SharingConfig, rule: RuleConfig, dest: PluginConfig, adapter: Any, store: Store,
         *, mutes: dict[str, int] | None = None, rate: RateCounter | None = None,
     ) -> None:
         self.name = name
@@ -114,13 +116,12 @@ class Sharer:
         self.max_entries = _min(self.max_entries, self.spec.max_entries)
         self.max_bytes = _min(self.max_bytes, self.spec.max_bytes)
 
-    def where(self, at: int) -> tuple[str, list[Any]]:
-        rule_sql, rule_params = self.rule.sql(at)
-        if self.spec.types is not None:
-            marks = ",".join("?" * len(self.spec.types))
-            rule_sql = f"({rule_sql}) AND i.type IN ({marks})"
-            rule_params = [*rule_params, *self.spec.types]
-        return sharing_sql.candidate_where(rule_sql, rule_params, self.sh.sources, self.sh.destination)
+    def selection(self, at: int, *, seen_since: int | None = None) -> Selection:
+        """What this sharing sends at ``at``: the rule's matches of the action's types, from its
+        sources, never back to the destination that reported them."""
+        types = tuple(self.spec.types) if self.spec.types is not None else None
+        return Selection(rule=self.rule, at=at, types=types, sources=tuple(self.sh.sources),
+                         not_from=self.sh.destination, seen_since=seen_since)
 
     async def share_once(self) -> ShareResult:
         """Plan and deliver one pass; raises the destination's error (nothing marked shared then)."""
@@ -129,13 +130,12 @@ class Sharer:
         if muted(self.rule_cfg, at, self.mutes.get(self.sh.rule)):
             result.muted = True
             return result
-        where, params = self.where(at)
         incremental = self.spec.mode == "incremental"
-        plan = await self.store.call(
-            sharing_sql.plan, name=self.name, where=where, params=params, size=self.spec.size,
+        plan = await self.store.plan_sharing(PlanSharing(
+            sharing=self.name, selection=self.selection(at), size=self.spec.size,
             overhead=self.spec.entry_overhead, max_entries=self.max_entries, max_bytes=self.max_bytes,
             incremental=incremental, now=at,
-        )
+        ))
         result.candidates, result.unshared = plan.candidates, plan.over_limit
         if plan.over_limit:
             log.warning("destination limit reached: oldest IoCs not shared", ctd_event="indicators_unshared",
@@ -145,7 +145,7 @@ class Sharer:
             await self._deliver(result, retraction=False)
         else:
             await self._replace(result)
-        await self.store.call(sharing_sql.finish, self.name, now=now(), error=None)
+        await self.store.finish_pass(self.name, now=now(), error=None)
         return result
 
     async def _call(self, method: str, items: list[ShareItem]) -> PushResult:
@@ -153,9 +153,8 @@ class Sharer:
             return await getattr(self.adapter, method)(self.sh.action, self.sh.params, items)
 
     async def _deliver(self, result: ShareResult, *, retraction: bool) -> None:
-        state = "retract_pending" if retraction else "pending"
         while True:
-            batch = await self.store.call(sharing_sql.fetch_state, self.name, state, self.spec.batch_size)
+            batch = await self.store.fetch_pending(self.name, retraction=retraction, limit=self.spec.batch_size)
             if not batch:
                 return
             items = [it for _, it in batch]
@@ -163,8 +162,8 @@ class Sharer:
             by_value = {it.value: iid for iid, it in batch}
             rejected = {by_value[v]: reason for v, reason in res.rejected.items() if v in by_value}
             done = [iid for iid, _ in batch if iid not in rejected]
-            await self.store.call(sharing_sql.record, self.name, done=done, rejected=rejected,
-                                  retraction=retraction, now=now())
+            await self.store.record_delivery(self.name, done=done, rejected=rejected,
+                                             retraction=retraction, now=now())
             ok_items = [it for iid, it in batch if iid not in rejected]
             bad_items = [it for iid, it in batch if iid in rejected]
             if retraction:
@@ -179,7 +178,7 @@ class Sharer:
             self._refused(bad_items, res.rejected)
 
     async def _replace(self, result: ShareResult) -> None:
-        list_hash, last_hash = await self.store.call(sharing_sql.list_hash, self.name)
+        list_hash, last_hash = await self.store.list_hash(self.name)
         present = getattr(self.adapter, "target_present", None)
         if present is not None and not present(self.sh.action, self.sh.params):
             last_hash = None  # the destination lost the list (deleted file): deliver it again
@@ -187,7 +186,7 @@ class Sharer:
         if list_hash == last_hash:
             result.unchanged = True
         else:
-            items = await self.store.call(sharing_sql.full_list, self.name)
+            items = await self.store.full_list(self.name)
             res = await self._call("replace", [it for _, it in items])
             by_value = {it.value: iid for iid, it in items}
             rejected = {by_value[v]: reason for v, reason in res.rejected.items() if v in by_value}
@@ -197,9 +196,8 @@ class Sharer:
                 self.rate.add(result.pushed)
             self._audit("indicators_shared", [it for iid, it in items if iid not in rejected])
             self._refused([it for iid, it in items if iid in rejected], res.rejected)
-        result.retracted = await self.store.call(
-            sharing_sql.record_full, self.name, list_hash=list_hash, rejected=rejected, now=now(),
-            unchanged=result.unchanged,
+        result.retracted = await self.store.record_full(
+            self.name, list_hash=list_hash, rejected=rejected, now=now(), unchanged=result.unchanged,
         )
 
     def _refused(self, items: list[ShareItem], reasons: dict[str, str]) -> None:
@@ -241,64 +239,76 @@ def _min(a: int | None, b: int | None) -> int | None:
 async def run_sharing(
     sharer: Sharer,
     status: SharingStatus,
-    inbox: trio.MemoryReceiveChannel,
+    inbox: trio.MemoryReceiveChannel[Wake | Ask],
     *,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Share on schedule, on wake-ups and on request until cancelled."""
+    """Share on schedule, on wake-ups and on request (``Ask(ShareNow())``) until cancelled."""
     structlog.contextvars.bind_contextvars(ctd_sharing=sharer.name)
     interval = float(sharer.sh.interval)
     delay = 0.0  # a new configuration shares the existing matching IoCs at once
     was_muted = False
     task_status.started()
-    async with inbox:
+    try:
         while True:
             status.next_run = now() + int(delay) if delay != float("inf") else None
-            msgs: list[Any] = []
-            with trio.move_on_after(delay):
-                msgs.append(await inbox.receive())
-            while True:  # coalesce everything already queued into this pass
-                try:
-                    msgs.append(inbox.receive_nowait())
-                except trio.WouldBlock:
-                    break
-            requests = [m for m in msgs if isinstance(m, ShareNow)]
-            for req in requests:
-                if req.resync:
-                    since = now() - req.days * 86400 if req.days else None
-                    await sharer.store.call(sharing_sql.resync, sharer.name, since=since)
-            status.state = "sharing"
-            status.last_run = now()
+            msgs: list[Wake | Ask] = []
+            requests: list[Ask] = []
             try:
-                result = await sharer.share_once()
-                status.failures = 0
-                status.last_error = None
-                status.last_success = now() if not result.muted else status.last_success
-                delay = interval
-            except AuthError as exc:
-                result = await _failed(sharer, status, exc)
-                delay = float("inf")
-                status.state = "disabled"
-            except (SourceUnavailable, trio.TooSlowError, CtdError) as exc:
-                result = await _failed(sharer, status, exc)
-                retry_after = exc.retry_after if isinstance(exc, SourceUnavailable) else None
-                delay = backoff_delay(status.failures, retry_after)
-            except Exception as exc:  # noqa: BLE001 - an adapter bug must not kill the daemon
-                log.exception("sharing pass crashed", ctd_event="sharing_failed")
-                result = await _failed(sharer, status, exc, logged=True)
-                delay = backoff_delay(status.failures, None)
-            if result.muted != was_muted:
-                log.info("rule muted" if result.muted else "rule unmuted",
-                         ctd_event="rule_muted" if result.muted else "rule_unmuted", ctd_rule=sharer.sh.rule)
-                was_muted = result.muted
-            if status.state == "sharing":
-                status.state = "muted" if result.muted else "idle"
-            status.last_result = result
-            for req in requests:
-                try:
-                    req.reply.send_nowait(result)
-                except (trio.BrokenResourceError, trio.WouldBlock):
-                    pass
+                with trio.move_on_after(delay):
+                    msgs.append(await inbox.receive())
+                while True:  # coalesce everything already queued into this pass
+                    try:
+                        msgs.append(inbox.receive_nowait())
+                    except trio.WouldBlock:
+                        break
+                requests = [m for m in msgs if isinstance(m, Ask)]
+                result, delay = await _pass(sharer, status, requests, interval)
+                if result.muted != was_muted:
+                    log.info("rule muted" if result.muted else "rule unmuted",
+                             ctd_event="rule_muted" if result.muted else "rule_unmuted", ctd_rule=sharer.sh.rule)
+                    was_muted = result.muted
+                if status.state == "sharing":
+                    status.state = "muted" if result.muted else "idle"
+                status.last_result = result
+                for req in requests:
+                    answer(req.reply, outcome.Value(result))
+            finally:
+                for req in requests:
+                    req.reply.close()  # cancelled mid-pass: the askers get an error, not a hang
+    finally:
+        close_inbox(inbox)
+
+
+async def _pass(
+    sharer: Sharer, status: SharingStatus, requests: list[Ask], interval: float
+) -> tuple[ShareResult, float]:
+    """One pass (after the re-sharing the requests ask for): its result and the delay before the next."""
+    for req in requests:
+        share: ShareNow = req.request
+        if share.resync:
+            since = now() - share.days * 86400 if share.days else None
+            await sharer.store.resync(sharer.name, since=since)
+    status.state = "sharing"
+    status.last_run = now()
+    try:
+        result = await sharer.share_once()
+        status.failures = 0
+        status.last_error = None
+        status.last_success = now() if not result.muted else status.last_success
+        return result, interval
+    except AuthError as exc:
+        result = await _failed(sharer, status, exc)
+        status.state = "disabled"
+        return result, float("inf")
+    except (SourceUnavailable, trio.TooSlowError, CtdError) as exc:
+        result = await _failed(sharer, status, exc)
+        retry_after = exc.retry_after if isinstance(exc, SourceUnavailable) else None
+        return result, backoff_delay(status.failures, retry_after)
+    except Exception as exc:  # noqa: BLE001 - an adapter bug must not kill the daemon
+        log.exception("sharing pass crashed", ctd_event="sharing_failed")
+        result = await _failed(sharer, status, exc, logged=True)
+        return result, backoff_delay(status.failures, None)
 
 
 async def _failed(sharer: Sharer, status: SharingStatus, exc: BaseException, logged: bool = False) -> ShareResult:
@@ -308,5 +318,5 @@ async def _failed(sharer: Sharer, status: SharingStatus, exc: BaseException, log
     status.state = "backoff"
     if not logged:
         log.error("sharing pass failed", ctd_event="sharing_failed", error=msg, ctd_destination=sharer.sh.destination)
-    await sharer.store.call(sharing_sql.finish, sharer.name, now=now(), error=msg)
+    await sharer.store.finish_pass(sharer.name, now=now(), error=msg)
     return ShareResult(sharing=sharer.name, error=msg)

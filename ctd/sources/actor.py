@@ -14,14 +14,15 @@ from contextlib import aclosing
 from typing import Any
 
 import msgspec
+import outcome
 import structlog
 import trio
 
-from ctd.store import sql as store_sql
+from ctd.ask import Ask, answer, close_inbox
 from ctd.config import PluginConfig
 from ctd.errors import AuthError, CtdError, SourceUnavailable, UpstreamDataError, describe
 from ctd.model import Batch, PullContext, iso, now
-from ctd.store.actor import StoreClient, to_stage_rows
+from ctd.store import IngestBatch, IngestResult, Store, to_stage_rows
 
 log = structlog.get_logger("ctd.source")
 
@@ -30,6 +31,8 @@ BACKOFF_CAP = 3600.0
 
 
 class PullCounts(msgspec.Struct, kw_only=True):
+    """What pulls did: the counts are defined here once."""
+
     new: int = 0
     updated: int = 0
     invalid: int = 0
@@ -37,17 +40,14 @@ class PullCounts(msgspec.Struct, kw_only=True):
     batches: int = 0
 
     def add(self, other: "PullCounts") -> None:
-        for f in self.__struct_fields__:
+        for f in PullCounts.__struct_fields__:
             setattr(self, f, getattr(self, f) + getattr(other, f))
 
 
-class PullResult(msgspec.Struct, kw_only=True):
+class PullResult(PullCounts, kw_only=True):
+    """One pull cycle: its counts, how long it took, and its error if it failed."""
+
     source: str
-    new: int = 0
-    updated: int = 0
-    invalid: int = 0
-    retracted: int = 0
-    batches: int = 0
     duration_s: float = 0.0
     error: str | None = None
 
@@ -86,8 +86,8 @@ class AllowlistRef:
         self.current = current
 
 
-class SyncRequest(msgspec.Struct, frozen=True):
-    reply: trio.MemorySendChannel
+class PullNow(msgspec.Struct, frozen=True):
+    """Ask a source actor to pull at once; the answer is the cycle's ``PullResult``."""
 
 
 def backoff_delay(failures: int, retry_after: float | None, rng: Callable[[], float] = random.random) -> float:
@@ -103,10 +103,10 @@ async def pull_once(
     name: str,
     plugin: PluginConfig,
     adapter: Any,
-    store: StoreClient,
+    store: Store,
     allowlist: "AllowlistRef",
     status: SourceStatus,
-    on_commit: Callable[[str, store_sql.IngestResult], None] | None = None,
+    on_commit: Callable[[str, IngestResult], None] | None = None,
 ) -> PullResult:
     """Run one pull cycle to completion; raises the adapter's error after recording it."""
     started = trio.current_time()
@@ -114,14 +114,14 @@ async def pull_once(
     status.state = "pulling"
     status.last_run = cycle_start
     counts = PullCounts()
-    cp = await store.call(store_sql.get_checkpoint, name)
+    cp = await store.checkpoint(name)
     ctx = PullContext(
-        since=cp["last_run"] if cp["last_run"] is not None else cycle_start - int(plugin.initial_range),
+        since=cp.last_run if cp.last_run is not None else cycle_start - int(plugin.initial_range),
         now=cycle_start,
-        cursor=cp["cursor"],
-        sub_checkpoint=cp["sub"],
+        cursor=cp.cursor,
+        sub_checkpoint=cp.sub,
     )
-    fresh = cp["sub"] is None
+    fresh = cp.sub is None
     # Parse the next batch while the store commits this one.
     send, recv = trio.open_memory_channel[Any](1)
 
@@ -150,11 +150,11 @@ async def pull_once(
                             break
                         batch, rows = item
                         try:
-                            res = await store.ingest(
+                            res = await store.ingest(IngestBatch(
                                 source=name, rows=rows, policy=plugin.reconcile, aging_days=plugin.aging_days,
                                 now=now(), fresh=fresh, snapshot_end=batch.snapshot_end,
                                 sub=batch.sub_checkpoint, cursor=batch.cursor,
-                            )
+                            ))
                         except Exception as exc:  # noqa: BLE001 - raised below, outside the nursery
                             failure = exc
                             nursery.cancel_scope.cancel()
@@ -166,7 +166,7 @@ async def pull_once(
                         _log_batch(name, batch, res)
             if failure is not None:
                 raise failure
-        await store.call(store_sql.complete_pull, name, cycle_start, now())
+        await store.complete_pull(name, cycle_start, now())
     except BaseException as exc:
         if not isinstance(exc, trio.Cancelled):
             status.last_error = describe(exc)
@@ -189,7 +189,7 @@ async def pull_once(
     return result
 
 
-def _count(counts: PullCounts, batch: Batch, res: store_sql.IngestResult) -> None:
+def _count(counts: PullCounts, batch: Batch, res: IngestResult) -> None:
     counts.new += res.new
     counts.updated += res.updated
     counts.retracted += res.retracted
@@ -197,7 +197,7 @@ def _count(counts: PullCounts, batch: Batch, res: store_sql.IngestResult) -> Non
     counts.batches += 1
 
 
-def _log_batch(name: str, batch: Batch, res: store_sql.IngestResult) -> None:
+def _log_batch(name: str, batch: Batch, res: IngestResult) -> None:
     log.debug(
         "batch ingested", ctd_event="batch_ingested", new=res.new, updated=res.updated,
         retracted=res.retracted, ctd_count=len(batch.sightings),
@@ -215,67 +215,78 @@ async def run_source(
     name: str,
     plugin: PluginConfig,
     adapter: Any,
-    store: StoreClient,
+    store: Store,
     allowlist: "AllowlistRef",
     status: SourceStatus,
-    sync_requests: trio.MemoryReceiveChannel,
-    on_commit: Callable[[str, store_sql.IngestResult], None] | None = None,
+    sync_requests: trio.MemoryReceiveChannel[Ask],
+    on_commit: Callable[[str, IngestResult], None] | None = None,
     *,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Pull on schedule and on demand until cancelled."""
+    """Pull on schedule and on demand (``Ask(PullNow())``) until cancelled."""
     structlog.contextvars.bind_contextvars(ctd_source=name)
-    cp = await store.call(store_sql.get_checkpoint, name)
-    status.last_success = cp["last_success"]
-    status.last_error = cp["last_error"]
-    if cp["last_run"] is None or cp["sub"] is not None:
-        delay = 0.0  # never pulled, or a pull was interrupted: go now
-    else:
-        delay = max(0.0, cp["last_run"] + float(plugin.sync_interval) - now())
-    task_status.started()
-    waiting: list[SyncRequest] = []
-    async with sync_requests:
+    try:
+        cp = await store.checkpoint(name)
+        status.last_success = cp.last_success
+        status.last_error = cp.last_error
+        if cp.last_run is None or cp.sub is not None:
+            delay = 0.0  # never pulled, or a pull was interrupted: go now
+        else:
+            delay = max(0.0, cp.last_run + float(plugin.sync_interval) - now())
+        task_status.started()
         while True:
             status.next_run = now() + int(delay) if delay != float("inf") else None
-            if not waiting:
+            waiting: list[Ask] = []
+            try:
                 with trio.move_on_after(delay):
                     waiting.append(await sync_requests.receive())
-            while True:  # collect every sync request already queued: one pull serves them all
-                try:
-                    waiting.append(sync_requests.receive_nowait())
-                except trio.WouldBlock:
-                    break
-            status.next_run = None
-            try:
-                result = await pull_once(name, plugin, adapter, store, allowlist, status, on_commit)
-                delay = float(plugin.sync_interval)
-            except AuthError as exc:
-                result = PullResult(source=name, error=describe(exc))
-                await _record_failure(store, name, exc)
-                status.state = "disabled"
-                delay = float("inf")  # until the config is reloaded
-            except (SourceUnavailable, UpstreamDataError, trio.TooSlowError, CtdError) as exc:
-                result = PullResult(source=name, error=describe(exc))
-                await _record_failure(store, name, exc)
-                retry_after = exc.retry_after if isinstance(exc, SourceUnavailable) else None
-                delay = backoff_delay(status.failures, retry_after)
-                status.state = "backoff"
-            except Exception as exc:  # noqa: BLE001 - an adapter bug must not kill the daemon
-                log.exception("source pull crashed", ctd_event="source_pull_failed")
-                result = PullResult(source=name, error=describe(exc))
-                await _record_failure(store, name, exc, logged=True)
-                delay = backoff_delay(status.failures, None)
-                status.state = "backoff"
-            for req in waiting:
-                try:
-                    req.reply.send_nowait(result)
-                except (trio.BrokenResourceError, trio.WouldBlock):
-                    pass
-            waiting.clear()
+                while True:  # collect every sync request already queued: one pull serves them all
+                    try:
+                        waiting.append(sync_requests.receive_nowait())
+                    except trio.WouldBlock:
+                        break
+                status.next_run = None
+                result, delay = await _pull(name, plugin, adapter, store, allowlist, status, on_commit)
+                for req in waiting:
+                    answer(req.reply, outcome.Value(result))
+            finally:
+                for req in waiting:
+                    req.reply.close()  # cancelled mid-pull: the askers get an error, not a hang
+    finally:
+        close_inbox(sync_requests)
 
 
-async def _record_failure(store: StoreClient, name: str, exc: BaseException, logged: bool = False) -> None:
+async def _pull(
+    name: str,
+    plugin: PluginConfig,
+    adapter: Any,
+    store: Store,
+    allowlist: "AllowlistRef",
+    status: SourceStatus,
+    on_commit: Callable[[str, IngestResult], None] | None,
+) -> tuple[PullResult, float]:
+    """One scheduled or requested pull: its result and the delay before the next one."""
+    try:
+        result = await pull_once(name, plugin, adapter, store, allowlist, status, on_commit)
+        return result, float(plugin.sync_interval)
+    except AuthError as exc:
+        await _record_failure(store, name, exc)
+        status.state = "disabled"
+        return PullResult(source=name, error=describe(exc)), float("inf")  # until the config is reloaded
+    except (SourceUnavailable, UpstreamDataError, trio.TooSlowError, CtdError) as exc:
+        await _record_failure(store, name, exc)
+        retry_after = exc.retry_after if isinstance(exc, SourceUnavailable) else None
+        status.state = "backoff"
+        return PullResult(source=name, error=describe(exc)), backoff_delay(status.failures, retry_after)
+    except Exception as exc:  # noqa: BLE001 - an adapter bug must not kill the daemon
+        log.exception("source pull crashed", ctd_event="source_pull_failed")
+        await _record_failure(store, name, exc, logged=True)
+        status.state = "backoff"
+        return PullResult(source=name, error=describe(exc)), backoff_delay(status.failures, None)
+
+
+async def _record_failure(store: Store, name: str, exc: BaseException, logged: bool = False) -> None:
     msg = describe(exc)
     if not logged:
         log.error("source pull failed", ctd_event="source_pull_failed", error=msg, error_type=type(exc).__name__)
-    await store.call(store_sql.record_error, name, msg)
+    await store.record_error(name, msg)

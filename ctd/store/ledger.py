@@ -17,6 +17,7 @@ import msgspec
 
 from ctd.adapters.base import ShareItem
 from ctd.model import SEVERITIES
+from ctd.store.requests import Plan, PlanSharing, PreviewSelection, Selection
 from ctd.store.sql import transaction
 
 _tags = msgspec.json.Decoder(list[str])
@@ -43,14 +44,6 @@ ITEM_COLS = (
 )
 
 
-class Plan(msgspec.Struct, frozen=True, kw_only=True):
-    candidates: int
-    fit: int
-    over_limit: int
-    to_push: int
-    to_retract: int
-
-
 def sharing_id(conn: sqlite3.Connection, name: str) -> int:
     row = conn.execute("SELECT id FROM sharing WHERE name = ?", (name,)).fetchone()
     if row:
@@ -59,10 +52,26 @@ def sharing_id(conn: sqlite3.Connection, name: str) -> int:
         return conn.execute("INSERT INTO sharing(name) VALUES (?) RETURNING id", (name,)).fetchone()[0]
 
 
-def candidate_where(rule_sql: str, rule_params: list[Any], sources: list[str], destination: str) -> tuple[str, list[Any]]:
-    marks = ",".join("?" * len(sources))
-    where = f"i.active = 1 AND ({rule_sql}) AND {LIVE_FROM.format(marks=marks)} AND {NOT_FROM_DEST}"
-    return where, [*rule_params, *sources, destination]
+def selection_where(sel: Selection) -> tuple[str, list[Any]]:
+    """A WHERE clause over ``indicator i`` and its params for ``sel``.
+
+    The rule is compiled here, at the store, because its SQL is SQLite's dialect.
+    """
+    rule_sql, params = sel.rule.sql(sel.at)
+    if sel.types is not None:
+        rule_sql = f"({rule_sql}) AND i.type IN ({','.join('?' * len(sel.types))})"
+        params.extend(sel.types)
+    parts = ["i.active = 1", f"({rule_sql})"]
+    if sel.sources is not None:
+        parts.append(LIVE_FROM.format(marks=",".join("?" * len(sel.sources))))
+        params.extend(sel.sources)
+    if sel.not_from is not None:
+        parts.append(NOT_FROM_DEST)
+        params.append(sel.not_from)
+    if sel.seen_since is not None:
+        parts.append("i.last_seen >= ?")
+        params.append(sel.seen_since)
+    return " AND ".join(parts), params
 
 
 def _select_candidates(
@@ -91,19 +100,18 @@ def _select_candidates(
         )
 
 
-def plan(
-    conn: sqlite3.Connection, *, name: str, where: str, params: list[Any], size: str, overhead: int,
-    max_entries: int | None, max_bytes: int | None, incremental: bool, now: int,
-) -> Plan:
+def plan(conn: sqlite3.Connection, req: PlanSharing) -> Plan:
     """Select what should be at the destination now and update the ledger to match."""
-    shid = sharing_id(conn, name)
+    shid = sharing_id(conn, req.sharing)
     table = f"cand_{shid}"
+    now = req.now
+    where, params = selection_where(req.selection)
     with transaction(conn):
         conn.execute("UPDATE sharing SET last_run = ? WHERE id = ?", (now, shid))
-        _select_candidates(conn, table, where, params, size, overhead, max_entries, max_bytes)
+        _select_candidates(conn, table, where, params, req.size, req.overhead, req.max_entries, req.max_bytes)
         cands, fit = conn.execute(f"SELECT count(*), coalesce(sum(fit), 0) FROM {table}").fetchone()
         to_push = to_retract = 0
-        if incremental:
+        if req.incremental:
             conn.execute(
                 "INSERT INTO delivery (shid, iid, state, fp, updated_at) "
                 f"SELECT ?, c.iid, 'pending', c.fp, ? FROM {table} c "
@@ -152,9 +160,10 @@ def _item(row: tuple) -> tuple[int, ShareItem]:
     )
 
 
-def fetch_state(conn: sqlite3.Connection, name: str, state: str, limit: int) -> list[tuple[int, ShareItem]]:
-    """Up to ``limit`` ledger rows in ``state``, newest first, as deliverable items."""
+def fetch_pending(conn: sqlite3.Connection, name: str, retraction: bool, limit: int) -> list[tuple[int, ShareItem]]:
+    """Up to ``limit`` ledger rows waiting to be pushed (or withdrawn), newest first, as deliverable items."""
     shid = sharing_id(conn, name)
+    state = "retract_pending" if retraction else "pending"
     rows = conn.execute(
         f"SELECT {ITEM_COLS} FROM delivery d JOIN indicator i ON i.id = d.iid "
         "WHERE d.shid = ? AND d.state = ? ORDER BY i.last_seen DESC, i.id DESC LIMIT ?",
@@ -291,10 +300,10 @@ def ledger_rows(conn: sqlite3.Connection, name: str, states: tuple[str, ...], li
 
 
 
-def rule_test(
-    conn: sqlite3.Connection, *, where: str, params: list[Any], size: str = "text", overhead: int = 1, sample: int = 10
-) -> dict[str, Any]:
-    """Dry run: what ``where`` selects now, by type, with its serialised size and a sample."""
+def rule_test(conn: sqlite3.Connection, req: PreviewSelection) -> dict[str, Any]:
+    """Dry run: what the selection holds now, by type, with its serialised size and a sample."""
+    where, params = selection_where(req.selection)
+    size, overhead, sample = req.size, req.overhead, req.sample
     by_type: dict[str, int] = {}
     total = size_total = 0
     for typ, n, b in conn.execute(

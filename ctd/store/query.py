@@ -98,7 +98,8 @@ def show(conn: sqlite3.Connection, candidates: list[tuple[str, str]], raw: str) 
 
 
 def _where(type_: str | None, source: str | None, active: bool | None) -> tuple[str, list[Any]]:
-    clauses, params = [], []
+    clauses: list[str] = []
+    params: list[Any] = []
     if type_:
         clauses.append("type = ?")
         params.append(type_)

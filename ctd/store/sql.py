@@ -17,18 +17,20 @@ from typing import Any, Iterator
 
 import msgspec
 
+from ctd.store.requests import Checkpoint, IngestBatch, IngestResult
+from ctd.store.rows import STAGE_COLUMNS as _COLUMNS
+from ctd.store.rows import StageRow
 from ctd.store.schema import migrate
 
 _json_enc = msgspec.json.Encoder()
 _json_dec = msgspec.json.Decoder()
 
-STAGE_COLUMNS = (
-    "type, value, first_seen, last_seen, reputation, severity, tags, comments, "
-    "reference, expires_at, retracted, allowlisted"
-)
+STAGE_COLUMNS = ", ".join(_COLUMNS)
 # Rows per staging statement: SQLite binds at most 32,766 parameters.
-_STAGE_CHUNK = 32766 // 12
-_ROW_MARKS = "(" + ",".join("?" * 12) + ")"
+_STAGE_CHUNK = 32766 // len(_COLUMNS)
+_ROW_MARKS = "(" + ",".join("?" * len(_COLUMNS)) + ")"
+# The store's page cache (the RSS it may grow by as the database outgrows it).
+CACHE_KIB = 65536
 
 
 def _stage(conn: sqlite3.Connection, rows: Sequence[StageRow]) -> None:
@@ -47,10 +49,6 @@ def _stage(conn: sqlite3.Connection, rows: Sequence[StageRow]) -> None:
         )
 
 
-# One staged row: (type, value, first_seen, last_seen, reputation, severity(int),
-# tags(json), comments, reference, explicit_expiry, retracted(0/1), allowlisted(0/1))
-StageRow = tuple
-
 
 def connect(path: str) -> sqlite3.Connection:
     """Open (and migrate) the database at ``path`` in WAL mode."""
@@ -60,7 +58,7 @@ def connect(path: str) -> sqlite3.Connection:
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA foreign_keys=OFF")
     conn.execute("PRAGMA temp_store=MEMORY")
-    conn.execute("PRAGMA cache_size=-65536")  # 64 MiB page cache
+    conn.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
     migrate(conn)
     from ctd.rules.compiler import register_sql_functions
 
@@ -93,22 +91,21 @@ def source_id(conn: sqlite3.Connection, name: str) -> int:
         return conn.execute("INSERT INTO source(name) VALUES (?) RETURNING id", (name,)).fetchone()[0]
 
 
-def get_checkpoint(conn: sqlite3.Connection, name: str) -> dict[str, Any]:
+def get_checkpoint(conn: sqlite3.Connection, name: str) -> Checkpoint:
     row = conn.execute(
-        "SELECT last_run, cursor, sub, gen, last_success, last_error FROM source WHERE name = ?",
+        "SELECT last_run, cursor, sub, last_success, last_error FROM source WHERE name = ?",
         (name,),
     ).fetchone()
     if row is None:
-        return {"last_run": None, "cursor": None, "sub": None, "gen": 0, "last_success": None, "last_error": None}
-    last_run, cursor, sub, gen, last_success, last_error = row
-    return {
-        "last_run": last_run,
-        "cursor": _json_dec.decode(cursor) if cursor else None,
-        "sub": _json_dec.decode(sub) if sub else None,
-        "gen": gen,
-        "last_success": last_success,
-        "last_error": last_error,
-    }
+        return Checkpoint()
+    last_run, cursor, sub, last_success, last_error = row
+    return Checkpoint(
+        last_run=last_run,
+        cursor=_json_dec.decode(cursor) if cursor else None,
+        sub=_json_dec.decode(sub) if sub else None,
+        last_success=last_success,
+        last_error=last_error,
+    )
 
 
 def complete_pull(conn: sqlite3.Connection, name: str, cycle_start: int, now: int) -> None:
@@ -229,31 +226,14 @@ WHERE indicator.id = st.iid AND st.iid <= :max_id AND indicator.nsrc = 1
 _SNAPSHOT_SQL = "UPDATE sighting SET retracted = 1 WHERE sid = :sid AND gen < :gen AND retracted = 0 RETURNING iid"
 
 
-class IngestResult(msgspec.Struct, frozen=True, kw_only=True):
-    new: int
-    updated: int
-    retracted: int
-
-
-def ingest(
-    conn: sqlite3.Connection,
-    *,
-    source: str,
-    rows: Sequence[StageRow],
-    policy: str,
-    aging_days: int,
-    now: int,
-    fresh: bool,
-    snapshot_end: bool,
-    sub: dict | None,
-    cursor: dict | None,
-) -> IngestResult:
-    """Merge one batch from ``source`` and commit it together with its checkpoint."""
-    sid = source_id(conn, source)
-    params = {"sid": sid, "aging": aging_days * 86400, "now": now}
+def ingest(conn: sqlite3.Connection, batch: IngestBatch) -> IngestResult:
+    """Merge one batch from its source and commit it together with its checkpoint."""
+    now, rows, sub, cursor = batch.now, batch.rows, batch.sub, batch.cursor
+    sid = source_id(conn, batch.source)
+    params = {"sid": sid, "aging": batch.aging_days * 86400, "now": now}
     with transaction(conn):
         gen = conn.execute("SELECT gen FROM source WHERE id = ?", (sid,)).fetchone()[0]
-        if fresh:
+        if batch.fresh:
             gen += 1
         params["gen"] = gen
         conn.execute("DELETE FROM stage")
@@ -271,7 +251,7 @@ def ingest(
             params,
         )
         conn.execute("UPDATE stage SET multi = iid <= :max_id AND multi + (1 - had) > 1", params)
-        conn.execute(_upsert_sighting_sql(policy), params)
+        conn.execute(_upsert_sighting_sql(batch.policy), params)
         # A new indicator already carries its one source's metadata. An existing one
         # with this as its only source takes the merged provenance row as it is.
         # Only indicators with several sources (or reported twice in this batch)
@@ -291,7 +271,7 @@ def ingest(
         )
         conn.execute(_REFRESH_SQL.format(ids=f"SELECT iid FROM stage WHERE {merge}"), params)
         retracted = 0
-        if snapshot_end:
+        if batch.snapshot_end:
             gone = [r[0] for r in conn.execute(_SNAPSHOT_SQL, params).fetchall()]
             retracted = len(gone)
             if gone:
@@ -347,18 +327,22 @@ def reapply_allowlist(conn: sqlite3.Connection, matches: Any, now: int) -> int:
     return len(flips)
 
 
-def retract(conn: sqlite3.Connection, iid: int, source: str | None, now: int) -> int:
-    """Mark one indicator retracted for ``source`` (or every source); returns rows changed."""
+def retract(conn: sqlite3.Connection, ids: Sequence[int], source: str | None, now: int) -> int:
+    """Mark indicators retracted for ``source`` (or every source); returns rows changed."""
+    n = 0
     with transaction(conn):
-        if source is None:
-            n = conn.execute("UPDATE sighting SET retracted = 1 WHERE iid = ? AND retracted = 0", (iid,)).rowcount
-        else:
-            n = conn.execute(
-                "UPDATE sighting SET retracted = 1 WHERE iid = ? AND retracted = 0 "
-                "AND sid = (SELECT id FROM source WHERE name = ?)",
-                (iid, source),
-            ).rowcount
-        _refresh_ids(conn, [iid], now)
+        for iid in ids:
+            if source is None:
+                n += conn.execute(
+                    "UPDATE sighting SET retracted = 1 WHERE iid = ? AND retracted = 0", (iid,)
+                ).rowcount
+            else:
+                n += conn.execute(
+                    "UPDATE sighting SET retracted = 1 WHERE iid = ? AND retracted = 0 "
+                    "AND sid = (SELECT id FROM source WHERE name = ?)",
+                    (iid, source),
+                ).rowcount
+        _refresh_ids(conn, ids, now)
     return n
 
 

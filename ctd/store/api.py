@@ -1,0 +1,187 @@
+"""The store's typed API: the only way into the store.
+
+Callers hold a :class:`Store` and call its named methods; each builds one of
+the frozen request Structs of :mod:`ctd.store.requests` and hands it to the
+backend's ``_execute``. The requests are plain data (no channels, no SQL), so a
+backend is one ``match`` over them: :mod:`ctd.store.engine` for SQLite, run in
+the store actor's thread behind :class:`ctd.store.actor.StoreClient`; next to
+it, later, a PostgreSQL backend (active/standby daemons) subclasses ``Store``
+the same way and nothing outside ``ctd/store/`` changes.
+
+Decisions that shape the seam:
+
+* **The stage row** is a plain tuple typed as ``StageRow``, its column order
+  written once in ``ctd.store.rows.STAGE_COLUMNS`` and built only by
+  ``to_stage_rows``. A ``NamedTuple`` would document itself, but building one
+  per ingested IoC measured about twice the cost of a tuple (0.6-0.9 us ->
+  1.4-2.1 us per row in ``to_stage_rows``): several percent of an ingest.
+* **Rules cross the seam parsed, not compiled.** A :class:`Selection` carries
+  the ``Rule`` (filter + exceptions, checked when the config was loaded), the
+  moment ``at`` its ``now`` means, and what narrows it (types, sources, loop
+  prevention, last seen). The rule compiler's SQL is SQLite's dialect (GLOB,
+  ``json_each``, a registered ``ctd_cidr_match``), so a compiled where-clause
+  crossing the seam, even as an opaque value, would tie every caller to
+  SQLite: only the SQLite backend (``ledger.selection_where``) calls
+  ``Rule.sql()``. A PostgreSQL backend compiles the same parsed rule its way.
+* **The allowlist crosses as a predicate** ``(type, value) -> bool``: pure,
+  no I/O, evaluated by any backend in Python (as ingest already does).
+* **Indicator ids** cross only as opaque ledger keys (``fetch_pending`` ->
+  ``record_delivery``); callers name indicators by canonical (type, value).
+"""
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+
+from ctd.store.requests import (
+    Allowlisted, Checkpoint, CompletePull, CountBySource, CountIndicators, CountLedger, Expire, ExportPage,
+    FetchPending, FinishPass, GetCheckpoint, GetFullList, GetListHash, GetMutes, GetSizes, IngestBatch,
+    IngestResult, ListLedger, Plan, PlanSharing, PreviewSelection, ReapplyAllowlist, RecordDelivery,
+    RecordFull, RecordPullError, Resync, Retract, SearchIndicators, Selection, SetCheckpoint, SetMute,
+    ShowIndicators, _Request,
+)
+
+# --- the seam ---------------------------------------------------------------------------------
+
+
+class StoreStatistics(msgspec.Struct, frozen=True, kw_only=True):
+    queued: int
+    handled: int
+    busy_seconds: float
+
+
+class Store(abc.ABC):
+    """What every part of ctd may ask of the store. A backend implements the three abstract methods.
+
+    Each named method is one request and, where it writes, one transaction.
+    """
+
+    @abc.abstractmethod
+    async def _execute(self, request: _Request) -> Any:
+        """Perform one request (a ``match`` over the Structs above) and return its result."""
+
+    @abc.abstractmethod
+    def statistics(self) -> StoreStatistics:
+        """Requests queued and handled, and the time spent on them."""
+
+    @abc.abstractmethod
+    def engine_versions(self) -> dict[str, str]:
+        """The database engine's name and version, for ``ctdctl version``."""
+
+    # -- sources and checkpoints
+
+    async def ingest(self, batch: IngestBatch) -> IngestResult:
+        return await self._execute(batch)
+
+    async def checkpoint(self, source: str) -> Checkpoint:
+        return await self._execute(GetCheckpoint(source=source))
+
+    async def set_checkpoint(self, source: str, last_run: int | None) -> None:
+        await self._execute(SetCheckpoint(source=source, last_run=last_run))
+
+    async def complete_pull(self, source: str, cycle_start: int, now: int) -> None:
+        await self._execute(CompletePull(source=source, cycle_start=cycle_start, now=now))
+
+    async def record_error(self, source: str, error: str) -> None:
+        await self._execute(RecordPullError(source=source, error=error))
+
+    # -- housekeeping and operator actions
+
+    async def expire(self, now: int) -> int:
+        """How many indicators became inactive."""
+        return await self._execute(Expire(now=now))
+
+    async def reapply_allowlist(self, allowlisted: Allowlisted | None, now: int) -> int:
+        """How many indicators flipped."""
+        return await self._execute(ReapplyAllowlist(allowlisted=allowlisted, now=now))
+
+    async def retract(self, candidates: Sequence[tuple[str, str]], *, source: str | None, now: int) -> int | None:
+        """Provenance entries retracted; None when no indicator matches."""
+        return await self._execute(Retract(candidates=tuple(candidates), source=source, now=now))
+
+    async def set_mute(self, rule: str, until: int) -> None:
+        await self._execute(SetMute(rule=rule, until=until))
+
+    async def mutes(self) -> dict[str, int]:
+        """Operator mute overrides: rule name -> muted until (0 = unmuted)."""
+        return await self._execute(GetMutes())
+
+    # -- reads for ctdctl (JSON-ready, times ISO 8601)
+
+    async def counts(self) -> dict[str, Any]:
+        return await self._execute(CountIndicators())
+
+    async def source_counts(self) -> dict[str, int]:
+        """Unretracted provenance entries per source name."""
+        return await self._execute(CountBySource())
+
+    async def show(self, candidates: Sequence[tuple[str, str]], raw: str) -> list[dict[str, Any]]:
+        return await self._execute(ShowIndicators(candidates=tuple(candidates), raw=raw))
+
+    async def search(
+        self, *, type_: str | None, source: str | None, active: bool | None, limit: int
+    ) -> list[dict[str, Any]]:
+        return await self._execute(SearchIndicators(type=type_, source=source, active=active, limit=limit))
+
+    async def export_page(
+        self, *, after: int, limit: int, type_: str | None, source: str | None, active: bool | None
+    ) -> tuple[list[dict[str, Any]], int]:
+        """One page and the key to pass as ``after`` for the next one."""
+        return await self._execute(ExportPage(after=after, limit=limit, type=type_, source=source, active=active))
+
+    async def sizes(self) -> dict[str, int]:
+        """Bytes on disk (database, WAL, shared memory)."""
+        return await self._execute(GetSizes())
+
+    # -- sharing and the delivery ledger
+
+    async def plan_sharing(self, plan: PlanSharing) -> Plan:
+        return await self._execute(plan)
+
+    async def fetch_pending(self, sharing: str, *, retraction: bool, limit: int) -> list[tuple[int, Any]]:
+        """``(ledger key, ShareItem)`` pairs to push (or withdraw)."""
+        return await self._execute(FetchPending(sharing=sharing, retraction=retraction, limit=limit))
+
+    async def record_delivery(
+        self, sharing: str, *, done: Sequence[int], rejected: dict[int, str], retraction: bool, now: int
+    ) -> None:
+        await self._execute(
+            RecordDelivery(sharing=sharing, done=done, rejected=rejected, retraction=retraction, now=now)
+        )
+
+    async def list_hash(self, sharing: str) -> tuple[str, str | None]:
+        """The hash of the planned full list and the hash last delivered."""
+        return await self._execute(GetListHash(sharing=sharing))
+
+    async def full_list(self, sharing: str) -> list[tuple[int, Any]]:
+        """The planned full list, newest first, as ``(ledger key, ShareItem)`` pairs."""
+        return await self._execute(GetFullList(sharing=sharing))
+
+    async def record_full(
+        self, sharing: str, *, list_hash: str | None, rejected: dict[int, str], now: int, unchanged: bool = False
+    ) -> int:
+        """How many entries were withdrawn (absent from the delivered list)."""
+        return await self._execute(
+            RecordFull(sharing=sharing, list_hash=list_hash, rejected=rejected, now=now, unchanged=unchanged)
+        )
+
+    async def finish_pass(self, sharing: str, *, now: int, error: str | None) -> None:
+        await self._execute(FinishPass(sharing=sharing, now=now, error=error))
+
+    async def resync(self, sharing: str, *, since: int | None) -> int:
+        return await self._execute(Resync(sharing=sharing, since=since))
+
+    async def ledger_counts(self, sharing: str) -> dict[str, Any]:
+        """Entries per ledger state, and the last run/success/error of the sharing."""
+        return await self._execute(CountLedger(sharing=sharing))
+
+    async def ledger_rows(self, sharing: str, states: tuple[str, ...], limit: int) -> list[dict[str, Any]]:
+        return await self._execute(ListLedger(sharing=sharing, states=states, limit=limit))
+
+    async def rule_test(
+        self, selection: Selection, *, size: str = "text", overhead: int = 1, sample: int = 10
+    ) -> dict[str, Any]:
+        return await self._execute(PreviewSelection(selection=selection, size=size, overhead=overhead, sample=sample))

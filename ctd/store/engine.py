@@ -1,0 +1,105 @@
+"""The SQLite backend: one request of the store API, performed on one connection.
+
+``execute`` is synchronous; the store actor runs it in its worker thread, one
+request at a time (``CapacityLimiter(1)``), so each request that writes is one
+transaction on a connection nobody else touches.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+from ctd.store import ledger, query, sql
+from ctd.store.requests import (
+    CompletePull, CountBySource, CountIndicators, CountLedger, Expire, ExportPage, FetchPending, FinishPass,
+    GetCheckpoint, GetFullList, GetListHash, GetMutes, GetSizes, IngestBatch, ListLedger, PlanSharing,
+    PreviewSelection, ReapplyAllowlist, RecordDelivery, RecordFull, RecordPullError, Resync, Retract,
+    SearchIndicators, SetCheckpoint, SetMute, ShowIndicators,
+)
+
+ENGINE_VERSIONS = {"sqlite": sqlite3.sqlite_version}
+
+connect = sql.connect
+
+
+def execute(conn: sqlite3.Connection, request: Any) -> Any:
+    """Perform ``request`` on ``conn`` and return its result; an unknown request is a bug and fails loudly."""
+    match request:
+        # The hot path first.
+        case IngestBatch():
+            return sql.ingest(conn, request)
+        case FetchPending(sharing=name, retraction=retraction, limit=limit):
+            return ledger.fetch_pending(conn, name, retraction, limit)
+        case RecordDelivery():
+            return ledger.record(
+                conn, request.sharing, done=list(request.done), rejected=request.rejected,
+                retraction=request.retraction, now=request.now,
+            )
+        # Sources and checkpoints.
+        case GetCheckpoint(source=name):
+            return sql.get_checkpoint(conn, name)
+        case SetCheckpoint(source=name, last_run=last_run):
+            return sql.set_checkpoint(conn, name, last_run)
+        case CompletePull(source=name, cycle_start=start, now=now):
+            return sql.complete_pull(conn, name, start, now)
+        case RecordPullError(source=name, error=error):
+            return sql.record_error(conn, name, error)
+        # Housekeeping and operator actions.
+        case Expire(now=now):
+            return sql.expire(conn, now)
+        case ReapplyAllowlist(allowlisted=allowlisted, now=now):
+            return sql.reapply_allowlist(conn, allowlisted or _nothing, now)
+        case Retract(candidates=candidates, source=source, now=now):
+            ids = query.find_ids(conn, list(candidates))
+            return sql.retract(conn, ids, source, now) if ids else None
+        case SetMute(rule=rule, until=until):
+            return sql.set_mute(conn, rule, until)
+        case GetMutes():
+            return sql.get_mutes(conn)
+        # Reads for ctdctl.
+        case CountIndicators():
+            return query.counts(conn)
+        case CountBySource():
+            return query.source_counts(conn)
+        case ShowIndicators(candidates=candidates, raw=raw):
+            return query.show(conn, list(candidates), raw)
+        case SearchIndicators():
+            return query.search(
+                conn, type_=request.type, source=request.source, active=request.active, limit=request.limit
+            )
+        case ExportPage():
+            return query.export_page(
+                conn, after=request.after, limit=request.limit, type_=request.type, source=request.source,
+                active=request.active,
+            )
+        case GetSizes():
+            return sql.db_size(conn)
+        # Sharing and the delivery ledger.
+        case PlanSharing():
+            return ledger.plan(conn, request)
+        case GetListHash(sharing=name):
+            return ledger.list_hash(conn, name)
+        case GetFullList(sharing=name):
+            return ledger.full_list(conn, name)
+        case RecordFull():
+            return ledger.record_full(
+                conn, request.sharing, list_hash=request.list_hash, rejected=request.rejected, now=request.now,
+                unchanged=request.unchanged,
+            )
+        case FinishPass(sharing=name, now=now, error=error):
+            return ledger.finish(conn, name, now=now, error=error)
+        case Resync(sharing=name, since=since):
+            return ledger.resync(conn, name, since=since)
+        case CountLedger(sharing=name):
+            return ledger.ledger_counts(conn, name)
+        case ListLedger(sharing=name, states=states, limit=limit):
+            return ledger.ledger_rows(conn, name, states, limit)
+        case PreviewSelection():
+            return ledger.rule_test(conn, request)
+        case _:
+            raise AssertionError(f"the store got a request it does not know: {request!r}")
+
+
+def _nothing(type_: str, value: str) -> bool:
+    return False

@@ -1,0 +1,256 @@
+"""The store's requests and results: plain, frozen data, defined once.
+
+Each request is one call of the :class:`ctd.store.api.Store` API and, where it
+writes, one transaction. They hold no channels, no callables to run and no
+SQL, so any backend can take them (see ``ctd/store/api.py`` for the seam).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import msgspec
+
+from ctd.rules.compiler import Rule
+from ctd.store.rows import StageRow
+
+Allowlisted = Callable[[str, str], bool]  # (type, value) -> on the allowlist; pure, no I/O
+
+
+class _Request(msgspec.Struct, frozen=True, kw_only=True):
+    """Base of every store request: plain data, answered by one backend call."""
+
+
+# --- sources and checkpoints -------------------------------------------------------------
+
+
+class IngestBatch(_Request, frozen=True, kw_only=True):
+    """Merge one batch from ``source`` and commit it together with its resume point."""
+
+    source: str
+    rows: Sequence[StageRow]
+    policy: str  # which re-report of the same source replaces its metadata (reconcile)
+    aging_days: int
+    now: int
+    fresh: bool  # the first batch of a pull that did not resume: a new snapshot generation
+    snapshot_end: bool  # retract what this source did not report since the snapshot began
+    sub: dict | None  # the resume point after this batch (None: the pull is complete)
+    cursor: dict | None  # the adapter's durable state (None: keep the stored one)
+
+
+class GetCheckpoint(_Request, frozen=True, kw_only=True):
+    source: str
+
+
+class SetCheckpoint(_Request, frozen=True, kw_only=True):
+    """Operator override of "last run" (re-pull history): also drops any resume point."""
+
+    source: str
+    last_run: int | None
+
+
+class CompletePull(_Request, frozen=True, kw_only=True):
+    """A pull cycle finished: its start becomes the checkpoint; the resume point is cleared."""
+
+    source: str
+    cycle_start: int
+    now: int
+
+
+class RecordPullError(_Request, frozen=True, kw_only=True):
+    source: str
+    error: str
+
+
+# --- housekeeping and operator actions ----------------------------------------------------
+
+
+class Expire(_Request, frozen=True, kw_only=True):
+    """Mark indicators whose every source entry has expired inactive."""
+
+    now: int
+
+
+class ReapplyAllowlist(_Request, frozen=True, kw_only=True):
+    """Re-evaluate every indicator against a changed allowlist."""
+
+    allowlisted: Allowlisted | None
+    now: int
+
+
+class Retract(_Request, frozen=True, kw_only=True):
+    """Retract the indicator matching any canonical (type, value) candidate, for one source or all."""
+
+    candidates: Sequence[tuple[str, str]]
+    source: str | None
+    now: int
+
+
+class SetMute(_Request, frozen=True, kw_only=True):
+    rule: str
+    until: int  # epoch seconds; 0 = unmuted
+
+
+class GetMutes(_Request, frozen=True, kw_only=True):
+    pass
+
+
+# --- reads for ctdctl -------------------------------------------------------------------------
+
+
+class CountIndicators(_Request, frozen=True, kw_only=True):
+    pass
+
+
+class CountBySource(_Request, frozen=True, kw_only=True):
+    pass
+
+
+class ShowIndicators(_Request, frozen=True, kw_only=True):
+    """Indicators matching any canonical candidate, or the raw value as typed."""
+
+    candidates: Sequence[tuple[str, str]]
+    raw: str
+
+
+class SearchIndicators(_Request, frozen=True, kw_only=True):
+    type: str | None
+    source: str | None
+    active: bool | None
+    limit: int
+
+
+class ExportPage(_Request, frozen=True, kw_only=True):
+    """One page of the export in id order, after the key ``after``."""
+
+    after: int
+    limit: int
+    type: str | None
+    source: str | None
+    active: bool | None
+
+
+class GetSizes(_Request, frozen=True, kw_only=True):
+    pass
+
+
+# --- sharing and the delivery ledger ----------------------------------------------------------
+
+
+class Selection(msgspec.Struct, frozen=True, kw_only=True):
+    """Which active indicators: a rule and what narrows it, for the backend to query its own way."""
+
+    rule: Rule
+    at: int  # what ``now`` means in the rule's time expressions
+    types: tuple[str, ...] | None = None  # only these indicator types (a destination action's)
+    sources: tuple[str, ...] | None = None  # live (unretracted) from at least one of these sources
+    not_from: str | None = None  # loop prevention: never reported by this plugin itself
+    seen_since: int | None = None  # last_seen at or after this time
+
+
+class PlanSharing(_Request, frozen=True, kw_only=True):
+    """Select what the destination should hold now and bring the ledger to it (one transaction)."""
+
+    sharing: str
+    selection: Selection
+    size: str  # how an entry's size is counted: "text" or "json"
+    overhead: int  # bytes per entry on top of the value
+    max_entries: int | None
+    max_bytes: int | None
+    incremental: bool
+    now: int
+
+
+class FetchPending(_Request, frozen=True, kw_only=True):
+    """Up to ``limit`` ledger rows waiting for a push (or a withdrawal), newest first."""
+
+    sharing: str
+    retraction: bool
+    limit: int
+
+
+class RecordDelivery(_Request, frozen=True, kw_only=True):
+    """A delivered batch: accepted rows become shared (or retracted), refused ones failed."""
+
+    sharing: str
+    done: Sequence[int]
+    rejected: dict[int, str]
+    retraction: bool
+    now: int
+
+
+class GetListHash(_Request, frozen=True, kw_only=True):
+    sharing: str
+
+
+class GetFullList(_Request, frozen=True, kw_only=True):
+    sharing: str
+
+
+class RecordFull(_Request, frozen=True, kw_only=True):
+    """The full list was delivered (or was unchanged): bring the ledger to the planned state."""
+
+    sharing: str
+    list_hash: str | None
+    rejected: dict[int, str]
+    now: int
+    unchanged: bool = False
+
+
+class FinishPass(_Request, frozen=True, kw_only=True):
+    sharing: str
+    now: int
+    error: str | None
+
+
+class Resync(_Request, frozen=True, kw_only=True):
+    """Mark delivered IoCs last seen since ``since`` (None: all) to be pushed again."""
+
+    sharing: str
+    since: int | None
+
+
+class CountLedger(_Request, frozen=True, kw_only=True):
+    sharing: str
+
+
+class ListLedger(_Request, frozen=True, kw_only=True):
+    sharing: str
+    states: tuple[str, ...]
+    limit: int
+
+
+class PreviewSelection(_Request, frozen=True, kw_only=True):
+    """Dry run: what ``selection`` holds now, by type, with its serialised size and a sample."""
+
+    selection: Selection
+    size: str = "text"
+    overhead: int = 1
+    sample: int = 10
+
+
+# --- results ---------------------------------------------------------------------------------
+
+
+class IngestResult(msgspec.Struct, frozen=True, kw_only=True):
+    new: int
+    updated: int
+    retracted: int
+
+
+class Checkpoint(msgspec.Struct, frozen=True, kw_only=True):
+    """Where a source's next pull starts."""
+
+    last_run: int | None = None  # start of the last completed pull cycle
+    cursor: dict | None = None  # the adapter's durable state
+    sub: dict | None = None  # resume point of a half-done pull
+    last_success: int | None = None
+    last_error: str | None = None
+
+
+class Plan(msgspec.Struct, frozen=True, kw_only=True):
+    candidates: int
+    fit: int
+    over_limit: int
+    to_push: int
+    to_retract: int
