@@ -24,10 +24,19 @@ import msgspec
 import trio
 
 from ctd.adapters.crowdstrike import mapping as cmap
-from ctd.adapters.base import ActionSpec, PushResult, ShareItem
+from ctd.model import (
+    ActionSpec,
+    Adapter,
+    AuthError,
+    Batch,
+    PullContext,
+    PushResult,
+    Secret,
+    ShareItem,
+    UpstreamDataError,
+    iso,
+)
 from ctd.adapters.http import HttpOptions, make_client, map_http_errors, raise_for_status
-from ctd.errors import AuthError, UpstreamDataError
-from ctd.model import Batch, PullContext, Secret, iso
 
 TOKEN_PATH = "/oauth2/token"
 COMBINED_PATH = "/iocs/combined/indicator/v1"
@@ -98,7 +107,7 @@ def _errors_text(body: Any) -> str:
     return "; ".join(msgs)
 
 
-class CrowdStrikeAdapter:
+class CrowdStrikeAdapter(Adapter):
     """Pull custom IOCs from CrowdStrike Falcon; create, update and delete them."""
 
     Config: ClassVar[type[CrowdStrikeConfig]] = CrowdStrikeConfig
@@ -122,9 +131,13 @@ class CrowdStrikeAdapter:
         self._expires = 0.0
         self._lock = trio.Lock()
 
-    @staticmethod
-    def make_client(options: CrowdStrikeConfig) -> httpx.AsyncClient:
+    @classmethod
+    def make_client(cls, options: CrowdStrikeConfig) -> httpx.AsyncClient:
         return make_client(options, base_url=base_url(options), headers={"Accept": "application/json"})
+
+    @classmethod
+    def verifies_tls(cls, options: CrowdStrikeConfig) -> bool:
+        return options.verify_tls
 
     async def aclose(self) -> None:
         await self.client.aclose()

@@ -12,9 +12,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Protocol
 
-from ctd.canon import canonicalize
-from ctd.errors import InvalidIndicator
-from ctd.model import Rejected, Sighting
+from ctd.model import InvalidIndicator, Rejected, Sighting, canonicalize
 
 API = "https://api.securitycenter.microsoft.com"
 LOGIN = "https://login.microsoftonline.com"

@@ -31,9 +31,7 @@ from ctd.adapters.feed import misp as feed_misp
 from ctd.adapters.feed.misp import manifest_url
 from ctd.adapters.feed.presets import PRESETS
 from ctd.adapters.http import HttpOptions, make_client, map_http_errors, parse_origins, raise_for_status
-from ctd.config import Duration
-from ctd.errors import UpstreamDataError
-from ctd.model import Batch, PullContext, Secret, Severity
+from ctd.model import Adapter, Batch, Duration, PullContext, Secret, Severity, UpstreamDataError
 
 _Col = str | int
 _Cols = str | int | list[str | int]
@@ -234,7 +232,7 @@ class Body:
         return bytes(buf)
 
 
-class FeedAdapter:
+class FeedAdapter(Adapter):
     """Pull indicators from an HTTP threat feed: text, csv, json or a MISP feed."""
 
     Config: ClassVar[type[FeedConfig]] = FeedConfig
@@ -248,17 +246,21 @@ class FeedAdapter:
         self.spec = resolve(config)
         self.what = f"feed {describe_url(config.url)}"
 
-    @staticmethod
-    def check_plugin(pull: bool, config: FeedConfig) -> None:
+    @classmethod
+    def check_plugin(cls, pull: bool, config: FeedConfig) -> None:
         if pull and not config.url:
             raise ValueError("a pulling feed plugin needs `url`")
         if config.url and urlsplit(config.url).scheme not in ("http", "https"):
             raise ValueError("url must be an http:// or https:// URL")
 
-    @staticmethod
-    def make_client(config: FeedConfig) -> httpx.AsyncClient:
+    @classmethod
+    def make_client(cls, config: FeedConfig) -> httpx.AsyncClient:
         return make_client(config, allow_redirects_to=config.allow_redirects_to,
                            redirect_option="allow_redirects_to")
+
+    @classmethod
+    def verifies_tls(cls, options: FeedConfig) -> bool:
+        return options.verify_tls
 
     async def aclose(self) -> None:
         await self.client.aclose()

@@ -22,8 +22,7 @@ from ctd.adapters.file import formats as fmt
 from ctd.adapters.feed.stream import MAX_DEPTH, MAX_ITEM, SLICE
 from ctd.adapters.feed.records import IP_TYPES, FormatError, Parsed, strip_port
 from ctd.adapters.file.formats import BadRecord, show
-from ctd.errors import UpstreamDataError
-from ctd.model import Batch, PullContext, Rejected, Sighting
+from ctd.model import Batch, PullContext, Rejected, Sighting, UpstreamDataError
 
 if TYPE_CHECKING:
     from ctd.adapters.feed.adapter import FeedAdapter

@@ -15,9 +15,7 @@ import io
 from collections.abc import Iterable
 from typing import Any, Protocol
 
-from ctd.canon import canonicalize
-from ctd.errors import InvalidIndicator
-from ctd.model import Rejected, Sighting
+from ctd.model import InvalidIndicator, Rejected, Sighting, canonicalize
 
 # API 2.0 gateways (the token is fetched from the same host, at /oauth/token).
 REGIONS: dict[str, str] = {

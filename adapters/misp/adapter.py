@@ -23,10 +23,19 @@ import msgspec
 from msgspec import Meta
 
 from ctd.adapters.misp import mapping as m
-from ctd.adapters.base import ActionSpec, PushResult, ShareItem
+from ctd.model import (
+    ActionSpec,
+    Adapter,
+    AuthError,
+    Batch,
+    PullContext,
+    PushResult,
+    Secret,
+    ShareItem,
+    SourceUnavailable,
+    UpstreamDataError,
+)
 from ctd.adapters.http import HttpOptions, make_client, map_http_errors, raise_for_status
-from ctd.errors import AuthError, SourceUnavailable, UpstreamDataError
-from ctd.model import Batch, PullContext, Secret
 
 ADD_BATCH = 2500  # attributes per /attributes/add call (what the reference system sends)
 
@@ -74,7 +83,7 @@ class EventParams(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, froz
     publish: bool = False  # publish the event after each change
 
 
-class MispAdapter:
+class MispAdapter(Adapter):
     """Pull MISP attributes; add/delete attributes of a MISP event."""
 
     Config: ClassVar[type[MispConfig]] = MispConfig
@@ -97,9 +106,13 @@ class MispAdapter:
         }
         self._events: dict[str, str] = {}  # event name -> id, found or created
 
-    @staticmethod
-    def make_client(config: MispConfig) -> httpx.AsyncClient:
-        return make_client(config)
+    @classmethod
+    def make_client(cls, options: MispConfig) -> httpx.AsyncClient:
+        return make_client(options)
+
+    @classmethod
+    def verifies_tls(cls, options: MispConfig) -> bool:
+        return options.verify_tls
 
     async def aclose(self) -> None:
         await self.client.aclose()

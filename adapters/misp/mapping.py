@@ -11,10 +11,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from ctd.adapters.base import ShareItem
-from ctd.canon import canonicalize
-from ctd.errors import InvalidIndicator
-from ctd.model import Rejected, Sighting, parse_time
+from ctd.model import InvalidIndicator, Rejected, ShareItem, Sighting, canonicalize, parse_time
 
 # MISP attribute type -> how its value maps (see _values).
 PULL_TYPES: tuple[str, ...] = (

@@ -15,9 +15,7 @@ import hashlib
 import re
 from typing import Any, Protocol
 
-from ctd.canon import canonicalize
-from ctd.errors import InvalidIndicator
-from ctd.model import Rejected, Sighting
+from ctd.model import InvalidIndicator, Rejected, Sighting, canonicalize
 
 API = "/web/api/v2.1"
 IOCS = f"{API}/threat-intelligence/iocs"

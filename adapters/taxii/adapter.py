@@ -29,13 +29,22 @@ import structlog
 import trio
 
 from ctd.adapters.taxii import mapping as tmap
-from ctd.adapters.base import ActionSpec, PushResult, ShareItem
+from ctd.model import (
+    ActionSpec,
+    Adapter,
+    AuthError,
+    Batch,
+    PullContext,
+    PushResult,
+    Secret,
+    ShareItem,
+    UpstreamDataError,
+    iso,
+)
 from ctd.adapters.http import (
     HttpOptions, make_client, map_http_errors, origin_of, origin_text, parse_origins, raise_for_status,
 )
 from ctd.adapters.taxii.stix import UnsupportedPattern
-from ctd.errors import AuthError, UpstreamDataError
-from ctd.model import Batch, PullContext, Secret, iso
 
 log = structlog.get_logger("ctd.taxii")
 
@@ -89,7 +98,7 @@ def _segment(server_id: str) -> str:
     return quote(server_id, safe="")
 
 
-class TaxiiAdapter:
+class TaxiiAdapter(Adapter):
     """Pull STIX 2.1 indicators from a TAXII 2.1 collection; publish IoCs into one."""
 
     Config: ClassVar[type[TaxiiConfig]] = TaxiiConfig
@@ -113,8 +122,8 @@ class TaxiiAdapter:
         self._collections: dict[str, _Collection] = {}
         self._last_ms = 0
 
-    @staticmethod
-    def check_plugin(pull: bool, config: TaxiiConfig) -> None:
+    @classmethod
+    def check_plugin(cls, pull: bool, config: TaxiiConfig) -> None:
         if pull and not config.collection:
             raise ValueError("a pulling taxii plugin needs `collection`")
 
@@ -131,6 +140,10 @@ class TaxiiAdapter:
     def make_client(cls, config: TaxiiConfig) -> httpx.AsyncClient:
         headers, auth = cls.client_settings(config)
         return make_client(config, headers=headers, auth=auth)
+
+    @classmethod
+    def verifies_tls(cls, options: TaxiiConfig) -> bool:
+        return options.verify_tls
 
     async def aclose(self) -> None:
         await self.client.aclose()

@@ -13,11 +13,11 @@ from ctd.rules.compiler import Rule
 from ctd.sharing.actor import muted
 
 if TYPE_CHECKING:
-    from ctd.daemon.daemon import Daemon
+    from ctd.control.view import DaemonView
 
 
 class SharingCommands:
-    d: "Daemon"
+    d: "DaemonView"
 
     # -- rules and sharing -----------------------------------------------------------
 
