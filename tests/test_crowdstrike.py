@@ -178,7 +178,7 @@ async def test_rate_limit_headers_are_sent(emu):
     """Every API reply carries X-RateLimit-Limit and X-RateLimit-Remaining (the emulator's contract)."""
     emu.budget = 5
     cs = make(emu)
-    resp = await cs._request("GET", "/iocs/combined/indicator/v1", "probe")
+    resp = await cs.api.request("GET", "/iocs/combined/indicator/v1", "probe")
     assert resp.headers["X-RateLimit-Limit"] == "6000" and resp.headers["X-RateLimit-Remaining"] == "4"
 
 
