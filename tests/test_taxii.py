@@ -22,6 +22,7 @@ from ctd.store.sql import get_checkpoint
 from tests.fakestore import FakeStore
 from tests.storeutil import ingest, show
 from ctd.adapters.taxii.adapter import MEDIA_TYPE, PublishParams, TaxiiAdapter, TaxiiConfig
+from ctd.adapters.taxii.api import client_settings
 from ctd.adapters.taxii.stix import build_pattern, indicator_id
 from ctd.errors import AuthError, UpstreamDataError
 from ctd.model import PullContext, Sighting, now
@@ -285,7 +286,7 @@ params = {{ collection = "shared" }}
 
 def mock_adapter(handler, **kw) -> TaxiiAdapter:
     cfg = decode_options({"url": "https://taxii.test/api/", "collection": "c", **kw}, TaxiiConfig)
-    headers, auth = TaxiiAdapter.client_settings(cfg)
+    headers, auth = client_settings(cfg)
     client = httpx.AsyncClient(transport=httpx.MockTransport(handler), headers=headers, auth=auth)
     return TaxiiAdapter("taxii", cfg, client)
 
