@@ -9,19 +9,22 @@ as the common keys and are validated by the adapter's own ``Config`` Struct.
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime
 import os
 import tomllib
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 from msgspec import Meta
 
-from ctd.errors import ConfigError
 from ctd.config_warnings import unverified_plugins
+from ctd.errors import ConfigError
+
 # Config value types live in ctd.model (adapters use them); re-exported here for the core.
-from ctd.model import Duration as Duration, Secret, parse_duration as parse_duration
+from ctd.model import Duration as Duration
+from ctd.model import Secret
+from ctd.model import parse_duration as parse_duration
 from ctd.plugins import adapter_class
 
 T = TypeVar("T")
@@ -231,8 +234,8 @@ def convert_section(raw: Any, tp: Any, where: str) -> Any:
 
 
 def _check_rule(name: str, rule: RuleConfig) -> None:
-    from ctd.rules.parser import RuleError
     from ctd.rules.compiler import Rule
+    from ctd.rules.parser import RuleError
 
     try:
         Rule(rule.filter, rule.exceptions)

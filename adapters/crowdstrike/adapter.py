@@ -89,7 +89,7 @@ class CrowdStrikeAdapter(Adapter):
     def __init__(self, name: str, config: CrowdStrikeConfig, client: httpx.AsyncClient | None = None) -> None:
         self.name = name
         self.config = config
-        self.client = client if client is not None else self.make_client(config)
+        self.client: httpx.AsyncClient = client if client is not None else self.make_client(config)
         self.api = FalconApi(self.client, config.client_id, config.client_secret)
 
     @classmethod

@@ -22,6 +22,8 @@ from typing import Annotated, Any, ClassVar
 import msgspec
 import trio
 
+from ctd.adapters.edl.server import LIST_NAME, TOKEN, ServerSettings, parse_bind, serve_edl
+from ctd.adapters.file.push import render, write_atomically
 from ctd.model import (
     ActionSpec,
     Adapter,
@@ -32,8 +34,6 @@ from ctd.model import (
     ShareItem,
     SourceUnavailable,
 )
-from ctd.adapters.edl.server import LIST_NAME, TOKEN, ServerSettings, parse_bind, serve_edl
-from ctd.adapters.file.push import render, write_atomically
 
 
 class EdlConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):

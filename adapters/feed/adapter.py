@@ -175,7 +175,7 @@ class FeedAdapter(Adapter):
     def __init__(self, name: str, config: FeedConfig, client: httpx.AsyncClient | None) -> None:
         self.name = name
         self.config = config
-        self.client = client if client is not None else self.make_client(config)
+        self.client: httpx.AsyncClient = client if client is not None else self.make_client(config)
         self.http = FeedHttp(self.client, config)
         self.spec = resolve(config)
         self.what = f"feed {describe_url(config.url)}"

@@ -24,6 +24,7 @@ import msgspec
 import trio
 
 from ctd.adapters.file import formats as formats
+from ctd.adapters.file.push import FileListParams, render, write_atomically
 from ctd.model import (
     ActionSpec,
     Adapter,
@@ -36,7 +37,6 @@ from ctd.model import (
     SourceUnavailable,
     UpstreamDataError,
 )
-from ctd.adapters.file.push import FileListParams, render, write_atomically
 
 _SNIFF = 4096
 _UTF8_BOM = b"\xef\xbb\xbf"

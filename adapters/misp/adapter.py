@@ -20,7 +20,9 @@ import httpx
 import msgspec
 from msgspec import Meta
 
+from ctd.adapters.http import HttpOptions, make_client
 from ctd.adapters.misp import mapping as m
+from ctd.adapters.misp.api import MispApi
 from ctd.model import (
     ActionSpec,
     Adapter,
@@ -31,8 +33,6 @@ from ctd.model import (
     ShareItem,
     SourceUnavailable,
 )
-from ctd.adapters.http import HttpOptions, make_client
-from ctd.adapters.misp.api import MispApi
 
 ADD_BATCH = 2500  # attributes per /attributes/add call (what the reference system sends)
 
@@ -96,7 +96,7 @@ class MispAdapter(Adapter):
     def __init__(self, name: str, config: MispConfig, client: httpx.AsyncClient | None) -> None:
         self.name = name
         self.config = config
-        self.client = client if client is not None else self.make_client(config)
+        self.client: httpx.AsyncClient = client if client is not None else self.make_client(config)
         self.api = MispApi(self.client, config.url, config.api_key)
         self.base = self.api.base
         self._events: dict[str, str] = {}  # event name -> id, found or created

@@ -24,6 +24,9 @@ import httpx
 import msgspec
 from msgspec import Meta
 
+from ctd.adapters.http import make_client
+from ctd.adapters.netskope import mapping as nm
+from ctd.adapters.netskope.api import NetskopeApi, TenantConfig
 from ctd.model import (
     ActionSpec,
     Adapter,
@@ -36,9 +39,6 @@ from ctd.model import (
     ShareItem,
     UpstreamDataError,
 )
-from ctd.adapters.http import make_client
-from ctd.adapters.netskope.api import NetskopeApi, TenantConfig
-from ctd.adapters.netskope import mapping as nm
 
 MAX_ENTRIES = 300_000
 MAX_URL_LIST_BYTES = 7 * 1024 * 1024  # 7 MB, as the reference system counts it (7,340,032 B)
@@ -103,7 +103,7 @@ class NetskopeAdapter(Adapter):
             raise ConfigError(f"tenant {config.tenant!r} was not bound (the config was not loaded with parse_config)")
         self.name = name
         self.config = config
-        self.client = client if client is not None else self.make_client(config)
+        self.client: httpx.AsyncClient = client if client is not None else self.make_client(config)
         self.api = NetskopeApi(self.client, tenant)
         self.index = config.iterator_index or nm.default_index(name)
 

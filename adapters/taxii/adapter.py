@@ -26,8 +26,11 @@ import httpx
 import msgspec
 import trio
 
+from ctd.adapters.http import HttpOptions, make_client, parse_origins, raise_for_status
 from ctd.adapters.taxii import mapping as tmap
-from ctd.adapters.taxii.api import MEDIA_TYPE as MEDIA_TYPE, TaxiiApi, client_settings, decode
+from ctd.adapters.taxii.api import MEDIA_TYPE as MEDIA_TYPE
+from ctd.adapters.taxii.api import TaxiiApi, client_settings, decode
+from ctd.adapters.taxii.stix import UnsupportedPattern
 from ctd.model import (
     ActionSpec,
     Adapter,
@@ -40,8 +43,6 @@ from ctd.model import (
     UpstreamDataError,
     iso,
 )
-from ctd.adapters.http import HttpOptions, make_client, parse_origins, raise_for_status
-from ctd.adapters.taxii.stix import UnsupportedPattern
 
 
 class TaxiiConfig(HttpOptions, kw_only=True, forbid_unknown_fields=True, frozen=True):
@@ -91,7 +92,7 @@ class TaxiiAdapter(Adapter):
     def __init__(self, name: str, config: TaxiiConfig, client: httpx.AsyncClient | None) -> None:
         self.name = name
         self.config = config
-        self.client = client if client is not None else self.make_client(config)
+        self.client: httpx.AsyncClient = client if client is not None else self.make_client(config)
         self.api = TaxiiApi(self.client, config.url, config.allow_api_roots_at)
         self._last_ms = 0
 

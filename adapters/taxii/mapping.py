@@ -21,10 +21,14 @@ from typing import Any
 
 import msgspec
 
-from ctd.model import InvalidIndicator, Rejected, ShareItem, Sighting, canonicalize, parse_time
 from ctd.adapters.taxii.stix import (
-    MalformedPattern, UnsupportedPattern, build_pattern, indicator_id, parse_pattern,
+    MalformedPattern,
+    UnsupportedPattern,
+    build_pattern,
+    indicator_id,
+    parse_pattern,
 )
+from ctd.model import InvalidIndicator, Rejected, ShareItem, Sighting, canonicalize, parse_time
 
 SKIPPED = "skipped-unsupported"
 MALFORMED = "malformed"
