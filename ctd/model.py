@@ -5,7 +5,7 @@ are rendered as ISO 8601 only at the edges (ctdctl, exports).
 
 An adapter imports this module (and the shared HTTP layer, ``ctd.adapters.http``)
 and nothing else of ctd: the names it needs from elsewhere (canonicalisation,
-the error tree) are re-exported at the end. The core never imports an adapter
+the error tree) are re-exported here. The core never imports an adapter
 package; it finds adapter classes through ``ctd.plugins``.
 
 The contract is the ``Adapter`` class below: every hook the core may call,
