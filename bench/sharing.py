@@ -29,8 +29,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import trio  # noqa: E402
 
-from ctd import store_sql  # noqa: E402
-from ctd.store import ledger as sharing_sql
+from ctd.store import sql as store_sql  # noqa: E402
+from ctd.store import ledger as sharing_sql  # noqa: E402
 from ctd.config import parse_config  # noqa: E402
 from ctd.plugins import open_adapter  # noqa: E402
 from ctd.model import Sighting, now  # noqa: E402
