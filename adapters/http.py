@@ -38,8 +38,7 @@ import httpx
 import msgspec
 
 from ctd import __version__
-from ctd.errors import AuthError, SourceUnavailable, UpstreamDataError, describe
-from ctd.model import Secret
+from ctd.model import AuthError, Secret, SourceUnavailable, UpstreamDataError, describe
 
 USER_AGENT = f"ctd/{__version__} (threat-exchange daemon)"
 

@@ -133,8 +133,9 @@ def child_pipeline(a: argparse.Namespace) -> dict:
     import trio
 
     from ctd.config import parse_config
-    from ctd.daemon.daemon import allowlist_matcher, close_adapter, db_path, make_adapter
+    from ctd.daemon.daemon import allowlist_matcher, db_path
     from ctd.service import logs as logs
+    from ctd.plugins import open_adapter
     from ctd.sources.actor import AllowlistRef, SourceStatus, pull_once
     from ctd.store import CACHE_KIB, run_store
 
@@ -144,16 +145,13 @@ def child_pipeline(a: argparse.Namespace) -> dict:
     tune_runtime()  # as `ctd run` does
     cfg = parse_config(TOML.format(state=json.dumps(a.dir), path=json.dumps(a.file), batch=BATCH, aging=AGING_DAYS))
 
-    async def once() -> object:  # mirrors ctd/once.py for a single plugin
+    async def once() -> object:  # mirrors ctd/daemon/once.py for a single plugin
         name, plugin = next(iter(cfg.plugins.items()))
         async with trio.open_nursery() as root:
             store = await root.start(run_store, db_path(cfg))
-            adapter = make_adapter(name, plugin)
-            try:
+            async with open_adapter(name, plugin) as adapter:
                 res = await pull_once(name, plugin, adapter, store,
                                       AllowlistRef(allowlist_matcher(cfg)), SourceStatus(name, plugin))
-            finally:
-                await close_adapter(adapter)
             busy.append(store.statistics().busy_seconds)
             root.cancel_scope.cancel()
         return res

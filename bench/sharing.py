@@ -30,7 +30,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import trio  # noqa: E402
 
 from ctd.config import parse_config  # noqa: E402
-from ctd.daemon.daemon import close_adapter, make_adapter  # noqa: E402
+from ctd.plugins import open_adapter  # noqa: E402
 from ctd.model import Sighting, now  # noqa: E402
 from ctd.rules.compiler import Rule  # noqa: E402
 from ctd.sharing.actor import Sharer  # noqa: E402
@@ -88,17 +88,16 @@ async def measure(workdir: str, n: int) -> dict:
         test = await store.rule_test(Selection(rule=rule, at=now()))
         res["rules_test_s"] = time.perf_counter() - t0
         res["matching"] = test["total"]
-        adapter = make_adapter("lists", cfg.plugins["lists"])
-        sharer = Sharer("bench", sh, cfg.rules["half"], cfg.plugins["lists"], adapter, store)
-        t0 = time.perf_counter()
-        first = await sharer.share_once()
-        res["pass_s"] = time.perf_counter() - t0
-        res["shared"] = first.pushed
-        t0 = time.perf_counter()
-        second = await sharer.share_once()
-        res["unchanged_pass_s"] = time.perf_counter() - t0
-        res["second_unchanged"] = second.unchanged
-        await close_adapter(adapter)
+        async with open_adapter("lists", cfg.plugins["lists"]) as adapter:
+            sharer = Sharer("bench", sh, cfg.rules["half"], cfg.plugins["lists"], adapter, store)
+            t0 = time.perf_counter()
+            first = await sharer.share_once()
+            res["pass_s"] = time.perf_counter() - t0
+            res["shared"] = first.pushed
+            t0 = time.perf_counter()
+            second = await sharer.share_once()
+            res["unchanged_pass_s"] = time.perf_counter() - t0
+            res["second_unchanged"] = second.unchanged
         root.cancel_scope.cancel()
     with open(out_path) as f:
         res["list_lines"] = sum(1 for _ in f)

@@ -23,7 +23,6 @@ from ipaddress import IPv4Network, IPv6Address, IPv6Network
 from socket import AF_INET6, inet_ntop, inet_pton
 
 from ctd.errors import InvalidIndicator
-from ctd.model import INDICATOR_TYPES
 
 __all__ = ["MAX_LENGTH", "candidates", "canonicalize", "detect_type", "host_of_url", "is_ip", "value_problem"]
 
@@ -408,6 +407,9 @@ def is_ip(host: str) -> bool:
 
 def candidates(value: str, type_: str | None) -> list[tuple[str, str]]:
     """Canonical (type, value) pairs a user-typed value may stand for."""
+    # Imported here: ctd.model re-exports canonicalize, so this module must not import it at load.
+    from ctd.model import INDICATOR_TYPES
+
     types = [type_] if type_ else [t for t in (detect_type(value),) if t] + list(INDICATOR_TYPES)
     out = []
     for t in dict.fromkeys(types):

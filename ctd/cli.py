@@ -67,10 +67,15 @@ def main(argv: list[str] | None = None) -> int:
         from ctd.daemon.once import run_once
 
         return trio.run(run_once, cfg)
+    from ctd.control.access import AccessPolicy
+    from ctd.control.commands import Commands
     from ctd.daemon.daemon import Daemon
 
     try:
-        trio.run(Daemon(cfg).run)
+        # The CLI wires the command handlers to the daemon: neither imports the other.
+        daemon = Daemon(cfg)
+        commands = Commands(daemon, AccessPolicy(cfg.daemon.socket_group, cfg.daemon.admin_group))
+        trio.run(daemon.run, commands.dispatch)
     except CtdError as exc:
         log.error("daemon failed", error=str(exc))
         return 1

@@ -9,39 +9,25 @@ as the common keys and are validated by the adapter's own ``Config`` Struct.
 from __future__ import annotations
 
 import hashlib
-import importlib
-from datetime import datetime
 import os
-import re
 import tomllib
+from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 from msgspec import Meta
 
-from ctd import adapters_registry
-from ctd.errors import ConfigError
 from ctd.config_warnings import unverified_plugins
+from ctd.errors import ConfigError
+
+# Config value types live in ctd.model (adapters use them); re-exported here for the core.
+from ctd.model import Duration as Duration
 from ctd.model import Secret
+from ctd.model import parse_duration as parse_duration
+from ctd.plugins import adapter_class
 
-class Duration(float):
-    """A span of time in seconds, written ``"90s"``, ``"15m"``, ``"6h"``, ``"14d"`` or a number of seconds."""
-
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)?\s*$")
-_UNIT = {None: 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
-def parse_duration(value: Any) -> Duration:
-    """Turn ``"15m"`` (or a number of seconds) into seconds."""
-    if isinstance(value, bool):
-        raise ValueError("expected a duration like '90s', '15m', '6h' or '14d'")
-    if isinstance(value, (int, float)):
-        return Duration(value)
-    if isinstance(value, str) and (m := _DURATION.match(value)):
-        return Duration(float(m.group(1)) * _UNIT[m.group(2)])
-    raise ValueError(f"invalid duration {value!r}: expected e.g. '90s', '15m', '6h' or '14d'")
+T = TypeVar("T")
 
 
 def _dec_hook(tp: type, obj: Any) -> Any:
@@ -126,17 +112,6 @@ class Config(_Section):
     hash: str = ""
 
 
-def adapter_class(name: str) -> Any:
-    """An adapter by entry-point name, or ``package.module:Class`` for out-of-tree adapters."""
-    if ":" in name:
-        mod, _, attr = name.partition(":")
-        try:
-            return getattr(importlib.import_module(mod), attr)
-        except (ImportError, AttributeError) as exc:
-            raise ConfigError(f"cannot load adapter {name!r}: {exc}") from exc
-    return adapters_registry.load(name)
-
-
 def decode_options(obj: Any, tp: Any) -> Any:
     """``msgspec.convert`` with ctd's config types (durations, secrets); errors as msgspec's."""
     return msgspec.convert(obj, tp, dec_hook=_dec_hook)
@@ -205,43 +180,62 @@ def _plugin(name: str, raw: Any) -> PluginConfig:
     except ConfigError as exc:
         raise ConfigError(exc.message, f"{where}.adapter") from None
     own = {k: v for k, v in raw.items() if k not in COMMON_PLUGIN_KEYS}
-    fields = tuple(getattr(cls.Config, "__struct_fields__", ()))
-    own = _resolve_secrets(own, fields, where)
+    own = _resolve_secrets(own, _field_names(cls.Config), where)
     options = _convert(own, cls.Config, where)
-    if plugin.pull and not getattr(cls, "can_pull", False):
+    if plugin.pull and not cls.can_pull:
         raise ConfigError(f"adapter {plugin.adapter!r} cannot pull; set pull = false", f"{where}.pull")
-    check = getattr(cls, "check_plugin", None)
-    if check is not None:
-        try:
-            check(plugin.pull, options)
-        except ValueError as exc:
-            raise ConfigError(str(exc), where) from None
+    try:
+        cls.check_plugin(plugin.pull, options)
+    except ValueError as exc:
+        raise ConfigError(str(exc), where) from None
     return msgspec.structs.replace(plugin, options=options)
+
+
+def _field_names(tp: Any) -> tuple[str, ...]:
+    return tuple(f.name for f in msgspec.structs.fields(tp))
+
+
+class _Binding:
+    """What an adapter's ``bind`` hook may read of the config (``ctd.model.BindContext``)."""
+
+    def __init__(self, cfg: "Config", plugin: str) -> None:
+        self._cfg = cfg
+        self._plugin = plugin
+
+    @property
+    def plugin(self) -> str:
+        return self._plugin
+
+    @property
+    def state_dir(self) -> str:
+        return self._cfg.daemon.state_dir
+
+    def tenant(self, name: str, tp: type[T]) -> T:
+        raw = self._cfg.tenants.get(name)
+        if raw is None:
+            raise ValueError(f"unknown tenant {name!r}: add a [tenants.{name}] table")
+        return convert_section(raw, tp, f"$.tenants.{name}")
 
 
 def _bind(name: str, plugin: PluginConfig, cfg: "Config") -> PluginConfig:
     """Let an adapter complete its options from the rest of the config (tenants, state_dir)."""
-    bind = getattr(adapter_class(plugin.adapter), "bind", None)
-    if bind is None:
-        return plugin
     try:
-        options = bind(plugin.options, cfg, name)
+        options = adapter_class(plugin.adapter).bind(plugin.options, _Binding(cfg, name))
     except ValueError as exc:
         raise ConfigError(str(exc), f"$.plugins.{name}") from None
     return msgspec.structs.replace(plugin, options=options)
 
 
 def convert_section(raw: Any, tp: Any, where: str) -> Any:
-    """Validate a raw table against ``tp`` (secrets resolved), for adapters' ``bind`` hooks."""
+    """Validate a raw table against the Struct ``tp`` (secrets resolved)."""
     if not isinstance(raw, dict):
         raise ConfigError("expected a table", where)
-    fields = tuple(getattr(tp, "__struct_fields__", ()))
-    return _convert(_resolve_secrets(raw, fields, where), tp, where)
+    return _convert(_resolve_secrets(raw, _field_names(tp), where), tp, where)
 
 
 def _check_rule(name: str, rule: RuleConfig) -> None:
-    from ctd.rules.parser import RuleError
     from ctd.rules.compiler import Rule
+    from ctd.rules.parser import RuleError
 
     try:
         Rule(rule.filter, rule.exceptions)
@@ -266,8 +260,7 @@ def _sharing(name: str, sh: SharingConfig, cfg: "Config") -> SharingConfig:
     dest = cfg.plugins.get(sh.destination)
     if dest is None:
         raise ConfigError(f"unknown plugin {sh.destination!r}", f"{where}.destination")
-    cls = adapter_class(dest.adapter)
-    actions = getattr(cls, "ACTIONS", {}) if getattr(cls, "can_push", False) else {}
+    actions = adapter_class(dest.adapter).ACTIONS
     if not actions:
         raise ConfigError(f"adapter {dest.adapter!r} cannot be a destination", f"{where}.destination")
     spec = actions.get(sh.action)
@@ -282,8 +275,7 @@ def _check_targets(cfg: "Config") -> None:
     """Two sharing configurations writing the same list would overwrite each other."""
     seen: dict[tuple[str, str], str] = {}
     for name, sh in sorted(cfg.sharing.items()):
-        cls = adapter_class(cfg.plugins[sh.destination].adapter)
-        target = cls.target(sh.action, sh.params) if hasattr(cls, "target") else None
+        target = adapter_class(cfg.plugins[sh.destination].adapter).target(sh.action, sh.params)
         if target is None:
             continue
         key = (sh.destination, target)

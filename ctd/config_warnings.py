@@ -6,27 +6,26 @@ Logged once per load (start and every reload, by the daemon) and shown by
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import structlog
 
+from ctd.plugins import adapter_class
+
 if TYPE_CHECKING:
-    from ctd.config import Config
+    from ctd.config import Config, PluginConfig
 
 log = structlog.get_logger("ctd.config")
 
 
-def tls_unverified(options: Any) -> bool:
-    """Whether a plugin's options (or a connection Struct they hold, e.g. a tenant) say ``verify_tls = false``."""
-    if getattr(options, "verify_tls", True) is False:
-        return True
-    fields = getattr(options, "__struct_fields__", ())
-    return any(getattr(getattr(options, f), "verify_tls", True) is False for f in fields)
+def tls_unverified(plugin: "PluginConfig") -> bool:
+    """Whether a plugin's options say ``verify_tls = false`` (its adapter's ``verifies_tls`` hook)."""
+    return not adapter_class(plugin.adapter).verifies_tls(plugin.options)
 
 
 def unverified_plugins(cfg: "Config") -> list[str]:
     """Names of the plugins that do not verify TLS certificates."""
-    return sorted(name for name, p in cfg.plugins.items() if tls_unverified(p.options))
+    return sorted(name for name, p in cfg.plugins.items() if tls_unverified(p))
 
 
 def log_warnings(cfg: "Config") -> None:

@@ -1,15 +1,44 @@
-"""Indicator data model shared by adapters, actors and the store.
+"""The data model, and the adapter contract both ways: what the core and an adapter may ask of each other.
 
 Times are integer seconds since the epoch, UTC, everywhere inside ctd; they
 are rendered as ISO 8601 only at the edges (ctdctl, exports).
+
+An adapter imports this module (and the shared HTTP layer, ``ctd.adapters.http``)
+and nothing else of ctd: the names it needs from elsewhere (canonicalisation,
+the error tree) are re-exported here. The core never imports an adapter
+package; it finds adapter classes through ``ctd.plugins``.
+
+The contract is the ``Adapter`` class below: every hook the core may call,
+with the default an adapter gets when it leaves the hook out, so the core calls
+hooks unconditionally and never probes for them. Capabilities are declared,
+not discovered: ``can_pull``, ``can_push`` (with ``ACTIONS``) and ``can_serve``.
+``ctd.plugins`` checks them once, when it loads the class.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
-from typing import Literal
+import re
+from collections.abc import AsyncIterator, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, TypeVar
 
 import msgspec
+
+# Re-exported for adapters, so that an adapter imports ctd.model only.
+# (ctd.canon reads INDICATOR_TYPES lazily: it does not import this module.)
+from ctd.canon import canonicalize, host_of_url, value_problem
+from ctd.errors import (
+    AdapterError,
+    AuthError,
+    ConfigError,
+    InvalidIndicator,
+    SourceUnavailable,
+    UpstreamDataError,
+    describe,
+)
+
+if TYPE_CHECKING:
+    import httpx
 
 IndicatorType = Literal[
     "url", "domain", "hostname", "ipv4", "ipv6", "cidr4", "cidr6",
@@ -25,6 +54,9 @@ SEVERITIES: tuple[str, ...] = ("unknown", "low", "medium", "high", "critical")
 SEVERITY_RANK: dict[str, int] = {s: i for i, s in enumerate(SEVERITIES)}
 
 DEFAULT_REPUTATION = 5
+
+
+# --- the pull side: what a source adapter yields ------------------------------------
 
 
 class Sighting(msgspec.Struct, frozen=True, kw_only=True, gc=False):
@@ -77,6 +109,228 @@ class PullContext(msgspec.Struct, frozen=True, kw_only=True):
     sub_checkpoint: dict | None = None  # resume point of a half-done pull
 
 
+# --- the push side: what a destination adapter receives ---------------------------------
+
+
+class ShareItem(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """One indicator as a destination receives it (effective metadata)."""
+
+    type: str
+    value: str
+    severity: str
+    reputation: int
+    tags: tuple[str, ...]
+    comments: str
+    reference: str
+    first_seen: int | None
+    last_seen: int | None
+    expires_at: int | None
+    sources: tuple[str, ...]
+
+
+class PushResult(msgspec.Struct, frozen=True, kw_only=True):
+    """What a destination did with a push: values it refused, with its reasons.
+
+    Everything not in ``rejected`` was accepted. A failure of the whole call
+    (network, 5xx, 429) is raised as ``SourceUnavailable`` instead, so nothing
+    is marked shared that was not.
+    """
+
+    rejected: dict[str, str] = {}
+
+
+class ActionSpec(msgspec.Struct, frozen=True, kw_only=True):
+    """A target a destination adapter offers (``action`` in ``[sharing.NAME]``).
+
+    ``mode``: ``incremental`` destinations get ``push``/``retract`` of what
+    changed; ``full`` destinations get the whole current list via ``replace``
+    each time it changes. Limits are honoured newest-first by the sharing
+    layer; an entry's size is its UTF-8 length (``size = "text"``) or its
+    JSON-escaped length (``"json"``) plus ``entry_overhead`` bytes.
+    """
+
+    description: str
+    mode: Literal["incremental", "full"]
+    params: type[msgspec.Struct]
+    max_entries: int | None = None
+    max_bytes: int | None = None
+    size: Literal["text", "json"] = "text"
+    entry_overhead: int = 1
+    batch_size: int = 1000
+    types: tuple[str, ...] | None = None  # indicator types the target accepts (None: all)
+
+
+# --- the adapter contract ------------------------------------------------------------
+
+T = TypeVar("T")
+
+
+class BindContext(Protocol):
+    """What an adapter's ``bind`` may read of the rest of the configuration."""
+
+    @property
+    def plugin(self) -> str:
+        """The plugin's name (``[plugins.NAME]``)."""
+        ...
+
+    @property
+    def state_dir(self) -> str:
+        """``[daemon] state_dir``: where the daemon keeps its files."""
+        ...
+
+    def tenant(self, name: str, tp: type[T]) -> T:
+        """``[tenants.NAME]`` validated against ``tp`` (secrets resolved); ValueError if there is none."""
+        ...
+
+
+class NoOptions(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    """The ``Config`` of an adapter that has no keys of its own."""
+
+
+class Adapter:
+    """Base of every adapter: the whole contract, each optional hook with its default.
+
+    A subclass is registered under the ``ctd.adapters`` entry-point group (or
+    named as ``package.module:Class``) and declares:
+
+    * ``Config``: a frozen Struct of its own ``[plugins.NAME]`` keys, validated
+      with the whole file. Secret keys are typed ``Secret``.
+    * its capabilities: ``can_pull`` (implements ``pull``), ``can_push`` (offers
+      ``ACTIONS`` and implements ``push``/``retract`` for incremental actions,
+      ``replace`` for full ones), ``can_serve`` (implements ``serve``).
+
+    The core builds an instance with ``open_adapter(name, plugin)``
+    (``ctd.plugins``): ``make_client`` makes its HTTP client, the instance gets
+    it, and when the actor ends ``aclose`` runs, then the client is closed.
+
+    Adapters are thin: no sleeps, retries or timeouts of their own. The actor
+    that drives one owns deadlines and backoff; an adapter translates failures
+    into the ``AdapterError`` subclasses (retry / disable / skip the batch).
+
+    Where a destination's change needs a second call to take effect (Netskope's
+    deploy, a publish or commit step), issue 11 adds an ``apply(action, params)``
+    hook beside ``push``/``retract``/``replace`` below (default: nothing to
+    apply), with a ``needs_apply`` flag on ``ActionSpec``; the sharing actor
+    then records an IoC as shared or retracted only once ``apply`` succeeded.
+    """
+
+    Config: ClassVar[type[msgspec.Struct]] = NoOptions
+    can_pull: ClassVar[bool] = False
+    can_push: ClassVar[bool] = False  # then ACTIONS is not empty
+    can_serve: ClassVar[bool] = False
+    ACTIONS: ClassVar[Mapping[str, ActionSpec]] = {}
+
+    def __init__(self, name: str, config: Any, client: httpx.AsyncClient | None = None) -> None:
+        self.name = name
+        self.config = config
+        self.client = client
+
+    # -- while the config loads (class level: no instance exists yet) -----------------
+
+    @classmethod
+    def check_plugin(cls, pull: bool, options: Any) -> None:
+        """Cross-key checks of a plugin's options (``pull`` is the common key); raise ValueError."""
+
+    @classmethod
+    def bind(cls, options: Any, ctx: BindContext) -> Any:
+        """Complete the options from the rest of the config (a tenant table, the state dir); ValueError if not."""
+        return options
+
+    @classmethod
+    def verifies_tls(cls, options: Any) -> bool:
+        """False when the options turn TLS certificate checks off; the operator is warned at every load."""
+        return True
+
+    @classmethod
+    def target(cls, action: str, params: Any) -> str | None:
+        """What one sharing writes (a list name); two sharings may not write the same target. None: per value."""
+        return None
+
+    @classmethod
+    def limits(cls, action: str, params: Any) -> tuple[int | None, int | None]:
+        """(max entries, max bytes) of this target, within the ActionSpec's; None: the spec's own."""
+        return None, None
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    @classmethod
+    def make_client(cls, options: Any) -> httpx.AsyncClient | None:
+        """The HTTP client for these options (from ``ctd.adapters.http.make_client``); None: no HTTP."""
+        return None
+
+    async def aclose(self) -> None:
+        """Release what the adapter opened itself; ``open_adapter`` closes the client it made after this."""
+
+    # -- source --------------------------------------------------------------------------
+
+    def pull(self, ctx: PullContext) -> AsyncIterator[Batch]:
+        """Fetch from ``ctx`` (since, cursor, sub-checkpoint) and yield batches (``can_pull``)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot pull")
+
+    async def check(self) -> str | None:
+        """A connectivity test for ``ctdctl plugins check``: what was reached. None: no check."""
+        return None
+
+    # -- destination (can_push) --------------------------------------------------------------
+
+    async def push(self, action: str, params: Any, items: list[ShareItem]) -> PushResult:
+        """Add or update ``items`` at an incremental target."""
+        raise NotImplementedError(f"{type(self).__name__} cannot push")
+
+    async def retract(self, action: str, params: Any, items: list[ShareItem]) -> PushResult:
+        """Withdraw ``items`` from an incremental target (absent ones count as done)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot retract")
+
+    async def replace(self, action: str, params: Any, items: list[ShareItem]) -> PushResult:
+        """Make a full-replace target hold exactly ``items`` (newest first)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot replace a list")
+
+    def target_present(self, action: str, params: Any) -> bool:
+        """Whether a full-replace target still exists; if not, it is rewritten even when unchanged."""
+        return True
+
+    # -- served (can_serve) --------------------------------------------------------------
+
+    async def serve(self, task_status: Any = None) -> None:
+        """Run a service (the EDL web server) until cancelled; ``task_status.started()`` once listening."""
+        raise NotImplementedError(f"{type(self).__name__} serves nothing")
+
+
+# --- config values and time helpers ------------------------------------------------
+
+
+class Secret(str):
+    """A secret config value (token, password, key): a ``str`` that never shows in a repr.
+
+    Adapters declare secret fields with this type, so printing or logging an
+    options Struct shows ``'***'``; the value itself works wherever a str does.
+    """
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "'***'"
+
+
+class Duration(float):
+    """A span of time in seconds, written ``"90s"``, ``"15m"``, ``"6h"``, ``"14d"`` or a number of seconds."""
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)?\s*$")
+_UNIT = {None: 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(value: Any) -> Duration:
+    """Turn ``"15m"`` (or a number of seconds) into seconds."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration like '90s', '15m', '6h' or '14d'")
+    if isinstance(value, (int, float)):
+        return Duration(value)
+    if isinstance(value, str) and (m := _DURATION.match(value)):
+        return Duration(float(m.group(1)) * _UNIT[m.group(2)])
+    raise ValueError(f"invalid duration {value!r}: expected e.g. '90s', '15m', '6h' or '14d'")
+
+
 def now() -> int:
     """Current wall-clock time in whole seconds (UTC epoch)."""
     return int(_dt.datetime.now(_dt.timezone.utc).timestamp())
@@ -102,14 +356,10 @@ def parse_time(text: str) -> int:
     return int(d.timestamp())
 
 
-class Secret(str):
-    """A secret config value (token, password, key): a ``str`` that never shows in a repr.
-
-    Adapters declare secret fields with this type, so printing or logging an
-    options Struct shows ``'***'``; the value itself works wherever a str does.
-    """
-
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "'***'"
+__all__ = [
+    "DEFAULT_REPUTATION", "INDICATOR_TYPES", "SEVERITIES", "SEVERITY_RANK",
+    "ActionSpec", "Adapter", "AdapterError", "AuthError", "Batch", "BindContext", "ConfigError", "Duration",
+    "IndicatorType", "InvalidIndicator", "NoOptions", "PullContext", "PushResult", "Rejected", "Secret",
+    "Severity", "ShareItem", "Sighting", "SourceUnavailable", "UpstreamDataError",
+    "canonicalize", "describe", "host_of_url", "iso", "now", "parse_duration", "parse_time", "value_problem",
+]

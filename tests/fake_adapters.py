@@ -1,17 +1,23 @@
-"""Adapters for tests, loaded as ``adapter = "tests.fake_adapters:NAME"``."""
+"""Adapters for tests, loaded as ``adapter = "tests.fake_adapters:NAME"``.
+
+They implement the same contract as the real ones (``ctd.model.Adapter``).
+What a fake does (a ``Script`` to pull, a ``Remote`` to push to) lives in a
+``Fakes`` that each test makes for itself, keyed by the plugin's ``key``
+option: no state is shared between tests.
+"""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any, ClassVar
 
 import msgspec
 import trio
 
-from ctd.model import Batch, PullContext, Sighting
-
-# Scripts keyed by the plugin's `key` option: tests put behaviour here.
-SCRIPTS: dict[str, "Script"] = {}
+from ctd.config import PluginConfig
+from ctd.model import ActionSpec, Adapter, AuthError, Batch, PullContext, PushResult, ShareItem, Sighting
+from ctd.plugins import adapter_class, open_adapter
 
 
 class Script:
@@ -25,14 +31,75 @@ class Script:
         self.cancelled = 0
 
 
-class ScriptedAdapter:
+class Remote:
+    """What a destination holds, plus knobs for tests."""
+
+    def __init__(self) -> None:
+        self.items: dict[str, ShareItem] = {}
+        self.calls: list[tuple[str, list[str]]] = []
+        self.reject: dict[str, str] = {}  # value -> reason the destination gives
+        self.errors: list[BaseException] = []  # raised by the next calls, one each
+        self.gate: trio.Event | None = None  # when set, a push waits on it (after setting in_push)
+        self.in_push = trio.Event()
+
+    def _maybe_fail(self) -> None:
+        if self.errors:
+            raise self.errors.pop(0)
+
+
+class Fakes:
+    """One test's fake adapters: the scripts and remotes behind them, by the plugin's ``key`` option.
+
+    Build a fake with ``fakes.adapter(name, plugin)``, or hand ``fakes.open_adapter``
+    to ``Daemon(..., open_adapter=...)`` (other adapters then open as usual).
+    """
+
+    def __init__(self) -> None:
+        self.scripts: dict[str, Script] = {}
+        self.remotes: dict[str, Remote] = {}
+
+    def script(self, key: str) -> Script:
+        return self.scripts.setdefault(key, Script())
+
+    def remote(self, key: str) -> Remote:
+        return self.remotes.setdefault(key, Remote())
+
+    def adapter(self, name: str, plugin: PluginConfig) -> Adapter:
+        """Plugin ``name``'s adapter: a fake backed by this Fakes, or a real one (with no client handed in)."""
+        cls = adapter_class(plugin.adapter)
+        if issubclass(cls, FakeAdapter):
+            return cls(name, plugin.options, fakes=self)
+        return cls(name, plugin.options)
+
+    @asynccontextmanager
+    async def open_adapter(self, name: str, plugin: PluginConfig) -> AsyncIterator[Adapter]:
+        if issubclass(adapter_class(plugin.adapter), FakeAdapter):
+            yield self.adapter(name, plugin)
+        else:
+            async with open_adapter(name, plugin) as adapter:
+                yield adapter
+
+
+class KeyConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    key: str  # names this fake's script or remote in the test's Fakes
+
+
+class FakeAdapter(Adapter):
+    """A test adapter whose behaviour lives in a ``Fakes`` (a fresh one unless given)."""
+
+    Config: ClassVar[type[msgspec.Struct]] = KeyConfig
+
+    def __init__(self, name: str, config: Any, client: Any = None, *, fakes: Fakes | None = None) -> None:
+        super().__init__(name, config, client)
+        self.fakes = fakes if fakes is not None else Fakes()
+
+
+class ScriptedAdapter(FakeAdapter):
     can_pull: ClassVar[bool] = True
 
-    class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
-        key: str
-
-    def __init__(self, name: str, config: Any, client: Any) -> None:
-        self.script = SCRIPTS.setdefault(config.key, Script())
+    def __init__(self, name: str, config: Any, client: Any = None, *, fakes: Fakes | None = None) -> None:
+        super().__init__(name, config, client, fakes=fakes)
+        self.script = self.fakes.script(config.key)
 
     async def pull(self, ctx: PullContext) -> AsyncIterator[Batch]:
         sc = self.script
@@ -59,21 +126,11 @@ class ScriptedAdapter:
         return "ok"
 
 
-class PushOnly:
+class PushOnly(Adapter):
     """An adapter that cannot pull (for config validation tests)."""
-
-    can_pull: ClassVar[bool] = False
-
-    class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
-        pass
-
-    def __init__(self, name: str, config: Any, client: Any) -> None:
-        pass
 
 
 # --- destinations -----------------------------------------------------------------
-
-from ctd.adapters.base import ActionSpec, PushResult, ShareItem  # noqa: E402
 
 
 class MemoryParams(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
@@ -82,26 +139,7 @@ class MemoryParams(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_o
     max_bytes: int | None = None
 
 
-class Remote:
-    """What a destination holds, plus knobs for tests."""
-
-    def __init__(self) -> None:
-        self.items: dict[str, ShareItem] = {}
-        self.calls: list[tuple[str, list[str]]] = []
-        self.reject: dict[str, str] = {}  # value -> reason the destination gives
-        self.errors: list[BaseException] = []  # raised by the next calls, one each
-        self.gate: trio.Event | None = None  # when set, a push waits on it (after setting in_push)
-        self.in_push = trio.Event()
-
-    def _maybe_fail(self) -> None:
-        if self.errors:
-            raise self.errors.pop(0)
-
-
-REMOTES: dict[str, Remote] = {}
-
-
-class MemoryDestination:
+class MemoryDestination(FakeAdapter):
     """An incremental destination (add/delete) that can also be pulled: it reports what it holds."""
 
     can_pull: ClassVar[bool] = True
@@ -110,11 +148,9 @@ class MemoryDestination:
         "add": ActionSpec(description="add to a list", mode="incremental", params=MemoryParams, batch_size=3),
     }
 
-    class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
-        key: str
-
-    def __init__(self, name: str, config: Any, client: Any) -> None:
-        self.remote = REMOTES.setdefault(config.key, Remote())
+    def __init__(self, name: str, config: Any, client: Any = None, *, fakes: Fakes | None = None) -> None:
+        super().__init__(name, config, client, fakes=fakes)
+        self.remote = self.fakes.remote(config.key)
 
     @classmethod
     def target(cls, action: str, params: MemoryParams) -> str:
@@ -161,7 +197,7 @@ class FullParams(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_onl
     max_entries: int | None = None
 
 
-class FullDestination:
+class FullDestination(FakeAdapter):
     """A full-replace destination: every delivery is the whole list."""
 
     can_pull: ClassVar[bool] = False
@@ -171,11 +207,9 @@ class FullDestination:
                               entry_overhead=3),
     }
 
-    class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
-        key: str
-
-    def __init__(self, name: str, config: Any, client: Any) -> None:
-        self.remote = REMOTES.setdefault(config.key, Remote())
+    def __init__(self, name: str, config: Any, client: Any = None, *, fakes: Fakes | None = None) -> None:
+        super().__init__(name, config, client, fakes=fakes)
+        self.remote = self.fakes.remote(config.key)
 
     @classmethod
     def limits(cls, action: str, params: FullParams) -> tuple[int | None, int | None]:
@@ -189,7 +223,7 @@ class FullDestination:
         return PushResult()
 
 
-class SecretAdapter:
+class SecretAdapter(Adapter):
     """A source that needs a token and whose peer rejects it (for secret-leak tests)."""
 
     can_pull: ClassVar[bool] = True
@@ -198,12 +232,7 @@ class SecretAdapter:
         url: str
         token: str
 
-    def __init__(self, name: str, config: Any, client: Any) -> None:
-        self.config = config
-
     async def pull(self, ctx: PullContext) -> AsyncIterator[Batch]:
-        from ctd.errors import AuthError
-
         await trio.lowlevel.checkpoint()
         raise AuthError(f"{self.config.url}: 401 Unauthorized")
         yield  # pragma: no cover

@@ -12,13 +12,11 @@ import trio.testing
 
 from ctd.ask import answer, ask, close_inbox
 from ctd.config import parse_config
-from ctd.daemon.daemon import make_adapter
 from ctd.errors import ActorStopped, StoreClosed
 from ctd.sharing.actor import Sharer, ShareNow, SharingStatus, run_sharing
 from ctd.sources.actor import AllowlistRef, PullNow, SourceStatus, run_source
 from ctd.store import IngestBatch, run_store, to_stage_rows
-from tests import fake_adapters
-from tests.fake_adapters import Remote, Script, ScriptedAdapter
+from tests.fake_adapters import Fakes, Script
 from tests.fakestore import FakeStore
 from tests.storeutil import ingest, s
 
@@ -107,7 +105,8 @@ def source_plugin(key: str):
 
 async def test_sync_in_flight_fails_when_the_source_actor_is_cancelled(store, autojump_clock):
     """A sync being served, and one queued behind it, both fail when the source actor is cancelled mid-pull."""
-    sc = fake_adapters.SCRIPTS["ask-source"] = Script(batches=[["a.example"], ["b.example"]])
+    fakes = Fakes()
+    sc = fakes.scripts["ask-source"] = Script(batches=[["a.example"], ["b.example"]])
     sc.gate = trio.Event()
     p = source_plugin("ask-source")
     send, recv = trio.open_memory_channel(4)
@@ -118,7 +117,7 @@ async def test_sync_in_flight_fails_when_the_source_actor_is_cancelled(store, au
 
             async def source(task_status=trio.TASK_STATUS_IGNORED):
                 with actor:
-                    await run_source("p", p, ScriptedAdapter("p", p.options, None), store, AllowlistRef(),
+                    await run_source("p", p, fakes.adapter("p", p), store, AllowlistRef(),
                                      SourceStatus("p", p), recv, task_status=task_status)
 
             await nursery.start(source)
@@ -158,11 +157,12 @@ interval = "1h"
 
 async def test_share_in_flight_fails_when_the_sharing_actor_is_cancelled(store, autojump_clock):
     """A `sharing sync` being served, and one queued behind it, fail when the sharing actor is cancelled."""
-    remote = fake_adapters.REMOTES["ask-sharing"] = Remote()
+    fakes = Fakes()
+    remote = fakes.remote("ask-sharing")
     remote.gate = trio.Event()
     cfg = parse_config(SHARING)
     sharer = Sharer("s", cfg.sharing["s"], cfg.rules["r"], cfg.plugins["dest"],
-                    make_adapter("dest", cfg.plugins["dest"]), store)
+                    fakes.adapter("dest", cfg.plugins["dest"]), store)
     ingest(store.conn, "a", [s("x.example")])
     send, recv = trio.open_memory_channel(8)
     asks = Outcomes()

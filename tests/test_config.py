@@ -157,7 +157,9 @@ class TestSecrets:
         """`<key>_file` reads the secret from a file into `<key>`."""
         import msgspec
 
-        class Secretive:
+        from ctd.model import Adapter
+
+        class Secretive(Adapter):
             can_pull = True
 
             class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -175,7 +177,9 @@ class TestSecrets:
         """An unreadable secret file is a config error at its key."""
         import msgspec
 
-        class Secretive:
+        from ctd.model import Adapter
+
+        class Secretive(Adapter):
             can_pull = True
 
             class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True):

@@ -288,13 +288,19 @@ def edl_daemon() -> Iterator[tuple[DaemonProc, tuple[str, int]]]:
 
 
 def _edl_flood(addr: tuple[str, int], n: int) -> tuple[list[socket.socket], int]:
-    """Open ``n`` idle EDL connections; returns them and how many the server closed (refused)."""
-    socks = [socket.create_connection(addr, timeout=5) for _ in range(n)]
+    """Open ``n`` idle EDL connections; returns them and how many the server closed (refused).
+
+    They come from many loopback addresses, at most 16 each (the EDL server's per-client
+    cap), so the server really reaches its total cap. A refused connection is answered
+    503 once its request head has had 5 s to arrive, so wait longer than that.
+    """
+    socks = [socket.create_connection(addr, timeout=5, source_address=(f"127.0.1.{1 + i // 16}", 0))
+             for i in range(n)]
     poller = select.poll()
     for s in socks:
         poller.register(s, select.POLLIN)
     closed: set[int] = set()
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 8  # under the 10 s request timeout of the accepted ones
     while len(closed) < n and time.monotonic() < deadline:
         for fd, _ in poller.poll(200):
             closed.add(fd)

@@ -60,7 +60,9 @@ XFAIL: dict[str, str] = {
     "feodo-ipblocklist-csv": f"{F1} (last_online is days old: stored inactive)",
     "feodo-ipblocklist-csv-2019": f"{F6} (the 2019 export's columns Firstseen,DstIP,DstPort,Malware fail the preset)",
     "feodo-ipblocklist-json": f"{F1} (last_online)",
-    "misp-feed-osint": F2,
+    "misp-feed-osint": f"{F2} - the adapters now share one type table and read 'name|md5' as its md5 "
+                       "(test_feed_formats), but this sample's malware-sample value is the bare file name "
+                       "'a5ff5f.exe' (PyMISP's to_feed wrote it without '|md5'): the expected md5 is not in it",
     "spamhaus-drop-json": "not in issue 12 (another loss): the current Spamhaus DROP download is NDJSON, "
                           "which no feed format reads (json fails the whole pull on the second line)",
     "stix20-oasis-examples": f"{F1} (STIX modified of 2014-2017)",

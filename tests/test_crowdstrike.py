@@ -8,15 +8,12 @@ import httpx
 import pytest
 import trio
 
-from ctd.adapters.base import ShareItem
 from ctd.adapters.crowdstrike.adapter import CrowdStrikeAdapter, CrowdStrikeConfig, IocParams
 from ctd.config import decode_options, parse_config
-from ctd.daemon.daemon import make_adapter
 from ctd.errors import AuthError, ConfigError, SourceUnavailable, UpstreamDataError
-from ctd.model import PullContext, Sighting, parse_time
-from tests import fake_adapters
+from ctd.model import PullContext, ShareItem, Sighting, parse_time
 from tests.emulators.crowdstrike import CrowdStrikeEmulator
-from tests.fake_adapters import Remote
+from tests.fake_adapters import Fakes
 from tests.fakestore import FakeStore
 from tests.exchange import Exchange
 
@@ -181,7 +178,7 @@ async def test_rate_limit_headers_are_sent(emu):
     """Every API reply carries X-RateLimit-Limit and X-RateLimit-Remaining (the emulator's contract)."""
     emu.budget = 5
     cs = make(emu)
-    resp = await cs._request("GET", "/iocs/combined/indicator/v1", "probe")
+    resp = await cs.api.request("GET", "/iocs/combined/indicator/v1", "probe")
     assert resp.headers["X-RateLimit-Limit"] == "6000" and resp.headers["X-RateLimit-Remaining"] == "4"
 
 
@@ -407,7 +404,8 @@ async def test_bidirectional_with_crowdstrike_does_not_loop(tmp_path, emu):
     """A -> CrowdStrike plus CrowdStrike -> A: each IoC crosses once; ctd's IOCs never come back from CrowdStrike."""
     emu.now = int(time.time())
     emu.add("domain", "from-cs.example")
-    fake_adapters.REMOTES["cs-loop-a"] = ra = Remote()
+    fakes = Fakes()
+    ra = fakes.remote("cs-loop-a")
     ra.items["from-a.example"] = Sighting(type="domain", value="from-a.example")  # type: ignore[assignment]
     cfg = parse_config(f"""
 [plugins.A]
@@ -434,7 +432,7 @@ action = "add"
 """)
     store = FakeStore(str(tmp_path / "db"))
     client = httpx.AsyncClient(transport=emu.transport(), base_url=BASE)
-    ex = Exchange(cfg, {"A": make_adapter("A", cfg.plugins["A"]),
+    ex = Exchange(cfg, {"A": fakes.adapter("A", cfg.plugins["A"]),
                         "cs": CrowdStrikeAdapter("cs", cfg.plugins["cs"].options, client)}, store)
     try:
         for _round in range(3):

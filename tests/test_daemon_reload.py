@@ -13,9 +13,8 @@ from ctd.config import load_config
 from ctd.daemon.daemon import Daemon
 from ctd.errors import ActorStopped, ConfigError
 from ctd.service.sdnotify import Notifier
-from tests import fake_adapters
 from tests.daemonproc import short_tmpdir
-from tests.fake_adapters import Script
+from tests.fake_adapters import Fakes, Script
 
 
 def write(path, slow_extra="", other_extra="", more=""):
@@ -36,12 +35,13 @@ def workdir():
 
 async def test_unchanged_source_not_restarted(workdir):
     """Reload restarts a changed source but leaves an unchanged one and its in-flight pull alone."""
-    slow = fake_adapters.SCRIPTS["reload-slow"] = Script(batches=[["a.example"], ["b.example"]])
+    fakes = Fakes()
+    slow = fakes.scripts["reload-slow"] = Script(batches=[["a.example"], ["b.example"]])
     slow.gate = trio.Event()
-    other = fake_adapters.SCRIPTS["reload-other"] = Script()
+    other = fakes.scripts["reload-other"] = Script()
     cfg_path = workdir / "ctd.toml"
     write(cfg_path)
-    daemon = Daemon(load_config(cfg_path), Notifier(None))
+    daemon = Daemon(load_config(cfg_path), Notifier(None), open_adapter=fakes.open_adapter)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(daemon.run)
         with trio.fail_after(20):
@@ -62,9 +62,9 @@ async def test_unchanged_source_not_restarted(workdir):
 
 
 @asynccontextmanager
-async def running(cfg_path):
-    """The daemon on ``cfg_path`` in this test's task tree, once both sources run."""
-    daemon = Daemon(load_config(cfg_path), Notifier(None))
+async def running(cfg_path, fakes):
+    """The daemon on ``cfg_path`` (with this test's fakes) in this test's task tree, once both sources run."""
+    daemon = Daemon(load_config(cfg_path), Notifier(None), open_adapter=fakes.open_adapter)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(daemon.run)
         with trio.fail_after(20):
@@ -75,16 +75,18 @@ async def running(cfg_path):
 
 
 def scripts(slow_batches=None):
-    fake_adapters.SCRIPTS["reload-slow"] = Script(batches=slow_batches)
-    fake_adapters.SCRIPTS["reload-other"] = Script()
+    fakes = Fakes()
+    fakes.scripts["reload-slow"] = Script(batches=slow_batches)
+    fakes.scripts["reload-other"] = Script()
+    return fakes
 
 
 async def test_removed_source_is_cancelled(workdir):
     """A source removed from the config is stopped on reload."""
-    scripts()
+    fakes = scripts()
     cfg_path = workdir / "ctd.toml"
     write(cfg_path)
-    async with running(cfg_path) as daemon:
+    async with running(cfg_path, fakes) as daemon:
         cfg_path.write_text(cfg_path.read_text().split("[plugins.other]")[0])
         result = await daemon.reload()
         assert result["removed"] == ["other"]
@@ -93,10 +95,10 @@ async def test_removed_source_is_cancelled(workdir):
 
 async def test_invalid_reload_changes_nothing(workdir):
     """An invalid file raises ConfigError and leaves the running config and actors as they were."""
-    scripts()
+    fakes = scripts()
     cfg_path = workdir / "ctd.toml"
     write(cfg_path)
-    async with running(cfg_path) as daemon:
+    async with running(cfg_path, fakes) as daemon:
         before = daemon.config
         write(cfg_path, slow_extra="aging_days = 1000\n")
         with pytest.raises(ConfigError, match=r"\$\.plugins\.slow\.aging_days"):
@@ -107,10 +109,10 @@ async def test_invalid_reload_changes_nothing(workdir):
 
 async def test_allowlist_change_applies_without_restart(workdir):
     """Adding a domain to the allowlist deactivates stored matches without restarting sources."""
-    scripts(slow_batches=[["x.blocked.example", "ok.example"]])
+    fakes = scripts(slow_batches=[["x.blocked.example", "ok.example"]])
     cfg_path = workdir / "ctd.toml"
     write(cfg_path)
-    async with running(cfg_path) as daemon:
+    async with running(cfg_path, fakes) as daemon:
         with trio.fail_after(20):
             while (await daemon.store.counts())["active"] < 3:
                 await trio.sleep(0.01)
@@ -123,12 +125,13 @@ async def test_allowlist_change_applies_without_restart(workdir):
 
 async def test_sync_in_flight_fails_when_reload_restarts_the_source(workdir):
     """`ctdctl sync` of a source that a reload restarts mid-pull gets an error instead of hanging (issue 11 #9)."""
-    slow = fake_adapters.SCRIPTS["reload-slow"] = Script(batches=[["a.example"], ["b.example"]])
+    fakes = Fakes()
+    slow = fakes.scripts["reload-slow"] = Script(batches=[["a.example"], ["b.example"]])
     slow.gate = trio.Event()
-    fake_adapters.SCRIPTS["reload-other"] = Script()
+    fakes.scripts["reload-other"] = Script()
     cfg_path = workdir / "ctd.toml"
     write(cfg_path)
-    daemon = Daemon(load_config(cfg_path), Notifier(None))
+    daemon = Daemon(load_config(cfg_path), Notifier(None), open_adapter=fakes.open_adapter)
     errors: list[str] = []
 
     async def sync():

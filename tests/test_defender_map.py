@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
-import msgspec
 import pytest
 
 from ctd.adapters.defender import mapping as m
-from ctd.model import Rejected, Sighting, parse_time
+from ctd.model import Rejected, ShareItem, Sighting, parse_time
 
 FIX = Path(__file__).parent / "fixtures" / "defender"
 
@@ -18,18 +18,11 @@ def load(name: str):
     return json.loads((FIX / name).read_text())
 
 
-class Item(msgspec.Struct, frozen=True, kw_only=True):
-    type: str
-    value: str
-    severity: str = "high"
-    reputation: int = 7
-    tags: tuple[str, ...] = ()
-    comments: str = ""
-    reference: str = ""
-    first_seen: int | None = None
-    last_seen: int | None = None
-    expires_at: int | None = None
-    sources: tuple[str, ...] = ("misp",)
+def Item(**fields: Any) -> ShareItem:  # noqa: N802 - reads as the ShareItem it builds
+    """A ShareItem (what the sharing layer hands a destination) with the defaults these tests leave out."""
+    defaults: dict[str, Any] = dict(severity="high", reputation=7, tags=(), comments="", reference="",
+                                    first_seen=None, last_seen=None, expires_at=None, sources=("misp",))
+    return ShareItem(**{**defaults, **fields})
 
 
 @pytest.mark.parametrize(("type_", "kind"), [

@@ -19,7 +19,6 @@ import trio.testing
 from ctd.adapters.edl.adapter import EdlAdapter, write_list
 from ctd.adapters.edl.server import Gate, ServerSettings, _connection, basic_ok, not_modified, parse_bind, route
 from ctd.config import parse_config
-from ctd.daemon.daemon import make_adapter
 from ctd.errors import ConfigError, SourceUnavailable
 from ctd.model import now
 from ctd.sharing.actor import Sharer
@@ -60,14 +59,14 @@ params = {params}
 
 def sharer(cfg, store, name="s"):
     sh = cfg.sharing[name]
-    return Sharer(name, sh, cfg.rules[sh.rule], cfg.plugins["fw"], make_adapter("fw", cfg.plugins["fw"]), store)
+    return Sharer(name, sh, cfg.rules[sh.rule], cfg.plugins["fw"], EdlAdapter("fw", cfg.plugins["fw"].options), store)
 
 
 @asynccontextmanager
 async def serving(cfg):
     """The fw plugin's server (its own adapter instance) and a client for it."""
     async with trio.open_nursery() as nursery:
-        host, port = await nursery.start(make_adapter("fw", cfg.plugins["fw"]).serve)
+        host, port = await nursery.start(EdlAdapter("fw", cfg.plugins["fw"].options).serve)
         async with httpx.AsyncClient(base_url=f"http://{host}:{port}", trust_env=False) as client:
             yield client
         nursery.cancel_scope.cancel()
@@ -159,7 +158,7 @@ class TestPipeline:
 class TestHttp:
     async def _list(self, tmp_path, fw="", values=("a.example",)):
         cfg = config(tmp_path, fw=fw)
-        await make_adapter("fw", cfg.plugins["fw"]).replace(
+        await EdlAdapter("fw", cfg.plugins["fw"].options).replace(
             "list", cfg.sharing["s"].params, [item(v) for v in values])
         return cfg
 
@@ -255,7 +254,7 @@ class TestHttp:
         """Two requests sent at once on one connection get two responses on it."""
         cfg = await self._list(tmp_path)
         async with trio.open_nursery() as nursery:
-            host, port = await nursery.start(make_adapter("fw", cfg.plugins["fw"]).serve)
+            host, port = await nursery.start(EdlAdapter("fw", cfg.plugins["fw"].options).serve)
             stream = await trio.open_tcp_stream(host, port)
             req = b"GET /edl/urls.txt HTTP/1.1\r\nHost: x\r\n\r\n"
             await stream.send_all(req + req[:-2] + b"Connection: close\r\n\r\n")
@@ -293,7 +292,7 @@ class TestHttp:
             plugin = msgspec.structs.replace(
                 plugin, options=msgspec.structs.replace(plugin.options, bind=f"127.0.0.1:{port}"))
             with pytest.raises(SourceUnavailable, match=f"cannot listen on 127.0.0.1:{port}"):
-                await make_adapter("fw", plugin).serve()
+                await EdlAdapter("fw", plugin.options).serve()
 
     async def test_check_reports_listening(self, tmp_path):
         """check() connects to the server and counts the lists."""
@@ -305,7 +304,7 @@ class TestHttp:
 
 
 def item(value, typ="domain"):
-    from ctd.adapters.base import ShareItem
+    from ctd.model import ShareItem
 
     return ShareItem(type=typ, value=value, severity="unknown", reputation=5, tags=(), comments="", reference="",
                      first_seen=None, last_seen=None, expires_at=None, sources=("a",))

@@ -280,6 +280,48 @@ def test_misp_event_maps_ids_attributes():
     assert [(s.value, s.retracted) for s in retracted] == [("http://gone.example.net/x", True)]
 
 
+MALWARE_MD5 = "2f7025a4e2fd9a26dcc64afc7b9d2b67"
+
+
+def raw_event(*attributes: dict) -> bytes:
+    """A MISP feed event file holding these attributes (as MISP writes them: all to_ids)."""
+    import json
+
+    attrs = [{"to_ids": True, "timestamp": str(NOV_27_1940), **a} for a in attributes]
+    return json.dumps({"Event": {"uuid": "e1", "info": "sample", "threat_level_id": "2", "Attribute": attrs}}).encode()
+
+
+def test_misp_feed_malware_sample_is_its_md5():
+    """A malware-sample attribute (``name|md5``) gives its md5, as the REST misp adapter reads it (issue 12 #2)."""
+    (out, rejected), _ = ff.misp_event(raw_event({"type": "malware-sample", "value": f"a5ff5f.exe|{MALWARE_MD5}"}), NOW)
+    assert pairs((out, rejected)) == [("md5", MALWARE_MD5)]
+
+
+# One value per MISP type the adapters read (a composite's parts, a port, a defanged form).
+MISP_SAMPLES = {
+    "ip-src": "198.51.100.1", "ip-dst": "2001:db8::1", "ip-src|port": "198.51.100.2|8080",
+    "ip-dst|port": "198.51.100.3|443", "domain": "evil.example", "domain|ip": "evil.example|203.0.113.5",
+    "hostname": "c2.evil.example", "hostname|port": "c2.evil.example|8443", "url": "http://evil.example/x",
+    "md5": "a" * 32, "sha1": "b" * 40, "sha256": "c" * 64, "filename|md5": f"x.doc|{'d' * 32}",
+    "filename|sha1": f"x|y.doc|{'e' * 40}", "filename|sha256": f"x.doc|{'f' * 64}",
+    "malware-sample": f"a5ff5f.exe|{MALWARE_MD5}", "email": "a@evil.example", "email-src": "b@evil.example",
+    "email-dst": "c@evil.example",
+}
+
+
+@pytest.mark.parametrize("mtype", sorted(MISP_SAMPLES))
+def test_misp_feed_and_rest_read_every_type_alike(mtype):
+    """The MISP feed format and the REST misp adapter share one type table: the same attribute, the same IoCs."""
+    from ctd.adapters.misp import mapping as misp_map
+
+    value = MISP_SAMPLES[mtype]
+    (feed, rejected), _ = ff.misp_event(raw_event({"type": mtype, "value": value}), NOW)
+    rest, _ = misp_map.map_attribute({"type": mtype, "value": value, "to_ids": True}, base_url="", export_tag="ctd",
+                                     to_ids_only=True)
+    assert rejected == [] and feed
+    assert [(x.type, x.value) for x in feed] == [(x.type, x.value) for x in rest]
+
+
 def test_misp_manifest_and_broken_event():
     """The manifest maps uuid -> timestamp; a file that is not an event is a format error."""
     files = feed_files(misp_event())

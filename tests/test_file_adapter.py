@@ -344,9 +344,9 @@ def test_config_rejects_bad_options(options):
 
 def test_adapter_is_registered_as_file():
     """The ``file`` entry point loads this class."""
-    from ctd import adapters_registry
+    from ctd import plugins
 
-    assert adapters_registry.load("file") is FileAdapter
+    assert plugins.load("file") is FileAdapter
     assert (FileAdapter.can_pull, FileAdapter.can_push) == (True, True)
 
 

@@ -16,7 +16,7 @@ import pytest
 from ctd.adapters.taxii.adapter import MEDIA_TYPE
 from ctd.adapters.taxii.mapping import map_objects
 from ctd.config import parse_config
-from ctd.daemon.daemon import close_adapter, make_adapter
+from ctd.plugins import open_adapter
 from ctd.errors import UpstreamDataError
 from ctd.model import PullContext
 from tests.daemonproc import DaemonProc, short_tmpdir
@@ -40,11 +40,8 @@ def nested_json(req: Received):
 
 async def pull_all(toml: str, name: str):
     cfg = parse_config(toml)
-    adapter = make_adapter(name, cfg.plugins[name])
-    try:
+    async with open_adapter(name, cfg.plugins[name]) as adapter:
         return [b async for b in adapter.pull(CTX)]
-    finally:
-        await close_adapter(adapter)
 
 
 async def test_feed_json_nested_too_deep():

@@ -13,7 +13,7 @@ import structlog
 
 from ctd.config import parse_config, summary
 from ctd.config_warnings import log_warnings
-from ctd.daemon.daemon import close_adapter, make_adapter
+from ctd.plugins import open_adapter
 from ctd.model import PullContext
 from tests.daemonproc import DaemonProc, short_tmpdir
 from tests.loopback import ok, serve
@@ -35,11 +35,8 @@ def proxy_env(monkeypatch):
 
 async def pull_values(toml: str) -> list[str]:
     cfg = parse_config(toml)
-    adapter = make_adapter("f", cfg.plugins["f"])
-    try:
+    async with open_adapter("f", cfg.plugins["f"]) as adapter:
         return [s.value async for b in adapter.pull(CTX) for s in b.sightings]  # type: ignore[misc]
-    finally:
-        await close_adapter(adapter)
 
 
 async def test_environment_proxy_is_honoured_by_default(proxy_env):

@@ -11,12 +11,12 @@ import structlog
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ctd.adapters.base import ShareItem
+from ctd.model import ShareItem
 from ctd.adapters.edl.adapter import write_list
 from ctd.adapters.file.push import render
 from ctd.canon import canonicalize, value_problem
 from ctd.config import parse_config
-from ctd.daemon.daemon import make_adapter
+from ctd.plugins import adapter_class
 from ctd.errors import InvalidIndicator
 from ctd.model import INDICATOR_TYPES, now
 from ctd.sharing.actor import Sharer
@@ -163,7 +163,8 @@ action = "{action}"
 params = {params}
 """)
     sh = cfg.sharing["s"]
-    return Sharer("s", sh, cfg.rules["r"], cfg.plugins[dest], make_adapter(dest, cfg.plugins[dest]), store)
+    plugin = cfg.plugins[dest]
+    return Sharer("s", sh, cfg.rules["r"], plugin, adapter_class(plugin.adapter)(dest, plugin.options), store)
 
 
 @pytest.mark.parametrize(("dest", "out"), [("edl", "edl/urls.txt"), ("file", "out.txt")])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from ctd.adapters.base import ShareItem
+from ctd.model import ShareItem
 from ctd.adapters.misp.adapter import EventParams, MispAdapter, MispConfig
 from ctd.config import decode_options, parse_config
 from ctd.errors import AuthError, ConfigError, SourceUnavailable, UpstreamDataError
@@ -505,17 +505,17 @@ def store(tmp_path):
 
 async def run_rounds(store, emu, key: str, rounds: int = 3):
     """Pull both sides and run both sharings ``rounds`` times; return (A's remote, misp adapter)."""
-    from ctd.daemon.daemon import make_adapter
     from ctd.model import Sighting
-    from tests import fake_adapters
     from tests.exchange import Exchange
+    from tests.fake_adapters import Fakes
 
-    remote = fake_adapters.REMOTES[key] = fake_adapters.Remote()
+    fakes = Fakes()
+    remote = fakes.remote(key)
     remote.items["from-a.example"] = Sighting(type="domain", value="from-a.example")  # type: ignore[assignment]
     remote.items["both.example"] = Sighting(type="domain", value="both.example")  # type: ignore[assignment]
     cfg = parse_config(BIDI.replace("{key}", key))
     misp = MispAdapter("misp", cfg.plugins["misp"].options, httpx.AsyncClient(transport=emu.transport()))
-    ex = Exchange(cfg, {"A": make_adapter("A", cfg.plugins["A"]), "misp": misp}, store)
+    ex = Exchange(cfg, {"A": fakes.adapter("A", cfg.plugins["A"]), "misp": misp}, store)
     for _ in range(rounds):
         await ex.round()
     return remote, misp, ex.round

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from ctd.adapters.misp import mapping as m
-from ctd.adapters.base import ShareItem
+from ctd.model import ShareItem
 from ctd.adapters.misp.adapter import MispConfig
 from ctd.config import decode_options
 

@@ -7,18 +7,16 @@ import time
 import httpx
 import pytest
 
-from ctd.adapters.base import ShareItem
 from ctd.adapters.netskope.adapter import NetskopeAdapter
 from ctd.config import parse_config
-from ctd.daemon.daemon import make_adapter
 from ctd.errors import AuthError, ConfigError, SourceUnavailable, UpstreamDataError
-from ctd.model import PullContext, Sighting, now
+from ctd.model import PullContext, ShareItem, Sighting, now
+from ctd.plugins import open_adapter
 from ctd.sharing.actor import Sharer
 from ctd.sources.actor import AllowlistRef, SourceStatus, pull_once
-from tests import fake_adapters
 from tests.daemonproc import DaemonProc, short_tmpdir
 from tests.emulators.netskope import NetskopeTenant, serve_on_localhost
-from tests.fake_adapters import Remote
+from tests.fake_adapters import Fakes
 from tests.fakestore import FakeStore
 from tests.storeutil import ingest, s
 from tests.exchange import Exchange
@@ -128,9 +126,9 @@ def test_pulling_plugin_needs_alert_types():
 async def test_daemon_client_comes_from_the_tenant_settings():
     """The daemon's client for the plugin is built from the tenant's connection keys."""
     cfg = config()
-    a = make_adapter("ns", cfg.plugins["ns"])
-    assert isinstance(a.client, httpx.AsyncClient) and a.api.base == "https://acme.goskope.com"
-    await a.aclose()
+    async with open_adapter("ns", cfg.plugins["ns"]) as a:
+        assert isinstance(a, NetskopeAdapter)
+        assert isinstance(a.client, httpx.AsyncClient) and a.api.base == "https://acme.goskope.com"
 
 
 SHARE = """
@@ -500,7 +498,8 @@ async def test_bidirectional_sharing_does_not_ping_pong(emu, store):
     """A -> Netskope plus Netskope -> A: each URL reaches the other side once and never comes back."""
     emu._now = None
     t = now()
-    fake_adapters.REMOTES["ns-peer"] = peer = Remote()
+    fakes = Fakes()
+    peer = fakes.remote("ns-peer")
     peer.items["http://from-a.example/x"] = Sighting(type="url", value="http://from-a.example/x")  # type: ignore[assignment]
     emu.add_alert("malsite", url="http://from-ns.example/y", timestamp=t - 60)
     cfg = config(plugin=PLUGIN + 'initial_range = "1h"\nalert_types = ["malsite"]\n' + """
@@ -522,7 +521,7 @@ destination = "A"
 action = "add"
 """)
     ns = adapter(emu, cfg)
-    ex = Exchange(cfg, {"ns": ns, "A": make_adapter("A", cfg.plugins["A"])}, store)
+    ex = Exchange(cfg, {"ns": ns, "A": fakes.adapter("A", cfg.plugins["A"])}, store)
     for rnd in range(3):
         if rnd == 1:  # the tenant now blocks what A shared, and alerts on it
             emu.add_alert("malsite", url="http://from-a.example/x", timestamp=now() - 30)

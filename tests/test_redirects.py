@@ -15,10 +15,10 @@ from contextlib import ExitStack
 import httpx
 import pytest
 
-from ctd.adapters.base import ShareItem
+from ctd.model import ShareItem
 from ctd.adapters.http import HttpOptions, make_client, map_http_errors
 from ctd.config import parse_config
-from ctd.daemon.daemon import close_adapter, make_adapter
+from ctd.plugins import open_adapter
 from ctd.errors import AdapterError, UpstreamDataError
 from ctd.model import PullContext
 from tests.daemonproc import DaemonProc, short_tmpdir
@@ -56,8 +56,9 @@ def assert_nothing_secret(server) -> None:
 
 
 def adapter_from(toml: str, name: str):
+    """Plugin ``name`` of ``toml``, as ``open_adapter`` takes it."""
     cfg = parse_config(toml)
-    return make_adapter(name, cfg.plugins[name])
+    return name, cfg.plugins[name]
 
 
 def feed_toml(url: str, extra: str = "") -> str:
@@ -65,11 +66,9 @@ def feed_toml(url: str, extra: str = "") -> str:
             f'headers = {{ X-Feed-Key = "{HEADER_SECRET}" }}\n{extra}')
 
 
-async def pull_all(adapter):
-    try:
+async def pull_all(plugin):
+    async with open_adapter(*plugin) as adapter:
         return [b async for b in adapter.pull(CTX)]
-    finally:
-        await close_adapter(adapter)
 
 
 # --- feeds -----------------------------------------------------------------------------------
@@ -206,15 +205,12 @@ async def test_netskope_v1_token_body_is_not_reposted_to_another_origin(other):
     """A 307 on the file hash list update (v1 token in the body) is not followed."""
     with serve("127.0.0.1", redirect_to(f"{other.base}/api/v1/updateFileHashList", 307)) as origin:
         cfg = parse_config(tenant_toml(origin.base).replace('alert_types = ["malsite"]\n', "pull = false\n"))
-        ns = make_adapter("ns", cfg.plugins["ns"])
-        params = type(ns).ACTIONS["file_hash_list"].params(list="ctd-hashes")
         item = ShareItem(type="sha256", value="a" * 64, severity="high", reputation=5, tags=(), comments="",
                          reference="", first_seen=None, last_seen=None, expires_at=None, sources=("x",))
-        try:
+        async with open_adapter("ns", cfg.plugins["ns"]) as ns:
+            params = ns.ACTIONS["file_hash_list"].params(list="ctd-hashes")
             with pytest.raises(UpstreamDataError, match="127.0.0.2"):
                 await ns.replace("file_hash_list", params, [item])
-        finally:
-            await close_adapter(ns)
     assert other.received == []
 
 

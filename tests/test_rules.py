@@ -15,7 +15,7 @@ from ctd.store import sql as store_sql
 from ctd.model import INDICATOR_TYPES, SEVERITIES, Sighting, iso
 from ctd.rules.parser import And, Cmp, Node, Not, Now, Or, RuleError, parse
 from ctd.rules.compiler import (
-    CompiledRule, Rule, Subject, compile_filter, glob_to_regex, glob_to_sql, register_sql_functions,
+    SQL_FUNCTIONS, CompiledRule, Rule, Subject, compile_filter, glob_to_regex, glob_to_sql,
 )
 from tests.storeutil import DAY, NOW, ingest
 
@@ -323,7 +323,8 @@ def assert_sql_equals_python(conn, rule, subs, now=NOW) -> set[int]:
 
 def open_db(path: str) -> sqlite3.Connection:
     conn = store_sql.connect(path)
-    register_sql_functions(conn)
+    for name, (nargs, fn) in SQL_FUNCTIONS.items():
+        conn.create_function(name, nargs, fn, deterministic=True)
     return conn
 
 

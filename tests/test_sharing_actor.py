@@ -8,15 +8,14 @@ import pytest
 import trio
 
 from ctd.config import load_config, parse_config
-from ctd.daemon.daemon import Daemon, make_adapter
+from ctd.daemon.daemon import Daemon
 from ctd.errors import SourceUnavailable
 from ctd.model import Sighting
 from ctd.service.sdnotify import Notifier
 from ctd.sharing.actor import Sharer, SharingStatus, Wake, run_sharing
-from tests import fake_adapters
 from tests.daemonproc import short_tmpdir
 from tests.exchange import Exchange
-from tests.fake_adapters import Remote, Script
+from tests.fake_adapters import Fakes, Script
 from tests.fakestore import FakeStore
 from tests.storeutil import ingest, s
 
@@ -48,16 +47,15 @@ interval = "1h"
 """
 
 
-def make_sharer(store, key):
-    fake_adapters.REMOTES[key] = Remote()
+def make_sharer(store, fakes, key):
     cfg = parse_config(CFG.replace("{key}", key))
     sh = cfg.sharing["s"]
-    return Sharer("s", sh, cfg.rules["r"], cfg.plugins["dest"], make_adapter("dest", cfg.plugins["dest"]), store)
+    return Sharer("s", sh, cfg.rules["r"], cfg.plugins["dest"], fakes.adapter("dest", cfg.plugins["dest"]), store)
 
 
 async def test_wakeups_coalesce_into_one_pass(store, autojump_clock, nursery):
     """A burst of wake-ups while the actor waits results in one pass, not one per wake-up."""
-    sharer = make_sharer(store, "coalesce")
+    sharer = make_sharer(store, Fakes(), "coalesce")
     passes = []
     real = sharer.share_once
 
@@ -81,22 +79,23 @@ async def test_wakeups_coalesce_into_one_pass(store, autojump_clock, nursery):
 
 async def test_failed_pass_backs_off(store, autojump_clock, nursery):
     """A destination failure is retried with growing backoff, not at the full interval."""
-    sharer = make_sharer(store, "backoff")
+    fakes = Fakes()
+    sharer = make_sharer(store, fakes, "backoff")
     ingest(store.conn, "a", [s("x.example")])
-    fake_adapters.REMOTES["backoff"].errors = [SourceUnavailable("503")] * 3
+    fakes.remote("backoff").errors = [SourceUnavailable("503")] * 3
     send, recv = trio.open_memory_channel(8)
     status = SharingStatus("s", sharer.sh)
     await nursery.start(run_sharing, sharer, status, recv)
     await trio.sleep(200)
-    calls = fake_adapters.REMOTES["backoff"].calls
-    assert len(calls) == 4 and "x.example" in fake_adapters.REMOTES["backoff"].items
+    calls = fakes.remote("backoff").calls
+    assert len(calls) == 4 and "x.example" in fakes.remote("backoff").items
     assert status.last_error is None
 
 
 async def test_bidirectional_sharing_does_not_ping_pong(store):
     """A->B plus B->A: each IoC reaches the other tool once and never comes back to its reporter."""
-    fake_adapters.REMOTES["pingA"] = ra = Remote()
-    fake_adapters.REMOTES["pingB"] = rb = Remote()
+    fakes = Fakes()
+    ra, rb = fakes.remote("pingA"), fakes.remote("pingB")
     ra.items["from-a.example"] = Sighting(type="domain", value="from-a.example")  # type: ignore[assignment]
     rb.items["from-b.example"] = Sighting(type="domain", value="from-b.example")  # type: ignore[assignment]
     cfg = parse_config("""
@@ -121,7 +120,7 @@ destination = "A"
 action = "add"
 params = { list = "a" }
 """)
-    ex = Exchange(cfg, {n: make_adapter(n, p) for n, p in cfg.plugins.items()}, store)
+    ex = Exchange(cfg, {n: fakes.adapter(n, p) for n, p in cfg.plugins.items()}, store)
     for _round in range(3):
         await ex.round()
     pushed_to_a = [v for op, vals in ra.calls if op == "push" for v in vals]
@@ -134,14 +133,15 @@ async def test_new_ioc_reaches_destination_without_waiting_for_interval():
     """With an hour-long interval, a newly ingested IoC is shared right after its batch commits."""
     d = short_tmpdir()
     try:
-        fake_adapters.REMOTES["event"] = remote = Remote()
-        src = fake_adapters.SCRIPTS["event-src"] = Script(batches=[["first.example"]])
+        fakes = Fakes()
+        remote = fakes.remote("event")
+        src = fakes.scripts["event-src"] = Script(batches=[["first.example"]])
         (d / "ctd.toml").write_text(
             f'[daemon]\nstate_dir = "{d}/var"\nsocket = "{d}/ctd.sock"\n'
             '[plugins.a]\nadapter = "tests.fake_adapters:ScriptedAdapter"\nkey = "event-src"\nsync_interval = "1h"\n'
             + CFG.split("[plugins.dest]")[1].join(["[plugins.dest]", ""]).replace("{key}", "event")
         )
-        daemon = Daemon(load_config(d / "ctd.toml"), Notifier(None))
+        daemon = Daemon(load_config(d / "ctd.toml"), Notifier(None), open_adapter=fakes.open_adapter)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(daemon.run)
             with trio.fail_after(30):

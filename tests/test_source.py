@@ -9,8 +9,7 @@ from ctd.ask import ask
 from ctd.config import parse_config
 from ctd.errors import AuthError, SourceUnavailable
 from ctd.sources.actor import AllowlistRef, PullNow, SourceStatus, backoff_delay, run_source
-from tests import fake_adapters
-from tests.fake_adapters import Script, ScriptedAdapter
+from tests.fake_adapters import Fakes, Script
 from tests.fakestore import FakeStore
 
 
@@ -29,11 +28,12 @@ def store(tmp_path):
 
 
 async def start(nursery, store, key, script, extra=""):
-    fake_adapters.SCRIPTS[key] = script
+    fakes = Fakes()
+    fakes.scripts[key] = script
     p = plugin(key, extra)
     status = SourceStatus("p", p)
     send, recv = trio.open_memory_channel(4)
-    await nursery.start(run_source, "p", p, ScriptedAdapter("p", p.options, None), store, AllowlistRef(), status, recv)
+    await nursery.start(run_source, "p", p, fakes.adapter("p", p), store, AllowlistRef(), status, recv)
     return status, send
 
 

@@ -13,14 +13,15 @@ import trio
 from stix2validator import ValidationOptions, validate_instance
 from taxii2client.v21 import Collection, as_pages
 
-from ctd.adapters.base import ShareItem
+from ctd.model import ShareItem
 from ctd.config import decode_options, parse_config
-from ctd.daemon.daemon import close_adapter, make_adapter
+from ctd.plugins import open_adapter
 from ctd.sharing.actor import Sharer
 from ctd.sources.actor import AllowlistRef, SourceStatus, pull_once
 from tests.fakestore import FakeStore
 from tests.storeutil import ingest, show
 from ctd.adapters.taxii.adapter import MEDIA_TYPE, PublishParams, TaxiiAdapter, TaxiiConfig
+from ctd.adapters.taxii.api import client_settings
 from ctd.adapters.taxii.stix import build_pattern, indicator_id
 from ctd.errors import AuthError, UpstreamDataError
 from ctd.model import PullContext, Sighting, now
@@ -257,12 +258,9 @@ params = {{ collection = "shared" }}
     async def test_pull_cycle_counts_and_checkpoints(self, setup):
         """One pull cycle ingests the feed, counts what it could not map and stores the server date as cursor."""
         cfg, store = setup
-        adapter = make_adapter("intel", cfg.plugins["intel"])
-        try:
+        async with open_adapter("intel", cfg.plugins["intel"]) as adapter:
             res = await pull_once("intel", cfg.plugins["intel"], adapter, store, AllowlistRef(),
                                   SourceStatus("intel", cfg.plugins["intel"]))
-        finally:
-            await close_adapter(adapter)
         assert (res.invalid, res.batches) == (7, 4)
         assert res.new == 13
         assert show(store.conn, "url", "http://revoked.example/")["active"] is False
@@ -275,11 +273,8 @@ params = {{ collection = "shared" }}
         ingest(store.conn, "edr", [Sighting(type="domain", value=f"d{i}.shared.example") for i in range(3)],
                now=now())
         sh = cfg.sharing["to-taxii"]
-        adapter = make_adapter("out", cfg.plugins["out"])
-        try:
+        async with open_adapter("out", cfg.plugins["out"]) as adapter:
             res = await Sharer("to-taxii", sh, cfg.rules["all"], cfg.plugins["out"], adapter, store).share_once()
-        finally:
-            await close_adapter(adapter)
         assert (res.pushed, res.rejected) == (3, 0)
         coll = client_collection(server, "c0f1e2d3-0000-4000-8000-000000000104")
         assert sorted(o["name"] for o in await read_all(coll)) == [f"d{i}.shared.example" for i in range(3)]
@@ -290,7 +285,7 @@ params = {{ collection = "shared" }}
 
 def mock_adapter(handler, **kw) -> TaxiiAdapter:
     cfg = decode_options({"url": "https://taxii.test/api/", "collection": "c", **kw}, TaxiiConfig)
-    headers, auth = TaxiiAdapter.client_settings(cfg)
+    headers, auth = client_settings(cfg)
     client = httpx.AsyncClient(transport=httpx.MockTransport(handler), headers=headers, auth=auth)
     return TaxiiAdapter("taxii", cfg, client)
 

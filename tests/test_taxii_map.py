@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from stix2validator import ValidationOptions, validate_instance
 
 from ctd.adapters.taxii import mapping as tmap
-from ctd.adapters.base import ShareItem
+from ctd.model import ShareItem
 from ctd.adapters.taxii.stix import (
     CTD_NAMESPACE, MalformedPattern, UnsupportedPattern, build_pattern, indicator_id, parse_pattern,
 )

@@ -8,10 +8,8 @@ new ones (POST) and updates the ones ctd created before (PATCH); IOCs someone
 else created are left alone and reported as rejected. Retraction deletes by
 value, restricted to ctd's own IOCs.
 
-Auth is OAuth2 client credentials: the bearer token is reused until shortly
-before ``expires_in`` runs out; an API call answered 401 fetches a new token
-and is sent once more (the documented way to recover an expired or revoked
-token); a second 401 disables the plugin.
+Auth is OAuth2 client credentials (``api``): a call answered 401 fetches a new
+token and is sent once more; a second 401 disables the plugin.
 """
 
 from __future__ import annotations
@@ -21,19 +19,12 @@ from typing import Annotated, Any, ClassVar, Literal
 
 import httpx
 import msgspec
-import trio
 
 from ctd.adapters.crowdstrike import mapping as cmap
-from ctd.adapters.base import ActionSpec, PushResult, ShareItem
-from ctd.adapters.http import HttpOptions, make_client, map_http_errors, raise_for_status
-from ctd.errors import AuthError, UpstreamDataError
-from ctd.model import Batch, PullContext, Secret, iso
+from ctd.adapters.crowdstrike.api import COMBINED_PATH, ENTITIES_PATH, FalconApi, base_url, decode, errors_text
+from ctd.adapters.http import HttpOptions, make_client
+from ctd.model import ActionSpec, Adapter, Batch, PullContext, PushResult, Secret, ShareItem, UpstreamDataError, iso
 
-TOKEN_PATH = "/oauth2/token"
-COMBINED_PATH = "/iocs/combined/indicator/v1"
-ENTITIES_PATH = "/iocs/entities/indicators/v1"
-RETRY_HEADERS = ("X-RateLimit-RetryAfter",)  # epoch seconds, per CrowdStrike
-TOKEN_MARGIN = 60.0  # renew this long before expiry so a request never carries a dying token
 MAX_FILTER_CHARS = 4000  # keep value:[...] query strings far below common URL limits
 BATCH = 200
 
@@ -79,26 +70,7 @@ class IocParams(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen
             raise ValueError("applied_globally = false needs host_groups")
 
 
-def base_url(options: CrowdStrikeConfig) -> str:
-    return (options.base_url or cmap.CLOUDS[options.cloud]).rstrip("/")
-
-
-def _json(resp: httpx.Response, what: str) -> Any:
-    try:
-        return resp.json()
-    except ValueError as exc:
-        raise UpstreamDataError(f"{what}: response is not JSON") from exc
-    except RecursionError:
-        raise UpstreamDataError(f"{what}: response is nested too deeply to parse") from None
-
-
-def _errors_text(body: Any) -> str:
-    errs = body.get("errors") if isinstance(body, dict) else None
-    msgs = [str(e.get("message")) for e in errs or () if isinstance(e, dict) and e.get("message")]
-    return "; ".join(msgs)
-
-
-class CrowdStrikeAdapter:
+class CrowdStrikeAdapter(Adapter):
     """Pull custom IOCs from CrowdStrike Falcon; create, update and delete them."""
 
     Config: ClassVar[type[CrowdStrikeConfig]] = CrowdStrikeConfig
@@ -117,14 +89,16 @@ class CrowdStrikeAdapter:
     def __init__(self, name: str, config: CrowdStrikeConfig, client: httpx.AsyncClient | None = None) -> None:
         self.name = name
         self.config = config
-        self.client = client if client is not None else self.make_client(config)
-        self._token: str | None = None
-        self._expires = 0.0
-        self._lock = trio.Lock()
+        self.client: httpx.AsyncClient = client if client is not None else self.make_client(config)
+        self.api = FalconApi(self.client, config.client_id, config.client_secret)
 
-    @staticmethod
-    def make_client(options: CrowdStrikeConfig) -> httpx.AsyncClient:
+    @classmethod
+    def make_client(cls, options: CrowdStrikeConfig) -> httpx.AsyncClient:
         return make_client(options, base_url=base_url(options), headers={"Accept": "application/json"})
+
+    @classmethod
+    def verifies_tls(cls, options: CrowdStrikeConfig) -> bool:
+        return options.verify_tls
 
     async def aclose(self) -> None:
         await self.client.aclose()
@@ -138,57 +112,6 @@ class CrowdStrikeAdapter:
     @classmethod
     def limits(cls, action: str, params: IocParams) -> tuple[int | None, int | None]:
         return params.max_entries, None
-
-    # --- auth and requests ---------------------------------------------------------
-
-    async def _fetch_token(self, stale: str | None) -> str:
-        async with self._lock:
-            if self._token is not None and self._token != stale and trio.current_time() < self._expires:
-                return self._token  # another task renewed it meanwhile
-            what = f"CrowdStrike {TOKEN_PATH}"
-            with map_http_errors(what):
-                resp = await self.client.post(TOKEN_PATH, data={
-                    "client_id": self.config.client_id, "client_secret": self.config.client_secret,
-                })
-            if resp.status_code in (400, 401, 403):
-                raise AuthError(f"{what}: HTTP {resp.status_code}: client credentials rejected "
-                                "(check client_id/client_secret and the cloud)")
-            raise_for_status(resp, what, retry_headers=RETRY_HEADERS)
-            body = _json(resp, what)
-            token = body.get("access_token") if isinstance(body, dict) else None
-            if not isinstance(token, str) or not token:
-                raise UpstreamDataError(f"{what}: no access_token in the response")
-            ttl = body.get("expires_in")
-            ttl = float(ttl) if isinstance(ttl, int | float) and ttl > 0 else 1799.0
-            self._token = token
-            self._expires = trio.current_time() + max(0.0, ttl - TOKEN_MARGIN)
-            return token
-
-    async def _token_now(self) -> str:
-        if self._token is not None and trio.current_time() < self._expires:
-            return self._token
-        return await self._fetch_token(self._token)
-
-    async def _request(self, method: str, path: str, what: str, *, params: dict[str, Any] | None = None,
-                       json: Any = None, accept: tuple[int, ...] = ()) -> httpx.Response:
-        """One API call with the bearer token; a 401 renews the token and resends once."""
-        token = await self._token_now()
-        for attempt in (1, 2):
-            with map_http_errors(what):
-                resp = await self.client.request(method, path, params=params, json=json,
-                                                 headers={"Authorization": f"Bearer {token}"})
-            if resp.status_code != 401:
-                break
-            if attempt == 2:
-                raise AuthError(f"{what}: HTTP 401 even with a new token")
-            token = await self._fetch_token(token)
-        if resp.status_code in accept:
-            return resp
-        if resp.status_code == 400:
-            detail = _errors_text(_json(resp, what)) if resp.content else ""
-            raise UpstreamDataError(f"{what}: HTTP 400 {detail}".rstrip())
-        raise_for_status(resp, what, retry_headers=RETRY_HEADERS)
-        return resp
 
     # --- pull ------------------------------------------------------------------------
 
@@ -205,13 +128,13 @@ class CrowdStrikeAdapter:
             params: dict[str, Any] = {"filter": query, "limit": cfg.page_size}
             if after:
                 params["after"] = after
-            resp = await self._request("GET", COMBINED_PATH, what, params=params, accept=(400,) if after else ())
+            resp = await self.api.request("GET", COMBINED_PATH, what, params=params, accept=(400,) if after else ())
             if resp.status_code == 400:
                 # A resume cursor CrowdStrike no longer knows: start the window over
                 # (re-reading is harmless, ingest is idempotent).
                 after = None
                 continue
-            body = _json(resp, what)
+            body = decode(resp, what)
             resources = body.get("resources") if isinstance(body, dict) else None
             sightings, rejected = cmap.parse_page(resources)
             nxt = cmap.next_after(body) if resources else None
@@ -222,9 +145,9 @@ class CrowdStrikeAdapter:
 
     async def check(self) -> str:
         """Get a token and count the tenant's IOCs (needs IOC Manager read scope)."""
-        await self._fetch_token(self._token)
+        await self.api.fetch_token()
         what = f"CrowdStrike {COMBINED_PATH}"
-        body = _json(await self._request("GET", COMBINED_PATH, what, params={"limit": 1}), what)
+        body = decode(await self.api.request("GET", COMBINED_PATH, what, params={"limit": 1}), what)
         try:
             total = body["meta"]["pagination"]["total"]
         except (KeyError, TypeError):
@@ -243,7 +166,7 @@ class CrowdStrikeAdapter:
                 params: dict[str, Any] = {"filter": cmap.fql_list("value", chunk), "limit": 2000}
                 if after:
                     params["after"] = after
-                body = _json(await self._request("GET", COMBINED_PATH, what, params=params), what)
+                body = decode(await self.api.request("GET", COMBINED_PATH, what, params=params), what)
                 resources = body.get("resources") if isinstance(body, dict) else None
                 for res in resources or ():
                     if isinstance(res, dict) and isinstance(res.get("value"), str):
@@ -257,12 +180,12 @@ class CrowdStrikeAdapter:
                      ids: dict[str, str] | None = None) -> dict[str, str]:
         what = f"CrowdStrike {method} {ENTITIES_PATH}"
         verb = "created" if method == "POST" else "updated"
-        resp = await self._request(method, ENTITIES_PATH, what, accept=(200, 201, 400),
+        resp = await self.api.request(method, ENTITIES_PATH, what, accept=(200, 201, 400),
                                    json={"indicators": indicators, "comment": cmap.comment(len(indicators), verb)})
-        body = _json(resp, what)
+        body = decode(resp, what)
         errors = cmap.per_ioc_errors(body, values, ids)
         if resp.status_code == 400 and not errors:
-            raise UpstreamDataError(f"{what}: HTTP 400 {_errors_text(body)}".rstrip())
+            raise UpstreamDataError(f"{what}: HTTP 400 {errors_text(body)}".rstrip())
         return errors
 
     async def push(self, action: str, params: IocParams, items: list[ShareItem]) -> PushResult:
@@ -318,7 +241,7 @@ class CrowdStrikeAdapter:
         what = f"CrowdStrike DELETE {ENTITIES_PATH}"
         source = cmap.fql_quote(self.config.source_name)
         for chunk in cmap.value_chunks(values, MAX_FILTER_CHARS, BATCH):
-            await self._request("DELETE", ENTITIES_PATH, what, accept=(200, 404), params={
+            await self.api.request("DELETE", ENTITIES_PATH, what, accept=(200, 404), params={
                 "filter": f"{cmap.fql_list('value', chunk)}+source:{source}",
                 "comment": cmap.comment(len(chunk), "withdrew"),
             })

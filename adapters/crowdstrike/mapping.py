@@ -11,10 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from ctd.adapters.base import ShareItem
-from ctd.canon import canonicalize
-from ctd.errors import InvalidIndicator
-from ctd.model import Rejected, Sighting, iso, parse_time
+from ctd.model import InvalidIndicator, Rejected, ShareItem, Sighting, canonicalize, iso, parse_time
 
 CLOUDS: dict[str, str] = {
     "us-1": "https://api.crowdstrike.com",

@@ -10,11 +10,9 @@ Alerts carry evidence (``$expand=evidence``) whose hashes, IPs and URLs become s
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Protocol
+from typing import Any
 
-from ctd.canon import canonicalize
-from ctd.errors import InvalidIndicator
-from ctd.model import Rejected, Sighting
+from ctd.model import InvalidIndicator, Rejected, ShareItem, Sighting, canonicalize
 
 API = "https://api.securitycenter.microsoft.com"
 LOGIN = "https://login.microsoftonline.com"
@@ -38,15 +36,6 @@ FROM_SEVERITY = {"informational": "unknown", "low": "low", "medium": "medium", "
 NOT_ENFORCED = ("Allowed",)  # an indicator switched to Allowed withdraws the value for this source
 
 
-class Item(Protocol):
-    """What a destination item carries (the fields of today's ``ShareItem``)."""
-
-    type: str
-    value: str
-    severity: str
-    comments: str
-    expires_at: int | None
-    sources: tuple[str, ...]
 
 
 def token_url(tenant: str) -> str:
@@ -91,7 +80,7 @@ def next_link(body: Any) -> str | None:
 # --- push --------------------------------------------------------------------------------------
 
 
-def refusal(item: Item, action: str) -> str | None:
+def refusal(item: ShareItem, action: str) -> str | None:
     """Why this item cannot become a Defender indicator with ``action`` (None if it can)."""
     if item.type not in TO_TYPE:
         return _REFUSED.get(item.type, f"Defender for Endpoint indicators have no {item.type} type")
@@ -100,13 +89,13 @@ def refusal(item: Item, action: str) -> str | None:
     return None
 
 
-def describe(item: Item) -> str:
+def describe(item: ShareItem) -> str:
     via = "ctd from " + ", ".join(item.sources) if item.sources else "ctd"
     text = item.comments.strip()
     return f"{text} (shared by {via})" if text else f"shared by {via}"
 
 
-def indicator(item: Item, *, action: str, generate_alert: bool = True, severity: str | None = None,
+def indicator(item: ShareItem, *, action: str, generate_alert: bool = True, severity: str | None = None,
               rbac_groups: tuple[str, ...] = (), default_expiry: int | None = None) -> dict[str, Any]:
     """The import body entry for one item (callers filter with ``refusal`` first).
 

@@ -22,11 +22,18 @@ from typing import Annotated, Any, ClassVar
 import msgspec
 import trio
 
-from ctd.adapters.base import ActionSpec, PushResult, ShareItem
 from ctd.adapters.edl.server import LIST_NAME, TOKEN, ServerSettings, parse_bind, serve_edl
 from ctd.adapters.file.push import render, write_atomically
-from ctd.errors import ConfigError, SourceUnavailable
-from ctd.model import Secret
+from ctd.model import (
+    ActionSpec,
+    Adapter,
+    BindContext,
+    ConfigError,
+    PushResult,
+    Secret,
+    ShareItem,
+    SourceUnavailable,
+)
 
 
 class EdlConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
@@ -82,12 +89,13 @@ def write_list(path: str, items: list[ShareItem], rejected: dict[str, str] | Non
     return size
 
 
-class EdlAdapter:
+class EdlAdapter(Adapter):
     """Serve sharing targets as plain-text lists over HTTP (a destination only)."""
 
     Config: ClassVar[type[EdlConfig]] = EdlConfig
     can_pull: ClassVar[bool] = False
     can_push: ClassVar[bool] = True
+    can_serve: ClassVar[bool] = True
     ACTIONS: ClassVar[dict[str, ActionSpec]] = {
         "list": ActionSpec(
             description="serve the whole list at http://BIND/edl/NAME.txt (one value per line)",
@@ -103,11 +111,11 @@ class EdlAdapter:
         self.config = config
 
     @classmethod
-    def bind(cls, options: EdlConfig, cfg: Any, name: str) -> EdlConfig:
+    def bind(cls, options: EdlConfig, ctx: BindContext) -> EdlConfig:
         """Default ``lists_dir`` to ``<daemon.state_dir>/edl/<plugin name>``."""
         if options.lists_dir is not None:
             return options
-        return msgspec.structs.replace(options, lists_dir=os.path.join(cfg.daemon.state_dir, "edl", name))
+        return msgspec.structs.replace(options, lists_dir=os.path.join(ctx.state_dir, "edl", ctx.plugin))
 
     @classmethod
     def target(cls, action: str, params: EdlListParams) -> str:

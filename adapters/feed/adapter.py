@@ -17,8 +17,9 @@ what was committed if the validator is unchanged.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import AsyncIterator
-from contextlib import aclosing, asynccontextmanager
+from contextlib import aclosing
 from typing import Annotated, Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
@@ -27,13 +28,11 @@ import msgspec
 import trio
 
 from ctd.adapters.feed import formats as ff
-from ctd.adapters.feed import misp as feed_misp
-from ctd.adapters.feed.misp import manifest_url
+from ctd.adapters.feed.api import Body, FeedHttp
+from ctd.adapters.feed.misp import EventStream, manifest_url
 from ctd.adapters.feed.presets import PRESETS
-from ctd.adapters.http import HttpOptions, make_client, map_http_errors, parse_origins, raise_for_status
-from ctd.config import Duration
-from ctd.errors import UpstreamDataError
-from ctd.model import Batch, PullContext, Secret, Severity
+from ctd.adapters.http import HttpOptions, make_client, parse_origins
+from ctd.model import Adapter, Batch, Duration, PullContext, Rejected, Secret, Severity, Sighting, UpstreamDataError
 
 _Col = str | int
 _Cols = str | int | list[str | int]
@@ -166,75 +165,7 @@ def describe_url(url: str) -> str:
     return f"{u.scheme}://{u.hostname or ''}/" + (f".../{last}" if u.path.count("/") > 1 else last)
 
 
-class Body:
-    """A 200 response being read: decoded chunks, size limits, validators."""
-
-    def __init__(self, resp: httpx.Response, max_bytes: int, what: str) -> None:
-        self.resp = resp
-        self.max_bytes = max_bytes
-        self.what = what
-        h = resp.headers
-        self.validators = {k: v for k, v in (("etag", h.get("etag")), ("last_modified", h.get("last-modified")))
-                           if v}
-        self.validator = self.validators.get("etag") or self.validators.get("last_modified") or ""
-        self.size = 0
-
-    def _error(self, msg: str) -> UpstreamDataError:
-        return UpstreamDataError(f"{self.what}: {msg}")
-
-    async def chunks(self) -> AsyncIterator[bytes]:
-        """The decoded body; raises UpstreamDataError when too large, truncated or undecodable."""
-        enc = self.resp.headers.get("content-encoding", "identity").strip().lower()
-        if enc in ("gzip", "x-gzip"):
-            outer: ff.Inflate | None = ff.Inflate(31, "gzip")
-        elif enc == "deflate":
-            outer = ff.Inflate(15, "deflate")
-        elif enc in ("identity", ""):
-            outer = None
-        else:
-            raise self._error(f"unsupported Content-Encoding {enc!r}")
-        inner: ff.Inflate | None = None
-        head = b""  # until we know whether the (decoded) body is itself a gzip file
-        sniffed = False
-        wire = 0
-        try:
-            async with aclosing(self.resp.aiter_raw()) as raws:
-                async for raw in raws:
-                    wire += len(raw)
-                    if wire > self.max_bytes:
-                        raise self._error(f"response is larger than max_bytes ({self.max_bytes})")
-                    for piece in outer.feed(raw) if outer else (raw,):
-                        if not sniffed:
-                            head += piece
-                            if len(head) < 2:
-                                continue
-                            sniffed, piece, head = True, head, b""
-                            if piece.startswith(b"\x1f\x8b"):
-                                inner = ff.Inflate(31, "gzip file")
-                        for out in inner.feed(piece) if inner else (piece,):
-                            self.size += len(out)
-                            if self.size > self.max_bytes:
-                                raise self._error(f"decoded body is larger than max_bytes ({self.max_bytes})")
-                            yield out
-            if outer:
-                outer.finish()
-            if head:  # a one-byte body
-                self.size += len(head)
-                yield head
-            if inner:
-                inner.finish()
-        except ff.FormatError as exc:
-            raise self._error(str(exc)) from None
-
-    async def read(self) -> bytes:
-        buf = bytearray()
-        async with aclosing(self.chunks()) as chunks:
-            async for chunk in chunks:
-                buf += chunk
-        return bytes(buf)
-
-
-class FeedAdapter:
+class FeedAdapter(Adapter):
     """Pull indicators from an HTTP threat feed: text, csv, json or a MISP feed."""
 
     Config: ClassVar[type[FeedConfig]] = FeedConfig
@@ -244,73 +175,39 @@ class FeedAdapter:
     def __init__(self, name: str, config: FeedConfig, client: httpx.AsyncClient | None) -> None:
         self.name = name
         self.config = config
-        self.client = client if client is not None else self.make_client(config)
+        self.client: httpx.AsyncClient = client if client is not None else self.make_client(config)
+        self.http = FeedHttp(self.client, config)
         self.spec = resolve(config)
         self.what = f"feed {describe_url(config.url)}"
 
-    @staticmethod
-    def check_plugin(pull: bool, config: FeedConfig) -> None:
+    @classmethod
+    def check_plugin(cls, pull: bool, config: FeedConfig) -> None:
         if pull and not config.url:
             raise ValueError("a pulling feed plugin needs `url`")
         if config.url and urlsplit(config.url).scheme not in ("http", "https"):
             raise ValueError("url must be an http:// or https:// URL")
 
-    @staticmethod
-    def make_client(config: FeedConfig) -> httpx.AsyncClient:
+    @classmethod
+    def make_client(cls, config: FeedConfig) -> httpx.AsyncClient:
         return make_client(config, allow_redirects_to=config.allow_redirects_to,
                            redirect_option="allow_redirects_to")
+
+    @classmethod
+    def verifies_tls(cls, options: FeedConfig) -> bool:
+        return options.verify_tls
 
     async def aclose(self) -> None:
         await self.client.aclose()
 
-    def request_headers(self, cursor: dict | None = None) -> dict[str, str]:
-        """Extra headers, the Auth-Key secret, and the conditional headers from ``cursor``."""
-        h = {"Accept-Encoding": "gzip, deflate", **self.config.headers}
-        if self.config.auth_key:
-            h["Auth-Key"] = self.config.auth_key
-        if cursor:
-            if isinstance(etag := cursor.get("etag"), str):
-                h["If-None-Match"] = etag
-            if isinstance(lm := cursor.get("last_modified"), str):
-                h["If-Modified-Since"] = lm
-        return h
-
-    def conditional(self, ctx: PullContext, resuming: bool) -> dict | None:
-        """The cursor to send validators from, or None for an unconditional GET.
-
-        A resumed pull must see the body again; and after ``refetch_after``
-        without a full download the body is fetched anyway, so an unchanged
-        feed keeps refreshing last_seen and does not age out.
-        """
-        cur = ctx.cursor
-        if resuming or not isinstance(cur, dict):
-            return None
-        fetched = cur.get("fetched_at")
-        if not isinstance(fetched, int) or ctx.now - fetched >= self.config.refetch_after:
-            return None
-        return cur
-
-    @asynccontextmanager
-    async def open(self, url: str, cursor: dict | None, what: str) -> AsyncIterator[Body | None]:
-        """GET ``url``; yields None for 304 Not Modified, else the Body (raises ctd errors)."""
-        with map_http_errors(what):
-            async with self.client.stream("GET", url, headers=self.request_headers(cursor)) as resp:
-                if resp.status_code == 304:
-                    yield None
-                    return
-                raise_for_status(resp, what)
-                if resp.status_code != 200:
-                    raise UpstreamDataError(f"{what}: unexpected HTTP {resp.status_code}")
-                yield Body(resp, self.config.max_bytes, what)
-
     async def pull(self, ctx: PullContext) -> AsyncIterator[Batch]:
         if self.spec.format == "misp":
-            async for batch in feed_misp.pull(self, ctx):
-                yield batch
+            async with aclosing(self._misp(ctx)) as batches:
+                async for batch in batches:
+                    yield batch
             return
         sub = ctx.sub_checkpoint if isinstance(ctx.sub_checkpoint, dict) else None
         resuming = sub is not None and not sub.get("done")
-        async with self.open(self.config.url, self.conditional(ctx, resuming), self.what) as body:
+        async with self.http.open(self.config.url, self.http.conditional(ctx, resuming), self.what) as body:
             if body is None:
                 return  # 304: nothing changed, nothing to re-report or retract
             skip = 0
@@ -399,12 +296,87 @@ class FeedAdapter:
             raise UpstreamDataError(f"{self.what}: {exc}") from None
         yield await parse(pending, first), True
 
+    async def _misp(self, ctx: PullContext) -> AsyncIterator[Batch]:
+        """A MISP feed: the manifest (conditional GET), then the events that changed (all with snapshot).
+
+        Incremental mode keeps each event's timestamp in the cursor: an event is
+        fetched when it is new or its timestamp differs. An event that fails is
+        counted as rejected and retried next pull (its timestamp is not kept,
+        the manifest's validators are dropped), and it withholds snapshot_end.
+        """
+        cfg = self.config
+        snapshot = cfg.effective_snapshot
+        sub = ctx.sub_checkpoint if isinstance(ctx.sub_checkpoint, dict) else None
+        resuming = sub is not None and not sub.get("done")
+        murl = manifest_url(cfg.url)
+        async with self.http.open(murl, self.http.conditional(ctx, resuming), self.what) as body:
+            if body is None:
+                return
+            data = await body.read()
+            validators = body.validators
+        try:
+            manifest = ff.parse_manifest(data)
+        except ff.FormatError as exc:
+            raise UpstreamDataError(f"{self.what}: {exc}") from None
+        version = hashlib.sha256(data).hexdigest()[:32]
+        known = (ctx.cursor or {}).get("events") if not snapshot else None
+        known = known if isinstance(known, dict) else {}
+        todo = sorted((ts, uuid) for uuid, ts in manifest.items() if snapshot or known.get(uuid) != ts)
+        skip = sub.get("pos", 0) if resuming and sub and sub.get("validator") == version else 0
+        done = {u: t for u, t in known.items() if u in manifest}  # events dropped from the manifest are forgotten
+        base = murl.removesuffix("manifest.json")
+        complete = True
+        live: set[tuple[str, str]] = set()
+        dead: list[Sighting] = []  # deferred: a value live in any event of this pull is not retracted
+        out: list[Sighting] = []
+        rejected: list[Rejected] = []
+        for i, (ts, uuid) in enumerate(todo):
+            if i < skip:
+                continue
+            url = base + f"{uuid}.json"
+            got = await self._misp_event(url, uuid, ctx.now)
+            if isinstance(got, str):
+                rejected.append(Rejected(where=f"event {uuid}", reason=got))
+                complete = False
+                continue
+            (sightings, bad), gone = got
+            live.update((s.type, s.value) for s in sightings)
+            out += sightings
+            rejected += bad
+            dead += gone
+            done[uuid] = ts
+            if len(out) >= cfg.batch_size and i + 1 < len(todo):
+                # No validators yet: an interrupted pull must fetch the manifest again.
+                yield Batch(sightings=out, rejected=rejected, sub_checkpoint={"validator": version, "pos": i + 1},
+                            cursor=None if snapshot else {"events": dict(done)})
+                out, rejected = [], []
+        retract = {(s.type, s.value): s for s in dead if (s.type, s.value) not in live}
+        cursor: dict[str, Any] = {**validators, "fetched_at": ctx.now} if complete else {}
+        if not snapshot:
+            cursor["events"] = done
+        yield Batch(sightings=out + list(retract.values()), rejected=rejected, cursor=cursor,
+                    snapshot_end=snapshot and complete, sub_checkpoint={"done": True})
+
+    async def _misp_event(self, url: str, uuid: str, now: int) -> tuple[ff.Parsed, list[Sighting]] | str:
+        """An event file parsed as it downloads, or the reason it was skipped (4xx, too large, not an event)."""
+        try:
+            async with self.http.open(url, None, f"feed event {uuid}") as body:
+                if body is None:
+                    return "HTTP 304 without a conditional request"
+                stream = EventStream()
+                async with aclosing(body.chunks()) as chunks:
+                    async for chunk in chunks:
+                        await trio.to_thread.run_sync(stream.feed, chunk)
+                return await trio.to_thread.run_sync(stream.finish, now, url)
+        except (UpstreamDataError, ff.FormatError) as exc:
+            return str(exc)
+
     async def check(self) -> str:
         """GET the feed (its manifest for misp) and report the status line; reads no body."""
         url = self.config.url
         if self.spec.format == "misp":
             url = manifest_url(url)
-        async with self.open(url, None, self.what) as body:
+        async with self.http.open(url, None, self.what) as body:
             assert body is not None
             ctype = body.resp.headers.get("content-type", "?")
             return f"HTTP 200, {ctype}, {self.spec.format}" + (", has ETag" if "etag" in body.validators else "")

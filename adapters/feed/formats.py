@@ -23,9 +23,9 @@ from typing import Any
 
 import msgspec
 
-from ctd.adapters.feed.stream import JsonStream, json_items, json_records
 from ctd.adapters.feed.misp import MISP_TYPES, misp_event, parse_manifest
 from ctd.adapters.feed.records import IP_TYPES, ROLES, Column, FormatError, Lines, Parsed, Spec, map_record
+from ctd.adapters.feed.stream import JsonStream, json_items, json_records
 from ctd.adapters.file.formats import BadRecord, csv_rows, strip_inline_comment
 from ctd.model import Rejected, Sighting
 

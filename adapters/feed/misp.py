@@ -1,48 +1,30 @@
-"""MISP feeds for the ``feed`` adapter: a ``manifest.json`` and one JSON file per event.
+"""The MISP feed format for the ``feed`` adapter: a ``manifest.json`` and one JSON file per event.
 
-The mapping half is pure (bytes in, sightings and rejections out): only
-``to_ids`` attributes of a mapped type count, and ``deleted`` ones are
-retractions; event files are parsed as they download (``EventStream``), and
-attributes that cannot count are dropped as they are read. The fetching half (``pull``) drives the adapter's HTTP GETs: the
-manifest conditionally, then the events that changed.
+Pure (bytes in, sightings and rejections out; the adapter fetches): only
+``to_ids`` attributes of a type in the misp adapter's type table count (the
+same table the REST ``misp`` adapter reads attributes with), and ``deleted``
+ones are retractions; event files are parsed as they download
+(``EventStream``), and attributes that cannot count are dropped as they are read.
 """
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import AsyncIterator
-from contextlib import aclosing
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import ijson
 import msgspec
-import trio
 
-from ctd.adapters.file import formats as fmt
-from ctd.adapters.feed.stream import MAX_DEPTH, MAX_ITEM, SLICE
 from ctd.adapters.feed.records import IP_TYPES, FormatError, Parsed, strip_port
+from ctd.adapters.feed.stream import MAX_DEPTH, MAX_ITEM, SLICE
+from ctd.adapters.file import formats as fmt
 from ctd.adapters.file.formats import BadRecord, show
-from ctd.errors import UpstreamDataError
-from ctd.model import Batch, PullContext, Rejected, Sighting
-
-if TYPE_CHECKING:
-    from ctd.adapters.feed.adapter import FeedAdapter
+from ctd.adapters.misp.mapping import MISP_TYPES, attribute_values
+from ctd.model import Rejected, Sighting
 
 # --------------------------------------------------------------------------- mapping
 
-# MISP attribute type -> (ctd type or "ip", which part of a composite "a|b" value).
-# A composite maps each part it keeps: domain|ip gives both.
-MISP_TYPES: dict[str, tuple[tuple[str, int], ...]] = {
-    "ip-src": (("ip", 0),), "ip-dst": (("ip", 0),),
-    "ip-src|port": (("ip", 0),), "ip-dst|port": (("ip", 0),),
-    "domain": (("domain", 0),), "hostname": (("hostname", 0),), "hostname|port": (("hostname", 0),),
-    "domain|ip": (("domain", 0), ("ip", 1)),
-    "url": (("url", 0),),
-    "md5": (("md5", 0),), "sha1": (("sha1", 0),), "sha256": (("sha256", 0),),
-    "filename|md5": (("md5", 1),), "filename|sha1": (("sha1", 1),), "filename|sha256": (("sha256", 1),),
-    "malware-sample": (("md5", 1),),
-    "email": (("email", 0),), "email-src": (("email", 0),), "email-dst": (("email", 0),),
-}
+__all__ = ["MISP_TYPES", "EventStream", "manifest_url", "misp_event", "parse_manifest"]
+
 _MISP_SEVERITY = {"1": "high", "2": "medium", "3": "low"}
 
 
@@ -228,27 +210,22 @@ def _map_event(event: MispEvent, attributes: list[MispAttribute], now: int,
     dead: dict[tuple[str, str], Sighting] = {}
     rejected: list[Rejected] = []
     for a in attributes:
-        parts = MISP_TYPES.get(a.type)
-        if not a.to_ids or parts is None:
+        if not a.to_ids:
             continue
-        pieces = a.value.split("|") if "|" in a.type else [a.value]
         tags = tuple(dict.fromkeys(event_tags + [t.name for t in a.Tag if t.name]))
         ts = _epoch(a.timestamp)
-        for type_, i in parts:
+        for type_, raw in attribute_values(a.type, a.value):
             where = f"event {event.uuid}: {a.type} attribute"
-            if i >= len(pieces):
-                rejected.append(Rejected(where=where, reason=f"bad composite value {show(a.value)}"))
-                continue
-            v = pieces[i].strip()
-            if type_ == "ip":
+            v = raw.strip()
+            if type_ is None:  # an IP address or network; a feed may write one with its port
                 v = strip_port(v)
             try:
                 s = fmt.build(type_cell=None, value=v, severity_cell=None,
-                              default_type=None if type_ == "ip" else type_, default_severity=severity, now=now,
+                              default_type=type_, default_severity=severity, now=now,
                               tags=tags, comments=a.comment or event.info, reference=reference,
                               first_seen=fmt.field_time("first_seen", a.first_seen) or ts,
                               last_seen=fmt.field_time("last_seen", a.last_seen), retracted=a.deleted)
-                if type_ == "ip" and s.type not in IP_TYPES:
+                if type_ is None and s.type not in IP_TYPES:
                     raise BadRecord(f"not an IP address: {show(v)}")
             except BadRecord as exc:
                 rejected.append(Rejected(where=where, reason=str(exc)))
@@ -259,87 +236,7 @@ def _map_event(event: MispEvent, attributes: list[MispAttribute], now: int,
     return (list(live.values()), rejected), retracted
 
 
-# --------------------------------------------------------------------------- fetching
-
-
 def manifest_url(url: str) -> str:
+    """The feed's ``manifest.json`` URL from its configured base URL (either is accepted)."""
     base = url.rstrip("/").removesuffix("/manifest.json")
     return base + "/manifest.json"
-
-
-async def fetch_event(adapter: FeedAdapter, url: str, uuid: str,
-                      now: int) -> tuple[Parsed, list[Sighting]] | str:
-    """An event file parsed as it downloads, or the reason it was skipped (4xx, too large, not an event)."""
-    try:
-        async with adapter.open(url, None, f"feed event {uuid}") as body:
-            if body is None:
-                return "HTTP 304 without a conditional request"
-            stream = EventStream()
-            async with aclosing(body.chunks()) as chunks:
-                async for chunk in chunks:
-                    await trio.to_thread.run_sync(stream.feed, chunk)
-            return await trio.to_thread.run_sync(stream.finish, now, url)
-    except (UpstreamDataError, FormatError) as exc:
-        return str(exc)
-
-
-async def pull(adapter: FeedAdapter, ctx: PullContext) -> AsyncIterator[Batch]:
-    """The manifest (conditional GET), then the events that changed (all with snapshot).
-
-    Incremental mode keeps each event's timestamp in the cursor: an event is
-    fetched when it is new or its timestamp differs. An event that fails is
-    counted as rejected and retried next pull (its timestamp is not kept,
-    the manifest's validators are dropped), and it withholds snapshot_end.
-    """
-    cfg = adapter.config
-    snapshot = cfg.effective_snapshot
-    sub = ctx.sub_checkpoint if isinstance(ctx.sub_checkpoint, dict) else None
-    resuming = sub is not None and not sub.get("done")
-    murl = manifest_url(cfg.url)
-    async with adapter.open(murl, adapter.conditional(ctx, resuming), adapter.what) as body:
-        if body is None:
-            return
-        data = await body.read()
-        validators = body.validators
-    try:
-        manifest = parse_manifest(data)
-    except FormatError as exc:
-        raise UpstreamDataError(f"{adapter.what}: {exc}") from None
-    version = hashlib.sha256(data).hexdigest()[:32]
-    known = (ctx.cursor or {}).get("events") if not snapshot else None
-    known = known if isinstance(known, dict) else {}
-    todo = sorted((ts, uuid) for uuid, ts in manifest.items() if snapshot or known.get(uuid) != ts)
-    skip = sub.get("pos", 0) if resuming and sub and sub.get("validator") == version else 0
-    done = {u: t for u, t in known.items() if u in manifest}  # events dropped from the manifest are forgotten
-    base = murl.removesuffix("manifest.json")
-    complete = True
-    live: set[tuple[str, str]] = set()
-    dead: list[Sighting] = []  # deferred: a value live in any event of this pull is not retracted
-    out: list[Sighting] = []
-    rejected: list[Rejected] = []
-    for i, (ts, uuid) in enumerate(todo):
-        if i < skip:
-            continue
-        url = base + f"{uuid}.json"
-        got = await fetch_event(adapter, url, uuid, ctx.now)
-        if isinstance(got, str):
-            rejected.append(Rejected(where=f"event {uuid}", reason=got))
-            complete = False
-            continue
-        (sightings, bad), gone = got
-        live.update((s.type, s.value) for s in sightings)
-        out += sightings
-        rejected += bad
-        dead += gone
-        done[uuid] = ts
-        if len(out) >= cfg.batch_size and i + 1 < len(todo):
-            # No validators yet: an interrupted pull must fetch the manifest again.
-            yield Batch(sightings=out, rejected=rejected, sub_checkpoint={"validator": version, "pos": i + 1},
-                        cursor=None if snapshot else {"events": dict(done)})
-            out, rejected = [], []
-    retract = {(s.type, s.value): s for s in dead if (s.type, s.value) not in live}
-    cursor: dict[str, Any] = {**validators, "fetched_at": ctx.now} if complete else {}
-    if not snapshot:
-        cursor["events"] = done
-    yield Batch(sightings=out + list(retract.values()), rejected=rejected, cursor=cursor,
-                snapshot_end=snapshot and complete, sub_checkpoint={"done": True})

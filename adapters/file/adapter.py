@@ -24,10 +24,19 @@ import msgspec
 import trio
 
 from ctd.adapters.file import formats as formats
-from ctd.adapters.base import ActionSpec, PushResult, ShareItem
 from ctd.adapters.file.push import FileListParams, render, write_atomically
-from ctd.errors import SourceUnavailable, UpstreamDataError
-from ctd.model import Batch, IndicatorType, PullContext, Severity
+from ctd.model import (
+    ActionSpec,
+    Adapter,
+    Batch,
+    IndicatorType,
+    PullContext,
+    PushResult,
+    Severity,
+    ShareItem,
+    SourceUnavailable,
+    UpstreamDataError,
+)
 
 _SNIFF = 4096
 _UTF8_BOM = b"\xef\xbb\xbf"
@@ -192,7 +201,7 @@ class _Reader:
             self.f = None
 
 
-class FileAdapter:
+class FileAdapter(Adapter):
     """Pull indicators from a local file (text: one value a line, csv, jsonl); write list files."""
 
     Config: ClassVar[type[FileConfig]] = FileConfig
@@ -210,8 +219,8 @@ class FileAdapter:
         self.name = name
         self.config = config
 
-    @staticmethod
-    def check_plugin(pull: bool, config: FileConfig) -> None:
+    @classmethod
+    def check_plugin(cls, pull: bool, config: FileConfig) -> None:
         if pull and not config.path:
             raise ValueError("a pulling file plugin needs `path`")
 

@@ -15,9 +15,7 @@ from typing import Annotated, Any
 
 import msgspec
 
-from ctd.canon import canonicalize
-from ctd.errors import InvalidIndicator
-from ctd.model import INDICATOR_TYPES, SEVERITIES, Rejected, Sighting, parse_time
+from ctd.model import INDICATOR_TYPES, SEVERITIES, InvalidIndicator, Rejected, Sighting, canonicalize, parse_time
 
 Lines = list[tuple[int, bytes]]
 Parsed = tuple[list[Sighting], list[Rejected]]

@@ -25,9 +25,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from ctd.adapters.base import ShareItem
-from ctd.canon import value_problem
-from ctd.model import iso
+from ctd.model import ShareItem, iso, value_problem
 
 _enc = msgspec.json.Encoder()
 REFUSED = "refused for a line-oriented list: "

@@ -13,11 +13,9 @@ import csv
 import datetime as dt
 import io
 from collections.abc import Iterable
-from typing import Any, Protocol
+from typing import Any
 
-from ctd.canon import canonicalize
-from ctd.errors import InvalidIndicator
-from ctd.model import Rejected, Sighting
+from ctd.model import InvalidIndicator, Rejected, ShareItem, Sighting, canonicalize
 
 # API 2.0 gateways (the token is fetched from the same host, at /oauth/token).
 REGIONS: dict[str, str] = {
@@ -31,15 +29,6 @@ CLICK_SEVERITY = {"malicious": "high", "suspicious": "medium"}
 ATTACHMENT_SEVERITY = {"malicious": "high", "unsafe": "high", "suspicious": "medium"}
 
 
-class Item(Protocol):
-    """What a destination item carries (the fields of today's ``ShareItem``)."""
-
-    type: str
-    value: str
-    severity: str
-    tags: tuple[str, ...]
-    comments: str
-    sources: tuple[str, ...]
 
 
 def parse_date(text: Any) -> int | None:
@@ -163,12 +152,12 @@ def next_page_token(body: Any) -> str | None:
 # --- push --------------------------------------------------------------------------------------
 
 
-def describe(item: Item) -> str:
+def describe(item: ShareItem) -> str:
     via = "ctd from " + ", ".join(item.sources) if item.sources else "ctd"
     return f"{item.comments.strip()} (shared by {via})" if item.comments.strip() else f"shared by {via}"
 
 
-def managed_url_refusal(item: Item) -> str | None:
+def managed_url_refusal(item: ShareItem) -> str | None:
     """Why this item cannot be a Managed URL (None if it can)."""
     if item.type not in URL_TYPES:
         return f"Mimecast Managed URLs take URLs and domains, not {item.type}"
@@ -177,7 +166,7 @@ def managed_url_refusal(item: Item) -> str | None:
     return None
 
 
-def managed_url(item: Item, *, action: str = "block", match_type: str | None = None,
+def managed_url(item: ShareItem, *, action: str = "block", match_type: str | None = None,
                 disable_log_click: bool = False) -> dict[str, Any]:
     """The ``create-managed-url`` data item: domains match the whole domain, URLs the explicit URL."""
     if action not in ("block", "permit"):
@@ -187,13 +176,13 @@ def managed_url(item: Item, *, action: str = "block", match_type: str | None = N
             "disableLogClick": disable_log_click}
 
 
-def sender_refusal(item: Item) -> str | None:
+def sender_refusal(item: ShareItem) -> str | None:
     if item.type not in SENDER_TYPES:
         return f"Mimecast managed senders take an email address, not {item.type}"
     return None
 
 
-def managed_sender(item: Item, *, to: str, action: str = "block") -> dict[str, Any]:
+def managed_sender(item: ShareItem, *, to: str, action: str = "block") -> dict[str, Any]:
     """The ``permit-or-block-sender`` data item for one (sender, recipient) pair."""
     if action not in ("block", "permit"):
         raise ValueError(f"action must be block or permit, not {action!r}")

@@ -8,9 +8,7 @@ named event (created when missing) tagged with the export tag, which the pull
 always excludes, so a bidirectional setup never reads its own exports back.
 Retraction soft-deletes those attributes with ``/attributes/deleteSelected``.
 
-Auth is MISP's API key in the ``Authorization`` header. Beware: MISP answers
-403 both for a bad key and for a refused save (``saved: false`` + ``errors``);
-only the first is an ``AuthError``.
+The HTTP calls are in ``api``, the mapping (and the one MISP type table) in ``mapping``.
 """
 
 from __future__ import annotations
@@ -22,11 +20,19 @@ import httpx
 import msgspec
 from msgspec import Meta
 
+from ctd.adapters.http import HttpOptions, make_client
 from ctd.adapters.misp import mapping as m
-from ctd.adapters.base import ActionSpec, PushResult, ShareItem
-from ctd.adapters.http import HttpOptions, make_client, map_http_errors, raise_for_status
-from ctd.errors import AuthError, SourceUnavailable, UpstreamDataError
-from ctd.model import Batch, PullContext, Secret
+from ctd.adapters.misp.api import MispApi
+from ctd.model import (
+    ActionSpec,
+    Adapter,
+    Batch,
+    PullContext,
+    PushResult,
+    Secret,
+    ShareItem,
+    SourceUnavailable,
+)
 
 ADD_BATCH = 2500  # attributes per /attributes/add call (what the reference system sends)
 
@@ -74,7 +80,7 @@ class EventParams(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, froz
     publish: bool = False  # publish the event after each change
 
 
-class MispAdapter:
+class MispAdapter(Adapter):
     """Pull MISP attributes; add/delete attributes of a MISP event."""
 
     Config: ClassVar[type[MispConfig]] = MispConfig
@@ -90,16 +96,18 @@ class MispAdapter:
     def __init__(self, name: str, config: MispConfig, client: httpx.AsyncClient | None) -> None:
         self.name = name
         self.config = config
-        self.client = client if client is not None else self.make_client(config)
-        self.base = config.url.rstrip("/")
-        self._headers = {
-            "Authorization": config.api_key, "Accept": "application/json", "Content-Type": "application/json",
-        }
+        self.client: httpx.AsyncClient = client if client is not None else self.make_client(config)
+        self.api = MispApi(self.client, config.url, config.api_key)
+        self.base = self.api.base
         self._events: dict[str, str] = {}  # event name -> id, found or created
 
-    @staticmethod
-    def make_client(config: MispConfig) -> httpx.AsyncClient:
-        return make_client(config)
+    @classmethod
+    def make_client(cls, options: MispConfig) -> httpx.AsyncClient:
+        return make_client(options)
+
+    @classmethod
+    def verifies_tls(cls, options: MispConfig) -> bool:
+        return options.verify_tls
 
     async def aclose(self) -> None:
         await self.client.aclose()
@@ -112,45 +120,11 @@ class MispAdapter:
     def limits(cls, action: str, params: EventParams) -> tuple[int | None, int | None]:
         return None, None
 
-    # --- HTTP ---------------------------------------------------------------------
-
-    async def _call(self, method: str, path: str, what: str, body: Any = None) -> tuple[int, Any]:
-        """Send one request; return (status, decoded JSON) for 2xx, 403 save failures and 404."""
-        with map_http_errors(what):
-            resp = await self.client.request(method, self.base + path, json=body, headers=self._headers)
-        data: Any = None
-        if resp.content:
-            try:
-                data = msgspec.json.decode(resp.content)
-            except msgspec.DecodeError:
-                data = None
-                if resp.status_code < 300:
-                    raise UpstreamDataError(f"{what}: the reply is not JSON (is `url` the MISP base url?)") from None
-            except RecursionError:
-                raise UpstreamDataError(f"{what}: the reply is nested too deeply to parse") from None
-        code = resp.status_code
-        if code == 403 and m.is_save_failure(data):
-            return code, data
-        if code in (401, 403):
-            detail = data.get("message") or data.get("name") if isinstance(data, dict) else None
-            raise AuthError(f"{what}: HTTP {code}" + (f": {str(detail)[:200]}" if detail else ""))
-        if code == 404:
-            return code, data
-        raise_for_status(resp, what)
-        return code, data
-
     # --- pull ---------------------------------------------------------------------
 
     async def _page(self, start: int, end: int, page: int) -> list[dict[str, Any]]:
-        what = f"MISP attributes/restSearch page {page}"
         body = m.restsearch_body(self.config, page=page, start=start, end=end)
-        code, data = await self._call("POST", "/attributes/restSearch", what, body)
-        if code == 404:
-            raise UpstreamDataError(f"{what}: HTTP 404 (is `url` the MISP base url?)")
-        try:
-            return m.attributes_of(data)
-        except ValueError as exc:
-            raise UpstreamDataError(f"{what}: {exc}") from exc
+        return await self.api.search_attributes(body, f"MISP attributes/restSearch page {page}", missing_ok=False)
 
     @staticmethod
     def _windows(ctx: PullContext) -> list[tuple[int, int, int]]:
@@ -191,10 +165,7 @@ class MispAdapter:
 
     async def check(self) -> str:
         """``GET /servers/getVersion``: the key works and the instance answers."""
-        code, data = await self._call("GET", "/servers/getVersion", "MISP servers/getVersion")
-        if code == 404 or not isinstance(data, dict) or "version" not in data:
-            raise UpstreamDataError("MISP servers/getVersion: no version in the reply (is `url` the MISP base url?)")
-        return f"MISP {data['version']} at {self.base}"
+        return f"MISP {await self.api.version()} at {self.base}"
 
     # --- push ---------------------------------------------------------------------
 
@@ -202,19 +173,7 @@ class MispAdapter:
         name = params.event_name
         if name in self._events:
             return self._events[name]
-        what = f"MISP events/restSearch {name!r}"
-        body = {"returnFormat": "json", "eventinfo": name, "metadata": 1, "limit": 100, "page": 1}
-        code, data = await self._call("POST", "/events/restSearch", what, body)
-        found = data.get("response", data) if isinstance(data, dict) else data
-        if code == 404 or not isinstance(found, list):
-            raise UpstreamDataError(f"{what}: not an event list")
-        # eventinfo is a LIKE filter: keep exact matches only, the oldest first.
-        ids = sorted(
-            (str(e["Event"]["id"]) for e in found
-             if isinstance(e, dict) and isinstance(e.get("Event"), dict) and e["Event"].get("info") == name
-             and e["Event"].get("id") is not None),
-            key=lambda s: (len(s), s),
-        )
+        ids = await self.api.find_events(name)
         if ids:
             self._events[name] = ids[0]
             return ids[0]
@@ -224,21 +183,12 @@ class MispAdapter:
             "info": name, "distribution": params.distribution, "threat_level_id": params.threat_level_id,
             "analysis": params.analysis, "published": False,
         }
-        what = f"MISP events/add {name!r}"
-        code, data = await self._call("POST", "/events/add", what, {"Event": event})
-        new = data.get("Event") if isinstance(data, dict) else None
-        if code != 200 or not isinstance(new, dict) or new.get("id") is None:
-            reason = m.reason_of(data.get("errors")) if isinstance(data, dict) else f"HTTP {code}"
-            raise UpstreamDataError(f"{what}: event not created: {reason}")
-        self._events[name] = str(new["id"])
+        self._events[name] = await self.api.add_event(event)
         return self._events[name]
 
     def _forget(self, params: EventParams) -> SourceUnavailable:
         self._events.pop(params.event_name, None)
         return SourceUnavailable(f"MISP event {params.event_name!r} is gone; it is looked up again on retry")
-
-    async def _publish(self, event_id: str) -> None:
-        await self._call("POST", f"/events/publish/{event_id}", f"MISP events/publish/{event_id}")
 
     async def push(self, action: str, params: EventParams, items: list[ShareItem]) -> PushResult:
         """Add attributes in batches; MISP's refusals (except duplicates) are rejections."""
@@ -257,16 +207,15 @@ class MispAdapter:
         for i in range(0, len(todo), ADD_BATCH):
             chunk = todo[i : i + ADD_BATCH]
             sent = [m.to_attribute(it, tag) for it in chunk]
-            what = f"MISP attributes/add/{event_id} ({len(sent)} attributes)"
-            code, data = await self._call("POST", f"/attributes/add/{event_id}", what, sent)
-            if code == 404:
+            failures = await self.api.add_attributes(str(event_id), sent)
+            if failures is None:
                 raise self._forget(params)
-            for idx, reason in m.add_failures(data, sent).items():
+            for idx, reason in failures.items():
                 if not m.is_duplicate(reason):
                     rejected[chunk[idx].value] = reason
             added += len(chunk)
         if params.publish and added > len(rejected):
-            await self._publish(str(event_id))
+            await self.api.publish(str(event_id))
         return PushResult(rejected=rejected)
 
     async def _find(self, event_id: str, values: list[str]) -> dict[str, str]:
@@ -280,11 +229,7 @@ class MispAdapter:
                 "limit": size, "page": page,
             }
             what = f"MISP attributes/restSearch event {event_id} page {page}"
-            code, data = await self._call("POST", "/attributes/restSearch", what, body)
-            try:
-                attrs = [] if code == 404 else m.attributes_of(data)
-            except ValueError as exc:
-                raise UpstreamDataError(f"{what}: {exc}") from exc
+            attrs = await self.api.search_attributes(body, what, missing_ok=True)
             wanted = set(values)
             for a in attrs:
                 if a.get("value") in wanted and str(a.get("event_id")) == str(event_id) and not a.get("deleted"):
@@ -302,9 +247,7 @@ class MispAdapter:
         ids = await self._find(event_id, values)
         if not ids:
             return PushResult()
-        what = f"MISP attributes/deleteSelected/{event_id} ({len(ids)} attributes)"
-        body = {"id": list(ids), "event_id": event_id, "allow_hard_delete": False}
-        code, data = await self._call("POST", f"/attributes/deleteSelected/{event_id}", what, body)
+        code, data = await self.api.delete_attributes(event_id, list(ids))
         rejected: dict[str, str] = {}
         if code == 403:  # some could not be deleted: MISP does not say which
             reason = m.reason_of(data.get("errors"))
@@ -313,5 +256,5 @@ class MispAdapter:
         elif code == 404 and not (isinstance(data, dict) and "No matching" in str(data.get("message", ""))):
             raise self._forget(params)
         if params.publish and len(rejected) < len(ids):
-            await self._publish(event_id)
+            await self.api.publish(event_id)
         return PushResult(rejected=rejected)

@@ -11,19 +11,44 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from ctd.adapters.base import ShareItem
-from ctd.canon import canonicalize
-from ctd.errors import InvalidIndicator
-from ctd.model import Rejected, Sighting, parse_time
+from ctd.model import InvalidIndicator, Rejected, ShareItem, Sighting, canonicalize, parse_time
 
-# MISP attribute type -> how its value maps (see _values).
-PULL_TYPES: tuple[str, ...] = (
-    "ip-src", "ip-dst", "ip-src|port", "ip-dst|port", "domain", "domain|ip", "hostname", "hostname|port",
-    "url", "md5", "sha1", "sha256", "filename|md5", "filename|sha1", "filename|sha256", "malware-sample",
-    "email", "email-src", "email-dst",
-)
-_HASH_OF = {"filename|md5": "md5", "filename|sha1": "sha1", "filename|sha256": "sha256", "malware-sample": "md5"}
-_IP_TYPES = ("ipv4", "ipv6", "cidr4", "cidr6")
+# The one MISP type table: what each MISP attribute type holds, read alike by this
+# adapter (REST) and by the feed adapter's MISP feed format. Per type, the
+# indicators its value carries: (ctd type, or None for "an IP address or network
+# of either family"; which part of the value: the WHOLE of it, the FIRST part of a
+# composite "a|b" or its LAST part). A composite may hold a "|" in its first part
+# (a file name): its last part is after the last "|".
+WHOLE, FIRST, LAST = "whole", "first", "last"
+MISP_TYPES: dict[str, tuple[tuple[str | None, str], ...]] = {
+    "ip-src": ((None, WHOLE),), "ip-dst": ((None, WHOLE),),
+    # The reference system turns these into a url; without a scheme or path
+    # that is not a url, and blocking the address is what a consumer can do.
+    "ip-src|port": ((None, FIRST),), "ip-dst|port": ((None, FIRST),),
+    "domain": (("domain", WHOLE),), "domain|ip": (("domain", FIRST), (None, LAST)),
+    "hostname": (("hostname", WHOLE),), "hostname|port": (("hostname", FIRST),),
+    "url": (("url", WHOLE),),
+    "md5": (("md5", WHOLE),), "sha1": (("sha1", WHOLE),), "sha256": (("sha256", WHOLE),),
+    "filename|md5": (("md5", LAST),), "filename|sha1": (("sha1", LAST),), "filename|sha256": (("sha256", LAST),),
+    "malware-sample": (("md5", LAST),),  # "name|md5" (the sample itself is an attachment)
+    "email": (("email", WHOLE),), "email-src": (("email", WHOLE),), "email-dst": (("email", WHOLE),),
+}
+PULL_TYPES: tuple[str, ...] = tuple(MISP_TYPES)
+IP_TYPES = ("ipv4", "ipv6", "cidr4", "cidr6")
+
+
+def attribute_values(mtype: str, value: str) -> list[tuple[str | None, str]]:
+    """(ctd type or None for "an IP of either family", raw part) for each indicator an attribute carries.
+
+    Empty for a type not in the table. A composite without its "|" is taken
+    whole (its part is then validated as such, and usually rejected).
+    """
+    out = []
+    for typ, part in MISP_TYPES.get(mtype, ()):
+        raw = value if part == WHOLE else value.partition("|")[0] if part == FIRST else value.rpartition("|")[2]
+        out.append((typ, raw))
+    return out
+
 
 # ctd type -> (MISP type, MISP category) for push. ip-dst takes a CIDR too.
 PUSH_TYPES: dict[str, tuple[str, str]] = {
@@ -96,31 +121,11 @@ def tag_names(attr: dict[str, Any]) -> list[str]:
     return [t["name"] for t in tags if isinstance(t, dict) and isinstance(t.get("name"), str)]
 
 
-def _values(mtype: str, value: str) -> list[tuple[str | None, str]]:
-    """(ctd type or None for "an IP of either family", raw value) pairs an attribute carries."""
-    if mtype in ("ip-src", "ip-dst"):
-        return [(None, value)]
-    if mtype in ("ip-src|port", "ip-dst|port"):
-        # The reference system turns these into a url; without a scheme or path
-        # that is not a url, and blocking the address is what a consumer can do.
-        return [(None, value.partition("|")[0])]
-    if mtype == "domain|ip":
-        dom, _, ip = value.partition("|")
-        return [("domain", dom), (None, ip)]
-    if mtype == "hostname|port":
-        return [("hostname", value.partition("|")[0])]
-    if mtype in _HASH_OF:
-        return [(_HASH_OF[mtype], value.rpartition("|")[2])]
-    if mtype in ("email", "email-src", "email-dst"):
-        return [("email", value)]
-    return [(mtype, value)]  # domain, hostname, url, md5, sha1, sha256
-
-
 def _canon(typ: str | None, raw: str) -> tuple[str, str]:
     if typ is not None:
         return canonicalize(typ, raw)
     found, canon = canonicalize(None, raw)
-    if found not in _IP_TYPES:
+    if found not in IP_TYPES:
         raise InvalidIndicator("not an IP address or network")
     return found, canon
 
@@ -167,7 +172,7 @@ def map_attribute(
     comment = attr.get("comment") if isinstance(attr.get("comment"), str) else ""
     out: list[Sighting] = []
     rejected: list[Rejected] = []
-    for typ, raw in _values(mtype, value):
+    for typ, raw in attribute_values(mtype, value):
         try:
             ctype, canon = _canon(typ, raw)
         except InvalidIndicator as exc:

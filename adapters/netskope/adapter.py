@@ -24,13 +24,21 @@ import httpx
 import msgspec
 from msgspec import Meta
 
-from ctd.adapters.base import ActionSpec, PushResult, ShareItem
 from ctd.adapters.http import make_client
-from ctd.adapters.netskope.api import NetskopeApi, TenantConfig
 from ctd.adapters.netskope import mapping as nm
-from ctd.config import convert_section
-from ctd.errors import AuthError, ConfigError, UpstreamDataError
-from ctd.model import Batch, PullContext
+from ctd.adapters.netskope.api import NetskopeApi, TenantConfig
+from ctd.model import (
+    ActionSpec,
+    Adapter,
+    AuthError,
+    Batch,
+    BindContext,
+    ConfigError,
+    PullContext,
+    PushResult,
+    ShareItem,
+    UpstreamDataError,
+)
 
 MAX_ENTRIES = 300_000
 MAX_URL_LIST_BYTES = 7 * 1024 * 1024  # 7 MB, as the reference system counts it (7,340,032 B)
@@ -70,7 +78,7 @@ class HashListParams(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, f
     max_bytes: Annotated[int, Meta(ge=1, le=MAX_HASH_LIST_BYTES)] | None = None
 
 
-class NetskopeAdapter:
+class NetskopeAdapter(Adapter):
     """Pull malware and malsite alerts from a Netskope tenant; write its URL and file hash lists."""
 
     Config: ClassVar[type[NetskopeConfig]] = NetskopeConfig
@@ -95,7 +103,7 @@ class NetskopeAdapter:
             raise ConfigError(f"tenant {config.tenant!r} was not bound (the config was not loaded with parse_config)")
         self.name = name
         self.config = config
-        self.client = client if client is not None else self.make_client(config)
+        self.client: httpx.AsyncClient = client if client is not None else self.make_client(config)
         self.api = NetskopeApi(self.client, tenant)
         self.index = config.iterator_index or nm.default_index(name)
 
@@ -109,12 +117,13 @@ class NetskopeAdapter:
             raise ValueError("alert_types is empty: nothing to pull (set pull = false for a destination only)")
 
     @classmethod
-    def bind(cls, options: NetskopeConfig, cfg: Any, name: str) -> NetskopeConfig:
-        raw = cfg.tenants.get(options.tenant)
-        if raw is None:
-            raise ValueError(f"unknown tenant {options.tenant!r}: add a [tenants.{options.tenant}] table")
-        tenant = convert_section(raw, TenantConfig, f"$.tenants.{options.tenant}")
-        return msgspec.structs.replace(options, resolved_tenant=tenant)
+    def bind(cls, options: NetskopeConfig, ctx: BindContext) -> NetskopeConfig:
+        """Fill in ``resolved_tenant`` from the ``[tenants.NAME]`` table the plugin names."""
+        return msgspec.structs.replace(options, resolved_tenant=ctx.tenant(options.tenant, TenantConfig))
+
+    @classmethod
+    def verifies_tls(cls, options: NetskopeConfig) -> bool:
+        return options.resolved_tenant is None or options.resolved_tenant.verify_tls
 
     @classmethod
     def make_client(cls, options: NetskopeConfig) -> httpx.AsyncClient:

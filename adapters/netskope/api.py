@@ -14,8 +14,7 @@ import httpx
 import msgspec
 
 from ctd.adapters.http import HttpOptions, map_http_errors, raise_for_status
-from ctd.errors import AuthError, UpstreamDataError
-from ctd.model import Secret
+from ctd.model import AuthError, Secret, UpstreamDataError
 
 RATE_HEADERS = ("ratelimit-reset",)  # seconds until the budget refills (the tenant's hint)
 

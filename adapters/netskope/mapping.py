@@ -11,9 +11,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from ctd.canon import canonicalize
-from ctd.errors import InvalidIndicator
-from ctd.model import SEVERITIES, Rejected, Sighting
+from ctd.model import SEVERITIES, InvalidIndicator, Rejected, Sighting, canonicalize
 
 ALERT_TYPES = ("malware", "malsite")
 

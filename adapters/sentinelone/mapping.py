@@ -13,11 +13,9 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import re
-from typing import Any, Protocol
+from typing import Any
 
-from ctd.canon import canonicalize
-from ctd.errors import InvalidIndicator
-from ctd.model import Rejected, Sighting
+from ctd.model import InvalidIndicator, Rejected, ShareItem, Sighting, canonicalize
 
 API = "/web/api/v2.1"
 IOCS = f"{API}/threat-intelligence/iocs"
@@ -41,16 +39,6 @@ CONFIDENCE_SEVERITY = {"malicious": "high", "suspicious": "medium"}
 _INDEXED = re.compile(r"^data\.(\d+)(?:\.[\w]+)?:\s*(.*)$", re.S)
 
 
-class Item(Protocol):
-    """What a destination item carries (the fields of today's ``ShareItem``)."""
-
-    type: str
-    value: str
-    severity: str
-    tags: tuple[str, ...]
-    comments: str
-    expires_at: int | None
-    sources: tuple[str, ...]
 
 
 def iso(epoch: int) -> str:
@@ -87,18 +75,18 @@ def next_cursor(body: Any) -> str | None:
 # --- push --------------------------------------------------------------------------------------
 
 
-def refusal(item: Item) -> str | None:
+def refusal(item: ShareItem) -> str | None:
     if item.type not in TO_TYPE:
         return _REFUSED.get(item.type, f"SentinelOne IOCs have no {item.type} type")
     return None
 
 
-def external_id(item: Item) -> str:
+def external_id(item: ShareItem) -> str:
     """A stable id ctd can find its IOCs by (values can be long URLs)."""
     return "ctd-" + hashlib.sha256(f"{item.type}\n{item.value}".encode()).hexdigest()[:32]
 
 
-def valid_until(item: Item, now: int) -> int:
+def valid_until(item: ShareItem, now: int) -> int:
     """The item's expiry clamped to the console's cap for its type; the console's default without one."""
     kind = TO_TYPE[item.type]
     cap = now + MAX_DAYS[kind] * DAY
@@ -106,7 +94,7 @@ def valid_until(item: Item, now: int) -> int:
     return min(wanted, cap)
 
 
-def ioc(item: Item, *, now: int, source: str = "ctd") -> dict[str, Any]:
+def ioc(item: ShareItem, *, now: int, source: str = "ctd") -> dict[str, Any]:
     """The ``data`` entry for one item (callers filter with ``refusal`` first)."""
     via = ", ".join(item.sources)
     body: dict[str, Any] = {

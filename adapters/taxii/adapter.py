@@ -10,7 +10,7 @@ timestamps say when the producer wrote an object, not when this server added
 it, and only the latter orders what a client has already seen.
 
 Push (action ``publish``): each IoC becomes an indicator with a deterministic
-id (see ``taxii_stix.indicator_id``); a re-share is a new version of the same
+id (see ``stix.indicator_id``); a re-share is a new version of the same
 object and a retraction publishes a version with ``revoked: true``. Objects
 are sent in envelopes within the API root's ``max_content_length`` and the
 status resource the server returns is read until it is final.
@@ -20,32 +20,29 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
-from typing import Annotated, Any, ClassVar
-from urllib.parse import quote, urljoin
+from typing import Annotated, ClassVar
 
 import httpx
 import msgspec
-import structlog
 import trio
 
+from ctd.adapters.http import HttpOptions, make_client, parse_origins, raise_for_status
 from ctd.adapters.taxii import mapping as tmap
-from ctd.adapters.base import ActionSpec, PushResult, ShareItem
-from ctd.adapters.http import (
-    HttpOptions, make_client, map_http_errors, origin_of, origin_text, parse_origins, raise_for_status,
-)
+from ctd.adapters.taxii.api import MEDIA_TYPE as MEDIA_TYPE
+from ctd.adapters.taxii.api import TaxiiApi, client_settings, decode
 from ctd.adapters.taxii.stix import UnsupportedPattern
-from ctd.errors import AuthError, UpstreamDataError
-from ctd.model import Batch, PullContext, Secret, iso
-
-log = structlog.get_logger("ctd.taxii")
-
-MEDIA_TYPE = "application/taxii+json;version=2.1"
-# A server that answers "pending" finishes adding objects in the background;
-# TAXII 2.1 (4.3) has the client poll the status resource. Bounded so a stuck
-# server cannot hold a sharing pass: the actor's deadline wraps the whole call.
-STATUS_POLLS = 10
-STATUS_POLL_INTERVAL = 0.5
-_DEFAULT_MAX_CONTENT = 10 * 1024 * 1024  # if the API root does not say
+from ctd.model import (
+    ActionSpec,
+    Adapter,
+    AuthError,
+    Batch,
+    PullContext,
+    PushResult,
+    Secret,
+    ShareItem,
+    UpstreamDataError,
+    iso,
+)
 
 
 class TaxiiConfig(HttpOptions, kw_only=True, forbid_unknown_fields=True, frozen=True):
@@ -77,19 +74,7 @@ class PublishParams(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, fr
     collection: str  # id or title of a writable collection
 
 
-class _Collection(msgspec.Struct, frozen=True):
-    id: str
-    title: str
-    can_read: bool
-    can_write: bool
-
-
-def _segment(server_id: str) -> str:
-    # Ids come from the server: one quoted path segment, so no id leaves the API root.
-    return quote(server_id, safe="")
-
-
-class TaxiiAdapter:
+class TaxiiAdapter(Adapter):
     """Pull STIX 2.1 indicators from a TAXII 2.1 collection; publish IoCs into one."""
 
     Config: ClassVar[type[TaxiiConfig]] = TaxiiConfig
@@ -107,30 +92,23 @@ class TaxiiAdapter:
     def __init__(self, name: str, config: TaxiiConfig, client: httpx.AsyncClient | None) -> None:
         self.name = name
         self.config = config
-        self.client = client if client is not None else self.make_client(config)
-        self._root: str | None = None
-        self._max_content = _DEFAULT_MAX_CONTENT
-        self._collections: dict[str, _Collection] = {}
+        self.client: httpx.AsyncClient = client if client is not None else self.make_client(config)
+        self.api = TaxiiApi(self.client, config.url, config.allow_api_roots_at)
         self._last_ms = 0
 
-    @staticmethod
-    def check_plugin(pull: bool, config: TaxiiConfig) -> None:
+    @classmethod
+    def check_plugin(cls, pull: bool, config: TaxiiConfig) -> None:
         if pull and not config.collection:
             raise ValueError("a pulling taxii plugin needs `collection`")
 
-    @staticmethod
-    def client_settings(config: TaxiiConfig) -> tuple[dict[str, str], tuple[str, str] | None]:
-        """Default headers and Basic credentials of this plugin's HTTP client."""
-        headers = {"Accept": MEDIA_TYPE}
-        if config.token:
-            headers["Authorization"] = f"Bearer {config.token}"
-        auth = (config.username, config.password or "") if config.username is not None else None
-        return headers, auth
-
     @classmethod
     def make_client(cls, config: TaxiiConfig) -> httpx.AsyncClient:
-        headers, auth = cls.client_settings(config)
+        headers, auth = client_settings(config)
         return make_client(config, headers=headers, auth=auth)
+
+    @classmethod
+    def verifies_tls(cls, options: TaxiiConfig) -> bool:
+        return options.verify_tls
 
     async def aclose(self) -> None:
         await self.client.aclose()
@@ -143,97 +121,14 @@ class TaxiiAdapter:
     def limits(cls, action: str, params: PublishParams) -> tuple[int | None, int | None]:
         return None, None  # envelopes are split to the server's max_content_length instead
 
-    # --- HTTP ---------------------------------------------------------------------
-
-    async def _get(self, url: str, what: str, params: dict[str, Any] | None = None) -> httpx.Response:
-        with map_http_errors(what):
-            resp = await self.client.get(url, params=params)
-        raise_for_status(resp, what)
-        return resp
-
-    @staticmethod
-    def _json(resp: httpx.Response, what: str) -> dict:
-        try:
-            body = msgspec.json.decode(resp.content) if resp.content else {}
-        except msgspec.DecodeError as exc:
-            raise UpstreamDataError(f"{what}: response is not JSON") from exc
-        except RecursionError:
-            raise UpstreamDataError(f"{what}: response is nested too deeply to parse") from None
-        if not isinstance(body, dict):
-            raise UpstreamDataError(f"{what}: response is not a JSON object")
-        return body
-
-    async def _api_root(self) -> str:
-        """The API root URL (with a trailing slash), found once per adapter instance."""
-        if self._root is not None:
-            return self._root
-        url = self.config.url if self.config.url.endswith("/") else self.config.url + "/"
-        info = self._json(await self._get(url, "TAXII discovery"), "TAXII discovery")
-        if "api_roots" in info:  # a discovery resource: use its default API root
-            roots = [r for r in info.get("api_roots") or () if isinstance(r, str)]
-            chosen = info.get("default") if isinstance(info.get("default"), str) else (roots[0] if roots else None)
-            if not chosen:
-                raise UpstreamDataError(f"TAXII discovery at {url} lists no API root")
-            url = urljoin(url, chosen)
-            url = url if url.endswith("/") else url + "/"
-            self._pin(url)
-            info = self._json(await self._get(url, "TAXII API root"), "TAXII API root")
-        size = info.get("max_content_length")
-        if type(size) is int and size > 0:
-            self._max_content = size
-        self._root = url
-        return url
-
-    def _pin(self, root: str) -> None:
-        """Refuse an API root off the configured origin (it would get the credentials) unless listed."""
-        here = origin_of(self.config.url)
-        try:
-            there = origin_of(root)
-        except httpx.InvalidURL:
-            raise UpstreamDataError(f"TAXII discovery at {origin_text(self.config.url)} names an invalid "
-                                    "API root URL") from None
-        if there != here and there not in parse_origins(self.config.allow_api_roots_at):
-            raise UpstreamDataError(
-                f"TAXII discovery at {origin_text(self.config.url)} points the API root to another origin "
-                f"{origin_text(root)}; credentials are only sent there if allow_api_roots_at lists it")
-
-    async def _collection(self, key: str) -> _Collection:
-        """The collection with this id, else with this title."""
-        if key in self._collections:
-            return self._collections[key]
-        root = await self._api_root()
-        body = self._json(await self._get(root + "collections/", "TAXII collections"), "TAXII collections")
-        found: list[_Collection] = []
-        for c in body.get("collections") or ():
-            if not isinstance(c, dict) or not isinstance(c.get("id"), str):
-                continue
-            coll = _Collection(c["id"], str(c.get("title", "")), c.get("can_read") is True,
-                               c.get("can_write") is True)
-            if coll.id == key:
-                found = [coll]
-                break
-            if coll.title == key:
-                found.append(coll)
-        if len(found) != 1:
-            problem = "no collection" if not found else f"{len(found)} collections"
-            raise UpstreamDataError(f"{problem} with id or title {key!r} at {root}")
-        self._collections[key] = found[0]
-        return found[0]
-
-    def _forget_on_404(self, resp: httpx.Response) -> None:
-        # The collection (or API root) moved or went away: resolve it again next time.
-        if resp.status_code == 404:
-            self._root = None
-            self._collections.clear()
-
     # --- pull ---------------------------------------------------------------------
 
     async def pull(self, ctx: PullContext) -> AsyncIterator[Batch]:
         """Indicators added to the collection since the last server date seen."""
-        coll = await self._collection(self.config.collection)
+        coll = await self.api.collection(self.config.collection)
         if not coll.can_read:
             raise AuthError(f"TAXII collection {coll.title or coll.id!r} is not readable with these credentials")
-        url = f"{await self._api_root()}collections/{_segment(coll.id)}/objects/"
+        url = await self.api.objects_url(coll)
         start = None
         for state in (ctx.sub_checkpoint, ctx.cursor):
             if isinstance(state, dict) and isinstance(state.get("added_after"), str):
@@ -247,15 +142,14 @@ class TaxiiAdapter:
             params = {"added_after": added_after, "match[type]": "indicator", "limit": self.config.page_size}
             if next_token is not None:
                 params["next"] = next_token
-            with map_http_errors("TAXII get objects"):
-                resp = await self.client.get(url, params=params)
+            resp = await self.api.get_objects(url, params)
             if next_token is not None and resp.status_code in (400, 404) and last and last != added_after:
                 # The server dropped the pagination session: ask again from the last date we hold.
                 added_after, next_token = last, None
                 continue
-            self._forget_on_404(resp)
+            self.api.forget_on_404(resp)
             raise_for_status(resp, "TAXII get objects")
-            envelope = self._json(resp, "TAXII get objects")
+            envelope = decode(resp, "TAXII get objects")
             page_last = resp.headers.get("X-TAXII-Date-Added-Last")
             # Parsing patterns (ANTLR) costs ~0.3 ms each: keep a 1000-object page off the event loop.
             sightings, rejected = await trio.to_thread.run_sync(
@@ -277,10 +171,10 @@ class TaxiiAdapter:
     async def check(self) -> str:
         """Resolve the API root and the collection; report its permissions."""
         key = self.config.collection
-        root = await self._api_root()
+        root = await self.api.api_root()
         if not key:
-            return f"API root {root} reachable (max_content_length {self._max_content})"
-        coll = await self._collection(key)
+            return f"API root {root} reachable (max_content_length {self.api.max_content})"
+        coll = await self.api.collection(key)
         rights = "/".join(r for r, ok in (("read", coll.can_read), ("write", coll.can_write)) if ok) or "no access"
         return f"collection {coll.title!r} ({coll.id}) at {root}: {rights}"
 
@@ -300,10 +194,9 @@ class TaxiiAdapter:
         return self._last_ms
 
     async def _publish(self, params: PublishParams, items: list[ShareItem], revoked: bool) -> PushResult:
-        coll = await self._collection(params.collection)
+        coll = await self.api.collection(params.collection)
         if not coll.can_write:
             raise AuthError(f"TAXII collection {coll.title or coll.id!r} is not writable with these credentials")
-        root = await self._api_root()
         rejected: dict[str, str] = {}
         values_by_id: dict[str, list[str]] = {}
         encoded: list[tuple[str, bytes]] = []
@@ -319,39 +212,14 @@ class TaxiiAdapter:
                 continue
             values_by_id[obj["id"]] = [item.value]
             encoded.append((obj["id"], tmap.encode(obj)))
-        batches, too_big = tmap.envelopes(encoded, self._max_content)
+        batches, too_big = tmap.envelopes(encoded, self.api.max_content)
         for oid in too_big:
             for v in values_by_id[oid]:
-                rejected[v] = f"larger than the server's max_content_length ({self._max_content} bytes)"
-        url = f"{root}collections/{_segment(coll.id)}/objects/"
+                rejected[v] = f"larger than the server's max_content_length ({self.api.max_content} bytes)"
+        url = await self.api.objects_url(coll)
         for _, body in batches:
-            status = await self._post(url, body)
-            status = await self._until_final(root, status)
+            status = await self.api.add_objects(url, body)
             for oid, reason in tmap.status_failures(status).items():
                 for v in values_by_id.get(oid, ()):
                     rejected[v] = reason
         return PushResult(rejected=rejected)
-
-    async def _post(self, url: str, body: bytes) -> dict:
-        what = "TAXII add objects"
-        with map_http_errors(what):
-            resp = await self.client.post(url, content=body, headers={"Content-Type": MEDIA_TYPE})
-        self._forget_on_404(resp)
-        if resp.status_code == 413:
-            raise UpstreamDataError(f"{what}: HTTP 413, the server refused an envelope within its max_content_length")
-        raise_for_status(resp, what)
-        return self._json(resp, what)
-
-    async def _until_final(self, root: str, status: dict) -> dict:
-        sid = status.get("id")
-        polls = 0
-        while status.get("status") == "pending" and isinstance(sid, str) and polls < STATUS_POLLS:
-            await trio.sleep(STATUS_POLL_INTERVAL)
-            polls += 1
-            what = "TAXII get status"
-            status = self._json(await self._get(f"{root}status/{_segment(sid)}/", what), what)
-        if status.get("status") == "pending":
-            # Accepted for processing; a later failure would go unseen, so say so.
-            log.warning("TAXII status still pending", ctd_event="taxii_status_pending", status_id=sid,
-                        pending=status.get("pending_count"))
-        return status

@@ -21,13 +21,14 @@ from typing import Any
 
 import msgspec
 
-from ctd.adapters.base import ShareItem
 from ctd.adapters.taxii.stix import (
-    MalformedPattern, UnsupportedPattern, build_pattern, indicator_id, parse_pattern,
+    MalformedPattern,
+    UnsupportedPattern,
+    build_pattern,
+    indicator_id,
+    parse_pattern,
 )
-from ctd.canon import canonicalize
-from ctd.errors import InvalidIndicator
-from ctd.model import Rejected, Sighting, parse_time
+from ctd.model import InvalidIndicator, Rejected, ShareItem, Sighting, canonicalize, parse_time
 
 SKIPPED = "skipped-unsupported"
 MALFORMED = "malformed"

@@ -42,8 +42,7 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     import ioc_finder
 
-from ctd.canon import canonicalize, host_of_url
-from ctd.errors import InvalidIndicator
+from ctd.model import InvalidIndicator, canonicalize, host_of_url
 
 from .html import html_main_text, html_text
 

@@ -19,7 +19,7 @@ from ctd.errors import BadRequest, ConfigError, ControlError
 from ctd.model import INDICATOR_TYPES
 
 if TYPE_CHECKING:
-    from ctd.daemon.daemon import Daemon
+    from ctd.control.view import DaemonView
 
 log = structlog.get_logger("ctd.control")
 
@@ -34,7 +34,7 @@ def _opt_bool(args: dict[str, Any], key: str) -> bool | None:
 
 
 class Commands(SharingCommands, AdminCommands):
-    def __init__(self, daemon: "Daemon", policy: AccessPolicy) -> None:
+    def __init__(self, daemon: "DaemonView", policy: AccessPolicy) -> None:
         self.d = daemon
         self.policy = policy
         self.handlers: dict[str, tuple[str, Any]] = {

@@ -12,14 +12,15 @@ import trio
 
 from ctd import __version__
 from ctd.canon import candidates
-from ctd.config import adapter_class, parse_duration
+from ctd.config import parse_duration
 from ctd.config_warnings import tls_unverified
 from ctd.errors import BadRequest, ControlError
 from ctd.model import INDICATOR_TYPES, iso, now, parse_time
 from ctd.errors import describe
+from ctd.plugins import adapter_class, open_adapter
 
 if TYPE_CHECKING:
-    from ctd.daemon.daemon import Daemon
+    from ctd.control.view import DaemonView
 
 log = structlog.get_logger("ctd.control")
 
@@ -41,7 +42,7 @@ def _when(text: Any, what: str) -> int:
 
 
 class AdminCommands:
-    d: "Daemon"
+    d: "DaemonView"
 
     def _plugin_name(self, args: dict[str, Any], key: str = "name", pulling: bool = False) -> str:
         name = args.get(key)
@@ -81,10 +82,10 @@ class AdminCommands:
         out = []
         for name, p in sorted(cfg.plugins.items()):
             cls = adapter_class(p.adapter)
-            actions = getattr(cls, "ACTIONS", {}) if getattr(cls, "can_push", False) else {}
+            actions = cls.ACTIONS
             out.append({
-                "name": name, "adapter": p.adapter, "pull": p.pull, "verify_tls": not tls_unverified(p.options),
-                "can_pull": bool(getattr(cls, "can_pull", False)), "can_push": bool(actions),
+                "name": name, "adapter": p.adapter, "pull": p.pull, "verify_tls": not tls_unverified(p),
+                "can_pull": cls.can_pull, "can_push": cls.can_push,
                 "actions": {a: {"mode": spec.mode, "description": spec.description} for a, spec in actions.items()},
                 "sources_of": sorted(n for n, sh in cfg.sharing.items() if name in sh.sources),
                 "destination_of": sorted(n for n, sh in cfg.sharing.items() if sh.destination == name),
@@ -93,24 +94,19 @@ class AdminCommands:
 
     async def plugins_check(self, args: dict[str, Any]) -> dict[str, Any]:
         """Connectivity test through the adapter's ``check()``."""
-        from ctd.daemon.daemon import close_adapter, make_adapter
-
         name = self._plugin_name(args)
         plugin = self.d.config.plugins[name]
-        adapter = make_adapter(name, plugin)
-        check = getattr(adapter, "check", None)
-        if check is None:
-            return {"plugin": name, "ok": True, "message": "this adapter has no connectivity check"}
         try:
-            with trio.fail_after(CHECK_TIMEOUT):
-                message = await check()
+            async with open_adapter(name, plugin) as adapter:
+                with trio.fail_after(CHECK_TIMEOUT):
+                    message = await adapter.check()
             ok = True
         except trio.TooSlowError:
             ok, message = False, f"no answer within {CHECK_TIMEOUT:.0f}s"
         except Exception as exc:  # noqa: BLE001 - reported to the operator
             ok, message = False, describe(exc)
-        finally:
-            await close_adapter(adapter)
+        if message is None:
+            message = "this adapter has no connectivity check"
         return {"plugin": name, "ok": ok, "message": message}
 
     async def indicators_retract(self, args: dict[str, Any]) -> dict[str, Any]:

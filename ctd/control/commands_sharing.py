@@ -13,11 +13,11 @@ from ctd.sharing.actor import muted
 from ctd.store import Selection
 
 if TYPE_CHECKING:
-    from ctd.daemon.daemon import Daemon
+    from ctd.control.view import DaemonView
 
 
 class SharingCommands:
-    d: "Daemon"
+    d: "DaemonView"
 
     # -- rules and sharing -----------------------------------------------------------
 

@@ -1,5 +1,5 @@
-"""``python -m ctd.ctdctl.main``."""
+"""``python -m ctd.ctdctl``."""
 
-from ctd.ctdctl.main.main import main
+from ctd.ctdctl.main import main
 
 raise SystemExit(main())

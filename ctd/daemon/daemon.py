@@ -12,6 +12,8 @@ import hashlib
 import os
 import signal
 import time
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from functools import partial
 from typing import Any
 
@@ -20,11 +22,13 @@ import trio
 
 from ctd.service import logs as logs
 from ctd.ask import Ask, ask
-from ctd.control.access import AccessPolicy
 from ctd.allowlist import Allowlist
-from ctd.config import Config, ConfigDiff, PluginConfig, adapter_class, diff_named, load_config
+from ctd.config import Config, ConfigDiff, PluginConfig, diff_named, load_config
 from ctd.config_warnings import log_warnings
+from ctd.control.server import serve_control
 from ctd.errors import ConfigError, describe
+from ctd.model import Adapter
+from ctd.plugins import adapter_class, open_adapter
 from ctd.rates import RateCounter
 from ctd.service.sdnotify import Notifier, run_watchdog, watchdog_interval
 from ctd.sharing.actor import INBOX_SIZE as SHARING_INBOX
@@ -51,34 +55,18 @@ def db_path(cfg: Config) -> str:
     return os.path.join(cfg.daemon.state_dir, "ctd.db")
 
 
-def make_adapter(name: str, plugin: PluginConfig) -> Any:
-    """An adapter instance with its own HTTP client (if it uses one); close it with ``close_adapter``."""
-    cls = adapter_class(plugin.adapter)
-    make_client = getattr(cls, "make_client", None)
-    return cls(name, plugin.options, make_client(plugin.options) if make_client else None)
-
-
-async def close_adapter(adapter: Any) -> None:
-    aclose = getattr(adapter, "aclose", None)
-    if aclose is not None:
-        with trio.CancelScope(shield=True):
-            await aclose()
-
-
-async def run_closing(adapter: Any, run: Any, *args: Any, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-    """Run an actor and close its adapter (HTTP connections) when it ends."""
-    try:
-        await run(*args, task_status=task_status)
-    finally:
-        await close_adapter(adapter)
-
-
 def allowlist_matcher(cfg: Config) -> Any:
     al = Allowlist(cfg.allowlist.values, cfg.allowlist.cidrs, cfg.allowlist.domains)
     return al.matches if al else None
 
 
-async def serve_with_restarts(name: str, adapter: Any, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+# How the daemon gets an adapter for a plugin: ``ctd.plugins.open_adapter``, or a test's own.
+AdapterOpener = Callable[[str, PluginConfig], AbstractAsyncContextManager[Adapter]]
+# The control socket's request handler: (request, peer) -> reply (``ctd.control.commands.Commands.dispatch``).
+ControlHandler = Callable[[Any, Any], Awaitable[Any]]
+
+
+async def serve_with_restarts(name: str, adapter: Adapter, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
     """Run a plugin's service (e.g. the EDL web server); a crash is logged and retried with backoff."""
     task_status.started()
     failures = 0
@@ -101,10 +89,13 @@ class SourceHandle:
 
 
 class SharingHandle:
-    def __init__(self, status: SharingStatus, inbox: trio.MemorySendChannel, sharer: Sharer) -> None:
+    # ``sharer`` is set by the actor once its adapter is open, before the
+    # supervisor lists the handle (that happens when the actor has started).
+    sharer: Sharer
+
+    def __init__(self, status: SharingStatus, inbox: trio.MemorySendChannel) -> None:
         self.status = status
         self.inbox = inbox
-        self.sharer = sharer
 
     def wake(self) -> None:
         try:
@@ -122,9 +113,13 @@ def sharing_key(cfg: Config, name: str) -> tuple[Any, ...]:
 
 
 class Daemon:
-    def __init__(self, config: Config, notifier: Notifier | None = None) -> None:
+    """The running daemon. ``open_adapter`` is how its actors get adapters (tests hand in their own)."""
+
+    def __init__(self, config: Config, notifier: Notifier | None = None, *,
+                 open_adapter: AdapterOpener = open_adapter) -> None:
         self.config = config
         self.notifier = notifier or Notifier.from_env()
+        self.open_adapter = open_adapter
         self.started_at = time.time()
         self.store: Store | None = None
         self.sources: Supervisor | None = None
@@ -138,10 +133,12 @@ class Daemon:
 
     # -- lifecycle -------------------------------------------------------------
 
-    async def run(self) -> None:
-        from ctd.control.commands import Commands
-        from ctd.control.server import serve_control
+    async def run(self, control: ControlHandler | None = None) -> None:
+        """Run until SIGTERM/SIGINT. ``control`` answers the control socket (none is bound without it).
 
+        Whoever builds the daemon hands in the handler (the CLI: ``Commands(daemon, policy).dispatch``),
+        so the daemon does not import the command handlers and they do not import it.
+        """
         cfg = self.config
         log.info("daemon starting", ctd_event="daemon_start", pid=os.getpid(), ctd_config_hash=cfg.hash, config=cfg.path)
         log.info("config loaded", ctd_event="config_loaded", ctd_config_hash=cfg.hash, config=cfg.path,
@@ -151,11 +148,10 @@ class Daemon:
             self.store = await root.start(run_store, db_path(cfg))
             self.mutes.update(await self.store.mutes())
             with trio.open_signal_receiver(signal.SIGHUP, signal.SIGTERM, signal.SIGINT) as signals:
-                policy = AccessPolicy(cfg.daemon.socket_group, cfg.daemon.admin_group)
-                await root.start(
-                    partial(serve_control, socket_group=cfg.daemon.socket_group),
-                    cfg.daemon.socket, Commands(self, policy).dispatch,
-                )
+                if control is not None:
+                    await root.start(
+                        partial(serve_control, socket_group=cfg.daemon.socket_group), cfg.daemon.socket, control,
+                    )
                 async with trio.open_nursery() as actors:
                     self.sources = Supervisor(actors, "source")
                     self.sharings = Supervisor(actors, "sharing")
@@ -197,11 +193,14 @@ class Daemon:
         assert self.sources is not None and self.store is not None
         status = SourceStatus(name, plugin)
         send, recv = trio.open_memory_channel[Ask](SYNC_QUEUE)
-        adapter = make_adapter(name, plugin)
-        await self.sources.start(
-            name, plugin, SourceHandle(status, send), run_closing, adapter, run_source,
-            name, plugin, adapter, self.store, self.allowlist, status, recv, self._on_commit,
-        )
+        await self.sources.start(name, plugin, SourceHandle(status, send), self._run_source, name, plugin, status, recv)
+
+    async def _run_source(self, name: str, plugin: PluginConfig, status: SourceStatus,
+                          recv: trio.MemoryReceiveChannel[Ask], *, task_status: Any) -> None:
+        assert self.store is not None
+        async with self.open_adapter(name, plugin) as adapter:
+            await run_source(name, plugin, adapter, self.store, self.allowlist, status, recv, self._on_commit,
+                             task_status=task_status)
 
     def _on_commit(self, source: str, res: IngestResult) -> None:
         self.ingest_rate.add(res.new + res.updated)
@@ -209,22 +208,30 @@ class Daemon:
             self.wake_sharing(source)
 
     async def _start_sharing(self, name: str) -> None:
-        assert self.sharings is not None and self.store is not None
+        assert self.sharings is not None
         cfg = self.config
+        send, recv = trio.open_memory_channel[Wake | Ask](SHARING_INBOX)
+        handle = SharingHandle(SharingStatus(name, cfg.sharing[name]), send)
+        await self.sharings.start(name, sharing_key(cfg, name), handle, self._run_sharing, cfg, name, handle, recv)
+
+    async def _run_sharing(self, cfg: Config, name: str, handle: SharingHandle, inbox: trio.MemoryReceiveChannel[Wake | Ask],
+                           *, task_status: Any) -> None:
+        assert self.store is not None
         sh = cfg.sharing[name]
         dest = cfg.plugins[sh.destination]
-        sharer = Sharer(name, sh, cfg.rules[sh.rule], dest, make_adapter(sh.destination, dest), self.store,
-                        mutes=self.mutes, rate=self.share_rate)
-        status = SharingStatus(name, sh)
-        send, recv = trio.open_memory_channel[Wake | Ask](SHARING_INBOX)
-        await self.sharings.start(name, sharing_key(cfg, name), SharingHandle(status, send, sharer),
-                                  run_closing, sharer.adapter, run_sharing, sharer, status, recv)
+        async with self.open_adapter(sh.destination, dest) as adapter:
+            handle.sharer = Sharer(name, sh, cfg.rules[sh.rule], dest, adapter, self.store,
+                                   mutes=self.mutes, rate=self.share_rate)
+            await run_sharing(handle.sharer, handle.status, inbox, task_status=task_status)
 
     async def _start_service(self, name: str, plugin: PluginConfig) -> None:
         """Plugins whose adapter serves something (an EDL web server) run it as an actor."""
         assert self.services is not None
-        adapter = make_adapter(name, plugin)
-        await self.services.start(name, plugin, adapter, run_closing, adapter, serve_with_restarts, name, adapter)
+        await self.services.start(name, plugin, None, self._run_service, name, plugin)
+
+    async def _run_service(self, name: str, plugin: PluginConfig, *, task_status: Any) -> None:
+        async with self.open_adapter(name, plugin) as adapter:
+            await serve_with_restarts(name, adapter, task_status=task_status)
 
     def wake_sharing(self, source: str | None = None, *, rule: str | None = None) -> None:
         """Wake the sharing actors that read from ``source`` / use ``rule`` (or all of them)."""
@@ -232,7 +239,7 @@ class Daemon:
             return
         for name in self.sharings.names():
             handle: SharingHandle = self.sharings.get(name)
-            sh = handle.sharer.sh
+            sh = handle.status.sh
             if rule is not None:
                 if sh.rule == rule:
                     handle.wake()
@@ -241,7 +248,7 @@ class Daemon:
 
     @staticmethod
     def _served(cfg: Config) -> dict[str, PluginConfig]:
-        return {n: p for n, p in cfg.plugins.items() if hasattr(adapter_class(p.adapter), "serve")}
+        return {n: p for n, p in cfg.plugins.items() if adapter_class(p.adapter).can_serve}
 
     async def _housekeeping(self) -> None:
         while True:

@@ -7,9 +7,10 @@ import sys
 import trio
 
 from ctd.config import Config
-from ctd.daemon.daemon import allowlist_matcher, close_adapter, db_path, make_adapter
+from ctd.daemon.daemon import allowlist_matcher, db_path
 from ctd.sharing.actor import Sharer, ShareResult
 from ctd.errors import describe
+from ctd.plugins import open_adapter
 from ctd.sources.actor import AllowlistRef, PullResult, SourceStatus, pull_once
 from ctd.store import run_store
 
@@ -24,13 +25,11 @@ async def run_once(cfg: Config) -> int:
         async def one(name: str) -> None:
             plugin = cfg.plugins[name]
             status = SourceStatus(name, plugin)
-            adapter = make_adapter(name, plugin)
             try:
-                results[name] = await pull_once(name, plugin, adapter, store, allow, status)
+                async with open_adapter(name, plugin) as adapter:
+                    results[name] = await pull_once(name, plugin, adapter, store, allow, status)
             except Exception as exc:  # noqa: BLE001 - reported in the summary and the exit code
                 results[name] = PullResult(source=name, error=describe(exc))
-            finally:
-                await close_adapter(adapter)
 
         async with trio.open_nursery() as pulls:
             for name, plugin in cfg.plugins.items():
@@ -38,14 +37,12 @@ async def run_once(cfg: Config) -> int:
                     pulls.start_soon(one, name)
         for name, sh in cfg.sharing.items():
             dest = cfg.plugins[sh.destination]
-            adapter = make_adapter(sh.destination, dest)
             try:
-                sharer = Sharer(name, sh, cfg.rules[sh.rule], dest, adapter, store)
-                shared[name] = await sharer.share_once()
+                async with open_adapter(sh.destination, dest) as adapter:
+                    sharer = Sharer(name, sh, cfg.rules[sh.rule], dest, adapter, store)
+                    shared[name] = await sharer.share_once()
             except Exception as exc:  # noqa: BLE001 - reported in the summary and the exit code
                 shared[name] = ShareResult(sharing=name, error=describe(exc))
-            finally:
-                await close_adapter(adapter)
         root.cancel_scope.cancel()
     failed = 0
     for name in sorted(results):

@@ -18,17 +18,15 @@ from collections.abc import Callable, Sequence
 from functools import lru_cache
 from ipaddress import ip_network
 from socket import AF_INET, AF_INET6, inet_pton
-from typing import TYPE_CHECKING
+from typing import Any
 
 import msgspec
 
 from ctd.model import SEVERITY_RANK
 from ctd.rules.parser import And, Cmp, Node, Not, Now, Or, RuleError, parse
 
-if TYPE_CHECKING:
-    import sqlite3  # the store passes its connection in; only ctd/store/ opens one
 
-__all__ = ["CompiledRule", "Rule", "RuleError", "Subject", "compile_filter", "register_sql_functions"]
+__all__ = ["CompiledRule", "Rule", "RuleError", "Subject", "SQL_FUNCTIONS", "compile_filter"]
 
 
 class Subject(msgspec.Struct, frozen=True, kw_only=True):
@@ -109,9 +107,9 @@ def _cidr_match(pattern: str | None, value: str | None) -> int | None:
     return 1 if net is not None and _in_network(net, value) else 0
 
 
-def register_sql_functions(conn: sqlite3.Connection) -> None:
-    """Install the helper functions rule SQL uses; call right after connecting."""
-    conn.create_function("ctd_cidr_match", 2, _cidr_match, deterministic=True)
+# The helper functions compiled rule SQL calls: name -> (number of arguments, function).
+# The store registers them on its connection (only ctd/store/ touches SQLite).
+SQL_FUNCTIONS: dict[str, tuple[int, Callable[..., Any]]] = {"ctd_cidr_match": (2, _cidr_match)}
 
 
 # --- SQL ----------------------------------------------------------------------------

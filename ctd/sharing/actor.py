@@ -11,6 +11,7 @@ during a pass coalesce into one more pass.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from datetime import timezone
 from typing import Any
 
@@ -19,10 +20,9 @@ import outcome
 import structlog
 import trio
 
-from ctd.adapters.base import ActionSpec, PushResult, ShareItem
 from ctd.config import PluginConfig, RuleConfig, SharingConfig
 from ctd.errors import AuthError, CtdError, SourceUnavailable
-from ctd.model import iso, now
+from ctd.model import ActionSpec, Adapter, PushResult, ShareItem, iso, now
 from ctd.rates import RateCounter
 from ctd.rules.compiler import Rule
 from ctd.errors import describe
@@ -97,7 +97,7 @@ class Sharer:
     """Everything one sharing configuration needs for a pass."""
 
     def __init__(
-        self, name: str, sh: SharingConfig, rule: RuleConfig, dest: PluginConfig, adapter: Any, store: Store,
+        self, name: str, sh: SharingConfig, rule: RuleConfig, dest: PluginConfig, adapter: Adapter, store: Store,
         *, mutes: dict[str, int] | None = None, rate: RateCounter | None = None,
     ) -> None:
         self.name = name
@@ -109,10 +109,8 @@ class Sharer:
         self.dest = dest
         self.adapter = adapter
         self.store = store
-        self.spec: ActionSpec = type(adapter).ACTIONS[sh.action]
-        limits = getattr(type(adapter), "limits", None)
-        spec_limits = (self.spec.max_entries, self.spec.max_bytes)
-        self.max_entries, self.max_bytes = limits(sh.action, sh.params) if limits else spec_limits
+        self.spec: ActionSpec = adapter.ACTIONS[sh.action]
+        self.max_entries, self.max_bytes = adapter.limits(sh.action, sh.params)
         self.max_entries = _min(self.max_entries, self.spec.max_entries)
         self.max_bytes = _min(self.max_bytes, self.spec.max_bytes)
 
@@ -148,9 +146,11 @@ class Sharer:
         await self.store.finish_pass(self.name, now=now(), error=None)
         return result
 
-    async def _call(self, method: str, items: list[ShareItem]) -> PushResult:
+    async def _call(self, method: Callable[[str, Any, list[ShareItem]], Awaitable[PushResult]],
+                    items: list[ShareItem]) -> PushResult:
+        """One call of the destination (``push``, ``retract`` or ``replace``) under the plugin's timeout."""
         with trio.fail_after(float(self.dest.timeout)):
-            return await getattr(self.adapter, method)(self.sh.action, self.sh.params, items)
+            return await method(self.sh.action, self.sh.params, items)
 
     async def _deliver(self, result: ShareResult, *, retraction: bool) -> None:
         while True:
@@ -158,7 +158,7 @@ class Sharer:
             if not batch:
                 return
             items = [it for _, it in batch]
-            res = await self._call("retract" if retraction else "push", items)
+            res = await self._call(self.adapter.retract if retraction else self.adapter.push, items)
             by_value = {it.value: iid for iid, it in batch}
             rejected = {by_value[v]: reason for v, reason in res.rejected.items() if v in by_value}
             done = [iid for iid, _ in batch if iid not in rejected]
@@ -179,15 +179,14 @@ class Sharer:
 
     async def _replace(self, result: ShareResult) -> None:
         list_hash, last_hash = await self.store.list_hash(self.name)
-        present = getattr(self.adapter, "target_present", None)
-        if present is not None and not present(self.sh.action, self.sh.params):
+        if not self.adapter.target_present(self.sh.action, self.sh.params):
             last_hash = None  # the destination lost the list (deleted file): deliver it again
         rejected: dict[int, str] = {}
         if list_hash == last_hash:
             result.unchanged = True
         else:
             items = await self.store.full_list(self.name)
-            res = await self._call("replace", [it for _, it in items])
+            res = await self._call(self.adapter.replace, [it for _, it in items])
             by_value = {it.value: iid for iid, it in items}
             rejected = {by_value[v]: reason for v, reason in res.rejected.items() if v in by_value}
             result.pushed = len(items) - len(rejected)

@@ -15,8 +15,7 @@ from typing import Any
 
 import msgspec
 
-from ctd.adapters.base import ShareItem
-from ctd.model import SEVERITIES
+from ctd.model import SEVERITIES, ShareItem
 from ctd.store.requests import Plan, PlanSharing, PreviewSelection, Selection
 from ctd.store.sql import transaction
 

@@ -60,9 +60,10 @@ def connect(path: str) -> sqlite3.Connection:
     conn.execute("PRAGMA temp_store=MEMORY")
     conn.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
     migrate(conn)
-    from ctd.rules.compiler import register_sql_functions
+    from ctd.rules.compiler import SQL_FUNCTIONS
 
-    register_sql_functions(conn)
+    for name, (nargs, fn) in SQL_FUNCTIONS.items():
+        conn.create_function(name, nargs, fn, deterministic=True)
     conn.execute(
         f"CREATE TEMP TABLE IF NOT EXISTS stage (seq INTEGER PRIMARY KEY, {STAGE_COLUMNS}, iid INTEGER, had INTEGER, multi INTEGER)"
     )
