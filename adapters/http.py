@@ -56,8 +56,7 @@ class HttpOptions(msgspec.Struct, kw_only=True, frozen=True):
 
 
 # Headers that carry no credential and may follow a redirect to a listed other origin.
-SAFE_HEADERS = ("user-agent", "accept", "accept-encoding", "accept-language", "if-none-match",
-                "if-modified-since")
+SAFE_HEADERS = ("user-agent", "accept", "accept-encoding", "accept-language", "if-none-match", "if-modified-since")
 MAX_REDIRECTS = 10
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
@@ -92,8 +91,14 @@ def parse_origins(values: Iterable[str], key: str = "allow_redirects_to") -> fro
             u = httpx.URL(v)
         except httpx.InvalidURL:
             raise ValueError(f"{key}: {v!r} is not a URL") from None
-        if u.scheme not in ("http", "https") or not u.host or u.path not in ("", "/") or u.query or u.fragment \
-                or u.userinfo:
+        if (
+            u.scheme not in ("http", "https")
+            or not u.host
+            or u.path not in ("", "/")
+            or u.query
+            or u.fragment
+            or u.userinfo
+        ):
             raise ValueError(f"{key}: {v!r} must be an origin like https://host or https://host:8443")
         out.add(_origin(u))
     return frozenset(out)
@@ -106,14 +111,19 @@ class PolicyClient(httpx.AsyncClient):
     to ``get``/``post``/``request``/``stream`` alike without adapters opting in.
     """
 
-    def __init__(self, *, allow_redirects_to: Iterable[str] = (), option: str | None = None,
-                 **kwargs: Any) -> None:
+    def __init__(self, *, allow_redirects_to: Iterable[str] = (), option: str | None = None, **kwargs: Any) -> None:
         super().__init__(follow_redirects=True, max_redirects=MAX_REDIRECTS, **kwargs)
         self.other_origins = parse_origins(allow_redirects_to)
         self.option = option  # the config key that lists other origins, named in the error
 
-    async def send(self, request: httpx.Request, *, stream: bool = False, auth: Any = httpx.USE_CLIENT_DEFAULT,
-                   follow_redirects: Any = httpx.USE_CLIENT_DEFAULT) -> httpx.Response:
+    async def send(
+        self,
+        request: httpx.Request,
+        *,
+        stream: bool = False,
+        auth: Any = httpx.USE_CLIENT_DEFAULT,
+        follow_redirects: Any = httpx.USE_CLIENT_DEFAULT,
+    ) -> httpx.Response:
         follow = follow_redirects if isinstance(follow_redirects, bool) else self.follow_redirects
         if not follow:
             return await super().send(request, stream=stream, auth=auth, follow_redirects=False)
@@ -141,8 +151,9 @@ class PolicyClient(httpx.AsyncClient):
                 raise
         return response
 
-    def _next_request(self, request: httpx.Request, response: httpx.Response,
-                      start: tuple[str, str, int | None]) -> tuple[httpx.Request, bool]:
+    def _next_request(
+        self, request: httpx.Request, response: httpx.Response, start: tuple[str, str, int | None]
+    ) -> tuple[httpx.Request, bool]:
         """The request that follows ``response``, and whether it leaves the starting origin."""
         try:
             url = request.url.join(response.headers["Location"])
@@ -156,28 +167,36 @@ class PolicyClient(httpx.AsyncClient):
         there = _origin(url)
         if there == start and _origin(request.url) == start:
             headers = httpx.Headers(request.headers)
-            for name in ("cookie",) + (() if keeps_body else ("content-length", "transfer-encoding",
-                                                              "content-type")):
+            for name in ("cookie",) + (() if keeps_body else ("content-length", "transfer-encoding", "content-type")):
                 headers.pop(name, None)
             headers["Host"] = url.netloc.decode("ascii")
             stream = request.stream if keeps_body else None
-            return httpx.Request(method, url, headers=headers, stream=stream, cookies=self.cookies,
-                                 extensions=request.extensions), False
+            return httpx.Request(
+                method, url, headers=headers, stream=stream, cookies=self.cookies, extensions=request.extensions
+            ), False
         hop = f"redirect from {origin_text(request.url)} to another origin {origin_text(url)}"
         if there not in self.other_origins and there != start:
             hint = f"; list it in {self.option} to follow it without credentials" if self.option else ""
-            raise RedirectRefused(f"refused a {hop}: credentials are never sent to another origin{hint}",
-                                  request=request)
+            raise RedirectRefused(
+                f"refused a {hop}: credentials are never sent to another origin{hint}", request=request
+            )
         if keeps_body:
-            raise RedirectRefused(f"refused a {hop}: a {code} would re-send the {method} and its body there",
-                                  request=request)
+            raise RedirectRefused(
+                f"refused a {hop}: a {code} would re-send the {method} and its body there", request=request
+            )
         safe = {k: v for k, v in request.headers.items() if k.lower() in SAFE_HEADERS}
         return httpx.Request(method, url, headers=safe, extensions=request.extensions), True
 
 
-def make_client(opts: HttpOptions, *, base_url: str = "", headers: dict[str, str] | None = None,
-                auth: httpx.Auth | tuple[str, str] | None = None, allow_redirects_to: Iterable[str] = (),
-                redirect_option: str | None = None) -> httpx.AsyncClient:
+def make_client(
+    opts: HttpOptions,
+    *,
+    base_url: str = "",
+    headers: dict[str, str] | None = None,
+    auth: httpx.Auth | tuple[str, str] | None = None,
+    allow_redirects_to: Iterable[str] = (),
+    redirect_option: str | None = None,
+) -> httpx.AsyncClient:
     """The client for one plugin: its TLS and proxy settings, and the redirect policy.
 
     ``allow_redirects_to``: other origins a redirect may lead to (followed without

@@ -40,13 +40,32 @@ AGING_DAYS = 90
 T_NEW, T_RATIO, T_REINGEST, T_RSS = 50_000, 0.6, 100_000, 300
 
 MIX = [("url", 35), ("domain", 20), ("ipv4", 15), ("ipv6", 5), ("sha256", 10), ("md5", 10), ("sha1", 5)]
-WORDS = ("alpha bravo cdn mail login secure update pay portal files img static api auth "
-         "docs news shop cloud drive vpn admin track go my app").split()
-PARENTS = [f"{w}.{tld}" for w in ("acme", "contoso", "fabrikam", "initech", "globex", "umbrella",
-                                  "hooli", "wayne", "stark", "tyrell", "cyberdyne", "soylent")
-           for tld in ("example", "test", "invalid")]  # 36 invented, never-resolvable domains
-PATHS = ("index.php wp-admin login.html dl a b c invoice update.exe panel gate.php "
-         "images js css files download verify account").split()
+WORDS = (
+    "alpha bravo cdn mail login secure update pay portal files img static api auth "
+    "docs news shop cloud drive vpn admin track go my app"
+).split()
+PARENTS = [
+    f"{w}.{tld}"
+    for w in (
+        "acme",
+        "contoso",
+        "fabrikam",
+        "initech",
+        "globex",
+        "umbrella",
+        "hooli",
+        "wayne",
+        "stark",
+        "tyrell",
+        "cyberdyne",
+        "soylent",
+    )
+    for tld in ("example", "test", "invalid")
+]  # 36 invented, never-resolvable domains
+PATHS = (
+    "index.php wp-admin login.html dl a b c invoice update.exe panel gate.php "
+    "images js css files download verify account"
+).split()
 
 TOML = """
 [daemon]
@@ -110,8 +129,13 @@ def machine() -> dict:
     except OSError:
         pass
     ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return {"cpu": model or "?", "cores": os.cpu_count(), "ram_gb": round(ram, 1),
-            "python": platform.python_version(), "sqlite": sqlite3.sqlite_version}
+    return {
+        "cpu": model or "?",
+        "cores": os.cpu_count(),
+        "ram_gb": round(ram, 1),
+        "python": platform.python_version(),
+        "sqlite": sqlite3.sqlite_version,
+    }
 
 
 def db_bytes(path: str) -> int:
@@ -150,8 +174,9 @@ def child_pipeline(a: argparse.Namespace) -> dict:
         async with trio.open_nursery() as root:
             store = await root.start(run_store, db_path(cfg))
             async with open_adapter(name, plugin) as adapter:
-                res = await pull_once(name, plugin, adapter, store,
-                                      AllowlistRef(allowlist_matcher(cfg)), SourceStatus(name, plugin))
+                res = await pull_once(
+                    name, plugin, adapter, store, AllowlistRef(allowlist_matcher(cfg)), SourceStatus(name, plugin)
+                )
             busy.append(store.statistics().busy_seconds)
             root.cancel_scope.cancel()
         return res
@@ -165,8 +190,15 @@ def child_pipeline(a: argparse.Namespace) -> dict:
             prof.start(phase)
         t0 = time.perf_counter()
         r = trio.run(once)
-        out[phase] = {"seconds": time.perf_counter() - t0, "store_busy_s": busy[-1], "new": r.new, "updated": r.updated,
-                      "invalid": r.invalid, "batches": r.batches, "peak_rss_mb": rss_mb()}
+        out[phase] = {
+            "seconds": time.perf_counter() - t0,
+            "store_busy_s": busy[-1],
+            "new": r.new,
+            "updated": r.updated,
+            "invalid": r.invalid,
+            "batches": r.batches,
+            "peak_rss_mb": rss_mb(),
+        }
         if prof:
             prof.stop(phase)
     out["rss_mb"] = rss_mb()
@@ -195,9 +227,11 @@ def child_ceiling(a: argparse.Namespace) -> dict:
     for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "temp_store=MEMORY", "cache_size=-65536"):
         conn.execute(f"PRAGMA {pragma}")  # the same PRAGMAs as ctd's store (ctd.store.sql.connect)
     conn.execute(ddl)
-    sql = ("INSERT INTO indicator (type, value, first_seen, last_seen, reputation, severity, tags, "
-           "comments, reference, expires_at) VALUES (?,?,?,?,?,?,?,?,?,?) "
-           "ON CONFLICT(type, value) DO UPDATE SET last_seen=excluded.last_seen, hits=hits+1")
+    sql = (
+        "INSERT INTO indicator (type, value, first_seen, last_seen, reputation, severity, tags, "
+        "comments, reference, expires_at) VALUES (?,?,?,?,?,?,?,?,?,?) "
+        "ON CONFLICT(type, value) DO UPDATE SET last_seen=excluded.last_seen, hits=hits+1"
+    )
     out: dict = {"not_canonical_of_5000": not_canonical}
     for phase in ("new", "reingest"):
         t0 = time.perf_counter()
@@ -231,6 +265,7 @@ class profiler:
                     local.p = cProfile.Profile()
                     self.profs.append(local.p)
                 return local.p.runcall(fn, *a)
+
             return orig_run_sync(call, *args, **kw)
 
         class Timed(sqlite3.Connection):
@@ -298,16 +333,24 @@ def bench(n: int, workdir: str) -> dict:
     pipe = run_child("pipeline", n, os.path.join(d, "state"), file)
     ceil = run_child("ceiling", n, d, file)
     return {
-        "n": n, "file_mb": os.path.getsize(file) / 1e6, "gen_s": gen_s,
-        "new_per_s": n / pipe["new"]["seconds"], "new_s": pipe["new"]["seconds"],
-        "reingest_per_s": n / pipe["reingest"]["seconds"], "reingest_s": pipe["reingest"]["seconds"],
-        "rss_mb": pipe["rss_mb"], "db_bytes_per_ioc": pipe["db_bytes"] / n, "db_mb": pipe["db_bytes"] / 1e6,
-        "ceiling_per_s": n / ceil["new"]["seconds"], "ceiling_s": ceil["new"]["seconds"],
+        "n": n,
+        "file_mb": os.path.getsize(file) / 1e6,
+        "gen_s": gen_s,
+        "new_per_s": n / pipe["new"]["seconds"],
+        "new_s": pipe["new"]["seconds"],
+        "reingest_per_s": n / pipe["reingest"]["seconds"],
+        "reingest_s": pipe["reingest"]["seconds"],
+        "rss_mb": pipe["rss_mb"],
+        "db_bytes_per_ioc": pipe["db_bytes"] / n,
+        "db_mb": pipe["db_bytes"] / 1e6,
+        "ceiling_per_s": n / ceil["new"]["seconds"],
+        "ceiling_s": ceil["new"]["seconds"],
         "ceiling_reupsert_per_s": n / ceil["reingest"]["seconds"],
         "ceiling_db_bytes_per_ioc": ceil["db_bytes"] / n,
         "ratio": ceil["new"]["seconds"] / pipe["new"]["seconds"],
         "pipeline_counts": {k: pipe[k] for k in ("new", "reingest")},
-        "not_canonical_of_5000": ceil["not_canonical_of_5000"], "cache_mb": pipe["cache_mb"],
+        "not_canonical_of_5000": ceil["not_canonical_of_5000"],
+        "cache_mb": pipe["cache_mb"],
     }
 
 
@@ -318,38 +361,57 @@ def verdict(ok: bool) -> str:
 def report(r: dict) -> None:
     c = r["pipeline_counts"]
     print(f"\nN = {r['n']:,} IoCs: file {r['file_mb']:.1f} MB, generated in {r['gen_s']:.1f}s (not timed)")
+
     def line(label: str, figure: str, target: str = "", ok: bool | None = None) -> None:
         print(f"  {label:<22}{figure:<34}{target:<20}{'' if ok is None else verdict(ok)}".rstrip())
 
-    line("new IoCs/s end to end", f"{r['new_per_s']:>10,.0f}/s ({r['new_s']:.2f}s)",
-         f"target >= {T_NEW:,}", r["new_per_s"] >= T_NEW)
-    line("re-ingest IoCs/s", f"{r['reingest_per_s']:>10,.0f}/s ({r['reingest_s']:.2f}s)",
-         f"target >= {T_REINGEST:,}", r["reingest_per_s"] >= T_REINGEST)
+    line(
+        "new IoCs/s end to end",
+        f"{r['new_per_s']:>10,.0f}/s ({r['new_s']:.2f}s)",
+        f"target >= {T_NEW:,}",
+        r["new_per_s"] >= T_NEW,
+    )
+    line(
+        "re-ingest IoCs/s",
+        f"{r['reingest_per_s']:>10,.0f}/s ({r['reingest_s']:.2f}s)",
+        f"target >= {T_REINGEST:,}",
+        r["reingest_per_s"] >= T_REINGEST,
+    )
     line("peak RSS (pipeline)", f"{r['rss_mb']:>10,.0f} MB", f"target <= {T_RSS} MB", r["rss_mb"] <= T_RSS)
     line("ceiling (bare upsert)", f"{r['ceiling_per_s']:>10,.0f}/s ({r['ceiling_s']:.2f}s)")
     line("pipeline / ceiling", f"{r['ratio']:>10.2f}", f"target >= {T_RATIO}", r["ratio"] >= T_RATIO)
     line("DB bytes per IoC", f"{r['db_bytes_per_ioc']:>10,.0f} B ({r['db_mb']:.0f} MB)")
-    print(f"  (ceiling: all-conflict re-upsert {r['ceiling_reupsert_per_s']:,.0f}/s, "
-          f"bare table {r['ceiling_db_bytes_per_ioc']:.0f} B/IoC; same PRAGMAs as ctd's store)")
-    print(f"  pulls: first new={c['new']['new']:,} updated={c['new']['updated']:,} invalid={c['new']['invalid']:,}; "
-          f"second new={c['reingest']['new']:,} updated={c['reingest']['updated']:,}")
+    print(
+        f"  (ceiling: all-conflict re-upsert {r['ceiling_reupsert_per_s']:,.0f}/s, "
+        f"bare table {r['ceiling_db_bytes_per_ioc']:.0f} B/IoC; same PRAGMAs as ctd's store)"
+    )
+    print(
+        f"  pulls: first new={c['new']['new']:,} updated={c['new']['updated']:,} invalid={c['new']['invalid']:,}; "
+        f"second new={c['reingest']['new']:,} updated={c['reingest']['updated']:,}"
+    )
     if c["new"]["new"] != r["n"] or c["new"]["invalid"] or r["not_canonical_of_5000"]:
-        print(f"  WARNING: generated values were not all new/valid/canonical "
-              f"(non-canonical in a 5000 sample: {r['not_canonical_of_5000']})")
+        print(
+            f"  WARNING: generated values were not all new/valid/canonical "
+            f"(non-canonical in a 5000 sample: {r['not_canonical_of_5000']})"
+        )
 
 
 def table(results: list[dict]) -> None:
     print("\n        N    new/s  reingest/s  ceiling/s  ratio  RSS MB  B/IoC")
     for r in results:
-        print(f"{r['n']:>9,} {r['new_per_s']:>8,.0f} {r['reingest_per_s']:>11,.0f} {r['ceiling_per_s']:>10,.0f} "
-              f"{r['ratio']:>6.2f} {r['rss_mb']:>7,.0f} {r['db_bytes_per_ioc']:>6,.0f}")
+        print(
+            f"{r['n']:>9,} {r['new_per_s']:>8,.0f} {r['reingest_per_s']:>11,.0f} {r['ceiling_per_s']:>10,.0f} "
+            f"{r['ratio']:>6.2f} {r['rss_mb']:>7,.0f} {r['db_bytes_per_ioc']:>6,.0f}"
+        )
     lo, hi = results[0], results[-1]
     grow = hi["rss_mb"] - lo["rss_mb"]
     # ctd's SQLite page cache fills up to its cap as the database outgrows it, then
     # stays there: growth within that cap (+10 MB noise) is bounded, anything beyond is not.
     ok = grow <= hi["cache_mb"] + 10
-    print(f"peak RSS {lo['rss_mb']:.0f} MB at {lo['n']:,} -> {hi['rss_mb']:.0f} MB at {hi['n']:,} ({grow:+.0f} MB; "
-          f"store page cache cap {hi['cache_mb']:.0f} MB): not growing with N  {verdict(ok)}")
+    print(
+        f"peak RSS {lo['rss_mb']:.0f} MB at {lo['n']:,} -> {hi['rss_mb']:.0f} MB at {hi['n']:,} ({grow:+.0f} MB; "
+        f"store page cache cap {hi['cache_mb']:.0f} MB): not growing with N  {verdict(ok)}"
+    )
 
 
 def main() -> None:
@@ -370,8 +432,7 @@ def main() -> None:
         return
 
     m = machine()
-    print(f"machine: {m['cpu']}, {m['cores']} cores, {m['ram_gb']} GB RAM; "
-          f"Python {m['python']}, SQLite {m['sqlite']}")
+    print(f"machine: {m['cpu']}, {m['cores']} cores, {m['ram_gb']} GB RAM; Python {m['python']}, SQLite {m['sqlite']}")
     workdir = a.dir or tempfile.mkdtemp(prefix="ctd-bench-", dir="/tmp")
     os.makedirs(workdir, exist_ok=True)
     try:

@@ -59,8 +59,9 @@ timeout = "2h"
             idle = vm_hwm(d.proc.pid)
 
             def finished() -> dict | None:
-                return next((e for e in d.logs() if e.get("ctd_event") in ("source_pull_completed",
-                                                                           "source_pull_failed")), None)
+                return next(
+                    (e for e in d.logs() if e.get("ctd_event") in ("source_pull_completed", "source_pull_failed")), None
+                )
 
             event, peak = watch(d.proc.pid, finished, args.limit_mb * 10**6, timeout=3600)
             took = time.monotonic() - start
@@ -70,22 +71,34 @@ timeout = "2h"
     finally:
         d.cleanup()
     result = {
-        "inflated_mib": args.mib, "gzip_kib": len(body) >> 10, "filler": args.filler,
-        "items": (size - 32) // (len(args.filler) + 3) + 2, "make_s": round(made, 1),
-        "pull_s": round(took, 1), "idle_rss_mb": round(idle / 1e6), "peak_rss_mb": round(peak / 1e6),
+        "inflated_mib": args.mib,
+        "gzip_kib": len(body) >> 10,
+        "filler": args.filler,
+        "items": (size - 32) // (len(args.filler) + 3) + 2,
+        "make_s": round(made, 1),
+        "pull_s": round(took, 1),
+        "idle_rss_mb": round(idle / 1e6),
+        "peak_rss_mb": round(peak / 1e6),
         "pull": event.get("ctd_event") if event else f"stopped past {args.limit_mb} MB",
         "counts": {k: event.get(k) for k in ("new", "updated", "invalid", "batches")} if event else None,
-        "last_value_stored": bool(last), "target_met": ok and peak < T_RSS,
+        "last_value_stored": bool(last),
+        "target_met": ok and peak < T_RSS,
     }
     if args.json:
         print(json.dumps(result))
         return
-    print(f"body: {args.mib} MiB JSON array of ~{result['items']:,} short strings ({args.filler!r}), "
-          f"{result['gzip_kib']} KiB gzip (made in {made:.1f} s)")
-    print(f"pull: {result['pull']} in {took:.1f} s, counts {result['counts']}, "
-          f"last value stored: {result['last_value_stored']}")
-    print(f"daemon RSS: {result['idle_rss_mb']} MB idle, peak {result['peak_rss_mb']} MB "
-          f"(target < {T_RSS // 10**6} MB: {'met' if result['target_met'] else 'NOT met'})")
+    print(
+        f"body: {args.mib} MiB JSON array of ~{result['items']:,} short strings ({args.filler!r}), "
+        f"{result['gzip_kib']} KiB gzip (made in {made:.1f} s)"
+    )
+    print(
+        f"pull: {result['pull']} in {took:.1f} s, counts {result['counts']}, "
+        f"last value stored: {result['last_value_stored']}"
+    )
+    print(
+        f"daemon RSS: {result['idle_rss_mb']} MB idle, peak {result['peak_rss_mb']} MB "
+        f"(target < {T_RSS // 10**6} MB: {'met' if result['target_met'] else 'NOT met'})"
+    )
 
 
 if __name__ == "__main__":

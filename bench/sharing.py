@@ -67,8 +67,19 @@ async def fill(store: Store, n: int) -> float:
         batch.append(Sighting(type=typ, value=value, last_seen=at - i % 86400))
         if len(batch) == 10_000 or i == n - 1:
             rows = to_stage_rows(batch, now=at, reputation=None, extra_tags=(), allowlisted=None)
-            await store.ingest(IngestBatch(source="feed", rows=rows, policy="last_seen", aging_days=90, now=at,
-                                           fresh=first, snapshot_end=False, sub=None, cursor=None))
+            await store.ingest(
+                IngestBatch(
+                    source="feed",
+                    rows=rows,
+                    policy="last_seen",
+                    aging_days=90,
+                    now=at,
+                    fresh=first,
+                    snapshot_end=False,
+                    sub=None,
+                    cursor=None,
+                )
+            )
             first = False
             batch.clear()
     return time.perf_counter() - t0
@@ -125,8 +136,10 @@ def main() -> None:
     print(f"store: {a.n:,} active IoCs (filled in {r['fill_s']:.1f}s); rule {RULE!r} matches {r['matching']:,}")
     ok = "PASS" if r["rules_test_s"] < 2 else "MISS"
     print(f"  rules test (dry run)        {r['rules_test_s']:8.2f}s                 target < 2 s   {ok}")
-    print(f"  full sharing pass to file   {r['pass_s']:8.2f}s  {r['shared'] / r['pass_s']:>10,.0f} IoCs/s"
-          f"  ({r['shared']:,} shared, {r['list_lines']:,} lines written)")
+    print(
+        f"  full sharing pass to file   {r['pass_s']:8.2f}s  {r['shared'] / r['pass_s']:>10,.0f} IoCs/s"
+        f"  ({r['shared']:,} shared, {r['list_lines']:,} lines written)"
+    )
     print(f"  pass with nothing changed   {r['unchanged_pass_s']:8.2f}s  (list rewritten: {not r['second_unchanged']})")
     print(f"  peak RSS                    {rss:8.0f} MB")
 

@@ -35,8 +35,11 @@ def mixed_iocs(n: int, seed: int = 16) -> list[tuple[str, str]]:
     rnd = random.Random(seed)
     tlds = ["com", "net", "org", "ru", "xyz", "top", "de", "io"]
     benign = [
-        ("ipv4", "8.8.8.8"), ("ipv4", "10.1.2.3"), ("domain", "www.microsoft.com"),
-        ("url", "https://github.com/x/y"), ("md5", "d41d8cd98f00b204e9800998ecf8427e"),
+        ("ipv4", "8.8.8.8"),
+        ("ipv4", "10.1.2.3"),
+        ("domain", "www.microsoft.com"),
+        ("url", "https://github.com/x/y"),
+        ("md5", "d41d8cd98f00b204e9800998ecf8427e"),
     ]
 
     def name() -> str:
@@ -50,7 +53,9 @@ def mixed_iocs(n: int, seed: int = 16) -> list[tuple[str, str]]:
         elif r < 0.30:
             out.append(("ipv4", ".".join(str(rnd.randint(1, 254)) for _ in range(4))))
         elif r < 0.40:
-            out.append(("ipv6", "2a0%x:%x:%x::%x" % tuple(rnd.randint(1, 0xFFFF) & m for m in (0xF, 0xFFFF, 0xFFFF, 0xFFFF))))
+            out.append(
+                ("ipv6", "2a0%x:%x:%x::%x" % tuple(rnd.randint(1, 0xFFFF) & m for m in (0xF, 0xFFFF, 0xFFFF, 0xFFFF)))
+            )
         elif r < 0.65:
             out.append(("domain", rnd.choice(["www.", "mail.", "", "cdn."]) + name()))
         elif r < 0.80:

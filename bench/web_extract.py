@@ -54,7 +54,7 @@ def pages(n: int) -> dict[str, str]:
         "nested <div>": "<div>" * (n // 5),
         "unclosed <b><i><u>": "<b><i><u>" * (n // 9),
         "many <p> with IoCs": "<p>1.2.3[.]4</p>" * (n // 16),
-        "many version tables": '<table><tr><th>Version</th></tr><tr><td>1.2.3.4</td></tr></table>' * (n // 70),
+        "many version tables": "<table><tr><th>Version</th></tr><tr><td>1.2.3.4</td></tr></table>" * (n // 70),
         "one huge attribute": '<div class="' + "a " * (n // 2) + '">x</div>',
         "one big <pre>": "<pre>" + "x y\n" * (n // 4) + "</pre>",
     }
@@ -74,8 +74,16 @@ def main() -> None:
             continue
         t0 = time.perf_counter()
         r = extract_detailed(text, max_chars=n, time_budget=600)
-        rows.append({"input": name, "step": "extract", "mb": round(len(text) / 1e6, 1),
-                     "seconds": round(time.perf_counter() - t0, 2), "values": len(r.values), "complete": r.complete})
+        rows.append(
+            {
+                "input": name,
+                "step": "extract",
+                "mb": round(len(text) / 1e6, 1),
+                "seconds": round(time.perf_counter() - t0, 2),
+                "values": len(r.values),
+                "complete": r.complete,
+            }
+        )
     for name, html in pages(n).items():
         if only and name not in only:
             continue
@@ -83,14 +91,24 @@ def main() -> None:
         text = html_main_text(html, max_bytes=n, max_chars=n)
         t1 = time.perf_counter()
         r = extract_detailed(text, max_chars=n, time_budget=600)
-        rows.append({"input": name, "step": "html_main_text + extract", "mb": round(len(html) / 1e6, 1),
-                     "seconds": round(time.perf_counter() - t0, 2), "html_seconds": round(t1 - t0, 2),
-                     "values": len(r.values), "complete": r.complete})
+        rows.append(
+            {
+                "input": name,
+                "step": "html_main_text + extract",
+                "mb": round(len(html) / 1e6, 1),
+                "seconds": round(time.perf_counter() - t0, 2),
+                "html_seconds": round(t1 - t0, 2),
+                "values": len(r.values),
+                "complete": r.complete,
+            }
+        )
     if args.json:
         print(json.dumps(rows, indent=2))
         return
     for r in rows:
-        print(f"{r['input']:28} {r['step']:26} {r['mb']:4} MB {r['seconds']:6.2f} s  values={r['values']} complete={r['complete']}")
+        print(
+            f"{r['input']:28} {r['step']:26} {r['mb']:4} MB {r['seconds']:6.2f} s  values={r['values']} complete={r['complete']}"
+        )
 
 
 if __name__ == "__main__":

@@ -39,12 +39,27 @@ with warnings.catch_warnings():
     import ioc_finder
 
 IOC_FINDER_TYPES = {
-    "urls": "url", "domains": "domain", "ipv4s": "ipv4", "ipv6s": "ipv6", "ipv4_cidrs": "cidr4",
-    "ipv6_cidrs": "cidr6", "md5s": "md5", "sha1s": "sha1", "sha256s": "sha256", "email_addresses_complete": "email",
+    "urls": "url",
+    "domains": "domain",
+    "ipv4s": "ipv4",
+    "ipv6s": "ipv6",
+    "ipv4_cidrs": "cidr4",
+    "ipv6_cidrs": "cidr6",
+    "md5s": "md5",
+    "sha1s": "sha1",
+    "sha256s": "sha256",
+    "email_addresses_complete": "email",
 }
 IOCSEARCHER_TYPES = {
-    "url": "url", "fqdn": "domain", "ip4": "ipv4", "ip6": "ipv6", "ip4Net": "cidr4",
-    "md5": "md5", "sha1": "sha1", "sha256": "sha256", "email": "email",
+    "url": "url",
+    "fqdn": "domain",
+    "ip4": "ipv4",
+    "ip6": "ipv6",
+    "ip4Net": "cidr4",
+    "md5": "md5",
+    "sha1": "sha1",
+    "sha256": "sha256",
+    "email": "email",
 }
 
 
@@ -78,7 +93,9 @@ def ioc_finder_tuned(text: str, site: str) -> set:
         parse_domain_from_email_address=False,
         parse_address_from_cidr=False,
     )
-    return _canon(((IOC_FINDER_TYPES[k], _trim_url(v) if k == "urls" else v) for k, vs in found.items() for v in vs), site)
+    return _canon(
+        ((IOC_FINDER_TYPES[k], _trim_url(v) if k == "urls" else v) for k, vs in found.items() for v in vs), site
+    )
 
 
 def _searcher():
@@ -121,9 +138,14 @@ def score(name: str, fn, corpus: list[Item]) -> dict:
         misses += [f"{item.name}: FP {k} {v}" for k, v in sorted(found - truth)]
         misses += [f"{item.name}: FN {k} {v}" for k, v in sorted(truth - found)]
     return {
-        "extractor": name, "tp": tp, "fp": fp, "fn": fn_,
-        "precision": round(tp / (tp + fp), 3) if tp + fp else 0.0, "recall": round(tp / (tp + fn_), 3),
-        "ms_per_item": round(statistics.mean(times) * 1000, 1), "errors": misses,
+        "extractor": name,
+        "tp": tp,
+        "fp": fp,
+        "fn": fn_,
+        "precision": round(tp / (tp + fp), 3) if tp + fp else 0.0,
+        "recall": round(tp / (tp + fn_), 3),
+        "ms_per_item": round(statistics.mean(times) * 1000, 1),
+        "errors": misses,
     }
 
 
@@ -134,9 +156,19 @@ def main_text_scores(corpus: list[Item]) -> list[dict]:
     out = []
     for name, fn in (
         ("selectolax (ctd rules)", html_main_text),
-        ("trafilatura (tables, no comments)", lambda raw: trafilatura.extract(
-            raw.decode("utf-8"), include_tables=True, include_comments=False, include_links=False, favor_recall=True
-        ) or ""),
+        (
+            "trafilatura (tables, no comments)",
+            lambda raw: (
+                trafilatura.extract(
+                    raw.decode("utf-8"),
+                    include_tables=True,
+                    include_comments=False,
+                    include_links=False,
+                    favor_recall=True,
+                )
+                or ""
+            ),
+        ),
     ):
         tp = fp = fn_ = 0
         times = []
@@ -153,11 +185,18 @@ def main_text_scores(corpus: list[Item]) -> list[dict]:
             fn_ += len(truth - found)
             errors += [f"{item.name}: FP {k} {v}" for k, v in sorted(found - truth)]
             errors += [f"{item.name}: FN {k} {v}" for k, v in sorted(truth - found)]
-        out.append({
-            "extractor": name, "tp": tp, "fp": fp, "fn": fn_,
-            "precision": round(tp / (tp + fp), 3) if tp + fp else 0.0, "recall": round(tp / (tp + fn_), 3),
-            "ms_per_page": round(statistics.mean(times) * 1000, 2), "errors": errors,
-        })
+        out.append(
+            {
+                "extractor": name,
+                "tp": tp,
+                "fp": fp,
+                "fn": fn_,
+                "precision": round(tp / (tp + fp), 3) if tp + fp else 0.0,
+                "recall": round(tp / (tp + fn_), 3),
+                "ms_per_page": round(statistics.mean(times) * 1000, 2),
+                "errors": errors,
+            }
+        )
     return out
 
 
@@ -220,8 +259,10 @@ def main() -> None:
     for section in ("ioc", "main_text"):
         for r in result[section]:
             speed = r.get("ms_per_item", r.get("ms_per_page"))
-            print(f"{r['extractor']:64} TP {r['tp']:3} FP {r['fp']:3} FN {r['fn']:3} "
-                  f"P {r['precision']:.3f} R {r['recall']:.3f} {speed} ms")
+            print(
+                f"{r['extractor']:64} TP {r['tp']:3} FP {r['fp']:3} FN {r['fn']:3} "
+                f"P {r['precision']:.3f} R {r['recall']:.3f} {speed} ms"
+            )
             if args.errors:
                 for e in r["errors"]:
                     print("    " + e)

@@ -80,9 +80,7 @@ class Allowlist:
                 net = ip_network(cidr.strip(), strict=False)
             except ValueError as exc:
                 raise ValueError(f"invalid allowlist CIDR {_show(cidr)}: {exc}") from None
-            (self._v4 if net.version == 4 else self._v6).add(
-                int(net.network_address), net.prefixlen
-            )
+            (self._v4 if net.version == 4 else self._v6).add(int(net.network_address), net.prefixlen)
             self._cidr_text.add(net.with_prefixlen)
         self._domains: set[str] = set()
         for domain in domains:

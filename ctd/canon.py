@@ -31,9 +31,16 @@ __all__ = ["MAX_LENGTH", "candidates", "canonicalize", "detect_type", "host_of_u
 # most 253 characters) so quotes, padding and defanging still fit.
 MAX_LENGTH = {
     "url": 8192,
-    "domain": 1024, "hostname": 1024, "email": 1024,
-    "ipv4": 256, "ipv6": 256, "cidr4": 256, "cidr6": 256,
-    "md5": 256, "sha1": 256, "sha256": 256,
+    "domain": 1024,
+    "hostname": 1024,
+    "email": 1024,
+    "ipv4": 256,
+    "ipv6": 256,
+    "cidr4": 256,
+    "cidr6": 256,
+    "md5": 256,
+    "sha1": 256,
+    "sha256": 256,
 }
 MAX_UNTYPED = max(MAX_LENGTH.values())  # before auto-detection has chosen a type
 
@@ -83,8 +90,13 @@ def _clean(value: str, allow_at: bool) -> str:
 # Bidi embeddings/overrides/isolates and the invisible direction marks.
 _BIDI = frozenset((*range(0x202A, 0x202F), *range(0x2066, 0x206A), 0x200E, 0x200F, 0x061C))
 _KINDS = {
-    "Zl": "a line separator", "Zp": "a paragraph separator", "Zs": "whitespace", "Cs": "a lone surrogate",
-    "Cf": "an invisible format character", "Co": "a private-use character", "Cn": "an unassigned character",
+    "Zl": "a line separator",
+    "Zp": "a paragraph separator",
+    "Zs": "whitespace",
+    "Cs": "a lone surrogate",
+    "Cf": "an invisible format character",
+    "Co": "a private-use character",
+    "Cn": "an unassigned character",
 }
 
 

@@ -39,8 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", default=None, help="config file (default $CTD_CONFIG or /etc/ctd/ctd.toml)")
     run.add_argument("--once", action="store_true", help="pull every source once, print a summary and exit")
     chk = sub.add_parser("check-config", help="validate a config file and exit (0 valid, 2 invalid)")
-    chk.add_argument("path", nargs="?", default=None,
-                     help="config file (default $CTD_CONFIG or /etc/ctd/ctd.toml)")
+    chk.add_argument("path", nargs="?", default=None, help="config file (default $CTD_CONFIG or /etc/ctd/ctd.toml)")
     return p
 
 

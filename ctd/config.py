@@ -151,8 +151,9 @@ def _resolve_secrets(raw: dict[str, Any], fields: tuple[str, ...], where: str) -
             base = os.environ.get("CREDENTIALS_DIRECTORY")
             if not base:
                 raise ConfigError(
-                    "$CREDENTIALS_DIRECTORY is not set (run under systemd with LoadCredential=, "
-                    f"or use {key}_file)", f"{where}.{key}")
+                    f"$CREDENTIALS_DIRECTORY is not set (run under systemd with LoadCredential=, or use {key}_file)",
+                    f"{where}.{key}",
+                )
             out[key] = _read_secret(os.path.join(base, name), f"{where}.{key}", f"credential {name!r}")
             continue
         base_key = key[: -len("_file")] if key.endswith("_file") else None
@@ -266,7 +267,9 @@ def _sharing(name: str, sh: SharingConfig, cfg: "Config") -> SharingConfig:
     spec = actions.get(sh.action)
     if spec is None:
         known = ", ".join(sorted(actions))
-        raise ConfigError(f"unknown action {sh.action!r} for adapter {dest.adapter!r} (known: {known})", f"{where}.action")
+        raise ConfigError(
+            f"unknown action {sh.action!r} for adapter {dest.adapter!r} (known: {known})", f"{where}.action"
+        )
     params = _convert(sh.params, spec.params, f"{where}.params")
     return msgspec.structs.replace(sh, params=params)
 
@@ -305,8 +308,10 @@ def _tenant_table(raw: Any, where: str) -> dict[str, Any]:
     a table may be bound by none: so mask by default. A Secret is still a str.
     """
     table = _table(raw, where)
-    return {k: Secret(v) if isinstance(v, str) and k not in _PLAIN_TENANT_KEYS and not k.endswith("_file") else v
-            for k, v in table.items()}
+    return {
+        k: Secret(v) if isinstance(v, str) and k not in _PLAIN_TENANT_KEYS and not k.endswith("_file") else v
+        for k, v in table.items()
+    }
 
 
 def parse_config(text: str, path: str = "<string>") -> Config:

@@ -31,5 +31,8 @@ def unverified_plugins(cfg: "Config") -> list[str]:
 def log_warnings(cfg: "Config") -> None:
     """Log what a loaded config does that an operator should know about (once per load)."""
     for name in unverified_plugins(cfg):
-        log.warning("TLS certificate verification is disabled: any host can impersonate the server",
-                    ctd_event="tls_verification_disabled", ctd_plugin=name)
+        log.warning(
+            "TLS certificate verification is disabled: any host can impersonate the server",
+            ctd_event="tls_verification_disabled",
+            ctd_plugin=name,
+        )

@@ -57,13 +57,30 @@ __all__ = ["COMPACT_OVER", "DEFAULT_LISTS", "ListInfo", "WarningLists", "availab
 # Ordered: the first list that hits is the one reported.
 DEFAULT_LISTS: tuple[str, ...] = (
     # special-use address space
-    "rfc1918", "rfc6598", "rfc3849", "ipv6-linklocal", "rfc5735", "multicast",
+    "rfc1918",
+    "rfc6598",
+    "rfc3849",
+    "ipv6-linklocal",
+    "rfc5735",
+    "multicast",
     # public DNS resolvers, CDN edges (shared by many sites: never block them by address)
-    "public-dns-v4", "public-dns-v6", "cloudflare", "fastly", "akamai",
+    "public-dns-v4",
+    "public-dns-v6",
+    "cloudflare",
+    "fastly",
+    "akamai",
     # hashes of empty, test and common benign files
-    "empty-hashes", "eicar.com", "common-ioc-false-positive", "ti-falsepositives", "nioc-filehash",
+    "empty-hashes",
+    "eicar.com",
+    "common-ioc-false-positive",
+    "ti-falsepositives",
+    "nioc-filehash",
     # names cited by articles: documentation domains, public suffixes, vendors, sandboxes, top sites
-    "rfc6761", "second-level-tlds", "security-provider-blogpost", "automated-malware-analysis", "tranco10k",
+    "rfc6761",
+    "second-level-tlds",
+    "security-provider-blogpost",
+    "automated-malware-analysis",
+    "tranco10k",
     # role addresses (security@, abuse@, ...)
     "common-contact-emails",
 )
@@ -173,7 +190,9 @@ class WarningLists:
             for t in types:
                 self._mask[t] |= 1 << lid
             self._info.append(
-                ListInfo(name=name, title=lf.name, kind=lf.type, entries=len(lf.entries), version=lf.version, types=types)
+                ListInfo(
+                    name=name, title=lf.name, kind=lf.type, entries=len(lf.entries), version=lf.version, types=types
+                )
             )
             if lf.type == "cidr":
                 for entry in lf.entries:

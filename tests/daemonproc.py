@@ -60,7 +60,10 @@ class DaemonProc:
         self._logf = open(self.log, "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "ctd", "run", "--config", str(self.config), *args],
-            cwd=self.dir, env=self._env, stdout=self._logf, stderr=self._logf,
+            cwd=self.dir,
+            env=self._env,
+            stdout=self._logf,
+            stderr=self._logf,
         )
         return self
 
@@ -85,7 +88,10 @@ class DaemonProc:
     def ctl(self, *args: str) -> subprocess.CompletedProcess:
         return subprocess.run(
             [sys.executable, "-m", "ctd.ctdctl.main", "--socket", str(self.socket), *args],
-            capture_output=True, text=True, env=self._env, timeout=120,
+            capture_output=True,
+            text=True,
+            env=self._env,
+            timeout=120,
         )
 
     def ctl_json(self, *args: str):

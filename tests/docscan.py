@@ -58,8 +58,12 @@ def blocks(path: Path) -> list[Block]:
         j = i + 1
         while j < len(lines):
             close = _FENCE.match(lines[j])
-            if close and close["fence"][0] == fence[0] and len(close["fence"]) >= len(fence) \
-                    and not close["info"].strip():
+            if (
+                close
+                and close["fence"][0] == fence[0]
+                and len(close["fence"]) >= len(fence)
+                and not close["info"].strip()
+            ):
                 break
             line = lines[j]
             body.append(line[indent:] if line[:indent].strip() == "" else line.lstrip())

@@ -25,7 +25,8 @@ class Exchange:
         """Pull every pulling plugin once, then run one pass of every sharing configuration."""
         for name, plugin in self.cfg.plugins.items():
             if plugin.pull:
-                await pull_once(name, plugin, self.adapters[name], self.store, AllowlistRef(),
-                                SourceStatus(name, plugin))
+                await pull_once(
+                    name, plugin, self.adapters[name], self.store, AllowlistRef(), SourceStatus(name, plugin)
+                )
         for sharer in self.sharers:
             await sharer.share_once()

@@ -203,8 +203,9 @@ class FullDestination(FakeAdapter):
     can_pull: ClassVar[bool] = False
     can_push: ClassVar[bool] = True
     ACTIONS: ClassVar[dict[str, ActionSpec]] = {
-        "replace": ActionSpec(description="replace a list", mode="full", params=FullParams, size="json",
-                              entry_overhead=3),
+        "replace": ActionSpec(
+            description="replace a list", mode="full", params=FullParams, size="json", entry_overhead=3
+        ),
     }
 
     def __init__(self, name: str, config: Any, client: Any = None, *, fakes: Fakes | None = None) -> None:

@@ -48,12 +48,20 @@ class Coll:
 
     def resource(self) -> dict[str, Any]:
         return {
-            "id": self.id, "title": self.title, "description": f"test collection {self.title}",
-            "can_read": self.can_read, "can_write": self.can_write, "media_types": [STIX_MEDIA_TYPE],
+            "id": self.id,
+            "title": self.title,
+            "description": f"test collection {self.title}",
+            "can_read": self.can_read,
+            "can_write": self.can_write,
+            "media_types": [STIX_MEDIA_TYPE],
             "objects": [o for o, _ in self.objects],
             "manifest": [
-                {"id": o["id"], "date_added": added, "version": o.get("modified", o.get("created")),
-                 "media_type": STIX_MEDIA_TYPE}
+                {
+                    "id": o["id"],
+                    "date_added": added,
+                    "version": o.get("modified", o.get("created")),
+                    "media_type": STIX_MEDIA_TYPE,
+                }
                 for o, added in self.objects
             ],
         }
@@ -78,23 +86,31 @@ class Medallion:
 
 def _api_root(title: str, max_content_length: int, collections: list[Coll]) -> dict[str, Any]:
     return {
-        "information": {"title": title, "description": "ctd tests", "versions": [MEDIA_TYPE],
-                        "max_content_length": max_content_length},
+        "information": {
+            "title": title,
+            "description": "ctd tests",
+            "versions": [MEDIA_TYPE],
+            "max_content_length": max_content_length,
+        },
         "status": [],
         "collections": [c.resource() for c in collections],
     }
 
 
 @contextmanager
-def medallion(workdir: Path, roots: dict[str, tuple[int, list[Coll]]], *, max_page_size: int = 5,
-              startup_timeout: float = 20.0) -> Iterator[Medallion]:
+def medallion(
+    workdir: Path, roots: dict[str, tuple[int, list[Coll]]], *, max_page_size: int = 5, startup_timeout: float = 20.0
+) -> Iterator[Medallion]:
     """Start medallion with ``roots`` (name -> (max_content_length, collections)); stop it after."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     data: dict[str, Any] = {
         "/discovery": {
-            "title": "ctd test TAXII server", "description": "medallion for ctd tests", "contact": "tests",
-            "default": f"{base}/{next(iter(roots))}/", "api_roots": [f"{base}/{name}/" for name in roots],
+            "title": "ctd test TAXII server",
+            "description": "medallion for ctd tests",
+            "contact": "tests",
+            "default": f"{base}/{next(iter(roots))}/",
+            "api_roots": [f"{base}/{name}/" for name in roots],
         },
     }
     for name, (max_len, colls) in roots.items():
@@ -102,8 +118,13 @@ def medallion(workdir: Path, roots: dict[str, tuple[int, list[Coll]]], *, max_pa
     data_path = workdir / "medallion-data.json"
     data_path.write_text(json.dumps(data))
     config = {
-        "backend": {"module": "medallion.backends.memory_backend", "module_class": "MemoryBackend",
-                    "filename": str(data_path), "session_timeout": 3600, "check_interval": 3600},
+        "backend": {
+            "module": "medallion.backends.memory_backend",
+            "module_class": "MemoryBackend",
+            "filename": str(data_path),
+            "session_timeout": 3600,
+            "check_interval": 3600,
+        },
         "users": {USER: PASSWORD},
         "taxii": {"max_page_size": max_page_size},
     }
@@ -112,9 +133,21 @@ def medallion(workdir: Path, roots: dict[str, tuple[int, list[Coll]]], *, max_pa
     log_path = workdir / "medallion.log"
     with open(log_path, "wb") as logf:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "medallion.scripts.run", "--host", "127.0.0.1", "--port", str(port),
-             "--log-level", "WARN", str(config_path)],
-            stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            [
+                sys.executable,
+                "-m",
+                "medallion.scripts.run",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--log-level",
+                "WARN",
+                str(config_path),
+            ],
+            stdout=logf,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
             env={**os.environ, "PYTHONWARNINGS": "ignore"},
         )
     server = Medallion(base, proc, log_path)
@@ -131,8 +164,9 @@ def _wait_ready(server: Medallion, timeout: float) -> None:
         if server.proc.poll() is not None:
             raise RuntimeError(f"medallion exited with {server.proc.returncode}:\n{server.log()}")
         try:
-            r = httpx.get(server.discovery, auth=(USER, PASSWORD), headers={"Accept": MEDIA_TYPE}, timeout=2,
-                          trust_env=False)
+            r = httpx.get(
+                server.discovery, auth=(USER, PASSWORD), headers={"Accept": MEDIA_TYPE}, timeout=2, trust_env=False
+            )
             if r.status_code == 200:
                 return
         except httpx.TransportError:

@@ -118,8 +118,10 @@ def _hold(path: str, n: int, settle: float, expect_silent: int) -> dict[str, Any
                 poller.unregister(fd)
     replies = [r for r in answered.values() if r is not None]
     out = {
-        "opened": len(socks), "silent": len(socks) - len(answered),
-        "answered": len(answered), "connect_errors": connect_errors,
+        "opened": len(socks),
+        "silent": len(socks) - len(answered),
+        "answered": len(answered),
+        "connect_errors": connect_errors,
         "codes": sorted({r.get("code") for r in replies if r.get("code")}),
         "errors": sorted({r.get("error") for r in replies if r.get("error")}),
     }
@@ -136,8 +138,17 @@ class Holder:
     ``expect_silent`` connections were answered.
     """
 
-    def __init__(self, path: str, uid: int, gid: int, n: int, *, groups: tuple[int, ...] = (),
-                 settle: float = 5.0, expect_silent: int = 0) -> None:
+    def __init__(
+        self,
+        path: str,
+        uid: int,
+        gid: int,
+        n: int,
+        *,
+        groups: tuple[int, ...] = (),
+        settle: float = 5.0,
+        expect_silent: int = 0,
+    ) -> None:
         r_res, w_res = os.pipe()
         r_go, w_go = os.pipe()
         pid = os.fork()
@@ -175,8 +186,9 @@ class Holder:
             os.waitpid(self.pid, 0)
 
 
-def request_as(path: str, uid: int, gid: int, request: dict[str, Any] | None = None,
-               groups: tuple[int, ...] = ()) -> dict[str, Any]:
+def request_as(
+    path: str, uid: int, gid: int, request: dict[str, Any] | None = None, groups: tuple[int, ...] = ()
+) -> dict[str, Any]:
     """One request from a child running as uid/gid; the decoded reply (or ``os_error``/``closed``)."""
     r, w = os.pipe()
     pid = os.fork()

@@ -30,10 +30,20 @@ def ingest(
     sub: dict | None = None,
 ) -> IngestResult:
     rows = to_stage_rows(sightings, now=now, reputation=reputation, extra_tags=tags, allowlisted=allowlisted)
-    return store_sql.ingest(conn, IngestBatch(
-        source=source, rows=rows, policy=policy, aging_days=aging_days, now=now,
-        fresh=fresh, snapshot_end=snapshot_end, sub=sub, cursor=None,
-    ))
+    return store_sql.ingest(
+        conn,
+        IngestBatch(
+            source=source,
+            rows=rows,
+            policy=policy,
+            aging_days=aging_days,
+            now=now,
+            fresh=fresh,
+            snapshot_end=snapshot_end,
+            sub=sub,
+            cursor=None,
+        ),
+    )
 
 
 def show(conn: sqlite3.Connection, typ: str, value: str) -> dict[str, Any]:

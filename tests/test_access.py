@@ -98,9 +98,7 @@ class TestRealSocket:
         os.chmod(d.dir, 0o755)  # let the unprivileged clients reach the run directory
         run = d.dir / "run"
         d.socket = run / "ctd.sock"
-        d.write_config(
-            f'[daemon]\nstate_dir = "{d.dir}/var"\nsocket = "{d.socket}"\nsocket_group = "{NOGROUP}"\n'
-        )
+        d.write_config(f'[daemon]\nstate_dir = "{d.dir}/var"\nsocket = "{d.socket}"\nsocket_group = "{NOGROUP}"\n')
         try:
             d.start().wait_ready()
             yield d

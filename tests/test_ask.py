@@ -117,8 +117,16 @@ async def test_sync_in_flight_fails_when_the_source_actor_is_cancelled(store, au
 
             async def source(task_status=trio.TASK_STATUS_IGNORED):
                 with actor:
-                    await run_source("p", p, fakes.adapter("p", p), store, AllowlistRef(),
-                                     SourceStatus("p", p), recv, task_status=task_status)
+                    await run_source(
+                        "p",
+                        p,
+                        fakes.adapter("p", p),
+                        store,
+                        AllowlistRef(),
+                        SourceStatus("p", p),
+                        recv,
+                        task_status=task_status,
+                    )
 
             await nursery.start(source)
             await sc.in_pull.wait()  # the first (scheduled) pull, held after its first batch
@@ -161,8 +169,9 @@ async def test_share_in_flight_fails_when_the_sharing_actor_is_cancelled(store, 
     remote = fakes.remote("ask-sharing")
     remote.gate = trio.Event()
     cfg = parse_config(SHARING)
-    sharer = Sharer("s", cfg.sharing["s"], cfg.rules["r"], cfg.plugins["dest"],
-                    fakes.adapter("dest", cfg.plugins["dest"]), store)
+    sharer = Sharer(
+        "s", cfg.sharing["s"], cfg.rules["r"], cfg.plugins["dest"], fakes.adapter("dest", cfg.plugins["dest"]), store
+    )
     ingest(store.conn, "a", [s("x.example")])
     send, recv = trio.open_memory_channel(8)
     asks = Outcomes()
@@ -216,11 +225,19 @@ async def test_requests_queued_at_the_store_fail_when_it_stops(tmp_path):
                     await run_store(str(tmp_path / "db"), task_status=task_status)
 
             store = await nursery.start(serve)
-            await store.ingest(IngestBatch(
-                source="a", rows=to_stage_rows([s("x.example")], now=1, reputation=None, extra_tags=(),
-                                               allowlisted=None),
-                policy="last_seen", aging_days=1, now=1, fresh=True, snapshot_end=False, sub=None, cursor=None,
-            ))
+            await store.ingest(
+                IngestBatch(
+                    source="a",
+                    rows=to_stage_rows([s("x.example")], now=1, reputation=None, extra_tags=(), allowlisted=None),
+                    policy="last_seen",
+                    aging_days=1,
+                    now=1,
+                    fresh=True,
+                    snapshot_end=False,
+                    sub=None,
+                    cursor=None,
+                )
+            )
             async with trio.open_nursery() as asks:
                 asks.start_soon(run, partial(store.reapply_allowlist, held, 2))
                 await trio.to_thread.run_sync(busy.wait, 20)

@@ -368,8 +368,12 @@ _label = st.from_regex(r"[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,10}[a-zA-Z0-9])?", fullmat
 _tld = st.from_regex(r"[a-zA-Z]{2,6}", fullmatch=True)
 _domains = st.builds(lambda ls, t: ".".join([*ls, t]), st.lists(_label, min_size=1, max_size=4), _tld)
 # printable only: controls, format characters and spaces never pass the value gate
-_paths = st.text(st.characters(min_codepoint=33, max_codepoint=0x2FF, exclude_characters="#?",
-                               exclude_categories=("Cc", "Cf", "Zs")), max_size=20)
+_paths = st.text(
+    st.characters(
+        min_codepoint=33, max_codepoint=0x2FF, exclude_characters="#?", exclude_categories=("Cc", "Cf", "Zs")
+    ),
+    max_size=20,
+)
 
 _valid = st.one_of(
     st.tuples(st.just("domain"), _domains),

@@ -115,7 +115,8 @@ class TestValidation:
     def test_two_sharings_same_list_rejected(self):
         """Two sharing configurations writing the same list is a config error."""
         twice = SHARING + SHARING.replace("[sharing.s1]", "[sharing.s2]").split("[plugins.out]")[0].replace(
-            '[rules.urls]\nfilter = "type = url"\n', "")
+            '[rules.urls]\nfilter = "type = url"\n', ""
+        )
         with pytest.raises(ConfigError, match=r"would overwrite each other"):
             cfg(twice)
 
@@ -204,7 +205,9 @@ class TestDiff:
 class TestCheckConfigCommand:
     def test_demo_config_valid(self):
         """`ctd check-config etc/ctd.toml` exits 0 with a one-line summary."""
-        r = subprocess.run([sys.executable, "-m", "ctd", "check-config", "etc/ctd.toml"], capture_output=True, text=True)
+        r = subprocess.run(
+            [sys.executable, "-m", "ctd", "check-config", "etc/ctd.toml"], capture_output=True, text=True
+        )
         assert r.returncode == 0, r.stderr
         assert r.stdout.count("\n") == 1 and "OK" in r.stdout
 
@@ -229,8 +232,7 @@ def test_demo_config_commented_examples_are_valid(tmp_path, monkeypatch):
 
     text = (Path(__file__).parent.parent / "etc" / "ctd.toml").read_text()
     head, tail = text.split("# More sources", 1)
-    lines = [ln[2:] for ln in tail.splitlines()
-             if ln.startswith("# [") or re.match(r"# [a-z_]+ = ", ln)]
+    lines = [ln[2:] for ln in tail.splitlines() if ln.startswith("# [") or re.match(r"# [a-z_]+ = ", ln)]
     for name in ("taxii-password", "netskope-v2", "netskope-v1", "misp-api-key", "falcon-secret"):
         (tmp_path / name).write_text("not-a-real-secret")
     (tmp_path / "edl.password").write_text("pw")

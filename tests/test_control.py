@@ -175,12 +175,8 @@ async def test_socket_removed_on_exit(sock_path: str) -> None:
 async def test_plain_reply(nursery: trio.Nursery, sock_path: str) -> None:
     """A plain command's result comes back as one ok line with data."""
     await start_server(nursery, sock_path)
-    lines = await trio.to_thread.run_sync(
-        raw_exchange, sock_path, b'{"v":1,"cmd":"echo","args":{"x":"y"}}\n'
-    )
-    assert [msgspec.json.decode(line) for line in lines] == [
-        {"v": 1, "ok": True, "data": {"args": {"x": "y"}}}
-    ]
+    lines = await trio.to_thread.run_sync(raw_exchange, sock_path, b'{"v":1,"cmd":"echo","args":{"x":"y"}}\n')
+    assert [msgspec.json.decode(line) for line in lines] == [{"v": 1, "ok": True, "data": {"args": {"x": "y"}}}]
 
 
 async def test_struct_data_is_encoded(nursery: trio.Nursery, sock_path: str) -> None:
@@ -201,18 +197,14 @@ async def test_peer_uid_is_ours(nursery: trio.Nursery, sock_path: str) -> None:
 async def test_stream_10k_items(nursery: trio.Nursery, sock_path: str) -> None:
     """A streaming reply of 10,000 items arrives whole and in order."""
     await start_server(nursery, sock_path)
-    items = await trio.to_thread.run_sync(
-        lambda: list(ControlClient(sock_path).stream("count", n=10_000))
-    )
+    items = await trio.to_thread.run_sync(lambda: list(ControlClient(sock_path).stream("count", n=10_000)))
     assert items == [{"i": i} for i in range(10_000)]
 
 
 async def test_stream_end_line_carries_count(nursery: trio.Nursery, sock_path: str) -> None:
     """A stream ends with an ok/end line whose count is the number of items."""
     await start_server(nursery, sock_path)
-    lines = await trio.to_thread.run_sync(
-        raw_exchange, sock_path, b'{"v":1,"cmd":"count","args":{"n":3}}\n'
-    )
+    lines = await trio.to_thread.run_sync(raw_exchange, sock_path, b'{"v":1,"cmd":"count","args":{"n":3}}\n')
     assert msgspec.json.decode(lines[-1]) == {"v": 1, "ok": True, "end": True, "count": 3}
     assert msgspec.json.decode(lines[0]) == {"v": 1, "item": {"i": 0}}
 
@@ -246,9 +238,7 @@ async def test_oversize_line_then_next_connection(nursery: trio.Nursery, sock_pa
     """A request line over 64 KiB gets a bad_request reply and the server keeps serving."""
     await start_server(nursery, sock_path)
     payload = b'{"v":1,"cmd":"echo","args":{"x":"' + b"a" * MAX_REQUEST_LINE + b'"}}\n'
-    lines = await trio.to_thread.run_sync(
-        partial(raw_exchange, sock_path, payload, shut_write=False)
-    )
+    lines = await trio.to_thread.run_sync(partial(raw_exchange, sock_path, payload, shut_write=False))
     reply = msgspec.json.decode(lines[0])
     assert reply["code"] == "bad_request"
     assert "longer than" in reply["error"]
@@ -271,9 +261,7 @@ async def test_wrong_version_is_bad_request(nursery: trio.Nursery, sock_path: st
         ("boom", "internal", "internal error: RuntimeError: kaboom"),
     ],
 )
-async def test_error_codes(
-    nursery: trio.Nursery, sock_path: str, cmd: str, code: str, message: str
-) -> None:
+async def test_error_codes(nursery: trio.Nursery, sock_path: str, cmd: str, code: str, message: str) -> None:
     """Each class of dispatcher error maps to its error code and message."""
     await start_server(nursery, sock_path)
     with pytest.raises(DaemonError) as info:
@@ -296,7 +284,12 @@ async def test_command_is_audited(nursery: trio.Nursery, sock_path: str) -> None
     with structlog.testing.capture_logs() as logs:
         await call(sock_path, "echo")
     [event] = [e for e in logs if e.get("ctd_event") == "control_command"]
-    assert (event["cmd"], event["ctd_peer_uid"], event["outcome"], event["allowed"]) == ("echo", os.getuid(), "ok", True)
+    assert (event["cmd"], event["ctd_peer_uid"], event["outcome"], event["allowed"]) == (
+        "echo",
+        os.getuid(),
+        "ok",
+        True,
+    )
 
 
 async def test_silent_client_does_not_block_others(nursery: trio.Nursery, sock_path: str) -> None:

@@ -76,8 +76,7 @@ def test_one_uid_cannot_exhaust_the_daemon(daemon: DaemonProc) -> None:
         assert (res["opened"], res["silent"]) == (1100, lim.per_uid), res
         assert res["codes"] == ["busy"]
         assert res["errors"] == [
-            f"too many control connections from uid {NOBODY} (limit {lim.per_uid}); "
-            "close some and retry"
+            f"too many control connections from uid {NOBODY} (limit {lim.per_uid}); close some and retry"
         ]
         other = request_as(str(daemon.socket), 65533, NOGROUP)
         assert other.get("ok") is True, other
@@ -108,8 +107,7 @@ def test_total_cap_keeps_a_reserve_for_root(daemon: DaemonProc) -> None:
         late = request_as(str(daemon.socket), uid, NOGROUP)
         assert (late.get("ok"), late.get("code")) == (False, "busy"), late
         assert late["error"] == (
-            f"too many control connections (limit {lim.total - lim.reserved} for unprivileged peers); "
-            "retry shortly"
+            f"too many control connections (limit {lim.total - lim.reserved} for unprivileged peers); retry shortly"
         )
         status = daemon.ctl("status")
         assert status.returncode == 0, status.stderr
@@ -192,13 +190,10 @@ async def test_ctdctl_shows_the_refusal_even_before_sending(
         await _start(nursery, sock_path, limits=ConnectionLimits(total=8, per_uid=0, reserved=1))
         # A request far larger than the socket buffer: the daemon refuses and closes mid-send.
         value = "x" * (4 << 20)
-        rc = await trio.to_thread.run_sync(
-            lambda: ctdctl_main(["--socket", sock_path, "indicators", "show", value])
-        )
+        rc = await trio.to_thread.run_sync(lambda: ctdctl_main(["--socket", sock_path, "indicators", "show", value]))
     err = capsys.readouterr().err
     assert rc == 2
-    assert err == (f"ctdctl: too many control connections from uid {os.getuid()} (limit 0); "
-                   "close some and retry\n")
+    assert err == (f"ctdctl: too many control connections from uid {os.getuid()} (limit 0); close some and retry\n")
 
 
 @pytest.fixture
@@ -227,8 +222,11 @@ def _fill(filler: list[int]) -> None:
 
 
 async def test_accept_emfile_logs_one_warning_and_recovers(
-    nursery: trio.Nursery, sock_path: str, autojump_clock: trio.abc.Clock,
-    few_descriptors: list[int], caplog: pytest.LogCaptureFixture,
+    nursery: trio.Nursery,
+    sock_path: str,
+    autojump_clock: trio.abc.Clock,
+    few_descriptors: list[int],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Out of descriptors, accept backs off with one warning (no traceback flood) and serves again after."""
     with structlog.testing.capture_logs() as logs:
@@ -260,8 +258,11 @@ def test_unit_sets_a_descriptor_limit_sized_from_the_caps() -> None:
     lim = LIMITS
     edl = ServerSettings(host="127.0.0.1", port=0, lists_dir="/").max_connections
     assert re.search(rf"(?m)^#\s+EDL server\s+{edl} connections per edl plugin", text)
-    assert re.search(rf"(?m)^#\s+control socket\s+{lim.total} connections: {lim.per_uid} per uid, "
-                     rf"{lim.reserved} of them kept for root and ctd", text)
+    assert re.search(
+        rf"(?m)^#\s+control socket\s+{lim.total} connections: {lim.per_uid} per uid, "
+        rf"{lim.reserved} of them kept for root and ctd",
+        text,
+    )
     assert unit_nofile() >= 2 * (edl + lim.total)
 
 
@@ -271,8 +272,10 @@ def edl_daemon() -> Iterator[tuple[DaemonProc, tuple[str, int]]]:
     d = DaemonProc(short_tmpdir(), "")
     os.chmod(d.dir, 0o755)
     d.socket = d.dir / "run" / "ctd.sock"
-    d.write_config(f'[daemon]\nstate_dir = "{d.dir}/var"\nsocket = "{d.socket}"\nsocket_group = "nogroup"\n'
-                   '[plugins.edl]\nadapter = "edl"\npull = false\nbind = "127.0.0.1:0"\n')
+    d.write_config(
+        f'[daemon]\nstate_dir = "{d.dir}/var"\nsocket = "{d.socket}"\nsocket_group = "nogroup"\n'
+        '[plugins.edl]\nadapter = "edl"\npull = false\nbind = "127.0.0.1:0"\n'
+    )
     try:
         d.start()
         assert d.proc is not None
@@ -294,8 +297,7 @@ def _edl_flood(addr: tuple[str, int], n: int) -> tuple[list[socket.socket], int]
     cap), so the server really reaches its total cap. A refused connection is answered
     503 once its request head has had 5 s to arrive, so wait longer than that.
     """
-    socks = [socket.create_connection(addr, timeout=5, source_address=(f"127.0.1.{1 + i // 16}", 0))
-             for i in range(n)]
+    socks = [socket.create_connection(addr, timeout=5, source_address=(f"127.0.1.{1 + i // 16}", 0)) for i in range(n)]
     poller = select.poll()
     for s in socks:
         poller.register(s, select.POLLIN)

@@ -54,17 +54,17 @@ F6 = "issue 12 finding 6: formats real feeds need"
 # case -> why it fails today. Remove an entry when its fix lands (strict xfail turns a pass into a failure).
 XFAIL: dict[str, str] = {
     "dataplane-sshpwauth": f"{F6} (a '|' inside the ASname column shifts the row and its IP is lost); "
-                           f"{F5} (the shifted row's 'pipe' as last-seen rejects it); {F1} (utc column)",
+    f"{F5} (the shifted row's 'pipe' as last-seen rejects it); {F1} (utc column)",
     "dshield-block": f"{F6} (network start and prefix are separate columns: stored as one address)",
     "dshield-suspiciousdomains": f"{F6} (the 'Site' column title is not data: stored or counted invalid)",
     "feodo-ipblocklist-csv": f"{F1} (last_online is days old: stored inactive)",
     "feodo-ipblocklist-csv-2019": f"{F6} (the 2019 export's columns Firstseen,DstIP,DstPort,Malware fail the preset)",
     "feodo-ipblocklist-json": f"{F1} (last_online)",
     "misp-feed-osint": f"{F2} - the adapters now share one type table and read 'name|md5' as its md5 "
-                       "(test_feed_formats), but this sample's malware-sample value is the bare file name "
-                       "'a5ff5f.exe' (PyMISP's to_feed wrote it without '|md5'): the expected md5 is not in it",
+    "(test_feed_formats), but this sample's malware-sample value is the bare file name "
+    "'a5ff5f.exe' (PyMISP's to_feed wrote it without '|md5'): the expected md5 is not in it",
     "spamhaus-drop-json": "not in issue 12 (another loss): the current Spamhaus DROP download is NDJSON, "
-                          "which no feed format reads (json fails the whole pull on the second line)",
+    "which no feed format reads (json fails the whole pull on the second line)",
     "stix20-oasis-examples": f"{F1} (STIX modified of 2014-2017)",
     "stix21-misp-export": f"{F3}; {F1} (STIX modified of 2020)",
     "stix21-oasis-examples": f"{F3}; {F1} (STIX modified of 2014-2016)",
@@ -143,7 +143,10 @@ def static_server(tmp_path_factory) -> Iterator[StaticServer]:
     log = open(tmp_path_factory.mktemp("http") / "http.log", "wb")
     proc = subprocess.Popen(
         [sys.executable, "-u", "-m", "http.server", "0", "--bind", "127.0.0.1", "--directory", str(CORPUS)],
-        stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL, env=_no_proxy_env(),
+        stdout=subprocess.PIPE,
+        stderr=log,
+        stdin=subprocess.DEVNULL,
+        env=_no_proxy_env(),
     )
     try:
         assert proc.stdout is not None
@@ -199,25 +202,37 @@ def _config(case: str, keys: dict, state_dir: Path, request) -> str:
     text = (CORPUS / case / "plugin.toml").read_text()
     if keys.get("adapter") == "taxii":
         server: Medallion = request.getfixturevalue("taxii_server")
-        text = (text.replace("@TAXII@", server.discovery).replace("@USER@", USER)
-                .replace("@PASSWORD@", PASSWORD).replace("@COLLECTION@", collection_id(case)))
+        text = (
+            text.replace("@TAXII@", server.discovery)
+            .replace("@USER@", USER)
+            .replace("@PASSWORD@", PASSWORD)
+            .replace("@COLLECTION@", collection_id(case))
+        )
     else:
         static: StaticServer = request.getfixturevalue("static_server")
         text = text.replace("@BASE@", f"{static.base}/{case}")
     text = text.replace("@DIR@", str(CORPUS / case))
     plugin = tomllib.loads(text)
-    return tomli_w.dumps({
-        "daemon": {"state_dir": str(state_dir / "var"), "socket": str(state_dir / "ctd.sock")},
-        "plugins": {PLUGIN: plugin},
-    })
+    return tomli_w.dumps(
+        {
+            "daemon": {"state_dir": str(state_dir / "var"), "socket": str(state_dir / "ctd.sock")},
+            "plugins": {PLUGIN: plugin},
+        }
+    )
 
 
 def run_once(case: str, workdir: Path, request) -> Pull:
     keys = plugin_keys(case)
     cfg = workdir / "ctd.toml"
     cfg.write_text(_config(case, keys, workdir, request))
-    r = subprocess.run([sys.executable, "-m", "ctd", "run", "--once", "--config", str(cfg)],
-                       capture_output=True, text=True, cwd=REPO, env=_no_proxy_env(), timeout=180)
+    r = subprocess.run(
+        [sys.executable, "-m", "ctd", "run", "--once", "--config", str(cfg)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=_no_proxy_env(),
+        timeout=180,
+    )
     output = r.stdout + r.stderr
     summary: dict[str, int] = {}
     for line in r.stdout.splitlines():
@@ -236,8 +251,7 @@ def run_once(case: str, workdir: Path, request) -> Pull:
     if db.exists():
         conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
         try:
-            for type_, value, active, expires in conn.execute(
-                    "SELECT type, value, active, expires_at FROM indicator"):
+            for type_, value, active, expires in conn.execute("SELECT type, value, active, expires_at FROM indicator"):
                 rows[(type_, value)] = (active, expires)
         finally:
             conn.close()
@@ -281,8 +295,10 @@ def check(case: str, pull: Pull, want: Expected, ingest_start: int) -> list[str]
 
 
 def _params() -> list:
-    return [pytest.param(c, id=c, marks=[pytest.mark.xfail(strict=True, reason=XFAIL[c])] if c in XFAIL else [])
-            for c in cases()]
+    return [
+        pytest.param(c, id=c, marks=[pytest.mark.xfail(strict=True, reason=XFAIL[c])] if c in XFAIL else [])
+        for c in cases()
+    ]
 
 
 @pytest.mark.parametrize("case", _params())
@@ -310,10 +326,15 @@ def test_corpus_is_complete_and_documented() -> None:
         assert samples, f"{case}: no sample file"
         want = read_expected(d / "expected.txt")
         assert want.iocs, f"{case}: empty expected set"
-        lines = [ln.split()[:2] for ln in (d / "expected.txt").read_text().splitlines()
-                 if ln.strip() and not ln.startswith(("#", "@"))]
+        lines = [
+            ln.split()[:2]
+            for ln in (d / "expected.txt").read_text().splitlines()
+            if ln.strip() and not ln.startswith(("#", "@"))
+        ]
         assert lines == sorted(lines), f"{case}: expected.txt is not sorted"
-        assert re.search(rf"^\| `{re.escape(case)}` \|.*https?://", readme, re.M), f"{case}: no README row with a source"
+        assert re.search(rf"^\| `{re.escape(case)}` \|.*https?://", readme, re.M), (
+            f"{case}: no README row with a source"
+        )
 
 
 def test_plugin_keys_validate() -> None:
@@ -322,9 +343,14 @@ def test_plugin_keys_validate() -> None:
 
     for case in cases():
         text = (CORPUS / case / "plugin.toml").read_text()
-        for token, val in (("@BASE@", "http://127.0.0.1:1/x"), ("@TAXII@", "http://127.0.0.1:1/taxii2/"),
-                           ("@USER@", "u"), ("@PASSWORD@", "p"), ("@COLLECTION@", collection_id(case)),
-                           ("@DIR@", str(CORPUS / case))):
+        for token, val in (
+            ("@BASE@", "http://127.0.0.1:1/x"),
+            ("@TAXII@", "http://127.0.0.1:1/taxii2/"),
+            ("@USER@", "u"),
+            ("@PASSWORD@", "p"),
+            ("@COLLECTION@", collection_id(case)),
+            ("@DIR@", str(CORPUS / case)),
+        ):
             text = text.replace(token, val)
         parse_config(tomli_w.dumps({"plugins": {PLUGIN: tomllib.loads(text)}}))
     assert os.path.isdir(CORPUS)

@@ -34,8 +34,19 @@ def make(emu: CrowdStrikeEmulator, **cfg) -> CrowdStrikeAdapter:
 
 
 def item(value: str = "evil.example", type_: str = "domain", **kw) -> ShareItem:
-    base = dict(type=type_, value=value, severity="medium", reputation=6, tags=(), comments="",
-                reference="", first_seen=None, last_seen=None, expires_at=None, sources=("a",))
+    base = dict(
+        type=type_,
+        value=value,
+        severity="medium",
+        reputation=6,
+        tags=(),
+        comments="",
+        reference="",
+        first_seen=None,
+        last_seen=None,
+        expires_at=None,
+        sources=("a",),
+    )
     return ShareItem(**{**base, **kw})
 
 
@@ -192,8 +203,10 @@ async def test_server_error_is_transient(emu):
 
 async def test_network_error_is_transient():
     """A connection failure is SourceUnavailable."""
+
     def boom(request):
         raise httpx.ConnectError("refused")
+
     options = CrowdStrikeConfig(client_id="cid", client_secret="x", base_url=BASE)
     cs = CrowdStrikeAdapter("cs", options, httpx.AsyncClient(transport=httpx.MockTransport(boom), base_url=BASE))
     with pytest.raises(SourceUnavailable, match="refused"):
@@ -202,10 +215,12 @@ async def test_network_error_is_transient():
 
 async def test_non_json_reply_is_upstream_error(emu):
     """A reply that is not JSON (a proxy's HTML page) is an UpstreamDataError."""
+
     async def handler(request):
         if request.url.path == "/oauth2/token":
             return await emu(request)
         return httpx.Response(200, text="<html>maintenance</html>")
+
     options = CrowdStrikeConfig(client_id="cid", client_secret="s3cret", base_url=BASE)
     cs = CrowdStrikeAdapter("cs", options, httpx.AsyncClient(transport=httpx.MockTransport(handler), base_url=BASE))
     with pytest.raises(UpstreamDataError, match="not JSON"):
@@ -231,7 +246,13 @@ async def test_push_creates_iocs_with_ctd_marks(emu):
     assert res.rejected == {}
     ioc = emu.iocs[("domain", "evil.example")]
     assert (ioc["action"], ioc["platforms"], ioc["severity"], ioc["source"], ioc["tags"], ioc["expiration"]) == (
-        "detect", ["windows", "mac", "linux"], "medium", "ctd-prod", ["ctd", "apt"], "2026-06-01T00:00:00Z")
+        "detect",
+        ["windows", "mac", "linux"],
+        "medium",
+        "ctd-prod",
+        ["ctd", "apt"],
+        "2026-06-01T00:00:00Z",
+    )
     assert ioc["applied_globally"] is True
     assert "expiration" not in [k for k, v in emu.iocs[("sha256", SHA)].items() if v is not None]
     assert [c[0] for c in api_calls(emu)] == ["GET", "POST"]
@@ -363,8 +384,10 @@ def test_config_cloud_selects_base_url():
     assert str(CrowdStrikeAdapter.make_client(cfg.plugins["cs"].options).base_url) == BASE
 
 
-@pytest.mark.parametrize("extra", ['cloud = "mars-1"', "page_size = 2001", 'types = ["url"]', "types = []",
-                                   'base_url = "ftp://x"', "unknown = 1"])
+@pytest.mark.parametrize(
+    "extra",
+    ['cloud = "mars-1"', "page_size = 2001", 'types = ["url"]', "types = []", 'base_url = "ftp://x"', "unknown = 1"],
+)
 def test_config_rejects_bad_keys(extra):
     """Unknown clouds, page sizes over the documented 2000, unsupported types and unknown keys are errors."""
     with pytest.raises(ConfigError):
@@ -373,7 +396,9 @@ def test_config_rejects_bad_keys(extra):
 
 def test_action_params_validated_at_load():
     """Sharing params are checked: actions, platforms, host groups when not global."""
-    base = CFG.format(extra="pull = false") + """
+    base = (
+        CFG.format(extra="pull = false")
+        + """
 [rules.r]
 filter = "type = sha256"
 [sharing.s]
@@ -383,6 +408,7 @@ destination = "cs"
 action = "ioc"
 params = {params}
 """
+    )
     ok = parse_config(base.replace("{params}", '{ action = "prevent", platforms = ["windows"] }'))
     assert ok.sharing["s"].params.action == "prevent"
     for bad in ('{ action = "block" }', "{ platforms = [] }", "{ applied_globally = false }"):
@@ -432,14 +458,21 @@ action = "add"
 """)
     store = FakeStore(str(tmp_path / "db"))
     client = httpx.AsyncClient(transport=emu.transport(), base_url=BASE)
-    ex = Exchange(cfg, {"A": fakes.adapter("A", cfg.plugins["A"]),
-                        "cs": CrowdStrikeAdapter("cs", cfg.plugins["cs"].options, client)}, store)
+    ex = Exchange(
+        cfg,
+        {"A": fakes.adapter("A", cfg.plugins["A"]), "cs": CrowdStrikeAdapter("cs", cfg.plugins["cs"].options, client)},
+        store,
+    )
     try:
         for _round in range(3):
             await ex.round()
-        cs_reported = {r[0] for r in store.conn.execute(
-            "SELECT i.value FROM sighting s JOIN indicator i ON i.id = s.iid JOIN source so ON so.id = s.sid "
-            "WHERE so.name = 'cs'")}
+        cs_reported = {
+            r[0]
+            for r in store.conn.execute(
+                "SELECT i.value FROM sighting s JOIN indicator i ON i.id = s.iid JOIN source so ON so.id = s.sid "
+                "WHERE so.name = 'cs'"
+            )
+        }
     finally:
         store.close()
     assert [v for op, vals in ra.calls if op == "push" for v in vals] == ["from-cs.example"]

@@ -16,8 +16,19 @@ SHA = "a" * 64
 
 
 def item(type_: str = "domain", value: str = "evil.example", **kw) -> ShareItem:
-    base = dict(type=type_, value=value, severity="high", reputation=7, tags=("apt",), comments="",
-                reference="", first_seen=None, last_seen=None, expires_at=None, sources=("misp",))
+    base = dict(
+        type=type_,
+        value=value,
+        severity="high",
+        reputation=7,
+        tags=("apt",),
+        comments="",
+        reference="",
+        first_seen=None,
+        last_seen=None,
+        expires_at=None,
+        sources=("misp",),
+    )
     return ShareItem(**{**base, **kw})
 
 
@@ -48,13 +59,27 @@ def test_value_chunks_respect_count_and_length():
 
 def test_ioc_maps_to_sighting():
     """An IOC's type, value, severity, tags, description, times and expiration map to a sighting."""
-    s = m.to_sighting({
-        "id": "1", "type": "domain", "value": "Evil.Example", "severity": "HIGH", "tags": ["apt", ""],
-        "description": "seen in phishing", "created_on": "2026-01-01T00:00:00.123456Z",
-        "modified_on": "2026-01-02T00:00:00Z", "expiration": "2026-02-01T00:00:00Z", "action": "detect",
-    })
-    assert (s.type, s.value, s.severity, s.tags, s.comments) == ("domain", "evil.example", "high", ("apt",),
-                                                                 "seen in phishing")
+    s = m.to_sighting(
+        {
+            "id": "1",
+            "type": "domain",
+            "value": "Evil.Example",
+            "severity": "HIGH",
+            "tags": ["apt", ""],
+            "description": "seen in phishing",
+            "created_on": "2026-01-01T00:00:00.123456Z",
+            "modified_on": "2026-01-02T00:00:00Z",
+            "expiration": "2026-02-01T00:00:00Z",
+            "action": "detect",
+        }
+    )
+    assert (s.type, s.value, s.severity, s.tags, s.comments) == (
+        "domain",
+        "evil.example",
+        "high",
+        ("apt",),
+        "seen in phishing",
+    )
     assert s.first_seen == parse_time("2026-01-01T00:00:00Z")
     assert s.last_seen == parse_time("2026-01-02T00:00:00Z")
     assert s.expires_at == parse_time("2026-02-01T00:00:00Z")
@@ -71,18 +96,29 @@ def test_ioc_no_longer_enforced_is_a_retraction(fields):
 def test_informational_severity_is_unknown():
     """CrowdStrike's informational severity maps to ctd's unknown (and back on push)."""
     assert m.to_sighting({"type": "ipv4", "value": "192.0.2.1", "severity": "informational"}).severity == "unknown"
-    assert m.indicator(item(severity="unknown"), action="detect", platforms=["linux"], applied_globally=True,
-                       severity=None, source="ctd")["severity"] == "informational"
+    assert (
+        m.indicator(
+            item(severity="unknown"),
+            action="detect",
+            platforms=["linux"],
+            applied_globally=True,
+            severity=None,
+            source="ctd",
+        )["severity"]
+        == "informational"
+    )
 
 
 def test_bad_iocs_are_rejected_with_reasons():
     """Malformed IOCs and unknown types are rejected per record; the rest still maps."""
-    sightings, rejected = m.parse_page([
-        {"id": "ok", "type": "sha256", "value": SHA.upper()},
-        {"id": "bad", "type": "md5", "value": "xyz"},
-        {"id": "odd", "type": "url", "value": "http://x.example/"},
-        "not an object",
-    ])
+    sightings, rejected = m.parse_page(
+        [
+            {"id": "ok", "type": "sha256", "value": SHA.upper()},
+            {"id": "bad", "type": "md5", "value": "xyz"},
+            {"id": "odd", "type": "url", "value": "http://x.example/"},
+            "not an object",
+        ]
+    )
     assert [s.value for s in sightings] == [SHA]
     assert [r.where for r in rejected] == ["IOC bad", "IOC odd", "IOC ?"]
     assert "md5" in rejected[0].reason and "url" in rejected[1].reason
@@ -96,10 +132,17 @@ def test_next_after_reads_meta_pagination():
     assert m.next_after(None) is None
 
 
-@pytest.mark.parametrize(("type_", "action", "word"), [
-    ("url", "detect", "url"), ("sha1", "detect", "sha1"), ("cidr4", "detect", "CIDR"),
-    ("email", "detect", "email"), ("domain", "prevent", "hashes only"), ("ipv4", "allow", "hashes only"),
-])
+@pytest.mark.parametrize(
+    ("type_", "action", "word"),
+    [
+        ("url", "detect", "url"),
+        ("sha1", "detect", "sha1"),
+        ("cidr4", "detect", "CIDR"),
+        ("email", "detect", "email"),
+        ("domain", "prevent", "hashes only"),
+        ("ipv4", "allow", "hashes only"),
+    ],
+)
 def test_unsupported_iocs_get_a_reason(type_, action, word):
     """Types IOC management lacks, and blocking actions on non-hashes, are refused with a reason."""
     assert word in m.unsupported_reason(item(type_), action)
@@ -108,36 +151,56 @@ def test_unsupported_iocs_get_a_reason(type_, action, word):
 def test_hostname_is_pushed_as_domain_and_hashes_may_be_blocked():
     """A hostname goes out as a domain IOC; prevent is fine for a sha256."""
     assert m.unsupported_reason(item("hostname", "www.evil.example"), "detect") is None
-    assert m.indicator(item("hostname"), action="detect", platforms=["mac"], applied_globally=True,
-                       severity=None, source="ctd")["type"] == "domain"
+    assert (
+        m.indicator(
+            item("hostname"), action="detect", platforms=["mac"], applied_globally=True, severity=None, source="ctd"
+        )["type"]
+        == "domain"
+    )
     assert m.unsupported_reason(item("sha256", SHA), "prevent") is None
 
 
 def test_indicator_body_carries_ctd_marks_and_expiration():
     """The IOC body has action, platforms, severity, source, the ctd tag first and an RFC3339 expiration."""
-    body = m.indicator(item(expires_at=parse_time("2026-03-01T12:00:00Z"), comments="phish kit", tags=("apt", "ctd")),
-                       action="detect", platforms=["windows", "linux"], applied_globally=True, severity=None,
-                       source="ctd-prod")
+    body = m.indicator(
+        item(expires_at=parse_time("2026-03-01T12:00:00Z"), comments="phish kit", tags=("apt", "ctd")),
+        action="detect",
+        platforms=["windows", "linux"],
+        applied_globally=True,
+        severity=None,
+        source="ctd-prod",
+    )
     assert body == {
-        "type": "domain", "value": "evil.example", "action": "detect", "platforms": ["windows", "linux"],
-        "applied_globally": True, "severity": "high", "source": "ctd-prod", "tags": ["ctd", "apt"],
-        "description": "phish kit (shared by ctd from misp)", "expiration": "2026-03-01T12:00:00Z",
+        "type": "domain",
+        "value": "evil.example",
+        "action": "detect",
+        "platforms": ["windows", "linux"],
+        "applied_globally": True,
+        "severity": "high",
+        "source": "ctd-prod",
+        "tags": ["ctd", "apt"],
+        "description": "phish kit (shared by ctd from misp)",
+        "expiration": "2026-03-01T12:00:00Z",
     }
 
 
 def test_indicator_without_expiry_omits_expiration_and_honours_severity_override():
     """No expiry means no expiration field; a configured severity wins over the IoC's."""
-    body = m.indicator(item(), action="no_action", platforms=["mac"], applied_globally=True, severity="critical",
-                       source="ctd")
+    body = m.indicator(
+        item(), action="no_action", platforms=["mac"], applied_globally=True, severity="critical", source="ctd"
+    )
     assert "expiration" not in body and body["severity"] == "critical"
 
 
 def test_per_ioc_errors_from_resources():
     """Resources marked as errors name their value and reason; created ones are not errors."""
-    body = {"errors": [{"code": 400, "message": "1 indicator(s) rejected"}], "resources": [
-        {"value": "a.example", "message_type": "error", "message": "Duplicate type: 'domain'"},
-        {"value": "b.example", "id": "9"},
-    ]}
+    body = {
+        "errors": [{"code": 400, "message": "1 indicator(s) rejected"}],
+        "resources": [
+            {"value": "a.example", "message_type": "error", "message": "Duplicate type: 'domain'"},
+            {"value": "b.example", "id": "9"},
+        ],
+    }
     assert m.per_ioc_errors(body, ["a.example", "b.example"]) == {"a.example": "Duplicate type: 'domain'"}
 
 

@@ -20,69 +20,155 @@ from ctd.errors import ConfigError, CtdError
 from ctd.control.protocol import Peer, Request
 
 SOURCE = {
-    "name": "feed1", "adapter": "file", "pull": True, "state": "idle",
-    "last_run": "2026-01-02T03:04:05Z", "last_success": "2026-01-02T03:04:05Z",
-    "last_error": None, "next_run": "2026-01-02T04:04:05Z",
+    "name": "feed1",
+    "adapter": "file",
+    "pull": True,
+    "state": "idle",
+    "last_run": "2026-01-02T03:04:05Z",
+    "last_success": "2026-01-02T03:04:05Z",
+    "last_error": None,
+    "next_run": "2026-01-02T04:04:05Z",
     "last_counts": {"new": 3, "updated": 1, "invalid": 2, "retracted": 0, "batches": 1},
     "indicators": 42,
 }
 STATUS = {
-    "version": "0.1.0", "pid": 4321, "uptime_s": 3723.5,
-    "config_path": "/etc/ctd/ctd.toml", "config_hash": "abc123",
-    "indicators": {"total": 42, "active": 40,
-                   "by_type": {"url": {"active": 30, "inactive": 1}, "ipv4": {"active": 10, "inactive": 1}}},
+    "version": "0.1.0",
+    "pid": 4321,
+    "uptime_s": 3723.5,
+    "config_path": "/etc/ctd/ctd.toml",
+    "config_hash": "abc123",
+    "indicators": {
+        "total": 42,
+        "active": 40,
+        "by_type": {"url": {"active": 30, "inactive": 1}, "ipv4": {"active": 10, "inactive": 1}},
+    },
     "sources": [SOURCE],
 }
 
 
 def indicator(value: str, *, sources: tuple[str, ...] = ("feed1",), tags: list[str] | None = None) -> dict[str, Any]:
     return {
-        "type": "domain", "value": value, "active": True, "allowlisted": False,
-        "expires_at": None, "first_seen": "2026-01-01T00:00:00Z", "last_seen": "2026-01-02T00:00:00Z",
-        "reputation": 7, "severity": "high", "tags": tags or [], "comments": "", "reference": "",
+        "type": "domain",
+        "value": value,
+        "active": True,
+        "allowlisted": False,
+        "expires_at": None,
+        "first_seen": "2026-01-01T00:00:00Z",
+        "last_seen": "2026-01-02T00:00:00Z",
+        "reputation": 7,
+        "severity": "high",
+        "tags": tags or [],
+        "comments": "",
+        "reference": "",
         "hits": 0,
         "sources": [
-            {"source": s, "first_seen": "2026-01-01T00:00:00Z", "last_seen": "2026-01-02T00:00:00Z",
-             "reputation": 7, "severity": "high", "tags": [], "comments": "", "reference": "",
-             "expires_at": None, "retracted": False}
+            {
+                "source": s,
+                "first_seen": "2026-01-01T00:00:00Z",
+                "last_seen": "2026-01-02T00:00:00Z",
+                "reputation": 7,
+                "severity": "high",
+                "tags": [],
+                "comments": "",
+                "reference": "",
+                "expires_at": None,
+                "retracted": False,
+            }
             for s in sources
         ],
     }
 
 
 RULES = [
-    {"name": "high-domains", "filter": "type = 'domain' AND severity >= 'high'",
-     "exceptions": ["value ~ '.example.org'", "tag = 'test'"], "description": "high severity domains",
-     "muted_until": None, "muted": False, "used_by": ["to-misp", "to-file"]},
-    {"name": "quiet", "filter": "type = 'url'", "exceptions": [], "description": "",
-     "muted_until": "2030-01-01T00:00:00+00:00", "muted": True, "used_by": []},
+    {
+        "name": "high-domains",
+        "filter": "type = 'domain' AND severity >= 'high'",
+        "exceptions": ["value ~ '.example.org'", "tag = 'test'"],
+        "description": "high severity domains",
+        "muted_until": None,
+        "muted": False,
+        "used_by": ["to-misp", "to-file"],
+    },
+    {
+        "name": "quiet",
+        "filter": "type = 'url'",
+        "exceptions": [],
+        "description": "",
+        "muted_until": "2030-01-01T00:00:00+00:00",
+        "muted": True,
+        "used_by": [],
+    },
 ]
 RULE_TEST = {
-    "rule": "high-domains", "days": 7, "muted": False, "total": 1200, "by_type": {"domain": 1150, "url": 50},
-    "bytes": 24000, "sample": [{"type": "domain", "value": "evil.example"}],
-    "sharing": [{"name": "to-file", "destination": "file1", "action": "list", "total": 1200,
-                 "by_type": {"domain": 1150, "url": 50}, "bytes": 24000, "max_entries": 1000, "max_bytes": None,
-                 "warnings": ["1200 entries exceed the destination limit of 1000: the oldest 200 would not be shared"]}],
+    "rule": "high-domains",
+    "days": 7,
+    "muted": False,
+    "total": 1200,
+    "by_type": {"domain": 1150, "url": 50},
+    "bytes": 24000,
+    "sample": [{"type": "domain", "value": "evil.example"}],
+    "sharing": [
+        {
+            "name": "to-file",
+            "destination": "file1",
+            "action": "list",
+            "total": 1200,
+            "by_type": {"domain": 1150, "url": 50},
+            "bytes": 24000,
+            "max_entries": 1000,
+            "max_bytes": None,
+            "warnings": ["1200 entries exceed the destination limit of 1000: the oldest 200 would not be shared"],
+        }
+    ],
     "warnings": ["to-file: 1200 entries exceed the destination limit of 1000: the oldest 200 would not be shared"],
 }
 SHARING = {
-    "name": "to-file", "sources": ["feed1"], "rule": "high-domains", "destination": "file1", "action": "list",
-    "state": "idle", "last_run": "2026-01-02T03:04:05Z", "last_success": "2026-01-02T03:04:05Z",
-    "last_error": "destination timed out", "next_run": "2026-01-02T03:05:05Z",
-    "last_result": {"sharing": "to-file", "candidates": 12, "pushed": 10, "rejected": 0, "retracted": 1,
-                    "unshared": 2, "unchanged": False, "muted": False, "error": None},
+    "name": "to-file",
+    "sources": ["feed1"],
+    "rule": "high-domains",
+    "destination": "file1",
+    "action": "list",
+    "state": "idle",
+    "last_run": "2026-01-02T03:04:05Z",
+    "last_success": "2026-01-02T03:04:05Z",
+    "last_error": "destination timed out",
+    "next_run": "2026-01-02T03:05:05Z",
+    "last_result": {
+        "sharing": "to-file",
+        "candidates": 12,
+        "pushed": 10,
+        "rejected": 0,
+        "retracted": 1,
+        "unshared": 2,
+        "unchanged": False,
+        "muted": False,
+        "error": None,
+    },
     "counts": {"pending": 4, "shared": 1234, "failed": 3, "retract_pending": 1, "retracted": 56, "unshared": 7},
 }
 DELIVERIES = [
-    {"sharing": "to-file", "state": "shared", "error": None, "updated_at": "2026-01-02T03:04:05Z",
-     "shared_at": "2026-01-02T03:04:05Z"},
-    {"sharing": "to-misp", "state": "failed", "error": "HTTP 500", "updated_at": "2026-01-02T03:04:05Z",
-     "shared_at": None},
+    {
+        "sharing": "to-file",
+        "state": "shared",
+        "error": None,
+        "updated_at": "2026-01-02T03:04:05Z",
+        "shared_at": "2026-01-02T03:04:05Z",
+    },
+    {
+        "sharing": "to-misp",
+        "state": "failed",
+        "error": "HTTP 500",
+        "updated_at": "2026-01-02T03:04:05Z",
+        "shared_at": None,
+    },
 ]
 SHARING_SHOW = {
-    **SHARING, "interval_s": 300.0, "params": {"path": "/var/lib/ctd/out.txt"},
-    "problems": [{"type": "domain", "value": "old.example", "state": "unshared", "error": "over limit",
-                  "updated_at": 1767323045}],
+    **SHARING,
+    "interval_s": 300.0,
+    "params": {"path": "/var/lib/ctd/out.txt"},
+    "problems": [
+        {"type": "domain", "value": "old.example", "state": "unshared", "error": "over limit", "updated_at": 1767323045}
+    ],
 }
 
 
@@ -103,9 +189,16 @@ class FakeDaemon:
             case "sync":
                 if a["source"] == "missing":
                     raise ConfigError(f"no source named {a['source']!r}")
-                return {"source": a["source"], "new": 5, "updated": 0, "invalid": 0, "retracted": 0,
-                        "batches": 1, "duration_s": 0.5,
-                        "error": "feed unreachable" if a["source"] == "broken" else None}
+                return {
+                    "source": a["source"],
+                    "new": 5,
+                    "updated": 0,
+                    "invalid": 0,
+                    "retracted": 0,
+                    "batches": 1,
+                    "duration_s": 0.5,
+                    "error": "feed unreachable" if a["source"] == "broken" else None,
+                }
             case "reload":
                 raise CtdError("config rejected: bad key - at $.plugins.x")
             case "indicators.show":
@@ -127,9 +220,17 @@ class FakeDaemon:
             case "sharing.show":
                 return SHARING_SHOW
             case "sharing.sync":
-                return {"sharing": a["name"], "candidates": 12, "pushed": 9, "rejected": 1, "retracted": 2,
-                        "unshared": 0, "unchanged": False, "muted": False,
-                        "error": "destination refused: 503" if a["name"] == "broken" else None}
+                return {
+                    "sharing": a["name"],
+                    "candidates": 12,
+                    "pushed": 9,
+                    "rejected": 1,
+                    "retracted": 2,
+                    "unshared": 0,
+                    "unchanged": False,
+                    "muted": False,
+                    "error": "destination refused: 503" if a["name"] == "broken" else None,
+                }
             case _:
                 raise CtdError(f"unknown command {request.cmd}")
 
@@ -155,8 +256,17 @@ async def test_status_human(daemon: FakeDaemon, sock_path: str, capsys: pytest.C
     """`status` prints version, pid, config, counts by type and the sources."""
     assert await ctdctl("--socket", sock_path, "status") == 0
     out = capsys.readouterr().out
-    for text in ("0.1.0", "4321", "1h 2m 3s", "/etc/ctd/ctd.toml", "abc123",
-                 "42 total, 40 active", "ipv4", "feed1", "2026-01-02T04:04:05Z"):
+    for text in (
+        "0.1.0",
+        "4321",
+        "1h 2m 3s",
+        "/etc/ctd/ctd.toml",
+        "abc123",
+        "42 total, 40 active",
+        "ipv4",
+        "feed1",
+        "2026-01-02T04:04:05Z",
+    ):
         assert text in out
 
 
@@ -166,7 +276,9 @@ async def test_status_json(daemon: FakeDaemon, sock_path: str, capsys: pytest.Ca
     assert json.loads(capsys.readouterr().out) == STATUS
 
 
-async def test_json_flag_after_subcommand(daemon: FakeDaemon, sock_path: str, capsys: pytest.CaptureFixture[str]) -> None:
+async def test_json_flag_after_subcommand(
+    daemon: FakeDaemon, sock_path: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     """`--json` and `--socket` are also accepted after the subcommand."""
     assert await ctdctl("sources", "--socket", sock_path, "--json") == 0
     assert json.loads(capsys.readouterr().out) == [SOURCE]
@@ -253,8 +365,18 @@ async def test_export_csv(daemon: FakeDaemon, sock_path: str, capsys: pytest.Cap
     """`indicators export --format csv` writes the header and ;-joined sources and tags."""
     assert await ctdctl("--socket", sock_path, "indicators", "export", "--format", "csv") == 0
     rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
-    assert list(rows[0]) == ["type", "value", "active", "severity", "reputation",
-                             "first_seen", "last_seen", "expires_at", "sources", "tags"]
+    assert list(rows[0]) == [
+        "type",
+        "value",
+        "active",
+        "severity",
+        "reputation",
+        "first_seen",
+        "last_seen",
+        "expires_at",
+        "sources",
+        "tags",
+    ]
     assert (rows[0]["tags"], rows[0]["active"], rows[0]["expires_at"]) == ("c2;apt", "true", "")
     assert rows[1]["sources"] == "feed1;feed2"
 
@@ -327,7 +449,9 @@ def test_unreadable_config_is_connect_error(tmp_path: Any) -> None:
 # --- rules and sharing --------------------------------------------------------
 
 
-async def test_rules_list_request_and_table(daemon: FakeDaemon, sock_path: str, capsys: pytest.CaptureFixture[str]) -> None:
+async def test_rules_list_request_and_table(
+    daemon: FakeDaemon, sock_path: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     """`rules list` sends rules.list with no args and prints name, mute, users and filter."""
     assert await ctdctl("--socket", sock_path, "rules", "list") == 0
     assert (daemon.requests[-1].cmd, daemon.requests[-1].args) == ("rules.list", {})
@@ -337,7 +461,9 @@ async def test_rules_list_request_and_table(daemon: FakeDaemon, sock_path: str, 
     assert "until 2030-01-01T00:00:00+00:00" in lines[-1]
 
 
-async def test_rules_list_exceptions_indented(daemon: FakeDaemon, sock_path: str, capsys: pytest.CaptureFixture[str]) -> None:
+async def test_rules_list_exceptions_indented(
+    daemon: FakeDaemon, sock_path: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     """`rules list` prints each exception on its own line under the FILTER column."""
     assert await ctdctl("--socket", sock_path, "rules", "list") == 0
     lines = capsys.readouterr().out.splitlines()
@@ -352,7 +478,9 @@ async def test_rules_list_json(daemon: FakeDaemon, sock_path: str, capsys: pytes
     assert json.loads(capsys.readouterr().out) == RULES
 
 
-async def test_rules_test_request_and_summary(daemon: FakeDaemon, sock_path: str, capsys: pytest.CaptureFixture[str]) -> None:
+async def test_rules_test_request_and_summary(
+    daemon: FakeDaemon, sock_path: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     """`rules test NAME --days N` sends name and days and prints totals, types, sample and limits."""
     assert await ctdctl("--socket", sock_path, "rules", "test", "high-domains", "--days", "7") == 0
     assert (daemon.requests[-1].cmd, daemon.requests[-1].args) == ("rules.test", {"name": "high-domains", "days": 7})
@@ -369,12 +497,16 @@ async def test_rules_test_days_default_null(daemon: FakeDaemon, sock_path: str) 
     assert daemon.requests[-1].args == {"name": "high-domains", "days": None}
 
 
-async def test_rules_test_warnings_and_dry_run(daemon: FakeDaemon, sock_path: str, capsys: pytest.CaptureFixture[str]) -> None:
+async def test_rules_test_warnings_and_dry_run(
+    daemon: FakeDaemon, sock_path: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     """`rules test` prints each warning prefixed `warning:`, ends with 'nothing was sent' and exits 0."""
     assert await ctdctl("--socket", sock_path, "rules", "test", "high-domains") == 0
     lines = capsys.readouterr().out.splitlines()
-    assert "warning: to-file: 1200 entries exceed the destination limit of 1000: " \
-           "the oldest 200 would not be shared" in lines
+    assert (
+        "warning: to-file: 1200 entries exceed the destination limit of 1000: "
+        "the oldest 200 would not be shared" in lines
+    )
     assert lines[-1] == "dry run: nothing was sent"
 
 
@@ -384,19 +516,35 @@ async def test_rules_test_json(daemon: FakeDaemon, sock_path: str, capsys: pytes
     assert json.loads(capsys.readouterr().out) == RULE_TEST
 
 
-async def test_rules_test_unknown_rule_exits_2(daemon: FakeDaemon, sock_path: str, capsys: pytest.CaptureFixture[str]) -> None:
+async def test_rules_test_unknown_rule_exits_2(
+    daemon: FakeDaemon, sock_path: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     """`rules test` of an unknown rule exits 2 with the daemon's message."""
     assert await ctdctl("--socket", sock_path, "rules", "test", "missing") == 2
     assert "no rule named 'missing'" in capsys.readouterr().err
 
 
-async def test_sharing_list_request_and_table(daemon: FakeDaemon, sock_path: str, capsys: pytest.CaptureFixture[str]) -> None:
+async def test_sharing_list_request_and_table(
+    daemon: FakeDaemon, sock_path: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     """`sharing list` sends sharing.list and prints one aligned row with the ledger counts."""
     assert await ctdctl("--socket", sock_path, "sharing", "list") == 0
     assert (daemon.requests[-1].cmd, daemon.requests[-1].args) == ("sharing.list", {})
     header, row = capsys.readouterr().out.splitlines()
-    assert header.split() == ["NAME", "RULE", "DESTINATION", "ACTION", "STATE", "LAST_RUN", "SHARED",
-                              "PENDING", "FAILED", "RETRACTED", "UNSHARED", "LAST_ERROR"]
+    assert header.split() == [
+        "NAME",
+        "RULE",
+        "DESTINATION",
+        "ACTION",
+        "STATE",
+        "LAST_RUN",
+        "SHARED",
+        "PENDING",
+        "FAILED",
+        "RETRACTED",
+        "UNSHARED",
+        "LAST_ERROR",
+    ]
     assert header.index("SHARED") == row.index("1234")
     assert header.index("RETRACTED") == row.index("56")
     assert row.endswith("destination timed out")
@@ -408,13 +556,24 @@ async def test_sharing_list_json(daemon: FakeDaemon, sock_path: str, capsys: pyt
     assert json.loads(capsys.readouterr().out) == [SHARING]
 
 
-async def test_sharing_show_request_and_output(daemon: FakeDaemon, sock_path: str, capsys: pytest.CaptureFixture[str]) -> None:
+async def test_sharing_show_request_and_output(
+    daemon: FakeDaemon, sock_path: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     """`sharing show NAME` sends the name and prints facts, params, counts and the problems table."""
     assert await ctdctl("--socket", sock_path, "sharing", "show", "to-file") == 0
     assert (daemon.requests[-1].cmd, daemon.requests[-1].args) == ("sharing.show", {"name": "to-file"})
     out = capsys.readouterr().out
-    for text in ("to-file", "high-domains", "file1", "path=/var/lib/ctd/out.txt", "5m 0s",
-                 "destination timed out", "pushed 10", "RETRACT_PENDING", "1234"):
+    for text in (
+        "to-file",
+        "high-domains",
+        "file1",
+        "path=/var/lib/ctd/out.txt",
+        "5m 0s",
+        "destination timed out",
+        "pushed 10",
+        "RETRACT_PENDING",
+        "1234",
+    ):
         assert text in out
     assert "old.example" in out and "unshared  over limit" in out
     assert "2026-01-02T03:04:05Z" in out.splitlines()[-1]  # updated_at epoch rendered as ISO
@@ -426,7 +585,9 @@ async def test_sharing_show_json(daemon: FakeDaemon, sock_path: str, capsys: pyt
     assert json.loads(capsys.readouterr().out) == SHARING_SHOW
 
 
-async def test_sharing_sync_request_and_counts(daemon: FakeDaemon, sock_path: str, capsys: pytest.CaptureFixture[str]) -> None:
+async def test_sharing_sync_request_and_counts(
+    daemon: FakeDaemon, sock_path: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     """`sharing sync NAME --days N` sends name and days and prints the pass counts."""
     assert await ctdctl("--socket", sock_path, "sharing", "sync", "to-file", "--days", "3") == 0
     assert (daemon.requests[-1].cmd, daemon.requests[-1].args) == ("sharing.sync", {"name": "to-file", "days": 3})
@@ -442,7 +603,9 @@ async def test_sharing_sync_json(daemon: FakeDaemon, sock_path: str, capsys: pyt
     assert json.loads(capsys.readouterr().out)["pushed"] == 9
 
 
-async def test_sharing_sync_with_error_exits_2(daemon: FakeDaemon, sock_path: str, capsys: pytest.CaptureFixture[str]) -> None:
+async def test_sharing_sync_with_error_exits_2(
+    daemon: FakeDaemon, sock_path: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     """`sharing sync` exits 2 and prints the error when the pass failed."""
     assert await ctdctl("--socket", sock_path, "sharing", "sync", "broken") == 2
     assert "destination refused: 503" in capsys.readouterr().err
@@ -458,7 +621,9 @@ async def test_show_delivery_table(daemon: FakeDaemon, sock_path: str, capsys: p
     assert lines[header + 2].split()[:2] == ["to-misp", "failed"] and lines[header + 2].endswith("HTTP 500")
 
 
-async def test_show_no_deliveries_no_table(daemon: FakeDaemon, sock_path: str, capsys: pytest.CaptureFixture[str]) -> None:
+async def test_show_no_deliveries_no_table(
+    daemon: FakeDaemon, sock_path: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     """`indicators show` omits the DELIVERY table when there are no deliveries."""
     assert await ctdctl("--socket", sock_path, "indicators", "show", "evil.example") == 0
     assert "DELIVERY" not in capsys.readouterr().out

@@ -27,29 +27,60 @@ COMPLETION_FILE = pathlib.Path(__file__).resolve().parent.parent / "etc" / "ctdc
 DENIED = "permission denied: 'checkpoint.set' changes the daemon's state and needs root or the admin group"
 
 CHECKPOINT = {
-    "source": "feed1", "last_run": "2026-01-02T03:04:05Z", "last_success": "2026-01-02T03:00:00Z",
-    "last_error": "HTTP 503", "resume_point": {"page": 3}, "cursor": "abc-17",
+    "source": "feed1",
+    "last_run": "2026-01-02T03:04:05Z",
+    "last_success": "2026-01-02T03:00:00Z",
+    "last_error": "HTTP 503",
+    "resume_point": {"page": 3},
+    "cursor": "abc-17",
 }
 PLUGINS = [
-    {"name": "feed1", "adapter": "file", "pull": True, "can_pull": True, "can_push": False, "actions": {},
-     "sources_of": ["to-misp"], "destination_of": []},
-    {"name": "misp1", "adapter": "misp", "pull": False, "can_pull": True, "can_push": True,
-     "actions": {"add": {"mode": "incremental", "description": "add attributes to an event"},
-                 "list": {"mode": "snapshot", "description": "replace the event's attributes"}},
-     "sources_of": [], "destination_of": ["to-misp"]},
+    {
+        "name": "feed1",
+        "adapter": "file",
+        "pull": True,
+        "can_pull": True,
+        "can_push": False,
+        "actions": {},
+        "sources_of": ["to-misp"],
+        "destination_of": [],
+    },
+    {
+        "name": "misp1",
+        "adapter": "misp",
+        "pull": False,
+        "can_pull": True,
+        "can_push": True,
+        "actions": {
+            "add": {"mode": "incremental", "description": "add attributes to an event"},
+            "list": {"mode": "snapshot", "description": "replace the event's attributes"},
+        },
+        "sources_of": [],
+        "destination_of": ["to-misp"],
+    },
 ]
 STATS = {
-    "indicators": {"total": 42, "active": 40,
-                   "by_type": {"url": {"active": 30, "inactive": 1}, "ipv4": {"active": 10, "inactive": 1}}},
+    "indicators": {
+        "total": 42,
+        "active": 40,
+        "by_type": {"url": {"active": 30, "inactive": 1}, "ipv4": {"active": 10, "inactive": 1}},
+    },
     "by_source": {"feed1": 40, "feed2": 2},
-    "sharing": {"to-misp": {"pending": 4, "shared": 1234, "failed": 3, "retract_pending": 1,
-                            "retracted": 56, "unshared": 7}},
+    "sharing": {
+        "to-misp": {"pending": 4, "shared": 1234, "failed": 3, "retract_pending": 1, "retracted": 56, "unshared": 7}
+    },
     "store": {"db": 5 * 1024 * 1024 + 300, "db_wal": 2048, "db_shm": 0, "requests": 987, "busy_seconds": 1.25},
     "queues": {"store": 0, "sharing.to-misp": 2, "source.feed1": 1},
     "rates": {"ingested": {"last_minute": 12, "last_hour": 340}, "shared": {"last_minute": 3, "last_hour": 77}},
 }
-VERSION = {"version": "0.0.9", "python": "3.11.9", "trio": "0.27.0", "httpx": "0.28.1",
-           "msgspec": "0.19.0", "sqlite": "3.45.1"}
+VERSION = {
+    "version": "0.0.9",
+    "python": "3.11.9",
+    "trio": "0.27.0",
+    "httpx": "0.28.1",
+    "msgspec": "0.19.0",
+    "sqlite": "3.45.1",
+}
 
 
 class FakeDaemon:
@@ -67,8 +98,11 @@ class FakeDaemon:
             case "checkpoint.set":
                 if a["source"] == "locked":
                     raise PermissionDenied(DENIED)
-                return {"source": a["source"], "last_run": "2026-01-01T00:00:00Z",
-                        "note": f"the next pull of {a['source']} starts from 2026-01-01T00:00:00Z"}
+                return {
+                    "source": a["source"],
+                    "last_run": "2026-01-01T00:00:00Z",
+                    "note": f"the next pull of {a['source']} starts from 2026-01-01T00:00:00Z",
+                }
             case "plugins.list":
                 return PLUGINS
             case "plugins.check":
@@ -141,8 +175,9 @@ async def test_checkpoint_set_since(daemon: FakeDaemon, sock_path: str) -> None:
 
 
 @pytest.mark.parametrize("extra", [[], ["--days", "7", "--since", "2026-01-01T00:00:00Z"]])
-async def test_checkpoint_set_needs_exactly_one(daemon: FakeDaemon, sock_path: str, extra: list[str],
-                                                capsys: pytest.CaptureFixture[str]) -> None:
+async def test_checkpoint_set_needs_exactly_one(
+    daemon: FakeDaemon, sock_path: str, extra: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
     """`checkpoint set` without, or with both of, --since/--days is a usage error (exit 2), nothing sent."""
     with pytest.raises(SystemExit) as exc:
         main(["--socket", sock_path, "checkpoint", "set", "feed1", *extra])
@@ -151,7 +186,9 @@ async def test_checkpoint_set_needs_exactly_one(daemon: FakeDaemon, sock_path: s
     assert daemon.requests == []
 
 
-async def test_denied_message_shown_as_is(daemon: FakeDaemon, sock_path: str, capsys: pytest.CaptureFixture[str]) -> None:
+async def test_denied_message_shown_as_is(
+    daemon: FakeDaemon, sock_path: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     """A `denied` error reply prints the daemon's message unchanged on stderr and exits 2."""
     assert await run("--socket", sock_path, "checkpoint", "set", "locked", "--days", "1") == 2
     captured = capsys.readouterr()
@@ -195,13 +232,17 @@ async def test_plugins_check_ok(daemon: FakeDaemon, sock_path: str, capsys: pyte
     assert capsys.readouterr().out == "misp1: ok - MISP 2.4.190 reachable\n"
 
 
-async def test_plugins_check_failure_exits_2(daemon: FakeDaemon, sock_path: str, capsys: pytest.CaptureFixture[str]) -> None:
+async def test_plugins_check_failure_exits_2(
+    daemon: FakeDaemon, sock_path: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     """`plugins check` prints `NAME: FAILED - message` and exits 2 when the check failed."""
     assert await run("--socket", sock_path, "plugins", "check", "feed1") == 2
     assert capsys.readouterr().out == "feed1: FAILED - connection refused\n"
 
 
-async def test_plugins_check_json_failure(daemon: FakeDaemon, sock_path: str, capsys: pytest.CaptureFixture[str]) -> None:
+async def test_plugins_check_json_failure(
+    daemon: FakeDaemon, sock_path: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     """`--json plugins check` prints the result as JSON and still exits 2 on failure."""
     assert await run("--json", "--socket", sock_path, "plugins", "check", "feed1") == 2
     assert json.loads(capsys.readouterr().out)["ok"] is False
@@ -226,8 +267,12 @@ async def test_plugins_check_long_timeout(daemon: FakeDaemon, sock_path: str, mo
 
 async def test_retract_args_and_output(daemon: FakeDaemon, sock_path: str, capsys: pytest.CaptureFixture[str]) -> None:
     """`indicators retract VALUE --source S --type T` sends all three and prints the count."""
-    assert await run("--socket", sock_path, "indicators", "retract", "evil.example",
-                     "--source", "feed1", "--type", "domain") == 0
+    assert (
+        await run(
+            "--socket", sock_path, "indicators", "retract", "evil.example", "--source", "feed1", "--type", "domain"
+        )
+        == 0
+    )
     assert sent(daemon) == ("indicators.retract", {"value": "evil.example", "source": "feed1", "type": "domain"})
     out = capsys.readouterr().out
     assert "evil.example" in out and "feed1" in out
@@ -257,7 +302,9 @@ async def test_rules_mute_needs_until(daemon: FakeDaemon, sock_path: str) -> Non
     assert daemon.requests == []
 
 
-async def test_rules_mute_bad_until_exits_2(daemon: FakeDaemon, sock_path: str, capsys: pytest.CaptureFixture[str]) -> None:
+async def test_rules_mute_bad_until_exits_2(
+    daemon: FakeDaemon, sock_path: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     """`rules mute` with a time the daemon cannot read exits 2 with its message."""
     assert await run("--socket", sock_path, "rules", "mute", "r", "--until", "yesterday") == 2
     assert "cannot read --until 'yesterday'" in capsys.readouterr().err
@@ -285,9 +332,14 @@ async def test_stats_sections(daemon: FakeDaemon, sock_path: str, capsys: pytest
     assert sent(daemon) == ("stats", {})
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "indicators: 42 total, 40 active"
-    for header in (["TYPE", "ACTIVE", "INACTIVE"], ["SOURCE", "INDICATORS"],
-                   ["SHARING", "PENDING", "SHARED", "FAILED", "RETRACT_PENDING", "RETRACTED", "UNSHARED"],
-                   ["FILE", "SIZE", "BYTES"], ["QUEUE", "DEPTH"], ["RATE", "LAST_MINUTE", "LAST_HOUR"]):
+    for header in (
+        ["TYPE", "ACTIVE", "INACTIVE"],
+        ["SOURCE", "INDICATORS"],
+        ["SHARING", "PENDING", "SHARED", "FAILED", "RETRACT_PENDING", "RETRACTED", "UNSHARED"],
+        ["FILE", "SIZE", "BYTES"],
+        ["QUEUE", "DEPTH"],
+        ["RATE", "LAST_MINUTE", "LAST_HOUR"],
+    ):
         assert header in [line.split() for line in lines]
     rows = [line.split() for line in lines]
     assert ["feed1", "40"] in rows and ["sharing.to-misp", "2"] in rows
@@ -312,14 +364,21 @@ async def test_stats_json(daemon: FakeDaemon, sock_path: str, capsys: pytest.Cap
 
 def test_human_size_units() -> None:
     """Sizes switch unit at 1024: B, KiB, MiB, GiB."""
-    assert [human_size(n) for n in (0, 1023, 1536, 3 * 1024**2, 5 * 1024**3)] == \
-        ["0 B", "1023 B", "1.5 KiB", "3.0 MiB", "5.0 GiB"]
+    assert [human_size(n) for n in (0, 1023, 1536, 3 * 1024**2, 5 * 1024**3)] == [
+        "0 B",
+        "1023 B",
+        "1.5 KiB",
+        "3.0 MiB",
+        "5.0 GiB",
+    ]
 
 
 # --- version ------------------------------------------------------------------
 
 
-async def test_version_client_and_daemon(daemon: FakeDaemon, sock_path: str, capsys: pytest.CaptureFixture[str]) -> None:
+async def test_version_client_and_daemon(
+    daemon: FakeDaemon, sock_path: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     """`version` prints the client's version and the daemon's version and libraries."""
     assert await run("--socket", sock_path, "version") == 0
     assert sent(daemon) == ("version", {})
@@ -351,8 +410,20 @@ def test_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         build_parser().parse_args(["--help"])
     lines = capsys.readouterr().out.splitlines()
-    for cmd in ("status", "sources", "sync", "reload", "indicators", "rules", "sharing",
-                "checkpoint", "plugins", "stats", "version", "completion"):
+    for cmd in (
+        "status",
+        "sources",
+        "sync",
+        "reload",
+        "indicators",
+        "rules",
+        "sharing",
+        "checkpoint",
+        "plugins",
+        "stats",
+        "version",
+        "completion",
+    ):
         assert any(line.split()[:1] == [cmd] and len(line.split()) > 1 for line in lines), cmd
 
 
@@ -379,11 +450,12 @@ def test_completion_bash_syntax() -> None:
 
 def complete(*words: str) -> list[str]:
     """COMPREPLY after sourcing the script and completing the last of ``words``."""
-    script = (f"source {COMPLETION_FILE}\n"
-              'COMP_WORDS=("$@"); COMP_CWORD=$(( ${#COMP_WORDS[@]} - 1 ))\n'
-              '_ctdctl; printf "%s\\n" "${COMPREPLY[@]}"\n')
-    done = subprocess.run([BASH, "--norc", "-c", script, "bash", *words],
-                          check=True, capture_output=True, text=True)
+    script = (
+        f"source {COMPLETION_FILE}\n"
+        'COMP_WORDS=("$@"); COMP_CWORD=$(( ${#COMP_WORDS[@]} - 1 ))\n'
+        '_ctdctl; printf "%s\\n" "${COMPREPLY[@]}"\n'
+    )
+    done = subprocess.run([BASH, "--norc", "-c", script, "bash", *words], check=True, capture_output=True, text=True)
     return done.stdout.split()
 
 

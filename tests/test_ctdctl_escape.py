@@ -52,8 +52,9 @@ def _inject(data: Any, text: str, keys: bool, names: bool = False) -> Any:
         case str():
             return data + text
         case dict():
-            return {(k + text if names else k): _inject(v, text, keys, keys and k in NAME_MAPS)
-                    for k, v in data.items()}
+            return {
+                (k + text if names else k): _inject(v, text, keys, keys and k in NAME_MAPS) for k, v in data.items()
+            }
         case list() | tuple():
             return [_inject(v, text, keys) for v in data]
         case _:
@@ -66,15 +67,29 @@ def _has_text(data: Any, keys: bool) -> bool:
 
 
 def _indicator_show() -> list[dict[str, Any]]:
-    return [{**base.indicator("evil.example", tags=["c2"]), "comments": "seen in phishing",
-             "reference": "https://ref.example/1", "deliveries": base.DELIVERIES}]
+    return [
+        {
+            **base.indicator("evil.example", tags=["c2"]),
+            "comments": "seen in phishing",
+            "reference": "https://ref.example/1",
+            "deliveries": base.DELIVERIES,
+        }
+    ]
 
 
 SAMPLES: dict[str, Any] = {
     "status": base.STATUS,
     "sources": [{**base.SOURCE, "last_error": "HTTP 403"}],
-    "sync": {"source": "feed1", "new": 5, "updated": 0, "invalid": 0, "retracted": 0, "batches": 1,
-             "duration_s": 0.5, "error": "feed unreachable"},
+    "sync": {
+        "source": "feed1",
+        "new": 5,
+        "updated": 0,
+        "invalid": 0,
+        "retracted": 0,
+        "batches": 1,
+        "duration_s": 0.5,
+        "error": "feed unreachable",
+    },
     "reload": {"config_hash": "abc", "added": ["a"], "removed": ["b"], "changed": ["c"], "unchanged": ["d"]},
     "indicators_show": _indicator_show(),
     "indicators_table": [base.indicator("evil.example"), base.indicator("bad.example", sources=("f1", "f2"))],
@@ -82,8 +97,17 @@ SAMPLES: dict[str, Any] = {
     "rules_test": base.RULE_TEST,
     "sharing_list": [base.SHARING],
     "sharing_show": base.SHARING_SHOW,
-    "sharing_sync": {"sharing": "to-file", "candidates": 12, "pushed": 9, "rejected": 1, "retracted": 2,
-                     "unshared": 0, "unchanged": False, "muted": False, "error": "destination refused"},
+    "sharing_sync": {
+        "sharing": "to-file",
+        "candidates": 12,
+        "pushed": 9,
+        "rejected": 1,
+        "retracted": 2,
+        "unshared": 0,
+        "unchanged": False,
+        "muted": False,
+        "error": "destination refused",
+    },
     "checkpoint_show": admin.CHECKPOINT,
     "checkpoint_set": {"source": "feed1", "last_run": "2026-01-01T00:00:00Z", "note": "the next pull starts"},
     "plugins_list": admin.PLUGINS,
@@ -203,8 +227,16 @@ class HostileDaemon:
             case "indicators.export":
                 return self._export()
             case "sync":
-                return {"source": request.args["source"], "new": 0, "updated": 0, "invalid": 0,
-                        "retracted": 0, "batches": 0, "duration_s": 0.1, "error": "upstream said" + HOSTILE}
+                return {
+                    "source": request.args["source"],
+                    "new": 0,
+                    "updated": 0,
+                    "invalid": 0,
+                    "retracted": 0,
+                    "batches": 0,
+                    "duration_s": 0.1,
+                    "error": "upstream said" + HOSTILE,
+                }
             case _:
                 raise CtdError("no source named" + HOSTILE)
 
@@ -250,15 +282,14 @@ async def test_version_escaped(hostile: str, capsys: pytest.CaptureFixture[str])
     assert json.loads(out)["daemon"]["version"] == "9" + HOSTILE
 
 
-async def test_export_csv_to_a_terminal_escaped(
-    hostile: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_export_csv_to_a_terminal_escaped(hostile: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """`indicators export --format csv` on a terminal escapes; piped it stays exact."""
     for tty in (True, False):
         out = _Terminal() if tty else io.StringIO()
         monkeypatch.setattr("sys.stdout", out)
         rc = await trio.to_thread.run_sync(
-            lambda: main(["--socket", hostile, "indicators", "export", "--format", "csv"]))
+            lambda: main(["--socket", hostile, "indicators", "export", "--format", "csv"])
+        )
         assert rc == 0
         text = out.getvalue()
         if tty:
@@ -309,8 +340,9 @@ def hostile_misp() -> Iterator[str]:
 def test_daemon_source_error_and_plugin_name_escaped() -> None:
     """Through the real daemon: a hostile plugin name and MISP error print escaped in every table; --json is exact."""
     with hostile_misp() as url:
-        d = DaemonProc(short_tmpdir(), f"[plugins.{json.dumps(PLUGIN)}]\nadapter = \"misp\"\n"
-                                       f"url = \"{url}\"\napi_key = \"k\"\n")
+        d = DaemonProc(
+            short_tmpdir(), f'[plugins.{json.dumps(PLUGIN)}]\nadapter = "misp"\nurl = "{url}"\napi_key = "k"\n'
+        )
         try:
             d.start().wait_ready()
             deadline = time.monotonic() + 30
@@ -318,8 +350,7 @@ def test_daemon_source_error_and_plugin_name_escaped() -> None:
                 assert time.monotonic() < deadline, "the MISP source never failed"
                 time.sleep(0.05)
             assert sources[0]["name"] == PLUGIN and MISP_MESSAGE in sources[0]["last_error"]
-            for argv in (("status",), ("sources",), ("plugins", "list"), ("checkpoint", "show", PLUGIN),
-                         ("stats",)):
+            for argv in (("status",), ("sources",), ("plugins", "list"), ("checkpoint", "show", PLUGIN), ("stats",)):
                 r = d.ctl(*argv)
                 assert r.returncode == 0, r.stderr
                 assert [c for c in r.stdout if not _safe_char(c)] == [], argv
@@ -333,4 +364,3 @@ def test_daemon_source_error_and_plugin_name_escaped() -> None:
             assert d.stop() == 0
         finally:
             d.cleanup()
-

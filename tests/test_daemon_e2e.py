@@ -109,8 +109,12 @@ class TestRunning:
 
     def test_no_daemon_hint(self, tmp_path):
         """ctdctl without a daemon prints a one-line hint and exits 1."""
-        r = subprocess.run([sys.executable, "-m", "ctd.ctdctl.main", "--socket", str(tmp_path / "none.sock"), "status"],
-                           capture_output=True, text=True, env=env())
+        r = subprocess.run(
+            [sys.executable, "-m", "ctd.ctdctl.main", "--socket", str(tmp_path / "none.sock"), "status"],
+            capture_output=True,
+            text=True,
+            env=env(),
+        )
         assert r.returncode == 1
         assert "is the daemon running" in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
@@ -160,8 +164,13 @@ class TestOnce:
         cfg = (REPO / "etc" / "ctd.toml").read_text().replace('state_dir = "var"', f'state_dir = "{tmp_path}/var"')
         cfg = cfg.replace('socket = "var/ctd.sock"', f'socket = "{tmp_path}/ctd.sock"')
         (tmp_path / "ctd.toml").write_text(cfg)
-        r = subprocess.run([sys.executable, "-m", "ctd", "run", "--once", "--config", str(tmp_path / "ctd.toml")],
-                           capture_output=True, text=True, cwd=REPO, env=env())
+        r = subprocess.run(
+            [sys.executable, "-m", "ctd", "run", "--once", "--config", str(tmp_path / "ctd.toml")],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            env=env(),
+        )
         assert r.returncode == 0, r.stdout + r.stderr
         for name in ("osint", "edr", "partner"):
             assert f"{name}: ok" in r.stdout
@@ -169,8 +178,13 @@ class TestOnce:
     def test_once_fails_on_broken_source(self, daemon):
         """--once exits non-zero when a plugin fails, and still reports the others."""
         (daemon.dir / "partner.jsonl").unlink()
-        r = subprocess.run([sys.executable, "-m", "ctd", "run", "--once", "--config", str(daemon.config)],
-                           capture_output=True, text=True, cwd=daemon.dir, env=env())
+        r = subprocess.run(
+            [sys.executable, "-m", "ctd", "run", "--once", "--config", str(daemon.config)],
+            capture_output=True,
+            text=True,
+            cwd=daemon.dir,
+            env=env(),
+        )
         assert r.returncode == 1
         assert "partner: FAILED" in r.stdout and "osint: ok" in r.stdout
 
@@ -209,8 +223,13 @@ class TestCrashRecovery:
             c.close()
             assert 0 < committed < n
             assert sub["line"] == committed  # the checkpoint covers exactly what was committed
-            r = subprocess.run([sys.executable, "-m", "ctd", "run", "--once", "--config", str(d.config)],
-                               capture_output=True, text=True, cwd=d.dir, env=env())
+            r = subprocess.run(
+                [sys.executable, "-m", "ctd", "run", "--once", "--config", str(d.config)],
+                capture_output=True,
+                text=True,
+                cwd=d.dir,
+                env=env(),
+            )
             assert r.returncode == 0, r.stdout + r.stderr
             assert f"new={n - committed} updated=0" in r.stdout  # only the uncommitted rest was pulled
             c = sqlite3.connect(db)

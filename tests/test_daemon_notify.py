@@ -36,8 +36,9 @@ def test_ready_reloading_watchdog_stopping(notify_socket):
     """The daemon sends READY, WATCHDOG pings, RELOADING+MONOTONIC_USEC then READY on SIGHUP, STOPPING on SIGTERM."""
     workdir, path, sock = notify_socket
     (workdir / "a.txt").write_text("a.example\n")
-    d = DaemonProc(workdir, '[plugins.a]\nadapter = "file"\npath = "a.txt"\n',
-                   NOTIFY_SOCKET=str(path), WATCHDOG_USEC="400000")
+    d = DaemonProc(
+        workdir, '[plugins.a]\nadapter = "file"\npath = "a.txt"\n', NOTIFY_SOCKET=str(path), WATCHDOG_USEC="400000"
+    )
     try:
         d.start()
         seen: list[str] = []

@@ -23,8 +23,15 @@ import tomli_w
 
 from ctd import cli
 from ctd.adapters.http import HttpOptions
-from ctd.config import (AllowlistConfig, DaemonConfig, PluginConfig, RuleConfig, SharingConfig, adapter_class,
-                        parse_config)
+from ctd.config import (
+    AllowlistConfig,
+    DaemonConfig,
+    PluginConfig,
+    RuleConfig,
+    SharingConfig,
+    adapter_class,
+    parse_config,
+)
 from ctd.ctdctl import main as ctdctl_main
 from ctd.errors import ConfigError
 from tests import docscan
@@ -37,8 +44,12 @@ PARSERS = {"ctd": cli.build_parser, "ctdctl": ctdctl_main.build_parser}
 ALL_BLOCKS = [b for path in docscan.doc_files() for b in docscan.blocks(path)]
 TOML_BLOCKS = [b for b in ALL_BLOCKS if b.lang == "toml"]
 SHELL_BLOCKS = [b for b in ALL_BLOCKS if b.lang in ("sh", "console")]
-COMMANDS = [(b, off, prog, argv) for b in SHELL_BLOCKS for off, line in docscan.command_lines(b)
-            for prog, argv in docscan.ctd_invocations(line)]
+COMMANDS = [
+    (b, off, prog, argv)
+    for b in SHELL_BLOCKS
+    for off, line in docscan.command_lines(b)
+    for prog, argv in docscan.ctd_invocations(line)
+]
 
 
 # --- config examples ---------------------------------------------------------------
@@ -90,12 +101,13 @@ def _from_file(block: Block, doc: dict[str, Any]) -> None:
     for opt in block.options:
         if not opt.startswith("from="):
             continue
-        ref = tomllib.loads((ROOT / opt[len("from="):]).read_text())
+        ref = tomllib.loads((ROOT / opt[len("from=") :]).read_text())
         for section, body in doc.items():
             if section in ("plugins", "rules", "sharing", "tenants"):
                 for name, table in body.items():
-                    assert ref.get(section, {}).get(name) == table, \
+                    assert ref.get(section, {}).get(name) == table, (
                         f"{block.where()}: [{section}.{name}] differs from {opt[5:]}"
+                    )
             else:
                 assert ref.get(section) == body, f"{block.where()}: [{section}] differs from {opt[5:]}"
 
@@ -118,16 +130,24 @@ def test_config_example_validates(block: Block, tmp_path: Path, monkeypatch: pyt
 
 def test_config_checker_catches_a_bad_example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The example check fails on a key the adapter does not have (it is not vacuous)."""
-    bad = Block(ROOT / "README.md", 1, "toml fragment", '[plugins.x]\nadapter = "misp"\nurl = "https://m.example"\n'
-                'token = "k"\n')
+    bad = Block(
+        ROOT / "README.md",
+        1,
+        "toml fragment",
+        '[plugins.x]\nadapter = "misp"\nurl = "https://m.example"\ntoken = "k"\n',
+    )
     with pytest.raises(pytest.fail.Exception, match="token"):
         test_config_example_validates(bad, tmp_path, monkeypatch)
 
 
 def test_fragment_from_file_must_match(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A ``from=etc/ctd.toml`` example that differs from the file fails."""
-    bad = Block(ROOT / "docs/rules.md", 1, "toml fragment from=etc/ctd.toml",
-                "[rules.urls]\nfilter = \"type = url\"\nexceptions = ['value ~ \"*://goodurl.com/*\"']\n")
+    bad = Block(
+        ROOT / "docs/rules.md",
+        1,
+        "toml fragment from=etc/ctd.toml",
+        '[rules.urls]\nfilter = "type = url"\nexceptions = [\'value ~ "*://goodurl.com/*"\']\n',
+    )
     with pytest.raises(AssertionError, match="differs"):
         test_config_example_validates(bad, tmp_path, monkeypatch)
 
@@ -146,8 +166,9 @@ def _parse(prog: str, argv: list[str]) -> tuple[int, str]:
     return 0, out.getvalue()
 
 
-@pytest.mark.parametrize(("block", "offset", "prog", "argv"), COMMANDS,
-                         ids=[f"{b.where(off + 1)}:{prog}" for b, off, prog, _ in COMMANDS])
+@pytest.mark.parametrize(
+    ("block", "offset", "prog", "argv"), COMMANDS, ids=[f"{b.where(off + 1)}:{prog}" for b, off, prog, _ in COMMANDS]
+)
 def test_command_line_parses(block: Block, offset: int, prog: str, argv: list[str]) -> None:
     """Every ``ctd``/``ctdctl`` command shown in a ``sh``/``console`` block parses with the real parser."""
     code, said = _parse(prog, argv)
@@ -189,14 +210,18 @@ def _fields(struct: type[msgspec.Struct]) -> set[str]:
     return set(struct.__struct_fields__)
 
 
-@pytest.mark.parametrize(("page", "struct", "skip"), [
-    ("docs/configuration.md", DaemonConfig, set()),
-    ("docs/configuration.md", AllowlistConfig, set()),
-    ("docs/configuration.md", PluginConfig, {"options"}),
-    ("docs/configuration.md", RuleConfig, set()),
-    ("docs/configuration.md", SharingConfig, set()),
-    ("docs/configuration.md", HttpOptions, set()),
-], ids=lambda v: getattr(v, "__name__", None) if isinstance(v, type) else None)
+@pytest.mark.parametrize(
+    ("page", "struct", "skip"),
+    [
+        ("docs/configuration.md", DaemonConfig, set()),
+        ("docs/configuration.md", AllowlistConfig, set()),
+        ("docs/configuration.md", PluginConfig, {"options"}),
+        ("docs/configuration.md", RuleConfig, set()),
+        ("docs/configuration.md", SharingConfig, set()),
+        ("docs/configuration.md", HttpOptions, set()),
+    ],
+    ids=lambda v: getattr(v, "__name__", None) if isinstance(v, type) else None,
+)
 def test_config_reference_names_every_key(page: str, struct: type[msgspec.Struct], skip: set[str]) -> None:
     """Every key of every core config table is documented in docs/configuration.md."""
     text = _documented(page)
@@ -258,12 +283,15 @@ def test_ctdctl_page_names_every_command_and_option() -> None:
 
 # --- links and fences ----------------------------------------------------------------------
 
-LINKS = [(path, n, target) for path in docscan.doc_files() for n, target in docscan.links(path)
-         if not target.startswith(("http://", "https://", "mailto:"))]
+LINKS = [
+    (path, n, target)
+    for path in docscan.doc_files()
+    for n, target in docscan.links(path)
+    if not target.startswith(("http://", "https://", "mailto:"))
+]
 
 
-@pytest.mark.parametrize(("path", "line", "target"), LINKS,
-                         ids=[f"{p.relative_to(ROOT)}:{n}:{t}" for p, n, t in LINKS])
+@pytest.mark.parametrize(("path", "line", "target"), LINKS, ids=[f"{p.relative_to(ROOT)}:{n}:{t}" for p, n, t in LINKS])
 def test_relative_link_resolves(path: Path, line: int, target: str) -> None:
     """Every relative link in the docs names an existing file, and its #anchor a heading there."""
     file_part, _, anchor = target.partition("#")
@@ -286,10 +314,15 @@ _REPO_PATH = re.compile(r"`((?:ctd|adapters|tests|bench|etc|systemd|docs)/[A-Za-
 
 def test_repository_paths_named_in_the_docs_exist() -> None:
     """Every repository path the docs quote (`ctd/canon.py`, `adapters/http.py`...) exists (modules move)."""
-    missing = sorted({f"{path.relative_to(ROOT)}:{n}: {m[1]}" for path in docscan.doc_files()
-                      for n, line in enumerate(path.read_text().splitlines(), 1)
-                      for m in _REPO_PATH.finditer(line)
-                      if "NAME" not in m[1] and not (ROOT / m[1]).exists()})
+    missing = sorted(
+        {
+            f"{path.relative_to(ROOT)}:{n}: {m[1]}"
+            for path in docscan.doc_files()
+            for n, line in enumerate(path.read_text().splitlines(), 1)
+            for m in _REPO_PATH.finditer(line)
+            if "NAME" not in m[1] and not (ROOT / m[1]).exists()
+        }
+    )
     assert not missing, "\n".join(missing)
 
 

@@ -149,8 +149,10 @@ class TestPipeline:
 
     async def test_two_sharings_one_list_rejected(self, tmp_path):
         """Two sharing configurations writing the same list on one plugin are a config error."""
-        extra = ('[sharing.t]\nsources = ["a"]\nrule = "r"\ndestination = "fw"\naction = "list"\n'
-                 'params = { name = "urls" }\n')
+        extra = (
+            '[sharing.t]\nsources = ["a"]\nrule = "r"\ndestination = "fw"\naction = "list"\n'
+            'params = { name = "urls" }\n'
+        )
         with pytest.raises(ConfigError, match="both write 'urls'"):
             config(tmp_path, extra=extra)
 
@@ -159,7 +161,8 @@ class TestHttp:
     async def _list(self, tmp_path, fw="", values=("a.example",)):
         cfg = config(tmp_path, fw=fw)
         await EdlAdapter("fw", cfg.plugins["fw"].options).replace(
-            "list", cfg.sharing["s"].params, [item(v) for v in values])
+            "list", cfg.sharing["s"].params, [item(v) for v in values]
+        )
         return cfg
 
     async def test_unknown_list_404(self, tmp_path):
@@ -290,7 +293,8 @@ class TestHttp:
             port = busy.getsockname()[1]
             plugin = config(tmp_path).plugins["fw"]
             plugin = msgspec.structs.replace(
-                plugin, options=msgspec.structs.replace(plugin.options, bind=f"127.0.0.1:{port}"))
+                plugin, options=msgspec.structs.replace(plugin.options, bind=f"127.0.0.1:{port}")
+            )
             with pytest.raises(SourceUnavailable, match=f"cannot listen on 127.0.0.1:{port}"):
                 await EdlAdapter("fw", plugin.options).serve()
 
@@ -306,8 +310,19 @@ class TestHttp:
 def item(value, typ="domain"):
     from ctd.model import ShareItem
 
-    return ShareItem(type=typ, value=value, severity="unknown", reputation=5, tags=(), comments="", reference="",
-                     first_seen=None, last_seen=None, expires_at=None, sources=("a",))
+    return ShareItem(
+        type=typ,
+        value=value,
+        severity="unknown",
+        reputation=5,
+        tags=(),
+        comments="",
+        reference="",
+        first_seen=None,
+        last_seen=None,
+        expires_at=None,
+        sources=("a",),
+    )
 
 
 class TestTimeouts:
@@ -368,8 +383,9 @@ class TestPure:
         t = 1_800_000_000
         assert not_modified({b"if-none-match": b'"x", W/"e"'}, '"e"', t)
         assert not_modified({b"if-none-match": b"*"}, '"e"', t)
-        assert not not_modified({b"if-none-match": b'"x"', b"if-modified-since": formatdate(t, usegmt=True).encode()},
-                                '"e"', t)
+        assert not not_modified(
+            {b"if-none-match": b'"x"', b"if-modified-since": formatdate(t, usegmt=True).encode()}, '"e"', t
+        )
         assert not not_modified({b"if-modified-since": b"garbage"}, '"e"', t)
 
     def test_parse_bind(self):
@@ -406,7 +422,9 @@ def free_port():
 def test_daemon_serves_list():
     """The real daemon pulls a file source and serves the matching values as an EDL over HTTP."""
     port = free_port()
-    d = DaemonProc(short_tmpdir(), f"""
+    d = DaemonProc(
+        short_tmpdir(),
+        f"""
 [plugins.osint]
 adapter = "file"
 path = "osint.txt"
@@ -425,7 +443,8 @@ rule = "domains"
 destination = "fw"
 action = "list"
 params = {{ name = "domains" }}
-""")
+""",
+    )
     (d.dir / "osint.txt").write_text("evil.example\nbad.example\n203.0.113.7\n")
     try:
         d.start().wait_ready()

@@ -52,8 +52,13 @@ async def read_response(sock: trio.socket.SocketType) -> bytes:
         assert chunk, f"closed before a response: {data!r}"
         data += chunk
     head, _, body = data.partition(b"\r\n\r\n")
-    length = int(next(v for k, _, v in (h.partition(b":") for h in head.split(b"\r\n")[1:])
-                      if k.strip().lower() == b"content-length"))
+    length = int(
+        next(
+            v
+            for k, _, v in (h.partition(b":") for h in head.split(b"\r\n")[1:])
+            if k.strip().lower() == b"content-length"
+        )
+    )
     while len(body) < length:
         body += await sock.recv(65536)
     return head
@@ -127,8 +132,9 @@ async def test_transfer_encoding_with_content_length_closes_the_connection(tmp_p
     """A request with both Transfer-Encoding and Content-Length is answered and the connection closed (RFC 9112 6.1)."""
     async with server(tmp_path) as addr:
         sock = await connect(addr)
-        await sock.send(b"GET /edl/urls.txt HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
-                        b"Content-Length: 5\r\n\r\n0\r\n\r\n")
+        await sock.send(
+            b"GET /edl/urls.txt HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n"
+        )
         head = await read_response(sock)
         rest = await read_all(sock)  # returns: the server closed
         sock.close()

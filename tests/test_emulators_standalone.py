@@ -34,9 +34,14 @@ def start() -> Iterator:
     running: list[Running] = []
 
     def _start(name: str, *args: str) -> Running:
-        proc = subprocess.Popen([sys.executable, "-m", f"tests.emulators.{name}", "--port", "0", *args],
-                                cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                env={**os.environ, "PYTHONPATH": str(ROOT)})
+        proc = subprocess.Popen(
+            [sys.executable, "-m", f"tests.emulators.{name}", "--port", "0", *args],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
         line = proc.stdout.readline() if proc.stdout else ""
         if not line:
             proc.kill()
@@ -75,8 +80,13 @@ def test_sigterm_stops_the_emulator(start):
 
 def test_non_loopback_host_is_refused():
     """Binding anything but a loopback address is refused before a socket opens."""
-    out = subprocess.run([sys.executable, "-m", "tests.emulators.misp", "--host", "0.0.0.0", "--port", "0"],
-                         cwd=ROOT, capture_output=True, text=True, timeout=30)
+    out = subprocess.run(
+        [sys.executable, "-m", "tests.emulators.misp", "--host", "0.0.0.0", "--port", "0"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert out.returncode == 2 and "loopback" in out.stderr
 
 
@@ -85,10 +95,12 @@ def test_netskope_standalone(start):
     r = start("netskope", "--rate-limit", "4", "--page-size", "2")
     c, auth = r.client, {"Netskope-Api-Token": r.creds["v2_token"]}
     assert c.get("/api/v2/policy/urllist", headers={"Netskope-Api-Token": "wrong"}).status_code == 401
-    first = c.get("/api/v2/events/dataexport/alerts/malware",
-                  params={"index": "t", "operation": "head"}, headers=auth).json()
-    nxt = c.get("/api/v2/events/dataexport/alerts/malware",
-                params={"index": "t", "operation": "next"}, headers=auth).json()
+    first = c.get(
+        "/api/v2/events/dataexport/alerts/malware", params={"index": "t", "operation": "head"}, headers=auth
+    ).json()
+    nxt = c.get(
+        "/api/v2/events/dataexport/alerts/malware", params={"index": "t", "operation": "next"}, headers=auth
+    ).json()
     assert len(first["result"]) == 2 and len(nxt["result"]) == 2 and first["result"] != nxt["result"]
     c.get("/api/v2/policy/urllist", headers=auth)
     limited = c.get("/api/v2/policy/urllist", headers=auth)
@@ -99,8 +111,9 @@ def test_crowdstrike_standalone(start):
     """CrowdStrike: OAuth2 token, combined query paged by meta.pagination.after, 429 with X-RateLimit-*."""
     r = start("crowdstrike", "--rate-limit", "2")
     c = r.client
-    tok = c.post("/oauth2/token", data={"client_id": r.creds["client_id"],
-                                        "client_secret": r.creds["client_secret"]}).json()["access_token"]
+    tok = c.post(
+        "/oauth2/token", data={"client_id": r.creds["client_id"], "client_secret": r.creds["client_secret"]}
+    ).json()["access_token"]
     auth = {"Authorization": f"Bearer {tok}"}
     page = c.get("/iocs/combined/indicator/v1", params={"limit": 2}, headers=auth).json()
     after = page["meta"]["pagination"]["after"]
@@ -128,8 +141,14 @@ def test_mimecast_standalone(start):
     """Mimecast: OAuth token, click logs paged by meta.pagination.next, 429 with X-RateLimit-* (reset in ms)."""
     r = start("mimecast", "--rate-limit", "3")
     c = r.client
-    tok = c.post("/oauth/token", data={"client_id": r.creds["client_id"], "client_secret": r.creds["client_secret"],
-                                      "grant_type": "client_credentials"}).json()["access_token"]
+    tok = c.post(
+        "/oauth/token",
+        data={
+            "client_id": r.creds["client_id"],
+            "client_secret": r.creds["client_secret"],
+            "grant_type": "client_credentials",
+        },
+    ).json()["access_token"]
     auth = {"Authorization": f"Bearer {tok}"}
     body = {"meta": {"pagination": {"pageSize": 2}}, "data": [{"from": "2000-01-01T00:00:00+0000"}]}
     p1 = c.post("/api/ttp/url/get-logs", json=body, headers=auth).json()
@@ -146,9 +165,15 @@ def test_defender_standalone(start):
     """Defender: Entra token, indicators paged by @odata.nextLink, 429 with Retry-After."""
     r = start("defender", "--rate-limit", "2", "--page-size", "3")
     c = r.client
-    tok = c.post(r.creds["token_url"], data={"client_id": r.creds["client_id"], "scope": r.creds["scope"],
-                                             "client_secret": r.creds["client_secret"],
-                                             "grant_type": "client_credentials"}).json()["access_token"]
+    tok = c.post(
+        r.creds["token_url"],
+        data={
+            "client_id": r.creds["client_id"],
+            "scope": r.creds["scope"],
+            "client_secret": r.creds["client_secret"],
+            "grant_type": "client_credentials",
+        },
+    ).json()["access_token"]
     auth = {"Authorization": f"Bearer {tok}"}
     p1 = c.get("/api/indicators", headers=auth).json()
     p2 = c.get(p1["@odata.nextLink"], headers=auth).json()
@@ -166,8 +191,9 @@ def test_sentinelone_standalone(start):
     auth = {"Authorization": f"ApiToken {r.creds['token']}"}
     q = {"accountIds": r.creds["accountId"], "limit": 3}
     p1 = c.get("/web/api/v2.1/threat-intelligence/iocs", params=q, headers=auth).json()
-    p2 = c.get("/web/api/v2.1/threat-intelligence/iocs", params={**q, "cursor": p1["pagination"]["nextCursor"]},
-               headers=auth).json()
+    p2 = c.get(
+        "/web/api/v2.1/threat-intelligence/iocs", params={**q, "cursor": p1["pagination"]["nextCursor"]}, headers=auth
+    ).json()
     assert len(p1["data"]) == 3 and len(p2["data"]) == 2 and p2["pagination"]["nextCursor"] is None
     assert c.get("/web/api/v2.1/threats", headers=auth).status_code == 200
     limited = c.get("/web/api/v2.1/threats", headers=auth)

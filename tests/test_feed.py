@@ -112,8 +112,7 @@ async def test_snapshot_false_never_ends_a_snapshot():
 async def test_resume_skips_committed_lines_and_fetches_unconditionally():
     """A resumed pull re-downloads without validators and skips lines already committed."""
     server = FeedServer({"feed.txt": TEXT})
-    batches = await pull(make(server), cursor={"etag": ETAG, "fetched_at": NOW},
-                         sub={"validator": ETAG, "pos": 3})
+    batches = await pull(make(server), cursor={"etag": ETAG, "fetched_at": NOW}, sub={"validator": ETAG, "pos": 3})
     assert "if-none-match" not in server.requests[0].headers
     assert values(batches) == ["198.51.100.4", "198.51.100.5"] and batches[-1].snapshot_end
 
@@ -138,8 +137,9 @@ async def test_auth_key_and_extra_headers_are_sent():
 async def test_content_encoding_gzip_is_decoded():
     """``Content-Encoding: gzip`` bodies are decoded."""
     server = FeedServer({})
-    server.override = lambda r: httpx.Response(200, stream=Chunks(gzip.compress(TEXT)),
-                                               headers={"Content-Encoding": "gzip"})
+    server.override = lambda r: httpx.Response(
+        200, stream=Chunks(gzip.compress(TEXT)), headers={"Content-Encoding": "gzip"}
+    )
     assert len(values(await pull(make(server)))) == 5
 
 
@@ -147,8 +147,9 @@ async def test_gz_file_is_decoded_even_inside_content_encoding():
     """A ``.gz`` file is gunzipped (also when the server gzips it again on the wire)."""
     server = FeedServer({"feed.txt.gz": gzip.compress(TEXT)})
     assert len(values(await pull(make(server, url="https://feeds.example/feed.txt.gz")))) == 5
-    server.override = lambda r: httpx.Response(200, stream=Chunks(gzip.compress(gzip.compress(TEXT))),
-                                               headers={"Content-Encoding": "gzip"})
+    server.override = lambda r: httpx.Response(
+        200, stream=Chunks(gzip.compress(gzip.compress(TEXT))), headers={"Content-Encoding": "gzip"}
+    )
     assert len(values(await pull(make(server)))) == 5
 
 
@@ -156,8 +157,9 @@ async def test_truncated_gzip_raises_without_completing_the_snapshot():
     """A truncated gzip raises UpstreamDataError after the batches parsed so far; none ends a snapshot."""
     body = "".join(f"198.51.{i // 250}.{i % 250 + 1}\n" for i in range(2000)).encode()
     server = FeedServer({})
-    server.override = lambda r: httpx.Response(200, stream=Chunks(gzip.compress(body)[:-200], 256),
-                                               headers={"Content-Encoding": "gzip"})
+    server.override = lambda r: httpx.Response(
+        200, stream=Chunks(gzip.compress(body)[:-200], 256), headers={"Content-Encoding": "gzip"}
+    )
     got: list[Batch] = []
     with pytest.raises(UpstreamDataError, match="truncated gzip"):
         async for b in make(server, batch_size=100).pull(PullContext(since=0, now=NOW)):
@@ -173,8 +175,9 @@ async def test_max_bytes_is_enforced_while_streaming():
     server = FeedServer({"feed.txt": TEXT})
     with pytest.raises(UpstreamDataError, match="larger than max_bytes"):
         await pull(make(server, max_bytes=40))
-    server.override = lambda r: httpx.Response(200, stream=Chunks(gzip.compress(b"1" * 100_000)),
-                                               headers={"Content-Encoding": "gzip"})
+    server.override = lambda r: httpx.Response(
+        200, stream=Chunks(gzip.compress(b"1" * 100_000)), headers={"Content-Encoding": "gzip"}
+    )
     with pytest.raises(UpstreamDataError, match="decoded body is larger"):
         await pull(make(server, max_bytes=5000))
 
@@ -191,9 +194,16 @@ async def test_a_body_of_only_bad_records_does_not_end_the_snapshot():
     assert batch.sightings == [] and len(batch.rejected) == 3 and not batch.snapshot_end
 
 
-@pytest.mark.parametrize(("status", "error"), [
-    (401, AuthError), (403, AuthError), (404, UpstreamDataError), (503, SourceUnavailable), (429, SourceUnavailable),
-])
+@pytest.mark.parametrize(
+    ("status", "error"),
+    [
+        (401, AuthError),
+        (403, AuthError),
+        (404, UpstreamDataError),
+        (503, SourceUnavailable),
+        (429, SourceUnavailable),
+    ],
+)
 async def test_http_errors_map_to_ctd_errors(status, error):
     """HTTP failures become AuthError / UpstreamDataError / SourceUnavailable (with Retry-After)."""
     server = FeedServer({})
@@ -207,6 +217,7 @@ async def test_http_errors_map_to_ctd_errors(status, error):
 
 async def test_network_error_is_source_unavailable():
     """A connection failure is SourceUnavailable (the actor retries with backoff)."""
+
     def refuse(request: httpx.Request) -> httpx.Response:
         raise httpx.ConnectError("connection refused")
 
@@ -233,16 +244,25 @@ async def test_preset_feed_over_http():
     """A preset feed fetched over HTTP parses like the fixture (ThreatFox)."""
     server = FeedServer({"recent.csv": (FIXTURES / "threatfox.csv").read_bytes()})
     batches = await pull(make(server, url="https://feeds.example/recent.csv", preset="threatfox"))
-    assert values(batches) == ["198.51.100.44", "c2.evil.example.net",
-                               "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"]
+    assert values(batches) == [
+        "198.51.100.44",
+        "c2.evil.example.net",
+        "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+    ]
     assert len(batches[-1].rejected) == 1 and batches[-1].snapshot_end
 
 
 async def test_json_feed_in_batches_with_broken_json_as_error():
     """JSON feeds are batched by item; an undecodable document is an UpstreamDataError."""
     server = FeedServer({"items.json": (FIXTURES / "items.json").read_bytes(), "bad.json": b'{"data": ['})
-    keys = {"url": "https://feeds.example/items.json", "format": "json", "json_path": "data.items",
-            "value_field": "ioc", "type_field": "kind", "batch_size": 4}
+    keys = {
+        "url": "https://feeds.example/items.json",
+        "format": "json",
+        "json_path": "data.items",
+        "value_field": "ioc",
+        "type_field": "kind",
+        "batch_size": 4,
+    }
     batches = await pull(make(server, **keys))
     assert len(batches) == 2 and len(values(batches)) == 3 and batches[-1].snapshot_end
     with pytest.raises(UpstreamDataError, match="bad JSON"):
@@ -267,7 +287,10 @@ async def test_misp_incremental_fetches_only_changed_events():
     a = make(server, url="https://feeds.example/misp/", format="misp")
     batches = await pull(a)
     assert [r.url.path for r in server.requests] == [
-        "/misp/manifest.json", f"/misp/{UUID2}.json", f"/misp/{UUID1}.json"]
+        "/misp/manifest.json",
+        f"/misp/{UUID2}.json",
+        f"/misp/{UUID1}.json",
+    ]
     last = batches[-1]
     assert not last.snapshot_end and last.cursor["etag"] == '"m1"'
     assert set(last.cursor["events"]) == {UUID1, UUID2}
@@ -319,8 +342,11 @@ async def test_snapshot_semantics_with_the_store(tmp_path):
         assert server.requests[-1].headers["if-none-match"] == ETAG
         server.files["feed.txt"], server.etag = b"198.51.100.2\n198.51.100.3\n", '"v2"'
         assert await once() == {"198.51.100.1": 1, "198.51.100.2": 0, "198.51.100.3": 0}
-        server.override = lambda r: httpx.Response(200, stream=Chunks(gzip.compress(b"198.51.100.3\n")[:-4]),
-                                                   headers={"Content-Encoding": "gzip", "ETag": '"v3"'})
+        server.override = lambda r: httpx.Response(
+            200,
+            stream=Chunks(gzip.compress(b"198.51.100.3\n")[:-4]),
+            headers={"Content-Encoding": "gzip", "ETag": '"v3"'},
+        )
         with pytest.raises(UpstreamDataError):
             await once()
         rows = store.conn.execute("SELECT i.value, s.retracted FROM sighting s JOIN indicator i ON i.id = s.iid")
@@ -337,6 +363,8 @@ def test_config_needs_a_url_and_reads_auth_key_from_a_file(tmp_path):
     with pytest.raises(ConfigError, match="needs `url`"):
         parse_config('[plugins.f]\nadapter = "feed"\n')
     (tmp_path / "key").write_text("s3cret\n")
-    cfg = parse_config(f'[plugins.f]\nadapter = "feed"\nurl = "https://h.example/x"\nauth_key_file = "{tmp_path}/key"\n')
+    cfg = parse_config(
+        f'[plugins.f]\nadapter = "feed"\nurl = "https://h.example/x"\nauth_key_file = "{tmp_path}/key"\n'
+    )
     options = cfg.plugins["f"].options
     assert options.auth_key == "s3cret" and options.effective_snapshot and options.effective_format == "text"

@@ -47,8 +47,10 @@ def test_text_skips_comments_and_refangs_values():
     """Text: comment and blank lines skipped, inline comments cut, values auto-typed and refanged."""
     out, rejected = parse_fixture("plain.txt")
     assert pairs((out, rejected)) == [
-        ("ipv4", "198.51.100.1"), ("domain", "evil.example.org"),
-        ("url", "http://bad.example.com/x"), ("md5", MD5),
+        ("ipv4", "198.51.100.1"),
+        ("domain", "evil.example.org"),
+        ("url", "http://bad.example.com/x"),
+        ("md5", MD5),
     ]
     assert [r.where for r in rejected] == ["line 7"]
     assert all(s.first_seen == s.last_seen == NOW for s in out)
@@ -67,24 +69,34 @@ def test_text_ip_type_strips_ports_and_rejects_non_ips():
 def test_csv_by_header_name_with_dialect_and_columns():
     """CSV: delimiter, quotechar, comment prefix, header names, type/severity/tags/time columns."""
     out, rejected = parse_fixture(
-        "generic.csv", format="csv", delimiter=";", quotechar="'", comment_prefix=";", tag_separator="|",
-        value_column="indicator", type_column="kind", first_seen_column="seen", severity_column="level",
+        "generic.csv",
+        format="csv",
+        delimiter=";",
+        quotechar="'",
+        comment_prefix=";",
+        tag_separator="|",
+        value_column="indicator",
+        type_column="kind",
+        first_seen_column="seen",
+        severity_column="level",
         tags_column="labels",
     )
     assert pairs((out, rejected)) == [
-        ("domain", "bad.example.net"), ("ipv4", "198.51.100.9"), ("url", "http://x.example/a;b"),
+        ("domain", "bad.example.net"),
+        ("ipv4", "198.51.100.9"),
+        ("url", "http://x.example/a;b"),
         ("ipv4", "203.0.113.2"),
     ]
     assert out[0].severity == "high" and out[0].tags == ("a", "b") and out[0].first_seen == 1_793_491_200
     assert {r.where: r.reason for r in rejected} == {
-        "line 6": "bad first_seen 'yesterday'", "line 8": "unsupported type 'hash'",
+        "line 6": "bad first_seen 'yesterday'",
+        "line 8": "unsupported type 'hash'",
     }
 
 
 def test_csv_by_column_number_without_header():
     """``header = false``: columns are 0-based numbers."""
-    out, _ = parse_fixture("noheader.csv", format="csv", header=False, value_column=0, type_column=1,
-                           tags_column=2)
+    out, _ = parse_fixture("noheader.csv", format="csv", header=False, value_column=0, type_column=1, tags_column=2)
     assert pairs((out, [])) == [("ipv4", "192.0.2.10"), ("domain", "bad.example.com")]
     assert out[1].tags == ("phishing",)
 
@@ -116,7 +128,8 @@ def test_urlhaus_preset():
     """URLhaus: url, dateadded -> first_seen, threat and tags -> tags, urlhaus_link -> reference."""
     out, rejected = parse_fixture("urlhaus.csv", preset="urlhaus")
     assert pairs((out, rejected)) == [
-        ("url", "http://198.51.100.23:40211/Mozi.m"), ("url", "https://evil.example.com/payload.exe"),
+        ("url", "http://198.51.100.23:40211/Mozi.m"),
+        ("url", "https://evil.example.com/payload.exe"),
     ]
     first = out[0]
     assert first.tags == ("malware_download", "32-bit", "elf", "mips", "Mozi")
@@ -129,7 +142,9 @@ def test_threatfox_preset_maps_types_confidence_and_tags():
     """ThreatFox: ioc_type mapped (ip:port -> the IP), confidence -> reputation, 'None' is empty."""
     out, rejected = parse_fixture("threatfox.csv", preset="threatfox")
     assert pairs((out, rejected)) == [
-        ("ipv4", "198.51.100.44"), ("domain", "c2.evil.example.net"), ("sha256", SHA256),
+        ("ipv4", "198.51.100.44"),
+        ("domain", "c2.evil.example.net"),
+        ("sha256", SHA256),
     ]
     ip, dom, h = out
     assert ip.reputation == 8 and dom.reputation == 10 and h.reputation == 5
@@ -152,7 +167,9 @@ def test_malwarebazaar_preset_emits_each_hash():
     """MalwareBazaar: sha256, md5 and sha1 become three IoCs; 'n/a' is empty; signature is a tag."""
     out, rejected = parse_fixture("malwarebazaar.csv", preset="malwarebazaar")
     assert pairs((out, rejected)) == [
-        ("sha256", SHA256), ("md5", MD5), ("sha1", SHA1),
+        ("sha256", SHA256),
+        ("md5", MD5),
+        ("sha1", SHA1),
         ("sha256", "2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae"),
         ("sha1", "0beec7b5ea3f0fdbc95d0dd47f3c5bc275da8a33"),
     ]
@@ -175,15 +192,18 @@ def test_preset_fills_only_unset_keys():
     assert s.format == "csv" and s.skip_initial_space
 
 
-@pytest.mark.parametrize("keys", [
-    {"format": "csv", "delimiter": ";;"},
-    {"format": "csv", "header": False, "value_column": "url"},
-    {"format": "csv", "value_column": -1},
-    {"type_map": {"x": "registry"}},
-    {"format": "json", "value_field": []},
-    {"preset": "nope"},
-    {"bogus": 1},
-])
+@pytest.mark.parametrize(
+    "keys",
+    [
+        {"format": "csv", "delimiter": ";;"},
+        {"format": "csv", "header": False, "value_column": "url"},
+        {"format": "csv", "value_column": -1},
+        {"type_map": {"x": "registry"}},
+        {"format": "json", "value_field": []},
+        {"preset": "nope"},
+        {"bogus": 1},
+    ],
+)
 def test_bad_parsing_keys_are_config_errors(keys):
     """Invalid parsing keys are rejected at config load."""
     with pytest.raises(ConfigError):
@@ -201,11 +221,19 @@ def json_parse(**keys: object) -> ff.Parsed:
 
 def test_json_path_and_fields():
     """JSON: the list at json_path; dotted field paths; list or separated-string tags; bare strings."""
-    out, rejected = json_parse(json_path="data.items", value_field="ioc", type_field="kind",
-                               tags_field="meta.labels", first_seen_field="meta.first",
-                               reputation_field="score", reputation_scale=100)
+    out, rejected = json_parse(
+        json_path="data.items",
+        value_field="ioc",
+        type_field="kind",
+        tags_field="meta.labels",
+        first_seen_field="meta.first",
+        reputation_field="score",
+        reputation_scale=100,
+    )
     assert pairs((out, rejected)) == [
-        ("ipv4", "198.51.100.70"), ("domain", "evil.example.org"), ("domain", "bad2.example.org"),
+        ("ipv4", "198.51.100.70"),
+        ("domain", "evil.example.org"),
+        ("domain", "bad2.example.org"),
     ]
     assert out[0].tags == ("c2", "x") and out[0].reputation == 8 and out[0].first_seen == 1_793_491_200
     assert out[1].tags == ("a", "b")
@@ -270,8 +298,13 @@ def test_misp_event_maps_ids_attributes():
     files = feed_files(misp_event())
     (out, rejected), retracted = ff.misp_event(files["5f0c1c2e-0000-4000-8000-000000000001.json"], NOW, "ref")
     assert pairs((out, rejected)) == [
-        ("ipv4", "198.51.100.7"), ("ipv4", "198.51.100.8"), ("domain", "evil.example.net"),
-        ("ipv4", "203.0.113.9"), ("sha256", SHA256), ("email", "Phisher@evil.example.net"), ("md5", MD5),
+        ("ipv4", "198.51.100.7"),
+        ("ipv4", "198.51.100.8"),
+        ("domain", "evil.example.net"),
+        ("ipv4", "203.0.113.9"),
+        ("sha256", SHA256),
+        ("email", "Phisher@evil.example.net"),
+        ("md5", MD5),
     ]
     first = out[0]
     assert first.tags == ("tlp:white", "c2") and first.comments == "C2" and first.severity == "medium"
@@ -299,12 +332,24 @@ def test_misp_feed_malware_sample_is_its_md5():
 
 # One value per MISP type the adapters read (a composite's parts, a port, a defanged form).
 MISP_SAMPLES = {
-    "ip-src": "198.51.100.1", "ip-dst": "2001:db8::1", "ip-src|port": "198.51.100.2|8080",
-    "ip-dst|port": "198.51.100.3|443", "domain": "evil.example", "domain|ip": "evil.example|203.0.113.5",
-    "hostname": "c2.evil.example", "hostname|port": "c2.evil.example|8443", "url": "http://evil.example/x",
-    "md5": "a" * 32, "sha1": "b" * 40, "sha256": "c" * 64, "filename|md5": f"x.doc|{'d' * 32}",
-    "filename|sha1": f"x|y.doc|{'e' * 40}", "filename|sha256": f"x.doc|{'f' * 64}",
-    "malware-sample": f"a5ff5f.exe|{MALWARE_MD5}", "email": "a@evil.example", "email-src": "b@evil.example",
+    "ip-src": "198.51.100.1",
+    "ip-dst": "2001:db8::1",
+    "ip-src|port": "198.51.100.2|8080",
+    "ip-dst|port": "198.51.100.3|443",
+    "domain": "evil.example",
+    "domain|ip": "evil.example|203.0.113.5",
+    "hostname": "c2.evil.example",
+    "hostname|port": "c2.evil.example|8443",
+    "url": "http://evil.example/x",
+    "md5": "a" * 32,
+    "sha1": "b" * 40,
+    "sha256": "c" * 64,
+    "filename|md5": f"x.doc|{'d' * 32}",
+    "filename|sha1": f"x|y.doc|{'e' * 40}",
+    "filename|sha256": f"x.doc|{'f' * 64}",
+    "malware-sample": f"a5ff5f.exe|{MALWARE_MD5}",
+    "email": "a@evil.example",
+    "email-src": "b@evil.example",
     "email-dst": "c@evil.example",
 }
 
@@ -316,8 +361,9 @@ def test_misp_feed_and_rest_read_every_type_alike(mtype):
 
     value = MISP_SAMPLES[mtype]
     (feed, rejected), _ = ff.misp_event(raw_event({"type": mtype, "value": value}), NOW)
-    rest, _ = misp_map.map_attribute({"type": mtype, "value": value, "to_ids": True}, base_url="", export_tag="ctd",
-                                     to_ids_only=True)
+    rest, _ = misp_map.map_attribute(
+        {"type": mtype, "value": value, "to_ids": True}, base_url="", export_tag="ctd", to_ids_only=True
+    )
     assert rejected == [] and feed
     assert [(x.type, x.value) for x in feed] == [(x.type, x.value) for x in rest]
 

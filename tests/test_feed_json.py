@@ -72,17 +72,20 @@ def test_numbers_decode_as_json_numbers():
     assert items == [1, 2.5, -0.0, 1000.0, {"s": 80}] and type(items[1]) is float
 
 
-@pytest.mark.parametrize("doc, path, message", [
-    (b'{"data": 5}', "data.items", "no key 'data.items'"),
-    (b'{"data": {"x": 1}}', "data.items", "no key 'data.items'"),
-    (b'[1, 2]', "data", "no key 'data'"),
-    (b'{"data": {"items": 1}}', "data", "json_path 'data' is not a list"),
-    (b'"text"', "", r"'\(document\)' is not a list"),
-    (b'{"data": [1, 2]} x', "data", "bad JSON"),
-    (b'{"data": [1, 2]', "data", "bad JSON"),
-    (b'{"nope": 1, "data": [', "data.items", "bad JSON"),  # undecodable wins over a wrong path
-    (b'', "", "bad JSON"),
-])
+@pytest.mark.parametrize(
+    "doc, path, message",
+    [
+        (b'{"data": 5}', "data.items", "no key 'data.items'"),
+        (b'{"data": {"x": 1}}', "data.items", "no key 'data.items'"),
+        (b"[1, 2]", "data", "no key 'data'"),
+        (b'{"data": {"items": 1}}', "data", "json_path 'data' is not a list"),
+        (b'"text"', "", r"'\(document\)' is not a list"),
+        (b'{"data": [1, 2]} x', "data", "bad JSON"),
+        (b'{"data": [1, 2]', "data", "bad JSON"),
+        (b'{"nope": 1, "data": [', "data.items", "bad JSON"),  # undecodable wins over a wrong path
+        (b"", "", "bad JSON"),
+    ],
+)
 def test_documents_that_do_not_fit_are_format_errors(doc, path, message):
     """A missing key, a non-list at the path, or undecodable JSON fails the document."""
     with pytest.raises(ff.FormatError, match=message):
@@ -116,8 +119,13 @@ def test_deep_nesting_fails():
 
 # --------------------------------------------------------------------------- the adapter
 
-KEYS = {"url": "https://feeds.example/items.json", "format": "json", "json_path": "data.items",
-        "value_field": "ioc", "type_field": "kind"}
+KEYS = {
+    "url": "https://feeds.example/items.json",
+    "format": "json",
+    "json_path": "data.items",
+    "value_field": "ioc",
+    "type_field": "kind",
+}
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # see test_feed: stopping mid-body
@@ -129,7 +137,8 @@ async def test_batches_are_ingested_while_the_body_streams():
     got: list[Batch] = []
     with pytest.raises(UpstreamDataError, match="bad JSON"):
         async for b in make(server, url="https://feeds.example/x.json", format="json", batch_size=10).pull(
-                PullContext(since=0, now=NOW)):
+            PullContext(since=0, now=NOW)
+        ):
             got.append(b)
     assert len(values(got)) == 100 and not any(b.snapshot_end or b.cursor for b in got)
     assert [b.sub_checkpoint["pos"] for b in got] == list(range(10, 101, 10))
@@ -187,15 +196,18 @@ def test_misp_attributes_that_cannot_count_are_dropped_as_they_stream():
     assert [s.value for s in out] == ["198.51.100.1", "198.51.100.2"] and not rejected and not retracted
 
 
-@pytest.mark.parametrize("doc", [
-    b'{"Event": {"Attribute": [{"type": "ip-dst", "to_ids": "yes"}]}}',
-    b'{"Event": {"Attribute": ["198.51.100.1"]}}',
-    b'{"Event": {"Attribute": {"type": "ip-dst"}}}',
-    b'{"Event": []}',
-    b'{"event": {}}',
-    b'[]',
-    b'{"Event": {"uuid": 5}}',
-])
+@pytest.mark.parametrize(
+    "doc",
+    [
+        b'{"Event": {"Attribute": [{"type": "ip-dst", "to_ids": "yes"}]}}',
+        b'{"Event": {"Attribute": ["198.51.100.1"]}}',
+        b'{"Event": {"Attribute": {"type": "ip-dst"}}}',
+        b'{"Event": []}',
+        b'{"event": {}}',
+        b"[]",
+        b'{"Event": {"uuid": 5}}',
+    ],
+)
 def test_misp_files_that_are_not_events_fail(doc):
     """A file a typed decode of a MISP event would refuse is still a FormatError when streamed."""
     with pytest.raises(ff.FormatError, match="bad event JSON"):
@@ -218,14 +230,17 @@ def test_daemon_memory_stays_flat_on_a_json_gzip_bomb():
     d = DaemonProc(short_tmpdir(), "")
     try:
         with serve_gzip({"bomb.json": body}) as base:
-            d.write_config(f'[plugins.bomb]\nadapter = "feed"\nurl = "{base}/bomb.json"\nformat = "json"\n'
-                           f'max_bytes = {size}\nsync_interval = "1h"\n')
+            d.write_config(
+                f'[plugins.bomb]\nadapter = "feed"\nurl = "{base}/bomb.json"\nformat = "json"\n'
+                f'max_bytes = {size}\nsync_interval = "1h"\n'
+            )
             d.start().wait_ready()
             assert d.proc is not None
 
             def finished() -> dict | None:
-                return next((e for e in d.logs()
-                             if e.get("ctd_event") in ("source_pull_completed", "source_pull_failed")), None)
+                return next(
+                    (e for e in d.logs() if e.get("ctd_event") in ("source_pull_completed", "source_pull_failed")), None
+                )
 
             event, peak = watch(d.proc.pid, finished, LIMIT, timeout=600)
             assert peak < LIMIT, f"peak RSS {peak / 1e6:.0f} MB"
@@ -248,14 +263,17 @@ def test_daemon_memory_stays_flat_on_a_misp_event_bomb():
     d = DaemonProc(short_tmpdir(), "")
     try:
         with serve_gzip({"manifest.json": manifest, f"{UUID}.json": event}) as base:
-            d.write_config(f'[plugins.bomb]\nadapter = "feed"\nurl = "{base}/misp/"\nformat = "misp"\n'
-                           f'max_bytes = {size}\nsync_interval = "1h"\n')
+            d.write_config(
+                f'[plugins.bomb]\nadapter = "feed"\nurl = "{base}/misp/"\nformat = "misp"\n'
+                f'max_bytes = {size}\nsync_interval = "1h"\n'
+            )
             d.start().wait_ready()
             assert d.proc is not None
 
             def finished() -> dict | None:
-                return next((e for e in d.logs()
-                             if e.get("ctd_event") in ("source_pull_completed", "source_pull_failed")), None)
+                return next(
+                    (e for e in d.logs() if e.get("ctd_event") in ("source_pull_completed", "source_pull_failed")), None
+                )
 
             event_log, peak = watch(d.proc.pid, finished, LIMIT, timeout=600)
             assert peak < LIMIT, f"peak RSS {peak / 1e6:.0f} MB"

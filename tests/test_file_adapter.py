@@ -117,9 +117,14 @@ async def test_invalid_utf8_line_is_rejected(tmp_path):
 # --------------------------------------------------------------------------- csv
 
 CSV_ALL = {
-    "format": "csv", "type_column": "type", "severity_column": "severity",
-    "tags_column": "tags", "first_seen_column": "first_seen", "last_seen_column": "last_seen",
-    "comments_column": "comments", "reference_column": "reference",
+    "format": "csv",
+    "type_column": "type",
+    "severity_column": "severity",
+    "tags_column": "tags",
+    "first_seen_column": "first_seen",
+    "last_seen_column": "last_seen",
+    "comments_column": "comments",
+    "reference_column": "reference",
 }
 
 
@@ -138,8 +143,9 @@ async def test_csv_columns_by_header_name():
 
 async def test_csv_columns_by_index_without_header():
     """With ``header = false`` columns are 0-based indexes and the first row is data."""
-    a = adapter(FIXTURES / "noheader.tsv", format="csv", header=False, delimiter="\t",
-                value_column=0, severity_column=1)
+    a = adapter(
+        FIXTURES / "noheader.tsv", format="csv", header=False, delimiter="\t", value_column=0, severity_column=1
+    )
     (batch,) = await pull(a)
     assert [(s.type, s.severity) for s in batch.sightings] == [("md5", "high"), ("ipv4", "low")]
 
@@ -162,8 +168,9 @@ async def test_csv_row_without_value_column_is_rejected(tmp_path):
 
 async def test_csv_unknown_type_or_severity_is_rejected(tmp_path):
     """Unknown type or severity strings reject the row, not the file."""
-    p = write(tmp_path, "type,value,severity\nfoo,bad.example,high\ndomain,bad.example,huge\n"
-                        "domain,ok.example,\n", "feed.csv")
+    p = write(
+        tmp_path, "type,value,severity\nfoo,bad.example,high\ndomain,bad.example,huge\ndomain,ok.example,\n", "feed.csv"
+    )
     (batch,) = await pull(adapter(p, format="csv", type_column="type", severity_column="severity"))
     assert [(s.value, s.severity) for s in batch.sightings] == [("ok.example", "unknown")]
     assert [r.where for r in batch.rejected] == ["line 2", "line 3"]
@@ -195,9 +202,13 @@ async def test_jsonl_maps_every_field():
 
 async def test_jsonl_bad_lines_are_rejected(tmp_path):
     """Broken JSON, a missing value, a bad time or reputation reject only that line."""
-    p = write(tmp_path, '{"value": "bad.example"}\n{"value": \n{"type": "url"}\n'
-                        '{"value": "x.example", "first_seen": "yesterday"}\n'
-                        '{"value": "y.example", "reputation": 11}\n[1]\n', "feed.jsonl")
+    p = write(
+        tmp_path,
+        '{"value": "bad.example"}\n{"value": \n{"type": "url"}\n'
+        '{"value": "x.example", "first_seen": "yesterday"}\n'
+        '{"value": "y.example", "reputation": 11}\n[1]\n',
+        "feed.jsonl",
+    )
     (batch,) = await pull(adapter(p, format="jsonl"))
     assert [s.value for s in batch.sightings] == ["bad.example"]
     assert [r.where for r in batch.rejected] == ["line 2", "line 3", "line 4", "line 5", "line 6"]
@@ -236,7 +247,9 @@ async def test_resume_from_sub_checkpoint_yields_only_the_rest(tmp_path):
     a = adapter(write(tmp_path, FIVE), batch_size=2)
     first = (await pull(a))[0]
     assert await values(a, first.sub_checkpoint) == [
-        ("ipv4", "192.0.2.3"), ("ipv4", "192.0.2.4"), ("ipv4", "192.0.2.5"),
+        ("ipv4", "192.0.2.3"),
+        ("ipv4", "192.0.2.4"),
+        ("ipv4", "192.0.2.5"),
     ]
 
 
@@ -357,8 +370,17 @@ def test_adapter_is_registered_as_file():
     ("name", "options", "expected_rejects"),
     [
         ("osint-urls.txt", {}, 1),
-        ("edr-hashes.csv", {"format": "csv", "type_column": "type", "severity_column": "severity",
-                            "tags_column": "tags", "first_seen_column": "first_seen"}, 0),
+        (
+            "edr-hashes.csv",
+            {
+                "format": "csv",
+                "type_column": "type",
+                "severity_column": "severity",
+                "tags_column": "tags",
+                "first_seen_column": "first_seen",
+            },
+            0,
+        ),
         ("partner.jsonl", {"format": "jsonl"}, 0),
     ],
 )

@@ -77,8 +77,10 @@ async def test_misp_feed_event_nested_too_deep_is_a_rejected_event():
 async def test_netskope_alerts_nested_too_deep():
     """Netskope data-export replies nested too deep are UpstreamDataError."""
     with serve("127.0.0.1", nested_json) as srv:
-        toml = (f'[tenants.t]\nurl = "{srv.base}"\ntoken = "tok"\n'
-                '[plugins.ns]\nadapter = "netskope"\ntenant = "t"\nalert_types = ["malsite"]\n')
+        toml = (
+            f'[tenants.t]\nurl = "{srv.base}"\ntoken = "tok"\n'
+            '[plugins.ns]\nadapter = "netskope"\ntenant = "t"\nalert_types = ["malsite"]\n'
+        )
         with pytest.raises(UpstreamDataError, match="nested too deeply"):
             await pull_all(toml, "ns")
 
@@ -116,8 +118,12 @@ def test_stix_pattern_nested_too_deep_is_one_malformed_indicator():
     deep = "(" * 5000 + "[domain-name:value = 'deep.example']" + ")" * 5000
     objs = [
         {"type": "indicator", "id": "indicator--1", "pattern": deep, "pattern_type": "stix"},
-        {"type": "indicator", "id": "indicator--2", "pattern": "[domain-name:value = 'fine.example']",
-         "pattern_type": "stix"},
+        {
+            "type": "indicator",
+            "id": "indicator--2",
+            "pattern": "[domain-name:value = 'fine.example']",
+            "pattern_type": "stix",
+        },
     ]
     sightings, rejected = map_objects(objs, 1_800_000_000)
     assert [s.value for s in sightings] == ["fine.example"]
@@ -127,8 +133,10 @@ def test_stix_pattern_nested_too_deep_is_one_malformed_indicator():
 def test_daemon_reports_a_nested_body_as_a_data_error_not_a_crash():
     """The real daemon: a nested JSON feed is a failed pull with a clear error; no crash traceback is logged."""
     with serve("127.0.0.1", nested_json) as srv:
-        d = DaemonProc(short_tmpdir(), f'[plugins.f]\nadapter = "feed"\nurl = "{srv.base}/f.json"\n'
-                                       'format = "json"\nsync_interval = "1h"\n')
+        d = DaemonProc(
+            short_tmpdir(),
+            f'[plugins.f]\nadapter = "feed"\nurl = "{srv.base}/f.json"\nformat = "json"\nsync_interval = "1h"\n',
+        )
         try:
             d.start().wait_ready()
             res = json.loads(d.ctl("--json", "sync", "f").stdout)

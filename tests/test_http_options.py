@@ -25,8 +25,16 @@ CTX = PullContext(since=0, now=1_800_000_000)
 @pytest.fixture
 def proxy_env(monkeypatch):
     """A recording "proxy" on 127.0.0.2 set as HTTP_PROXY, with no NO_PROXY exceptions."""
-    for k in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "all_proxy",
-              "no_proxy"):
+    for k in (
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+        "NO_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "all_proxy",
+        "no_proxy",
+    ):
         monkeypatch.delenv(k, raising=False)
     with serve("127.0.0.2", ok(FEED)) as proxy:
         monkeypatch.setenv("HTTP_PROXY", proxy.base)
@@ -41,8 +49,7 @@ async def pull_values(toml: str) -> list[str]:
 
 async def test_environment_proxy_is_honoured_by_default(proxy_env):
     """Without a proxy key, HTTP_PROXY from the environment carries the request."""
-    assert await pull_values('[plugins.f]\nadapter = "feed"\nurl = "http://127.0.0.1:1/feed.txt"\n') == [
-        "198.51.100.9"]
+    assert await pull_values('[plugins.f]\nadapter = "feed"\nurl = "http://127.0.0.1:1/feed.txt"\n') == ["198.51.100.9"]
     assert [r.target for r in proxy_env.received] == ["http://127.0.0.1:1/feed.txt"]
 
 
@@ -56,8 +63,9 @@ async def test_empty_proxy_disables_environment_proxies(proxy_env):
 
 def test_tenant_secrets_are_hidden_in_the_config_repr():
     """Tokens of a [tenants.NAME] table never show in a repr of the config; its url does."""
-    cfg = parse_config('[tenants.prod]\nurl = "https://acme.goskope.com"\ntoken = "v2-secret-xyz"\n'
-                       'v1_token = "v1-secret-xyz"\n')
+    cfg = parse_config(
+        '[tenants.prod]\nurl = "https://acme.goskope.com"\ntoken = "v2-secret-xyz"\nv1_token = "v1-secret-xyz"\n'
+    )
     text = repr(cfg)
     assert "secret-xyz" not in text and "https://acme.goskope.com" in text
     assert cfg.tenants["prod"]["token"] == "v2-secret-xyz"  # the value itself is intact
@@ -65,16 +73,19 @@ def test_tenant_secrets_are_hidden_in_the_config_repr():
 
 def test_proxy_credentials_are_hidden_in_reprs():
     """A proxy URL may carry user:password, so it never shows in a repr of the options."""
-    cfg = parse_config('[plugins.f]\nadapter = "feed"\nurl = "https://f.example/x"\n'
-                       'proxy = "http://user:pw-xyz@proxy.example:3128"\n')
+    cfg = parse_config(
+        '[plugins.f]\nadapter = "feed"\nurl = "https://f.example/x"\nproxy = "http://user:pw-xyz@proxy.example:3128"\n'
+    )
     assert "pw-xyz" not in repr(cfg)
 
 
 def insecure_config() -> str:
-    return ('[tenants.t]\nurl = "https://acme.goskope.com"\ntoken = "x"\nverify_tls = false\n'
-            '[plugins.ns]\nadapter = "netskope"\ntenant = "t"\npull = false\n'
-            '[plugins.f]\nadapter = "feed"\nurl = "https://f.example/x"\nverify_tls = false\n'
-            '[plugins.ok]\nadapter = "feed"\nurl = "https://g.example/x"\n')
+    return (
+        '[tenants.t]\nurl = "https://acme.goskope.com"\ntoken = "x"\nverify_tls = false\n'
+        '[plugins.ns]\nadapter = "netskope"\ntenant = "t"\npull = false\n'
+        '[plugins.f]\nadapter = "feed"\nurl = "https://f.example/x"\nverify_tls = false\n'
+        '[plugins.ok]\nadapter = "feed"\nurl = "https://g.example/x"\n'
+    )
 
 
 def test_verify_tls_false_is_a_warning_per_plugin():
@@ -94,9 +105,12 @@ def test_check_config_summary_names_unverified_plugins():
 
 def test_daemon_warns_about_verify_tls_false_in_log_and_plugins_list():
     """The real daemon logs tls_verification_disabled at load and `ctdctl plugins list` shows it."""
-    d = DaemonProc(short_tmpdir(), '[plugins.f]\nadapter = "feed"\nurl = "https://127.0.0.1:1/x"\n'
-                                   'verify_tls = false\npull = false\n[plugins.g]\nadapter = "feed"\n'
-                                   'url = "https://127.0.0.1:1/y"\npull = false\n')
+    d = DaemonProc(
+        short_tmpdir(),
+        '[plugins.f]\nadapter = "feed"\nurl = "https://127.0.0.1:1/x"\n'
+        'verify_tls = false\npull = false\n[plugins.g]\nadapter = "feed"\n'
+        'url = "https://127.0.0.1:1/y"\npull = false\n',
+    )
     try:
         d.start().wait_ready()
         listing = d.ctl("plugins", "list").stdout

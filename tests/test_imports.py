@@ -108,30 +108,46 @@ def test_adapters_import_only_the_contract_the_http_layer_and_their_own_package(
 
 def test_the_core_never_imports_an_adapter_package():
     """No module of ctd/ outside adapters/ imports ctd.adapters (adapter classes come from ctd.plugins)."""
-    bad = [f"{m} imports {i}" for m in sources() if not within(m, "ctd.adapters")
-           for i in ctd_imports(m) if within(i, "ctd.adapters")]
+    bad = [
+        f"{m} imports {i}"
+        for m in sources()
+        if not within(m, "ctd.adapters")
+        for i in ctd_imports(m)
+        if within(i, "ctd.adapters")
+    ]
     assert bad == []
 
 
 def test_nothing_imports_the_daemon_but_the_cli():
     """Only ctd.cli (and the daemon package itself) imports ctd.daemon."""
-    bad = [f"{m} imports {i}" for m in sources() if m != "ctd.cli" and not within(m, "ctd.daemon")
-           for i in ctd_imports(m) if within(i, "ctd.daemon")]
+    bad = [
+        f"{m} imports {i}"
+        for m in sources()
+        if m != "ctd.cli" and not within(m, "ctd.daemon")
+        for i in ctd_imports(m)
+        if within(i, "ctd.daemon")
+    ]
     assert bad == []
 
 
 def test_ctdctl_imports_the_wire_format_and_leaf_modules_only():
     """The ctdctl client imports ctd.control.protocol, its own package and leaf modules (errors, model, version)."""
-    bad = [f"{m} imports {i}" for m in sources() if within(m, "ctd.ctdctl")
-           for i in ctd_imports(m) if not within(i, "ctd.ctdctl") and i not in CTDCTL_ALLOWED]
+    bad = [
+        f"{m} imports {i}"
+        for m in sources()
+        if within(m, "ctd.ctdctl")
+        for i in ctd_imports(m)
+        if not within(i, "ctd.ctdctl") and i not in CTDCTL_ALLOWED
+    ]
     assert bad == []
 
 
 def test_only_the_store_touches_sqlite():
     """Outside ctd/store/, no module imports sqlite3 or a store module other than its public face (the SQL layer)."""
     sql_layer = {m for m in sources() if within(m, "ctd.store")} - STORE_FACE
-    offenders = {m for m in sources() if not within(m, "ctd.store")
-                 and ("sqlite3" in imports(m) or imports(m) & sql_layer)}
+    offenders = {
+        m for m in sources() if not within(m, "ctd.store") and ("sqlite3" in imports(m) or imports(m) & sql_layer)
+    }
     assert offenders - STORE_SEAM_PENDING == set(), "new modules reach into SQLite"
     assert STORE_SEAM_PENDING - offenders == set(), "these no longer touch SQLite: remove them from STORE_SEAM_PENDING"
 
@@ -163,6 +179,11 @@ def test_every_module_imports_on_its_own():
 
 def test_the_daemon_does_not_import_the_command_handlers():
     """ctd.daemon gets its command handler from the CLI: no import cycle between daemon and control commands."""
-    bad = [f"{m} imports {i}" for m in sources() if within(m, "ctd.daemon")
-           for i in ctd_imports(m) if i.startswith("ctd.control.commands")]
+    bad = [
+        f"{m} imports {i}"
+        for m in sources()
+        if within(m, "ctd.daemon")
+        for i in ctd_imports(m)
+        if i.startswith("ctd.control.commands")
+    ]
     assert bad == []

@@ -76,8 +76,12 @@ def test_entry_fields():
         {"ts": "t", "level": "warning", "event": "pulled", "ctd_event": "x", "ctd_count": 3, "logger_name": "n"}
     )
     assert fields == [
-        ("MESSAGE", "pulled"), ("PRIORITY", 4), ("SYSLOG_IDENTIFIER", "ctd"),
-        ("CTD_EVENT", "x"), ("CTD_COUNT", 3), ("CTD_LOGGER_NAME", "n"),
+        ("MESSAGE", "pulled"),
+        ("PRIORITY", 4),
+        ("SYSLOG_IDENTIFIER", "ctd"),
+        ("CTD_EVENT", "x"),
+        ("CTD_COUNT", 3),
+        ("CTD_LOGGER_NAME", "n"),
     ]
 
 
@@ -297,7 +301,9 @@ def journald_ns():
 def _journal_entries(ns: str) -> list[dict]:
     r = subprocess.run(
         ["journalctl", f"--namespace={ns}", "-o", "json", "--all", "--no-pager"],
-        capture_output=True, text=True, timeout=30,
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     return [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
 
@@ -337,7 +343,10 @@ def test_real_journald_native_entries(journald_ns):
         st = os.fstat(stream.fileno())
         proc = subprocess.Popen(
             [sys.executable, "-m", "ctd", "run", "--config", str(workdir / "ctd.toml")],
-            cwd=workdir, stdin=subprocess.DEVNULL, stdout=stream.fileno(), stderr=stream.fileno(),
+            cwd=workdir,
+            stdin=subprocess.DEVNULL,
+            stdout=stream.fileno(),
+            stderr=stream.fileno(),
             env=env(JOURNAL_STREAM=f"{st.st_dev}:{st.st_ino}", CTD_JOURNAL_SOCKET=str(rundir / "socket")),
         )
         _wait_entries(ns, lambda es: _events(es, "source_pull_completed"), "source_pull_completed")
@@ -373,7 +382,9 @@ def test_real_journald_native_entries(journald_ns):
     # journalctl can filter on the indexed fields.
     r = subprocess.run(
         ["journalctl", f"--namespace={ns}", "-o", "json", "--no-pager", "CTD_EVENT=daemon_start"],
-        capture_output=True, text=True, timeout=30,
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert [json.loads(x)["CTD_EVENT"] for x in r.stdout.splitlines()] == ["daemon_start"]
 
@@ -383,9 +394,16 @@ def test_real_journald_oversized_entry_via_memfd(journald_ns):
     ns, rundir = journald_ns
     sender = journal.JournalSender(str(rundir / "socket"))
     try:
-        sender.send(journal.encode_fields(
-            [("MESSAGE", "big one"), ("SYSLOG_IDENTIFIER", "ctd"), ("CTD_EVENT", "big"), ("CTD_BLOB", "x" * 400_000)]
-        ))
+        sender.send(
+            journal.encode_fields(
+                [
+                    ("MESSAGE", "big one"),
+                    ("SYSLOG_IDENTIFIER", "ctd"),
+                    ("CTD_EVENT", "big"),
+                    ("CTD_BLOB", "x" * 400_000),
+                ]
+            )
+        )
     finally:
         sender.close()
     entries = _wait_entries(ns, lambda es: _events(es, "big"), "the oversized entry")

@@ -81,7 +81,9 @@ def config(base: str, port: int) -> str:
         f'[plugins.{name}]\nadapter = "feed"\nurl = "{base}/{file}"\nformat = "{fmt}"\nsync_interval = "1h"\n'
         for name, file, fmt in (("fj", "feed.json", "json"), ("ft", "feed.txt", "text"), ("fc", "feed.csv", "csv"))
     )
-    return feeds + f"""
+    return (
+        feeds
+        + f"""
 [allowlist]
 cidrs = ["10.0.0.0/8"]
 domains = ["microsoft.com"]
@@ -107,6 +109,7 @@ destination = "out"
 action = "write"
 params = {{ path = "out.txt" }}
 """
+    )
 
 
 def test_hostile_feed_values_never_become_list_lines():
@@ -124,8 +127,10 @@ def test_hostile_feed_values_never_become_list_lines():
                 served = wait_for(lambda: edl_lines(client, port, wanted), "the EDL to hold the good URLs")
             out = d.dir / "out.txt"
             wanted_bytes = [g.encode() for g in wanted]
-            wait_for(lambda: out.exists() and sorted(out.read_bytes().split(b"\n")[:-1]) == wanted_bytes,
-                     "the list file to hold the good URLs")
+            wait_for(
+                lambda: out.exists() and sorted(out.read_bytes().split(b"\n")[:-1]) == wanted_bytes,
+                "the list file to hold the good URLs",
+            )
             assert d.stop() == 0
         raw = out.read_bytes()
         assert raw.count(b"\n") == len(GOOD) and raw.decode().splitlines() == raw.decode().split("\n")[:-1]

@@ -29,8 +29,19 @@ INJECTED = "http://evil.example/a\n10.0.0.0/8"
 
 
 def item(value: str, typ: str = "url", tags: tuple[str, ...] = (), comments: str = "") -> ShareItem:
-    return ShareItem(type=typ, value=value, severity="high", reputation=5, tags=tags, comments=comments,
-                     reference="", first_seen=None, last_seen=None, expires_at=None, sources=("a",))
+    return ShareItem(
+        type=typ,
+        value=value,
+        severity="high",
+        reputation=5,
+        tags=tags,
+        comments=comments,
+        reference="",
+        first_seen=None,
+        last_seen=None,
+        expires_at=None,
+        sources=("a",),
+    )
 
 
 def rendered(items: list[ShareItem], fmt: str) -> tuple[list[str], dict[str, str]]:
@@ -95,8 +106,9 @@ def test_over_long_stored_value_is_refused():
 
 
 @pytest.mark.parametrize("fmt", ["csv", "jsonl"])
-@pytest.mark.parametrize("ch", ["\r", "\n", "\u2028", "\x85", "\x1b", "\x7f", "\ud800", "\u202e"],
-                         ids=lambda c: f"U+{ord(c):04X}")
+@pytest.mark.parametrize(
+    "ch", ["\r", "\n", "\u2028", "\x85", "\x1b", "\x7f", "\ud800", "\u202e"], ids=lambda c: f"U+{ord(c):04X}"
+)
 def test_hostile_tags_and_comments_stay_on_one_line(fmt, ch):
     """Tags and comments with line breaks or controls never break a csv/jsonl row, nor the write."""
     lines, rejected = rendered([item("http://ok.example/", tags=(f"a{ch}b",), comments=f"x{ch}y")], fmt)
@@ -190,12 +202,25 @@ async def test_refused_value_is_failed_in_the_ledger_and_logged(tmp_path, store,
 
 # --- property: random strings through canonicalisation and every renderer -----------------
 
-_PREFIXES = ["http://a.example/", "https://b.example:8443/p?q=", "evil", "bob@", "10.0.0.0/", "2001:db8::",
-             "192.0.2.", "d41d8cd98f00b204e9800998ecf8427e", ""]
+_PREFIXES = [
+    "http://a.example/",
+    "https://b.example:8443/p?q=",
+    "evil",
+    "bob@",
+    "10.0.0.0/",
+    "2001:db8::",
+    "192.0.2.",
+    "d41d8cd98f00b204e9800998ecf8427e",
+    "",
+]
 _PIECES = st.one_of(st.sampled_from(HOSTILE + ["\r\n", "[.]", "[ . ]", ".", "/", "@", ":"]), st.characters())
 _TEXT = st.lists(_PIECES, max_size=12).map("".join)
-_RAW = st.builds(lambda p, body, end: p + body + end, st.sampled_from(_PREFIXES), _TEXT,
-                 st.sampled_from(["", ".example", "/x", "1", "::1"]))
+_RAW = st.builds(
+    lambda p, body, end: p + body + end,
+    st.sampled_from(_PREFIXES),
+    _TEXT,
+    st.sampled_from(["", ".example", "/x", "1", "::1"]),
+)
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])

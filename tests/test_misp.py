@@ -53,8 +53,19 @@ def searches(emu) -> list[dict]:
 
 
 def item(value: str, typ: str = "domain", sources=("edr",)) -> ShareItem:
-    return ShareItem(type=typ, value=value, severity="unknown", reputation=5, tags=(), comments="",
-                     reference="", first_seen=None, last_seen=None, expires_at=None, sources=sources)
+    return ShareItem(
+        type=typ,
+        value=value,
+        severity="unknown",
+        reputation=5,
+        tags=(),
+        comments="",
+        reference="",
+        first_seen=None,
+        last_seen=None,
+        expires_at=None,
+        sources=sources,
+    )
 
 
 EVENT = EventParams(event_name="ctd export")
@@ -99,9 +110,7 @@ async def test_pull_pages_until_a_short_page(emu, make):
     seed(emu, 5)
     batches = await pull_all(make(page_size=2))
     assert [len(b.sightings) for b in batches] == [2, 2, 1]
-    assert [b.sub_checkpoint for b in batches] == [
-        {"page": p, "from": CTX.since, "to": CTX.now} for p in (2, 3, 4)
-    ]
+    assert [b.sub_checkpoint for b in batches] == [{"page": p, "from": CTX.since, "to": CTX.now} for p in (2, 3, 4)]
     assert [q["page"] for q in searches(emu)] == [1, 2, 3]
     assert all(q["attribute_timestamp"] == [CTX.since, CTX.now] and q["limit"] == 2 for q in searches(emu))
 
@@ -444,12 +453,15 @@ params = {{ event_name = "x", publish = true }}
 """)
 
 
-@pytest.mark.parametrize(("extra", "msg"), [
-    ('types = ["text"]', "unsupported MISP types"),
-    ('export_tag = "!x"', "export_tag"),
-    ("score_threshold = 101", "<= 100"),
-    ("page_size = 0", ">= 1"),
-])
+@pytest.mark.parametrize(
+    ("extra", "msg"),
+    [
+        ('types = ["text"]', "unsupported MISP types"),
+        ('export_tag = "!x"', "export_tag"),
+        ("score_threshold = 101", "<= 100"),
+        ("page_size = 0", ">= 1"),
+    ],
+)
 def test_invalid_options_are_config_errors(extra, msg):
     """Unsupported types, a bad export tag and out-of-range numbers are rejected at config load."""
     with pytest.raises(ConfigError, match=msg):
@@ -594,8 +606,13 @@ async def test_malformed_search_reply_is_upstream_data_error(emu):
 
 async def test_refused_event_creation_names_misp_reason(emu):
     """MISP refusing to create the event (403 saved: false) is UpstreamDataError with its reason, not AuthError."""
-    refusal = {"saved": False, "name": "Could not add Event", "message": "Could not add Event",
-               "url": "/events/add", "errors": {"info": ["Info cannot be empty."]}}
+    refusal = {
+        "saved": False,
+        "name": "Could not add Event",
+        "message": "Could not add Event",
+        "url": "/events/add",
+        "errors": {"info": ["Info cannot be empty."]},
+    }
     ad = await override(emu, "/events/add", httpx.Response(403, json=refusal))
     with pytest.raises(UpstreamDataError, match="Info cannot be empty"):
         await ad.push("event", EVENT, [item("a.example")])

@@ -34,8 +34,19 @@ def cfg(**kw) -> MispConfig:
 
 
 def item(value: str, typ: str = "domain", sources: tuple[str, ...] = ("edr",)) -> ShareItem:
-    return ShareItem(type=typ, value=value, severity="unknown", reputation=5, tags=(), comments="seen",
-                     reference="", first_seen=None, last_seen=None, expires_at=None, sources=sources)
+    return ShareItem(
+        type=typ,
+        value=value,
+        severity="unknown",
+        reputation=5,
+        tags=(),
+        comments="seen",
+        reference="",
+        first_seen=None,
+        last_seen=None,
+        expires_at=None,
+        sources=sources,
+    )
 
 
 def test_ip_dst_maps_by_address_family_with_reference_tags_and_comment():
@@ -112,24 +123,32 @@ def test_invalid_value_is_rejected_with_its_attribute_id():
     assert r.where == "attribute 107" and "not-an-ip" in r.reason
 
 
-@pytest.mark.parametrize(("mtype", "value", "expected"), [
-    ("ip-dst", "10.0.0.0/8", ("cidr4", "10.0.0.0/8")),
-    ("hostname|port", "Mail.Example|25", ("hostname", "mail.example")),
-    ("email-src", "Bad@Example.COM", ("email", "Bad@example.com")),
-    ("malware-sample", "x.exe|D41D8CD98F00B204E9800998ECF8427E", ("md5", "d41d8cd98f00b204e9800998ecf8427e")),
-    ("url", "hxxp://evil[.]example/a", ("url", "http://evil.example/a")),
-])
+@pytest.mark.parametrize(
+    ("mtype", "value", "expected"),
+    [
+        ("ip-dst", "10.0.0.0/8", ("cidr4", "10.0.0.0/8")),
+        ("hostname|port", "Mail.Example|25", ("hostname", "mail.example")),
+        ("email-src", "Bad@Example.COM", ("email", "Bad@example.com")),
+        ("malware-sample", "x.exe|D41D8CD98F00B204E9800998ECF8427E", ("md5", "d41d8cd98f00b204e9800998ecf8427e")),
+        ("url", "hxxp://evil[.]example/a", ("url", "http://evil.example/a")),
+    ],
+)
 def test_type_mapping(mtype, value, expected):
     """Each supported MISP type maps to its ctd type with a canonical value."""
-    got, _ = m.map_attribute({"id": "1", "type": mtype, "value": value, "to_ids": True, "event_id": "1"},
-                             base_url=BASE, export_tag="ctd", to_ids_only=True)
+    got, _ = m.map_attribute(
+        {"id": "1", "type": mtype, "value": value, "to_ids": True, "event_id": "1"},
+        base_url=BASE,
+        export_tag="ctd",
+        to_ids_only=True,
+    )
     assert [(s.type, s.value) for s in got] == [expected]
 
 
 def test_unsupported_type_is_ignored():
     """An attribute type ctd has no indicator for (e.g. ``text``) yields nothing and no rejection."""
-    assert m.map_attribute({"id": "1", "type": "text", "value": "x", "to_ids": True},
-                           base_url=BASE, export_tag="ctd", to_ids_only=True) == ([], [])
+    assert m.map_attribute(
+        {"id": "1", "type": "text", "value": "x", "to_ids": True}, base_url=BASE, export_tag="ctd", to_ids_only=True
+    ) == ([], [])
 
 
 def test_empty_search_reply_forms():
@@ -158,8 +177,17 @@ def test_restsearch_body_defaults():
 
 def test_restsearch_body_filters_and_decay():
     """Filters and decay options reach the body under MISP's names; user tags keep their '!' negation."""
-    c = cfg(types=["url"], categories=["Network activity"], tags=["tlp:white", "!false-positive"], to_ids=False,
-            published=True, enforce_warninglist=False, decaying_model=[2], score_threshold=40, export_tag="mine")
+    c = cfg(
+        types=["url"],
+        categories=["Network activity"],
+        tags=["tlp:white", "!false-positive"],
+        to_ids=False,
+        published=True,
+        enforce_warninglist=False,
+        decaying_model=[2],
+        score_threshold=40,
+        export_tag="mine",
+    )
     body = m.restsearch_body(c, page=1, start=0, end=1)
     assert body["type"] == ["url"] and body["category"] == ["Network activity"]
     assert body["tags"] == ["tlp:white", "!false-positive", "!mine"]
@@ -174,14 +202,17 @@ def test_include_decay_score_alone_does_not_exclude():
     assert body["includeDecayScore"] == 1 and "excludeDecayed" not in body
 
 
-@pytest.mark.parametrize(("typ", "value", "mtype", "category"), [
-    ("url", "http://a.example/x", "url", "Network activity"),
-    ("ipv4", "192.0.2.1", "ip-dst", "Network activity"),
-    ("ipv6", "2001:db8::2", "ip-dst", "Network activity"),
-    ("cidr4", "192.0.2.0/24", "ip-dst", "Network activity"),
-    ("md5", "d41d8cd98f00b204e9800998ecf8427e", "md5", "Payload delivery"),
-    ("email", "a@b.example", "email-dst", "Network activity"),
-])
+@pytest.mark.parametrize(
+    ("typ", "value", "mtype", "category"),
+    [
+        ("url", "http://a.example/x", "url", "Network activity"),
+        ("ipv4", "192.0.2.1", "ip-dst", "Network activity"),
+        ("ipv6", "2001:db8::2", "ip-dst", "Network activity"),
+        ("cidr4", "192.0.2.0/24", "ip-dst", "Network activity"),
+        ("md5", "d41d8cd98f00b204e9800998ecf8427e", "md5", "Payload delivery"),
+        ("email", "a@b.example", "email-dst", "Network activity"),
+    ],
+)
 def test_push_type_mapping(typ, value, mtype, category):
     """ctd types map back to MISP types and categories; a CIDR goes into ip-dst as is."""
     a = m.to_attribute(item(value, typ), "ctd")

@@ -41,8 +41,19 @@ def adapter(emu: NetskopeTenant, cfg=None, name: str = "ns") -> NetskopeAdapter:
 
 
 def item(value: str, typ: str = "url") -> ShareItem:
-    return ShareItem(type=typ, value=value, severity="high", reputation=5, tags=(), comments="", reference="",
-                     first_seen=None, last_seen=None, expires_at=None, sources=("a",))
+    return ShareItem(
+        type=typ,
+        value=value,
+        severity="high",
+        reputation=5,
+        tags=(),
+        comments="",
+        reference="",
+        first_seen=None,
+        last_seen=None,
+        expires_at=None,
+        sources=("a",),
+    )
 
 
 def url_params(**kw):
@@ -86,11 +97,17 @@ def malsites(emu: NetskopeTenant, n: int, start: int = NOW - 3000) -> list[str]:
 def test_tenant_settings_bound_with_secrets_from_files(tmp_path):
     """A plugin names a tenant; its table is validated once and secrets come from files."""
     (tmp_path / "v2").write_text("from-file\n")
-    cfg = config(tenant=f'[tenants.prod]\nurl = "https://acme.goskope.com"\ntoken_file = "{tmp_path}/v2"\n'
-                        'proxy = "http://proxy.internal:3128"\n')
+    cfg = config(
+        tenant=f'[tenants.prod]\nurl = "https://acme.goskope.com"\ntoken_file = "{tmp_path}/v2"\n'
+        'proxy = "http://proxy.internal:3128"\n'
+    )
     t = cfg.plugins["ns"].options.resolved_tenant
-    assert (t.url, t.token, t.v1_token, t.proxy) == ("https://acme.goskope.com", "from-file", None,
-                                                      "http://proxy.internal:3128")
+    assert (t.url, t.token, t.v1_token, t.proxy) == (
+        "https://acme.goskope.com",
+        "from-file",
+        None,
+        "http://proxy.internal:3128",
+    )
 
 
 def test_unknown_tenant_is_a_config_error_naming_it():
@@ -144,21 +161,29 @@ filter = "type in (md5, sha256)"
 
 
 def sharing(name: str, action: str, params: str, rule: str = "urls") -> str:
-    return (f'[sharing.{name}]\nsources = ["a"]\nrule = "{rule}"\ndestination = "ns"\n'
-            f'action = "{action}"\nparams = {params}\n')
+    return (
+        f'[sharing.{name}]\nsources = ["a"]\nrule = "{rule}"\ndestination = "ns"\n'
+        f'action = "{action}"\nparams = {params}\n'
+    )
 
 
 def test_two_sharings_writing_one_list_is_a_config_error():
     """Two sharing configurations writing the same URL list would overwrite each other."""
     with pytest.raises(ConfigError, match="both write 'urllist:blocked'"):
-        config(SHARE + sharing("one", "url_list", '{ list = "blocked" }')
-               + sharing("two", "url_list", '{ list = "blocked", type = "regex" }'))
+        config(
+            SHARE
+            + sharing("one", "url_list", '{ list = "blocked" }')
+            + sharing("two", "url_list", '{ list = "blocked", type = "regex" }')
+        )
 
 
 def test_url_list_and_hash_list_of_the_same_name_are_different_targets():
     """A URL list and a file hash list may share a name."""
-    cfg = config(SHARE + sharing("u", "url_list", '{ list = "ctd" }')
-                 + sharing("h", "file_hash_list", '{ list = "ctd" }', rule="hashes"))
+    cfg = config(
+        SHARE
+        + sharing("u", "url_list", '{ list = "ctd" }')
+        + sharing("h", "file_hash_list", '{ list = "ctd" }', rule="hashes")
+    )
     assert set(cfg.sharing) == {"u", "h"}
 
 
@@ -261,8 +286,11 @@ async def test_replies_are_gzip_and_decoded(emu):
     """The tenant compresses export pages when asked; the adapter reads them transparently."""
     malsites(emu, 1)
     async with httpx.AsyncClient(transport=httpx.MockTransport(emu)) as raw:
-        resp = await raw.get("https://acme.goskope.com/api/v2/events/dataexport/alerts/malsite",
-                             params={"index": "probe", "operation": "head"}, headers={"Netskope-Api-Token": "v2-secret"})
+        resp = await raw.get(
+            "https://acme.goskope.com/api/v2/events/dataexport/alerts/malsite",
+            params={"index": "probe", "operation": "head"},
+            headers={"Netskope-Api-Token": "v2-secret"},
+        )
     assert resp.headers["content-encoding"] == "gzip" and resp.json()["ok"] == 1
     assert values(await pull(adapter(emu))) == ["http://m0.example/x"]
 
@@ -375,8 +403,11 @@ async def test_retracting_everything_leaves_the_placeholder(emu):
     """A list emptied by retraction keeps the placeholder URL (the tenant refuses empty lists)."""
     a = adapter(emu)
     await a.push("url_list", url_params(default_url="placeholder.invalid"), [item("http://a.example/")])
-    await a.retract("url_list", url_params(default_url="placeholder.invalid"),
-                    [item("http://a.example/"), item("placeholder.invalid", "domain")])
+    await a.retract(
+        "url_list",
+        url_params(default_url="placeholder.invalid"),
+        [item("http://a.example/"), item("placeholder.invalid", "domain")],
+    )
     assert emu.url_list("ctd-urls").applied == ["placeholder.invalid"]
 
 
@@ -463,8 +494,12 @@ async def test_sharing_enforces_the_list_limit_newest_first(emu, store):
 async def test_sharing_counts_byte_size_as_json_plus_three(emu, store):
     """The byte limit counts each value's JSON-escaped length (quoted) plus 3 bytes."""
     t = now()
-    ingest(store.conn, "a", [s("http://a.example/", "url", last_seen=t), s("http://b.example/", "url",
-                                                                             last_seen=t - 1)], now=t)
+    ingest(
+        store.conn,
+        "a",
+        [s("http://a.example/", "url", last_seen=t), s("http://b.example/", "url", last_seen=t - 1)],
+        now=t,
+    )
     limit = len('"http://a.example/"') + 3
     sh = netskope_sharer(store, emu, sharing("u", "url_list", f'{{ list = "ctd", max_bytes = {limit} }}'), "u")
     res = await sh.share_once()
@@ -502,7 +537,10 @@ async def test_bidirectional_sharing_does_not_ping_pong(emu, store):
     peer = fakes.remote("ns-peer")
     peer.items["http://from-a.example/x"] = Sighting(type="url", value="http://from-a.example/x")  # type: ignore[assignment]
     emu.add_alert("malsite", url="http://from-ns.example/y", timestamp=t - 60)
-    cfg = config(plugin=PLUGIN + 'initial_range = "1h"\nalert_types = ["malsite"]\n' + """
+    cfg = config(
+        plugin=PLUGIN
+        + 'initial_range = "1h"\nalert_types = ["malsite"]\n'
+        + """
 [plugins.A]
 adapter = "tests.fake_adapters:MemoryDestination"
 key = "ns-peer"
@@ -519,7 +557,8 @@ sources = ["ns"]
 rule = "urls"
 destination = "A"
 action = "add"
-""")
+"""
+    )
     ns = adapter(emu, cfg)
     ex = Exchange(cfg, {"ns": ns, "A": fakes.adapter("A", cfg.plugins["A"])}, store)
     for rnd in range(3):
@@ -599,8 +638,10 @@ action = "url_list"
 params = {{ list = "ctd-blocked" }}
 """)
             d.start().wait_ready()
-            wait_for(lambda: (lst := emu.url_list("ctd-blocked")) and "http://feed.example/bad" in lst.applied,
-                     "the URL list to be deployed")
+            wait_for(
+                lambda: (lst := emu.url_list("ctd-blocked")) and "http://feed.example/bad" in lst.applied,
+                "the URL list to be deployed",
+            )
             found = wait_for(lambda: d.ctl_json("indicators", "search", "--source", "ns"), "the alert's IoC")
             assert [i["value"] for i in found] == ["http://alerted.example/p"]
             check = d.ctl("plugins", "check", "ns")

@@ -48,8 +48,10 @@ def test_malware_severity_timestamp_and_comment():
     sightings, _ = mapped("malware", "malware_page.json")
     s = sightings[0]
     assert (s.severity, s.first_seen, s.last_seen) == ("high", 1799990000, 1799990000)
-    assert s.comments == ("Netskope acme malware alert; Malware detected in download; file: invoice.pdf.exe; "
-                          "malware: Trojan.GenericKD; malware type: Trojan")
+    assert s.comments == (
+        "Netskope acme malware alert; Malware detected in download; file: invoice.pdf.exe; "
+        "malware: Trojan.GenericKD; malware type: Trojan"
+    )
 
 
 def test_unknown_severity_and_millisecond_timestamps():
@@ -140,7 +142,9 @@ def test_rejected_values_tolerates_other_shapes():
     """A string message, dict items or bare values do not break the parser."""
     assert nm.rejected_values({"message": "bad request"}, ["a"]) == {}
     assert nm.rejected_values({"message": [{"value": "a", "reason": "no"}, ["b"]]}, ["a", "b"]) == {
-        "a": "rejected by Netskope: no", "b": "rejected by Netskope as invalid"}
+        "a": "rejected by Netskope: no",
+        "b": "rejected by Netskope as invalid",
+    }
     assert nm.rejected_values(None, ["a"]) == {}
 
 
@@ -171,7 +175,9 @@ def test_hash_list_outcomes():
     dup = {"status": "error", "errors": ["Duplicate request, no change in file hashes"]}
     assert nm.hash_list_outcome(dup) == (True, "no change")
     assert nm.hash_list_outcome({"status": "error", "errors": ["File list x not found"]}) == (
-        False, "File list x not found")
+        False,
+        "File list x not found",
+    )
     assert nm.hash_list_outcome([]) == (False, "unexpected reply")
 
 

@@ -143,4 +143,7 @@ async def test_plugins_check_without_a_check_hook_says_so():
     cmds = AdminCommands()
     cmds.d = View()  # type: ignore[assignment]
     assert await cmds.plugins_check({"name": "dest"}) == {
-        "plugin": "dest", "ok": True, "message": "this adapter has no connectivity check"}
+        "plugin": "dest",
+        "ok": True,
+        "message": "this adapter has no connectivity check",
+    }

@@ -18,9 +18,9 @@ json_values = st.recursive(
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
     max_leaves=20,
 )
-request_like = st.dictionaries(
-    st.sampled_from(["v", "cmd", "args", "extra"]), json_values, max_size=4
-).map(lambda d: json.dumps(d).encode())
+request_like = st.dictionaries(st.sampled_from(["v", "cmd", "args", "extra"]), json_values, max_size=4).map(
+    lambda d: json.dumps(d).encode()
+)
 
 
 @settings(max_examples=500)

@@ -62,8 +62,10 @@ def adapter_from(toml: str, name: str):
 
 
 def feed_toml(url: str, extra: str = "") -> str:
-    return (f'[plugins.f]\nadapter = "feed"\nurl = "{url}"\nauth_key = "{AUTH_KEY}"\n'
-            f'headers = {{ X-Feed-Key = "{HEADER_SECRET}" }}\n{extra}')
+    return (
+        f'[plugins.f]\nadapter = "feed"\nurl = "{url}"\nauth_key = "{AUTH_KEY}"\n'
+        f'headers = {{ X-Feed-Key = "{HEADER_SECRET}" }}\n{extra}'
+    )
 
 
 async def pull_all(plugin):
@@ -164,19 +166,18 @@ async def test_a_307_never_resends_a_body_to_another_origin_even_when_listed(oth
         async with make_client(HttpOptions(), allow_redirects_to=[other.base]) as client:
             with pytest.raises(UpstreamDataError, match="body"):
                 with map_http_errors("post"):
-                    await client.post(f"{origin.base}/api", content=CS_SECRET.encode(),
-                                      headers={"X-Token": NS_TOKEN})
+                    await client.post(f"{origin.base}/api", content=CS_SECRET.encode(), headers={"X-Token": NS_TOKEN})
     assert other.received == []
 
 
 async def test_a_303_after_a_post_reaches_a_listed_origin_as_a_bare_get(other):
     """A 303 to a listed origin becomes a GET without the body and without the request's headers."""
     with serve("127.0.0.1", redirect_to(f"{other.base}/result", 303)) as origin:
-        async with make_client(HttpOptions(), allow_redirects_to=[other.base],
-                               auth=("user", NS_V1)) as client:
+        async with make_client(HttpOptions(), allow_redirects_to=[other.base], auth=("user", NS_V1)) as client:
             with map_http_errors("post"):
-                resp = await client.post(f"{origin.base}/api", content=CS_SECRET.encode(),
-                                         headers={"X-Token": NS_TOKEN})
+                resp = await client.post(
+                    f"{origin.base}/api", content=CS_SECRET.encode(), headers={"X-Token": NS_TOKEN}
+                )
     assert resp.status_code == 200 and resp.content == FEED
     assert [(r.method, r.body) for r in other.received] == [("GET", b"")]
     assert_nothing_secret(other)
@@ -187,8 +188,10 @@ async def test_a_303_after_a_post_reaches_a_listed_origin_as_a_bare_get(other):
 
 
 def tenant_toml(url: str) -> str:
-    return (f'[tenants.t]\nurl = "{url}"\ntoken = "{NS_TOKEN}"\nv1_token = "{NS_V1}"\n'
-            '[plugins.ns]\nadapter = "netskope"\ntenant = "t"\nalert_types = ["malsite"]\n')
+    return (
+        f'[tenants.t]\nurl = "{url}"\ntoken = "{NS_TOKEN}"\nv1_token = "{NS_V1}"\n'
+        '[plugins.ns]\nadapter = "netskope"\ntenant = "t"\nalert_types = ["malsite"]\n'
+    )
 
 
 async def test_netskope_token_never_reaches_another_origin(other):
@@ -205,8 +208,19 @@ async def test_netskope_v1_token_body_is_not_reposted_to_another_origin(other):
     """A 307 on the file hash list update (v1 token in the body) is not followed."""
     with serve("127.0.0.1", redirect_to(f"{other.base}/api/v1/updateFileHashList", 307)) as origin:
         cfg = parse_config(tenant_toml(origin.base).replace('alert_types = ["malsite"]\n', "pull = false\n"))
-        item = ShareItem(type="sha256", value="a" * 64, severity="high", reputation=5, tags=(), comments="",
-                         reference="", first_seen=None, last_seen=None, expires_at=None, sources=("x",))
+        item = ShareItem(
+            type="sha256",
+            value="a" * 64,
+            severity="high",
+            reputation=5,
+            tags=(),
+            comments="",
+            reference="",
+            first_seen=None,
+            last_seen=None,
+            expires_at=None,
+            sources=("x",),
+        )
         async with open_adapter("ns", cfg.plugins["ns"]) as ns:
             params = ns.ACTIONS["file_hash_list"].params(list="ctd-hashes")
             with pytest.raises(UpstreamDataError, match="127.0.0.2"):
@@ -215,8 +229,9 @@ async def test_netskope_v1_token_body_is_not_reposted_to_another_origin(other):
 
 
 def cs_toml(url: str) -> str:
-    return (f'[plugins.cs]\nadapter = "crowdstrike"\nclient_id = "cid"\nclient_secret = "{CS_SECRET}"\n'
-            f'base_url = "{url}"\n')
+    return (
+        f'[plugins.cs]\nadapter = "crowdstrike"\nclient_id = "cid"\nclient_secret = "{CS_SECRET}"\nbase_url = "{url}"\n'
+    )
 
 
 async def test_crowdstrike_client_secret_is_not_reposted_on_a_307(other):
@@ -237,8 +252,11 @@ async def test_crowdstrike_same_origin_307_reposts_the_token_request():
         if req.target == "/oauth2/token2":
             if CS_SECRET.encode() not in req.body:
                 return 401, {}, b"{}"
-            return 201, {"Content-Type": "application/json"}, json.dumps(
-                {"access_token": "tok", "token_type": "bearer", "expires_in": 1799}).encode()
+            return (
+                201,
+                {"Content-Type": "application/json"},
+                json.dumps({"access_token": "tok", "token_type": "bearer", "expires_in": 1799}).encode(),
+            )
         return 200, {"Content-Type": "application/json"}, b'{"meta": {}, "resources": [], "errors": []}'
 
     with serve("127.0.0.1", handle) as origin:

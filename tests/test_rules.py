@@ -15,7 +15,13 @@ from ctd.store import sql as store_sql
 from ctd.model import INDICATOR_TYPES, SEVERITIES, Sighting, iso
 from ctd.rules.parser import And, Cmp, Node, Not, Now, Or, RuleError, parse
 from ctd.rules.compiler import (
-    SQL_FUNCTIONS, CompiledRule, Rule, Subject, compile_filter, glob_to_regex, glob_to_sql,
+    SQL_FUNCTIONS,
+    CompiledRule,
+    Rule,
+    Subject,
+    compile_filter,
+    glob_to_regex,
+    glob_to_sql,
 )
 from tests.storeutil import DAY, NOW, ingest
 
@@ -32,8 +38,17 @@ EXAMPLES = [
 
 def subj(**kw: Any) -> Subject:
     base: dict[str, Any] = dict(
-        type="domain", value="evil.example.com", sources=("misp",), severity="medium", reputation=5,
-        tags=(), comments="", first_seen=NOW - 10 * DAY, last_seen=NOW - DAY, expires_at=None, hits=1,
+        type="domain",
+        value="evil.example.com",
+        sources=("misp",),
+        severity="medium",
+        reputation=5,
+        tags=(),
+        comments="",
+        first_seen=NOW - 10 * DAY,
+        last_seen=NOW - DAY,
+        expires_at=None,
+        hits=1,
     )
     base.update(kw)
     return Subject(**base)
@@ -59,11 +74,13 @@ class TestParse:
 
     def test_example_ast(self):
         """The first example parses to the expected tree, severity as its rank."""
-        assert parse(EXAMPLES[0]) == And((
-            Cmp("type", "in", ("url", "domain"), 1),
-            Cmp("severity", ">=", (2,), 27),
-            Not(Cmp("value", "~", ("*.corp.example.com",), 54)),
-        ))
+        assert parse(EXAMPLES[0]) == And(
+            (
+                Cmp("type", "in", ("url", "domain"), 1),
+                Cmp("severity", ">=", (2,), 27),
+                Not(Cmp("value", "~", ("*.corp.example.com",), 54)),
+            )
+        )
 
     def test_relative_time(self):
         """`now - 14d` is a Now offset of minus 14 days."""
@@ -106,34 +123,37 @@ class TestParse:
         """`not in` is one operator and negative numbers are operands."""
         assert parse("reputation not in (-1, 2)") == Cmp("reputation", "not in", (-1, 2), 1)
 
-    @pytest.mark.parametrize(("text", "message", "column"), [
-        ("severity >= medium and sevrity > low", "unknown field 'sevrity'", 24),
-        ("reputation >= 6 and hits >=", "expected a value after '>='", 28),
-        ("type in (url, ulr)", "unknown indicator type 'ulr'", 15),
-        ("severity = severe", "unknown severity 'severe'", 12),
-        ("type = url and reputation ~ 6", "operator '~' does not apply to reputation", 27),
-        ("tags = \"x\"", "operator '=' does not apply to tags", 6),
-        ("value has \"x\"", "operator 'has' does not apply to value", 7),
-        ("type > url", "operator '>' does not apply to type", 6),
-        ('value = "abc', "unterminated string", 9),
-        ("or hits = 1", "unexpected 'or'", 1),
-        ("", "empty filter", 1),
-        ("   ", "empty filter", 1),
-        ("hits = 1 hits = 2", "unexpected 'hits'", 10),
-        ("hits = 1)", "unexpected ')'", 9),
-        ('reputation = "5"', "reputation expects a number", 14),
-        ("value = now - 1d", "a time does not apply to value", 9),
-        ("last_seen > \"yesterday\"", "last_seen expects a time", 13),
-        ("last_seen > now - 14", "expected a duration", 19),
-        ("hits = 12x", "invalid number '12x'", 8),
-        ("value = 3", "value expects a string", 9),
-        ("(hits = 1", "expected ')'", 10),
-        ("type in url", "expected '(' after 'in'", 9),
-        ("type in (url domain)", "expected ',' or ')'", 14),
-        ("hits @ 1", "unexpected character '@'", 6),
-        ("hits", "expected an operator", 5),
-        ("value = and", "expected a value after '='", 9),
-    ])
+    @pytest.mark.parametrize(
+        ("text", "message", "column"),
+        [
+            ("severity >= medium and sevrity > low", "unknown field 'sevrity'", 24),
+            ("reputation >= 6 and hits >=", "expected a value after '>='", 28),
+            ("type in (url, ulr)", "unknown indicator type 'ulr'", 15),
+            ("severity = severe", "unknown severity 'severe'", 12),
+            ("type = url and reputation ~ 6", "operator '~' does not apply to reputation", 27),
+            ('tags = "x"', "operator '=' does not apply to tags", 6),
+            ('value has "x"', "operator 'has' does not apply to value", 7),
+            ("type > url", "operator '>' does not apply to type", 6),
+            ('value = "abc', "unterminated string", 9),
+            ("or hits = 1", "unexpected 'or'", 1),
+            ("", "empty filter", 1),
+            ("   ", "empty filter", 1),
+            ("hits = 1 hits = 2", "unexpected 'hits'", 10),
+            ("hits = 1)", "unexpected ')'", 9),
+            ('reputation = "5"', "reputation expects a number", 14),
+            ("value = now - 1d", "a time does not apply to value", 9),
+            ('last_seen > "yesterday"', "last_seen expects a time", 13),
+            ("last_seen > now - 14", "expected a duration", 19),
+            ("hits = 12x", "invalid number '12x'", 8),
+            ("value = 3", "value expects a string", 9),
+            ("(hits = 1", "expected ')'", 10),
+            ("type in url", "expected '(' after 'in'", 9),
+            ("type in (url domain)", "expected ',' or ')'", 14),
+            ("hits @ 1", "unexpected character '@'", 6),
+            ("hits", "expected an operator", 5),
+            ("value = and", "expected a value after '='", 9),
+        ],
+    )
     def test_compile_errors(self, text, message, column):
         """Each mistake is a RuleError naming the problem and its 1-based column."""
         with pytest.raises(RuleError) as info:
@@ -152,53 +172,95 @@ class TestParse:
 
 
 class TestEvaluate:
-    @pytest.mark.parametrize(("text", "expected"), [
-        ("type = domain", True), ("type != domain", False), ("type in (url, domain)", True),
-        ("type not in (url, domain)", False), ("type = url", False),
-    ])
+    @pytest.mark.parametrize(
+        ("text", "expected"),
+        [
+            ("type = domain", True),
+            ("type != domain", False),
+            ("type in (url, domain)", True),
+            ("type not in (url, domain)", False),
+            ("type = url", False),
+        ],
+    )
     def test_type(self, text, expected):
         """type supports =, !=, in, not in."""
         assert match(text) is expected
 
-    @pytest.mark.parametrize(("text", "expected"), [
-        ('value = "evil.example.com"', True), ('value = "EVIL.example.com"', False),
-        ('value != "evil.example.com"', False), ('value in ("x", "evil.example.com")', True),
-        ('value not in ("x", "y")', True), ("value = evil", False),
-    ])
+    @pytest.mark.parametrize(
+        ("text", "expected"),
+        [
+            ('value = "evil.example.com"', True),
+            ('value = "EVIL.example.com"', False),
+            ('value != "evil.example.com"', False),
+            ('value in ("x", "evil.example.com")', True),
+            ('value not in ("x", "y")', True),
+            ("value = evil", False),
+        ],
+    )
     def test_value_equality(self, text, expected):
         """value compares exactly (case-sensitively)."""
         assert match(text) is expected
 
-    @pytest.mark.parametrize(("pattern", "value", "expected"), [
-        ("*.example.com", "evil.example.com", True), ("*.example.com", "example.com", False),
-        ("evil*", "evil.example.com", True), ("*", "", True), ("?vil.example.com", "evil.example.com", True),
-        ("?", "é", True), ("??", "é", False), ("a[1]", "a[1]", True), ("a[1]", "a1", False),
-        ("a[]]", "a[]]", True), ("a]", "a]", True), ("a.c", "abc", False), ("*EVIL*", "evil", False),
-        ("a*b", "a\nb", True),
-    ])
+    @pytest.mark.parametrize(
+        ("pattern", "value", "expected"),
+        [
+            ("*.example.com", "evil.example.com", True),
+            ("*.example.com", "example.com", False),
+            ("evil*", "evil.example.com", True),
+            ("*", "", True),
+            ("?vil.example.com", "evil.example.com", True),
+            ("?", "é", True),
+            ("??", "é", False),
+            ("a[1]", "a[1]", True),
+            ("a[1]", "a1", False),
+            ("a[]]", "a[]]", True),
+            ("a]", "a]", True),
+            ("a.c", "abc", False),
+            ("*EVIL*", "evil", False),
+            ("a*b", "a\nb", True),
+        ],
+    )
     def test_value_glob(self, pattern, value, expected):
         """`~` is a case-sensitive glob: * any run, ? one character, [ ] literal."""
         assert match(f"value ~ {q(pattern)}", value=value) is expected
 
-    @pytest.mark.parametrize(("pattern", "typ", "value", "expected"), [
-        ("10.0.0.0/8", "ipv4", "10.1.2.3", True), ("10.0.0.0/8", "ipv4", "11.1.2.3", False),
-        ("10.0.0.0/8", "cidr4", "10.1.0.0/16", True), ("10.0.0.0/8", "cidr4", "10.0.0.0/8", True),
-        ("10.0.0.0/8", "cidr4", "0.0.0.0/0", False), ("10.1.2.3/8", "ipv4", "10.9.9.9", True),
-        ("2001:db8::/32", "ipv6", "2001:db8::1", True), ("2001:db8::/32", "ipv6", "2001:db9::1", False),
-        ("2001:db8::/32", "cidr6", "2001:db8:1::/48", True), ("2001:db8::/32", "cidr6", "2001::/16", False),
-        ("10.0.0.0/8", "domain", "10.1.2.3", False), ("10.0.0.0/8", "ipv6", "::ffff:10.1.2.3", False),
-        ("10.0.0.0/8", "ipv4", "10.1.2", False), ("0.0.0.0/0", "ipv4", "8.8.8.8", True),
-    ])
+    @pytest.mark.parametrize(
+        ("pattern", "typ", "value", "expected"),
+        [
+            ("10.0.0.0/8", "ipv4", "10.1.2.3", True),
+            ("10.0.0.0/8", "ipv4", "11.1.2.3", False),
+            ("10.0.0.0/8", "cidr4", "10.1.0.0/16", True),
+            ("10.0.0.0/8", "cidr4", "10.0.0.0/8", True),
+            ("10.0.0.0/8", "cidr4", "0.0.0.0/0", False),
+            ("10.1.2.3/8", "ipv4", "10.9.9.9", True),
+            ("2001:db8::/32", "ipv6", "2001:db8::1", True),
+            ("2001:db8::/32", "ipv6", "2001:db9::1", False),
+            ("2001:db8::/32", "cidr6", "2001:db8:1::/48", True),
+            ("2001:db8::/32", "cidr6", "2001::/16", False),
+            ("10.0.0.0/8", "domain", "10.1.2.3", False),
+            ("10.0.0.0/8", "ipv6", "::ffff:10.1.2.3", False),
+            ("10.0.0.0/8", "ipv4", "10.1.2", False),
+            ("0.0.0.0/0", "ipv4", "8.8.8.8", True),
+        ],
+    )
     def test_value_cidr(self, pattern, typ, value, expected):
         """A CIDR pattern matches ip values inside it and cidr values contained in it."""
         assert match(f"value ~ {q(pattern)}", type=typ, value=value) is expected
 
-    @pytest.mark.parametrize(("text", "expected"), [
-        ('source = "misp"', True), ('source = "otx"', False), ('source != "misp"', False),
-        ('source != "otx"', True), ('source in ("otx", "taxii-osint")', True),
-        ('source not in ("misp", "taxii-osint")', False), ('source ~ "taxii*"', True), ('source ~ "?isp"', True),
-        ('source ~ "x*"', False),
-    ])
+    @pytest.mark.parametrize(
+        ("text", "expected"),
+        [
+            ('source = "misp"', True),
+            ('source = "otx"', False),
+            ('source != "misp"', False),
+            ('source != "otx"', True),
+            ('source in ("otx", "taxii-osint")', True),
+            ('source not in ("misp", "taxii-osint")', False),
+            ('source ~ "taxii*"', True),
+            ('source ~ "?isp"', True),
+            ('source ~ "x*"', False),
+        ],
+    )
     def test_source_any_live(self, text, expected):
         """source matches if any live source matches; != and not in negate."""
         assert match(text, sources=("misp", "taxii-osint")) is expected
@@ -208,45 +270,79 @@ class TestEvaluate:
         assert not match('source ~ "*"', sources=())
         assert match('source != "misp"', sources=())
 
-    @pytest.mark.parametrize(("text", "expected"), [
-        ("severity >= medium", True), ("severity > medium", False), ("severity < high", True),
-        ("severity <= low", False), ("severity = medium", True), ("severity in (low, critical)", False),
-        ("severity > unknown", True),
-    ])
+    @pytest.mark.parametrize(
+        ("text", "expected"),
+        [
+            ("severity >= medium", True),
+            ("severity > medium", False),
+            ("severity < high", True),
+            ("severity <= low", False),
+            ("severity = medium", True),
+            ("severity in (low, critical)", False),
+            ("severity > unknown", True),
+        ],
+    )
     def test_severity_ordered(self, text, expected):
         """severity compares by rank unknown < low < medium < high < critical."""
         assert match(text, severity="medium") is expected
 
-    @pytest.mark.parametrize(("text", "expected"), [
-        ("reputation >= 6", True), ("reputation > 6", False), ("reputation = 6", True),
-        ("reputation != 6", False), ("reputation in (1, 6)", True), ("hits < 3", True), ("hits >= 3", False),
-        ("hits not in (1, 2)", False),
-    ])
+    @pytest.mark.parametrize(
+        ("text", "expected"),
+        [
+            ("reputation >= 6", True),
+            ("reputation > 6", False),
+            ("reputation = 6", True),
+            ("reputation != 6", False),
+            ("reputation in (1, 6)", True),
+            ("hits < 3", True),
+            ("hits >= 3", False),
+            ("hits not in (1, 2)", False),
+        ],
+    )
     def test_numbers(self, text, expected):
         """reputation and hits compare as integers."""
         assert match(text, reputation=6, hits=2) is expected
 
-    @pytest.mark.parametrize(("text", "expected"), [
-        ('tags has "apt"', True), ('tags has "APT"', False), ('not tags has "apt"', False),
-        ('tags has "c2"', False), ('not tags has "c2"', True),
-    ])
+    @pytest.mark.parametrize(
+        ("text", "expected"),
+        [
+            ('tags has "apt"', True),
+            ('tags has "APT"', False),
+            ('not tags has "apt"', False),
+            ('tags has "c2"', False),
+            ('not tags has "c2"', True),
+        ],
+    )
     def test_tags_has(self, text, expected):
         """tags has tests membership; not tags has its absence."""
         assert match(text, tags=("apt", "phish")) is expected
 
-    @pytest.mark.parametrize(("text", "expected"), [
-        ('comments = "seen in *campaign*"', True), ('comments ~ "*campaign*"', True),
-        ('comments ~ "*Campaign*"', False), ('comments in ("a", "seen in *campaign*")', True),
-    ])
+    @pytest.mark.parametrize(
+        ("text", "expected"),
+        [
+            ('comments = "seen in *campaign*"', True),
+            ('comments ~ "*campaign*"', True),
+            ('comments ~ "*Campaign*"', False),
+            ('comments in ("a", "seen in *campaign*")', True),
+        ],
+    )
     def test_comments(self, text, expected):
         """comments supports equality and glob."""
         assert match(text, comments="seen in *campaign*") is expected
 
-    @pytest.mark.parametrize(("text", "expected"), [
-        ("last_seen > now - 14d", True), ("last_seen > now - 1d", False), ("last_seen >= now - 1d", True),
-        ("last_seen > now - 25h", True), ("first_seen < now - 1w", True), ("first_seen = now - 10d", True),
-        ("last_seen < now + 1s", True), (f'last_seen = "{iso(NOW - DAY)}"', True),
-    ])
+    @pytest.mark.parametrize(
+        ("text", "expected"),
+        [
+            ("last_seen > now - 14d", True),
+            ("last_seen > now - 1d", False),
+            ("last_seen >= now - 1d", True),
+            ("last_seen > now - 25h", True),
+            ("first_seen < now - 1w", True),
+            ("first_seen = now - 10d", True),
+            ("last_seen < now + 1s", True),
+            (f'last_seen = "{iso(NOW - DAY)}"', True),
+        ],
+    )
     def test_relative_and_absolute_times(self, text, expected):
         """Times compare against now +/- a duration or an ISO 8601 instant."""
         assert match(text) is expected
@@ -257,11 +353,19 @@ class TestEvaluate:
         assert rule.matches(subj(last_seen=NOW - 10 * DAY), NOW)
         assert not rule.matches(subj(last_seen=NOW - 10 * DAY), NOW + 5 * DAY)
 
-    @pytest.mark.parametrize(("text", "expected"), [
-        ("expires_at < now + 30d", False), ("expires_at > now", False), ("expires_at = now", False),
-        ("not expires_at < now + 30d", True), ("expires_at != now", True), ("expires_at not in (now)", True),
-        ("first_seen < now", False), ("not first_seen < now", True),
-    ])
+    @pytest.mark.parametrize(
+        ("text", "expected"),
+        [
+            ("expires_at < now + 30d", False),
+            ("expires_at > now", False),
+            ("expires_at = now", False),
+            ("not expires_at < now + 30d", True),
+            ("expires_at != now", True),
+            ("expires_at not in (now)", True),
+            ("first_seen < now", False),
+            ("not first_seen < now", True),
+        ],
+    )
     def test_null_time_two_valued(self, text, expected):
         """A comparison with a NULL time is false and its negation true."""
         assert match(text, expires_at=None, first_seen=None) is expected
@@ -303,9 +407,17 @@ def subjects(conn: sqlite3.Connection) -> dict[int, Subject]:
     ):
         iid, typ, value, sev, rep, tags, comments, first, last, exp, hits = row
         out[iid] = Subject(
-            type=typ, value=value, sources=tuple(live[iid]), severity=SEVERITIES[sev], reputation=rep,
-            tags=tuple(json.loads(tags)), comments=comments, first_seen=first, last_seen=last,
-            expires_at=exp, hits=hits,
+            type=typ,
+            value=value,
+            sources=tuple(live[iid]),
+            severity=SEVERITIES[sev],
+            reputation=rep,
+            tags=tuple(json.loads(tags)),
+            comments=comments,
+            first_seen=first,
+            last_seen=last,
+            expires_at=exp,
+            hits=hits,
         )
     return out
 
@@ -335,36 +447,70 @@ def sighting(typ: str, value: str, **kw: Any) -> Sighting:
 @pytest.fixture(scope="module")
 def db(tmp_path_factory):
     conn = open_db(str(tmp_path_factory.mktemp("rules") / "ctd.db"))
-    ingest(conn, "misp", [
-        sighting("url", "https://goodurl.com/login", severity="high", reputation=8, tags=("phish",)),
-        sighting("url", "https://evil.example.com/a[1]", severity="medium", reputation=6, last_seen=NOW - 20 * DAY),
-        sighting("domain", "x.corp.example.com", severity="critical", reputation=9, tags=("apt", "c2")),
-        sighting("md5", MD5, severity="low", reputation=7, last_seen=NOW - 3 * DAY, comments="dropper"),
-        sighting("ipv4", "10.1.2.3", severity="high", tags=("allowlisted",)),
-        sighting("cidr6", "2001:db8:1::/48", severity="unknown", reputation=2),
-    ], aging_days=0)
-    ingest(conn, "taxii-osint", [
-        sighting("url", "https://goodurl.com/login", reputation=4),
-        sighting("sha256", SHA256, severity="critical", reputation=10, tags=('q"x', "é")),
-        sighting("domain", "x.corp.example.com", retracted=True),
-        sighting("ipv6", "2001:db8::5", expires_at=NOW + 5 * DAY),
-    ])
-    ingest(conn, "crowdstrike", [
-        sighting("url", "https://goodurl.com/login", severity="low"),
-        sighting("md5", MD5, retracted=True),
-        sighting("cidr4", "10.0.0.0/8", severity="medium", reputation=6, last_seen=NOW - 40 * DAY),
-    ], aging_days=30)
+    ingest(
+        conn,
+        "misp",
+        [
+            sighting("url", "https://goodurl.com/login", severity="high", reputation=8, tags=("phish",)),
+            sighting("url", "https://evil.example.com/a[1]", severity="medium", reputation=6, last_seen=NOW - 20 * DAY),
+            sighting("domain", "x.corp.example.com", severity="critical", reputation=9, tags=("apt", "c2")),
+            sighting("md5", MD5, severity="low", reputation=7, last_seen=NOW - 3 * DAY, comments="dropper"),
+            sighting("ipv4", "10.1.2.3", severity="high", tags=("allowlisted",)),
+            sighting("cidr6", "2001:db8:1::/48", severity="unknown", reputation=2),
+        ],
+        aging_days=0,
+    )
+    ingest(
+        conn,
+        "taxii-osint",
+        [
+            sighting("url", "https://goodurl.com/login", reputation=4),
+            sighting("sha256", SHA256, severity="critical", reputation=10, tags=('q"x', "é")),
+            sighting("domain", "x.corp.example.com", retracted=True),
+            sighting("ipv6", "2001:db8::5", expires_at=NOW + 5 * DAY),
+        ],
+    )
+    ingest(
+        conn,
+        "crowdstrike",
+        [
+            sighting("url", "https://goodurl.com/login", severity="low"),
+            sighting("md5", MD5, retracted=True),
+            sighting("cidr4", "10.0.0.0/8", severity="medium", reputation=6, last_seen=NOW - 40 * DAY),
+        ],
+        aging_days=30,
+    )
     yield conn, subjects(conn)
     conn.close()
 
 
 SQL_FILTERS = EXAMPLES + [
-    "type = url", "type != url", "type not in (md5, sha256)", 'value ~ "*[1]"', 'value ~ "10.0.0.0/8"',
-    'value ~ "2001:db8::/32"', 'source = "taxii-osint"', 'source != "misp"', 'source ~ "*osint"',
-    'source not in ("crowdstrike")', "severity >= high", "severity in (unknown, low)", "reputation < 6",
-    "hits >= 2", 'tags has "apt"', 'not tags has "phish"', "tags has 'q\\\"x'", 'tags has "é"',
-    'comments ~ "drop*"', 'comments = ""', "last_seen > now - 14d", "first_seen <= now - 20d",
-    "expires_at > now", "not expires_at > now", "expires_at != now + 5d", 'expires_at < "2030-01-01"',
+    "type = url",
+    "type != url",
+    "type not in (md5, sha256)",
+    'value ~ "*[1]"',
+    'value ~ "10.0.0.0/8"',
+    'value ~ "2001:db8::/32"',
+    'source = "taxii-osint"',
+    'source != "misp"',
+    'source ~ "*osint"',
+    'source not in ("crowdstrike")',
+    "severity >= high",
+    "severity in (unknown, low)",
+    "reputation < 6",
+    "hits >= 2",
+    'tags has "apt"',
+    'not tags has "phish"',
+    "tags has 'q\\\"x'",
+    'tags has "é"',
+    'comments ~ "drop*"',
+    'comments = ""',
+    "last_seen > now - 14d",
+    "first_seen <= now - 20d",
+    "expires_at > now",
+    "not expires_at > now",
+    "expires_at != now + 5d",
+    'expires_at < "2030-01-01"',
     "(type = url or type = md5) and not (source = crowdstrike and severity < medium)",
 ]
 
@@ -395,7 +541,9 @@ class TestSql:
         (t1, p1), (t2, p2) = rule.sql(NOW), rule.sql(NOW + 60)
         assert t1 == t2 and p1 == [NOW - 14 * DAY] and p2 == [NOW + 60 - 14 * DAY]
 
-    @pytest.mark.parametrize("field_op", ["value =", "comments ~", "source =", "tags has", "value ~", "type in (url) or value in"])
+    @pytest.mark.parametrize(
+        "field_op", ["value =", "comments ~", "source =", "tags has", "value ~", "type in (url) or value in"]
+    )
     def test_values_are_parameters(self, db, field_op):
         """A hostile value reaches SQL only as a parameter and selects nothing extra."""
         conn, subs = db
@@ -415,16 +563,45 @@ TAGS = ("apt", "phish", "a[1]", 'q"x', "é", "a/b")
 TEXT = st.text(alphabet="ab[]*?.é \\\"'", max_size=5)
 COMMENTS = st.sampled_from(("", "a[b]", "[", "]", "a*b", "ab", "é?", "x [1] y")) | TEXT
 VALUES = (
-    ("domain", "evil.example.com"), ("domain", "a.corp.example.com"), ("domain", "goodurl.com"),
-    ("hostname", "evil.example.com"), ("url", "http://goodurl.com/x[1]?a=*"), ("url", "https://evil.example.com/"),
-    ("ipv4", "10.1.2.3"), ("ipv4", "192.168.1.7"), ("ipv4", "10.1.2"), ("ipv6", "2001:db8::1"),
-    ("ipv6", "2001:db9::1"), ("ipv6", "::ffff:10.1.2.3"), ("cidr4", "10.1.0.0/16"), ("cidr4", "10.0.0.0/8"),
-    ("cidr4", "0.0.0.0/0"), ("cidr6", "2001:db8::/48"), ("cidr6", "2001:db8::/32"), ("md5", MD5),
-    ("sha256", SHA256), ("email", "bob@evil.example.com"), ("url", "http://evil.example.com/]a[b]"),
+    ("domain", "evil.example.com"),
+    ("domain", "a.corp.example.com"),
+    ("domain", "goodurl.com"),
+    ("hostname", "evil.example.com"),
+    ("url", "http://goodurl.com/x[1]?a=*"),
+    ("url", "https://evil.example.com/"),
+    ("ipv4", "10.1.2.3"),
+    ("ipv4", "192.168.1.7"),
+    ("ipv4", "10.1.2"),
+    ("ipv6", "2001:db8::1"),
+    ("ipv6", "2001:db9::1"),
+    ("ipv6", "::ffff:10.1.2.3"),
+    ("cidr4", "10.1.0.0/16"),
+    ("cidr4", "10.0.0.0/8"),
+    ("cidr4", "0.0.0.0/0"),
+    ("cidr6", "2001:db8::/48"),
+    ("cidr6", "2001:db8::/32"),
+    ("md5", MD5),
+    ("sha256", SHA256),
+    ("email", "bob@evil.example.com"),
+    ("url", "http://evil.example.com/]a[b]"),
 )
 GLOBS = (
-    "*.example.com", "*evil*", "10.*", "?0.1.2.3", "*[1]*", "http*://*", "*", "10.0.0.0/8", "10.1.0.0/16",
-    "10.1.2.3/32", "2001:db8::/32", "2001:db8::/64", "::/0", "0.0.0.0/0", "192.168.1.0/24", "::ffff:0:0/96",
+    "*.example.com",
+    "*evil*",
+    "10.*",
+    "?0.1.2.3",
+    "*[1]*",
+    "http*://*",
+    "*",
+    "10.0.0.0/8",
+    "10.1.0.0/16",
+    "10.1.2.3/32",
+    "2001:db8::/32",
+    "2001:db8::/64",
+    "::/0",
+    "0.0.0.0/0",
+    "192.168.1.0/24",
+    "::ffff:0:0/96",
 )
 
 
@@ -432,10 +609,17 @@ def sub_glob(strings: tuple[str, ...] | st.SearchStrategy[str]) -> st.SearchStra
     """Glob patterns cut from real strings: a slice, optionally with * around and one ? inside."""
     base = strings if isinstance(strings, st.SearchStrategy) else st.sampled_from(strings)
     return st.builds(
-        lambda v, i, n, pre, post, k: ("*" if pre else "") + (
-            v[i : i + n][:k] + "?" + v[i : i + n][k + 1 :] if 0 <= k < len(v[i : i + n]) else v[i : i + n]
-        ) + ("*" if post else ""),
-        base, st.integers(0, 20), st.integers(0, 12), st.booleans(), st.booleans(), st.integers(-3, 5),
+        lambda v, i, n, pre, post, k: (
+            ("*" if pre else "")
+            + (v[i : i + n][:k] + "?" + v[i : i + n][k + 1 :] if 0 <= k < len(v[i : i + n]) else v[i : i + n])
+            + ("*" if post else "")
+        ),
+        base,
+        st.integers(0, 20),
+        st.integers(0, 12),
+        st.booleans(),
+        st.booleans(),
+        st.integers(-3, 5),
     )
 
 
@@ -451,8 +635,11 @@ def eq_in(field: str, operand: st.SearchStrategy[str], extra: tuple[str, ...] = 
     ops = st.sampled_from(("=", "!=") + extra)
     return st.one_of(
         st.builds(lambda op, v: f"{field} {op} {v}", ops, operand),
-        st.builds(lambda op, vs: f"{field} {op} ({', '.join(vs)})",
-                  st.sampled_from(("in", "not in", "IN", "NOT in")), st.lists(operand, min_size=1, max_size=3)),
+        st.builds(
+            lambda op, vs: f"{field} {op} ({', '.join(vs)})",
+            st.sampled_from(("in", "not in", "IN", "NOT in")),
+            st.lists(operand, min_size=1, max_size=3),
+        ),
     )
 
 
@@ -471,19 +658,41 @@ ATOMS = st.one_of(  # the comparisons where SQL and Python differ most come firs
     eq_in("hits", st.integers(0, 4).map(str), ORD),
     eq_in("comments", COMMENTS.map(q)),
 )
-FILTERS = st.recursive(ATOMS, lambda c: st.one_of(
-    st.builds(lambda a, op, b: f"({a}) {op} ({b})", c, st.sampled_from(("and", "or", "AND", "Or")), c),
-    st.builds(lambda a, op, b: f"{a} {op} {b}", c, st.sampled_from(("and", "or")), c),
-    c.map(lambda x: f"not ({x})"),
-), max_leaves=6)
+FILTERS = st.recursive(
+    ATOMS,
+    lambda c: st.one_of(
+        st.builds(lambda a, op, b: f"({a}) {op} ({b})", c, st.sampled_from(("and", "or", "AND", "Or")), c),
+        st.builds(lambda a, op, b: f"{a} {op} {b}", c, st.sampled_from(("and", "or")), c),
+        c.map(lambda x: f"not ({x})"),
+    ),
+    max_leaves=6,
+)
 SIGHTINGS = st.builds(
-    lambda tv, src, sev, rep, tags, comments, last, first, exp, retracted: (src, Sighting(
-        type=tv[0], value=tv[1], severity=sev, reputation=rep, tags=tags, comments=comments,
-        last_seen=NOW + last * DAY, first_seen=None if first is None else NOW + (last - first) * DAY,
-        expires_at=None if exp is None else NOW + exp * DAY, retracted=retracted)),
-    st.sampled_from(VALUES), st.sampled_from(SOURCES), st.sampled_from(SEVERITIES), st.none() | st.integers(1, 10),
-    st.lists(st.sampled_from(TAGS), max_size=3, unique=True).map(tuple), COMMENTS, st.integers(-60, 5),
-    st.none() | st.integers(0, 20), st.none() | st.integers(-10, 30), st.booleans(),
+    lambda tv, src, sev, rep, tags, comments, last, first, exp, retracted: (
+        src,
+        Sighting(
+            type=tv[0],
+            value=tv[1],
+            severity=sev,
+            reputation=rep,
+            tags=tags,
+            comments=comments,
+            last_seen=NOW + last * DAY,
+            first_seen=None if first is None else NOW + (last - first) * DAY,
+            expires_at=None if exp is None else NOW + exp * DAY,
+            retracted=retracted,
+        ),
+    ),
+    st.sampled_from(VALUES),
+    st.sampled_from(SOURCES),
+    st.sampled_from(SEVERITIES),
+    st.none() | st.integers(1, 10),
+    st.lists(st.sampled_from(TAGS), max_size=3, unique=True).map(tuple),
+    COMMENTS,
+    st.integers(-60, 5),
+    st.none() | st.integers(0, 20),
+    st.none() | st.integers(-10, 30),
+    st.booleans(),
 )
 
 

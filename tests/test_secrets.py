@@ -35,8 +35,15 @@ def test_secrets_never_printed(daemon):
     """With secrets from a file and a credential, no log line, ctdctl output or error shows them."""
     daemon.start().wait_ready()
     outputs = []
-    for args in (["status"], ["sources"], ["plugins", "list"], ["plugins", "check", "vendor"],
-                 ["plugins", "check", "other"], ["stats"], ["checkpoint", "show", "vendor"]):
+    for args in (
+        ["status"],
+        ["sources"],
+        ["plugins", "list"],
+        ["plugins", "check", "vendor"],
+        ["plugins", "check", "other"],
+        ["stats"],
+        ["checkpoint", "show", "vendor"],
+    ):
         for fmt in ([], ["--json"]):
             r = daemon.ctl(*fmt, *args)
             outputs += [r.stdout, r.stderr]
@@ -46,8 +53,12 @@ def test_secrets_never_printed(daemon):
     r = daemon.ctl("reload")
     assert r.returncode == 2
     outputs += [r.stdout, r.stderr]
-    r = subprocess.run([sys.executable, "-m", "ctd", "check-config", str(daemon.config)],
-                       capture_output=True, text=True, env=daemon._env)
+    r = subprocess.run(
+        [sys.executable, "-m", "ctd", "check-config", str(daemon.config)],
+        capture_output=True,
+        text=True,
+        env=daemon._env,
+    )
     outputs += [r.stdout, r.stderr]
     daemon.stop()
     outputs.append(daemon.log.read_text())
@@ -59,8 +70,10 @@ def test_secrets_never_printed(daemon):
 def test_missing_credentials_directory_is_config_error(tmp_path):
     """A credential reference without $CREDENTIALS_DIRECTORY is a config error at its key."""
     cfg = tmp_path / "c.toml"
-    cfg.write_text('[plugins.v]\nadapter = "tests.fake_adapters:SecretAdapter"\nurl = "u"\n'
-                   'token = { credential = "api" }\n')
-    r = subprocess.run([sys.executable, "-m", "ctd", "check-config", str(cfg)], capture_output=True, text=True,
-                       env=env())
+    cfg.write_text(
+        '[plugins.v]\nadapter = "tests.fake_adapters:SecretAdapter"\nurl = "u"\ntoken = { credential = "api" }\n'
+    )
+    r = subprocess.run(
+        [sys.executable, "-m", "ctd", "check-config", str(cfg)], capture_output=True, text=True, env=env()
+    )
     assert r.returncode == 2 and "$.plugins.v.token" in r.stderr and "CREDENTIALS_DIRECTORY" in r.stderr

@@ -186,9 +186,13 @@ class TestDestinations:
     async def test_incremental_gets_additions_and_deletions(self, store, fakes):
         """An incremental destination receives new IoCs and deletes for withdrawn ones."""
         sh = sharer(store, fakes, share_cfg())
-        ingest(store.conn, "a", [s("http://1.example/", "url"), s("http://2.example/", "url")], now=T(), snapshot_end=True)
+        ingest(
+            store.conn, "a", [s("http://1.example/", "url"), s("http://2.example/", "url")], now=T(), snapshot_end=True
+        )
         await sh.share_once()
-        ingest(store.conn, "a", [s("http://1.example/", "url"), s("http://3.example/", "url")], now=T(), snapshot_end=True)
+        ingest(
+            store.conn, "a", [s("http://1.example/", "url"), s("http://3.example/", "url")], now=T(), snapshot_end=True
+        )
         res = await sh.share_once()
         assert (res.pushed, res.retracted) == (1, 1)
         calls = fakes.remote(KEY).calls
@@ -237,7 +241,6 @@ class TestDestinations:
         assert held(fakes) == {"http://new.example/", "http://0.example/"}
         assert [r["value"] for r in await store.ledger_rows("s", ("unshared",), 10)] == ["http://1.example/"]
 
-
     async def test_unchanged_full_list_still_records_over_limit(self, store, fakes):
         """An older IoC that does not fit leaves the full list unchanged but is recorded as unshared."""
         t = T()
@@ -254,8 +257,14 @@ class TestDestinations:
 class TestRetraction:
     async def _shared(self, store, fakes, **kw):
         sh = sharer(store, fakes, share_cfg(**kw))
-        ingest(store.conn, "a", [s("http://x.example/", "url"), s("http://y.example/", "url")], now=T(),
-               aging_days=1, snapshot_end=True)
+        ingest(
+            store.conn,
+            "a",
+            [s("http://x.example/", "url"), s("http://y.example/", "url")],
+            now=T(),
+            aging_days=1,
+            snapshot_end=True,
+        )
         await sh.share_once()
         assert held(fakes) == {"http://x.example/", "http://y.example/"}
         return sh
@@ -291,7 +300,9 @@ class TestRetraction:
     async def test_full_replace_withdraws_by_absence(self, store, fakes):
         """A full-replace destination's next list simply lacks the withdrawn IoC."""
         sh = sharer(store, fakes, share_cfg(dest="full", action="replace"))
-        ingest(store.conn, "a", [s("http://x.example/", "url"), s("http://y.example/", "url")], now=T(), snapshot_end=True)
+        ingest(
+            store.conn, "a", [s("http://x.example/", "url"), s("http://y.example/", "url")], now=T(), snapshot_end=True
+        )
         await sh.share_once()
         ingest(store.conn, "a", [s("http://x.example/", "url")], now=T(), snapshot_end=True)
         res = await sh.share_once()
@@ -312,8 +323,9 @@ class TestFileDestination:
     async def test_missing_list_file_is_rewritten(self, store, fakes, tmp_path):
         """A full-replace list file that was deleted is written again even though nothing changed."""
         out = tmp_path / "urls.txt"
-        text = ('[plugins.lists]\nadapter = "file"\npull = false\n'
-                + share_cfg(dest="lists", action="write", params=f'{{ path = "{out}" }}'))
+        text = '[plugins.lists]\nadapter = "file"\npull = false\n' + share_cfg(
+            dest="lists", action="write", params=f'{{ path = "{out}" }}'
+        )
         sh = sharer(store, fakes, text)
         ingest(store.conn, "a", [s("http://x.example/", "url")], now=T())
         await sh.share_once()

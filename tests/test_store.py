@@ -80,8 +80,11 @@ class TestDedup:
 class TestSameBatch:
     def test_value_twice_in_one_batch(self, conn):
         """A value reported twice in one batch is one indicator, two hits, merged by the policy."""
-        r = ingest(conn, "a", [s("x.example", severity="low", last_seen=NOW - 10),
-                               s("x.example", severity="high", last_seen=NOW)])
+        r = ingest(
+            conn,
+            "a",
+            [s("x.example", severity="low", last_seen=NOW - 10), s("x.example", severity="high", last_seen=NOW)],
+        )
         assert r.new == 1
         ind = show(conn, "domain", "x.example")
         assert ind["hits"] == 2 and ind["severity"] == "high" and ind["last_seen"] == iso(NOW)
@@ -89,8 +92,11 @@ class TestSameBatch:
     def test_existing_value_twice_in_one_batch(self, conn):
         """An existing single-source value reported twice again is merged like separate reports."""
         ingest(conn, "a", [s("x.example", severity="low", last_seen=NOW - 100)])
-        ingest(conn, "a", [s("x.example", severity="medium", last_seen=NOW - 10),
-                           s("x.example", severity="critical", last_seen=NOW)])
+        ingest(
+            conn,
+            "a",
+            [s("x.example", severity="medium", last_seen=NOW - 10), s("x.example", severity="critical", last_seen=NOW)],
+        )
         ind = show(conn, "domain", "x.example")
         assert ind["severity"] == "critical" and ind["last_seen"] == iso(NOW)
 
@@ -166,7 +172,9 @@ reports = st.lists(
         st.sampled_from(["unknown", "low", "medium", "high", "critical"]),
         st.integers(0, 1000),
     ),
-    min_size=1, max_size=4, unique_by=lambda r: r[0],
+    min_size=1,
+    max_size=4,
+    unique_by=lambda r: r[0],
 )
 
 
@@ -183,7 +191,12 @@ def test_effective_metadata_is_order_independent(tmp_path_factory, reports, orde
         for src, rep, sev, ago in seq:
             ingest(c, src, [s("x.example", severity=sev, comments=src, last_seen=NOW - ago)], reputation=rep)
         ind = show(c, "domain", "x.example")
-        results.append({k: ind[k] for k in ("reputation", "severity", "comments", "first_seen", "last_seen", "expires_at", "active")})
+        results.append(
+            {
+                k: ind[k]
+                for k in ("reputation", "severity", "comments", "first_seen", "last_seen", "expires_at", "active")
+            }
+        )
         c.close()
     assert results[0] == results[1]
 
@@ -306,8 +319,20 @@ class TestCheckpoint:
         """A batch that fails to commit leaves neither its rows nor its checkpoint."""
         ingest(conn, "a", [s("x.example")], sub={"offset": 1})
         with pytest.raises(Exception):
-            store_sql.ingest(conn, IngestBatch(source="a", rows=[("domain",)], policy="last_seen", aging_days=1,
-                             now=NOW, fresh=False, snapshot_end=False, sub={"offset": 2}, cursor=None))
+            store_sql.ingest(
+                conn,
+                IngestBatch(
+                    source="a",
+                    rows=[("domain",)],
+                    policy="last_seen",
+                    aging_days=1,
+                    now=NOW,
+                    fresh=False,
+                    snapshot_end=False,
+                    sub={"offset": 2},
+                    cursor=None,
+                ),
+            )
         assert store_sql.get_checkpoint(conn, "a").sub == {"offset": 1}
         assert store_query.counts(conn)["total"] == 1
 

@@ -69,12 +69,16 @@ def test_no_sql_text_outside_the_store(path):
         return
     tree = ast.parse(path.read_text(), str(path))
     docstrings = {
-        id(n.body[0].value) for n in ast.walk(tree)
+        id(n.body[0].value)
+        for n in ast.walk(tree)
         if isinstance(n, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
-        and n.body and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)
+        and n.body
+        and isinstance(n.body[0], ast.Expr)
+        and isinstance(n.body[0].value, ast.Constant)
     }
     found = [
-        n.value[:80] for n in ast.walk(tree)
+        n.value[:80]
+        for n in ast.walk(tree)
         if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in docstrings and SQL.search(n.value)
     ]
     assert not found, f"{rel} holds SQL: {found}"
@@ -85,8 +89,11 @@ def test_the_sqlite_backend_handles_every_request():
     kinds = {c.__name__ for c in _subclasses(requests._Request)}
     tree = ast.parse(Path(engine.__file__).read_text())
     cases = {
-        p.cls.id for n in ast.walk(tree) if isinstance(n, ast.match_case)
-        for p in ast.walk(n.pattern) if isinstance(p, ast.MatchClass) and isinstance(p.cls, ast.Name)
+        p.cls.id
+        for n in ast.walk(tree)
+        if isinstance(n, ast.match_case)
+        for p in ast.walk(n.pattern)
+        if isinstance(p, ast.MatchClass) and isinstance(p.cls, ast.Name)
     }
     assert kinds and kinds == cases
     with pytest.raises(AssertionError, match="does not know"):
@@ -96,7 +103,7 @@ def test_the_sqlite_backend_handles_every_request():
 def test_every_request_has_a_named_store_method():
     """Each request type is built by exactly one named Store method (no request is reachable only raw)."""
     source = Path(api.__file__).read_text()
-    store_part = source[source.index("class Store(abc.ABC)"):]
+    store_part = source[source.index("class Store(abc.ABC)") :]
     for cls in _subclasses(requests._Request):
         built = len(re.findall(rf"\b{cls.__name__}\(", store_part))
         passed = re.search(rf"\w+: {cls.__name__}\)", store_part) is not None  # ingest(batch: IngestBatch)
@@ -106,14 +113,32 @@ def test_every_request_has_a_named_store_method():
 def test_stage_row_follows_stage_columns():
     """to_stage_rows builds each row in STAGE_COLUMNS order, the order the store stages it in."""
     sighting = Sighting(
-        type="domain", value="x.example", first_seen=10, last_seen=20, reputation=7, severity="high",
-        tags=("b", "a"), comments="c", reference="r", expires_at=30, retracted=True,
+        type="domain",
+        value="x.example",
+        first_seen=10,
+        last_seen=20,
+        reputation=7,
+        severity="high",
+        tags=("b", "a"),
+        comments="c",
+        reference="r",
+        expires_at=30,
+        retracted=True,
     )
     [row] = to_stage_rows([sighting], now=99, reputation=None, extra_tags=(), allowlisted=lambda t, v: True)
     assert dict(zip(STAGE_COLUMNS, row, strict=True)) == {
-        "type": "domain", "value": "x.example", "first_seen": 10, "last_seen": 20, "reputation": 7,
-        "severity": 3, "tags": '["a","b"]', "comments": "c", "reference": "r", "expires_at": 30,
-        "retracted": 1, "allowlisted": 1,
+        "type": "domain",
+        "value": "x.example",
+        "first_seen": 10,
+        "last_seen": 20,
+        "reputation": 7,
+        "severity": 3,
+        "tags": '["a","b"]',
+        "comments": "c",
+        "reference": "r",
+        "expires_at": 30,
+        "retracted": 1,
+        "allowlisted": 1,
     }
 
 

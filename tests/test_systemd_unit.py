@@ -156,10 +156,16 @@ def test_tmpfiles_prepares_directories_and_config_mode(tmp_path):
     assert _run("systemd-sysusers", f"--root={tmp_path}", SYSUSERS).returncode == 0
     res = _run("systemd-tmpfiles", f"--root={tmp_path}", "--create", TMPFILES)
     assert (res.returncode, res.stderr) == (0, "")
-    modes = {p: (tmp_path / p).stat().st_mode & 0o7777 for p in
-             ("var/lib/ctd", "var/lib/ctd/feeds", "etc/ctd/secrets", "etc/ctd/ctd.toml")}
-    assert modes == {"var/lib/ctd": 0o750, "var/lib/ctd/feeds": 0o2770,
-                     "etc/ctd/secrets": 0o700, "etc/ctd/ctd.toml": 0o640}
+    modes = {
+        p: (tmp_path / p).stat().st_mode & 0o7777
+        for p in ("var/lib/ctd", "var/lib/ctd/feeds", "etc/ctd/secrets", "etc/ctd/ctd.toml")
+    }
+    assert modes == {
+        "var/lib/ctd": 0o750,
+        "var/lib/ctd/feeds": 0o2770,
+        "etc/ctd/secrets": 0o700,
+        "etc/ctd/ctd.toml": 0o640,
+    }
 
 
 # --- the system config ---------------------------------------------------------
@@ -227,8 +233,13 @@ def test_install_places_unit_snippets_and_config(installed):
 def test_install_prints_next_steps(installed):
     """make install ends with the commands to run next."""
     out = installed[1].stdout
-    for step in ("systemd-sysusers", "systemctl daemon-reload", "systemctl enable --now ctd",
-                 "journalctl -u ctd -f", "/opt/ctd/bin/ctdctl --config /etc/ctd/ctd.toml status"):
+    for step in (
+        "systemd-sysusers",
+        "systemctl daemon-reload",
+        "systemctl enable --now ctd",
+        "journalctl -u ctd -f",
+        "/opt/ctd/bin/ctdctl --config /etc/ctd/ctd.toml status",
+    ):
         assert step in out
 
 
@@ -248,8 +259,11 @@ def test_staged_scripts_point_at_prefix(installed):
     bindir = destdir / "opt/ctd/bin"
     assert (bindir / "ctd").read_text().splitlines()[0] == "#!/opt/ctd/bin/python"
     assert (bindir / "ctdctl").read_text().splitlines()[0] == "#!/opt/ctd/bin/python"
-    leftovers = [p.name for p in bindir.iterdir()
-                 if p.is_file() and not p.is_symlink() and str(destdir) in p.read_text(errors="replace")]
+    leftovers = [
+        p.name
+        for p in bindir.iterdir()
+        if p.is_file() and not p.is_symlink() and str(destdir) in p.read_text(errors="replace")
+    ]
     assert leftovers == []
 
 

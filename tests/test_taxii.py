@@ -38,10 +38,11 @@ def added(i: int) -> str:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """One medallion for the module; each test writes to its own collection."""
-    feed = Coll("c0f1e2d3-0000-4000-8000-000000000001", "feed",
-                objects=[(o, added(i)) for i, o in enumerate(FEED)])
-    writable = [Coll(f"c0f1e2d3-0000-4000-8000-00000000010{i}", title, can_write=True)
-                for i, title in enumerate(["ctd-out", "ctd-retract", "incremental", "ctd-reshare", "shared"])]
+    feed = Coll("c0f1e2d3-0000-4000-8000-000000000001", "feed", objects=[(o, added(i)) for i, o in enumerate(FEED)])
+    writable = [
+        Coll(f"c0f1e2d3-0000-4000-8000-00000000010{i}", title, can_write=True)
+        for i, title in enumerate(["ctd-out", "ctd-retract", "incremental", "ctd-reshare", "shared"])
+    ]
     small = [Coll("c0f1e2d3-0000-4000-8000-000000000201", "small-out", can_write=True)]
     roots = {"api1": (1_000_000, [feed, *writable]), "small": (1500, small)}
     with medallion(tmp_path_factory.mktemp("medallion"), roots) as srv:
@@ -50,8 +51,9 @@ def server(tmp_path_factory):
 
 @asynccontextmanager
 async def taxii(url: str, collection: str = "", **kw):
-    cfg = decode_options({"url": url, "collection": collection, "username": USER, "password": PASSWORD, **kw},
-                          TaxiiConfig)
+    cfg = decode_options(
+        {"url": url, "collection": collection, "username": USER, "password": PASSWORD, **kw}, TaxiiConfig
+    )
     adapter = TaxiiAdapter("taxii", cfg, None)
     try:
         yield adapter
@@ -68,15 +70,29 @@ async def pull_all(adapter, context=None):
 
 
 def item(type_: str, value: str, **kw) -> ShareItem:
-    base = dict(severity="high", reputation=8, tags=("ctd-test",), comments="shared by ctd", reference="",
-                first_seen=now() - 3600, last_seen=now(), expires_at=now() + 86400, sources=("edr",))
+    base = dict(
+        severity="high",
+        reputation=8,
+        tags=("ctd-test",),
+        comments="shared by ctd",
+        reference="",
+        first_seen=now() - 3600,
+        last_seen=now(),
+        expires_at=now() + 86400,
+        sources=("edr",),
+    )
     base.update(kw)
     return ShareItem(type=type_, value=value, **base)
 
 
-ITEMS = [item("url", "http://evil.example/path?q=it's"), item("domain", "evil.example"),
-         item("ipv4", "192.0.2.10"), item("cidr6", "2001:db8:1::/48"), item("email", "x@evil.example"),
-         item("sha256", "a" * 64)]
+ITEMS = [
+    item("url", "http://evil.example/path?q=it's"),
+    item("domain", "evil.example"),
+    item("ipv4", "192.0.2.10"),
+    item("cidr6", "2001:db8:1::/48"),
+    item("email", "x@evil.example"),
+    item("sha256", "a" * 64),
+]
 
 
 def client_collection(srv, coll_id: str, root: str = "api1") -> Collection:
@@ -85,8 +101,10 @@ def client_collection(srv, coll_id: str, root: str = "api1") -> Collection:
 
 async def read_all(coll: Collection) -> list[dict]:
     """Every object of a collection, page by page, through the OASIS client (a thread: it is synchronous)."""
+
     def read() -> list[dict]:
         return [o for env in as_pages(coll.get_objects, per_request=5) for o in env.get("objects", [])]
+
     return await trio.to_thread.run_sync(read)
 
 
@@ -120,15 +138,21 @@ class TestPull:
     async def test_second_pull_gets_only_new_objects(self, server):
         """The cursor (X-TAXII-Date-Added-Last) makes the next pull incremental."""
         coll = client_collection(server, "c0f1e2d3-0000-4000-8000-000000000102")
-        first = [dict(o, id=f"indicator--0a000000-0000-4000-8000-00000000000{i}") for i, o in
-                 enumerate(FEED_INDICATORS[:3])]
-        later = [dict(o, id=f"indicator--0b000000-0000-4000-8000-00000000000{i}") for i, o in
-                 enumerate(FEED_INDICATORS[3:5])]
+        first = [
+            dict(o, id=f"indicator--0a000000-0000-4000-8000-00000000000{i}") for i, o in enumerate(FEED_INDICATORS[:3])
+        ]
+        later = [
+            dict(o, id=f"indicator--0b000000-0000-4000-8000-00000000000{i}") for i, o in enumerate(FEED_INDICATORS[3:5])
+        ]
         await trio.to_thread.run_sync(lambda: coll.add_objects({"objects": first}))
         async with taxii(server.discovery, "incremental") as a:
             batches = await pull_all(a)
-            assert values(batches) == {("url", "http://phish.example/login?a=1"), ("domain", "c2.example"),
-                                       ("domain", "c2-backup.example"), ("cidr4", "198.51.100.0/24")}
+            assert values(batches) == {
+                ("url", "http://phish.example/login?a=1"),
+                ("domain", "c2.example"),
+                ("domain", "c2-backup.example"),
+                ("cidr4", "198.51.100.0/24"),
+            }
             cursor = batches[-1].cursor
             await trio.to_thread.run_sync(lambda: coll.add_objects({"objects": later}))
             again = await pull_all(a, ctx(cursor=cursor))
@@ -201,9 +225,11 @@ class TestPush:
         items = [item("domain", f"host{i}.spread.example") for i in range(12)]
         posts = []
         async with taxii(server.api_root("small")) as pub:
+
             async def count(request: httpx.Request) -> None:
                 if request.method == "POST":
                     posts.append(len(request.content))
+
             pub.client.event_hooks["request"].append(count)
             assert (await pub.push("publish", PublishParams(collection="small-out"), items)).rejected == {}
         assert len(posts) > 1 and max(posts) <= 1500
@@ -259,8 +285,14 @@ params = {{ collection = "shared" }}
         """One pull cycle ingests the feed, counts what it could not map and stores the server date as cursor."""
         cfg, store = setup
         async with open_adapter("intel", cfg.plugins["intel"]) as adapter:
-            res = await pull_once("intel", cfg.plugins["intel"], adapter, store, AllowlistRef(),
-                                  SourceStatus("intel", cfg.plugins["intel"]))
+            res = await pull_once(
+                "intel",
+                cfg.plugins["intel"],
+                adapter,
+                store,
+                AllowlistRef(),
+                SourceStatus("intel", cfg.plugins["intel"]),
+            )
         assert (res.invalid, res.batches) == (7, 4)
         assert res.new == 13
         assert show(store.conn, "url", "http://revoked.example/")["active"] is False
@@ -270,8 +302,7 @@ params = {{ collection = "shared" }}
     async def test_sharing_pass_publishes(self, setup, server):
         """A sharing configuration with action `publish` delivers the rule's IoCs into the collection."""
         cfg, store = setup
-        ingest(store.conn, "edr", [Sighting(type="domain", value=f"d{i}.shared.example") for i in range(3)],
-               now=now())
+        ingest(store.conn, "edr", [Sighting(type="domain", value=f"d{i}.shared.example") for i in range(3)], now=now())
         sh = cfg.sharing["to-taxii"]
         async with open_adapter("out", cfg.plugins["out"]) as adapter:
             res = await Sharer("to-taxii", sh, cfg.rules["all"], cfg.plugins["out"], adapter, store).share_once()
@@ -299,8 +330,11 @@ COLLS = {"collections": [{"id": "c", "title": "t", "can_read": True, "can_write"
 
 
 def ind(n: int, value: str) -> dict:
-    return dict(FEED_INDICATORS[0], id=f"indicator--00000000-0000-4000-8000-{n:012d}",
-                pattern=f"[domain-name:value = '{value}']")
+    return dict(
+        FEED_INDICATORS[0],
+        id=f"indicator--00000000-0000-4000-8000-{n:012d}",
+        pattern=f"[domain-name:value = '{value}']",
+    )
 
 
 class TestProtocol:
@@ -317,10 +351,14 @@ class TestProtocol:
             seen.append(q.get("added_after"))
             assert "next" not in q
             if q["added_after"] == "2024-01-01T00:00:00Z":
-                return respond({"more": True, "objects": [ind(1, "a.example")]},
-                               headers={"X-TAXII-Date-Added-Last": "2024-05-01T00:00:00.000Z"})
-            return respond({"more": False, "objects": [ind(2, "b.example")]},
-                           headers={"X-TAXII-Date-Added-Last": "2024-05-02T00:00:00.000Z"})
+                return respond(
+                    {"more": True, "objects": [ind(1, "a.example")]},
+                    headers={"X-TAXII-Date-Added-Last": "2024-05-01T00:00:00.000Z"},
+                )
+            return respond(
+                {"more": False, "objects": [ind(2, "b.example")]},
+                headers={"X-TAXII-Date-Added-Last": "2024-05-02T00:00:00.000Z"},
+            )
 
         a = mock_adapter(handler)
         batches = await pull_all(a, ctx(cursor={"added_after": "2024-01-01T00:00:00Z"}))
@@ -342,10 +380,13 @@ class TestProtocol:
             if "next" in q:
                 return respond({"title": "bad next"}, status=400)
             if q["added_after"] == "2024-05-01T00:00:00.000Z":
-                return respond({"objects": [ind(2, "b.example")]},
-                               headers={"X-TAXII-Date-Added-Last": "2024-05-02T00:00:00.000Z"})
-            return respond({"more": True, "next": "tok", "objects": [ind(1, "a.example")]},
-                           headers={"X-TAXII-Date-Added-Last": "2024-05-01T00:00:00.000Z"})
+                return respond(
+                    {"objects": [ind(2, "b.example")]}, headers={"X-TAXII-Date-Added-Last": "2024-05-02T00:00:00.000Z"}
+                )
+            return respond(
+                {"more": True, "next": "tok", "objects": [ind(1, "a.example")]},
+                headers={"X-TAXII-Date-Added-Last": "2024-05-01T00:00:00.000Z"},
+            )
 
         batches = await pull_all(mock_adapter(handler))
         assert calls[1:] == [(calls[0][0], "tok"), ("2024-05-01T00:00:00.000Z", None)]
@@ -372,6 +413,7 @@ class TestProtocol:
 
     async def test_bearer_token_and_media_type(self):
         """A token is sent as a bearer Authorization header, with the TAXII 2.1 media type."""
+
         async def handler(request: httpx.Request) -> httpx.Response:
             assert request.headers["Authorization"] == "Bearer s3cret"
             assert request.headers["Accept"] == MEDIA_TYPE
@@ -398,11 +440,13 @@ class TestProtocol:
             polls.append(trio.current_time())
             if len(polls) < 3:
                 return respond({"id": "s1", "status": "pending"})
-            return respond({"id": "s1", "status": "complete",
-                            "failures": [{"id": bad_id, "version": "x", "message": "refused"}]})
+            return respond(
+                {"id": "s1", "status": "complete", "failures": [{"id": bad_id, "version": "x", "message": "refused"}]}
+            )
 
-        res = await mock_adapter(handler).push("publish", PublishParams(collection="c"),
-                                               [item("domain", "ok.example"), bad])
+        res = await mock_adapter(handler).push(
+            "publish", PublishParams(collection="c"), [item("domain", "ok.example"), bad]
+        )
         assert res.rejected == {"bad.example": "refused"} and len(polls) == 3
 
     async def test_pending_status_polling_is_bounded(self, autojump_clock):

@@ -14,7 +14,12 @@ from stix2validator import ValidationOptions, validate_instance
 from ctd.adapters.taxii import mapping as tmap
 from ctd.model import ShareItem
 from ctd.adapters.taxii.stix import (
-    CTD_NAMESPACE, MalformedPattern, UnsupportedPattern, build_pattern, indicator_id, parse_pattern,
+    CTD_NAMESPACE,
+    MalformedPattern,
+    UnsupportedPattern,
+    build_pattern,
+    indicator_id,
+    parse_pattern,
 )
 from ctd.model import parse_time
 
@@ -23,68 +28,96 @@ NOW = parse_time("2026-01-01T00:00:00Z")
 
 
 def item(type_: str, value: str, **kw) -> ShareItem:
-    base = dict(severity="high", reputation=7, tags=("phishing", "apt"), comments="seen in a campaign",
-                reference="https://reports.example/1", first_seen=parse_time("2025-06-01T00:00:00Z"),
-                last_seen=None, expires_at=parse_time("2026-06-01T00:00:00Z"), sources=("feed",))
+    base = dict(
+        severity="high",
+        reputation=7,
+        tags=("phishing", "apt"),
+        comments="seen in a campaign",
+        reference="https://reports.example/1",
+        first_seen=parse_time("2025-06-01T00:00:00Z"),
+        last_seen=None,
+        expires_at=parse_time("2026-06-01T00:00:00Z"),
+        sources=("feed",),
+    )
     base.update(kw)
     return ShareItem(type=type_, value=value, **base)
 
 
 def indicator(pattern: str, **kw) -> dict:
-    obj = {"type": "indicator", "spec_version": "2.1", "id": "indicator--9b1d3c26-5f3e-4c0a-9a3e-2f6a1e7c1a01",
-           "created": "2025-01-01T00:00:00.000Z", "modified": "2025-02-01T00:00:00.000Z",
-           "pattern": pattern, "pattern_type": "stix", "valid_from": "2025-01-01T00:00:00Z"}
+    obj = {
+        "type": "indicator",
+        "spec_version": "2.1",
+        "id": "indicator--9b1d3c26-5f3e-4c0a-9a3e-2f6a1e7c1a01",
+        "created": "2025-01-01T00:00:00.000Z",
+        "modified": "2025-02-01T00:00:00.000Z",
+        "pattern": pattern,
+        "pattern_type": "stix",
+        "valid_from": "2025-01-01T00:00:00Z",
+    }
     obj.update(kw)
     return obj
 
 
 class TestParsePattern:
-    @pytest.mark.parametrize(("pattern", "expected"), [
-        ("[url:value = 'http://a.example/x']", [("url", "http://a.example/x")]),
-        ("[domain-name:value = 'a.example']", [("domain", "a.example")]),
-        ("[ipv4-addr:value = '192.0.2.1']", [("ipv4", "192.0.2.1")]),
-        ("[ipv4-addr:value = '192.0.2.0/24']", [("cidr4", "192.0.2.0/24")]),
-        ("[ipv4-addr:value = '192.0.2.1/32']", [("ipv4", "192.0.2.1")]),
-        ("[ipv6-addr:value = '2001:db8::/32']", [("cidr6", "2001:db8::/32")]),
-        ("[ipv6-addr:value = '2001:db8::1']", [("ipv6", "2001:db8::1")]),
-        ("[email-addr:value = 'a@b.example']", [("email", "a@b.example")]),
-        ("[file:hashes.'SHA-256' = 'ab']", [("sha256", "ab")]),
-        ("[file:hashes.MD5 = 'ab']", [("md5", "ab")]),
-        ("[file:hashes.'SHA-1' = 'ab']", [("sha1", "ab")]),
-    ])
+    @pytest.mark.parametrize(
+        ("pattern", "expected"),
+        [
+            ("[url:value = 'http://a.example/x']", [("url", "http://a.example/x")]),
+            ("[domain-name:value = 'a.example']", [("domain", "a.example")]),
+            ("[ipv4-addr:value = '192.0.2.1']", [("ipv4", "192.0.2.1")]),
+            ("[ipv4-addr:value = '192.0.2.0/24']", [("cidr4", "192.0.2.0/24")]),
+            ("[ipv4-addr:value = '192.0.2.1/32']", [("ipv4", "192.0.2.1")]),
+            ("[ipv6-addr:value = '2001:db8::/32']", [("cidr6", "2001:db8::/32")]),
+            ("[ipv6-addr:value = '2001:db8::1']", [("ipv6", "2001:db8::1")]),
+            ("[email-addr:value = 'a@b.example']", [("email", "a@b.example")]),
+            ("[file:hashes.'SHA-256' = 'ab']", [("sha256", "ab")]),
+            ("[file:hashes.MD5 = 'ab']", [("md5", "ab")]),
+            ("[file:hashes.'SHA-1' = 'ab']", [("sha1", "ab")]),
+        ],
+    )
     def test_single_comparison_maps_to_one_value(self, pattern, expected):
         """One equality comparison on a supported object path yields that value with its ctd type."""
         assert parse_pattern(pattern) == expected
 
     def test_or_of_equalities_within_and_across_observations(self):
         """ORs inside one observation, across observations, IN sets and parentheses all list values."""
-        p = ("([url:value = 'http://a.example/' OR domain-name:value = 'b.example'] OR "
-             "[ipv4-addr:value IN ('192.0.2.1', '192.0.2.2')]) OR [(file:hashes.MD5 = 'cd')]")
-        assert parse_pattern(p) == [("url", "http://a.example/"), ("domain", "b.example"),
-                                    ("ipv4", "192.0.2.1"), ("ipv4", "192.0.2.2"), ("md5", "cd")]
+        p = (
+            "([url:value = 'http://a.example/' OR domain-name:value = 'b.example'] OR "
+            "[ipv4-addr:value IN ('192.0.2.1', '192.0.2.2')]) OR [(file:hashes.MD5 = 'cd')]"
+        )
+        assert parse_pattern(p) == [
+            ("url", "http://a.example/"),
+            ("domain", "b.example"),
+            ("ipv4", "192.0.2.1"),
+            ("ipv4", "192.0.2.2"),
+            ("md5", "cd"),
+        ]
 
     def test_escaped_quotes_and_backslashes_are_unescaped(self):
         """String literal escapes are the grammar's (\\' and \\\\), not regex guesses."""
         assert parse_pattern(r"[url:value = 'http://a.example/it\'s\\x']") == [("url", "http://a.example/it's\\x")]
 
-    @pytest.mark.parametrize("pattern", [
-        "[file:hashes.'SHA-256' = 'ab' AND file:name = 'x.exe']",
-        "[url:value = 'http://a.example/'] AND [url:value = 'http://b.example/']",
-        "[url:value = 'http://a.example/'] FOLLOWEDBY [url:value = 'http://b.example/']",
-        "[url:value = 'http://a.example/'] WITHIN 60 SECONDS",
-        "[url:value = 'http://a.example/'] REPEATS 2 TIMES",
-        "[url:value = 'http://a.example/'] START t'2024-01-01T00:00:00Z' STOP t'2024-02-01T00:00:00Z'",
-        "[process:name = 'evil.exe']",
-        "[file:name = 'evil.exe']",
-        "[url:value LIKE 'http://%.example/']",
-        "[url:value MATCHES '^http']",
-        "[url:value != 'http://a.example/']",
-        "[url:value NOT = 'http://a.example/']",
-        "[ipv4-addr:value ISSUBSET '192.0.2.0/24']",
-        "[ipv4-addr:value NOT IN ('192.0.2.1')]",
-        "[network-traffic:dst_ref.value = '192.0.2.1']",
-        "[ipv4-addr:value = 3]",
-    ])
+    @pytest.mark.parametrize(
+        "pattern",
+        [
+            "[file:hashes.'SHA-256' = 'ab' AND file:name = 'x.exe']",
+            "[url:value = 'http://a.example/'] AND [url:value = 'http://b.example/']",
+            "[url:value = 'http://a.example/'] FOLLOWEDBY [url:value = 'http://b.example/']",
+            "[url:value = 'http://a.example/'] WITHIN 60 SECONDS",
+            "[url:value = 'http://a.example/'] REPEATS 2 TIMES",
+            "[url:value = 'http://a.example/'] START t'2024-01-01T00:00:00Z' STOP t'2024-02-01T00:00:00Z'",
+            "[process:name = 'evil.exe']",
+            "[file:name = 'evil.exe']",
+            "[url:value LIKE 'http://%.example/']",
+            "[url:value MATCHES '^http']",
+            "[url:value != 'http://a.example/']",
+            "[url:value NOT = 'http://a.example/']",
+            "[ipv4-addr:value ISSUBSET '192.0.2.0/24']",
+            "[ipv4-addr:value NOT IN ('192.0.2.1')]",
+            "[network-traffic:dst_ref.value = '192.0.2.1']",
+            "[ipv4-addr:value = 3]",
+        ],
+    )
     def test_anything_but_a_list_of_values_is_unsupported(self, pattern):
         """AND, sequences, qualifiers, other objects and other operators are unsupported, not errors."""
         with pytest.raises(UnsupportedPattern):
@@ -106,9 +139,15 @@ class TestParsePattern:
 class TestMapIndicator:
     def test_fields_map_to_sighting(self):
         """confidence -> reputation, labels/indicator_types -> tags, valid_until -> expiry, name/description -> comments."""
-        obj = indicator("[url:value = 'HTTP://A.Example/x']", confidence=85, labels=["phishing"],
-                        indicator_types=["malicious-activity"], valid_until="2027-01-01T00:00:00Z",
-                        description="a phish", external_references=[{"source_name": "r", "url": "https://r.example/"}])
+        obj = indicator(
+            "[url:value = 'HTTP://A.Example/x']",
+            confidence=85,
+            labels=["phishing"],
+            indicator_types=["malicious-activity"],
+            valid_until="2027-01-01T00:00:00Z",
+            description="a phish",
+            external_references=[{"source_name": "r", "url": "https://r.example/"}],
+        )
         (s,), rejected = tmap.map_indicator(obj, NOW)
         assert rejected == []
         assert (s.type, s.value) == ("url", "http://a.example/x")
@@ -119,10 +158,23 @@ class TestMapIndicator:
         assert s.last_seen == parse_time("2025-02-01T00:00:00Z")
         assert (s.comments, s.reference, s.retracted) == ("a phish", "https://r.example/", False)
 
-    @pytest.mark.parametrize(("confidence", "reputation"), [
-        (0, 1), (1, 1), (10, 1), (11, 2), (50, 5), (55, 6), (99, 10), (100, 10), (101, None), (-1, None), ("high", None),
-        (None, None),
-    ])
+    @pytest.mark.parametrize(
+        ("confidence", "reputation"),
+        [
+            (0, 1),
+            (1, 1),
+            (10, 1),
+            (11, 2),
+            (50, 5),
+            (55, 6),
+            (99, 10),
+            (100, 10),
+            (101, None),
+            (-1, None),
+            ("high", None),
+            (None, None),
+        ],
+    )
     def test_confidence_scale(self, confidence, reputation):
         """Confidence 0..100 maps onto reputation 1..10; anything else leaves reputation unset."""
         assert tmap.confidence_to_reputation(confidence) == reputation
@@ -134,24 +186,29 @@ class TestMapIndicator:
 
     def test_past_valid_until_retracts(self):
         """A version whose valid_until has passed retracts its values."""
-        (s,), _ = tmap.map_indicator(indicator("[domain-name:value = 'a.example']", valid_until="2025-12-31T00:00:00Z"),
-                                     NOW)
+        (s,), _ = tmap.map_indicator(
+            indicator("[domain-name:value = 'a.example']", valid_until="2025-12-31T00:00:00Z"), NOW
+        )
         assert s.retracted
 
     def test_invalid_value_rejected_others_kept(self):
         """A value that does not validate is rejected; the pattern's other values still map."""
         sightings, rejected = tmap.map_indicator(
-            indicator("[ipv4-addr:value = '999.1.2.3' OR ipv4-addr:value = '192.0.2.4']"), NOW)
+            indicator("[ipv4-addr:value = '999.1.2.3' OR ipv4-addr:value = '192.0.2.4']"), NOW
+        )
         assert [s.value for s in sightings] == ["192.0.2.4"]
         assert len(rejected) == 1 and "999.1.2.3" in rejected[0].where
 
-    @pytest.mark.parametrize(("obj", "reason"), [
-        (indicator("[process:name = 'x']"), "skipped-unsupported"),
-        (indicator("rule x {}", pattern_type="yara"), "skipped-unsupported"),
-        (indicator("[url:value = 'x'"), "malformed"),
-        ({k: v for k, v in indicator("").items() if k != "pattern"}, "malformed"),
-        (indicator("[url:value = 'http://a.example/']", valid_from="yesterday"), "malformed"),
-    ])
+    @pytest.mark.parametrize(
+        ("obj", "reason"),
+        [
+            (indicator("[process:name = 'x']"), "skipped-unsupported"),
+            (indicator("rule x {}", pattern_type="yara"), "skipped-unsupported"),
+            (indicator("[url:value = 'x'"), "malformed"),
+            ({k: v for k, v in indicator("").items() if k != "pattern"}, "malformed"),
+            (indicator("[url:value = 'http://a.example/']", valid_from="yesterday"), "malformed"),
+        ],
+    )
     def test_unmappable_indicator_is_rejected_with_reason(self, obj, reason):
         """Unsupported and malformed indicators are counted with a reason, never raised."""
         sightings, (r,) = tmap.map_indicator(obj, NOW)
@@ -162,11 +219,16 @@ class TestMapIndicator:
         sightings, rejected = tmap.map_objects(FEED, NOW)
         live = {(s.type, s.value) for s in sightings if not s.retracted}
         assert live == {
-            ("url", "http://phish.example/login?a=1"), ("domain", "c2.example"), ("domain", "c2-backup.example"),
-            ("cidr4", "198.51.100.0/24"), ("ipv4", "203.0.113.7"), ("ipv6", "2001:db8::1"),
+            ("url", "http://phish.example/login?a=1"),
+            ("domain", "c2.example"),
+            ("domain", "c2-backup.example"),
+            ("cidr4", "198.51.100.0/24"),
+            ("ipv4", "203.0.113.7"),
+            ("ipv6", "2001:db8::1"),
             ("email", "ceo-fraud@bad.example"),
             ("sha256", "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"),
-            ("md5", "d41d8cd98f00b204e9800998ecf8427e"), ("sha1", "da39a3ee5e6b4b0d3255bfef95601890afd80709"),
+            ("md5", "d41d8cd98f00b204e9800998ecf8427e"),
+            ("sha1", "da39a3ee5e6b4b0d3255bfef95601890afd80709"),
             ("ipv4", "192.0.2.44"),
         }
         assert {s.value for s in sightings if s.retracted} == {"http://revoked.example/", "expired.example"}
@@ -183,13 +245,22 @@ class TestMapIndicator:
 class TestToIndicator:
     OPTIONS = ValidationOptions(version="2.1")
 
-    @pytest.mark.parametrize(("type_", "value"), [
-        ("url", "http://a.example/it's"), ("domain", "a.example"), ("hostname", "www.a.example"),
-        ("ipv4", "192.0.2.1"), ("cidr4", "192.0.2.0/24"), ("ipv6", "2001:db8::1"), ("cidr6", "2001:db8::/32"),
-        ("email", "a@b.example"), ("md5", "d41d8cd98f00b204e9800998ecf8427e"),
-        ("sha1", "da39a3ee5e6b4b0d3255bfef95601890afd80709"),
-        ("sha256", "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"),
-    ])
+    @pytest.mark.parametrize(
+        ("type_", "value"),
+        [
+            ("url", "http://a.example/it's"),
+            ("domain", "a.example"),
+            ("hostname", "www.a.example"),
+            ("ipv4", "192.0.2.1"),
+            ("cidr4", "192.0.2.0/24"),
+            ("ipv6", "2001:db8::1"),
+            ("cidr6", "2001:db8::/32"),
+            ("email", "a@b.example"),
+            ("md5", "d41d8cd98f00b204e9800998ecf8427e"),
+            ("sha1", "da39a3ee5e6b4b0d3255bfef95601890afd80709"),
+            ("sha256", "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"),
+        ],
+    )
     def test_published_objects_pass_the_oasis_validator(self, type_, value):
         """Every indicator ctd produces, live or revoked, is valid STIX 2.1 (stix2-validator)."""
         for revoked in (False, True):
@@ -207,12 +278,14 @@ class TestToIndicator:
     def test_versions_share_a_deterministic_id(self):
         """Re-sharing an IoC is a newer version of one object whose id is uuid5(ctd namespace, pattern)."""
         a = tmap.to_indicator(item("domain", "a.example"), modified_ms=NOW * 1000)
-        b = tmap.to_indicator(item("domain", "a.example", reputation=3), modified_ms=NOW * 1000 + 1,
-                              revoked=True)
+        b = tmap.to_indicator(item("domain", "a.example", reputation=3), modified_ms=NOW * 1000 + 1, revoked=True)
         assert a["id"] == b["id"] == indicator_id(a["pattern"])
         assert uuid.UUID(a["id"].split("--")[1]) == uuid.uuid5(CTD_NAMESPACE, "[domain-name:value = 'a.example']")
         assert (a["created"], a["modified"], b["modified"]) == (
-            "2025-06-01T00:00:00.000Z", "2026-01-01T00:00:00.000Z", "2026-01-01T00:00:00.001Z")
+            "2025-06-01T00:00:00.000Z",
+            "2026-01-01T00:00:00.000Z",
+            "2026-01-01T00:00:00.001Z",
+        )
         assert b["revoked"] is True and "revoked" not in a
 
     def test_created_never_after_modified(self):
@@ -244,6 +317,8 @@ class TestEnvelopes:
 
     def test_status_failures(self):
         """A status resource's failures become per-object reasons."""
-        status = {"status": "complete", "failures": [{"id": "indicator--1", "version": "v", "message": "dup"},
-                                                     {"id": "indicator--2"}, "junk"]}
+        status = {
+            "status": "complete",
+            "failures": [{"id": "indicator--1", "version": "v", "message": "dup"}, {"id": "indicator--2"}, "junk"],
+        }
         assert tmap.status_failures(status) == {"indicator--1": "dup", "indicator--2": "rejected by the TAXII server"}

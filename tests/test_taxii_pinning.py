@@ -24,9 +24,13 @@ TOKEN = "taxii-bearer-token-0006"
 CTX = PullContext(since=0, now=1_800_000_000)
 FEED_ID = "c0f1e2d3-0000-4000-8000-00000000a001"
 INDICATOR = {
-    "type": "indicator", "spec_version": "2.1", "id": "indicator--8e2e2d2b-17d4-4cbf-938f-98ee46b3cd3f",
-    "created": "2024-04-01T00:00:00.000Z", "modified": "2024-04-01T00:00:00.000Z",
-    "pattern": "[domain-name:value = 'pinned.example']", "pattern_type": "stix",
+    "type": "indicator",
+    "spec_version": "2.1",
+    "id": "indicator--8e2e2d2b-17d4-4cbf-938f-98ee46b3cd3f",
+    "created": "2024-04-01T00:00:00.000Z",
+    "modified": "2024-04-01T00:00:00.000Z",
+    "pattern": "[domain-name:value = 'pinned.example']",
+    "pattern_type": "stix",
     "valid_from": "2024-04-01T00:00:00Z",
 }
 
@@ -107,8 +111,9 @@ async def test_same_origin_relative_api_root_is_used(tmp_path):
 def test_allow_api_roots_at_takes_origins_only():
     """allow_api_roots_at entries must be bare origins (no path, query or credentials)."""
     with pytest.raises(Exception, match="origin"):
-        decode_options({"url": "https://taxii.example/taxii2/", "allow_api_roots_at": ["https://x.example/api1/"]},
-                       TaxiiConfig)
+        decode_options(
+            {"url": "https://taxii.example/taxii2/", "allow_api_roots_at": ["https://x.example/api1/"]}, TaxiiConfig
+        )
 
 
 async def test_collection_id_stays_under_the_api_root():

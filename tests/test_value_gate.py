@@ -199,7 +199,6 @@ def test_allowlist_domain_with_control_character_is_a_config_error():
         Allowlist(domains=["micro\x00soft.com"])
 
 
-
 def test_cap_holds_for_the_canonical_value():
     """A value that grows past its cap when canonicalised (an added scheme) is refused, so no renderer refuses it."""
     raw = "a.example/" + "a" * (8192 - len("a.example/"))

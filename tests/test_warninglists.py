@@ -19,7 +19,10 @@ ITEMS = items()
 def lists(*specs: tuple[str, str, list[str], list[str]]) -> WarningLists:
     """Synthetic lists: (name, MISP type, entries, matching_attributes), in priority order."""
     return WarningLists(
-        [(name, _ListFile(name=name, type=kind, entries=entries, matching_attributes=attrs)) for name, kind, entries, attrs in specs]
+        [
+            (name, _ListFile(name=name, type=kind, entries=entries, matching_attributes=attrs))
+            for name, kind, entries, attrs in specs
+        ]
     )
 
 

@@ -176,12 +176,18 @@ class CrowdStrikeAdapter(Adapter):
                     break
         return found
 
-    async def _write(self, method: str, indicators: list[dict[str, Any]], values: list[str],
-                     ids: dict[str, str] | None = None) -> dict[str, str]:
+    async def _write(
+        self, method: str, indicators: list[dict[str, Any]], values: list[str], ids: dict[str, str] | None = None
+    ) -> dict[str, str]:
         what = f"CrowdStrike {method} {ENTITIES_PATH}"
         verb = "created" if method == "POST" else "updated"
-        resp = await self.api.request(method, ENTITIES_PATH, what, accept=(200, 201, 400),
-                                   json={"indicators": indicators, "comment": cmap.comment(len(indicators), verb)})
+        resp = await self.api.request(
+            method,
+            ENTITIES_PATH,
+            what,
+            accept=(200, 201, 400),
+            json={"indicators": indicators, "comment": cmap.comment(len(indicators), verb)},
+        )
         body = decode(resp, what)
         errors = cmap.per_ioc_errors(body, values, ids)
         if resp.status_code == 400 and not errors:
@@ -206,9 +212,14 @@ class CrowdStrikeAdapter(Adapter):
         updates: list[dict[str, Any]] = []
         ids: dict[str, str] = {}
         for value, its in by_value.items():
-            body = cmap.indicator(its[0], action=params.action, platforms=list(params.platforms),
-                                  applied_globally=params.applied_globally, severity=params.severity,
-                                  source=source)
+            body = cmap.indicator(
+                its[0],
+                action=params.action,
+                platforms=list(params.platforms),
+                applied_globally=params.applied_globally,
+                severity=params.severity,
+                source=source,
+            )
             if params.host_groups:
                 body["host_groups"] = list(params.host_groups)
             old = existing.get(value)
@@ -241,8 +252,14 @@ class CrowdStrikeAdapter(Adapter):
         what = f"CrowdStrike DELETE {ENTITIES_PATH}"
         source = cmap.fql_quote(self.config.source_name)
         for chunk in cmap.value_chunks(values, MAX_FILTER_CHARS, BATCH):
-            await self.api.request("DELETE", ENTITIES_PATH, what, accept=(200, 404), params={
-                "filter": f"{cmap.fql_list('value', chunk)}+source:{source}",
-                "comment": cmap.comment(len(chunk), "withdrew"),
-            })
+            await self.api.request(
+                "DELETE",
+                ENTITIES_PATH,
+                what,
+                accept=(200, 404),
+                params={
+                    "filter": f"{cmap.fql_list('value', chunk)}+source:{source}",
+                    "comment": cmap.comment(len(chunk), "withdrew"),
+                },
+            )
         return PushResult()

@@ -65,12 +65,18 @@ class FalconApi:
                 return self._token  # another task renewed it meanwhile
             what = f"CrowdStrike {TOKEN_PATH}"
             with map_http_errors(what):
-                resp = await self.client.post(TOKEN_PATH, data={
-                    "client_id": self.client_id, "client_secret": self.client_secret,
-                })
+                resp = await self.client.post(
+                    TOKEN_PATH,
+                    data={
+                        "client_id": self.client_id,
+                        "client_secret": self.client_secret,
+                    },
+                )
             if resp.status_code in (400, 401, 403):
-                raise AuthError(f"{what}: HTTP {resp.status_code}: client credentials rejected "
-                                "(check client_id/client_secret and the cloud)")
+                raise AuthError(
+                    f"{what}: HTTP {resp.status_code}: client credentials rejected "
+                    "(check client_id/client_secret and the cloud)"
+                )
             raise_for_status(resp, what, retry_headers=RETRY_HEADERS)
             body = decode(resp, what)
             token = body.get("access_token") if isinstance(body, dict) else None
@@ -87,14 +93,23 @@ class FalconApi:
             return self._token
         return await self.fetch_token(self._token)
 
-    async def request(self, method: str, path: str, what: str, *, params: dict[str, Any] | None = None,
-                       json: Any = None, accept: tuple[int, ...] = ()) -> httpx.Response:
+    async def request(
+        self,
+        method: str,
+        path: str,
+        what: str,
+        *,
+        params: dict[str, Any] | None = None,
+        json: Any = None,
+        accept: tuple[int, ...] = (),
+    ) -> httpx.Response:
         """One API call with the bearer token; a 401 renews the token and resends once."""
         token = await self._token_now()
         for attempt in (1, 2):
             with map_http_errors(what):
-                resp = await self.client.request(method, path, params=params, json=json,
-                                                 headers={"Authorization": f"Bearer {token}"})
+                resp = await self.client.request(
+                    method, path, params=params, json=json, headers={"Authorization": f"Bearer {token}"}
+                )
             if resp.status_code != 401:
                 break
             if attempt == 2:

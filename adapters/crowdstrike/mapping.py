@@ -25,8 +25,14 @@ HASH_TYPES = ("sha256", "md5")
 MARK_TAG = "ctd"  # every IoC ctd creates carries it, whatever source_name says
 
 # ctd type -> CrowdStrike type; everything else is refused with _UNSUPPORTED's reason.
-TO_CS_TYPE = {"sha256": "sha256", "md5": "md5", "domain": "domain", "hostname": "domain",
-              "ipv4": "ipv4", "ipv6": "ipv6"}
+TO_CS_TYPE = {
+    "sha256": "sha256",
+    "md5": "md5",
+    "domain": "domain",
+    "hostname": "domain",
+    "ipv4": "ipv4",
+    "ipv6": "ipv6",
+}
 _UNSUPPORTED = {
     "url": "CrowdStrike IOC management has no url type (share the host as a domain/ip IoC instead)",
     "sha1": "CrowdStrike IOC management accepts sha256 and md5 hashes, not sha1",
@@ -35,10 +41,14 @@ _UNSUPPORTED = {
     "email": "CrowdStrike IOC management has no email type",
 }
 
-TO_CS_SEVERITY = {"unknown": "informational", "low": "low", "medium": "medium", "high": "high",
-                  "critical": "critical"}
-FROM_CS_SEVERITY = {"informational": "unknown", "low": "low", "medium": "medium", "high": "high",
-                    "critical": "critical"}
+TO_CS_SEVERITY = {"unknown": "informational", "low": "low", "medium": "medium", "high": "high", "critical": "critical"}
+FROM_CS_SEVERITY = {
+    "informational": "unknown",
+    "low": "low",
+    "medium": "medium",
+    "high": "high",
+    "critical": "critical",
+}
 
 # An IoC CrowdStrike no longer acts on is withdrawn for this source.
 INACTIVE_ACTIONS = ("allow", "no_action")
@@ -57,12 +67,14 @@ def fql_list(field: str, values: Iterable[str]) -> str:
 
 def pull_filter(types: Iterable[str], since_iso: str, source_name: str) -> str:
     """Types, modified since, and not created by ctd (by source and by tag)."""
-    return "+".join((
-        fql_list("type", types),
-        f"modified_on:>={fql_quote(since_iso)}",
-        f"source:!{fql_quote(source_name)}",
-        f"tags:!{fql_quote(MARK_TAG)}",
-    ))
+    return "+".join(
+        (
+            fql_list("type", types),
+            f"modified_on:>={fql_quote(since_iso)}",
+            f"source:!{fql_quote(source_name)}",
+            f"tags:!{fql_quote(MARK_TAG)}",
+        )
+    )
 
 
 def value_chunks(values: list[str], max_chars: int, max_count: int) -> Iterator[list[str]]:
@@ -156,8 +168,9 @@ def unsupported_reason(item: ShareItem, action: str) -> str | None:
     return None
 
 
-def indicator(item: ShareItem, *, action: str, platforms: list[str], applied_globally: bool,
-              severity: str | None, source: str) -> dict[str, Any]:
+def indicator(
+    item: ShareItem, *, action: str, platforms: list[str], applied_globally: bool, severity: str | None, source: str
+) -> dict[str, Any]:
     """The IOC body for create (PATCH adds ``id``)."""
     typ = cs_type(item)
     assert typ is not None  # callers filter with unsupported_reason first

@@ -22,8 +22,16 @@ MAX_ACTIVE = 15_000  # active indicators per tenant
 MAX_TOP = 10_000  # rows per GET page
 MARK = "ctd"  # the ``application`` of every indicator ctd creates: its own, to list and withdraw
 
-TO_TYPE = {"md5": "FileMd5", "sha1": "FileSha1", "sha256": "FileSha256", "ipv4": "IpAddress",
-           "ipv6": "IpAddress", "domain": "DomainName", "hostname": "DomainName", "url": "Url"}
+TO_TYPE = {
+    "md5": "FileMd5",
+    "sha1": "FileSha1",
+    "sha256": "FileSha256",
+    "ipv4": "IpAddress",
+    "ipv6": "IpAddress",
+    "domain": "DomainName",
+    "hostname": "DomainName",
+    "url": "Url",
+}
 FROM_TYPE = {"FileMd5": "md5", "FileSha1": "sha1", "FileSha256": "sha256", "DomainName": "domain", "Url": "url"}
 _REFUSED = {
     "email": "Defender for Endpoint indicators have no email type",
@@ -34,8 +42,6 @@ ACTIONS = ("Alert", "Warn", "Block", "Audit", "BlockAndRemediate", "AlertAndBloc
 TO_SEVERITY = {"unknown": "Informational", "low": "Low", "medium": "Medium", "high": "High", "critical": "High"}
 FROM_SEVERITY = {"informational": "unknown", "low": "low", "medium": "medium", "high": "high"}
 NOT_ENFORCED = ("Allowed",)  # an indicator switched to Allowed withdraws the value for this source
-
-
 
 
 def token_url(tenant: str) -> str:
@@ -55,7 +61,7 @@ def parse_time(raw: Any) -> int | None:
     if "." in t:  # fromisoformat takes at most 6 fraction digits
         head, _, tail = t.partition(".")
         digits = "".join(c for c in tail if c.isdigit())
-        t = f"{head}.{digits[:6]}{tail[len(digits):]}"
+        t = f"{head}.{digits[:6]}{tail[len(digits) :]}"
     try:
         d = dt.datetime.fromisoformat(t)
     except ValueError:
@@ -95,8 +101,15 @@ def describe(item: ShareItem) -> str:
     return f"{text} (shared by {via})" if text else f"shared by {via}"
 
 
-def indicator(item: ShareItem, *, action: str, generate_alert: bool = True, severity: str | None = None,
-              rbac_groups: tuple[str, ...] = (), default_expiry: int | None = None) -> dict[str, Any]:
+def indicator(
+    item: ShareItem,
+    *,
+    action: str,
+    generate_alert: bool = True,
+    severity: str | None = None,
+    rbac_groups: tuple[str, ...] = (),
+    default_expiry: int | None = None,
+) -> dict[str, Any]:
     """The import body entry for one item (callers filter with ``refusal`` first).
 
     ``Audit`` only exists with an alert, so it forces ``generateAlert``. With no
@@ -166,12 +179,17 @@ def indicator_to_sighting(row: Any) -> Sighting:
     else:
         raise InvalidIndicator(f"indicator type {kind!r} has no ctd counterpart")
     typ, value = canonicalize(typ, value)
-    return Sighting(type=typ, value=value, first_seen=parse_time(row.get("creationTimeDateTimeUtc")),
-                    last_seen=parse_time(row.get("lastUpdateTime")),
-                    severity=FROM_SEVERITY.get(str(row.get("severity") or "").lower(), "unknown"),
-                    comments=str(row.get("description") or row.get("title") or ""),
-                    expires_at=parse_time(row.get("expirationTime")),
-                    retracted=row.get("action") in NOT_ENFORCED, tags=("defender",))
+    return Sighting(
+        type=typ,
+        value=value,
+        first_seen=parse_time(row.get("creationTimeDateTimeUtc")),
+        last_seen=parse_time(row.get("lastUpdateTime")),
+        severity=FROM_SEVERITY.get(str(row.get("severity") or "").lower(), "unknown"),
+        comments=str(row.get("description") or row.get("title") or ""),
+        expires_at=parse_time(row.get("expirationTime")),
+        retracted=row.get("action") in NOT_ENFORCED,
+        tags=("defender",),
+    )
 
 
 def _evidence_values(ev: dict[str, Any]) -> list[tuple[str, str]]:
@@ -194,13 +212,18 @@ def alert_to_sightings(alert: Any) -> tuple[list[Sighting], list[Rejected]]:
     where = f"alert {alert.get('id') or '?'}"
     seen = parse_time(alert.get("alertCreationTime"))
     last = parse_time(alert.get("lastUpdateTime")) or seen
-    tags = tuple(t for t in ("defender", alert.get("category"), alert.get("threatFamilyName"))
-                 if isinstance(t, str) and t)
-    base = dict(first_seen=seen, last_seen=last, tags=tags,
-                severity=FROM_SEVERITY.get(str(alert.get("severity") or "").lower(), "unknown"),
-                comments=str(alert.get("title") or ""),
-                reference=f"https://security.microsoft.com/alerts/{alert['id']}" if alert.get("id") else "",
-                retracted=alert.get("classification") == "FalsePositive")
+    tags = tuple(
+        t for t in ("defender", alert.get("category"), alert.get("threatFamilyName")) if isinstance(t, str) and t
+    )
+    base = dict(
+        first_seen=seen,
+        last_seen=last,
+        tags=tags,
+        severity=FROM_SEVERITY.get(str(alert.get("severity") or "").lower(), "unknown"),
+        comments=str(alert.get("title") or ""),
+        reference=f"https://security.microsoft.com/alerts/{alert['id']}" if alert.get("id") else "",
+        retracted=alert.get("classification") == "FalsePositive",
+    )
     sightings: list[Sighting] = []
     rejected: list[Rejected] = []
     for ev in alert.get("evidence") or ():

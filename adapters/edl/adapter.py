@@ -150,8 +150,14 @@ class EdlAdapter(Adapter):
     def settings(self) -> ServerSettings:
         cfg = self.config
         host, port = parse_bind(cfg.bind)
-        return ServerSettings(host=host, port=port, lists_dir=self._lists_dir(), username=cfg.username,
-                              password=cfg.password, path_token=cfg.path_token)
+        return ServerSettings(
+            host=host,
+            port=port,
+            lists_dir=self._lists_dir(),
+            username=cfg.username,
+            password=cfg.password,
+            path_token=cfg.path_token,
+        )
 
     async def serve(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Run the web server until cancelled; ``started`` once listening (with the bound address)."""

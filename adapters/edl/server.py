@@ -162,8 +162,10 @@ def not_modified(headers: dict[bytes, bytes], etag: str, mtime: float) -> bool:
 
 
 async def serve_edl(
-    s: ServerSettings, listeners: list[trio.SocketListener] | None = None,
-    *, task_status: Any = trio.TASK_STATUS_IGNORED,
+    s: ServerSettings,
+    listeners: list[trio.SocketListener] | None = None,
+    *,
+    task_status: Any = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the lists on ``listeners`` (default: bind ``s.host:s.port``) until cancelled.
 
@@ -173,8 +175,7 @@ async def serve_edl(
         listeners = await trio.open_tcp_listeners(s.port, host=s.host)
     addr = listeners[0].socket.getsockname()[:2]
     gate = Gate(s)
-    log.info("edl server listening", ctd_event="edl_listening", address=f"{addr[0]}:{addr[1]}",
-             lists_dir=s.lists_dir)
+    log.info("edl server listening", ctd_event="edl_listening", address=f"{addr[0]}:{addr[1]}", lists_dir=s.lists_dir)
 
     async def handler(stream: trio.SocketStream) -> None:
         await _connection(stream, s, gate)
@@ -233,8 +234,12 @@ async def _connection(stream: trio.abc.Stream, s: ServerSettings, gate: Gate) ->
     how = gate.enter(ip)
     try:
         if how != "serve":
-            log.warning("edl connection refused: too many connections", ctd_event="edl_overloaded", peer=peer,
-                        answered=how == "refuse")
+            log.warning(
+                "edl connection refused: too many connections",
+                ctd_event="edl_overloaded",
+                peer=peer,
+                answered=how == "refuse",
+            )
             if how == "refuse":
                 await _refuse(stream, s)
             return
@@ -354,16 +359,25 @@ def _headers(extra: list[tuple[str, str]] | None = None, close: bool = False) ->
     return h + (extra or [])
 
 
-async def _simple(conn: h11.Connection, stream: trio.abc.Stream, s: ServerSettings, status: int,
-                  extra: list[tuple[str, str]] | None = None, *, close: bool = False, head: bool = False) -> None:
+async def _simple(
+    conn: h11.Connection,
+    stream: trio.abc.Stream,
+    s: ServerSettings,
+    status: int,
+    extra: list[tuple[str, str]] | None = None,
+    *,
+    close: bool = False,
+    head: bool = False,
+) -> None:
     """A short plain-text status response."""
     body = b"" if status == 304 else f"{status} {_REASONS.get(status, '')}\n".encode()
     hdrs = _headers(extra, close)
     if status != 304:
         hdrs += [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))]
     try:
-        await _send(conn, stream, s, h11.Response(status_code=status, headers=hdrs,
-                                                  reason=_REASONS.get(status, "").encode()))
+        await _send(
+            conn, stream, s, h11.Response(status_code=status, headers=hdrs, reason=_REASONS.get(status, "").encode())
+        )
         if body and not head:
             await _send(conn, stream, s, h11.Data(data=body))
         await _send(conn, stream, s, h11.EndOfMessage())
@@ -372,47 +386,67 @@ async def _simple(conn: h11.Connection, stream: trio.abc.Stream, s: ServerSettin
 
 
 _REASONS = {
-    304: "Not Modified", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found",
-    405: "Method Not Allowed", 408: "Request Timeout", 413: "Content Too Large",
-    414: "URI Too Long", 431: "Request Header Fields Too Large", 503: "Service Unavailable",
+    304: "Not Modified",
+    400: "Bad Request",
+    401: "Unauthorized",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    408: "Request Timeout",
+    413: "Content Too Large",
+    414: "URI Too Long",
+    431: "Request Header Fields Too Large",
+    503: "Service Unavailable",
 }
 
 
-async def _respond(conn: h11.Connection, stream: trio.abc.Stream, s: ServerSettings, req: h11.Request,
-                   peer: str) -> None:
+async def _respond(
+    conn: h11.Connection, stream: trio.abc.Stream, s: ServerSettings, req: h11.Request, peer: str
+) -> None:
     method = req.method.decode("ascii", "replace")
     headers = {k.lower(): v for k, v in req.headers}
     name, bad_token = route(req.target, s.path_token)
     status, size = await _dispatch(conn, stream, s, method, name, bad_token, headers, peer)
     # The target may hold the path token: log the list name only.
-    log.debug("edl request", ctd_event="edl_access", peer=peer, method=method, list=name, status=status,
-              bytes=size)
+    log.debug("edl request", ctd_event="edl_access", peer=peer, method=method, list=name, status=status, bytes=size)
 
 
-async def _dispatch(conn: h11.Connection, stream: trio.abc.Stream, s: ServerSettings, method: str,
-                    name: str | None, bad_token: bool, headers: dict[bytes, bytes], peer: str) -> tuple[int, int]:
+async def _dispatch(
+    conn: h11.Connection,
+    stream: trio.abc.Stream,
+    s: ServerSettings,
+    method: str,
+    name: str | None,
+    bad_token: bool,
+    headers: dict[bytes, bytes],
+    peer: str,
+) -> tuple[int, int]:
     head = method == "HEAD"
     if method not in ("GET", "HEAD"):
         await _simple(conn, stream, s, 405, [("Allow", "GET, HEAD")])
         return 405, 0
     if bad_token:
-        log.warning("edl request with a wrong path token", ctd_event="edl_auth_failed", peer=peer,
-                    reason="path token")
+        log.warning("edl request with a wrong path token", ctd_event="edl_auth_failed", peer=peer, reason="path token")
     if name is None:
         await _simple(conn, stream, s, 404, head=head)
         return 404, 0
     if s.username is not None and s.password is not None:
         if not basic_ok(headers.get(b"authorization"), s.username, s.password):
             if b"authorization" in headers:
-                log.warning("edl request with wrong credentials", ctd_event="edl_auth_failed", peer=peer,
-                            reason="basic auth", list=name)
+                log.warning(
+                    "edl request with wrong credentials",
+                    ctd_event="edl_auth_failed",
+                    peer=peer,
+                    reason="basic auth",
+                    list=name,
+                )
             await _simple(conn, stream, s, 401, [("WWW-Authenticate", REALM)], head=head)
             return 401, 0
     return await _send_list(conn, stream, s, name, headers, head)
 
 
-async def _send_list(conn: h11.Connection, stream: trio.abc.Stream, s: ServerSettings, name: str,
-                     headers: dict[bytes, bytes], head: bool) -> tuple[int, int]:
+async def _send_list(
+    conn: h11.Connection, stream: trio.abc.Stream, s: ServerSettings, name: str, headers: dict[bytes, bytes], head: bool
+) -> tuple[int, int]:
     path = os.path.join(s.lists_dir, name + ".txt")
     try:
         f = await trio.open_file(path, "rb")
@@ -429,8 +463,9 @@ async def _send_list(conn: h11.Connection, stream: trio.abc.Stream, s: ServerSet
         if not_modified(headers, etag, st.st_mtime):
             await _simple(conn, stream, s, 304, validators)
             return 304, 0
-        hdrs = _headers(validators + [("Content-Type", "text/plain; charset=utf-8"),
-                                      ("Content-Length", str(st.st_size))])
+        hdrs = _headers(
+            validators + [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(st.st_size))]
+        )
         await _send(conn, stream, s, h11.Response(status_code=200, headers=hdrs, reason=b"OK"))
         sent = 0
         if not head:

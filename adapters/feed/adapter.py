@@ -37,13 +37,13 @@ from ctd.model import Adapter, Batch, Duration, PullContext, Rejected, Secret, S
 _Col = str | int
 _Cols = str | int | list[str | int]
 _ROLES_SINGLE = ("type", "severity", "first_seen", "last_seen", "comments", "reference", "reputation")
-_TYPE = Literal["url", "domain", "hostname", "ipv4", "ipv6", "cidr4", "cidr6", "md5", "sha1", "sha256",
-                "email", "ip"]
+_TYPE = Literal["url", "domain", "hostname", "ipv4", "ipv6", "cidr4", "cidr6", "md5", "sha1", "sha256", "email", "ip"]
 # A batch is also cut at this many body bytes: with long records, batch_size
 # records held before mapping could otherwise be batch_size MiB.
 BATCH_BYTES = 8 << 20
-_MAP_TARGETS = frozenset(("url", "domain", "hostname", "ipv4", "ipv6", "cidr4", "cidr6", "md5", "sha1",
-                          "sha256", "email", "ip", ""))
+_MAP_TARGETS = frozenset(
+    ("url", "domain", "hostname", "ipv4", "ipv6", "cidr4", "cidr6", "md5", "sha1", "sha256", "email", "ip", "")
+)
 
 
 class FeedConfig(HttpOptions, kw_only=True, forbid_unknown_fields=True, frozen=True):
@@ -150,11 +150,20 @@ def resolve(cfg: FeedConfig) -> ff.Spec:
         raise ValueError("value_column / value_field must name at least one column")
     path = get("json_path", "")
     return ff.Spec(
-        format=fmt, type=get("type"), severity=get("severity", "unknown"), comment_prefix=prefix,
-        tag_separator=sep, null_values=frozenset(get("null_values", [])), type_map=dict(type_map),
-        reputation_scale=get("reputation_scale", 10), delimiter=delimiter, quotechar=quotechar,
-        header=header, skip_initial_space=get("skip_initial_space", False),
-        json_path=tuple(path.split(".")) if path else (), fields=fields,
+        format=fmt,
+        type=get("type"),
+        severity=get("severity", "unknown"),
+        comment_prefix=prefix,
+        tag_separator=sep,
+        null_values=frozenset(get("null_values", [])),
+        type_map=dict(type_map),
+        reputation_scale=get("reputation_scale", 10),
+        delimiter=delimiter,
+        quotechar=quotechar,
+        header=header,
+        skip_initial_space=get("skip_initial_space", False),
+        json_path=tuple(path.split(".")) if path else (),
+        fields=fields,
     )
 
 
@@ -189,8 +198,7 @@ class FeedAdapter(Adapter):
 
     @classmethod
     def make_client(cls, config: FeedConfig) -> httpx.AsyncClient:
-        return make_client(config, allow_redirects_to=config.allow_redirects_to,
-                           redirect_option="allow_redirects_to")
+        return make_client(config, allow_redirects_to=config.allow_redirects_to, redirect_option="allow_redirects_to")
 
     @classmethod
     def verifies_tls(cls, options: FeedConfig) -> bool:
@@ -227,8 +235,9 @@ class FeedAdapter(Adapter):
                         raise UpstreamDataError(f"{self.what}: empty response")
                     # A body where every record was bad is an error page, not an empty feed.
                     complete = self.config.effective_snapshot and not (good == 0 and bad > 0)
-                    yield msgspec.structs.replace(batch, cursor=cursor, snapshot_end=complete,
-                                                  sub_checkpoint={"done": True})
+                    yield msgspec.structs.replace(
+                        batch, cursor=cursor, snapshot_end=complete, sub_checkpoint={"done": True}
+                    )
 
     async def _lines(self, ctx: PullContext, body: Body, skip: int) -> AsyncIterator[tuple[Batch, bool]]:
         stream = (ff.CsvStream if self.spec.format == "csv" else ff.TextStream)(self.spec, ctx.now)
@@ -268,8 +277,11 @@ class FeedAdapter(Adapter):
 
         async def parse(items: list[Any], start: int) -> Batch:
             out, rejected = await trio.to_thread.run_sync(ff.json_records, items, start, self.spec, ctx.now)
-            return Batch(sightings=out, rejected=rejected,
-                         sub_checkpoint={"validator": body.validator, "pos": start + len(items)})
+            return Batch(
+                sightings=out,
+                rejected=rejected,
+                sub_checkpoint={"validator": body.validator, "pos": start + len(items)},
+            )
 
         def take(items: list[Any]) -> None:
             nonlocal first
@@ -347,15 +359,24 @@ class FeedAdapter(Adapter):
             done[uuid] = ts
             if len(out) >= cfg.batch_size and i + 1 < len(todo):
                 # No validators yet: an interrupted pull must fetch the manifest again.
-                yield Batch(sightings=out, rejected=rejected, sub_checkpoint={"validator": version, "pos": i + 1},
-                            cursor=None if snapshot else {"events": dict(done)})
+                yield Batch(
+                    sightings=out,
+                    rejected=rejected,
+                    sub_checkpoint={"validator": version, "pos": i + 1},
+                    cursor=None if snapshot else {"events": dict(done)},
+                )
                 out, rejected = [], []
         retract = {(s.type, s.value): s for s in dead if (s.type, s.value) not in live}
         cursor: dict[str, Any] = {**validators, "fetched_at": ctx.now} if complete else {}
         if not snapshot:
             cursor["events"] = done
-        yield Batch(sightings=out + list(retract.values()), rejected=rejected, cursor=cursor,
-                    snapshot_end=snapshot and complete, sub_checkpoint={"done": True})
+        yield Batch(
+            sightings=out + list(retract.values()),
+            rejected=rejected,
+            cursor=cursor,
+            snapshot_end=snapshot and complete,
+            sub_checkpoint={"done": True},
+        )
 
     async def _misp_event(self, url: str, uuid: str, now: int) -> tuple[ff.Parsed, list[Sighting]] | str:
         """An event file parsed as it downloads, or the reason it was skipped (4xx, too large, not an event)."""

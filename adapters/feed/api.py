@@ -27,8 +27,7 @@ class Body:
         self.max_bytes = max_bytes
         self.what = what
         h = resp.headers
-        self.validators = {k: v for k, v in (("etag", h.get("etag")), ("last_modified", h.get("last-modified")))
-                           if v}
+        self.validators = {k: v for k, v in (("etag", h.get("etag")), ("last_modified", h.get("last-modified"))) if v}
         self.validator = self.validators.get("etag") or self.validators.get("last_modified") or ""
         self.size = 0
 

@@ -30,9 +30,25 @@ from ctd.adapters.file.formats import BadRecord, csv_rows, strip_inline_comment
 from ctd.model import Rejected, Sighting
 
 __all__ = [
-    "IP_TYPES", "MAX_LINE", "MISP_TYPES", "ROLES", "Column", "CsvStream", "FormatError", "Inflate", "JsonStream",
-    "LineSplitter", "Lines", "Parsed", "Spec", "TextStream", "json_items", "json_records", "map_record",
-    "misp_event", "parse_manifest",
+    "IP_TYPES",
+    "MAX_LINE",
+    "MISP_TYPES",
+    "ROLES",
+    "Column",
+    "CsvStream",
+    "FormatError",
+    "Inflate",
+    "JsonStream",
+    "LineSplitter",
+    "Lines",
+    "Parsed",
+    "Spec",
+    "TextStream",
+    "json_items",
+    "json_records",
+    "map_record",
+    "misp_event",
+    "parse_manifest",
 ]
 
 MAX_LINE = 1 << 20  # a "line" longer than this is not a feed line: stop instead of buffering it
@@ -158,8 +174,12 @@ class CsvStream:
         self.spec = spec
         self.now = now
         self.prefix = spec.comment_prefix.encode()
-        self.dialect = {"delimiter": spec.delimiter, "quotechar": spec.quotechar,
-                        "skipinitialspace": spec.skip_initial_space, "strict": False}
+        self.dialect = {
+            "delimiter": spec.delimiter,
+            "quotechar": spec.quotechar,
+            "skipinitialspace": spec.skip_initial_space,
+            "strict": False,
+        }
         self.last_comment: bytes | None = None
         self.index: dict[Column, int] | None = None if spec.header else {}
         self.header: list[str] | None = None
@@ -210,7 +230,7 @@ class CsvStream:
                 continue
             if prefix and s.startswith(prefix):
                 if self.index is None:
-                    body = s[len(prefix):].strip()
+                    body = s[len(prefix) :].strip()
                     if body:
                         self.last_comment = body
                 continue

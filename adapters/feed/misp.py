@@ -112,8 +112,12 @@ class EventStream:
     or nesting over MAX_DEPTH, fails the event.
     """
 
-    _META = {"Event.uuid": "uuid", "Event.info": "info", "Event.threat_level_id": "threat_level_id",
-             "Event.timestamp": "timestamp"}
+    _META = {
+        "Event.uuid": "uuid",
+        "Event.info": "info",
+        "Event.threat_level_id": "threat_level_id",
+        "Event.timestamp": "timestamp",
+    }
     _ATTRIBUTES = ("Event.Attribute.item", "Event.Object.item.Attribute.item")
     # Where only an array may be (as the typed whole-file decode required).
     _LISTS = ("Event.Tag", "Event.Attribute", "Event.Object", "Event.Object.item.Attribute")
@@ -202,8 +206,9 @@ class EventStream:
             self.kept.append(a)
 
 
-def _map_event(event: MispEvent, attributes: list[MispAttribute], now: int,
-               reference: str) -> tuple[Parsed, list[Sighting]]:
+def _map_event(
+    event: MispEvent, attributes: list[MispAttribute], now: int, reference: str
+) -> tuple[Parsed, list[Sighting]]:
     severity = _MISP_SEVERITY.get(str(event.threat_level_id), "unknown")
     event_tags = [t.name for t in event.Tag if t.name]
     live: dict[tuple[str, str], Sighting] = {}
@@ -220,11 +225,20 @@ def _map_event(event: MispEvent, attributes: list[MispAttribute], now: int,
             if type_ is None:  # an IP address or network; a feed may write one with its port
                 v = strip_port(v)
             try:
-                s = fmt.build(type_cell=None, value=v, severity_cell=None,
-                              default_type=type_, default_severity=severity, now=now,
-                              tags=tags, comments=a.comment or event.info, reference=reference,
-                              first_seen=fmt.field_time("first_seen", a.first_seen) or ts,
-                              last_seen=fmt.field_time("last_seen", a.last_seen), retracted=a.deleted)
+                s = fmt.build(
+                    type_cell=None,
+                    value=v,
+                    severity_cell=None,
+                    default_type=type_,
+                    default_severity=severity,
+                    now=now,
+                    tags=tags,
+                    comments=a.comment or event.info,
+                    reference=reference,
+                    first_seen=fmt.field_time("first_seen", a.first_seen) or ts,
+                    last_seen=fmt.field_time("last_seen", a.last_seen),
+                    retracted=a.deleted,
+                )
                 if type_ is None and s.type not in IP_TYPES:
                     raise BadRecord(f"not an IP address: {show(v)}")
             except BadRecord as exc:

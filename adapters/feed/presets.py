@@ -40,8 +40,12 @@ PRESETS: dict[str, dict[str, Any]] = {
         "type_column": "ioc_type",
         # ip:port is a C2 endpoint: the IP is what a firewall can block (the port is dropped).
         "type_map": {
-            "ip:port": "ip", "domain": "domain", "url": "url",
-            "md5_hash": "md5", "sha1_hash": "sha1", "sha256_hash": "sha256",
+            "ip:port": "ip",
+            "domain": "domain",
+            "url": "url",
+            "md5_hash": "md5",
+            "sha1_hash": "sha1",
+            "sha256_hash": "sha256",
         },
         "first_seen_column": "first_seen_utc",
         "last_seen_column": "last_seen_utc",

@@ -129,8 +129,14 @@ def map_record(get: Callable[[Column], Any], spec: Spec, now: int) -> tuple[list
         if want in ("ip", "ipv4", "ipv6"):
             v = strip_port(v)
         try:
-            s = fmt.build(type_cell=None, value=v, default_type=None if want == "ip" else want,
-                          default_severity=spec.severity, now=now, **meta)
+            s = fmt.build(
+                type_cell=None,
+                value=v,
+                default_type=None if want == "ip" else want,
+                default_severity=spec.severity,
+                now=now,
+                **meta,
+            )
         except BadRecord as exc:
             reasons.append(str(exc))
             continue

@@ -141,10 +141,7 @@ class _Reader:
         if not isinstance(cp, dict) or cp.get("done") or cp.get("sig") != self.sig:
             return False
         offset, line = cp.get("offset"), cp.get("line")
-        return (
-            type(offset) is int and type(line) is int
-            and start <= offset <= self.size and line >= self.line
-        )
+        return type(offset) is int and type(line) is int and start <= offset <= self.size and line >= self.line
 
     def _seek(self, offset: int) -> None:
         try:
@@ -249,7 +246,10 @@ class FileAdapter(Adapter):
         cfg = self.config
         if cfg.format == "text":
             return formats.text_parser(
-                type_=cfg.type, severity=cfg.severity, comment_prefix=cfg.comment_prefix, now=now,
+                type_=cfg.type,
+                severity=cfg.severity,
+                comment_prefix=cfg.comment_prefix,
+                now=now,
             )
         if cfg.format == "jsonl":
             return formats.jsonl_parser(cfg, now)
@@ -276,8 +276,7 @@ class FileAdapter(Adapter):
                 cp: dict[str, Any] = {"offset": reader.offset, "line": reader.line, "sig": reader.sig}
                 if eof:
                     cp["done"] = True  # a finished snapshot: the next pull starts over
-                return Batch(sightings=sightings, rejected=rejected, sub_checkpoint=cp,
-                             snapshot_end=eof)
+                return Batch(sightings=sightings, rejected=rejected, sub_checkpoint=cp, snapshot_end=eof)
 
             while True:
                 batch = await trio.to_thread.run_sync(next_batch)

@@ -126,9 +126,17 @@ def build(
     if first_seen is None:
         first_seen = min(now, last_seen)
     return Sighting(
-        type=t, value=v, first_seen=first_seen, last_seen=last_seen,
-        reputation=reputation, severity=severity, tags=tags, comments=comments,
-        reference=reference, expires_at=expires_at, retracted=retracted,
+        type=t,
+        value=v,
+        first_seen=first_seen,
+        last_seen=last_seen,
+        reputation=reputation,
+        severity=severity,
+        tags=tags,
+        comments=comments,
+        reference=reference,
+        expires_at=expires_at,
+        retracted=retracted,
     )
 
 
@@ -169,8 +177,10 @@ def csv_parser(cfg: Any, header: list[str] | None, now: int) -> Parser:
     vi = cols["value"]
     assert vi is not None
     dialect = {
-        "delimiter": cfg.delimiter, "quotechar": cfg.quotechar,
-        "skipinitialspace": cfg.skip_initial_space, "strict": False,
+        "delimiter": cfg.delimiter,
+        "quotechar": cfg.quotechar,
+        "skipinitialspace": cfg.skip_initial_space,
+        "strict": False,
     }
     optional = [(k, i) for k, i in cols.items() if k != "value" and i is not None]
     sep = cfg.tag_separator
@@ -180,11 +190,15 @@ def csv_parser(cfg: Any, header: list[str] | None, now: int) -> Parser:
             raise BadRecord(f"row has {len(row)} columns, no value column {vi}")
         cells = {k: row[i].strip() for k, i in optional if i < len(row)}
         return build(
-            type_cell=cells.get("type"), value=row[vi].strip(),
+            type_cell=cells.get("type"),
+            value=row[vi].strip(),
             severity_cell=cells.get("severity"),
-            default_type=cfg.type, default_severity=cfg.severity, now=now,
+            default_type=cfg.type,
+            default_severity=cfg.severity,
+            now=now,
             tags=split_tags(cells.get("tags", ""), sep),
-            comments=cells.get("comments", ""), reference=cells.get("reference", ""),
+            comments=cells.get("comments", ""),
+            reference=cells.get("reference", ""),
             first_seen=field_time("first_seen", cells.get("first_seen")),
             last_seen=field_time("last_seen", cells.get("last_seen")),
         )
@@ -239,8 +253,15 @@ def parse_header(raw: bytes, cfg: Any) -> list[str]:
         text = raw.decode()
     except UnicodeDecodeError:
         raise ValueError("header row is not valid UTF-8") from None
-    rows = list(csv.reader([text], delimiter=cfg.delimiter, quotechar=cfg.quotechar,
-                           skipinitialspace=cfg.skip_initial_space, strict=False))
+    rows = list(
+        csv.reader(
+            [text],
+            delimiter=cfg.delimiter,
+            quotechar=cfg.quotechar,
+            skipinitialspace=cfg.skip_initial_space,
+            strict=False,
+        )
+    )
     return [c.strip() for c in rows[0]] if rows else []
 
 
@@ -277,13 +298,20 @@ def jsonl_parser(cfg: Any, now: int) -> Parser:
         else:
             tags_t = tuple(t for t in (x.strip() for x in tags or ()) if t)
         return build(
-            type_cell=r.type, value=r.value.strip(), severity_cell=r.severity,
-            default_type=cfg.type, default_severity=cfg.severity, now=now,
-            tags=tags_t, comments=r.comments or "", reference=r.reference or "",
+            type_cell=r.type,
+            value=r.value.strip(),
+            severity_cell=r.severity,
+            default_type=cfg.type,
+            default_severity=cfg.severity,
+            now=now,
+            tags=tags_t,
+            comments=r.comments or "",
+            reference=r.reference or "",
             first_seen=field_time("first_seen", r.first_seen),
             last_seen=field_time("last_seen", r.last_seen),
             expires_at=field_time("expires_at", r.expires_at),
-            reputation=r.reputation, retracted=r.retracted,
+            reputation=r.reputation,
+            retracted=r.retracted,
         )
 
     def parse(lines: Lines) -> Parsed:

@@ -75,9 +75,19 @@ def render(items: Iterable[ShareItem], fmt: str, rejected: dict[str, str] | None
         w = csv.writer(buf, lineterminator="\n")
         w.writerow(CSV_HEADER)
         for it in items:
-            w.writerow([it.type, it.value, it.severity, it.reputation, iso(it.first_seen) or "",
-                        iso(it.last_seen) or "", iso(it.expires_at) or "", _visible(";".join(it.tags)),
-                        _visible(";".join(it.sources))])
+            w.writerow(
+                [
+                    it.type,
+                    it.value,
+                    it.severity,
+                    it.reputation,
+                    iso(it.first_seen) or "",
+                    iso(it.last_seen) or "",
+                    iso(it.expires_at) or "",
+                    _visible(";".join(it.tags)),
+                    _visible(";".join(it.sources)),
+                ]
+            )
             if buf.tell() > 65536:
                 yield buf.getvalue().encode()
                 buf.seek(0)
@@ -102,8 +112,9 @@ def _visible(text: str) -> str:
     """``text`` with each unprintable character written as a ``\\uXXXX`` escape (csv has no escapes)."""
     if text.isprintable():
         return text
-    return "".join(c if c.isprintable() else f"\\u{ord(c):04x}" if ord(c) < 0x10000 else f"\\U{ord(c):08x}"
-                   for c in text)
+    return "".join(
+        c if c.isprintable() else f"\\u{ord(c):04x}" if ord(c) < 0x10000 else f"\\U{ord(c):08x}" for c in text
+    )
 
 
 def write_atomically(path: str, chunks: Iterable[bytes]) -> int:

@@ -29,8 +29,6 @@ CLICK_SEVERITY = {"malicious": "high", "suspicious": "medium"}
 ATTACHMENT_SEVERITY = {"malicious": "high", "unsafe": "high", "suspicious": "medium"}
 
 
-
-
 def parse_date(text: Any) -> int | None:
     """Mimecast's ``2015-11-16T14:49:18+0000`` (or ISO 8601) as epoch seconds; None if absent/garbled."""
     if not isinstance(text, str) or not text.strip():
@@ -72,9 +70,15 @@ def click_to_sighting(log: Any) -> Sighting:
     typ, value = canonicalize("url", url)
     seen = parse_date(log.get("date"))
     tags = tuple(t for t in ("mimecast", str(log.get("category") or "").strip()) if t)
-    return Sighting(type=typ, value=value, first_seen=seen, last_seen=seen, severity=CLICK_SEVERITY[verdict],
-                    tags=tags, comments=f"URL Protect: {log.get('action') or 'clicked'} "
-                                        f"({log.get('ttpDefinition') or 'no definition'})")
+    return Sighting(
+        type=typ,
+        value=value,
+        first_seen=seen,
+        last_seen=seen,
+        severity=CLICK_SEVERITY[verdict],
+        tags=tags,
+        comments=f"URL Protect: {log.get('action') or 'clicked'} ({log.get('ttpDefinition') or 'no definition'})",
+    )
 
 
 def attachment_to_sighting(log: Any) -> Sighting:
@@ -90,9 +94,15 @@ def attachment_to_sighting(log: Any) -> Sighting:
     typ, value = canonicalize("sha256", digest)
     seen = parse_date(log.get("date"))
     sender = log.get("senderAddress")
-    return Sighting(type=typ, value=value, first_seen=seen, last_seen=seen,
-                    severity=ATTACHMENT_SEVERITY[verdict], tags=("mimecast", "attachment"),
-                    comments=f"{log.get('fileName') or 'attachment'} from {sender or 'unknown sender'}")
+    return Sighting(
+        type=typ,
+        value=value,
+        first_seen=seen,
+        last_seen=seen,
+        severity=ATTACHMENT_SEVERITY[verdict],
+        tags=("mimecast", "attachment"),
+        comments=f"{log.get('fileName') or 'attachment'} from {sender or 'unknown sender'}",
+    )
 
 
 def _parse(rows: Iterable[Any], fn: Any, what: str) -> tuple[list[Sighting], list[Rejected]]:
@@ -132,9 +142,17 @@ def parse_feed(text: str) -> tuple[list[Sighting], list[Rejected]]:
             except InvalidIndicator as exc:
                 rejected.append(Rejected(where=f"feed line {n}", reason=f"{column}: {exc}"))
                 continue
-            sightings.append(Sighting(type=typ, value=value, first_seen=seen, last_seen=seen, severity="high",
-                                      tags=("mimecast", "malware"),
-                                      comments=f"sent from {sender}" if sender else ""))
+            sightings.append(
+                Sighting(
+                    type=typ,
+                    value=value,
+                    first_seen=seen,
+                    last_seen=seen,
+                    severity="high",
+                    tags=("mimecast", "malware"),
+                    comments=f"sent from {sender}" if sender else "",
+                )
+            )
         if not found:
             rejected.append(Rejected(where=f"feed line {n}", reason="no MD5 or SHA256"))
     return sightings, rejected
@@ -166,14 +184,20 @@ def managed_url_refusal(item: ShareItem) -> str | None:
     return None
 
 
-def managed_url(item: ShareItem, *, action: str = "block", match_type: str | None = None,
-                disable_log_click: bool = False) -> dict[str, Any]:
+def managed_url(
+    item: ShareItem, *, action: str = "block", match_type: str | None = None, disable_log_click: bool = False
+) -> dict[str, Any]:
     """The ``create-managed-url`` data item: domains match the whole domain, URLs the explicit URL."""
     if action not in ("block", "permit"):
         raise ValueError(f"action must be block or permit, not {action!r}")
     match = match_type or ("explicit" if item.type == "url" else "domain")
-    return {"url": item.value, "action": action, "matchType": match, "comment": describe(item)[:300],
-            "disableLogClick": disable_log_click}
+    return {
+        "url": item.value,
+        "action": action,
+        "matchType": match,
+        "comment": describe(item)[:300],
+        "disableLogClick": disable_log_click,
+    }
 
 
 def sender_refusal(item: ShareItem) -> str | None:

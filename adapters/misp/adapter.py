@@ -89,7 +89,10 @@ class MispAdapter(Adapter):
     ACTIONS: ClassVar[dict[str, ActionSpec]] = {
         "event": ActionSpec(
             description="add attributes to a MISP event (created if missing); retraction deletes them",
-            mode="incremental", params=EventParams, batch_size=ADD_BATCH, types=tuple(m.PUSH_TYPES),
+            mode="incremental",
+            params=EventParams,
+            batch_size=ADD_BATCH,
+            types=tuple(m.PUSH_TYPES),
         ),
     }
 
@@ -147,7 +150,10 @@ class MispAdapter(Adapter):
                 sightings, rejected = [], []
                 for attr in attrs:
                     got, bad = m.map_attribute(
-                        attr, base_url=self.base, export_tag=cfg.export_tag, to_ids_only=cfg.to_ids,
+                        attr,
+                        base_url=self.base,
+                        export_tag=cfg.export_tag,
+                        to_ids_only=cfg.to_ids,
                     )
                     sightings.extend(got)
                     rejected.extend(bad)
@@ -180,8 +186,11 @@ class MispAdapter(Adapter):
         if not create:
             return None
         event = {
-            "info": name, "distribution": params.distribution, "threat_level_id": params.threat_level_id,
-            "analysis": params.analysis, "published": False,
+            "info": name,
+            "distribution": params.distribution,
+            "threat_level_id": params.threat_level_id,
+            "analysis": params.analysis,
+            "published": False,
         }
         self._events[name] = await self.api.add_event(event)
         return self._events[name]
@@ -225,8 +234,12 @@ class MispAdapter(Adapter):
         size = self.config.page_size
         while True:
             body = {
-                "returnFormat": "json", "eventid": event_id, "value": values, "tags": [self.config.export_tag],
-                "limit": size, "page": page,
+                "returnFormat": "json",
+                "eventid": event_id,
+                "value": values,
+                "tags": [self.config.export_tag],
+                "limit": size,
+                "page": page,
             }
             what = f"MISP attributes/restSearch event {event_id} page {page}"
             attrs = await self.api.search_attributes(body, what, missing_ok=True)

@@ -79,9 +79,14 @@ class MispApi:
         if code == 404 or not isinstance(found, list):
             raise UpstreamDataError(f"{what}: not an event list")
         return sorted(
-            (str(e["Event"]["id"]) for e in found
-             if isinstance(e, dict) and isinstance(e.get("Event"), dict) and e["Event"].get("info") == name
-             and e["Event"].get("id") is not None),
+            (
+                str(e["Event"]["id"])
+                for e in found
+                if isinstance(e, dict)
+                and isinstance(e.get("Event"), dict)
+                and e["Event"].get("info") == name
+                and e["Event"].get("id") is not None
+            ),
             key=lambda s: (len(s), s),
         )
 

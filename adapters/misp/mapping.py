@@ -21,17 +21,27 @@ from ctd.model import InvalidIndicator, Rejected, ShareItem, Sighting, canonical
 # (a file name): its last part is after the last "|".
 WHOLE, FIRST, LAST = "whole", "first", "last"
 MISP_TYPES: dict[str, tuple[tuple[str | None, str], ...]] = {
-    "ip-src": ((None, WHOLE),), "ip-dst": ((None, WHOLE),),
+    "ip-src": ((None, WHOLE),),
+    "ip-dst": ((None, WHOLE),),
     # The reference system turns these into a url; without a scheme or path
     # that is not a url, and blocking the address is what a consumer can do.
-    "ip-src|port": ((None, FIRST),), "ip-dst|port": ((None, FIRST),),
-    "domain": (("domain", WHOLE),), "domain|ip": (("domain", FIRST), (None, LAST)),
-    "hostname": (("hostname", WHOLE),), "hostname|port": (("hostname", FIRST),),
+    "ip-src|port": ((None, FIRST),),
+    "ip-dst|port": ((None, FIRST),),
+    "domain": (("domain", WHOLE),),
+    "domain|ip": (("domain", FIRST), (None, LAST)),
+    "hostname": (("hostname", WHOLE),),
+    "hostname|port": (("hostname", FIRST),),
     "url": (("url", WHOLE),),
-    "md5": (("md5", WHOLE),), "sha1": (("sha1", WHOLE),), "sha256": (("sha256", WHOLE),),
-    "filename|md5": (("md5", LAST),), "filename|sha1": (("sha1", LAST),), "filename|sha256": (("sha256", LAST),),
+    "md5": (("md5", WHOLE),),
+    "sha1": (("sha1", WHOLE),),
+    "sha256": (("sha256", WHOLE),),
+    "filename|md5": (("md5", LAST),),
+    "filename|sha1": (("sha1", LAST),),
+    "filename|sha256": (("sha256", LAST),),
     "malware-sample": (("md5", LAST),),  # "name|md5" (the sample itself is an attachment)
-    "email": (("email", WHOLE),), "email-src": (("email", WHOLE),), "email-dst": (("email", WHOLE),),
+    "email": (("email", WHOLE),),
+    "email-src": (("email", WHOLE),),
+    "email-dst": (("email", WHOLE),),
 }
 PULL_TYPES: tuple[str, ...] = tuple(MISP_TYPES)
 IP_TYPES = ("ipv4", "ipv6", "cidr4", "cidr6")
@@ -149,7 +159,11 @@ def _time(text: Any) -> int | None:
 
 
 def map_attribute(
-    attr: dict[str, Any], *, base_url: str, export_tag: str, to_ids_only: bool,
+    attr: dict[str, Any],
+    *,
+    base_url: str,
+    export_tag: str,
+    to_ids_only: bool,
 ) -> tuple[list[Sighting], list[Rejected]]:
     """Sightings for one attribute (none if it is ours, not for IDS, or of an unknown type)."""
     where = f"attribute {attr.get('id', '?')}"
@@ -178,11 +192,19 @@ def map_attribute(
         except InvalidIndicator as exc:
             rejected.append(Rejected(where=where, reason=f"{mtype} {raw[:80]!r}: {exc}"))
             continue
-        out.append(Sighting(
-            type=ctype, value=canon, first_seen=first_seen, last_seen=last_seen,
-            reputation=decay_reputation(attr), tags=tuple(tags), comments=comment,
-            reference=reference, retracted=bool(attr.get("deleted")),
-        ))
+        out.append(
+            Sighting(
+                type=ctype,
+                value=canon,
+                first_seen=first_seen,
+                last_seen=last_seen,
+                reputation=decay_reputation(attr),
+                tags=tuple(tags),
+                comments=comment,
+                reference=reference,
+                retracted=bool(attr.get("deleted")),
+            )
+        )
     return out, rejected
 
 

@@ -87,13 +87,24 @@ class NetskopeAdapter(Adapter):
     ACTIONS: ClassVar[dict[str, ActionSpec]] = {
         "url_list": ActionSpec(
             description="append to a URL list (created if missing; replaced on retraction), then deploy",
-            mode="incremental", params=UrlListParams, max_entries=MAX_ENTRIES, max_bytes=MAX_URL_LIST_BYTES,
-            size="json", entry_overhead=3, batch_size=10_000, types=URL_LIST_TYPES,
+            mode="incremental",
+            params=UrlListParams,
+            max_entries=MAX_ENTRIES,
+            max_bytes=MAX_URL_LIST_BYTES,
+            size="json",
+            entry_overhead=3,
+            batch_size=10_000,
+            types=URL_LIST_TYPES,
         ),
         "file_hash_list": ActionSpec(
             description="replace an existing file hash list (REST API v1; needs the tenant's v1_token)",
-            mode="full", params=HashListParams, max_entries=MAX_ENTRIES, max_bytes=MAX_HASH_LIST_BYTES,
-            size="json", entry_overhead=3, types=HASH_TYPES,
+            mode="full",
+            params=HashListParams,
+            max_entries=MAX_ENTRIES,
+            max_bytes=MAX_HASH_LIST_BYTES,
+            size="json",
+            entry_overhead=3,
+            types=HASH_TYPES,
         ),
     }
 
@@ -169,8 +180,9 @@ class NetskopeAdapter(Adapter):
                 started = [*started, kind] if kind not in started else started
                 # Committed before the call that moves the tenant's iterator, so a
                 # failure before the page is committed resumes with "resend".
-                yield Batch(sightings=[], sub_checkpoint=self._sub(kind, seek),
-                            cursor={"index": self.index, "started": started})
+                yield Batch(
+                    sightings=[], sub_checkpoint=self._sub(kind, seek), cursor={"index": self.index, "started": started}
+                )
             async with aclosing(self._pull_kind(kind, op, ctx.now)) as pages:
                 async for batch in pages:
                     yield batch
@@ -252,8 +264,9 @@ class NetskopeAdapter(Adapter):
             raise UpstreamDataError(f"URL list {params.list!r} was created but is not listed")
         return entry
 
-    async def _update(self, ident: Any, how: str, values: list[str],
-                      params: UrlListParams) -> tuple[dict[str, str], bool]:
+    async def _update(
+        self, ident: Any, how: str, values: list[str], params: UrlListParams
+    ) -> tuple[dict[str, str], bool]:
         """Send ``values``; if the tenant names invalid ones, drop them and send the rest once more.
 
         Returns the rejected values with the tenant's reasons, and whether the list changed.
@@ -276,7 +289,8 @@ class NetskopeAdapter(Adapter):
             again = self.api.decode(resp, what)
             raise UpstreamDataError(
                 f"{what}: refused again after dropping {len(rejected)} invalid values: "
-                f"{nm.error_text(again, 'HTTP 400')}")
+                f"{nm.error_text(again, 'HTTP 400')}"
+            )
         return rejected, True
 
     # --- check -----------------------------------------------------------------------

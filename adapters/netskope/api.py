@@ -45,8 +45,9 @@ class NetskopeApi:
         # Set per request, not on the client: tests inject their own client.
         self._v2 = {"Netskope-Api-Token": tenant.token, "Accept": "application/json"}
 
-    async def _send(self, method: str, path: str, what: str, *, v2: bool = True, ok: tuple[int, ...] = (),
-                    **kw: Any) -> httpx.Response:
+    async def _send(
+        self, method: str, path: str, what: str, *, v2: bool = True, ok: tuple[int, ...] = (), **kw: Any
+    ) -> httpx.Response:
         with map_http_errors(what):
             resp = await self.client.request(method, self.base + path, headers=self._v2 if v2 else None, **kw)
         if resp.status_code not in ok:
@@ -67,8 +68,9 @@ class NetskopeApi:
     async def alerts(self, kind: str, index: str, operation: str) -> dict:
         """One page of the data-export iterator (gzip is negotiated by httpx)."""
         what = f"alerts/{kind} ({operation})"
-        resp = await self._send("GET", f"/api/v2/events/dataexport/alerts/{kind}", what,
-                                params={"index": index, "operation": operation})
+        resp = await self._send(
+            "GET", f"/api/v2/events/dataexport/alerts/{kind}", what, params={"index": index, "operation": operation}
+        )
         body = self.decode(resp, what)
         if not isinstance(body, dict) or not isinstance(body.get("result", []), list):
             raise UpstreamDataError(f"{what}: unexpected reply")
@@ -79,19 +81,34 @@ class NetskopeApi:
     # --- URL lists ---------------------------------------------------------------
 
     async def url_lists(self, *, with_data: bool = False) -> Any:
-        resp = await self._send("GET", "/api/v2/policy/urllist", "list URL lists",
-                                params={"field": "id,name,data" if with_data else "id,name"})
+        resp = await self._send(
+            "GET",
+            "/api/v2/policy/urllist",
+            "list URL lists",
+            params={"field": "id,name,data" if with_data else "id,name"},
+        )
         return self.decode(resp, "list URL lists")
 
     async def create_list(self, name: str, urls: list[str], list_type: str) -> httpx.Response:
-        return await self._send("POST", "/api/v2/policy/urllist", f"create URL list {name!r}", ok=(400,),
-                                json={"name": name, "data": {"urls": urls, "type": list_type}})
+        return await self._send(
+            "POST",
+            "/api/v2/policy/urllist",
+            f"create URL list {name!r}",
+            ok=(400,),
+            json={"name": name, "data": {"urls": urls, "type": list_type}},
+        )
 
-    async def update_list(self, ident: int | str, how: str, urls: list[str], list_type: str,
-                          name: str) -> httpx.Response:
+    async def update_list(
+        self, ident: int | str, how: str, urls: list[str], list_type: str, name: str
+    ) -> httpx.Response:
         """``how`` is ``append`` or ``replace``; a 400 is returned (it names rejected values)."""
-        return await self._send("PATCH", f"/api/v2/policy/urllist/{ident}/{how}", f"{how} URL list {name!r}",
-                                ok=(400,), json={"data": {"urls": urls, "type": list_type}})
+        return await self._send(
+            "PATCH",
+            f"/api/v2/policy/urllist/{ident}/{how}",
+            f"{how} URL list {name!r}",
+            ok=(400,),
+            json={"data": {"urls": urls, "type": list_type}},
+        )
 
     async def deploy(self) -> None:
         """Apply pending URL list changes to the policies that use them."""
@@ -104,6 +121,11 @@ class NetskopeApi:
         if not self.tenant.v1_token:
             raise AuthError(f"{what}: the tenant has no v1_token (needed for the file hash list)")
         # The token goes in the body, not the query string, so no URL ever carries it.
-        resp = await self._send("POST", "/api/v1/updateFileHashList", what, v2=False,
-                                json={"name": name, "list": hashes, "token": self.tenant.v1_token})
+        resp = await self._send(
+            "POST",
+            "/api/v1/updateFileHashList",
+            what,
+            v2=False,
+            json={"name": name, "list": hashes, "token": self.tenant.v1_token},
+        )
         return self.decode(resp, what)

@@ -87,7 +87,10 @@ def _values(alert: dict, keys: Iterable[str]) -> list[str]:
 
 
 def alert_sightings(
-    kind: str, alerts: Iterable[Any], tenant: str, hash_types: Iterable[str] = ("md5", "sha256"),
+    kind: str,
+    alerts: Iterable[Any],
+    tenant: str,
+    hash_types: Iterable[str] = ("md5", "sha256"),
     where: str = "",
 ) -> tuple[list[Sighting], list[Rejected]]:
     """Map one page of ``malware`` or ``malsite`` alerts to sightings (and what did not validate)."""
@@ -108,8 +111,12 @@ def alert_sightings(
             rejected.append(Rejected(where=here, reason=f"no {'url' if kind == 'malsite' else 'file hash'}"))
             continue
         ts = epoch_seconds(alert.get("timestamp"))
-        meta = {"severity": _severity(alert), "comments": alert_comment(kind, alert, tenant),
-                "first_seen": ts, "last_seen": ts}
+        meta = {
+            "severity": _severity(alert),
+            "comments": alert_comment(kind, alert, tenant),
+            "first_seen": ts,
+            "last_seen": ts,
+        }
         for typ, raw in pairs:
             try:
                 typ, value = canonicalize(typ, raw)

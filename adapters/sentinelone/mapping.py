@@ -22,10 +22,25 @@ IOCS = f"{API}/threat-intelligence/iocs"
 THREATS = f"{API}/threats"
 MAX_LIMIT = 1000  # rows per GET page
 DAY = 86400
-TO_TYPE = {"md5": "MD5", "sha1": "SHA1", "sha256": "SHA256", "ipv4": "IPV4", "ipv6": "IPV6",
-           "domain": "DNS", "hostname": "DNS", "url": "URL"}
-FROM_TYPE = {"MD5": "md5", "SHA1": "sha1", "SHA256": "sha256", "IPV4": "ipv4", "IPV6": "ipv6",
-             "DNS": "domain", "URL": "url"}
+TO_TYPE = {
+    "md5": "MD5",
+    "sha1": "SHA1",
+    "sha256": "SHA256",
+    "ipv4": "IPV4",
+    "ipv6": "IPV6",
+    "domain": "DNS",
+    "hostname": "DNS",
+    "url": "URL",
+}
+FROM_TYPE = {
+    "MD5": "md5",
+    "SHA1": "sha1",
+    "SHA256": "sha256",
+    "IPV4": "ipv4",
+    "IPV6": "ipv6",
+    "DNS": "domain",
+    "URL": "url",
+}
 _REFUSED = {
     "cidr4": "SentinelOne IOCs have no CIDR type (share single addresses)",
     "cidr6": "SentinelOne IOCs have no CIDR type (share single addresses)",
@@ -37,8 +52,6 @@ MAX_DAYS = {"IPV4": 30, "IPV6": 30, "URL": 180, "DNS": 180, "MD5": 180, "SHA1": 
 TO_SEVERITY = {"low": 1, "medium": 2, "high": 3, "critical": 4}
 CONFIDENCE_SEVERITY = {"malicious": "high", "suspicious": "medium"}
 _INDEXED = re.compile(r"^data\.(\d+)(?:\.[\w]+)?:\s*(.*)$", re.S)
-
-
 
 
 def iso(epoch: int) -> str:
@@ -105,7 +118,7 @@ def ioc(item: ShareItem, *, now: int, source: str = "ctd") -> dict[str, Any]:
         "externalId": external_id(item),
         "name": f"ctd: {item.value}"[:200],
         "description": (f"{item.comments.strip()} " if item.comments.strip() else "")
-                       + (f"(shared by ctd from {via})" if via else "(shared by ctd)"),
+        + (f"(shared by ctd from {via})" if via else "(shared by ctd)"),
         "validUntil": iso(valid_until(item, now)),
         "labels": list(dict.fromkeys(("ctd", *item.tags))),
     }
@@ -157,15 +170,22 @@ def ioc_to_sighting(row: Any) -> Sighting:
         raise InvalidIndicator("IOC is not an object")
     kind, value = row.get("type"), row.get("value")
     if kind not in FROM_TYPE or not isinstance(value, str):
-        raise InvalidIndicator(f"IOC type {kind!r} has no ctd counterpart" if kind not in FROM_TYPE
-                               else "IOC has no value")
+        raise InvalidIndicator(
+            f"IOC type {kind!r} has no ctd counterpart" if kind not in FROM_TYPE else "IOC has no value"
+        )
     typ, value = canonicalize(FROM_TYPE[kind], value)
     labels = row.get("labels")
-    return Sighting(type=typ, value=value, first_seen=parse_time(row.get("creationTime")),
-                    last_seen=parse_time(row.get("updatedAt")) or parse_time(row.get("creationTime")),
-                    expires_at=parse_time(row.get("validUntil")), comments=str(row.get("description") or ""),
-                    tags=("sentinelone", *(t for t in labels if isinstance(t, str) and t))
-                    if isinstance(labels, list) else ("sentinelone",))
+    return Sighting(
+        type=typ,
+        value=value,
+        first_seen=parse_time(row.get("creationTime")),
+        last_seen=parse_time(row.get("updatedAt")) or parse_time(row.get("creationTime")),
+        expires_at=parse_time(row.get("validUntil")),
+        comments=str(row.get("description") or ""),
+        tags=("sentinelone", *(t for t in labels if isinstance(t, str) and t))
+        if isinstance(labels, list)
+        else ("sentinelone",),
+    )
 
 
 def threat_to_sightings(threat: Any, console: str = "") -> tuple[list[Sighting], list[Rejected]]:
@@ -179,12 +199,15 @@ def threat_to_sightings(threat: Any, console: str = "") -> tuple[list[Sighting],
     ident = threat.get("id") or info.get("threatId") or "?"
     where = f"threat {ident}"
     seen = parse_time(info.get("createdAt"))
-    base = dict(first_seen=seen, last_seen=parse_time(info.get("updatedAt")) or seen,
-                severity=CONFIDENCE_SEVERITY.get(str(info.get("confidenceLevel") or "").lower(), "unknown"),
-                tags=tuple(t for t in ("sentinelone", info.get("classification")) if isinstance(t, str) and t),
-                comments=str(info.get("threatName") or ""),
-                reference=f"{console.rstrip('/')}/incidents/threats/{ident}/overview" if console else "",
-                retracted=info.get("analystVerdict") == "false_positive")
+    base = dict(
+        first_seen=seen,
+        last_seen=parse_time(info.get("updatedAt")) or seen,
+        severity=CONFIDENCE_SEVERITY.get(str(info.get("confidenceLevel") or "").lower(), "unknown"),
+        tags=tuple(t for t in ("sentinelone", info.get("classification")) if isinstance(t, str) and t),
+        comments=str(info.get("threatName") or ""),
+        reference=f"{console.rstrip('/')}/incidents/threats/{ident}/overview" if console else "",
+        retracted=info.get("analystVerdict") == "false_positive",
+    )
     sightings: list[Sighting] = []
     rejected: list[Rejected] = []
     for field in ("sha256", "sha1", "md5"):

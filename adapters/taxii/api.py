@@ -108,12 +108,14 @@ class TaxiiApi:
         try:
             there = origin_of(root)
         except httpx.InvalidURL:
-            raise UpstreamDataError(f"TAXII discovery at {origin_text(self.url)} names an invalid "
-                                    "API root URL") from None
+            raise UpstreamDataError(
+                f"TAXII discovery at {origin_text(self.url)} names an invalid API root URL"
+            ) from None
         if there != here and there not in parse_origins(self.allow_api_roots_at):
             raise UpstreamDataError(
                 f"TAXII discovery at {origin_text(self.url)} points the API root to another origin "
-                f"{origin_text(root)}; credentials are only sent there if allow_api_roots_at lists it")
+                f"{origin_text(root)}; credentials are only sent there if allow_api_roots_at lists it"
+            )
 
     async def collection(self, key: str) -> Collection:
         """The collection with this id, else with this title."""
@@ -125,8 +127,7 @@ class TaxiiApi:
         for c in body.get("collections") or ():
             if not isinstance(c, dict) or not isinstance(c.get("id"), str):
                 continue
-            coll = Collection(c["id"], str(c.get("title", "")), c.get("can_read") is True,
-                              c.get("can_write") is True)
+            coll = Collection(c["id"], str(c.get("title", "")), c.get("can_read") is True, c.get("can_write") is True)
             if coll.id == key:
                 found = [coll]
                 break
@@ -174,6 +175,10 @@ class TaxiiApi:
             status = decode(await self.get(f"{root}status/{segment(sid)}/", what), what)
         if status.get("status") == "pending":
             # Accepted for processing; a later failure would go unseen, so say so.
-            log.warning("TAXII status still pending", ctd_event="taxii_status_pending", status_id=sid,
-                        pending=status.get("pending_count"))
+            log.warning(
+                "TAXII status still pending",
+                ctd_event="taxii_status_pending",
+                status_id=sid,
+                pending=status.get("pending_count"),
+            )
         return status

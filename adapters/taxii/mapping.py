@@ -107,13 +107,20 @@ def map_indicator(obj: dict, now: int) -> tuple[list[Sighting], list[Rejected]]:
         except InvalidIndicator as exc:
             rejected.append(Rejected(where=f"{where} value {raw[:80]!r}", reason=f"{MALFORMED}: {exc}"))
             continue
-        sightings.append(Sighting(
-            type=type_, value=value,
-            first_seen=valid_from or created, last_seen=modified or created,
-            reputation=confidence_to_reputation(obj.get("confidence")),
-            tags=tags, comments=comments, reference=_reference(obj),
-            expires_at=valid_until, retracted=retracted,
-        ))
+        sightings.append(
+            Sighting(
+                type=type_,
+                value=value,
+                first_seen=valid_from or created,
+                last_seen=modified or created,
+                reputation=confidence_to_reputation(obj.get("confidence")),
+                tags=tags,
+                comments=comments,
+                reference=_reference(obj),
+                expires_at=valid_until,
+                retracted=retracted,
+            )
+        )
     return sightings, rejected
 
 

@@ -51,8 +51,11 @@ _WRITE: dict[str, str] = {
 
 
 _OPS = {
-    P.PropTestOrderContext: "ordering", P.PropTestLikeContext: "LIKE", P.PropTestRegexContext: "MATCHES",
-    P.PropTestIsSubsetContext: "ISSUBSET", P.PropTestIsSupersetContext: "ISSUPERSET",
+    P.PropTestOrderContext: "ordering",
+    P.PropTestLikeContext: "LIKE",
+    P.PropTestRegexContext: "MATCHES",
+    P.PropTestIsSubsetContext: "ISSUBSET",
+    P.PropTestIsSupersetContext: "ISSUPERSET",
     P.PropTestExistsContext: "EXISTS",
 }
 
@@ -127,8 +130,14 @@ def _terms(node, out: list[tuple[str, str]]) -> None:
         if text in ("AND", "FOLLOWEDBY"):
             raise UnsupportedPattern(f"{text} is not a list of values")
         return
-    if isinstance(node, (P.ObservationExpressionRepeatedContext, P.ObservationExpressionWithinContext,
-                         P.ObservationExpressionStartStopContext)):
+    if isinstance(
+        node,
+        (
+            P.ObservationExpressionRepeatedContext,
+            P.ObservationExpressionWithinContext,
+            P.ObservationExpressionStartStopContext,
+        ),
+    ):
         raise UnsupportedPattern("qualified observation (REPEATS/WITHIN/START-STOP)")
     if isinstance(node, P.PropTestEqualContext):
         if node.NOT() or node.NEQ():
@@ -173,8 +182,7 @@ def parse_pattern(pattern: str) -> list[tuple[str, str]]:
         if kind in ("ipv4", "ipv6") and "/" in value:
             addr, _, prefix = value.partition("/")
             full = "32" if kind == "ipv4" else "128"
-            kind, value = (kind, addr) if prefix.strip() == full else (
-                "cidr4" if kind == "ipv4" else "cidr6", value)
+            kind, value = (kind, addr) if prefix.strip() == full else ("cidr4" if kind == "ipv4" else "cidr6", value)
         result.append((kind, value))
     return result
 

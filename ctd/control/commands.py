@@ -81,17 +81,31 @@ class Commands(SharingCommands, AdminCommands):
             out.append(handle.status.as_dict(counts.get(name, 0)))
         for name, plugin in sorted(self.d.config.plugins.items()):
             if not plugin.pull:
-                out.append({"name": name, "adapter": plugin.adapter, "pull": False, "state": "stopped",
-                            "last_run": None, "last_success": None, "last_error": None, "next_run": None,
-                            "last_counts": {}, "totals": {}, "indicators": counts.get(name, 0)})
+                out.append(
+                    {
+                        "name": name,
+                        "adapter": plugin.adapter,
+                        "pull": False,
+                        "state": "stopped",
+                        "last_run": None,
+                        "last_success": None,
+                        "last_error": None,
+                        "next_run": None,
+                        "last_counts": {},
+                        "totals": {},
+                        "indicators": counts.get(name, 0),
+                    }
+                )
         return out
 
     async def status(self, args: dict[str, Any]) -> dict[str, Any]:
         cfg = self.d.config
         return {
-            "version": __version__, "pid": os.getpid(),
+            "version": __version__,
+            "pid": os.getpid(),
             "uptime_s": round(time.time() - self.d.started_at, 1),
-            "config_path": cfg.path, "config_hash": cfg.hash,
+            "config_path": cfg.path,
+            "config_hash": cfg.hash,
             "indicators": await self.d.store.counts(),
             "sources": await self._sources(),
         }
@@ -129,7 +143,10 @@ class Commands(SharingCommands, AdminCommands):
         if not isinstance(limit, int) or not 1 <= limit <= 100000:
             raise BadRequest("limit must be between 1 and 100000")
         return await self.d.store.search(
-            type_=args.get("type"), source=args.get("source"), active=_opt_bool(args, "active"), limit=limit,
+            type_=args.get("type"),
+            source=args.get("source"),
+            active=_opt_bool(args, "active"),
+            limit=limit,
         )
 
     async def export(self, args: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
@@ -139,7 +156,11 @@ class Commands(SharingCommands, AdminCommands):
             after = 0
             while True:
                 page, after = await self.d.store.export_page(
-                    after=after, limit=EXPORT_PAGE, type_=type_, source=source, active=active,
+                    after=after,
+                    limit=EXPORT_PAGE,
+                    type_=type_,
+                    source=source,
+                    active=active,
                 )
                 for item in page:
                     yield item

@@ -38,7 +38,9 @@ def _when(text: Any, what: str) -> int:
     try:
         return parse_time(text)
     except ValueError:
-        raise BadRequest(f"cannot read {what} {text!r}: use ISO 8601 (2026-12-01T08:00:00Z) or a duration (2h)") from None
+        raise BadRequest(
+            f"cannot read {what} {text!r}: use ISO 8601 (2026-12-01T08:00:00Z) or a duration (2h)"
+        ) from None
 
 
 class AdminCommands:
@@ -54,8 +56,14 @@ class AdminCommands:
     async def checkpoint_show(self, args: dict[str, Any]) -> dict[str, Any]:
         name = self._plugin_name(args, "source")
         cp = await self.d.store.checkpoint(name)
-        return {"source": name, "last_run": iso(cp.last_run), "last_success": iso(cp.last_success),
-                "last_error": cp.last_error, "resume_point": cp.sub, "cursor": cp.cursor}
+        return {
+            "source": name,
+            "last_run": iso(cp.last_run),
+            "last_success": iso(cp.last_success),
+            "last_error": cp.last_error,
+            "resume_point": cp.sub,
+            "cursor": cp.cursor,
+        }
 
     async def checkpoint_set(self, args: dict[str, Any]) -> dict[str, Any]:
         """The reference system's editable "Last Run": the next pull starts from there."""
@@ -74,8 +82,11 @@ class AdminCommands:
                 raise BadRequest(f"cannot read --since {since!r}: use ISO 8601") from None
         await self.d.store.set_checkpoint(name, when)
         log.info("checkpoint set", ctd_event="checkpoint_set", ctd_source=name, last_run=iso(when))
-        return {"source": name, "last_run": iso(when),
-                "note": f"the next pull of {name} starts from {iso(when)}; `ctdctl sync {name}` pulls now"}
+        return {
+            "source": name,
+            "last_run": iso(when),
+            "note": f"the next pull of {name} starts from {iso(when)}; `ctdctl sync {name}` pulls now",
+        }
 
     async def plugins_list(self, args: dict[str, Any]) -> list[dict[str, Any]]:
         cfg = self.d.config
@@ -83,13 +94,19 @@ class AdminCommands:
         for name, p in sorted(cfg.plugins.items()):
             cls = adapter_class(p.adapter)
             actions = cls.ACTIONS
-            out.append({
-                "name": name, "adapter": p.adapter, "pull": p.pull, "verify_tls": not tls_unverified(p),
-                "can_pull": cls.can_pull, "can_push": cls.can_push,
-                "actions": {a: {"mode": spec.mode, "description": spec.description} for a, spec in actions.items()},
-                "sources_of": sorted(n for n, sh in cfg.sharing.items() if name in sh.sources),
-                "destination_of": sorted(n for n, sh in cfg.sharing.items() if sh.destination == name),
-            })
+            out.append(
+                {
+                    "name": name,
+                    "adapter": p.adapter,
+                    "pull": p.pull,
+                    "verify_tls": not tls_unverified(p),
+                    "can_pull": cls.can_pull,
+                    "can_push": cls.can_push,
+                    "actions": {a: {"mode": spec.mode, "description": spec.description} for a, spec in actions.items()},
+                    "sources_of": sorted(n for n, sh in cfg.sharing.items() if name in sh.sources),
+                    "destination_of": sorted(n for n, sh in cfg.sharing.items() if sh.destination == name),
+                }
+            )
         return out
 
     async def plugins_check(self, args: dict[str, Any]) -> dict[str, Any]:
@@ -123,8 +140,13 @@ class AdminCommands:
         rows = await self.d.store.retract(candidates(value, type_), source=source, now=now())
         if rows is None:
             raise ControlError(f"no indicator {value}")
-        log.info("indicator retracted by operator", ctd_event="indicator_retracted_manually", value=value,
-                 ctd_source=source, ctd_count=rows)
+        log.info(
+            "indicator retracted by operator",
+            ctd_event="indicator_retracted_manually",
+            value=value,
+            ctd_source=source,
+            ctd_count=rows,
+        )
         self.d.wake_sharing()
         return {"value": value, "source": source, "retracted": rows}
 
@@ -165,14 +187,17 @@ class AdminCommands:
             "indicators": await store.counts(),
             "by_source": await store.source_counts(),
             "sharing": sharing,
-            "store": {**await store.sizes(), "requests": st.handled,
-                      "busy_seconds": round(st.busy_seconds, 3)},
+            "store": {**await store.sizes(), "requests": st.handled, "busy_seconds": round(st.busy_seconds, 3)},
             "queues": queues,
             "rates": {"ingested": d.ingest_rate.totals(), "shared": d.share_rate.totals()},
         }
 
     async def version(self, args: dict[str, Any]) -> dict[str, Any]:
         return {
-            "version": __version__, "python": sys.version.split()[0], "trio": trio.__version__,
-            "httpx": httpx.__version__, "msgspec": msgspec.__version__, **self.d.store.engine_versions(),
+            "version": __version__,
+            "python": sys.version.split()[0],
+            "trio": trio.__version__,
+            "httpx": httpx.__version__,
+            "msgspec": msgspec.__version__,
+            **self.d.store.engine_versions(),
         }

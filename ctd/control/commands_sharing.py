@@ -51,9 +51,15 @@ class SharingCommands:
         cfg = self.d.config
         at = now()
         return [
-            {"name": name, "filter": r.filter, "exceptions": r.exceptions, "description": r.description,
-             "muted_until": self._mute_until(name), "muted": muted(r, at, self.d.mutes.get(name)),
-             "used_by": sorted(n for n, sh in cfg.sharing.items() if sh.rule == name)}
+            {
+                "name": name,
+                "filter": r.filter,
+                "exceptions": r.exceptions,
+                "description": r.description,
+                "muted_until": self._mute_until(name),
+                "muted": muted(r, at, self.d.mutes.get(name)),
+                "used_by": sorted(n for n, sh in cfg.sharing.items() if sh.rule == name),
+            }
             for name, r in sorted(cfg.rules.items())
         ]
 
@@ -76,24 +82,43 @@ class SharingCommands:
                 continue
             sharer = handle.sharer
             res = await self.d.store.rule_test(
-                sharer.selection(at, seen_since=since), size=sharer.spec.size,
-                overhead=sharer.spec.entry_overhead, sample=0,
+                sharer.selection(at, seen_since=since),
+                size=sharer.spec.size,
+                overhead=sharer.spec.entry_overhead,
+                sample=0,
             )
             warnings = limit_warnings(res["total"], res["bytes"], sharer.max_entries, sharer.max_bytes)
-            out["sharing"].append({
-                "name": sname, "destination": sh.destination, "action": sh.action, "total": res["total"],
-                "by_type": res["by_type"], "bytes": res["bytes"], "max_entries": sharer.max_entries,
-                "max_bytes": sharer.max_bytes, "warnings": warnings,
-            })
+            out["sharing"].append(
+                {
+                    "name": sname,
+                    "destination": sh.destination,
+                    "action": sh.action,
+                    "total": res["total"],
+                    "by_type": res["by_type"],
+                    "bytes": res["bytes"],
+                    "max_entries": sharer.max_entries,
+                    "max_bytes": sharer.max_bytes,
+                    "warnings": warnings,
+                }
+            )
             out["warnings"] += [f"{sname}: {w}" for w in warnings]
         return out
 
     async def _sharing_entry(self, name: str) -> dict[str, Any]:
         handle = self.d.sharings.get(name) if self.d.sharings else None
         sh = self.d.config.sharing[name]
-        entry = handle.status.as_dict() if handle else {
-            "name": name, "sources": sh.sources, "rule": sh.rule, "destination": sh.destination,
-            "action": sh.action, "state": "stopped"}
+        entry = (
+            handle.status.as_dict()
+            if handle
+            else {
+                "name": name,
+                "sources": sh.sources,
+                "rule": sh.rule,
+                "destination": sh.destination,
+                "action": sh.action,
+                "state": "stopped",
+            }
+        )
         ledger = await self.d.store.ledger_counts(name)
         entry["counts"] = ledger["counts"]
         entry["last_run"] = entry.get("last_run") or iso(ledger["last_run"])
@@ -118,6 +143,7 @@ class SharingCommands:
         result = await self.d.share(name, resync=True, days=self._days(args))
         return msgspec.structs.asdict(result)
 
+
 def limit_warnings(total: int, size: int, max_entries: int | None, max_bytes: int | None) -> list[str]:
     """Warnings when a destination's limit would be exceeded (or is above 90%)."""
     out = []
@@ -125,7 +151,9 @@ def limit_warnings(total: int, size: int, max_entries: int | None, max_bytes: in
         if cap is None:
             continue
         if n > cap:
-            out.append(f"{n} {what} exceed the destination limit of {cap}: the oldest {n - cap if what == 'entries' else 'entries'} would not be shared")
+            out.append(
+                f"{n} {what} exceed the destination limit of {cap}: the oldest {n - cap if what == 'entries' else 'entries'} would not be shared"
+            )
         elif n > 0.9 * cap:
             out.append(f"{n} {what} is above 90% of the destination limit of {cap}")
     return out

@@ -87,8 +87,9 @@ class Admission:
             if self.active >= lim.total:
                 return f"too many control connections (limit {lim.total}); retry shortly"
         elif self.active >= lim.total - lim.reserved:
-            return (f"too many control connections (limit {lim.total - lim.reserved} for unprivileged peers); "
-                    "retry shortly")
+            return (
+                f"too many control connections (limit {lim.total - lim.reserved} for unprivileged peers); retry shortly"
+            )
         self.active += 1
         self._by_uid[uid] += 1
         return None
@@ -136,17 +137,19 @@ class _AcceptBackoff:
         if held is not None:
             log.warning(
                 "control socket cannot accept connections; backing off",
-                ctd_event="control_accept_failed", error=errno.errorcode.get(exc.errno or 0, str(exc.errno)),
-                reason=os.strerror(exc.errno or 0), retry_in_s=self.delay,
-                control_connections=admission.active, suppressed=held,
+                ctd_event="control_accept_failed",
+                error=errno.errorcode.get(exc.errno or 0, str(exc.errno)),
+                reason=os.strerror(exc.errno or 0),
+                retry_in_s=self.delay,
+                control_connections=admission.active,
+                suppressed=held,
             )
         await trio.sleep(self.delay)
         self.delay = min(self.delay * 2, BACKOFF_MAX)
 
     def reset(self) -> None:
         if self.failures:
-            log.info("control socket accepting again", ctd_event="control_accept_recovered",
-                     failures=self.failures)
+            log.info("control socket accepting again", ctd_event="control_accept_recovered", failures=self.failures)
         self.failures = 0
         self.delay = BACKOFF_FIRST
 
@@ -200,8 +203,14 @@ async def _refuse(stream: trio.SocketStream, peer: Peer, message: str, refusals:
     """Answer ``busy`` and close, inline: a refused connection must not cost a task or a slot."""
     held = refusals.check(peer.uid)
     if held is not None:
-        log.warning("control connection refused", ctd_event="control_refused", ctd_peer_uid=peer.uid,
-                    peer_pid=peer.pid, reason=message, suppressed=held)
+        log.warning(
+            "control connection refused",
+            ctd_event="control_refused",
+            ctd_peer_uid=peer.uid,
+            peer_pid=peer.pid,
+            reason=message,
+            suppressed=held,
+        )
     try:
         with trio.move_on_after(REFUSE_TIMEOUT):
             await stream.send_all(error_reply(message, CODE_BUSY))

@@ -130,9 +130,7 @@ def decode_request(line: bytes) -> Request:
     except msgspec.DecodeError as exc:
         raise ValueError(f"malformed request: {exc}") from exc
     if request.v != PROTOCOL_VERSION:
-        raise ValueError(
-            f"unsupported protocol version {request.v} (this daemon speaks {PROTOCOL_VERSION})"
-        )
+        raise ValueError(f"unsupported protocol version {request.v} (this daemon speaks {PROTOCOL_VERSION})")
     return request
 
 

@@ -232,9 +232,7 @@ async def _serve_connection(
                     return
                 request = decode_request(line)
             except _Oversize:
-                await send(error_reply(
-                    f"request line longer than {MAX_REQUEST_LINE} bytes", CODE_BAD_REQUEST
-                ))
+                await send(error_reply(f"request line longer than {MAX_REQUEST_LINE} bytes", CODE_BAD_REQUEST))
                 return
             except ValueError as exc:
                 await send(error_reply(str(exc), CODE_BAD_REQUEST))
@@ -291,9 +289,7 @@ async def _answer(
     await send(payload)
 
 
-async def _send_stream(
-    result: Any, request: Request, send: Callable[[bytes | bytearray], Awaitable[None]]
-) -> None:
+async def _send_stream(result: Any, request: Request, send: Callable[[bytes | bytearray], Awaitable[None]]) -> None:
     """Stream ``result``'s items, about ``_FLUSH_BYTES`` per write, then the end line."""
     items: AsyncIterator[Any] = aiter(result)
     buf = bytearray()

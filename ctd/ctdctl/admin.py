@@ -66,8 +66,12 @@ def add_rules_actions(rsub: Any, common: argparse.ArgumentParser) -> None:
     """``rules mute`` and ``rules unmute``."""
     p = rsub.add_parser("mute", parents=[common], help="stop a rule sharing anything until a given time")
     p.add_argument("name", metavar="NAME")
-    p.add_argument("--until", metavar="WHEN", required=True,
-                   help="ISO 8601 time (2026-12-01T08:00:00Z) or a duration from now (2h, 7d)")
+    p.add_argument(
+        "--until",
+        metavar="WHEN",
+        required=True,
+        help="ISO 8601 time (2026-12-01T08:00:00Z) or a duration from now (2h, 7d)",
+    )
     p = rsub.add_parser("unmute", parents=[common], help="lift a rule's mute now")
     p.add_argument("name", metavar="NAME")
 
@@ -126,8 +130,7 @@ def version(connect: Connect, as_json: bool, out: TextIO) -> None:
     if as_json:
         out.write(to_json({"client": client, "daemon": data}))
     else:
-        kv(out, [("daemon".ljust(_VERSION_WIDTH), data.get("version")),
-                 *((k, data.get(k)) for k in _VERSION_KEYS)])
+        kv(out, [("daemon".ljust(_VERSION_WIDTH), data.get("version")), *((k, data.get(k)) for k in _VERSION_KEYS)])
     out.flush()
 
 
@@ -147,14 +150,17 @@ def _value(value: Any) -> str:
 
 def checkpoint_show(out: TextIO, data: dict[str, Any]) -> None:
     """``ctdctl checkpoint show``: a key/value block."""
-    kv(out, [
-        ("source", data.get("source")),
-        ("last run", data.get("last_run")),
-        ("last success", data.get("last_success")),
-        ("last error", data.get("last_error")),
-        ("resume point", _value(data.get("resume_point"))),
-        ("cursor", _value(data.get("cursor"))),
-    ])
+    kv(
+        out,
+        [
+            ("source", data.get("source")),
+            ("last run", data.get("last_run")),
+            ("last success", data.get("last_success")),
+            ("last error", data.get("last_error")),
+            ("resume point", _value(data.get("resume_point"))),
+            ("cursor", _value(data.get("cursor"))),
+        ],
+    )
 
 
 def checkpoint_set(out: TextIO, data: dict[str, Any]) -> None:
@@ -178,21 +184,33 @@ def plugins_list(out: TextIO, data: list[dict[str, Any]]) -> None:
     if not data:
         out.write("no plugins configured\n")
         return
-    table(out, ("NAME", "ADAPTER", "PULL", "PUSH", "ACTIONS", "USED_BY"), [
-        (p.get("name"), p.get("adapter"), p.get("pull"), p.get("can_push"),
-         sorted(p.get("actions") or {}), _used_by(p))
+    table(
+        out,
+        ("NAME", "ADAPTER", "PULL", "PUSH", "ACTIONS", "USED_BY"),
+        [
+            (
+                p.get("name"),
+                p.get("adapter"),
+                p.get("pull"),
+                p.get("can_push"),
+                sorted(p.get("actions") or {}),
+                _used_by(p),
+            )
+            for p in data
+        ],
+    )
+    actions = [
+        (p.get("name"), a, spec.get("mode"), spec.get("description"))
         for p in data
-    ])
-    actions = [(p.get("name"), a, spec.get("mode"), spec.get("description"))
-               for p in data for a, spec in sorted((p.get("actions") or {}).items())]
+        for a, spec in sorted((p.get("actions") or {}).items())
+    ]
     if actions:
         out.write("\n")
         table(out, ("PLUGIN", "ACTION", "MODE", "DESCRIPTION"), actions)
     insecure = [p.get("name") for p in data if p.get("verify_tls") is False]
     if insecure:
         out.write("\n")
-        table(out, ("WARNING",), [(f"{n}: TLS certificates are not verified (verify_tls = false)",)
-                                  for n in insecure])
+        table(out, ("WARNING",), [(f"{n}: TLS certificates are not verified (verify_tls = false)",) for n in insecure])
 
 
 def plugins_check(out: TextIO, data: dict[str, Any]) -> None:
@@ -205,8 +223,14 @@ def plugins_check(out: TextIO, data: dict[str, Any]) -> None:
 def retract(out: TextIO, data: dict[str, Any]) -> None:
     """``ctdctl indicators retract``: how many sightings were retracted."""
     source = data.get("source")
-    kv(out, [("value", data.get("value")), ("source", source if source is not None else "all sources"),
-             ("retracted", data.get("retracted", 0))])
+    kv(
+        out,
+        [
+            ("value", data.get("value")),
+            ("source", source if source is not None else "all sources"),
+            ("retracted", data.get("retracted", 0)),
+        ],
+    )
 
 
 def mute(out: TextIO, data: dict[str, Any]) -> None:
@@ -232,25 +256,39 @@ def stats(out: TextIO, data: dict[str, Any]) -> None:
     counts = data.get("indicators") or {}
     out.write(f"indicators: {counts.get('total', 0)} total, {counts.get('active', 0)} active\n\n")
     by_type = counts.get("by_type") or {}
-    table(out, ("TYPE", "ACTIVE", "INACTIVE"),
-          [(t, c.get("active", 0), c.get("inactive", 0)) for t, c in sorted(by_type.items())])
+    table(
+        out,
+        ("TYPE", "ACTIVE", "INACTIVE"),
+        [(t, c.get("active", 0), c.get("inactive", 0)) for t, c in sorted(by_type.items())],
+    )
     out.write("\n")
     table(out, ("SOURCE", "INDICATORS"), sorted((data.get("by_source") or {}).items()))
     sharing = data.get("sharing") or {}
     out.write("\n")
     if sharing:
-        table(out, ("SHARING", *(s.upper() for s in LEDGER_STATES)),
-              [(name, *(c.get(s, 0) for s in LEDGER_STATES)) for name, c in sorted(sharing.items())])
+        table(
+            out,
+            ("SHARING", *(s.upper() for s in LEDGER_STATES)),
+            [(name, *(c.get(s, 0) for s in LEDGER_STATES)) for name, c in sorted(sharing.items())],
+        )
     else:
         out.write("no sharing configured\n")
     store = data.get("store") or {}
     out.write("\n")
-    table(out, ("FILE", "SIZE", "BYTES"),
-          [(f, human_size(store.get(f, 0)), store.get(f, 0)) for f in ("db", "db_wal", "db_shm")])
+    table(
+        out,
+        ("FILE", "SIZE", "BYTES"),
+        [(f, human_size(store.get(f, 0)), store.get(f, 0)) for f in ("db", "db_wal", "db_shm")],
+    )
     out.write(f"store requests {store.get('requests', 0)}, busy {store.get('busy_seconds', 0)} s\n\n")
     table(out, ("QUEUE", "DEPTH"), sorted((data.get("queues") or {}).items()))
     rates = data.get("rates") or {}
     out.write("\n")
-    table(out, ("RATE", "LAST_MINUTE", "LAST_HOUR"),
-          [(k, (rates.get(k) or {}).get("last_minute", 0), (rates.get(k) or {}).get("last_hour", 0))
-           for k in ("ingested", "shared")])
+    table(
+        out,
+        ("RATE", "LAST_MINUTE", "LAST_HOUR"),
+        [
+            (k, (rates.get(k) or {}).get("last_minute", 0), (rates.get(k) or {}).get("last_hour", 0))
+            for k in ("ingested", "shared")
+        ],
+    )

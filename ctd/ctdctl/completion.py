@@ -112,8 +112,9 @@ def bash_completion(parser: argparse.ArgumentParser) -> str:
     lines += _lookup(f"{fn}_commands", levels, "commands", "$1: command path; its subcommands")
     lines += _lookup(f"{fn}_words", levels, "words", "$1: command path; words completed there")
     lines += _lookup(f"{fn}_options", levels, "options", "$1: command path; its options")
-    lines += _lookup(f"{fn}_value_options", levels, "value_options",
-                     "$1: command path; its options that take an argument")
+    lines += _lookup(
+        f"{fn}_value_options", levels, "value_options", "$1: command path; its options that take an argument"
+    )
     lines += [
         f"{fn}_option_value()  # $1: command path, $2: option, $3: the word being completed",
         "{",

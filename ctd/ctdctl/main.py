@@ -154,9 +154,7 @@ class _Lines:
 # --- socket path --------------------------------------------------------------
 
 
-def resolve_socket(
-    socket_arg: str | None, config_arg: str | None, environ: dict[str, str] | None = None
-) -> str:
+def resolve_socket(socket_arg: str | None, config_arg: str | None, environ: dict[str, str] | None = None) -> str:
     """--socket, else $CTD_SOCKET, else [daemon].socket of --config/$CTD_CONFIG, else the default."""
     env = os.environ if environ is None else environ
     if socket_arg:
@@ -182,12 +180,18 @@ def resolve_socket(
 
 
 def _global_options(parser: argparse.ArgumentParser, default: Any) -> None:
-    parser.add_argument("--json", action="store_true", default=default,
-                        help="print the raw data as JSON (streams: one object per line)")
-    parser.add_argument("--socket", metavar="PATH", default=default,
-                        help=f"control socket (default: $CTD_SOCKET, the config's, or {DEFAULT_SOCKET})")
-    parser.add_argument("--config", metavar="PATH", default=default,
-                        help="read [daemon].socket from this config (default: $CTD_CONFIG)")
+    parser.add_argument(
+        "--json", action="store_true", default=default, help="print the raw data as JSON (streams: one object per line)"
+    )
+    parser.add_argument(
+        "--socket",
+        metavar="PATH",
+        default=default,
+        help=f"control socket (default: $CTD_SOCKET, the config's, or {DEFAULT_SOCKET})",
+    )
+    parser.add_argument(
+        "--config", metavar="PATH", default=default, help="read [daemon].socket from this config (default: $CTD_CONFIG)"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -196,8 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     # the subparsers default to SUPPRESS so they never overwrite the main ones.
     common = argparse.ArgumentParser(add_help=False)
     _global_options(common, argparse.SUPPRESS)
-    parser = argparse.ArgumentParser(prog="ctdctl",
-                                     description="Control a running ctd threat-exchange daemon.")
+    parser = argparse.ArgumentParser(prog="ctdctl", description="Control a running ctd threat-exchange daemon.")
     _global_options(parser, None)
     parser.set_defaults(json=False)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -253,10 +256,10 @@ def _add_days(p: argparse.ArgumentParser, help_text: str) -> None:
 
 def _add_active_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--active", dest="active", action="store_const", const=True, default=None,
-                   help="only active indicators")
-    g.add_argument("--inactive", dest="active", action="store_const", const=False,
-                   help="only inactive indicators")
+    g.add_argument(
+        "--active", dest="active", action="store_const", const=True, default=None, help="only active indicators"
+    )
+    g.add_argument("--inactive", dest="active", action="store_const", const=False, help="only inactive indicators")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -327,8 +330,9 @@ def _run_indicators(args: argparse.Namespace, client: ControlClient, out: TextIO
                 _complain(err, f"no indicator {args.value}")
                 return EXIT_NOT_FOUND
         case "search":
-            data = client.call("indicators.search", type=args.type, source=args.source,
-                               active=args.active, limit=args.limit)
+            data = client.call(
+                "indicators.search", type=args.type, source=args.source, active=args.active, limit=args.limit
+            )
             _emit(out, data, args.json, render.indicators_table)
             if not data and not args.json:
                 _complain(err, "no matching indicators")

@@ -25,8 +25,16 @@ from ctd.ctdctl.escape import escape, escaped, json_safe
 from ctd.model import iso
 
 CSV_FIELDS: Final = (
-    "type", "value", "active", "severity", "reputation",
-    "first_seen", "last_seen", "expires_at", "sources", "tags",
+    "type",
+    "value",
+    "active",
+    "severity",
+    "reputation",
+    "first_seen",
+    "last_seen",
+    "expires_at",
+    "sources",
+    "tags",
 )
 
 
@@ -107,20 +115,25 @@ def _duration(seconds: float) -> str:
 def status(out: TextIO, data: dict[str, Any]) -> None:
     """``ctdctl status``: daemon facts, indicator counts by type, then the sources."""
     counts = data.get("indicators", {})
-    kv(out, [
-        ("version", data.get("version")),
-        ("pid", data.get("pid")),
-        ("uptime", _duration(float(data.get("uptime_s") or 0))),
-        ("config", data.get("config_path")),
-        ("config hash", data.get("config_hash")),
-        ("indicators", f"{counts.get('total', 0)} total, {counts.get('active', 0)} active"),
-    ])
+    kv(
+        out,
+        [
+            ("version", data.get("version")),
+            ("pid", data.get("pid")),
+            ("uptime", _duration(float(data.get("uptime_s") or 0))),
+            ("config", data.get("config_path")),
+            ("config hash", data.get("config_hash")),
+            ("indicators", f"{counts.get('total', 0)} total, {counts.get('active', 0)} active"),
+        ],
+    )
     by_type = counts.get("by_type") or {}
     if by_type:
         out.write("\n")
-        table(out, ("TYPE", "ACTIVE", "INACTIVE"), [
-            (t, c.get("active", 0), c.get("inactive", 0)) for t, c in sorted(by_type.items())
-        ])
+        table(
+            out,
+            ("TYPE", "ACTIVE", "INACTIVE"),
+            [(t, c.get("active", 0), c.get("inactive", 0)) for t, c in sorted(by_type.items())],
+        )
     out.write("\n")
     sources(out, data.get("sources") or [])
 
@@ -133,29 +146,73 @@ def sources(out: TextIO, data: list[dict[str, Any]]) -> None:
     rows = []
     for s in data:
         c = s.get("last_counts") or {}
-        rows.append((
-            s.get("name"), s.get("adapter"), s.get("pull"), s.get("state"),
-            s.get("last_run"), s.get("last_success"), s.get("next_run"),
-            c.get("new", 0), c.get("updated", 0), c.get("invalid", 0), c.get("retracted", 0),
-            s.get("indicators", 0), s.get("last_error"),
-        ))
-    table(out, ("SOURCE", "ADAPTER", "PULL", "STATE", "LAST_RUN", "LAST_SUCCESS", "NEXT_RUN",
-                "NEW", "UPDATED", "INVALID", "RETRACTED", "INDICATORS", "LAST_ERROR"), rows)
+        rows.append(
+            (
+                s.get("name"),
+                s.get("adapter"),
+                s.get("pull"),
+                s.get("state"),
+                s.get("last_run"),
+                s.get("last_success"),
+                s.get("next_run"),
+                c.get("new", 0),
+                c.get("updated", 0),
+                c.get("invalid", 0),
+                c.get("retracted", 0),
+                s.get("indicators", 0),
+                s.get("last_error"),
+            )
+        )
+    table(
+        out,
+        (
+            "SOURCE",
+            "ADAPTER",
+            "PULL",
+            "STATE",
+            "LAST_RUN",
+            "LAST_SUCCESS",
+            "NEXT_RUN",
+            "NEW",
+            "UPDATED",
+            "INVALID",
+            "RETRACTED",
+            "INDICATORS",
+            "LAST_ERROR",
+        ),
+        rows,
+    )
 
 
 def sync(out: TextIO, data: dict[str, Any]) -> None:
     """``ctdctl sync``: the counts of the pull."""
-    kv(out, [(k, data.get(k)) for k in (
-        "source", "new", "updated", "invalid", "retracted", "batches", "duration_s", "error",
-    )])
+    kv(
+        out,
+        [
+            (k, data.get(k))
+            for k in (
+                "source",
+                "new",
+                "updated",
+                "invalid",
+                "retracted",
+                "batches",
+                "duration_s",
+                "error",
+            )
+        ],
+    )
 
 
 def reload(out: TextIO, data: dict[str, Any]) -> None:
     """``ctdctl reload``: the new config hash and what changed, by name."""
-    kv(out, [
-        ("config hash", data.get("config_hash")),
-        *((k, data.get(k) or []) for k in ("added", "removed", "changed", "unchanged")),
-    ])
+    kv(
+        out,
+        [
+            ("config hash", data.get("config_hash")),
+            *((k, data.get(k) or []) for k in ("added", "removed", "changed", "unchanged")),
+        ],
+    )
 
 
 def indicators_show(out: TextIO, data: list[dict[str, Any]]) -> None:
@@ -163,35 +220,78 @@ def indicators_show(out: TextIO, data: list[dict[str, Any]]) -> None:
     for n, ind in enumerate(data):
         if n:
             out.write("\n")
-        kv(out, [(k, ind.get(k)) for k in (
-            "type", "value", "active", "allowlisted", "severity", "reputation", "first_seen",
-            "last_seen", "expires_at", "hits", "tags", "reference", "comments",
-        )])
+        kv(
+            out,
+            [
+                (k, ind.get(k))
+                for k in (
+                    "type",
+                    "value",
+                    "active",
+                    "allowlisted",
+                    "severity",
+                    "reputation",
+                    "first_seen",
+                    "last_seen",
+                    "expires_at",
+                    "hits",
+                    "tags",
+                    "reference",
+                    "comments",
+                )
+            ],
+        )
         out.write("\n")
-        table(out, ("SOURCE", "FIRST_SEEN", "LAST_SEEN", "REPUTATION", "SEVERITY", "EXPIRES_AT",
-                    "RETRACTED", "TAGS"), [
-            (s.get("source"), s.get("first_seen"), s.get("last_seen"), s.get("reputation"),
-             s.get("severity"), s.get("expires_at"), s.get("retracted"), s.get("tags"))
-            for s in ind.get("sources") or []
-        ])
+        table(
+            out,
+            ("SOURCE", "FIRST_SEEN", "LAST_SEEN", "REPUTATION", "SEVERITY", "EXPIRES_AT", "RETRACTED", "TAGS"),
+            [
+                (
+                    s.get("source"),
+                    s.get("first_seen"),
+                    s.get("last_seen"),
+                    s.get("reputation"),
+                    s.get("severity"),
+                    s.get("expires_at"),
+                    s.get("retracted"),
+                    s.get("tags"),
+                )
+                for s in ind.get("sources") or []
+            ],
+        )
         deliveries = ind.get("deliveries") or []
         if deliveries:
             out.write("\n")
-            table(out, ("DELIVERY", "STATE", "SHARED_AT", "UPDATED_AT", "ERROR"), [
-                (d.get("sharing"), d.get("state"), d.get("shared_at"), d.get("updated_at"), d.get("error"))
-                for d in deliveries
-            ])
+            table(
+                out,
+                ("DELIVERY", "STATE", "SHARED_AT", "UPDATED_AT", "ERROR"),
+                [
+                    (d.get("sharing"), d.get("state"), d.get("shared_at"), d.get("updated_at"), d.get("error"))
+                    for d in deliveries
+                ],
+            )
 
 
 def indicators_table(out: TextIO, data: list[dict[str, Any]]) -> None:
     """``ctdctl indicators search``: one row per indicator."""
     if not data:
         return
-    table(out, ("TYPE", "VALUE", "ACTIVE", "SEVERITY", "REPUTATION", "LAST_SEEN", "SOURCES"), [
-        (i.get("type"), i.get("value"), i.get("active"), i.get("severity"), i.get("reputation"),
-         i.get("last_seen"), [s.get("source") for s in i.get("sources") or []])
-        for i in data
-    ])
+    table(
+        out,
+        ("TYPE", "VALUE", "ACTIVE", "SEVERITY", "REPUTATION", "LAST_SEEN", "SOURCES"),
+        [
+            (
+                i.get("type"),
+                i.get("value"),
+                i.get("active"),
+                i.get("severity"),
+                i.get("reputation"),
+                i.get("last_seen"),
+                [s.get("source") for s in i.get("sources") or []],
+            )
+            for i in data
+        ],
+    )
 
 
 # --- rules and sharing --------------------------------------------------------
@@ -209,9 +309,12 @@ def rules_list(out: TextIO, data: list[dict[str, Any]]) -> None:
         out.write("no rules configured\n")
         return
     rows = [
-        (r.get("name"),
-         (f"until {r.get('muted_until')}" if r.get("muted_until") else "yes") if r.get("muted") else "-",
-         r.get("used_by") or [], r.get("filter"))
+        (
+            r.get("name"),
+            (f"until {r.get('muted_until')}" if r.get("muted_until") else "yes") if r.get("muted") else "-",
+            r.get("used_by") or [],
+            r.get("filter"),
+        )
         for r in data
     ]
     lines, widths = aligned(("NAME", "MUTED", "USED_BY", "FILTER"), rows)
@@ -231,8 +334,10 @@ def rules_test(out: TextIO, data: dict[str, Any]) -> None:
     """``ctdctl rules test``: what the rule selects now, per sharing configuration against its limits."""
     days = data.get("days")
     recent = f" seen in the last {days} days" if days else ""
-    out.write(f"rule {data.get('rule')} would select {data.get('total', 0)} IoCs{recent} "
-              f"({data.get('bytes', 0)} bytes serialised)\n")
+    out.write(
+        f"rule {data.get('rule')} would select {data.get('total', 0)} IoCs{recent} "
+        f"({data.get('bytes', 0)} bytes serialised)\n"
+    )
     if data.get("muted"):
         out.write("rule is muted: the sharing configurations using it send nothing until it expires\n")
     by_type = data.get("by_type") or {}
@@ -255,9 +360,7 @@ def rules_test(out: TextIO, data: dict[str, Any]) -> None:
             f"{s.get('bytes', 0)} bytes (limit {_limit(s.get('max_bytes'))}); "
             f"by type: {_by_type(s.get('by_type') or {})}\n"
         )
-    warnings = data.get("warnings") or [
-        f"{s.get('name')}: {w}" for s in sharings for w in s.get("warnings") or []
-    ]
+    warnings = data.get("warnings") or [f"{s.get('name')}: {w}" for s in sharings for w in s.get("warnings") or []]
     if warnings:
         out.write("\n")
         for w in warnings:
@@ -284,34 +387,64 @@ def sharing_list(out: TextIO, data: list[dict[str, Any]]) -> None:
     rows = []
     for s in data:
         c = s.get("counts") or {}
-        rows.append((
-            s.get("name"), s.get("rule"), s.get("destination"), s.get("action"), s.get("state"),
-            s.get("last_run"), c.get("shared", 0), c.get("pending", 0), c.get("failed", 0),
-            c.get("retracted", 0), c.get("unshared", 0), s.get("last_error"),
-        ))
-    table(out, ("NAME", "RULE", "DESTINATION", "ACTION", "STATE", "LAST_RUN", "SHARED", "PENDING",
-                "FAILED", "RETRACTED", "UNSHARED", "LAST_ERROR"), rows)
+        rows.append(
+            (
+                s.get("name"),
+                s.get("rule"),
+                s.get("destination"),
+                s.get("action"),
+                s.get("state"),
+                s.get("last_run"),
+                c.get("shared", 0),
+                c.get("pending", 0),
+                c.get("failed", 0),
+                c.get("retracted", 0),
+                c.get("unshared", 0),
+                s.get("last_error"),
+            )
+        )
+    table(
+        out,
+        (
+            "NAME",
+            "RULE",
+            "DESTINATION",
+            "ACTION",
+            "STATE",
+            "LAST_RUN",
+            "SHARED",
+            "PENDING",
+            "FAILED",
+            "RETRACTED",
+            "UNSHARED",
+            "LAST_ERROR",
+        ),
+        rows,
+    )
 
 
 def sharing_show(out: TextIO, data: dict[str, Any]) -> None:
     """``ctdctl sharing show``: facts, ledger counts, then the entries that did not go through."""
     interval = data.get("interval_s")
     params = data.get("params") or {}
-    kv(out, [
-        ("name", data.get("name")),
-        ("rule", data.get("rule")),
-        ("sources", data.get("sources")),
-        ("destination", data.get("destination")),
-        ("action", data.get("action")),
-        ("params", ", ".join(f"{k}={cell(v)}" for k, v in sorted(params.items()))),
-        ("interval", _duration(float(interval)) if interval is not None else None),
-        ("state", data.get("state")),
-        ("last run", data.get("last_run")),
-        ("last success", data.get("last_success")),
-        ("next run", data.get("next_run")),
-        ("last result", _last_result(data.get("last_result"))),
-        ("last error", data.get("last_error")),
-    ])
+    kv(
+        out,
+        [
+            ("name", data.get("name")),
+            ("rule", data.get("rule")),
+            ("sources", data.get("sources")),
+            ("destination", data.get("destination")),
+            ("action", data.get("action")),
+            ("params", ", ".join(f"{k}={cell(v)}" for k, v in sorted(params.items()))),
+            ("interval", _duration(float(interval)) if interval is not None else None),
+            ("state", data.get("state")),
+            ("last run", data.get("last_run")),
+            ("last success", data.get("last_success")),
+            ("next run", data.get("next_run")),
+            ("last result", _last_result(data.get("last_result"))),
+            ("last error", data.get("last_error")),
+        ],
+    )
     counts = data.get("counts") or {}
     out.write("\n")
     table(out, [s.upper() for s in LEDGER_STATES], [[counts.get(s, 0) for s in LEDGER_STATES]])
@@ -320,10 +453,11 @@ def sharing_show(out: TextIO, data: dict[str, Any]) -> None:
     if not problems:
         out.write("no failed, unshared or retract_pending entries\n")
         return
-    table(out, ("TYPE", "VALUE", "UPDATED_AT", "STATE", "ERROR"), [
-        (p.get("type"), p.get("value"), _when(p.get("updated_at")), p.get("state"), p.get("error"))
-        for p in problems
-    ])
+    table(
+        out,
+        ("TYPE", "VALUE", "UPDATED_AT", "STATE", "ERROR"),
+        [(p.get("type"), p.get("value"), _when(p.get("updated_at")), p.get("state"), p.get("error")) for p in problems],
+    )
 
 
 def _when(value: Any) -> Any:
@@ -333,9 +467,23 @@ def _when(value: Any) -> Any:
 
 def sharing_sync(out: TextIO, data: dict[str, Any]) -> None:
     """``ctdctl sharing sync``: the counts of the pass."""
-    kv(out, [(k, data.get(k)) for k in (
-        "sharing", "candidates", "pushed", "rejected", "retracted", "unshared", "unchanged", "muted", "error",
-    )])
+    kv(
+        out,
+        [
+            (k, data.get(k))
+            for k in (
+                "sharing",
+                "candidates",
+                "pushed",
+                "rejected",
+                "retracted",
+                "unshared",
+                "unchanged",
+                "muted",
+                "error",
+            )
+        ],
+    )
 
 
 # --- export (streamed: one item written as it arrives) ------------------------
@@ -361,15 +509,20 @@ def write_csv(out: TextIO, items: Iterable[dict[str, Any]], *, terminal: bool = 
     for i in items:
         if terminal:
             i = escaped(i)
-        writer.writerow([
-            i.get("type"), i.get("value"),
-            "true" if i.get("active") else "false",
-            i.get("severity"), i.get("reputation"),
-            _csv_value(i.get("first_seen")), _csv_value(i.get("last_seen")),
-            _csv_value(i.get("expires_at")),
-            ";".join(str(s.get("source")) for s in i.get("sources") or []),
-            ";".join(i.get("tags") or []),
-        ])
+        writer.writerow(
+            [
+                i.get("type"),
+                i.get("value"),
+                "true" if i.get("active") else "false",
+                i.get("severity"),
+                i.get("reputation"),
+                _csv_value(i.get("first_seen")),
+                _csv_value(i.get("last_seen")),
+                _csv_value(i.get("expires_at")),
+                ";".join(str(s.get("source")) for s in i.get("sources") or []),
+                ";".join(i.get("tags") or []),
+            ]
+        )
     out.flush()
 
 

@@ -77,8 +77,13 @@ async def serve_with_restarts(name: str, adapter: Adapter, *, task_status: Any =
         except Exception as exc:  # noqa: BLE001 - one plugin's server must not stop the daemon
             failures += 1
             delay = backoff_delay(failures, None)
-            log.error("plugin service failed", ctd_event="service_failed", plugin=name, error=describe(exc),
-                      retry_in_s=round(delay, 1))
+            log.error(
+                "plugin service failed",
+                ctd_event="service_failed",
+                plugin=name,
+                error=describe(exc),
+                retry_in_s=round(delay, 1),
+            )
             await trio.sleep(delay)
 
 
@@ -115,8 +120,9 @@ def sharing_key(cfg: Config, name: str) -> tuple[Any, ...]:
 class Daemon:
     """The running daemon. ``open_adapter`` is how its actors get adapters (tests hand in their own)."""
 
-    def __init__(self, config: Config, notifier: Notifier | None = None, *,
-                 open_adapter: AdapterOpener = open_adapter) -> None:
+    def __init__(
+        self, config: Config, notifier: Notifier | None = None, *, open_adapter: AdapterOpener = open_adapter
+    ) -> None:
         self.config = config
         self.notifier = notifier or Notifier.from_env()
         self.open_adapter = open_adapter
@@ -140,9 +146,18 @@ class Daemon:
         so the daemon does not import the command handlers and they do not import it.
         """
         cfg = self.config
-        log.info("daemon starting", ctd_event="daemon_start", pid=os.getpid(), ctd_config_hash=cfg.hash, config=cfg.path)
-        log.info("config loaded", ctd_event="config_loaded", ctd_config_hash=cfg.hash, config=cfg.path,
-                 plugins=sorted(cfg.plugins), rules=sorted(cfg.rules), sharing=sorted(cfg.sharing))
+        log.info(
+            "daemon starting", ctd_event="daemon_start", pid=os.getpid(), ctd_config_hash=cfg.hash, config=cfg.path
+        )
+        log.info(
+            "config loaded",
+            ctd_event="config_loaded",
+            ctd_config_hash=cfg.hash,
+            config=cfg.path,
+            plugins=sorted(cfg.plugins),
+            rules=sorted(cfg.rules),
+            sharing=sorted(cfg.sharing),
+        )
         log_warnings(cfg)
         async with trio.open_nursery() as root:
             self.store = await root.start(run_store, db_path(cfg))
@@ -150,7 +165,9 @@ class Daemon:
             with trio.open_signal_receiver(signal.SIGHUP, signal.SIGTERM, signal.SIGINT) as signals:
                 if control is not None:
                     await root.start(
-                        partial(serve_control, socket_group=cfg.daemon.socket_group), cfg.daemon.socket, control,
+                        partial(serve_control, socket_group=cfg.daemon.socket_group),
+                        cfg.daemon.socket,
+                        control,
                     )
                 async with trio.open_nursery() as actors:
                     self.sources = Supervisor(actors, "source")
@@ -195,12 +212,28 @@ class Daemon:
         send, recv = trio.open_memory_channel[Ask](SYNC_QUEUE)
         await self.sources.start(name, plugin, SourceHandle(status, send), self._run_source, name, plugin, status, recv)
 
-    async def _run_source(self, name: str, plugin: PluginConfig, status: SourceStatus,
-                          recv: trio.MemoryReceiveChannel[Ask], *, task_status: Any) -> None:
+    async def _run_source(
+        self,
+        name: str,
+        plugin: PluginConfig,
+        status: SourceStatus,
+        recv: trio.MemoryReceiveChannel[Ask],
+        *,
+        task_status: Any,
+    ) -> None:
         assert self.store is not None
         async with self.open_adapter(name, plugin) as adapter:
-            await run_source(name, plugin, adapter, self.store, self.allowlist, status, recv, self._on_commit,
-                             task_status=task_status)
+            await run_source(
+                name,
+                plugin,
+                adapter,
+                self.store,
+                self.allowlist,
+                status,
+                recv,
+                self._on_commit,
+                task_status=task_status,
+            )
 
     def _on_commit(self, source: str, res: IngestResult) -> None:
         self.ingest_rate.add(res.new + res.updated)
@@ -214,14 +247,22 @@ class Daemon:
         handle = SharingHandle(SharingStatus(name, cfg.sharing[name]), send)
         await self.sharings.start(name, sharing_key(cfg, name), handle, self._run_sharing, cfg, name, handle, recv)
 
-    async def _run_sharing(self, cfg: Config, name: str, handle: SharingHandle, inbox: trio.MemoryReceiveChannel[Wake | Ask],
-                           *, task_status: Any) -> None:
+    async def _run_sharing(
+        self,
+        cfg: Config,
+        name: str,
+        handle: SharingHandle,
+        inbox: trio.MemoryReceiveChannel[Wake | Ask],
+        *,
+        task_status: Any,
+    ) -> None:
         assert self.store is not None
         sh = cfg.sharing[name]
         dest = cfg.plugins[sh.destination]
         async with self.open_adapter(sh.destination, dest) as adapter:
-            handle.sharer = Sharer(name, sh, cfg.rules[sh.rule], dest, adapter, self.store,
-                                   mutes=self.mutes, rate=self.share_rate)
+            handle.sharer = Sharer(
+                name, sh, cfg.rules[sh.rule], dest, adapter, self.store, mutes=self.mutes, rate=self.share_rate
+            )
             await run_sharing(handle.sharer, handle.status, inbox, task_status=task_status)
 
     async def _start_service(self, name: str, plugin: PluginConfig) -> None:
@@ -268,8 +309,14 @@ class Daemon:
             try:
                 new = load_config(path)
             except ConfigError as exc:
-                log.error("config rejected", ctd_event="config_rejected", error=str(exc), config=path,
-                          ctd_config_hash=file_hash(path), running_config_hash=self.config.hash)
+                log.error(
+                    "config rejected",
+                    ctd_event="config_rejected",
+                    error=str(exc),
+                    config=path,
+                    ctd_config_hash=file_hash(path),
+                    running_config_hash=self.config.hash,
+                )
                 raise
             self.notifier.reloading()
             try:
@@ -277,12 +324,21 @@ class Daemon:
             finally:
                 self.notifier.ready(status="reloaded")
             log.info(
-                "config reloaded", ctd_event="config_reloaded", ctd_config_hash=new.hash,
-                added=diff.added, removed=diff.removed, changed=diff.changed,
+                "config reloaded",
+                ctd_event="config_reloaded",
+                ctd_config_hash=new.hash,
+                added=diff.added,
+                removed=diff.removed,
+                changed=diff.changed,
             )
             log_warnings(new)
-            return {"config_hash": new.hash, "added": diff.added, "removed": diff.removed,
-                    "changed": diff.changed, "unchanged": diff.unchanged}
+            return {
+                "config_hash": new.hash,
+                "added": diff.added,
+                "removed": diff.removed,
+                "changed": diff.changed,
+                "unchanged": diff.unchanged,
+            }
 
     async def _apply(self, new: Config) -> ConfigDiff:
         assert self.sources is not None and self.store is not None

@@ -38,9 +38,7 @@ class Supervisor:
         r = self._running.get(name)
         return r.handle if r else None
 
-    async def start(
-        self, name: str, config: Any, handle: Any, run: Callable[..., Awaitable[None]], *args: Any
-    ) -> None:
+    async def start(self, name: str, config: Any, handle: Any, run: Callable[..., Awaitable[None]], *args: Any) -> None:
         """Start ``run(*args, task_status=...)`` under its own cancel scope and wait until it is started."""
 
         async def wrapper(task_status: trio.TaskStatus[_Running]) -> None:

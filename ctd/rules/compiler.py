@@ -114,10 +114,12 @@ SQL_FUNCTIONS: dict[str, tuple[int, Callable[..., Any]]] = {"ctd_cidr_match": (2
 
 # --- SQL ----------------------------------------------------------------------------
 
-_COLUMNS = {f: f"i.{f}" for f in (
-    "type", "value", "comments", "severity", "reputation", "hits", "first_seen", "last_seen", "expires_at")}
+_COLUMNS = {
+    f: f"i.{f}"
+    for f in ("type", "value", "comments", "severity", "reputation", "hits", "first_seen", "last_seen", "expires_at")
+}
 # A tag is found with instr() first when its JSON spelling is certainly the raw text.
-_PLAIN_TAG = re.compile(r'[ !#-.0-\[\]-~]*')
+_PLAIN_TAG = re.compile(r"[ !#-.0-\[\]-~]*")
 _LIVE_SOURCE = (
     "EXISTS (SELECT 1 FROM sighting s WHERE s.iid = i.id AND s.retracted = 0 AND s.sid IN "
     "(SELECT src.id FROM source src WHERE src.name {}))"

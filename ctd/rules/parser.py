@@ -333,7 +333,7 @@ def _convert(field: str, kind: str, tok: _Tok) -> str | int:
             return parse_time(str(tok.value))
         except (ValueError, OverflowError):
             pass
-    raise RuleError(f"{field} expects a time (now - 14d or \"2026-01-31\"), not {tok.text}", tok.col)
+    raise RuleError(f'{field} expects a time (now - 14d or "2026-01-31"), not {tok.text}', tok.col)
 
 
 def parse(text: str) -> Node:

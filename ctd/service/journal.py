@@ -131,7 +131,7 @@ class JournalSender:
         try:
             view = memoryview(payload)
             while view:
-                view = view[os.write(fd, view):]
+                view = view[os.write(fd, view) :]
             fcntl.fcntl(fd, fcntl.F_ADD_SEALS, _SEALS)  # journald insists on a sealed memfd
             # Not socket.send_fds: on 3.11 it ignores its address argument.
             rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("i", fd))]

@@ -30,9 +30,7 @@ from structlog.typing import EventDict, Processor, WrappedLogger
 
 from ctd.service import journal as journal
 
-SECRET_KEYS = frozenset(
-    {"token", "password", "secret", "api_key", "client_secret", "authorization"}
-)
+SECRET_KEYS = frozenset({"token", "password", "secret", "api_key", "client_secret", "authorization"})
 REDACTED = "***"
 
 _LEVELS = ("debug", "info", "warning", "warn", "error", "critical")
@@ -87,9 +85,7 @@ def _order_keys(_logger: WrappedLogger, _name: str, event_dict: EventDict) -> Ev
 
 def _redact(value: Any) -> Any:
     if isinstance(value, Mapping):
-        return {
-            k: REDACTED if _is_secret(k) else _redact(v) for k, v in value.items()
-        }
+        return {k: REDACTED if _is_secret(k) else _redact(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_redact(v) for v in value]
     return value

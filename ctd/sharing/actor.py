@@ -73,10 +73,16 @@ class SharingStatus:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "name": self.name, "sources": self.sh.sources, "rule": self.sh.rule,
-            "destination": self.sh.destination, "action": self.sh.action, "state": self.state,
-            "last_run": iso(self.last_run), "last_success": iso(self.last_success),
-            "last_error": self.last_error, "next_run": iso(self.next_run),
+            "name": self.name,
+            "sources": self.sh.sources,
+            "rule": self.sh.rule,
+            "destination": self.sh.destination,
+            "action": self.sh.action,
+            "state": self.state,
+            "last_run": iso(self.last_run),
+            "last_success": iso(self.last_success),
+            "last_error": self.last_error,
+            "next_run": iso(self.next_run),
             "last_result": msgspec.structs.asdict(self.last_result) if self.last_result else None,
         }
 
@@ -97,8 +103,16 @@ class Sharer:
     """Everything one sharing configuration needs for a pass."""
 
     def __init__(
-        self, name: str, sh: SharingConfig, rule: RuleConfig, dest: PluginConfig, adapter: Adapter, store: Store,
-        *, mutes: dict[str, int] | None = None, rate: RateCounter | None = None,
+        self,
+        name: str,
+        sh: SharingConfig,
+        rule: RuleConfig,
+        dest: PluginConfig,
+        adapter: Adapter,
+        store: Store,
+        *,
+        mutes: dict[str, int] | None = None,
+        rate: RateCounter | None = None,
     ) -> None:
         self.name = name
         self.mutes = mutes if mutes is not None else {}
@@ -118,8 +132,14 @@ class Sharer:
         """What this sharing sends at ``at``: the rule's matches of the action's types, from its
         sources, never back to the destination that reported them."""
         types = tuple(self.spec.types) if self.spec.types is not None else None
-        return Selection(rule=self.rule, at=at, types=types, sources=tuple(self.sh.sources),
-                         not_from=self.sh.destination, seen_since=seen_since)
+        return Selection(
+            rule=self.rule,
+            at=at,
+            types=types,
+            sources=tuple(self.sh.sources),
+            not_from=self.sh.destination,
+            seen_since=seen_since,
+        )
 
     async def share_once(self) -> ShareResult:
         """Plan and deliver one pass; raises the destination's error (nothing marked shared then)."""
@@ -129,15 +149,26 @@ class Sharer:
             result.muted = True
             return result
         incremental = self.spec.mode == "incremental"
-        plan = await self.store.plan_sharing(PlanSharing(
-            sharing=self.name, selection=self.selection(at), size=self.spec.size,
-            overhead=self.spec.entry_overhead, max_entries=self.max_entries, max_bytes=self.max_bytes,
-            incremental=incremental, now=at,
-        ))
+        plan = await self.store.plan_sharing(
+            PlanSharing(
+                sharing=self.name,
+                selection=self.selection(at),
+                size=self.spec.size,
+                overhead=self.spec.entry_overhead,
+                max_entries=self.max_entries,
+                max_bytes=self.max_bytes,
+                incremental=incremental,
+                now=at,
+            )
+        )
         result.candidates, result.unshared = plan.candidates, plan.over_limit
         if plan.over_limit:
-            log.warning("destination limit reached: oldest IoCs not shared", ctd_event="indicators_unshared",
-                        ctd_sharing=self.name, ctd_count=plan.over_limit)
+            log.warning(
+                "destination limit reached: oldest IoCs not shared",
+                ctd_event="indicators_unshared",
+                ctd_sharing=self.name,
+                ctd_count=plan.over_limit,
+            )
         if incremental:
             await self._deliver(result, retraction=True)
             await self._deliver(result, retraction=False)
@@ -146,8 +177,9 @@ class Sharer:
         await self.store.finish_pass(self.name, now=now(), error=None)
         return result
 
-    async def _call(self, method: Callable[[str, Any, list[ShareItem]], Awaitable[PushResult]],
-                    items: list[ShareItem]) -> PushResult:
+    async def _call(
+        self, method: Callable[[str, Any, list[ShareItem]], Awaitable[PushResult]], items: list[ShareItem]
+    ) -> PushResult:
         """One call of the destination (``push``, ``retract`` or ``replace``) under the plugin's timeout."""
         with trio.fail_after(float(self.dest.timeout)):
             return await method(self.sh.action, self.sh.params, items)
@@ -162,8 +194,7 @@ class Sharer:
             by_value = {it.value: iid for iid, it in batch}
             rejected = {by_value[v]: reason for v, reason in res.rejected.items() if v in by_value}
             done = [iid for iid, _ in batch if iid not in rejected]
-            await self.store.record_delivery(self.name, done=done, rejected=rejected,
-                                             retraction=retraction, now=now())
+            await self.store.record_delivery(self.name, done=done, rejected=rejected, retraction=retraction, now=now())
             ok_items = [it for iid, it in batch if iid not in rejected]
             bad_items = [it for iid, it in batch if iid in rejected]
             if retraction:
@@ -196,7 +227,11 @@ class Sharer:
             self._audit("indicators_shared", [it for iid, it in items if iid not in rejected])
             self._refused([it for iid, it in items if iid in rejected], res.rejected)
         result.retracted = await self.store.record_full(
-            self.name, list_hash=list_hash, rejected=rejected, now=now(), unchanged=result.unchanged,
+            self.name,
+            list_hash=list_hash,
+            rejected=rejected,
+            now=now(),
+            unchanged=result.unchanged,
         )
 
     def _refused(self, items: list[ShareItem], reasons: dict[str, str]) -> None:
@@ -205,8 +240,11 @@ class Sharer:
             return
         self._audit("indicators_rejected", items, reasons={it.value: reasons.get(it.value) for it in items[:1000]})
         log.warning(
-            "destination refused indicators", ctd_event="indicators_refused", ctd_sharing=self.name,
-            ctd_destination=self.sh.destination, ctd_count=len(items),
+            "destination refused indicators",
+            ctd_event="indicators_refused",
+            ctd_sharing=self.name,
+            ctd_destination=self.sh.destination,
+            ctd_count=len(items),
             examples=[_short(reasons.get(it.value, "")) for it in items[:5]],
         )
 
@@ -216,11 +254,21 @@ class Sharer:
         by_type = Counter(it.type for it in items)
         for typ, n in sorted(by_type.items()):
             log.info(
-                event.replace("_", " "), ctd_event=event, ctd_sharing=self.name, ctd_destination=self.sh.destination,
-                ctd_rule=self.sh.rule, ctd_indicator_type=typ, ctd_count=n,
+                event.replace("_", " "),
+                ctd_event=event,
+                ctd_sharing=self.name,
+                ctd_destination=self.sh.destination,
+                ctd_rule=self.sh.rule,
+                ctd_indicator_type=typ,
+                ctd_count=n,
             )
-        log.debug(event.replace("_", " ") + " (values)", ctd_event=event + "_values", ctd_sharing=self.name,
-                  values=[it.value for it in items[:1000]], reasons=reasons)
+        log.debug(
+            event.replace("_", " ") + " (values)",
+            ctd_event=event + "_values",
+            ctd_sharing=self.name,
+            values=[it.value for it in items[:1000]],
+            reasons=reasons,
+        )
 
 
 def _short(text: str, limit: int = 200) -> str:
@@ -264,8 +312,11 @@ async def run_sharing(
                 requests = [m for m in msgs if isinstance(m, Ask)]
                 result, delay = await _pass(sharer, status, requests, interval)
                 if result.muted != was_muted:
-                    log.info("rule muted" if result.muted else "rule unmuted",
-                             ctd_event="rule_muted" if result.muted else "rule_unmuted", ctd_rule=sharer.sh.rule)
+                    log.info(
+                        "rule muted" if result.muted else "rule unmuted",
+                        ctd_event="rule_muted" if result.muted else "rule_unmuted",
+                        ctd_rule=sharer.sh.rule,
+                    )
                     was_muted = result.muted
                 if status.state == "sharing":
                     status.state = "muted" if result.muted else "idle"

@@ -70,9 +70,14 @@ class SourceStatus:
 
     def as_dict(self, indicators: int = 0) -> dict[str, Any]:
         return {
-            "name": self.name, "adapter": self.adapter, "pull": self.pull, "state": self.state,
-            "last_run": iso(self.last_run), "last_success": iso(self.last_success),
-            "last_error": self.last_error, "next_run": iso(self.next_run),
+            "name": self.name,
+            "adapter": self.adapter,
+            "pull": self.pull,
+            "state": self.state,
+            "last_run": iso(self.last_run),
+            "last_success": iso(self.last_success),
+            "last_error": self.last_error,
+            "next_run": iso(self.next_run),
             "last_counts": msgspec.structs.asdict(self.last_counts),
             "totals": msgspec.structs.asdict(self.totals),
             "indicators": indicators,
@@ -131,8 +136,11 @@ async def pull_once(
                 async with aclosing(adapter.pull(ctx)) as batches:
                     async for batch in batches:
                         rows = to_stage_rows(
-                            batch.sightings, now=cycle_start, reputation=plugin.reputation,
-                            extra_tags=plugin.tags, allowlisted=allowlist.current,
+                            batch.sightings,
+                            now=cycle_start,
+                            reputation=plugin.reputation,
+                            extra_tags=plugin.tags,
+                            allowlisted=allowlist.current,
                         )
                         await send.send((batch, rows))
             except Exception as exc:  # noqa: BLE001 - re-raised by the consumer below
@@ -150,11 +158,19 @@ async def pull_once(
                             break
                         batch, rows = item
                         try:
-                            res = await store.ingest(IngestBatch(
-                                source=name, rows=rows, policy=plugin.reconcile, aging_days=plugin.aging_days,
-                                now=now(), fresh=fresh, snapshot_end=batch.snapshot_end,
-                                sub=batch.sub_checkpoint, cursor=batch.cursor,
-                            ))
+                            res = await store.ingest(
+                                IngestBatch(
+                                    source=name,
+                                    rows=rows,
+                                    policy=plugin.reconcile,
+                                    aging_days=plugin.aging_days,
+                                    now=now(),
+                                    fresh=fresh,
+                                    snapshot_end=batch.snapshot_end,
+                                    sub=batch.sub_checkpoint,
+                                    cursor=batch.cursor,
+                                )
+                            )
                         except Exception as exc:  # noqa: BLE001 - raised below, outside the nursery
                             failure = exc
                             nursery.cancel_scope.cancel()
@@ -181,10 +197,18 @@ async def pull_once(
     status.last_counts = counts
     status.totals.add(counts)
     status.state = "idle"
-    result = PullResult(source=name, duration_s=round(trio.current_time() - started, 3), **msgspec.structs.asdict(counts))
+    result = PullResult(
+        source=name, duration_s=round(trio.current_time() - started, 3), **msgspec.structs.asdict(counts)
+    )
     log.info(
-        "source pull completed", ctd_event="source_pull_completed", new=counts.new, updated=counts.updated,
-        invalid=counts.invalid, retracted=counts.retracted, batches=counts.batches, ctd_count=counts.new + counts.updated,
+        "source pull completed",
+        ctd_event="source_pull_completed",
+        new=counts.new,
+        updated=counts.updated,
+        invalid=counts.invalid,
+        retracted=counts.retracted,
+        batches=counts.batches,
+        ctd_count=counts.new + counts.updated,
     )
     return result
 
@@ -199,13 +223,18 @@ def _count(counts: PullCounts, batch: Batch, res: IngestResult) -> None:
 
 def _log_batch(name: str, batch: Batch, res: IngestResult) -> None:
     log.debug(
-        "batch ingested", ctd_event="batch_ingested", new=res.new, updated=res.updated,
-        retracted=res.retracted, ctd_count=len(batch.sightings),
+        "batch ingested",
+        ctd_event="batch_ingested",
+        new=res.new,
+        updated=res.updated,
+        retracted=res.retracted,
+        ctd_count=len(batch.sightings),
     )
     if batch.rejected:
         # One line per batch, never one per bad record.
         log.warning(
-            "invalid indicators rejected", ctd_event="indicators_rejected_invalid",
+            "invalid indicators rejected",
+            ctd_event="indicators_rejected_invalid",
             ctd_count=len(batch.rejected),
             examples=[f"{r.where}: {r.reason}" for r in batch.rejected[:5]],
         )

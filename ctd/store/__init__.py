@@ -24,6 +24,18 @@ from ctd.store.rows import to_stage_rows as to_stage_rows
 from ctd.store.sql import CACHE_KIB as CACHE_KIB
 
 __all__ = [
-    "CACHE_KIB", "Checkpoint", "IngestBatch", "IngestResult", "Plan", "PlanSharing", "STAGE_COLUMNS",
-    "Selection", "StageRow", "Store", "StoreClient", "StoreStatistics", "run_store", "to_stage_rows",
+    "CACHE_KIB",
+    "Checkpoint",
+    "IngestBatch",
+    "IngestResult",
+    "Plan",
+    "PlanSharing",
+    "STAGE_COLUMNS",
+    "Selection",
+    "StageRow",
+    "Store",
+    "StoreClient",
+    "StoreStatistics",
+    "run_store",
+    "to_stage_rows",
 ]

@@ -28,6 +28,7 @@ Decisions that shape the seam:
 * **Indicator ids** cross only as opaque ledger keys (``fetch_pending`` ->
   ``record_delivery``); callers name indicators by canonical (type, value).
 """
+
 from __future__ import annotations
 
 import abc
@@ -37,11 +38,39 @@ from typing import Any
 import msgspec
 
 from ctd.store.requests import (
-    Allowlisted, Checkpoint, CompletePull, CountBySource, CountIndicators, CountLedger, Expire, ExportPage,
-    FetchPending, FinishPass, GetCheckpoint, GetFullList, GetListHash, GetMutes, GetSizes, IngestBatch,
-    IngestResult, ListLedger, Plan, PlanSharing, PreviewSelection, ReapplyAllowlist, RecordDelivery,
-    RecordFull, RecordPullError, Resync, Retract, SearchIndicators, Selection, SetCheckpoint, SetMute,
-    ShowIndicators, _Request,
+    Allowlisted,
+    Checkpoint,
+    CompletePull,
+    CountBySource,
+    CountIndicators,
+    CountLedger,
+    Expire,
+    ExportPage,
+    FetchPending,
+    FinishPass,
+    GetCheckpoint,
+    GetFullList,
+    GetListHash,
+    GetMutes,
+    GetSizes,
+    IngestBatch,
+    IngestResult,
+    ListLedger,
+    Plan,
+    PlanSharing,
+    PreviewSelection,
+    ReapplyAllowlist,
+    RecordDelivery,
+    RecordFull,
+    RecordPullError,
+    Resync,
+    Retract,
+    SearchIndicators,
+    Selection,
+    SetCheckpoint,
+    SetMute,
+    ShowIndicators,
+    _Request,
 )
 
 # --- the seam ---------------------------------------------------------------------------------

@@ -12,10 +12,33 @@ from typing import Any
 
 from ctd.store import ledger, query, sql
 from ctd.store.requests import (
-    CompletePull, CountBySource, CountIndicators, CountLedger, Expire, ExportPage, FetchPending, FinishPass,
-    GetCheckpoint, GetFullList, GetListHash, GetMutes, GetSizes, IngestBatch, ListLedger, PlanSharing,
-    PreviewSelection, ReapplyAllowlist, RecordDelivery, RecordFull, RecordPullError, Resync, Retract,
-    SearchIndicators, SetCheckpoint, SetMute, ShowIndicators,
+    CompletePull,
+    CountBySource,
+    CountIndicators,
+    CountLedger,
+    Expire,
+    ExportPage,
+    FetchPending,
+    FinishPass,
+    GetCheckpoint,
+    GetFullList,
+    GetListHash,
+    GetMutes,
+    GetSizes,
+    IngestBatch,
+    ListLedger,
+    PlanSharing,
+    PreviewSelection,
+    ReapplyAllowlist,
+    RecordDelivery,
+    RecordFull,
+    RecordPullError,
+    Resync,
+    Retract,
+    SearchIndicators,
+    SetCheckpoint,
+    SetMute,
+    ShowIndicators,
 )
 
 ENGINE_VERSIONS = {"sqlite": sqlite3.sqlite_version}
@@ -33,8 +56,12 @@ def execute(conn: sqlite3.Connection, request: Any) -> Any:
             return ledger.fetch_pending(conn, name, retraction, limit)
         case RecordDelivery():
             return ledger.record(
-                conn, request.sharing, done=list(request.done), rejected=request.rejected,
-                retraction=request.retraction, now=request.now,
+                conn,
+                request.sharing,
+                done=list(request.done),
+                rejected=request.rejected,
+                retraction=request.retraction,
+                now=request.now,
             )
         # Sources and checkpoints.
         case GetCheckpoint(source=name):
@@ -70,7 +97,11 @@ def execute(conn: sqlite3.Connection, request: Any) -> Any:
             )
         case ExportPage():
             return query.export_page(
-                conn, after=request.after, limit=request.limit, type_=request.type, source=request.source,
+                conn,
+                after=request.after,
+                limit=request.limit,
+                type_=request.type,
+                source=request.source,
                 active=request.active,
             )
         case GetSizes():
@@ -84,7 +115,11 @@ def execute(conn: sqlite3.Connection, request: Any) -> Any:
             return ledger.full_list(conn, name)
         case RecordFull():
             return ledger.record_full(
-                conn, request.sharing, list_hash=request.list_hash, rejected=request.rejected, now=request.now,
+                conn,
+                request.sharing,
+                list_hash=request.list_hash,
+                rejected=request.rejected,
+                now=request.now,
                 unchanged=request.unchanged,
             )
         case FinishPass(sharing=name, now=now, error=error):

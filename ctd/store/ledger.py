@@ -32,8 +32,7 @@ LIVE_FROM = (
 )
 # Loop prevention: never back to a plugin that reported the value itself.
 NOT_FROM_DEST = (
-    "NOT EXISTS (SELECT 1 FROM sighting s JOIN source src ON src.id = s.sid "
-    "WHERE s.iid = i.id AND src.name = ?)"
+    "NOT EXISTS (SELECT 1 FROM sighting s JOIN source src ON src.id = s.sid WHERE s.iid = i.id AND src.name = ?)"
 )
 ITEM_COLS = (
     "i.id, i.type, i.value, i.severity, i.reputation, i.tags, i.comments, i.reference, "
@@ -74,8 +73,14 @@ def selection_where(sel: Selection) -> tuple[str, list[Any]]:
 
 
 def _select_candidates(
-    conn: sqlite3.Connection, table: str, where: str, params: list[Any], size: str, overhead: int,
-    max_entries: int | None, max_bytes: int | None,
+    conn: sqlite3.Connection,
+    table: str,
+    where: str,
+    params: list[Any],
+    size: str,
+    overhead: int,
+    max_entries: int | None,
+    max_bytes: int | None,
 ) -> None:
     conn.execute(f"DROP TABLE IF EXISTS temp.{table}")
     conn.execute(
@@ -94,8 +99,10 @@ def _select_candidates(
             f" SELECT iid, row_number() OVER o AS n, sum(size) OVER o AS cum FROM {table}"
             "  WINDOW o AS (ORDER BY last_seen DESC, iid DESC)) AS w "
             f"WHERE w.iid = {table}.iid",
-            {"maxn": max_entries if max_entries is not None else 1 << 62,
-             "maxb": max_bytes if max_bytes is not None else 1 << 62},
+            {
+                "maxn": max_entries if max_entries is not None else 1 << 62,
+                "maxb": max_bytes if max_bytes is not None else 1 << 62,
+            },
         )
 
 
@@ -153,8 +160,16 @@ def _mark_over_limit(conn: sqlite3.Connection, shid: int, table: str, now: int, 
 def _item(row: tuple) -> tuple[int, ShareItem]:
     iid, typ, value, sev, rep, tags, comments, ref, first, last, exp, srcs = row
     return iid, ShareItem(
-        type=typ, value=value, severity=SEVERITIES[sev], reputation=rep, tags=tuple(_tags.decode(tags)),
-        comments=comments, reference=ref, first_seen=first, last_seen=last, expires_at=exp,
+        type=typ,
+        value=value,
+        severity=SEVERITIES[sev],
+        reputation=rep,
+        tags=tuple(_tags.decode(tags)),
+        comments=comments,
+        reference=ref,
+        first_seen=first,
+        last_seen=last,
+        expires_at=exp,
         sources=tuple(srcs.split("\x1f")) if srcs else (),
     )
 
@@ -211,14 +226,22 @@ def list_hash(conn: sqlite3.Connection, name: str) -> tuple[str, str | None]:
 def full_list(conn: sqlite3.Connection, name: str) -> list[tuple[int, ShareItem]]:
     """The planned full list, newest first, as deliverable items."""
     shid = sharing_id(conn, name)
-    return [_item(r) for r in conn.execute(
-        f"SELECT {ITEM_COLS} FROM cand_{shid} c JOIN indicator i ON i.id = c.iid "
-        "WHERE c.fit ORDER BY c.last_seen DESC, c.iid DESC"
-    )]
+    return [
+        _item(r)
+        for r in conn.execute(
+            f"SELECT {ITEM_COLS} FROM cand_{shid} c JOIN indicator i ON i.id = c.iid "
+            "WHERE c.fit ORDER BY c.last_seen DESC, c.iid DESC"
+        )
+    ]
 
 
 def record_full(
-    conn: sqlite3.Connection, name: str, *, list_hash: str | None, rejected: dict[int, str], now: int,
+    conn: sqlite3.Connection,
+    name: str,
+    *,
+    list_hash: str | None,
+    rejected: dict[int, str],
+    now: int,
     unchanged: bool = False,
 ) -> int:
     """The full list was delivered (or was unchanged): bring the ledger to the planned state."""
@@ -296,7 +319,6 @@ def ledger_rows(conn: sqlite3.Connection, name: str, states: tuple[str, ...], li
             (shid, *states, limit),
         )
     ]
-
 
 
 def rule_test(conn: sqlite3.Connection, req: PreviewSelection) -> dict[str, Any]:

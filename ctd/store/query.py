@@ -53,24 +53,45 @@ def _sources_for(conn: sqlite3.Connection, ids: list[int]) -> dict[int, list[dic
         ids,
     ):
         iid, name, first, last, rep, sev, tags, comments, ref, exp, retracted = row
-        out[iid].append({
-            "source": name, "first_seen": iso(first), "last_seen": iso(last),
-            "reputation": rep, "severity": SEVERITIES[sev], "tags": _dec.decode(tags),
-            "comments": comments, "reference": ref, "expires_at": iso(exp), "retracted": bool(retracted),
-        })
+        out[iid].append(
+            {
+                "source": name,
+                "first_seen": iso(first),
+                "last_seen": iso(last),
+                "reputation": rep,
+                "severity": SEVERITIES[sev],
+                "tags": _dec.decode(tags),
+                "comments": comments,
+                "reference": ref,
+                "expires_at": iso(exp),
+                "retracted": bool(retracted),
+            }
+        )
     return out
 
 
 def _render(conn: sqlite3.Connection, rows: list[tuple]) -> list[dict[str, Any]]:
     sources = _sources_for(conn, [r[0] for r in rows])
     out = []
-    for (iid, typ, value, active, allow, first, last, exp, rep, sev, tags, comments, ref, hits) in rows:
-        out.append({
-            "type": typ, "value": value, "active": bool(active), "allowlisted": bool(allow),
-            "expires_at": iso(exp), "first_seen": iso(first), "last_seen": iso(last),
-            "reputation": rep, "severity": SEVERITIES[sev], "tags": _dec.decode(tags),
-            "comments": comments, "reference": ref, "hits": hits, "sources": sources[iid],
-        })
+    for iid, typ, value, active, allow, first, last, exp, rep, sev, tags, comments, ref, hits in rows:
+        out.append(
+            {
+                "type": typ,
+                "value": value,
+                "active": bool(active),
+                "allowlisted": bool(allow),
+                "expires_at": iso(exp),
+                "first_seen": iso(first),
+                "last_seen": iso(last),
+                "reputation": rep,
+                "severity": SEVERITIES[sev],
+                "tags": _dec.decode(tags),
+                "comments": comments,
+                "reference": ref,
+                "hits": hits,
+                "sources": sources[iid],
+            }
+        )
     return out
 
 
@@ -107,9 +128,7 @@ def _where(type_: str | None, source: str | None, active: bool | None) -> tuple[
         clauses.append("active = ?")
         params.append(1 if active else 0)
     if source:
-        clauses.append(
-            "id IN (SELECT iid FROM sighting WHERE sid = (SELECT id FROM source WHERE name = ?))"
-        )
+        clauses.append("id IN (SELECT iid FROM sighting WHERE sid = (SELECT id FROM source WHERE name = ?))")
         params.append(source)
     return (" AND ".join(clauses) or "1"), params
 

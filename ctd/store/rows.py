@@ -16,8 +16,18 @@ import msgspec
 from ctd.model import DEFAULT_REPUTATION, SEVERITY_RANK, Sighting
 
 STAGE_COLUMNS: tuple[str, ...] = (
-    "type", "value", "first_seen", "last_seen", "reputation", "severity", "tags",
-    "comments", "reference", "expires_at", "retracted", "allowlisted",
+    "type",
+    "value",
+    "first_seen",
+    "last_seen",
+    "reputation",
+    "severity",
+    "tags",
+    "comments",
+    "reference",
+    "expires_at",
+    "retracted",
+    "allowlisted",
 )
 # In STAGE_COLUMNS order: severity is its rank (ctd.model.SEVERITY_RANK), tags a
 # sorted JSON list, expires_at the feed's own expiry (None: aging applies),
@@ -49,13 +59,20 @@ def to_stage_rows(
             tags = tuple(sorted(set(tags)))  # the store's tag union is sorted and distinct too
         last = s.last_seen if s.last_seen is not None else now
         first = s.first_seen if s.first_seen is not None else last
-        append((
-            s.type, s.value, first, last,
-            reputation or s.reputation or DEFAULT_REPUTATION,
-            rank.get(s.severity, 0),
-            enc(tags).decode() if tags else "[]",
-            s.comments, s.reference, s.expires_at,
-            1 if s.retracted else 0,
-            1 if allowlisted is not None and allowlisted(s.type, s.value) else 0,
-        ))
+        append(
+            (
+                s.type,
+                s.value,
+                first,
+                last,
+                reputation or s.reputation or DEFAULT_REPUTATION,
+                rank.get(s.severity, 0),
+                enc(tags).decode() if tags else "[]",
+                s.comments,
+                s.reference,
+                s.expires_at,
+                1 if s.retracted else 0,
+                1 if allowlisted is not None and allowlisted(s.type, s.value) else 0,
+            )
+        )
     return rows

@@ -106,9 +106,7 @@ def migrate(conn: sqlite3.Connection) -> int:
     """Bring the database to the latest schema; returns the version."""
     version = conn.execute("PRAGMA user_version").fetchone()[0]
     if version > len(MIGRATIONS):
-        raise sqlite3.DatabaseError(
-            f"database schema version {version} is newer than this ctd ({len(MIGRATIONS)})"
-        )
+        raise sqlite3.DatabaseError(f"database schema version {version} is newer than this ctd ({len(MIGRATIONS)})")
     for i in range(version, len(MIGRATIONS)):
         conn.execute("BEGIN IMMEDIATE")
         try:

@@ -49,7 +49,6 @@ def _stage(conn: sqlite3.Connection, rows: Sequence[StageRow]) -> None:
         )
 
 
-
 def connect(path: str) -> sqlite3.Connection:
     """Open (and migrate) the database at ``path`` in WAL mode."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -334,9 +333,7 @@ def retract(conn: sqlite3.Connection, ids: Sequence[int], source: str | None, no
     with transaction(conn):
         for iid in ids:
             if source is None:
-                n += conn.execute(
-                    "UPDATE sighting SET retracted = 1 WHERE iid = ? AND retracted = 0", (iid,)
-                ).rowcount
+                n += conn.execute("UPDATE sighting SET retracted = 1 WHERE iid = ? AND retracted = 0", (iid,)).rowcount
             else:
                 n += conn.execute(
                     "UPDATE sighting SET retracted = 1 WHERE iid = ? AND retracted = 0 "

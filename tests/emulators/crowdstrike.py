@@ -40,11 +40,13 @@ _EXPIRATION = re.compile(r"\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}:\d{2}(\.\d+)?Z)?")
 
 def iso(ts: int) -> str:
     import datetime as dt
+
     return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def parse_iso(text: str) -> float:
     import datetime as dt
+
     t = text[:-1] + "+00:00" if text.endswith("Z") else text
     d = dt.datetime.fromisoformat(t)
     if d.tzinfo is None:
@@ -102,7 +104,7 @@ def parse_fql(text: str) -> list[tuple[str, str, Any]]:
             continue
         for op in ("!", ">=", "<=", ">", "<"):
             if rest.startswith(op):
-                terms.append((field, op, _literal(rest[len(op):])))
+                terms.append((field, op, _literal(rest[len(op) :])))
                 break
         else:
             terms.append((field, "=", _literal(rest)))
@@ -130,8 +132,16 @@ def _match(ioc: dict[str, Any], field: str, op: str, want: Any) -> bool:
 class CrowdStrikeEmulator:
     """Stateful fake of the Falcon API; tests read ``iocs`` and ``calls`` back."""
 
-    def __init__(self, *, client_id: str = "cid", client_secret: str = "s3cret", token_ttl: int = 1799,
-                 cap: int = 1_000_000, rate_limit: int = 6000, now: int = 1_767_225_600) -> None:
+    def __init__(
+        self,
+        *,
+        client_id: str = "cid",
+        client_secret: str = "s3cret",
+        token_ttl: int = 1799,
+        cap: int = 1_000_000,
+        rate_limit: int = 6000,
+        now: int = 1_767_225_600,
+    ) -> None:
         self.client_id = client_id
         self.client_secret = client_secret
         self.token_ttl = token_ttl
@@ -153,8 +163,18 @@ class CrowdStrikeEmulator:
 
     def add(self, type_: str, value: str, **fields: Any) -> dict[str, Any]:
         """Seed an IOC as if created in the console (source 'console' unless given)."""
-        ioc = self._new(type_, value, {"source": "console", "action": "detect", "severity": "medium",
-                                       "platforms": ["windows"], "tags": [], **fields})
+        ioc = self._new(
+            type_,
+            value,
+            {
+                "source": "console",
+                "action": "detect",
+                "severity": "medium",
+                "platforms": ["windows"],
+                "tags": [],
+                **fields,
+            },
+        )
         ioc.update(fields)  # lets a test set created_on/modified_on/expired directly
         self.iocs[(type_, value)] = ioc
         return ioc
@@ -168,13 +188,23 @@ class CrowdStrikeEmulator:
     def _new(self, type_: str, value: str, body: dict[str, Any]) -> dict[str, Any]:
         stamp = iso(self.now)
         ioc = {
-            "id": f"{next(self._ids):064x}", "type": type_, "value": value,
-            "action": body.get("action"), "severity": body.get("severity", ""),
-            "platforms": body.get("platforms", []), "tags": body.get("tags", []),
-            "source": body.get("source", ""), "description": body.get("description", ""),
-            "applied_globally": body.get("applied_globally", False), "host_groups": body.get("host_groups", []),
-            "expiration": body.get("expiration"), "expired": False,
-            "created_on": stamp, "modified_on": stamp, "created_by": "api-client", "modified_by": "api-client",
+            "id": f"{next(self._ids):064x}",
+            "type": type_,
+            "value": value,
+            "action": body.get("action"),
+            "severity": body.get("severity", ""),
+            "platforms": body.get("platforms", []),
+            "tags": body.get("tags", []),
+            "source": body.get("source", ""),
+            "description": body.get("description", ""),
+            "applied_globally": body.get("applied_globally", False),
+            "host_groups": body.get("host_groups", []),
+            "expiration": body.get("expiration"),
+            "expired": False,
+            "created_on": stamp,
+            "modified_on": stamp,
+            "created_by": "api-client",
+            "modified_by": "api-client",
         }
         return ioc
 
@@ -187,8 +217,14 @@ class CrowdStrikeEmulator:
         left = self.budget if self.budget is not None else self.rate_limit
         return {"X-RateLimit-Limit": str(self.rate_limit), "X-RateLimit-Remaining": str(max(0, left))}
 
-    def _reply(self, status: int, resources: Any = None, errors: list[dict[str, Any]] | None = None,
-               pagination: dict[str, Any] | None = None, headers: dict[str, str] | None = None) -> httpx.Response:
+    def _reply(
+        self,
+        status: int,
+        resources: Any = None,
+        errors: list[dict[str, Any]] | None = None,
+        pagination: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> httpx.Response:
         meta: dict[str, Any] = {"query_time": 0.001, "powered_by": "emulator", "trace_id": "t"}
         if pagination is not None:
             meta["pagination"] = pagination
@@ -211,8 +247,11 @@ class CrowdStrikeEmulator:
             return self._error(401, "access denied, invalid bearer token")
         if self.budget is not None:
             if self.budget <= 0:
-                return self._error(429, "API rate limit exceeded.",
-                                   headers={"X-RateLimit-RetryAfter": str(self.now + self.retry_at_offset)})
+                return self._error(
+                    429,
+                    "API rate limit exceeded.",
+                    headers={"X-RateLimit-RetryAfter": str(self.now + self.retry_at_offset)},
+                )
             self.budget -= 1
         if self.fail_next:
             return self._error(self.fail_next.pop(0), "injected failure")
@@ -233,8 +272,11 @@ class CrowdStrikeEmulator:
             return self._error(401, "access denied, invalid client credentials")
         token = f"tok-{next(self._tokens)}"
         self.tokens[token] = trio.current_time() + self.token_ttl
-        return httpx.Response(201, json={"access_token": token, "token_type": "bearer",
-                                         "expires_in": self.token_ttl}, headers=self._headers())
+        return httpx.Response(
+            201,
+            json={"access_token": token, "token_type": "bearer", "expires_in": self.token_ttl},
+            headers=self._headers(),
+        )
 
     def _select(self, fql: str | None) -> list[dict[str, Any]]:
         terms = parse_fql(fql) if fql else []
@@ -261,8 +303,9 @@ class CrowdStrikeEmulator:
         page = found_after[:limit]
         more = len(found_after) > limit
         token = base64.urlsafe_b64encode(json.dumps({"id": page[-1]["id"]}).encode()).decode() if more else ""
-        return self._reply(200, resources=[dict(i) for i in page],
-                           pagination={"limit": limit, "total": len(found), "after": token})
+        return self._reply(
+            200, resources=[dict(i) for i in page], pagination={"limit": limit, "total": len(found), "after": token}
+        )
 
     def _validate(self, ind: dict[str, Any], creating: bool) -> str | None:
         typ, value, action = ind.get("type"), ind.get("value"), ind.get("action")
@@ -307,7 +350,7 @@ class CrowdStrikeEmulator:
             inds = body["indicators"]
             assert isinstance(inds, list)
         except (ValueError, KeyError, AssertionError, TypeError):
-            return self._error(400, "body must be {\"indicators\": [...]}")
+            return self._error(400, 'body must be {"indicators": [...]}')
         if len(inds) > MAX_PER_REQUEST:
             return self._error(400, f"at most {MAX_PER_REQUEST} indicators per request")
         return inds
@@ -325,8 +368,9 @@ class CrowdStrikeEmulator:
             if reason is None:
                 good.append(ind)
             else:
-                resources.append({"type": ind.get("type"), "value": ind.get("value"),
-                                  "message_type": "error", "message": reason})
+                resources.append(
+                    {"type": ind.get("type"), "value": ind.get("value"), "message_type": "error", "message": reason}
+                )
         if len(self.iocs) + len(good) > self.cap:
             return self._error(400, CAP_MESSAGE)
         for ind in good:
@@ -334,8 +378,11 @@ class CrowdStrikeEmulator:
             self.iocs[(ioc["type"], ioc["value"])] = ioc
             resources.append(dict(ioc))
         if len(good) < len(inds):
-            return self._reply(400, resources=resources,
-                               errors=[{"code": 400, "message": f"{len(inds) - len(good)} indicator(s) rejected"}])
+            return self._reply(
+                400,
+                resources=resources,
+                errors=[{"code": 400, "message": f"{len(inds) - len(good)} indicator(s) rejected"}],
+            )
         return self._reply(201, resources=resources)
 
     def _update(self, request: httpx.Request, params: dict[str, str]) -> httpx.Response:

@@ -36,22 +36,49 @@ import httpx
 
 from tests.emulators.common import Tokens, Windows, bearer, form, json_body
 
-SCOPES = ("https://api.securitycenter.microsoft.com/.default",
-          "https://securitycenter.onmicrosoft.com/windowsatpservice/.default")
+SCOPES = (
+    "https://api.securitycenter.microsoft.com/.default",
+    "https://securitycenter.onmicrosoft.com/windowsatpservice/.default",
+)
 TYPES = ("FileSha1", "FileSha256", "FileMd5", "CertificateThumbprint", "IpAddress", "DomainName", "Url")
 ACTIONS = ("Alert", "Warn", "Block", "Audit", "BlockAndRemediate", "AlertAndBlock", "Allowed")
 SEVERITIES = ("Informational", "Low", "Medium", "High")
 MAX_BATCH, MAX_ACTIVE, MAX_TOP = 500, 15_000, 10_000
 LIMITS: dict[str, tuple[tuple[int, float], ...]] = {
-    "indicators.list": ((100, 60), (1500, 3600)), "indicators.submit": ((100, 60), (1500, 3600)),
-    "indicators.import": ((30, 60),), "indicators.delete": ((30, 60), (1500, 3600)),
+    "indicators.list": ((100, 60), (1500, 3600)),
+    "indicators.submit": ((100, 60), (1500, 3600)),
+    "indicators.import": ((30, 60),),
+    "indicators.delete": ((30, 60), (1500, 3600)),
     "alerts.list": ((100, 60), (1500, 3600)),
 }
-INDICATOR_FILTERS = {"application", "createdByDisplayName", "expirationTime", "generateAlert", "title",
-                     "rbacGroupNames", "rbacGroupIds", "indicatorValue", "indicatorType",
-                     "creationTimeDateTimeUtc", "createdBy", "action", "severity"}
-ALERT_FILTERS = {"alertCreationTime", "lastUpdateTime", "incidentId", "investigationId", "id", "assignedTo",
-                 "detectionSource", "lastEventTime", "status", "severity", "category"}
+INDICATOR_FILTERS = {
+    "application",
+    "createdByDisplayName",
+    "expirationTime",
+    "generateAlert",
+    "title",
+    "rbacGroupNames",
+    "rbacGroupIds",
+    "indicatorValue",
+    "indicatorType",
+    "creationTimeDateTimeUtc",
+    "createdBy",
+    "action",
+    "severity",
+}
+ALERT_FILTERS = {
+    "alertCreationTime",
+    "lastUpdateTime",
+    "incidentId",
+    "investigationId",
+    "id",
+    "assignedTo",
+    "detectionSource",
+    "lastEventTime",
+    "status",
+    "severity",
+    "category",
+}
 _HASH_LEN = {"FileSha1": 40, "FileSha256": 64, "FileMd5": 32, "CertificateThumbprint": 40}
 _DOMAIN = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\.)+[A-Za-z0-9-]{2,63}$")
 _TERM = re.compile(r"^\s*(\w+)\s+(eq|ne|ge|gt|le|lt)\s+(.+?)\s*$", re.I)
@@ -115,12 +142,19 @@ def matches(entity: dict[str, Any], terms: list[tuple[str, str, Any]]) -> bool:
 class DefenderEmulator:
     """One tenant: registered apps, indicators, alerts, and the knobs tests turn."""
 
-    def __init__(self, *, tenant: str = "tenant-1", client_id: str = "mde-app", client_secret: str = "mde-secret",
-                 epoch: float | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        tenant: str = "tenant-1",
+        client_id: str = "mde-app",
+        client_secret: str = "mde-secret",
+        epoch: float | None = None,
+    ) -> None:
         self.tenant = tenant
         self.client_id, self.client_secret = client_id, client_secret
         self.apps: dict[str, dict[str, Any]] = {
-            client_id: {"secret": client_secret, "roles": {"Ti.ReadWrite.All", "Alert.Read.All"}, "name": "ctd"}}
+            client_id: {"secret": client_secret, "roles": {"Ti.ReadWrite.All", "Alert.Read.All"}, "name": "ctd"}
+        }
         self.tokens = Tokens(3599, "mde-token")
         self.owner: dict[str, str] = {}
         self.windows = Windows()
@@ -141,15 +175,36 @@ class DefenderEmulator:
 
     def add_alert(self, **fields: Any) -> dict[str, Any]:
         n = len(self.alerts) + 1
-        alert = {"id": f"da{n:018d}_{n}", "incidentId": n, "investigationId": None, "assignedTo": None,
-                 "severity": "Medium", "status": "New", "classification": None, "determination": None,
-                 "detectionSource": "WindowsDefenderAv", "category": "Malware", "threatFamilyName": None,
-                 "title": "Malware was detected", "description": "", "alertCreationTime": iso(self.epoch - 300),
-                 "firstEventTime": iso(self.epoch - 400), "lastEventTime": iso(self.epoch - 350),
-                 "lastUpdateTime": iso(self.epoch - 200), "resolvedTime": None, "machineId": "m" * 40,
-                 "computerDnsName": "host.corp.example", "rbacGroupName": None, "aadTenantId": self.tenant,
-                 "threatName": None, "mitreTechniques": [], "relatedUser": None, "comments": [], "evidence": [],
-                 **fields}
+        alert = {
+            "id": f"da{n:018d}_{n}",
+            "incidentId": n,
+            "investigationId": None,
+            "assignedTo": None,
+            "severity": "Medium",
+            "status": "New",
+            "classification": None,
+            "determination": None,
+            "detectionSource": "WindowsDefenderAv",
+            "category": "Malware",
+            "threatFamilyName": None,
+            "title": "Malware was detected",
+            "description": "",
+            "alertCreationTime": iso(self.epoch - 300),
+            "firstEventTime": iso(self.epoch - 400),
+            "lastEventTime": iso(self.epoch - 350),
+            "lastUpdateTime": iso(self.epoch - 200),
+            "resolvedTime": None,
+            "machineId": "m" * 40,
+            "computerDnsName": "host.corp.example",
+            "rbacGroupName": None,
+            "aadTenantId": self.tenant,
+            "threatName": None,
+            "mitreTechniques": [],
+            "relatedUser": None,
+            "comments": [],
+            "evidence": [],
+            **fields,
+        }
         self.alerts.append(alert)
         return alert
 
@@ -157,8 +212,11 @@ class DefenderEmulator:
         return {i["indicatorValue"] for i in self.indicators.values()}
 
     def active(self) -> int:
-        return sum(1 for i in self.indicators.values()
-                   if not i["expirationTime"] or parse_time(i["expirationTime"]) > self.epoch)
+        return sum(
+            1
+            for i in self.indicators.values()
+            if not i["expirationTime"] or parse_time(i["expirationTime"]) > self.epoch
+        )
 
     # --- transport --------------------------------------------------------------------
 
@@ -169,8 +227,9 @@ class DefenderEmulator:
         return self.handle(request)
 
     def _error(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> httpx.Response:
-        return httpx.Response(status, json={"error": {"code": code, "message": message, "target": str(uuid.uuid4())}},
-                              headers=headers)
+        return httpx.Response(
+            status, json={"error": {"code": code, "message": message, "target": str(uuid.uuid4())}}, headers=headers
+        )
 
     def handle(self, request: httpx.Request) -> httpx.Response:
         path = request.url.path
@@ -190,8 +249,12 @@ class DefenderEmulator:
             return self._error(403, "Forbidden", "Forbidden (valid token but insufficient permission for the action)")
         wait = self.windows.take(f"{app}:{group}", self.limits[group])
         if wait is not None:
-            return self._error(429, "TooManyRequests", "Response represents reaching quota limit",
-                               {"Retry-After": str(math.ceil(wait))})
+            return self._error(
+                429,
+                "TooManyRequests",
+                "Response represents reaching quota limit",
+                {"Retry-After": str(math.ceil(wait))},
+            )
         try:
             body = json_body(request) if request.method == "POST" else None
         except ValueError:
@@ -220,10 +283,18 @@ class DefenderEmulator:
 
     def _token(self, tenant: str, f: dict[str, str]) -> httpx.Response:
         def aad(status: int, error: str, code: int, text: str) -> httpx.Response:
-            return httpx.Response(status, json={
-                "error": error, "error_description": f"AADSTS{code}: {text}", "error_codes": [code],
-                "timestamp": "2026-01-01 00:00:00Z", "trace_id": str(uuid.uuid4()),
-                "correlation_id": str(uuid.uuid4())})
+            return httpx.Response(
+                status,
+                json={
+                    "error": error,
+                    "error_description": f"AADSTS{code}: {text}",
+                    "error_codes": [code],
+                    "timestamp": "2026-01-01 00:00:00Z",
+                    "trace_id": str(uuid.uuid4()),
+                    "correlation_id": str(uuid.uuid4()),
+                },
+            )
+
         if tenant != self.tenant:
             return aad(400, "invalid_request", 90002, f"Tenant '{tenant}' not found.")
         if f.get("grant_type") != "client_credentials":
@@ -237,8 +308,9 @@ class DefenderEmulator:
             return aad(400, "invalid_scope", 70011, "The provided value for the input parameter 'scope' is not valid.")
         token = self.tokens.issue()
         self.owner[token] = f["client_id"]
-        return httpx.Response(200, json={"token_type": "Bearer", "expires_in": 3599, "ext_expires_in": 3599,
-                                         "access_token": token})
+        return httpx.Response(
+            200, json={"token_type": "Bearer", "expires_in": 3599, "ext_expires_in": 3599, "access_token": token}
+        )
 
     # --- indicators -------------------------------------------------------------------------
 
@@ -246,8 +318,9 @@ class DefenderEmulator:
         everything = "Ti.ReadWrite.All" in self.apps[app]["roles"]
         return [i for i in self.indicators.values() if everything or i["createdBy"] == app]
 
-    def _page(self, request: httpx.Request, query: dict[str, str], rows: list[dict[str, Any]], allowed: set[str],
-              context: str) -> httpx.Response:
+    def _page(
+        self, request: httpx.Request, query: dict[str, str], rows: list[dict[str, Any]], allowed: set[str], context: str
+    ) -> httpx.Response:
         try:
             terms = parse_filter(query.get("$filter", ""), allowed)
             top = int(query.get("$top") or self.page_size)
@@ -257,12 +330,15 @@ class DefenderEmulator:
         except ValueError as exc:
             return self._error(400, "ODataError", f"Invalid OData URI query: {exc}")
         picked = [r for r in rows if matches(r, terms)]
-        body: dict[str, Any] = {"@odata.context": f"https://api.securitycenter.microsoft.com/api/$metadata#{context}",
-                                "value": picked[skip: skip + top]}
+        body: dict[str, Any] = {
+            "@odata.context": f"https://api.securitycenter.microsoft.com/api/$metadata#{context}",
+            "value": picked[skip : skip + top],
+        }
         if skip + top < len(picked):
             base = urlsplit(str(request.url))
             body["@odata.nextLink"] = f"{base.scheme}://{base.netloc}{base.path}?" + urlencode(
-                {**query, "$top": str(top), "$skip": str(skip + top)})
+                {**query, "$top": str(top), "$skip": str(skip + top)}
+            )
         return httpx.Response(200, json=body)
 
     def _list_indicators(self, request: httpx.Request, query: dict[str, str], body: Any, app: str):
@@ -298,32 +374,53 @@ class DefenderEmulator:
                 return "InvalidIpAddress", f"IP address {value} is invalid."
         if typ == "DomainName" and not _DOMAIN.match(value):
             return "InvalidDomainName", f"Domain name {value} is invalid."
-        if typ == "Url" and (any(c.isspace() for c in value) or not urlsplit(
-                value if "://" in value else "http://" + value).hostname):
+        if typ == "Url" and (
+            any(c.isspace() for c in value) or not urlsplit(value if "://" in value else "http://" + value).hostname
+        ):
             return "InvalidUrl", f"URL {value} is invalid."
         return None
 
     def _save(self, ind: dict[str, Any], app: str) -> dict[str, Any]:
         key = (ind["indicatorType"], ind["indicatorValue"].lower())
-        old = next((i for i in self.indicators.values()
-                    if (i["indicatorType"], i["indicatorValue"].lower()) == key), None)
+        old = next(
+            (i for i in self.indicators.values() if (i["indicatorType"], i["indicatorValue"].lower()) == key), None
+        )
         now = iso(self.epoch)
-        entity = old or {"id": str(next(self._ids)), "creationTimeDateTimeUtc": now, "createdBy": app,
-                         "createdBySource": self.apps[app]["name"], "source": self.apps[app]["name"],
-                         "sourceType": "AadApp", "application": ind.get("application")}
-        entity.update({
-            "indicatorValue": ind["indicatorValue"], "indicatorType": ind["indicatorType"],
-            "action": ind["action"], "title": ind["title"], "description": ind["description"],
-            "severity": ind.get("severity") or "Informational", "expirationTime": ind.get("expirationTime"),
-            "recommendedActions": ind.get("recommendedActions"), "rbacGroupNames": list(ind.get("rbacGroupNames") or []),
-            "rbacGroupIds": [], "generateAlert": bool(ind.get("generateAlert", False)),
-            "externalID": ind.get("externalID"), "lastUpdateTime": now, "lastUpdatedBy": app})
+        entity = old or {
+            "id": str(next(self._ids)),
+            "creationTimeDateTimeUtc": now,
+            "createdBy": app,
+            "createdBySource": self.apps[app]["name"],
+            "source": self.apps[app]["name"],
+            "sourceType": "AadApp",
+            "application": ind.get("application"),
+        }
+        entity.update(
+            {
+                "indicatorValue": ind["indicatorValue"],
+                "indicatorType": ind["indicatorType"],
+                "action": ind["action"],
+                "title": ind["title"],
+                "description": ind["description"],
+                "severity": ind.get("severity") or "Informational",
+                "expirationTime": ind.get("expirationTime"),
+                "recommendedActions": ind.get("recommendedActions"),
+                "rbacGroupNames": list(ind.get("rbacGroupNames") or []),
+                "rbacGroupIds": [],
+                "generateAlert": bool(ind.get("generateAlert", False)),
+                "externalID": ind.get("externalID"),
+                "lastUpdateTime": now,
+                "lastUpdatedBy": app,
+            }
+        )
         self.indicators[entity["id"]] = entity
         return entity
 
     def _room(self, ind: dict[str, Any]) -> bool:
-        existing = any((i["indicatorType"], i["indicatorValue"].lower()) ==
-                       (ind["indicatorType"], ind["indicatorValue"].lower()) for i in self.indicators.values())
+        existing = any(
+            (i["indicatorType"], i["indicatorValue"].lower()) == (ind["indicatorType"], ind["indicatorValue"].lower())
+            for i in self.indicators.values()
+        )
         return existing or self.active() < self.max_active
 
     def _submit(self, request: httpx.Request, query: dict[str, str], body: Any, app: str):
@@ -339,13 +436,19 @@ class DefenderEmulator:
             return self._error(400, "InvalidRequestBody", "Request body is incorrect")
         items = body["Indicators"]
         if len(items) > MAX_BATCH:
-            return self._error(400, "MaximumBatchSizeExceeded",
-                               f"Maximum batch size exceeded. Received: {len(items)}, allowed: {MAX_BATCH}.")
+            return self._error(
+                400,
+                "MaximumBatchSizeExceeded",
+                f"Maximum batch size exceeded. Received: {len(items)}, allowed: {MAX_BATCH}.",
+            )
         out = []
         for ind in items:
             reason = self._reason(ind)
             if reason is None and not self._room(ind):
-                reason = ("DisallowedOperation", f"The tenant reached the limit of {self.max_active} active indicators.")
+                reason = (
+                    "DisallowedOperation",
+                    f"The tenant reached the limit of {self.max_active} active indicators.",
+                )
             value = ind.get("indicatorValue") if isinstance(ind, dict) else None
             if reason is not None:
                 out.append({"id": None, "indicator": value, "isFailed": True, "failureReason": reason[1]})
@@ -359,8 +462,11 @@ class DefenderEmulator:
         if not isinstance(ids, list) or not ids:
             return self._error(400, "InvalidRequestBody", "IndicatorIds must be a non-empty list")
         if len(ids) > MAX_BATCH:
-            return self._error(400, "MaximumBatchSizeExceeded",
-                               f"Maximum batch size exceeded. Received: {len(ids)}, allowed: {MAX_BATCH}.")
+            return self._error(
+                400,
+                "MaximumBatchSizeExceeded",
+                f"Maximum batch size exceeded. Received: {len(ids)}, allowed: {MAX_BATCH}.",
+            )
         if any(not isinstance(i, str) or not i.isdigit() for i in ids):
             return self._error(400, "InvalidInput", "Invalid input IndicatorIds")
         visible = {i["id"] for i in self._visible(app)}
@@ -399,10 +505,24 @@ def standalone(opts: Any) -> tuple[DefenderEmulator, dict[str, Any]]:
         emu.page_size = opts.page_size
     emu.add_app("portal-user", "-", {"Ti.ReadWrite.All"}, name="user@corp.example")
     for i in range(opts.seed):
-        emu._save({"indicatorValue": f"{i + 1:064x}", "indicatorType": "FileSha256", "action": "Audit",
-                   "title": f"demo {i}", "description": "demo", "generateAlert": True}, "portal-user")
-    return emu, {"token_url": f"/{emu.tenant}/oauth2/v2.0/token", "tenant": emu.tenant, "client_id": emu.client_id,
-                 "client_secret": emu.client_secret, "scope": SCOPES[0]}
+        emu._save(
+            {
+                "indicatorValue": f"{i + 1:064x}",
+                "indicatorType": "FileSha256",
+                "action": "Audit",
+                "title": f"demo {i}",
+                "description": "demo",
+                "generateAlert": True,
+            },
+            "portal-user",
+        )
+    return emu, {
+        "token_url": f"/{emu.tenant}/oauth2/v2.0/token",
+        "tenant": emu.tenant,
+        "client_id": emu.client_id,
+        "client_secret": emu.client_secret,
+        "scope": SCOPES[0],
+    }
 
 
 if __name__ == "__main__":

@@ -64,8 +64,15 @@ def error(code: str, message: str, retryable: bool = False) -> dict[str, Any]:
 class MimecastEmulator:
     """One account's state (managed URLs and senders, logs, feed) plus the knobs tests turn."""
 
-    def __init__(self, *, client_id: str = "mc-client", client_secret: str = "mc-secret", rate_limit: int = 100,
-                 rate_reset_ms: int = 1000, epoch: int | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        client_id: str = "mc-client",
+        client_secret: str = "mc-secret",
+        rate_limit: int = 100,
+        rate_reset_ms: int = 1000,
+        epoch: int | None = None,
+    ) -> None:
         self.clients = {client_id: client_secret}
         self.client_id, self.client_secret = client_id, client_secret
         self.tokens = Tokens(TOKEN_TTL, "mc-token")
@@ -89,28 +96,62 @@ class MimecastEmulator:
     # --- test helpers ---------------------------------------------------------------
 
     def add_click(self, url: str, *, scan: str = "malicious", at: int | None = None, **fields: Any) -> dict:
-        log = {"category": "Malicious", "userEmailAddress": "user@corp.example", "url": url,
-               "userAwarenessAction": "n/a", "route": "inbound", "adminOverride": "N/A",
-               "date": stamp(at if at is not None else self.epoch - 60), "scanResult": scan,
-               "action": "block" if scan == "malicious" else "allow", "ttpDefinition": "Default URL Protect",
-               "userOverride": "None", "emailPartsDescription": ["Body"], **fields}
+        log = {
+            "category": "Malicious",
+            "userEmailAddress": "user@corp.example",
+            "url": url,
+            "userAwarenessAction": "n/a",
+            "route": "inbound",
+            "adminOverride": "N/A",
+            "date": stamp(at if at is not None else self.epoch - 60),
+            "scanResult": scan,
+            "action": "block" if scan == "malicious" else "allow",
+            "ttpDefinition": "Default URL Protect",
+            "userOverride": "None",
+            "emailPartsDescription": ["Body"],
+            **fields,
+        }
         self.click_logs.append(log)
         return log
 
     def add_attachment(self, sha256: str, *, result: str = "malicious", at: int | None = None, **fields: Any) -> dict:
-        log = {"result": result, "date": stamp(at if at is not None else self.epoch - 60),
-               "senderAddress": "attacker@evil.example", "fileName": "invoice.docm",
-               "actionTriggered": "message held", "route": "inbound", "details": "Malicious macro",
-               "recipientAddress": "user@corp.example", "fileType": "docm", "fileHash": sha256,
-               "definition": "Default Attachment Protect", **fields}
+        log = {
+            "result": result,
+            "date": stamp(at if at is not None else self.epoch - 60),
+            "senderAddress": "attacker@evil.example",
+            "fileName": "invoice.docm",
+            "actionTriggered": "message held",
+            "route": "inbound",
+            "details": "Malicious macro",
+            "recipientAddress": "user@corp.example",
+            "fileType": "docm",
+            "fileHash": sha256,
+            "definition": "Default Attachment Protect",
+            **fields,
+        }
         self.attachment_logs.append(log)
         return log
 
-    def add_feed_row(self, md5: str, sha256: str, *, feed: str = "malware_customer", at: int | None = None,
-                     sender: str = "attacker@evil.example") -> None:
-        self.feed[feed].append({"Timestamp": stamp(at if at is not None else self.epoch - 60),
-                                "SenderAddress": sender, "RecipientAddress": "user@corp.example",
-                                "FileName": "payload.exe", "FileType": "exe", "MD5": md5, "SHA256": sha256})
+    def add_feed_row(
+        self,
+        md5: str,
+        sha256: str,
+        *,
+        feed: str = "malware_customer",
+        at: int | None = None,
+        sender: str = "attacker@evil.example",
+    ) -> None:
+        self.feed[feed].append(
+            {
+                "Timestamp": stamp(at if at is not None else self.epoch - 60),
+                "SenderAddress": sender,
+                "RecipientAddress": "user@corp.example",
+                "FileName": "payload.exe",
+                "FileType": "exe",
+                "MD5": md5,
+                "SHA256": sha256,
+            }
+        )
 
     def urls(self) -> set[str]:
         return {u["url"] for u in self.managed_urls.values()}
@@ -137,11 +178,20 @@ class MimecastEmulator:
         if allowed:
             self._bucket -= 1
         reset = 0 if self._bucket >= self.rate_limit else max(1, int((self._filled + per - now) * 1000))
-        return allowed, {"X-RateLimit-Limit": str(self.rate_limit), "X-RateLimit-Remaining": str(int(self._bucket)),
-                         "X-RateLimit-Reset": str(reset)}
+        return allowed, {
+            "X-RateLimit-Limit": str(self.rate_limit),
+            "X-RateLimit-Remaining": str(int(self._bucket)),
+            "X-RateLimit-Reset": str(reset),
+        }
 
-    def _reply(self, status: int, data: list[Any], fail: list[Any], headers: dict[str, str],
-               pagination: dict[str, Any] | None = None) -> httpx.Response:
+    def _reply(
+        self,
+        status: int,
+        data: list[Any],
+        fail: list[Any],
+        headers: dict[str, str],
+        pagination: dict[str, Any] | None = None,
+    ) -> httpx.Response:
         meta: dict[str, Any] = {"status": status}
         if pagination is not None:
             meta["pagination"] = pagination
@@ -182,12 +232,15 @@ class MimecastEmulator:
     def _token(self, request: httpx.Request) -> httpx.Response:
         f = form(request)
         if f.get("grant_type") != "client_credentials":
-            return httpx.Response(400, json={"error": "unsupported_grant_type",
-                                             "error_description": "grant_type must be client_credentials"})
+            return httpx.Response(
+                400,
+                json={"error": "unsupported_grant_type", "error_description": "grant_type must be client_credentials"},
+            )
         cid = f.get("client_id", "")
         if cid not in self.clients or self.clients[cid] != f.get("client_secret"):
-            return httpx.Response(401, json={"error": "invalid_client",
-                                             "error_description": "Client authentication failed"})
+            return httpx.Response(
+                401, json={"error": "invalid_client", "error_description": "Client authentication failed"}
+            )
         token = self.tokens.issue()
         self.owner[token] = cid
         return httpx.Response(200, json={"access_token": token, "token_type": "Bearer", "expires_in": TOKEN_TTL})
@@ -229,13 +282,22 @@ class MimecastEmulator:
                 continue
             raw = item["url"]
             parts = urlsplit(raw if "://" in raw else "http://" + raw)
-            entry = {"id": f"mURL{next(self._ids):08d}", "url": raw, "scheme": parts.scheme if "://" in raw else "",
-                     "domain": parts.hostname, "port": parts.port or -1, "path": parts.path,
-                     "queryString": parts.query, "matchType": item.get("matchType", "explicit"),
-                     "action": item["action"], "comment": item.get("comment", ""),
-                     "disableUserAwareness": bool(item.get("disableUserAwareness", False)),
-                     "disableRewrite": bool(item.get("disableRewrite", False)),
-                     "disableLogClick": bool(item.get("disableLogClick", False)), "_owner": owner}
+            entry = {
+                "id": f"mURL{next(self._ids):08d}",
+                "url": raw,
+                "scheme": parts.scheme if "://" in raw else "",
+                "domain": parts.hostname,
+                "port": parts.port or -1,
+                "path": parts.path,
+                "queryString": parts.query,
+                "matchType": item.get("matchType", "explicit"),
+                "action": item["action"],
+                "comment": item.get("comment", ""),
+                "disableUserAwareness": bool(item.get("disableUserAwareness", False)),
+                "disableRewrite": bool(item.get("disableRewrite", False)),
+                "disableLogClick": bool(item.get("disableLogClick", False)),
+                "_owner": owner,
+            }
             self.managed_urls[entry["id"]] = entry
             data.append(_public(entry, drop=("url",)))
         return self._reply(200, data, fail, headers)
@@ -243,8 +305,11 @@ class MimecastEmulator:
     def _list_urls(self, body: dict, headers: dict[str, str], owner: str) -> httpx.Response:
         query = (body.get("data") or [{}])[0] if body.get("data") else {}
         want, exact = str(query.get("domainOrUrl") or ""), bool(query.get("exactMatch", False))
-        out = [_public(u, drop=("url",)) for u in self.managed_urls.values()
-               if not want or (want in (u["url"], u["domain"]) if exact else want in u["url"])]
+        out = [
+            _public(u, drop=("url",))
+            for u in self.managed_urls.values()
+            if not want or (want in (u["url"], u["domain"]) if exact else want in u["url"])
+        ]
         return self._reply(200, out, [], headers)
 
     def _delete_urls(self, body: dict, headers: dict[str, str], owner: str) -> httpx.Response:
@@ -280,8 +345,13 @@ class MimecastEmulator:
                 continue
             key = (item["sender"].lower(), item["to"].lower())
             old = next((s for s in self.senders.values() if (s["sender"], s["to"]) == key), None)
-            entry = {"id": old["id"] if old else f"mSND{next(self._ids):08d}", "sender": key[0], "to": key[1],
-                     "type": item["action"].capitalize(), "_owner": owner}
+            entry = {
+                "id": old["id"] if old else f"mSND{next(self._ids):08d}",
+                "sender": key[0],
+                "to": key[1],
+                "type": item["action"].capitalize(),
+                "_owner": owner,
+            }
             self.senders[entry["id"]] = entry
             data.append(_public(entry))
         return self._reply(200, data, fail, headers)
@@ -301,10 +371,15 @@ class MimecastEmulator:
         route = query.get("route", "all")
         verdict_key = "scanResult" if field == "clickLogs" else "result"
         verdict = query.get(verdict_key, "all")
-        picked = [r for r in rows if lo <= parse_stamp(r["date"]) <= hi and route in ("all", r["route"])
-                  and verdict in ("all", r[verdict_key])]
+        picked = [
+            r
+            for r in rows
+            if lo <= parse_stamp(r["date"]) <= hi
+            and route in ("all", r["route"])
+            and verdict in ("all", r[verdict_key])
+        ]
         picked.sort(key=lambda r: parse_stamp(r["date"]), reverse=not query.get("oldestFirst", False))
-        page = picked[offset: offset + size]
+        page = picked[offset : offset + size]
         pagination: dict[str, Any] = {"pageSize": size}
         if offset + size < len(picked):
             pagination["next"] = base64.urlsafe_b64encode(str(offset + size).encode()).decode()
@@ -330,11 +405,13 @@ class MimecastEmulator:
         except (ValueError, TypeError):
             return self._error(400, "err_validation_invalid", "Invalid start, end or token", headers)
         rows = [r for r in self.feed[kind] if lo <= parse_stamp(r["Timestamp"]) <= hi]
-        page = rows[offset: offset + self.page_default]
+        page = rows[offset : offset + self.page_default]
         text = "\n".join(["|".join(FEED_COLUMNS), *("|".join(r[c] for c in FEED_COLUMNS) for r in page)]) + "\n"
         if offset + len(page) < len(rows):
-            headers = {**headers, "x-mc-threat-feed-next-token":
-                       base64.urlsafe_b64encode(str(offset + len(page)).encode()).decode()}
+            headers = {
+                **headers,
+                "x-mc-threat-feed-next-token": base64.urlsafe_b64encode(str(offset + len(page)).encode()).decode(),
+            }
         return httpx.Response(200, text=text, headers={**headers, "content-type": "text/csv"})
 
 

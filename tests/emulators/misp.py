@@ -40,7 +40,11 @@ _DEFAULT_CATEGORY = {"md5": "Payload delivery", "sha1": "Payload delivery", "sha
 
 
 _POST_ROUTES = {
-    "attributes/restSearch", "events/restSearch", "events/add", "attributes/add", "attributes/deleteSelected",
+    "attributes/restSearch",
+    "events/restSearch",
+    "events/add",
+    "attributes/add",
+    "attributes/deleteSelected",
     "events/publish",
 }
 
@@ -113,25 +117,56 @@ class MispEmulator:
         eid = self._next_event
         self._next_event += 1
         self.events[eid] = {
-            "id": str(eid), "uuid": str(uuid.uuid4()), "info": info, "orgc_id": "1", "org_id": "1",
-            "distribution": str(fields.get("distribution", 0)), "threat_level_id": str(fields.get("threat_level_id", 4)),
-            "analysis": str(fields.get("analysis", 0)), "published": bool(fields.get("published", False)),
-            "timestamp": str(self.clock()), "date": time.strftime("%Y-%m-%d"),
+            "id": str(eid),
+            "uuid": str(uuid.uuid4()),
+            "info": info,
+            "orgc_id": "1",
+            "org_id": "1",
+            "distribution": str(fields.get("distribution", 0)),
+            "threat_level_id": str(fields.get("threat_level_id", 4)),
+            "analysis": str(fields.get("analysis", 0)),
+            "published": bool(fields.get("published", False)),
+            "timestamp": str(self.clock()),
+            "date": time.strftime("%Y-%m-%d"),
         }
         return eid
 
-    def add_attribute(self, event_id: int, mtype: str, value: str, *, category: str | None = None,
-                      to_ids: bool = True, tags: tuple[str, ...] = (), comment: str = "",
-                      timestamp: int | None = None, deleted: bool = False, score: float | None = None) -> int:
+    def add_attribute(
+        self,
+        event_id: int,
+        mtype: str,
+        value: str,
+        *,
+        category: str | None = None,
+        to_ids: bool = True,
+        tags: tuple[str, ...] = (),
+        comment: str = "",
+        timestamp: int | None = None,
+        deleted: bool = False,
+        score: float | None = None,
+    ) -> int:
         aid = self._next_attr
         self._next_attr += 1
         self.attributes[aid] = {
-            "id": str(aid), "event_id": str(event_id), "object_id": "0", "object_relation": None,
-            "category": category or _DEFAULT_CATEGORY.get(mtype, "Network activity"), "type": mtype,
-            "to_ids": to_ids, "uuid": str(uuid.uuid4()), "timestamp": str(timestamp or self.clock()),
-            "distribution": "5", "sharing_group_id": "0", "comment": comment, "deleted": deleted,
-            "disable_correlation": False, "first_seen": None, "last_seen": None, "value": value,
-            "_tags": list(tags), "_score": score,
+            "id": str(aid),
+            "event_id": str(event_id),
+            "object_id": "0",
+            "object_relation": None,
+            "category": category or _DEFAULT_CATEGORY.get(mtype, "Network activity"),
+            "type": mtype,
+            "to_ids": to_ids,
+            "uuid": str(uuid.uuid4()),
+            "timestamp": str(timestamp or self.clock()),
+            "distribution": "5",
+            "sharing_group_id": "0",
+            "comment": comment,
+            "deleted": deleted,
+            "disable_correlation": False,
+            "first_seen": None,
+            "last_seen": None,
+            "value": value,
+            "_tags": list(tags),
+            "_score": score,
         }
         return aid
 
@@ -160,8 +195,11 @@ class MispEmulator:
         body = json.loads(request.content) if request.content else None
         self.requests.append((request.method, path, body))
         if self._throttled:  # nginx/HAProxy in front of MISP, not MISP itself
-            return httpx.Response(429, text="<html>429 Too Many Requests</html>",
-                                  headers={"Retry-After": str(self._throttled.pop(0)), "Content-Type": "text/html"})
+            return httpx.Response(
+                429,
+                text="<html>429 Too Many Requests</html>",
+                headers={"Retry-After": str(self._throttled.pop(0)), "Content-Type": "text/html"},
+            )
         if self._failures:
             return self._error(self._failures.pop(0), "An Internal Error Has Occurred.", path)
         if path == "/users/login":
@@ -176,9 +214,18 @@ class MispEmulator:
         route = "/".join(parts[:2])
         arg = parts[2] if len(parts) > 2 else None
         if request.method == "GET" and route == "servers/getVersion":
-            return self._json(200, {"version": self.version, "pymisp_recommended_version": self.version,
-                                    "perm_sync": False, "perm_sighting": True, "perm_galaxy_editor": False,
-                                    "request_encoding": ["gzip", "br"], "filter_sightings": True})
+            return self._json(
+                200,
+                {
+                    "version": self.version,
+                    "pymisp_recommended_version": self.version,
+                    "perm_sync": False,
+                    "perm_sighting": True,
+                    "perm_galaxy_editor": False,
+                    "request_encoding": ["gzip", "br"],
+                    "filter_sightings": True,
+                },
+            )
         if route not in _POST_ROUTES:
             return self._error(404, "Not Found", path)
         if request.method != "POST":
@@ -217,7 +264,11 @@ class MispEmulator:
         for aid in sorted(self.attributes):
             a = self.attributes[aid]
             ev = self.events[int(a["event_id"])]
-            if a["deleted"] not in deleted or (types and a["type"] not in types) or (cats and a["category"] not in cats):
+            if (
+                a["deleted"] not in deleted
+                or (types and a["type"] not in types)
+                or (cats and a["category"] not in cats)
+            ):
                 continue
             if values and a["value"] not in values or events and a["event_id"] not in events:
                 continue
@@ -237,11 +288,19 @@ class MispEmulator:
             item = {k: v for k, v in a.items() if not k.startswith("_")}
             item["Event"] = {k: ev[k] for k in ("org_id", "distribution", "id", "info", "orgc_id", "uuid")}
             if a["_tags"]:
-                item["Tag"] = [{"id": str(i + 1), "name": t, "colour": "#0088cc", "numerical_value": None}
-                               for i, t in enumerate(a["_tags"])]
+                item["Tag"] = [
+                    {"id": str(i + 1), "name": t, "colour": "#0088cc", "numerical_value": None}
+                    for i, t in enumerate(a["_tags"])
+                ]
             if int(q.get("includeDecayScore") or 0) and score is not None:
-                item["decay_score"] = [{"score": score, "base_score": 80, "decayed": score < threshold,
-                                        "DecayingModel": {"id": "1", "name": "NIDS Simple Decaying Model"}}]
+                item["decay_score"] = [
+                    {
+                        "score": score,
+                        "base_score": 80,
+                        "decayed": score < threshold,
+                        "DecayingModel": {"id": "1", "name": "NIDS Simple Decaying Model"},
+                    }
+                ]
             out.append(item)
         total = len(out)
         limit, page = q.get("limit"), int(q.get("page") or 1)
@@ -268,9 +327,13 @@ class MispEmulator:
         ev = body.get("Event", body)
         if not ev.get("info"):
             return self._save_fail("Event", "add", path, {"info": ["Info cannot be empty."]})
-        eid = self.add_event(ev["info"], distribution=ev.get("distribution", 0),
-                             threat_level_id=ev.get("threat_level_id", 4), analysis=ev.get("analysis", 0),
-                             published=ev.get("published", False))
+        eid = self.add_event(
+            ev["info"],
+            distribution=ev.get("distribution", 0),
+            threat_level_id=ev.get("threat_level_id", 4),
+            analysis=ev.get("analysis", 0),
+            published=ev.get("published", False),
+        )
         return self._json(200, {"Event": dict(self.events[eid])})
 
     def _attr_add(self, event_id: str | None, body: Any, path: str) -> httpx.Response:
@@ -281,8 +344,11 @@ class MispEmulator:
         attrs = body if isinstance(body, list) else [body]
         fails: dict[str, Any] = {}
         added: list[int] = []
-        present = {(o["type"], o["value"], o["category"]) for o in self.attributes.values()
-                   if o["event_id"] == event_id and not o["deleted"]}
+        present = {
+            (o["type"], o["value"], o["category"])
+            for o in self.attributes.values()
+            if o["event_id"] == event_id and not o["deleted"]
+        }
         for k, a in enumerate(attrs):
             mtype, value = a.get("type"), str(a.get("value", "")).strip()
             errors: dict[str, list[str]] = {}
@@ -300,9 +366,17 @@ class MispEmulator:
             if errors:
                 fails[f"attribute_{k}"] = errors
                 continue
-            added.append(self.add_attribute(int(event_id), mtype, value, category=a.get("category"),
-                                            to_ids=bool(a.get("to_ids", True)), tags=tuple(tags),
-                                            comment=a.get("comment", "")))
+            added.append(
+                self.add_attribute(
+                    int(event_id),
+                    mtype,
+                    value,
+                    category=a.get("category"),
+                    to_ids=bool(a.get("to_ids", True)),
+                    tags=tuple(tags),
+                    comment=a.get("comment", ""),
+                )
+            )
             present.add((mtype, value, self.attributes[added[-1]]["category"]))
         if added:
             self.events[int(event_id)]["published"] = False  # adding unpublishes the event
@@ -330,8 +404,13 @@ class MispEmulator:
             return self._error(404, "Invalid event", path)
         hard_ok = bool(body.get("allow_hard_delete"))
         ids = [int(i) for i in _listify(ids)]
-        matching = [i for i in ids if i in self.attributes and self.attributes[i]["event_id"] == event_id
-                    and (hard_ok or not self.attributes[i]["deleted"])]
+        matching = [
+            i
+            for i in ids
+            if i in self.attributes
+            and self.attributes[i]["event_id"] == event_id
+            and (hard_ok or not self.attributes[i]["deleted"])
+        ]
         if not matching:
             return self._error(404, "No matching attributes found.", path)
         ok = []
@@ -344,18 +423,38 @@ class MispEmulator:
         fails = [i for i in ids if i not in ok]
         if not fails:
             msg = f"{len(ok)} attribute deleted." if len(ok) == 1 else f"{len(ok)} attributes deleted"
-            return self._json(200, {"saved": True, "success": True, "name": msg, "message": msg,
-                                    "url": f"/attributes/deleteSelected/{event_id}", "id": event_id})
-        msg = (f"{len(ok)} attribute{'s' if len(ok) != 1 else ''} deleted, but {len(fails)} "
-               f"attribute{'s' if len(fails) != 1 else ''} could not be deleted.")
+            return self._json(
+                200,
+                {
+                    "saved": True,
+                    "success": True,
+                    "name": msg,
+                    "message": msg,
+                    "url": f"/attributes/deleteSelected/{event_id}",
+                    "id": event_id,
+                },
+            )
+        msg = (
+            f"{len(ok)} attribute{'s' if len(ok) != 1 else ''} deleted, but {len(fails)} "
+            f"attribute{'s' if len(fails) != 1 else ''} could not be deleted."
+        )
         return self._save_fail("Attribute", "deleteSelected", path, msg)
 
     def _publish(self, event_id: str | None, path: str) -> httpx.Response:
         if not event_id or not event_id.isdigit() or int(event_id) not in self.events:
             return self._error(404, "Invalid event.", path)
         self.events[int(event_id)]["published"] = True
-        return self._json(200, {"saved": True, "success": True, "name": "Job queued", "message": "Job queued",
-                                "url": f"/events/publish/{event_id}", "id": event_id})
+        return self._json(
+            200,
+            {
+                "saved": True,
+                "success": True,
+                "name": "Job queued",
+                "message": "Job queued",
+                "url": f"/events/publish/{event_id}",
+                "id": event_id,
+            },
+        )
 
     def transport(self) -> httpx.MockTransport:
         return httpx.MockTransport(self.handler)
@@ -383,8 +482,11 @@ def standalone(opts: Any) -> tuple[Throttled, dict[str, Any]]:
     eid = emu.add_event("demo event")
     for i in range(opts.seed):
         emu.add_attribute(eid, "ip-dst", f"192.0.2.{i + 1}")
-    return Throttled(emu, opts.rate_limit), {"header": "Authorization", "api_key": emu.api_key,
-                                             "accept": "application/json"}
+    return Throttled(emu, opts.rate_limit), {
+        "header": "Authorization",
+        "api_key": emu.api_key,
+        "accept": "application/json",
+    }
 
 
 if __name__ == "__main__":

@@ -86,9 +86,17 @@ def invalid_reason(value: Any) -> str | None:
 class NetskopeTenant:
     """One tenant's state plus the knobs tests turn (tokens, page size, rate budget, failures)."""
 
-    def __init__(self, *, v2_token: str = "v2-secret", v1_token: str | None = "v1-secret", page_size: int = 2,
-                 now: int | None = None, rate_limit: int = 100, rate_budget: int | None = None,
-                 rate_reset: int = 7) -> None:
+    def __init__(
+        self,
+        *,
+        v2_token: str = "v2-secret",
+        v1_token: str | None = "v1-secret",
+        page_size: int = 2,
+        now: int | None = None,
+        rate_limit: int = 100,
+        rate_budget: int | None = None,
+        rate_reset: int = 7,
+    ) -> None:
         self.v2_token = v2_token
         self.v1_token = v1_token
         self.page_size = page_size
@@ -199,7 +207,7 @@ class NetskopeTenant:
             it = self.iterators[key] = Iterator(t=first)
         elif op == "tail":
             it = self.iterators[key] = Iterator(t=self.now)
-            page = self.alerts[kind][-self.page_size:]
+            page = self.alerts[kind][-self.page_size :]
             it.last, it.last_hwm = page, self.now
             return 200, {"ok": 1, "result": page, "wait_time": 0, "timestamp_hwm": self.now}
         elif op == "resend":
@@ -220,7 +228,7 @@ class NetskopeTenant:
             return {"ok": 1, "result": [], "wait_time": 30, "timestamp_hwm": now}
         end = min(it.t + WINDOW, now)
         window = [a for a in self.alerts[kind] if it.t <= a["timestamp"] < end]
-        page = window[it.skip: it.skip + self.page_size]
+        page = window[it.skip : it.skip + self.page_size]
         if it.skip + len(page) >= len(window):
             hwm = end
             it.t, it.skip = end, 0
@@ -322,8 +330,11 @@ class NetskopeTenant:
         if len(values) > self.max_entries or sum(entry_size(v) for v in values) > self.max_hash_list_bytes:
             return 200, {"status": "error", "errorCode": "General Error", "errors": ["File hash list exceeds 8 MB"]}
         if values == self.hash_lists[name]:
-            return 200, {"status": "error", "errorCode": "General Error",
-                         "errors": ["Duplicate request, no change in file hashes"]}
+            return 200, {
+                "status": "error",
+                "errorCode": "General Error",
+                "errors": ["Duplicate request, no change in file hashes"],
+            }
         self.hash_lists[name] = values
         return 200, {"status": "success"}
 

@@ -42,8 +42,11 @@ TYPES = ("DNS", "IPV4", "IPV6", "MD5", "SHA1", "SHA256", "URL")
 DAY = 86400
 DEFAULT_DAYS = {"IPV4": 14, "IPV6": 14, "URL": 90, "DNS": 90, "MD5": 180, "SHA1": 180, "SHA256": 180}
 MAX_DAYS = {"IPV4": 30, "IPV6": 30, "URL": 180, "DNS": 180, "MD5": 180, "SHA1": 180, "SHA256": 180}
-EMPTY_FILE = {"d41d8cd98f00b204e9800998ecf8427e", "da39a3ee5e6b4b0d3255bfef95601890afd80709",
-              "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"}
+EMPTY_FILE = {
+    "d41d8cd98f00b204e9800998ecf8427e",
+    "da39a3ee5e6b4b0d3255bfef95601890afd80709",
+    "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+}
 MAX_LIMIT = 1000
 _HASH = {"MD5": 32, "SHA1": 40, "SHA256": 64}
 _DNS = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\.)+[A-Za-z0-9-]{2,63}$")
@@ -67,9 +70,17 @@ def _err(code: int, title: str, detail: Any = None) -> dict[str, Any]:
 class SentinelOneEmulator:
     """One console: API tokens with scopes, IOCs per scope, threats, and the knobs tests turn."""
 
-    def __init__(self, *, token: str = "s1-token", account_id: str = "1000000000000000001",
-                 site_id: str = "2000000000000000001", token_ttl: float = 30 * DAY, epoch: float | None = None,
-                 rate_limit: int = 1000, rate_window: float = 60) -> None:
+    def __init__(
+        self,
+        *,
+        token: str = "s1-token",
+        account_id: str = "1000000000000000001",
+        site_id: str = "2000000000000000001",
+        token_ttl: float = 30 * DAY,
+        epoch: float | None = None,
+        rate_limit: int = 1000,
+        rate_window: float = 60,
+    ) -> None:
         self.token, self.account_id, self.site_id = token, account_id, site_id
         self.sites = {site_id: account_id}  # site -> its account
         self.token_ttl = token_ttl
@@ -93,18 +104,31 @@ class SentinelOneEmulator:
     def expire_token(self, token: str | None = None) -> None:
         self.tokens[token or self.token]["expires"] = float("-inf")
 
-    def add_threat(self, *, sha1: str | None = None, sha256: str | None = None, md5: str | None = None,
-                   **info: Any) -> dict[str, Any]:
+    def add_threat(
+        self, *, sha1: str | None = None, sha256: str | None = None, md5: str | None = None, **info: Any
+    ) -> dict[str, Any]:
         n = len(self.threats) + 1
         at = iso(self.epoch - 600 + n)
-        threat = {"id": f"{1300000000000000000 + n}", "agentRealtimeInfo": {"accountId": self.account_id,
-                                                                            "siteId": self.site_id},
-                  "threatInfo": {"threatId": f"{1300000000000000000 + n}", "sha1": sha1, "sha256": sha256,
-                                 "md5": md5, "threatName": "evil.exe", "classification": "Malware",
-                                 "confidenceLevel": "malicious", "analystVerdict": "undefined",
-                                 "incidentStatus": "unresolved", "mitigationStatus": "mitigated",
-                                 "filePath": "\\Device\\HarddiskVolume3\\evil.exe",
-                                 "createdAt": at, "updatedAt": at, **info}}
+        threat = {
+            "id": f"{1300000000000000000 + n}",
+            "agentRealtimeInfo": {"accountId": self.account_id, "siteId": self.site_id},
+            "threatInfo": {
+                "threatId": f"{1300000000000000000 + n}",
+                "sha1": sha1,
+                "sha256": sha256,
+                "md5": md5,
+                "threatName": "evil.exe",
+                "classification": "Malware",
+                "confidenceLevel": "malicious",
+                "analystVerdict": "undefined",
+                "incidentStatus": "unresolved",
+                "mitigationStatus": "mitigated",
+                "filePath": "\\Device\\HarddiskVolume3\\evil.exe",
+                "createdAt": at,
+                "updatedAt": at,
+                **info,
+            },
+        }
         self.threats.append(threat)
         return threat
 
@@ -132,8 +156,9 @@ class SentinelOneEmulator:
             return self._error(401, 4010010, "Authentication Failed")
         wait = self.windows.take(token or "", ((self.rate_limit, self.rate_window),))
         if wait is not None:
-            return self._error(429, 4290010, "Too Many Requests", "API rate limit exceeded",
-                               {"Retry-After": str(math.ceil(wait))})
+            return self._error(
+                429, 4290010, "Too Many Requests", "API rate limit exceeded", {"Retry-After": str(math.ceil(wait))}
+            )
         query = {k: v[-1] for k, v in parse_qs(request.url.query.decode(), keep_blank_values=True).items()}
         try:
             body = json_body(request) if request.content else None
@@ -143,8 +168,12 @@ class SentinelOneEmulator:
         if self.fail_next:
             status = self.fail_next.pop(0)
             return self._error(status, status * 10000 + 10, "Server Error" if status >= 500 else "Error")
-        route = {("POST", IOCS): self._create, ("GET", IOCS): self._list_iocs, ("DELETE", IOCS): self._delete,
-                 ("GET", THREATS): self._list_threats}.get((request.method, request.url.path))
+        route = {
+            ("POST", IOCS): self._create,
+            ("GET", IOCS): self._list_iocs,
+            ("DELETE", IOCS): self._delete,
+            ("GET", THREATS): self._list_threats,
+        }.get((request.method, request.url.path))
         if route is None:
             return self._error(404, 4040010, "Not Found")
         return route(info, query, body)
@@ -158,8 +187,12 @@ class SentinelOneEmulator:
             sites = sites.split(",")
         if len(accounts) + len(sites) != 1:
             return self._error(400, 4000010, "Validation Error", "filter: give exactly one of accountIds or siteIds")
-        if accounts and accounts[0] not in info["accounts"] or sites and sites[0] not in info["sites"] | {
-                s for s, a in self.sites.items() if a in info["accounts"]}:
+        if (
+            accounts
+            and accounts[0] not in info["accounts"]
+            or sites
+            and sites[0] not in info["sites"] | {s for s, a in self.sites.items() if a in info["accounts"]}
+        ):
             return self._error(403, 4030010, "Insufficient permissions", "The token has no access to this scope")
         return ("account", accounts[0]) if accounts else ("site", sites[0])
 
@@ -183,8 +216,9 @@ class SentinelOneEmulator:
                 return f"data.{i}.value: hashes_empty_file"
         elif typ in ("IPV4", "IPV6"):
             try:
-                ok = isinstance(ipaddress.ip_address(value), ipaddress.IPv4Address if typ == "IPV4"
-                                else ipaddress.IPv6Address)
+                ok = isinstance(
+                    ipaddress.ip_address(value), ipaddress.IPv4Address if typ == "IPV4" else ipaddress.IPv6Address
+                )
             except ValueError:
                 ok = False
             if not ok:
@@ -201,8 +235,11 @@ class SentinelOneEmulator:
         return None
 
     def _create(self, info: dict[str, Any], query: dict[str, str], body: Any) -> httpx.Response:
-        if not isinstance(body, dict) or not isinstance(body.get("data"), list) or not isinstance(
-                body.get("filter"), dict):
+        if (
+            not isinstance(body, dict)
+            or not isinstance(body.get("data"), list)
+            or not isinstance(body.get("filter"), dict)
+        ):
             return self._error(400, 4000010, "Validation Error", "body must be {filter: {...}, data: [...]}")
         scope = self._scope(info, body["filter"])
         if isinstance(scope, httpx.Response):
@@ -225,10 +262,17 @@ class SentinelOneEmulator:
             limit = now + MAX_DAYS[typ] * DAY
             until = parse_time(ioc["validUntil"]) if ioc.get("validUntil") else now + DEFAULT_DAYS[typ] * DAY
             old = next((x for x in in_scope if (x["type"], x["value"].lower()) == (typ, ioc["value"].lower())), None)
-            entry = {**(old or {}), **{k: v for k, v in ioc.items() if not k.startswith("_")},
-                     "uuid": old["uuid"] if old else str(uuid.uuid4()), "_scope": scope,
-                     "scope": scope[0], "scopeId": scope[1], "validUntil": iso(min(until, limit)),
-                     "creationTime": old["creationTime"] if old else iso(now), "updatedAt": iso(now)}
+            entry = {
+                **(old or {}),
+                **{k: v for k, v in ioc.items() if not k.startswith("_")},
+                "uuid": old["uuid"] if old else str(uuid.uuid4()),
+                "_scope": scope,
+                "scope": scope[0],
+                "scopeId": scope[1],
+                "validUntil": iso(min(until, limit)),
+                "creationTime": old["creationTime"] if old else iso(now),
+                "updatedAt": iso(now),
+            }
             self.iocs[entry["uuid"]] = entry
             out.append(_public(entry))
         return self._reply(200, {"data": out})
@@ -241,7 +285,7 @@ class SentinelOneEmulator:
                 raise ValueError(f"limit: Must be between 1 and {MAX_LIMIT}.")
         except (ValueError, TypeError) as exc:
             return self._error(400, 4000010, "Validation Error", str(exc))
-        page = rows[start: start + limit]
+        page = rows[start : start + limit]
         more = start + limit < len(rows)
         cursor = base64.urlsafe_b64encode(str(start + limit).encode()).decode() if more else None
         return self._reply(200, {"data": page, "pagination": {"nextCursor": cursor, "totalItems": len(rows)}})
@@ -272,11 +316,15 @@ class SentinelOneEmulator:
         selectors = {k: flt[k] for k in ("uuids", "value", "value__in", "type") if flt.get(k)}
         if not selectors:  # never "delete everything in the scope" by accident
             return self._error(400, 4000010, "Validation Error", "filter: give uuids, value, value__in or type")
-        doomed = [x for x in self.iocs.values() if x["_scope"] == scope
-                  and ("uuids" not in selectors or x["uuid"] in selectors["uuids"])
-                  and ("value" not in selectors or x["value"] == selectors["value"])
-                  and ("value__in" not in selectors or x["value"] in selectors["value__in"])
-                  and ("type" not in selectors or x["type"] == selectors["type"])]
+        doomed = [
+            x
+            for x in self.iocs.values()
+            if x["_scope"] == scope
+            and ("uuids" not in selectors or x["uuid"] in selectors["uuids"])
+            and ("value" not in selectors or x["value"] == selectors["value"])
+            and ("value__in" not in selectors or x["value"] in selectors["value__in"])
+            and ("type" not in selectors or x["type"] == selectors["type"])
+        ]
         for x in doomed:
             del self.iocs[x["uuid"]]
         return self._reply(200, {"data": {"affected": len(doomed)}})
@@ -284,8 +332,12 @@ class SentinelOneEmulator:
     # --- threats ----------------------------------------------------------------------------------
 
     def _list_threats(self, info: dict[str, Any], query: dict[str, str], body: Any) -> httpx.Response:
-        rows = [t for t in self.threats if t["agentRealtimeInfo"]["accountId"] in info["accounts"]
-                or t["agentRealtimeInfo"]["siteId"] in info["sites"]]
+        rows = [
+            t
+            for t in self.threats
+            if t["agentRealtimeInfo"]["accountId"] in info["accounts"]
+            or t["agentRealtimeInfo"]["siteId"] in info["sites"]
+        ]
         for key, field in (("createdAt__gte", "createdAt"), ("updatedAt__gte", "updatedAt")):
             if query.get(key):
                 rows = [t for t in rows if parse_time(t["threatInfo"][field]) >= parse_time(query[key])]
@@ -302,12 +354,24 @@ def standalone(opts: Any) -> tuple[SentinelOneEmulator, dict[str, Any]]:
     for i in range(opts.seed):
         emu.add_threat(sha256=f"{i + 1:064x}", sha1=f"{i + 1:040x}")
     if opts.seed:
-        emu._create(emu.tokens[emu.token], {}, {"filter": {"accountIds": [emu.account_id]}, "data": [
-            {"type": "IPV4", "value": f"192.0.2.{i + 1}", "method": "EQUALS", "source": "console"}
-            for i in range(opts.seed)]})
+        emu._create(
+            emu.tokens[emu.token],
+            {},
+            {
+                "filter": {"accountIds": [emu.account_id]},
+                "data": [
+                    {"type": "IPV4", "value": f"192.0.2.{i + 1}", "method": "EQUALS", "source": "console"}
+                    for i in range(opts.seed)
+                ],
+            },
+        )
     emu.windows.calls.clear()
-    return emu, {"header": "Authorization: ApiToken <token>", "token": emu.token, "accountId": emu.account_id,
-                 "siteId": emu.site_id}
+    return emu, {
+        "header": "Authorization: ApiToken <token>",
+        "token": emu.token,
+        "accountId": emu.account_id,
+        "siteId": emu.site_id,
+    }
 
 
 if __name__ == "__main__":

@@ -67,8 +67,9 @@ def _handler_class(emulator: Any, lock: threading.Lock) -> type[http.server.Base
                 return
             body = self.rfile.read(length) if length else b""
             host = self.headers.get("host") or "127.0.0.1"
-            req = httpx.Request(self.command, f"http://{host}{self.path}",
-                                headers=list(self.headers.items()), content=body)
+            req = httpx.Request(
+                self.command, f"http://{host}{self.path}", headers=list(self.headers.items()), content=body
+            )
             with lock:
                 resp = answer(emulator, req)
             raw = b"".join(resp.stream)  # as built: a gzip body stays gzip-encoded
@@ -137,12 +138,18 @@ class Options(argparse.Namespace):
 
 
 def parse_args(name: str, argv: list[str] | None) -> Options:
-    p = argparse.ArgumentParser(prog=f"python -m tests.emulators.{name}",
-                                description=f"Serve the {name} emulator on loopback until SIGINT/SIGTERM.")
+    p = argparse.ArgumentParser(
+        prog=f"python -m tests.emulators.{name}",
+        description=f"Serve the {name} emulator on loopback until SIGINT/SIGTERM.",
+    )
     p.add_argument("--host", default="127.0.0.1", help="loopback address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=0, help="TCP port (0: any free port)")
-    p.add_argument("--rate-limit", type=int, default=None,
-                   help="requests answered before the vendor's 429 (default: the vendor's documented limit)")
+    p.add_argument(
+        "--rate-limit",
+        type=int,
+        default=None,
+        help="requests answered before the vendor's 429 (default: the vendor's documented limit)",
+    )
     p.add_argument("--page-size", type=int, default=None, help="items per page where the emulator pages")
     p.add_argument("--seed", type=int, default=5, help="demo records to load so reads return something")
     return p.parse_args(argv, namespace=Options())
