@@ -158,8 +158,8 @@ def child_pipeline(a: argparse.Namespace) -> dict:
 
     from ctd.config import parse_config
     from ctd.daemon.daemon import allowlist_matcher, db_path
-    from ctd.service import logs as logs
     from ctd.plugins import open_adapter
+    from ctd.service import logs as logs
     from ctd.sources.actor import AllowlistRef, SourceStatus, pull_once
     from ctd.store import CACHE_KIB, run_store
 

@@ -24,8 +24,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from tests.daemonproc import DaemonProc, short_tmpdir  # noqa: E402
-from tests.feedbomb import json_bomb, serve_gzip, vm_hwm, watch  # noqa: E402
+from tests.daemonproc import DaemonProc, short_tmpdir
+from tests.feedbomb import json_bomb, serve_gzip, vm_hwm, watch
 
 T_RSS = 300 * 10**6
 

@@ -27,15 +27,15 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import trio  # noqa: E402
+import trio
+from ingest import generate
 
-from ctd.config import parse_config  # noqa: E402
-from ctd.plugins import open_adapter  # noqa: E402
-from ctd.model import Sighting, now  # noqa: E402
-from ctd.rules.compiler import Rule  # noqa: E402
-from ctd.sharing.actor import Sharer  # noqa: E402
-from ctd.store import IngestBatch, Selection, Store, run_store, to_stage_rows  # noqa: E402
-from ingest import generate  # noqa: E402
+from ctd.config import parse_config
+from ctd.model import Sighting, now
+from ctd.plugins import open_adapter
+from ctd.rules.compiler import Rule
+from ctd.sharing.actor import Sharer
+from ctd.store import IngestBatch, Selection, Store, run_store, to_stage_rows
 
 RULE = "type in (url, ipv4)"
 CONFIG = """
@@ -116,9 +116,8 @@ async def measure(workdir: str, n: int) -> dict:
 
 
 def main() -> None:
-    from ctd.service import logs as logs
-
     from ctd.cli import tune_runtime
+    from ctd.service import logs as logs
 
     logs.configure_logging("warning")
     tune_runtime()  # as `ctd run` does

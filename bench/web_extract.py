@@ -20,8 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ctd.adapters.web.extract import extract_detailed  # noqa: E402
-from ctd.adapters.web.html import html_main_text  # noqa: E402
+from ctd.adapters.web.extract import extract_detailed
+from ctd.adapters.web.html import html_main_text
 
 
 def _tokens(piece: str, length: int, total: int) -> str:

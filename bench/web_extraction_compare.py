@@ -27,11 +27,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ctd.adapters.web.extract import _trim_url, extract  # noqa: E402
-from ctd.adapters.web.html import html_main_text  # noqa: E402
-from ctd.canon import canonicalize, host_of_url  # noqa: E402
-from ctd.errors import InvalidIndicator  # noqa: E402
-from tests.webcorpus import Item, feed_entry_texts, items, text_of  # noqa: E402
+from ctd.adapters.web.extract import _trim_url, extract
+from ctd.adapters.web.html import html_main_text
+from ctd.canon import canonicalize, host_of_url
+from ctd.errors import InvalidIndicator
+from tests.webcorpus import Item, feed_entry_texts, items, text_of
 
 logging.disable(logging.CRITICAL)
 with warnings.catch_warnings():

@@ -9,9 +9,9 @@ import structlog
 import trio
 
 from ctd import __version__
-from ctd.service import logs as logs
 from ctd.config import default_config_path, load_config, summary
 from ctd.errors import ConfigError, CtdError
+from ctd.service import logs as logs
 
 log = structlog.get_logger("ctd")
 

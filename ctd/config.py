@@ -199,7 +199,7 @@ def _field_names(tp: Any) -> tuple[str, ...]:
 class _Binding:
     """What an adapter's ``bind`` hook may read of the config (``ctd.model.BindContext``)."""
 
-    def __init__(self, cfg: "Config", plugin: str) -> None:
+    def __init__(self, cfg: Config, plugin: str) -> None:
         self._cfg = cfg
         self._plugin = plugin
 
@@ -218,7 +218,7 @@ class _Binding:
         return convert_section(raw, tp, f"$.tenants.{name}")
 
 
-def _bind(name: str, plugin: PluginConfig, cfg: "Config") -> PluginConfig:
+def _bind(name: str, plugin: PluginConfig, cfg: Config) -> PluginConfig:
     """Let an adapter complete its options from the rest of the config (tenants, state_dir)."""
     try:
         options = adapter_class(plugin.adapter).bind(plugin.options, _Binding(cfg, name))
@@ -249,7 +249,7 @@ def _check_rule(name: str, rule: RuleConfig) -> None:
         raise ConfigError(msg, f"{where}.filter") from None
 
 
-def _sharing(name: str, sh: SharingConfig, cfg: "Config") -> SharingConfig:
+def _sharing(name: str, sh: SharingConfig, cfg: Config) -> SharingConfig:
     where = f"$.sharing.{name}"
     for i, src in enumerate(sh.sources):
         if src not in cfg.plugins:
@@ -274,7 +274,7 @@ def _sharing(name: str, sh: SharingConfig, cfg: "Config") -> SharingConfig:
     return msgspec.structs.replace(sh, params=params)
 
 
-def _check_targets(cfg: "Config") -> None:
+def _check_targets(cfg: Config) -> None:
     """Two sharing configurations writing the same list would overwrite each other."""
     seen: dict[tuple[str, str], str] = {}
     for name, sh in sorted(cfg.sharing.items()):

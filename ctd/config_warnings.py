@@ -18,17 +18,17 @@ if TYPE_CHECKING:
 log = structlog.get_logger("ctd.config")
 
 
-def tls_unverified(plugin: "PluginConfig") -> bool:
+def tls_unverified(plugin: PluginConfig) -> bool:
     """Whether a plugin's options say ``verify_tls = false`` (its adapter's ``verifies_tls`` hook)."""
     return not adapter_class(plugin.adapter).verifies_tls(plugin.options)
 
 
-def unverified_plugins(cfg: "Config") -> list[str]:
+def unverified_plugins(cfg: Config) -> list[str]:
     """Names of the plugins that do not verify TLS certificates."""
     return sorted(name for name, p in cfg.plugins.items() if tls_unverified(p))
 
 
-def log_warnings(cfg: "Config") -> None:
+def log_warnings(cfg: Config) -> None:
     """Log what a loaded config does that an operator should know about (once per load)."""
     for name in unverified_plugins(cfg):
         log.warning(

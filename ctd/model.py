@@ -351,14 +351,14 @@ def parse_duration(value: Any) -> Duration:
 
 def now() -> int:
     """Current wall-clock time in whole seconds (UTC epoch)."""
-    return int(_dt.datetime.now(_dt.timezone.utc).timestamp())
+    return int(_dt.datetime.now(_dt.UTC).timestamp())
 
 
 def iso(ts: int | None) -> str | None:
     """Render an epoch timestamp as ISO 8601 UTC (``2026-11-27T19:45:00Z``)."""
     if ts is None:
         return None
-    return _dt.datetime.fromtimestamp(ts, _dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return _dt.datetime.fromtimestamp(ts, _dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def parse_time(text: str) -> int:
@@ -370,7 +370,7 @@ def parse_time(text: str) -> int:
         t = t[:-1] + "+00:00"
     d = _dt.datetime.fromisoformat(t)
     if d.tzinfo is None:
-        d = d.replace(tzinfo=_dt.timezone.utc)
+        d = d.replace(tzinfo=_dt.UTC)
     return int(d.timestamp())
 
 

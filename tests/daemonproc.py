@@ -56,7 +56,7 @@ class DaemonProc:
             head = ""
         self.config.write_text(head + text)
 
-    def start(self, *args: str) -> "DaemonProc":
+    def start(self, *args: str) -> DaemonProc:
         self._logf = open(self.log, "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "ctd", "run", "--config", str(self.config), *args],

@@ -6,8 +6,7 @@ from typing import Any
 
 import trio
 
-from ctd.store import Store, StoreStatistics
-from ctd.store import engine
+from ctd.store import Store, StoreStatistics, engine
 
 
 class FakeStore(Store):

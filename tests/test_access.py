@@ -11,8 +11,8 @@ import stat
 import pytest
 
 from ctd.control.access import ADMIN, READ, AccessPolicy
-from ctd.errors import PermissionDenied
 from ctd.control.protocol import Peer
+from ctd.errors import PermissionDenied
 from tests.daemonproc import DaemonProc, short_tmpdir
 
 NOBODY = 65534

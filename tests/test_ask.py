@@ -13,7 +13,7 @@ import trio.testing
 from ctd.ask import answer, ask, close_inbox
 from ctd.config import parse_config
 from ctd.errors import ActorStopped, StoreClosed
-from ctd.sharing.actor import Sharer, ShareNow, SharingStatus, run_sharing
+from ctd.sharing.actor import ShareNow, Sharer, SharingStatus, run_sharing
 from ctd.sources.actor import AllowlistRef, PullNow, SourceStatus, run_source
 from ctd.store import IngestBatch, run_store, to_stage_rows
 from tests.fake_adapters import Fakes, Script

@@ -16,10 +16,10 @@ import pytest
 import structlog
 import trio
 
+from ctd.control.protocol import MAX_REQUEST_LINE, Peer, Request
 from ctd.control.server import SocketInUseError, serve_control
 from ctd.ctdctl.main import ControlClient, DaemonError
 from ctd.errors import BadRequest, CtdError, PermissionDenied
-from ctd.control.protocol import MAX_REQUEST_LINE, Peer, Request
 
 
 @pytest.fixture

@@ -20,8 +20,8 @@ import pytest
 import structlog
 import trio
 
-from ctd.control import server as control
 from ctd.adapters.edl.server import ServerSettings
+from ctd.control import server as control
 from ctd.control.limits import DEFAULT_LIMITS as LIMITS
 from ctd.control.limits import ConnectionLimits
 from ctd.ctdctl.main import main as ctdctl_main

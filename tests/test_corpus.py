@@ -174,7 +174,7 @@ class BundleColl(Coll):
 @pytest.fixture(scope="module")
 def taxii_server(tmp_path_factory) -> Iterator[Medallion]:
     """medallion with one collection per TAXII case, seeded with that case's bundle.json."""
-    added = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=5)
+    added = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
     colls = []
     for case in cases():
         if plugin_keys(case).get("adapter") != "taxii":

@@ -13,9 +13,9 @@ from ctd.config import decode_options, parse_config
 from ctd.errors import AuthError, ConfigError, SourceUnavailable, UpstreamDataError
 from ctd.model import PullContext, ShareItem, Sighting, parse_time
 from tests.emulators.crowdstrike import CrowdStrikeEmulator
+from tests.exchange import Exchange
 from tests.fake_adapters import Fakes
 from tests.fakestore import FakeStore
-from tests.exchange import Exchange
 
 BASE = "https://api.crowdstrike.test"
 SHA = "ab" * 32

@@ -7,9 +7,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ctd.adapters.crowdstrike import mapping as m
-from ctd.model import ShareItem
 from ctd.errors import InvalidIndicator
-from ctd.model import parse_time
+from ctd.model import ShareItem, parse_time
 from tests.emulators.crowdstrike import parse_fql
 
 SHA = "a" * 64

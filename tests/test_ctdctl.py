@@ -14,10 +14,10 @@ import pytest
 import structlog
 import trio
 
-from ctd.control.server import serve_control
-from ctd.ctdctl.main import ControlClient, ConnectError, build_parser, main, resolve_socket
-from ctd.errors import ConfigError, CtdError
 from ctd.control.protocol import Peer, Request
+from ctd.control.server import serve_control
+from ctd.ctdctl.main import ConnectError, ControlClient, build_parser, main, resolve_socket
+from ctd.errors import ConfigError, CtdError
 
 SOURCE = {
     "name": "feed1",

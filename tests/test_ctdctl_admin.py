@@ -15,13 +15,13 @@ import structlog
 import trio
 
 import ctd
-from ctd.ctdctl import main as ctdctl
+from ctd.control.protocol import Peer, Request
 from ctd.control.server import serve_control
-from ctd.ctdctl.main import DaemonError, build_parser, main
+from ctd.ctdctl import main as ctdctl
 from ctd.ctdctl.admin import CHECK_TIMEOUT, human_size
 from ctd.ctdctl.completion import bash_completion
+from ctd.ctdctl.main import DaemonError, build_parser, main
 from ctd.errors import BadRequest, CtdError, PermissionDenied
-from ctd.control.protocol import Peer, Request
 
 COMPLETION_FILE = pathlib.Path(__file__).resolve().parent.parent / "etc" / "ctdctl.bash-completion"
 DENIED = "permission denied: 'checkpoint.set' changes the daemon's state and needs root or the admin group"

@@ -20,14 +20,14 @@ import pytest
 import structlog
 import trio
 
+from ctd.control.protocol import Peer, Request
+from ctd.control.server import serve_control
 from ctd.ctdctl import admin as ctdctl_admin
 from ctd.ctdctl import escape as ctdctl_escape
 from ctd.ctdctl import render as ctdctl_render
-from ctd.control.server import serve_control
 from ctd.ctdctl.main import main
 from ctd.ctdctl.render import emit
 from ctd.errors import CtdError
-from ctd.control.protocol import Peer, Request
 from tests import test_ctdctl as base
 from tests import test_ctdctl_admin as admin
 from tests.daemonproc import DaemonProc, short_tmpdir

@@ -16,9 +16,9 @@ import pytest
 from ctd.adapters.taxii.adapter import MEDIA_TYPE
 from ctd.adapters.taxii.mapping import map_objects
 from ctd.config import parse_config
-from ctd.plugins import open_adapter
 from ctd.errors import UpstreamDataError
 from ctd.model import PullContext
+from ctd.plugins import open_adapter
 from tests.daemonproc import DaemonProc, short_tmpdir
 from tests.loopback import Received, ok, serve
 

@@ -13,8 +13,8 @@ import structlog
 
 from ctd.config import parse_config, summary
 from ctd.config_warnings import log_warnings
-from ctd.plugins import open_adapter
 from ctd.model import PullContext
+from ctd.plugins import open_adapter
 from tests.daemonproc import DaemonProc, short_tmpdir
 from tests.loopback import ok, serve
 

@@ -29,7 +29,6 @@ from ctd.service import logs as logs
 from ctd.service.logs import configure_logging, get_logger
 from tests.daemonproc import env, short_tmpdir, stop_process
 
-
 # --- encoding -----------------------------------------------------------------
 
 

@@ -11,14 +11,13 @@ import structlog
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ctd.model import ShareItem
 from ctd.adapters.edl.adapter import write_list
 from ctd.adapters.file.push import render
 from ctd.canon import canonicalize, value_problem
 from ctd.config import parse_config
-from ctd.plugins import adapter_class
 from ctd.errors import InvalidIndicator
-from ctd.model import INDICATOR_TYPES, now
+from ctd.model import INDICATOR_TYPES, ShareItem, now
+from ctd.plugins import adapter_class
 from ctd.sharing.actor import Sharer
 from tests.fakestore import FakeStore
 from tests.storeutil import ingest, s

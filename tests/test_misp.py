@@ -5,11 +5,10 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from ctd.model import ShareItem
 from ctd.adapters.misp.adapter import EventParams, MispAdapter, MispConfig
 from ctd.config import decode_options, parse_config
 from ctd.errors import AuthError, ConfigError, SourceUnavailable, UpstreamDataError
-from ctd.model import Batch, PullContext
+from ctd.model import Batch, PullContext, ShareItem
 from tests.emulators.misp import AUTH_FAILED, MispEmulator
 
 URL = "http://misp.test"

@@ -16,10 +16,10 @@ from ctd.sharing.actor import Sharer
 from ctd.sources.actor import AllowlistRef, SourceStatus, pull_once
 from tests.daemonproc import DaemonProc, short_tmpdir
 from tests.emulators.netskope import NetskopeTenant, serve_on_localhost
+from tests.exchange import Exchange
 from tests.fake_adapters import Fakes
 from tests.fakestore import FakeStore
 from tests.storeutil import ingest, s
-from tests.exchange import Exchange
 
 NOW = 1_800_000_000
 TENANT = """

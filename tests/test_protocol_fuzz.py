@@ -9,8 +9,8 @@ import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ctd.control.server import serve_control
 from ctd.control.protocol import Request, decode_request
+from ctd.control.server import serve_control
 from tests.daemonproc import short_tmpdir
 
 json_values = st.recursive(

@@ -15,12 +15,11 @@ from contextlib import ExitStack
 import httpx
 import pytest
 
-from ctd.model import ShareItem
 from ctd.adapters.http import HttpOptions, make_client, map_http_errors
 from ctd.config import parse_config
-from ctd.plugins import open_adapter
 from ctd.errors import AdapterError, UpstreamDataError
-from ctd.model import PullContext
+from ctd.model import PullContext, ShareItem
+from ctd.plugins import open_adapter
 from tests.daemonproc import DaemonProc, short_tmpdir
 from tests.loopback import Received, ok, redirect_to, serve
 

@@ -11,9 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ctd.store import sql as store_sql
 from ctd.model import INDICATOR_TYPES, SEVERITIES, Sighting, iso
-from ctd.rules.parser import And, Cmp, Node, Not, Now, Or, RuleError, parse
 from ctd.rules.compiler import (
     SQL_FUNCTIONS,
     CompiledRule,
@@ -23,6 +21,8 @@ from ctd.rules.compiler import (
     glob_to_regex,
     glob_to_sql,
 )
+from ctd.rules.parser import And, Cmp, Node, Not, Now, Or, RuleError, parse
+from ctd.store import sql as store_sql
 from tests.storeutil import DAY, NOW, ingest
 
 MD5 = "0cc175b9c0f1b6a831c399e269772661"

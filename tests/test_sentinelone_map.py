@@ -20,7 +20,7 @@ def load(name: str):
     return json.loads((FIX / name).read_text())
 
 
-def Item(**fields: Any) -> ShareItem:  # noqa: N802 - reads as the ShareItem it builds
+def Item(**fields: Any) -> ShareItem:
     """A ShareItem (what the sharing layer hands a destination) with the defaults these tests leave out."""
     defaults: dict[str, Any] = dict(
         severity="high",

@@ -8,10 +8,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ctd.store import query as store_query
-from ctd.store import sql as store_sql
 from ctd.model import iso
 from ctd.store import IngestBatch
+from ctd.store import query as store_query
+from ctd.store import sql as store_sql
 from ctd.store.schema import MIGRATIONS
 from tests.storeutil import DAY, NOW, ingest, s, show
 

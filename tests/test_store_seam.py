@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 
 from ctd.model import Sighting
-from ctd.store import STAGE_COLUMNS, Store, to_stage_rows
-from ctd.store import api, engine, requests
+from ctd.store import STAGE_COLUMNS, Store, api, engine, requests, to_stage_rows
 
 ROOT = Path(__file__).resolve().parent.parent
 # The SQLite backend; nothing outside ctd/store/ imports these.

@@ -12,7 +12,6 @@ from hypothesis import strategies as st
 from stix2validator import ValidationOptions, validate_instance
 
 from ctd.adapters.taxii import mapping as tmap
-from ctd.model import ShareItem
 from ctd.adapters.taxii.stix import (
     CTD_NAMESPACE,
     MalformedPattern,
@@ -21,7 +20,7 @@ from ctd.adapters.taxii.stix import (
     indicator_id,
     parse_pattern,
 )
-from ctd.model import parse_time
+from ctd.model import ShareItem, parse_time
 
 FEED = json.loads((Path(__file__).parent / "fixtures" / "taxii" / "feed.json").read_text())
 NOW = parse_time("2026-01-01T00:00:00Z")

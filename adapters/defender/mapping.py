@@ -49,7 +49,7 @@ def token_url(tenant: str) -> str:
 
 
 def iso(epoch: int) -> str:
-    return dt.datetime.fromtimestamp(epoch, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def parse_time(raw: Any) -> int | None:
@@ -66,7 +66,7 @@ def parse_time(raw: Any) -> int | None:
         d = dt.datetime.fromisoformat(t)
     except ValueError:
         return None
-    return int((d if d.tzinfo else d.replace(tzinfo=dt.timezone.utc)).timestamp())
+    return int((d if d.tzinfo else d.replace(tzinfo=dt.UTC)).timestamp())
 
 
 def odata_quote(value: str) -> str:

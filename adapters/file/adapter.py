@@ -107,7 +107,7 @@ class _Reader:
     def open(self, resume: dict | None, want_header: bool) -> bytes | None:
         """Open, check, position at the resume point; return the header line if wanted."""
         try:
-            self.f = f = open(self.path, "rb")  # noqa: SIM115 - closed by close()
+            self.f = f = open(self.path, "rb")
             st = os.fstat(f.fileno())
             if not stat.S_ISREG(st.st_mode):
                 raise SourceUnavailable(f"{self.path}: not a regular file")

@@ -44,7 +44,7 @@ def parse_date(text: Any) -> int | None:
 
 def stamp(epoch: int) -> str:
     """Epoch seconds in the request date format (``from``/``to``/``start``)."""
-    return dt.datetime.fromtimestamp(epoch, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S+0000")
+    return dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S+0000")
 
 
 # --- pull --------------------------------------------------------------------------------------

@@ -55,7 +55,7 @@ _INDEXED = re.compile(r"^data\.(\d+)(?:\.[\w]+)?:\s*(.*)$", re.S)
 
 
 def iso(epoch: int) -> str:
-    return dt.datetime.fromtimestamp(epoch, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def parse_time(raw: Any) -> int | None:
@@ -67,7 +67,7 @@ def parse_time(raw: Any) -> int | None:
         d = dt.datetime.fromisoformat(t)
     except ValueError:
         return None
-    return int((d if d.tzinfo else d.replace(tzinfo=dt.timezone.utc)).timestamp())
+    return int((d if d.tzinfo else d.replace(tzinfo=dt.UTC)).timestamp())
 
 
 def scope_filter(*, account_id: str | None = None, site_id: str | None = None) -> dict[str, list[str]]:

@@ -147,7 +147,7 @@ def map_objects(objects: Any, now: int) -> tuple[list[Sighting], list[Rejected]]
 
 def stix_time(ms: int) -> str:
     """STIX timestamp with millisecond precision (``created``/``modified`` must have it)."""
-    d = _dt.datetime.fromtimestamp(ms / 1000, _dt.timezone.utc)
+    d = _dt.datetime.fromtimestamp(ms / 1000, _dt.UTC)
     return d.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
 
 

@@ -15,8 +15,8 @@ import socket
 import struct
 from typing import Any
 
-from ctd.errors import ConfigError, PermissionDenied
 from ctd.control.protocol import Peer
+from ctd.errors import ConfigError, PermissionDenied
 
 READ = "read"
 ADMIN = "admin"

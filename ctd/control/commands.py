@@ -34,7 +34,7 @@ def _opt_bool(args: dict[str, Any], key: str) -> bool | None:
 
 
 class Commands(SharingCommands, AdminCommands):
-    def __init__(self, daemon: "DaemonView", policy: AccessPolicy) -> None:
+    def __init__(self, daemon: DaemonView, policy: AccessPolicy) -> None:
         self.d = daemon
         self.policy = policy
         self.handlers: dict[str, tuple[str, Any]] = {

@@ -14,9 +14,8 @@ from ctd import __version__
 from ctd.canon import candidates
 from ctd.config import parse_duration
 from ctd.config_warnings import tls_unverified
-from ctd.errors import BadRequest, ControlError
+from ctd.errors import BadRequest, ControlError, describe
 from ctd.model import INDICATOR_TYPES, iso, now, parse_time
-from ctd.errors import describe
 from ctd.plugins import adapter_class, open_adapter
 
 if TYPE_CHECKING:
@@ -44,7 +43,7 @@ def _when(text: Any, what: str) -> int:
 
 
 class AdminCommands:
-    d: "DaemonView"
+    d: DaemonView
 
     def _plugin_name(self, args: dict[str, Any], key: str = "name", pulling: bool = False) -> str:
         name = args.get(key)
@@ -120,7 +119,7 @@ class AdminCommands:
             ok = True
         except trio.TooSlowError:
             ok, message = False, f"no answer within {CHECK_TIMEOUT:.0f}s"
-        except Exception as exc:  # noqa: BLE001 - reported to the operator
+        except Exception as exc:
             ok, message = False, describe(exc)
         if message is None:
             message = "this adapter has no connectivity check"

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 
 class SharingCommands:
-    d: "DaemonView"
+    d: DaemonView
 
     # -- rules and sharing -----------------------------------------------------------
 

@@ -37,7 +37,6 @@ import structlog
 import trio
 
 from ctd.control.limits import DEFAULT_LIMITS, ConnectionLimits, serve_admitted
-from ctd.errors import BadRequest, ConfigError, CtdError, PermissionDenied
 from ctd.control.protocol import (
     CODE_BAD_REQUEST,
     CODE_DENIED,
@@ -53,6 +52,7 @@ from ctd.control.protocol import (
     error_reply,
     ok_reply,
 )
+from ctd.errors import BadRequest, ConfigError, CtdError, PermissionDenied
 
 __all__ = ["ConnectionLimits", "Dispatch", "Peer", "Request", "SocketInUseError", "serve_control"]
 

@@ -17,12 +17,12 @@ from typing import Any, Final, TextIO
 
 import msgspec
 
+from ctd.control.protocol import Reply, decode_reply, encode_request
 from ctd.ctdctl import admin as admin
 from ctd.ctdctl import render as render
 from ctd.ctdctl.completion import bash_completion
 from ctd.ctdctl.escape import escape
 from ctd.errors import CtdError
-from ctd.control.protocol import Reply, decode_reply, encode_request
 
 DEFAULT_SOCKET: Final = "/run/ctd/ctd.sock"
 DEFAULT_TIMEOUT: Final = 120.0  # seconds per socket operation

@@ -20,22 +20,22 @@ from typing import Any
 import structlog
 import trio
 
-from ctd.service import logs as logs
-from ctd.ask import Ask, ask
 from ctd.allowlist import Allowlist
+from ctd.ask import Ask, ask
 from ctd.config import Config, ConfigDiff, PluginConfig, diff_named, load_config
 from ctd.config_warnings import log_warnings
 from ctd.control.server import serve_control
+from ctd.daemon.supervisor import Supervisor
 from ctd.errors import ConfigError, describe
 from ctd.model import Adapter
 from ctd.plugins import adapter_class, open_adapter
 from ctd.rates import RateCounter
+from ctd.service import logs as logs
 from ctd.service.sdnotify import Notifier, run_watchdog, watchdog_interval
 from ctd.sharing.actor import INBOX_SIZE as SHARING_INBOX
-from ctd.sharing.actor import Sharer, ShareNow, ShareResult, SharingStatus, Wake, run_sharing
+from ctd.sharing.actor import ShareNow, Sharer, ShareResult, SharingStatus, Wake, run_sharing
 from ctd.sources.actor import AllowlistRef, PullNow, PullResult, SourceStatus, backoff_delay, run_source
 from ctd.store import IngestResult, Store, run_store
-from ctd.daemon.supervisor import Supervisor
 
 log = structlog.get_logger("ctd.daemon")
 
@@ -74,7 +74,7 @@ async def serve_with_restarts(name: str, adapter: Adapter, *, task_status: Any =
         try:
             await adapter.serve()
             return
-        except Exception as exc:  # noqa: BLE001 - one plugin's server must not stop the daemon
+        except Exception as exc:
             failures += 1
             delay = backoff_delay(failures, None)
             log.error(

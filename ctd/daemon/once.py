@@ -8,9 +8,9 @@ import trio
 
 from ctd.config import Config
 from ctd.daemon.daemon import allowlist_matcher, db_path
-from ctd.sharing.actor import Sharer, ShareResult
 from ctd.errors import describe
 from ctd.plugins import open_adapter
+from ctd.sharing.actor import Sharer, ShareResult
 from ctd.sources.actor import AllowlistRef, PullResult, SourceStatus, pull_once
 from ctd.store import run_store
 
@@ -28,7 +28,7 @@ async def run_once(cfg: Config) -> int:
             try:
                 async with open_adapter(name, plugin) as adapter:
                     results[name] = await pull_once(name, plugin, adapter, store, allow, status)
-            except Exception as exc:  # noqa: BLE001 - reported in the summary and the exit code
+            except Exception as exc:
                 results[name] = PullResult(source=name, error=describe(exc))
 
         async with trio.open_nursery() as pulls:
@@ -41,7 +41,7 @@ async def run_once(cfg: Config) -> int:
                 async with open_adapter(sh.destination, dest) as adapter:
                     sharer = Sharer(name, sh, cfg.rules[sh.rule], dest, adapter, store)
                     shared[name] = await sharer.share_once()
-            except Exception as exc:  # noqa: BLE001 - reported in the summary and the exit code
+            except Exception as exc:
                 shared[name] = ShareResult(sharing=name, error=describe(exc))
         root.cancel_scope.cancel()
     failed = 0

@@ -25,7 +25,6 @@ import msgspec
 from ctd.model import SEVERITY_RANK
 from ctd.rules.parser import And, Cmp, Node, Not, Now, Or, RuleError, parse
 
-
 __all__ = ["CompiledRule", "Rule", "RuleError", "Subject", "SQL_FUNCTIONS", "compile_filter"]
 
 

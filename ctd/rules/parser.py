@@ -45,7 +45,8 @@ Errors raise :class:`RuleError` with a 1-based column.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field as _field
+from dataclasses import dataclass
+from dataclasses import field as _field
 from typing import Union
 
 from ctd.model import INDICATOR_TYPES, SEVERITY_RANK, parse_time

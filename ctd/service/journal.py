@@ -23,8 +23,8 @@ import re
 import socket
 import struct
 import sys
-from collections.abc import Iterable, Mapping
-from typing import Any, Callable, TextIO
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TextIO
 
 DEFAULT_SOCKET = "/run/systemd/journal/socket"
 SOCKET_ENV = "CTD_JOURNAL_SOCKET"
@@ -159,10 +159,10 @@ class JournalLogger:
     def msg(self, **event_dict: Any) -> None:
         try:
             self.sender.send(encode_fields(entry_fields(event_dict)))
-        except Exception:  # noqa: BLE001 - logging must never take the caller down
+        except Exception:
             try:
                 self.fallback(event_dict)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 pass
 
     log = debug = info = warn = warning = err = error = critical = exception = fatal = failure = msg

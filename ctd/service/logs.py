@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, NamedTuple, TextIO
 
 import msgspec
@@ -72,7 +72,7 @@ def configure_logging(level: str = "info", stream: TextIO | None = None) -> None
 
 def _add_timestamp(_logger: WrappedLogger, _name: str, event_dict: EventDict) -> EventDict:
     """ISO 8601 UTC with milliseconds, e.g. ``2026-11-27T10:00:00.123Z``."""
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     event_dict["ts"] = now.isoformat(timespec="milliseconds").replace("+00:00", "Z")
     return event_dict
 

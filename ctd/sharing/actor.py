@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from datetime import timezone
+from datetime import UTC
 from typing import Any
 
 import msgspec
@@ -20,13 +20,12 @@ import outcome
 import structlog
 import trio
 
+from ctd.ask import Ask, answer, close_inbox
 from ctd.config import PluginConfig, RuleConfig, SharingConfig
-from ctd.errors import AuthError, CtdError, SourceUnavailable
+from ctd.errors import AuthError, CtdError, SourceUnavailable, describe
 from ctd.model import ActionSpec, Adapter, PushResult, ShareItem, iso, now
 from ctd.rates import RateCounter
 from ctd.rules.compiler import Rule
-from ctd.errors import describe
-from ctd.ask import Ask, answer, close_inbox
 from ctd.sources.actor import backoff_delay
 from ctd.store import PlanSharing, Selection, Store
 
@@ -95,7 +94,7 @@ def muted(rule: RuleConfig, at: int, override: int | None = None) -> bool:
         return False
     until = rule.muted_until
     if until.tzinfo is None:
-        until = until.replace(tzinfo=timezone.utc)
+        until = until.replace(tzinfo=UTC)
     return until.timestamp() > at
 
 
@@ -355,7 +354,7 @@ async def _pass(
         result = await _failed(sharer, status, exc)
         retry_after = exc.retry_after if isinstance(exc, SourceUnavailable) else None
         return result, backoff_delay(status.failures, retry_after)
-    except Exception as exc:  # noqa: BLE001 - an adapter bug must not kill the daemon
+    except Exception as exc:
         log.exception("sharing pass crashed", ctd_event="sharing_failed")
         result = await _failed(sharer, status, exc, logged=True)
         return result, backoff_delay(status.failures, None)

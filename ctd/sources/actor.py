@@ -39,7 +39,7 @@ class PullCounts(msgspec.Struct, kw_only=True):
     retracted: int = 0
     batches: int = 0
 
-    def add(self, other: "PullCounts") -> None:
+    def add(self, other: PullCounts) -> None:
         for f in PullCounts.__struct_fields__:
             setattr(self, f, getattr(self, f) + getattr(other, f))
 
@@ -109,7 +109,7 @@ async def pull_once(
     plugin: PluginConfig,
     adapter: Any,
     store: Store,
-    allowlist: "AllowlistRef",
+    allowlist: AllowlistRef,
     status: SourceStatus,
     on_commit: Callable[[str, IngestResult], None] | None = None,
 ) -> PullResult:
@@ -143,7 +143,7 @@ async def pull_once(
                             allowlisted=allowlist.current,
                         )
                         await send.send((batch, rows))
-            except Exception as exc:  # noqa: BLE001 - re-raised by the consumer below
+            except Exception as exc:
                 await send.send(exc)
 
     failure: Exception | None = None
@@ -171,7 +171,7 @@ async def pull_once(
                                     cursor=batch.cursor,
                                 )
                             )
-                        except Exception as exc:  # noqa: BLE001 - raised below, outside the nursery
+                        except Exception as exc:
                             failure = exc
                             nursery.cancel_scope.cancel()
                             break
@@ -245,7 +245,7 @@ async def run_source(
     plugin: PluginConfig,
     adapter: Any,
     store: Store,
-    allowlist: "AllowlistRef",
+    allowlist: AllowlistRef,
     status: SourceStatus,
     sync_requests: trio.MemoryReceiveChannel[Ask],
     on_commit: Callable[[str, IngestResult], None] | None = None,
@@ -290,7 +290,7 @@ async def _pull(
     plugin: PluginConfig,
     adapter: Any,
     store: Store,
-    allowlist: "AllowlistRef",
+    allowlist: AllowlistRef,
     status: SourceStatus,
     on_commit: Callable[[str, IngestResult], None] | None,
 ) -> tuple[PullResult, float]:
@@ -307,7 +307,7 @@ async def _pull(
         retry_after = exc.retry_after if isinstance(exc, SourceUnavailable) else None
         status.state = "backoff"
         return PullResult(source=name, error=describe(exc)), backoff_delay(status.failures, retry_after)
-    except Exception as exc:  # noqa: BLE001 - an adapter bug must not kill the daemon
+    except Exception as exc:
         log.exception("source pull crashed", ctd_event="source_pull_failed")
         await _record_failure(store, name, exc, logged=True)
         status.state = "backoff"

@@ -84,5 +84,5 @@ async def _run(conn: sqlite3.Connection, request: Any, limiter: trio.CapacityLim
         return outcome.Error(StoreError(f"database error: {exc}"))
     except AssertionError:
         raise  # a request the backend does not know is a bug: fail loudly
-    except Exception as exc:  # noqa: BLE001 - handed to the requester, not swallowed
+    except Exception as exc:
         return outcome.Error(exc)

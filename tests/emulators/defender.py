@@ -85,7 +85,7 @@ _TERM = re.compile(r"^\s*(\w+)\s+(eq|ne|ge|gt|le|lt)\s+(.+?)\s*$", re.I)
 
 
 def iso(epoch: float) -> str:
-    return dt.datetime.fromtimestamp(epoch, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f0Z")
+    return dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f0Z")
 
 
 def parse_time(text: str) -> float:
@@ -93,7 +93,7 @@ def parse_time(text: str) -> float:
     t = t[:-1] + "+00:00" if t.endswith("Z") else t
     t = re.sub(r"(\.\d{6})\d+", r"\1", t)  # .NET writes 7 fraction digits
     d = dt.datetime.fromisoformat(t)
-    return (d if d.tzinfo else d.replace(tzinfo=dt.timezone.utc)).timestamp()
+    return (d if d.tzinfo else d.replace(tzinfo=dt.UTC)).timestamp()
 
 
 # --- OData $filter: what the docs' examples use (eq/ne/ge/gt/le/lt joined by and) -----------

@@ -43,7 +43,7 @@ FEED_COLUMNS = ("Timestamp", "SenderAddress", "RecipientAddress", "FileName", "F
 
 def stamp(epoch: int) -> str:
     """Mimecast's date format: ``2015-11-16T14:49:18+0000``."""
-    return dt.datetime.fromtimestamp(epoch, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S+0000")
+    return dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S+0000")
 
 
 def parse_stamp(text: str) -> int:
@@ -53,7 +53,7 @@ def parse_stamp(text: str) -> int:
             d = dt.datetime.strptime(t, fmt)
         except ValueError:
             continue
-        return int((d if d.tzinfo else d.replace(tzinfo=dt.timezone.utc)).timestamp())
+        return int((d if d.tzinfo else d.replace(tzinfo=dt.UTC)).timestamp())
     raise ValueError(f"bad date {text!r}")
 
 

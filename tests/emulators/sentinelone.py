@@ -53,14 +53,14 @@ _DNS = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])
 
 
 def iso(epoch: float) -> str:
-    return dt.datetime.fromtimestamp(epoch, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def parse_time(text: str) -> float:
     t = str(text).strip().replace(" ", "T")
     t = t[:-1] + "+00:00" if t.endswith("Z") else t
     d = dt.datetime.fromisoformat(t)
-    return (d if d.tzinfo else d.replace(tzinfo=dt.timezone.utc)).timestamp()
+    return (d if d.tzinfo else d.replace(tzinfo=dt.UTC)).timestamp()
 
 
 def _err(code: int, title: str, detail: Any = None) -> dict[str, Any]:
