@@ -133,6 +133,14 @@ class NetskopeTenant:
     def url_list(self, name: str) -> UrlList | None:
         return next((lst for lst in self.url_lists.values() if lst.name == name), None)
 
+    def list_values(self, name: str) -> list[str] | None:
+        """What the URL list ``name`` holds as deployed (None: no such list)."""
+        lst = self.url_list(name)
+        return None if lst is None else list(lst.applied)
+
+    # What ``python -m tests.emulators.netskope --control`` lets a test call over HTTP.
+    CONTROL = ("add_alert", "list_values")
+
     def calls(self, method: str | None = None, prefix: str = "") -> list[tuple[str, str, dict[str, str]]]:
         return [r for r in self.requests if (method is None or r[0] == method) and r[1].startswith(prefix)]
 
