@@ -88,6 +88,9 @@ def _handler_class(
 ) -> type[http.server.BaseHTTPRequestHandler]:
     class Handler(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        # Headers and body leave in two writes: with Nagle and the client's delayed ACK
+        # every keep-alive reply would wait ~40 ms (a 14-day alert iterator: 30 s).
+        disable_nagle_algorithm = True
 
         def _any(self) -> None:
             length = int(self.headers.get("content-length") or 0)
