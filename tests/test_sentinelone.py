@@ -11,11 +11,13 @@ from ctd.config import parse_config
 from ctd.errors import AuthError, ConfigError, SourceUnavailable
 from ctd.model import PullContext, ShareItem, iso, now, parse_time
 from ctd.sharing.actor import Sharer
+from tests.daemonproc import DaemonProc, short_tmpdir
 from tests.emulators.netskope import NetskopeTenant
 from tests.emulators.sentinelone import DAY, SentinelOneEmulator
 from tests.exchange import Exchange
 from tests.fakestore import FakeStore
 from tests.storeutil import ingest, s
+from tests.vendorprocs import Emulator
 
 EPOCH = 1_800_000_000
 ACCOUNT, SITE = "1000000000000000001", "2000000000000000001"
@@ -361,3 +363,35 @@ async def test_bidirectional_with_netskope_does_not_loop(emu, store):
     assert emu.values() == {"ee" * 16, "ef" * 32}
     assert sorted(ns.hash_lists["ctd-s1"]) == ["ab" * 32]
     assert len(calls(emu, "POST")) == 1 and calls(emu, "DELETE") == []
+
+
+# --- ctdctl plugins check, the real daemon against the standalone emulator -----------------------------
+
+
+def test_ctdctl_plugins_check_against_the_standalone_emulator(tmp_path):
+    """``ctdctl plugins check`` makes an authenticated call to the console; a wrong token fails it, no token shown."""
+    emu = Emulator("sentinelone")
+    d = DaemonProc(short_tmpdir(), "", NO_PROXY="127.0.0.1", no_proxy="127.0.0.1")
+    try:
+        emu.started()
+        (d.dir / "good").write_text(emu.creds["token"] + "\n")
+        (d.dir / "bad").write_text("not-the-token\n")
+        plugin = '[plugins.{n}]\nadapter = "sentinelone"\ntenant = "{t}"\npull = false\naccount_id = "{a}"\n'
+        tenant = '[tenants.{t}]\nurl = "{u}"\ntoken_file = "{f}"\n'
+        d.write_config(
+            "".join(
+                tenant.format(t=t, u=emu.base, f=d.dir / t) + plugin.format(n=n, t=t, a=emu.creds["accountId"])
+                for n, t in (("s1", "good"), ("s1-bad", "bad"))
+            )
+        )
+        d.start().wait_ready()
+        ok = d.ctl_json("plugins", "check", "s1")
+        assert ok["ok"] and ok["message"].startswith(f"reached SentinelOne at {emu.base}, account"), ok
+        bad = d.ctl("--json", "plugins", "check", "s1-bad")
+        assert bad.returncode == 2 and "API token rejected or expired" in bad.stdout + bad.stderr
+        assert "not-the-token" not in bad.stdout + bad.stderr
+    finally:
+        if d.proc is not None and d.proc.poll() is None:
+            d.stop()
+        d.cleanup()
+        emu.stop()
