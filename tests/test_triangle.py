@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 import tomli_w
 
+from ctd.config import parse_config
 from tests.daemonproc import DaemonProc, short_tmpdir
 from tests.loopback import Received, serve
 from tests.medallion_server import PASSWORD, USER, Coll, medallion
@@ -226,3 +227,18 @@ def test_plugins_check_authenticates_against_each_tool(triangle: Triangle):
     ):
         out = triangle.d.ctl_json("plugins", "check", name)
         assert out["ok"] and says in out["message"], out
+
+
+def test_the_example_is_the_triangle_both_ways_with_a_list_per_source(tmp_path, monkeypatch):
+    """triangle.toml validates; each pair of tools shares both ways; each tenant list takes one source."""
+    for name in ("netskope-v2", "netskope-v1", "defender-secret", "mimecast-secret", "abusech", "taxii-password"):
+        (tmp_path / name).write_text("x")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
+    cfg = parse_config(EXAMPLE.read_text(), str(EXAMPLE))
+    tools = {"tenant", "edr", "gateway"}
+    edges = {(src, sh.destination) for sh in cfg.sharing.values() if sh.rule == "urls" for src in sh.sources}
+    assert {(a, b) for a in tools for b in tools if a != b} <= edges
+    lists = [(sh.sources, sh.params.list) for sh in cfg.sharing.values() if sh.action == "url_list"]
+    assert all(len(sources) == 1 for sources, _ in lists) and len({name for _, name in lists}) == len(lists)
+    assert {s for sources, _ in lists for s in sources} == {"edr", "gateway", "urlhaus", "intel"}
+    assert {r.filter for r in cfg.rules.values()} == {"type = url", "type in (md5, sha256)"}
