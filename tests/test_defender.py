@@ -416,3 +416,19 @@ async def test_bidirectional_with_netskope_does_not_loop(emu, store):
     assert ns.url_list("ctd-defender").applied == ["cedefaultpush.io", "http://from-mde.example/b"]
     assert len(api_calls(emu, "/api/indicators/import")) == 1 and api_calls(emu, "/api/indicators/BatchDelete") == []
     assert json.dumps(sorted(emu.values_by("mde-app"))) == '["http://from-ns.example/a"]'
+
+
+async def test_next_links_that_never_end_stop_the_pull(emu, monkeypatch):
+    """A server that always names a new next page cannot keep a pull going: it fails as a data error."""
+    from ctd.adapters.defender import api as mod
+
+    monkeypatch.setattr(mod, "MAX_PAGES", 3)
+    n = iter(range(1000))
+
+    def endless(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/api/alerts":
+            return httpx.Response(200, json={"value": [], "@odata.nextLink": f"{API}/api/alerts?$skip={next(n)}"})
+        return emu.handle(request)
+
+    with pytest.raises(UpstreamDataError, match="more than 3 pages"):
+        await pull(adapter(emu, transport=httpx.MockTransport(endless)))

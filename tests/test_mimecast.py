@@ -8,7 +8,7 @@ import trio
 
 from ctd.adapters.mimecast.adapter import MimecastAdapter
 from ctd.config import parse_config
-from ctd.errors import AuthError, ConfigError, SourceUnavailable
+from ctd.errors import AuthError, ConfigError, SourceUnavailable, UpstreamDataError
 from ctd.model import PullContext, ShareItem, now
 from ctd.sharing.actor import Sharer
 from tests.emulators.mimecast import MimecastEmulator
@@ -31,9 +31,9 @@ def config(extra: str = "", plugin: str = PLUGIN, tenant: str = TENANT):
     return parse_config(tenant + plugin + extra)
 
 
-def adapter(emu: MimecastEmulator, cfg=None, name: str = "mc") -> MimecastAdapter:
+def adapter(emu: MimecastEmulator, cfg=None, name: str = "mc", transport=None) -> MimecastAdapter:
     cfg = cfg or config()
-    return MimecastAdapter(name, cfg.plugins[name].options, httpx.AsyncClient(transport=emu.transport()))
+    return MimecastAdapter(name, cfg.plugins[name].options, httpx.AsyncClient(transport=transport or emu.transport()))
 
 
 def item(value: str, typ: str = "url", remote_id: str | None = None, **kw) -> ShareItem:
@@ -411,3 +411,21 @@ async def test_bidirectional_with_netskope_does_not_loop(emu, store):
     assert ns.url_list("ctd-mimecast").applied == ["cedefaultpush.io", "http://from-mc.example/b"]
     assert len(emu.api_calls("/api/ttp/url/create-managed-url")) == 1
     assert [q for m_, p, q in ns.calls("PATCH")] and len(ns.calls("PATCH")) == 1
+
+
+async def test_page_tokens_that_never_end_stop_the_pull(emu, monkeypatch):
+    """A server that always names a new next page cannot keep a pull going: it fails as a data error."""
+    from ctd.adapters.mimecast import adapter as mod
+
+    monkeypatch.setattr(mod, "MAX_PAGES", 3)
+    n = iter(range(1000))
+
+    def endless(request: httpx.Request) -> httpx.Response:
+        resp = emu.handle(request)
+        if request.url.path == "/api/ttp/url/get-logs":
+            return httpx.Response(200, json={"meta": {"pagination": {"next": f"t{next(n)}"}}, "data": [], "fail": []})
+        return resp
+
+    mc = adapter(emu, config(plugin=PLUGIN + 'logs = ["url"]\n'), transport=httpx.MockTransport(endless))
+    with pytest.raises(UpstreamDataError, match="more than 3 pages"):
+        await pull(mc)

@@ -8,7 +8,7 @@ import pytest
 from ctd.adapters.netskope.adapter import NetskopeAdapter
 from ctd.adapters.sentinelone.adapter import SentinelOneAdapter
 from ctd.config import parse_config
-from ctd.errors import AuthError, ConfigError, SourceUnavailable
+from ctd.errors import AuthError, ConfigError, SourceUnavailable, UpstreamDataError
 from ctd.model import PullContext, ShareItem, iso, now, parse_time
 from ctd.sharing.actor import Sharer
 from tests.daemonproc import DaemonProc, short_tmpdir
@@ -395,3 +395,17 @@ def test_ctdctl_plugins_check_against_the_standalone_emulator(tmp_path):
             d.stop()
         d.cleanup()
         emu.stop()
+
+
+async def test_cursors_that_never_end_stop_the_pull(emu, monkeypatch):
+    """A server that always names a new cursor cannot keep a pull going: it fails as a data error."""
+    from ctd.adapters.sentinelone import api as mod
+
+    monkeypatch.setattr(mod, "MAX_PAGES", 3)
+    n = iter(range(1000))
+
+    def endless(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"data": [], "pagination": {"nextCursor": f"c{next(n)}"}})
+
+    with pytest.raises(UpstreamDataError, match="more than 3 pages"):
+        await pull(adapter(emu, transport=httpx.MockTransport(endless)))

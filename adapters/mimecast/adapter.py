@@ -36,11 +36,13 @@ from ctd.model import (
     PullContext,
     PushResult,
     ShareItem,
+    UpstreamDataError,
     host_of_url,
 )
 
 _Name = Annotated[str, Meta(min_length=1, max_length=255)]
 BATCH = 100  # data items per call (Mimecast publishes no maximum; the reference plugin sends small batches)
+MAX_PAGES = 10_000  # per stream and pull: page tokens that never end are a broken or hostile server
 LOG_PATHS = {"url": mapi.URL_LOGS, "attachment": mapi.ATTACHMENT_LOGS}
 
 
@@ -170,7 +172,7 @@ class MimecastAdapter(Adapter):
                 own = m.own_blocks(await self.api.call(mapi.LIST_URLS, []))
             except AuthError:
                 pass  # an application allowed to read logs only: nothing of ctd's to leave out
-        while True:
+        for _ in range(MAX_PAGES):
             pagination: dict[str, Any] = {"pageSize": self.config.page_size}
             if token:
                 pagination["pageToken"] = token
@@ -186,9 +188,10 @@ class MimecastAdapter(Adapter):
             if nxt is None:
                 return
             token = nxt
+        raise UpstreamDataError(f"Mimecast {LOG_PATHS[name]}: more than {MAX_PAGES} pages in one pull")
 
     async def _feed_pages(self, name: str, lo: int, hi: int, token: str | None) -> AsyncIterator[tuple]:
-        while True:
+        for _ in range(MAX_PAGES):
             query: dict[str, Any] = {"start": m.stamp(lo), "end": m.stamp(hi), "feedType": name, "fileType": "csv"}
             if token:
                 query["token"] = token
@@ -199,6 +202,7 @@ class MimecastAdapter(Adapter):
             if nxt is None:
                 return
             token = nxt
+        raise UpstreamDataError(f"Mimecast {mapi.FEED}: more than {MAX_PAGES} parts in one pull")
 
     # --- push -----------------------------------------------------------------------------
 
