@@ -432,3 +432,24 @@ async def test_next_links_that_never_end_stop_the_pull(emu, monkeypatch):
 
     with pytest.raises(UpstreamDataError, match="more than 3 pages"):
         await pull(adapter(emu, transport=httpx.MockTransport(endless)))
+
+
+async def test_two_sharings_with_one_value_keep_one_indicator(emu, store):
+    """The same value selected by two sharings: the first creates it, the second says ctd made it for another one."""
+    t = now()
+    ingest(store.conn, "a", [s("http://both.example/", "url")], now=t)
+    ingest(store.conn, "b", [s("http://both.example/", "url")], now=t)
+    share = '[sharing.{n}]\nsources = ["{n}"]\nrule = "r"\ndestination = "mde"\naction = "indicator"\n'
+    cfg = config(
+        '[plugins.a]\nadapter = "file"\npath = "a.txt"\npull = false\n'
+        '[plugins.b]\nadapter = "file"\npath = "b.txt"\npull = false\n[rules.r]\nfilter = "type = url"\n'
+        + share.format(n="a")
+        + share.format(n="b")
+    )
+    results = [
+        await Sharer(n, cfg.sharing[n], cfg.rules["r"], cfg.plugins["mde"], adapter(emu, cfg), store).share_once()
+        for n in ("a", "b")
+    ]
+    assert [(r.pushed, r.rejected) for r in results] == [(1, 0), (0, 1)] and len(emu.indicators) == 1
+    [(reason,)] = store.conn.execute("SELECT error FROM delivery WHERE state = 'failed'").fetchall()
+    assert reason.startswith("already a Defender indicator made by ctd for another sharing configuration")

@@ -429,3 +429,11 @@ async def test_page_tokens_that_never_end_stop_the_pull(emu, monkeypatch):
     mc = adapter(emu, config(plugin=PLUGIN + 'logs = ["url"]\n'), transport=httpx.MockTransport(endless))
     with pytest.raises(UpstreamDataError, match="more than 3 pages"):
         await pull(mc)
+
+
+async def test_a_managed_url_ctd_made_for_another_sharing_is_named_so(emu):
+    """A value whose Managed URL carries ctd's mark but not this sharing's id is reported as another sharing's."""
+    mc = adapter(emu)
+    await mc.push("managed_url", URLP(), [item("https://both.example/")])
+    res = await mc.push("managed_url", URLP(), [item("https://both.example/")])
+    assert res.rejected["https://both.example/"].startswith("already a Managed URL made by ctd for another sharing")

@@ -409,3 +409,11 @@ async def test_cursors_that_never_end_stop_the_pull(emu, monkeypatch):
 
     with pytest.raises(UpstreamDataError, match="more than 3 pages"):
         await pull(adapter(emu, transport=httpx.MockTransport(endless)))
+
+
+async def test_an_ioc_ctd_made_for_another_sharing_is_named_so(emu):
+    """A value whose IOC has ctd's source but not this sharing's uuid is reported as another sharing's."""
+    s1 = adapter(emu)
+    await s1.push("ioc", P(), [item("ab" * 32)])
+    res = await s1.push("ioc", P(), [item("ab" * 32)])
+    assert res.rejected["ab" * 32].startswith("already a SentinelOne IOC made by ctd for another sharing")
