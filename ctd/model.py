@@ -144,6 +144,10 @@ class ShareItem(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     last_seen: int | None
     expires_at: int | None
     sources: tuple[str, ...]
+    # The destination's id for the entry ctd created for this value (``PushResult.ids`` of an
+    # earlier push, kept in the delivery ledger); None when ctd recorded none. Adapters delete
+    # by it, so they never remove an entry ctd did not create.
+    remote_id: str | None = None
 
 
 class PushResult(msgspec.Struct, frozen=True, kw_only=True):
@@ -151,10 +155,13 @@ class PushResult(msgspec.Struct, frozen=True, kw_only=True):
 
     Everything not in ``rejected`` was accepted. A failure of the whole call
     (network, 5xx, 429) is raised as ``SourceUnavailable`` instead, so nothing
-    is marked shared that was not.
+    is marked shared that was not. ``ids`` names the destination's id of the
+    entry created (or kept) for an accepted value; the ledger records it and
+    hands it back as ``ShareItem.remote_id`` (to a later push, and to ``retract``).
     """
 
     rejected: dict[str, str] = {}
+    ids: dict[str, str] = {}
 
 
 class ActionSpec(msgspec.Struct, frozen=True, kw_only=True):

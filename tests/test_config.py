@@ -233,14 +233,26 @@ def test_demo_config_commented_examples_are_valid(tmp_path, monkeypatch):
     text = (Path(__file__).parent.parent / "etc" / "ctd.toml").read_text()
     head, tail = text.split("# More sources", 1)
     lines = [ln[2:] for ln in tail.splitlines() if ln.startswith("# [") or re.match(r"# [a-z_]+ = ", ln)]
-    for name in ("taxii-password", "netskope-v2", "netskope-v1", "misp-api-key", "falcon-secret"):
+    for name in (
+        "taxii-password",
+        "netskope-v2",
+        "netskope-v1",
+        "misp-api-key",
+        "falcon-secret",
+        "defender-secret",
+        "mimecast-secret",
+        "s1-token",
+    ):
         (tmp_path / name).write_text("not-a-real-secret")
     (tmp_path / "edl.password").write_text("pw")
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
     body = "\n".join(lines).replace("/etc/ctd/edl.password", str(tmp_path / "edl.password"))
     cfg = parse_config(head + "\n" + body + "\n")
-    assert {"urlhaus", "intel", "fw", "netskope", "misp", "falcon"} <= set(cfg.plugins)
+    assert {"urlhaus", "intel", "fw", "netskope", "misp", "falcon", "defender", "mimecast", "sentinelone"} <= set(
+        cfg.plugins
+    )
     assert {"urls-to-firewall", "urls-to-netskope", "hashes-to-misp", "hashes-to-falcon"} <= set(cfg.sharing)
+    assert {"urls-to-defender", "urls-to-mimecast", "hashes-to-sentinelone"} <= set(cfg.sharing)
 
 
 def test_secret_options_never_in_repr(tmp_path):

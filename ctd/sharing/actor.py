@@ -193,7 +193,10 @@ class Sharer:
             by_value = {it.value: iid for iid, it in batch}
             rejected = {by_value[v]: reason for v, reason in res.rejected.items() if v in by_value}
             done = [iid for iid, _ in batch if iid not in rejected]
-            await self.store.record_delivery(self.name, done=done, rejected=rejected, retraction=retraction, now=now())
+            ids = {by_value[v]: rid for v, rid in res.ids.items() if v in by_value}
+            await self.store.record_delivery(
+                self.name, done=done, rejected=rejected, retraction=retraction, now=now(), ids=ids
+            )
             ok_items = [it for iid, it in batch if iid not in rejected]
             bad_items = [it for iid, it in batch if iid in rejected]
             if retraction:

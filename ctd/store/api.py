@@ -175,10 +175,18 @@ class Store(abc.ABC):
         return await self._execute(FetchPending(sharing=sharing, retraction=retraction, limit=limit))
 
     async def record_delivery(
-        self, sharing: str, *, done: Sequence[int], rejected: dict[int, str], retraction: bool, now: int
+        self,
+        sharing: str,
+        *,
+        done: Sequence[int],
+        rejected: dict[int, str],
+        retraction: bool,
+        now: int,
+        ids: dict[int, str] | None = None,
     ) -> None:
+        """Record a delivered batch; ``ids``: the destination's ids of what it created, by ledger key."""
         await self._execute(
-            RecordDelivery(sharing=sharing, done=done, rejected=rejected, retraction=retraction, now=now)
+            RecordDelivery(sharing=sharing, done=done, rejected=rejected, retraction=retraction, now=now, ids=ids or {})
         )
 
     async def list_hash(self, sharing: str) -> tuple[str, str | None]:

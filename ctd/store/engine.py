@@ -62,6 +62,7 @@ def execute(conn: sqlite3.Connection, request: Any) -> Any:
                 rejected=request.rejected,
                 retraction=request.retraction,
                 now=request.now,
+                ids=request.ids,
             )
         # Sources and checkpoints.
         case GetCheckpoint(source=name):

@@ -157,7 +157,7 @@ def _mark_over_limit(conn: sqlite3.Connection, shid: int, table: str, now: int, 
     )
 
 
-def _item(row: tuple) -> tuple[int, ShareItem]:
+def _item(row: tuple, remote_id: str | None = None) -> tuple[int, ShareItem]:
     iid, typ, value, sev, rep, tags, comments, ref, first, last, exp, srcs = row
     return iid, ShareItem(
         type=typ,
@@ -171,38 +171,54 @@ def _item(row: tuple) -> tuple[int, ShareItem]:
         last_seen=last,
         expires_at=exp,
         sources=tuple(srcs.split("\x1f")) if srcs else (),
+        remote_id=remote_id,
     )
 
 
 def fetch_pending(conn: sqlite3.Connection, name: str, retraction: bool, limit: int) -> list[tuple[int, ShareItem]]:
-    """Up to ``limit`` ledger rows waiting to be pushed (or withdrawn), newest first, as deliverable items."""
+    """Up to ``limit`` ledger rows waiting to be pushed (or withdrawn), newest first, as deliverable items.
+
+    Each item carries the destination's id recorded for it (``remote_id``), if any.
+    """
     shid = sharing_id(conn, name)
     state = "retract_pending" if retraction else "pending"
     rows = conn.execute(
-        f"SELECT {ITEM_COLS} FROM delivery d JOIN indicator i ON i.id = d.iid "
+        f"SELECT {ITEM_COLS}, d.remote_id FROM delivery d JOIN indicator i ON i.id = d.iid "
         "WHERE d.shid = ? AND d.state = ? ORDER BY i.last_seen DESC, i.id DESC LIMIT ?",
         (shid, state, limit),
     ).fetchall()
-    return [_item(r) for r in rows]
+    return [_item(r[:-1], r[-1]) for r in rows]
 
 
 def record(
-    conn: sqlite3.Connection, name: str, *, done: list[int], rejected: dict[int, str], retraction: bool, now: int
+    conn: sqlite3.Connection,
+    name: str,
+    *,
+    done: list[int],
+    rejected: dict[int, str],
+    retraction: bool,
+    now: int,
+    ids: dict[int, str] | None = None,
 ) -> None:
-    """Record a delivered batch: accepted rows become shared (or retracted), refused ones failed."""
+    """Record a delivered batch: accepted rows become shared (or retracted), refused ones failed.
+
+    ``ids`` are the destination's ids of what a push created; a withdrawn row forgets its id
+    (the entry is gone), a pushed row without a new id keeps the one recorded.
+    """
     shid = sharing_id(conn, name)
+    ids = ids or {}
     with transaction(conn):
         if retraction:
             conn.executemany(
                 "UPDATE delivery SET state = CASE WHEN error = 'over limit' THEN 'unshared' ELSE 'retracted' END, "
-                "updated_at = ? WHERE shid = ? AND iid = ? AND state = 'retract_pending'",
+                "updated_at = ?, remote_id = NULL WHERE shid = ? AND iid = ? AND state = 'retract_pending'",
                 [(now, shid, i) for i in done],
             )
         else:
             conn.executemany(
-                "UPDATE delivery SET state = 'shared', updated_at = ?, shared_at = ?, error = NULL "
-                "WHERE shid = ? AND iid = ? AND state = 'pending'",
-                [(now, now, shid, i) for i in done],
+                "UPDATE delivery SET state = 'shared', updated_at = ?, shared_at = ?, error = NULL, "
+                "remote_id = coalesce(?, remote_id) WHERE shid = ? AND iid = ? AND state = 'pending'",
+                [(now, now, ids.get(i), shid, i) for i in done],
             )
         conn.executemany(
             "UPDATE delivery SET state = 'failed', updated_at = ?, error = ? WHERE shid = ? AND iid = ?",

@@ -170,13 +170,17 @@ class FetchPending(_Request, frozen=True, kw_only=True):
 
 
 class RecordDelivery(_Request, frozen=True, kw_only=True):
-    """A delivered batch: accepted rows become shared (or retracted), refused ones failed."""
+    """A delivered batch: accepted rows become shared (or retracted), refused ones failed.
+
+    ``ids``: the destination's ids of what was created, by ledger key (``PushResult.ids``).
+    """
 
     sharing: str
     done: Sequence[int]
     rejected: dict[int, str]
     retraction: bool
     now: int
+    ids: dict[int, str] = {}
 
 
 class GetListHash(_Request, frozen=True, kw_only=True):

@@ -99,6 +99,11 @@ MIGRATIONS: list[str] = [
     ALTER TABLE indicator ADD COLUMN nsrc INTEGER NOT NULL DEFAULT 0;
     UPDATE indicator SET nsrc = (SELECT count(*) FROM sighting WHERE iid = indicator.id);
     """,
+    # 6: the destination's id of what ctd created there (PushResult.ids), so a
+    # withdrawal deletes exactly that entry and never one ctd did not create.
+    """
+    ALTER TABLE delivery ADD COLUMN remote_id TEXT;
+    """,
 ]
 
 
