@@ -239,8 +239,11 @@ def test_demo_config_commented_examples_are_valid(tmp_path, monkeypatch):
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
     body = "\n".join(lines).replace("/etc/ctd/edl.password", str(tmp_path / "edl.password"))
     cfg = parse_config(head + "\n" + body + "\n")
-    assert {"urlhaus", "intel", "fw", "netskope", "misp", "falcon"} <= set(cfg.plugins)
+    assert {"urlhaus", "intel", "fw", "netskope", "misp", "falcon", "news", "advisory"} <= set(cfg.plugins)
     assert {"urls-to-firewall", "urls-to-netskope", "hashes-to-misp", "hashes-to-falcon"} <= set(cfg.sharing)
+    assert {"news-to-proxy"} <= set(cfg.sharing)
+    news = cfg.plugins["news"]
+    assert (news.adapter, news.warninglists, news.warninglist_action) == ("rss", "default", "inactive")
 
 
 def test_secret_options_never_in_repr(tmp_path):
