@@ -223,7 +223,7 @@ class RssAdapter(Adapter):
         return doc.text
 
     async def check(self) -> str:
-        """GET and parse the feed; report its dialect and how many entries it has."""
+        """GET and parse the feed; report how many entries it has."""
         got = await self._feed(None)
         assert got is not None
         feed, validators = got
