@@ -132,32 +132,18 @@ async def pull_once(
         sub_checkpoint=cp.sub,
     )
     fresh = cp.sub is None
-    guard = status.guard
-    if guard is None:
-        guard = await load_guard(plugin)
-        await store.apply_guard(name, guard.signature, guard.match, tag=guard.tag, now=cycle_start)
-        status.guard = guard
-    make_rows = partial(
-        to_stage_rows,
-        now=cycle_start,
-        reputation=plugin.reputation,
-        extra_tags=plugin.tags,
-        allowlisted=allowlist.current,
-        warninglisted=guard.match,
-        warninglist_tag=guard.tag,
-    )
     # Parse the next batch while the store commits this one.
     send, recv = trio.open_memory_channel[Any](1)
 
-    async def produce() -> None:
+    async def produce(make_rows: Callable[[list], list], threaded: bool) -> None:
         async with send:
             try:
                 async with aclosing(adapter.pull(ctx)) as batches:
                     async for batch in batches:
-                        if guard.match is None:
-                            rows = make_rows(batch.sightings)
-                        else:  # matching is CPU work: ~1.6 us per value
+                        if threaded:  # warning-list matching is CPU work: ~1.6-2 us per value
                             rows = await trio.to_thread.run_sync(make_rows, batch.sightings)
+                        else:
+                            rows = make_rows(batch.sightings)
                         await send.send((batch, rows))
             except Exception as exc:
                 await send.send(exc)
@@ -165,8 +151,18 @@ async def pull_once(
     failure: Exception | None = None
     try:
         with trio.fail_after(plugin.timeout):
+            guard = await _guard(name, plugin, store, status, cycle_start)
+            make_rows = partial(
+                to_stage_rows,
+                now=cycle_start,
+                reputation=plugin.reputation,
+                extra_tags=plugin.tags,
+                allowlisted=allowlist.current,
+                warninglisted=guard.match,
+                warninglist_tag=guard.tag,
+            )
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(produce)
+                nursery.start_soon(produce, make_rows, guard.match is not None)
                 async with recv:
                     async for item in recv:
                         if isinstance(item, Exception):
@@ -229,6 +225,16 @@ async def pull_once(
         ctd_count=counts.new + counts.updated,
     )
     return result
+
+
+async def _guard(name: str, plugin: PluginConfig, store: Store, status: SourceStatus, now: int) -> Guard:
+    """The plugin's warning-list guard: loaded at the actor's first pull, and re-applied to what the
+    source already reported if it changed since (``ctd.guard``)."""
+    if status.guard is None:
+        guard = await load_guard(plugin)
+        await store.apply_guard(name, guard.signature, guard.match, tag=guard.tag, now=now)
+        status.guard = guard
+    return status.guard
 
 
 def _count(counts: PullCounts, batch: Batch, res: IngestResult) -> None:
