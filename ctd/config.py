@@ -20,6 +20,7 @@ from msgspec import Meta
 
 from ctd.config_warnings import unverified_plugins
 from ctd.errors import ConfigError
+from ctd.guard import resolve as resolve_guard
 
 # Config value types live in ctd.model (adapters use them); re-exported here for the core.
 from ctd.model import Duration as Duration
@@ -72,6 +73,9 @@ class PluginConfig(_Section):
     reconcile: Literal["last_seen", "first_seen", "highest_severity"] = "last_seen"
     tags: list[str] = []
     timeout: Duration = Duration(600)
+    # The false-positive guard (ctd.guard): unset, the adapter's default_warninglists.
+    warninglists: Literal["default", "all", "off"] | list[str] | None = None
+    warninglist_action: Literal["inactive", "tag"] = "inactive"
     options: Any = None
 
 
@@ -189,7 +193,8 @@ def _plugin(name: str, raw: Any) -> PluginConfig:
         cls.check_plugin(plugin.pull, options)
     except ValueError as exc:
         raise ConfigError(str(exc), where) from None
-    return msgspec.structs.replace(plugin, options=options)
+    guard = resolve_guard(plugin.warninglists, cls.default_warninglists, where) if plugin.pull else "off"
+    return msgspec.structs.replace(plugin, options=options, warninglists=guard)
 
 
 def _field_names(tp: Any) -> tuple[str, ...]:

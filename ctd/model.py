@@ -244,6 +244,9 @@ class Adapter:
     can_push: ClassVar[bool] = False  # then ACTIONS is not empty
     can_serve: ClassVar[bool] = False
     ACTIONS: ClassVar[Mapping[str, ActionSpec]] = {}
+    # The plugin's ``warninglists`` when the config leaves it unset (ctd.guard): "default" for
+    # adapters that take values from prose (rss, webpage), "off" for sources meant as indicators.
+    default_warninglists: ClassVar[Literal["default", "off"]] = "off"
 
     def __init__(self, name: str, config: Any, client: httpx.AsyncClient | None = None) -> None:
         self.name = name

@@ -25,11 +25,21 @@ def ingest(
     reputation: int | None = None,
     tags: tuple[str, ...] = (),
     allowlisted: Any = None,
+    warninglisted: Any = None,
+    warninglist_tag: bool = False,
     fresh: bool = True,
     snapshot_end: bool = False,
     sub: dict | None = None,
 ) -> IngestResult:
-    rows = to_stage_rows(sightings, now=now, reputation=reputation, extra_tags=tags, allowlisted=allowlisted)
+    rows = to_stage_rows(
+        sightings,
+        now=now,
+        reputation=reputation,
+        extra_tags=tags,
+        allowlisted=allowlisted,
+        warninglisted=warninglisted,
+        warninglist_tag=warninglist_tag,
+    )
     return store_sql.ingest(
         conn,
         IngestBatch(

@@ -251,8 +251,12 @@ def test_demo_config_commented_examples_are_valid(tmp_path, monkeypatch):
     assert {"urlhaus", "intel", "fw", "netskope", "misp", "falcon", "defender", "mimecast", "sentinelone"} <= set(
         cfg.plugins
     )
+    assert {"news", "advisory"} <= set(cfg.plugins)
     assert {"urls-to-firewall", "urls-to-netskope", "hashes-to-misp", "hashes-to-falcon"} <= set(cfg.sharing)
     assert {"urls-to-defender", "urls-to-mimecast", "hashes-to-sentinelone"} <= set(cfg.sharing)
+    assert {"news-to-proxy"} <= set(cfg.sharing)
+    news = cfg.plugins["news"]
+    assert (news.adapter, news.warninglists, news.warninglist_action) == ("rss", "default", "inactive")
 
 
 def test_secret_options_never_in_repr(tmp_path):

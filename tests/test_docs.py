@@ -38,7 +38,10 @@ from tests import docscan
 from tests.docscan import ROOT, Block
 
 KNOWN_INFO = {"", "toml", "sh", "console", "ini"}
-ADAPTERS = ("file", "feed", "taxii", "edl", "netskope", "misp", "crowdstrike", "defender", "mimecast", "sentinelone")
+ADAPTERS = (
+    "file", "feed", "rss", "webpage", "taxii", "edl", "netskope", "misp", "crowdstrike", "defender", "mimecast",
+    "sentinelone",
+)
 PARSERS = {"ctd": cli.build_parser, "ctdctl": ctdctl_main.build_parser}
 
 ALL_BLOCKS = [b for path in docscan.doc_files() for b in docscan.blocks(path)]

@@ -402,10 +402,10 @@ def subjects(conn: sqlite3.Connection) -> dict[int, Subject]:
         live[iid].append(name)
     out = {}
     for row in conn.execute(
-        "SELECT id, type, value, severity, reputation, tags, comments, first_seen, last_seen, expires_at, hits "
-        "FROM indicator"
+        "SELECT id, type, value, severity, reputation, tags, comments, first_seen, last_seen, expires_at, hits, "
+        "warninglist FROM indicator"
     ):
-        iid, typ, value, sev, rep, tags, comments, first, last, exp, hits = row
+        iid, typ, value, sev, rep, tags, comments, first, last, exp, hits, wl = row
         out[iid] = Subject(
             type=typ,
             value=value,
@@ -418,6 +418,7 @@ def subjects(conn: sqlite3.Connection) -> dict[int, Subject]:
             last_seen=last,
             expires_at=exp,
             hits=hits,
+            warninglist=wl,
         )
     return out
 
@@ -442,6 +443,20 @@ def open_db(path: str) -> sqlite3.Connection:
 
 def sighting(typ: str, value: str, **kw: Any) -> Sighting:
     return Sighting(type=typ, value=value, **kw)
+
+
+# What each source's warning-list guard flags, by (type, value): the lists' names, "" never.
+FLAGGED: dict[str, dict[tuple[str, str], str]] = {
+    "misp": {},
+    "misp-2": {("domain", "evil.example.com"): "tranco10k", ("ipv4", "10.1.2.3"): "rfc1918"},
+    "taxii-osint": {("url", "https://goodurl.com/login"): "tranco10k", ("sha256", SHA256): "nioc-filehash"},
+    "crowdstrike": {("url", "https://goodurl.com/login"): "alexa", ("ipv4", "10.1.2.3"): "rfc1918"},
+}
+
+
+def _flags(src: str):
+    table = FLAGGED[src]
+    return lambda t, v: table.get((t, v))
 
 
 @pytest.fixture(scope="module")
@@ -469,6 +484,7 @@ def db(tmp_path_factory):
             sighting("domain", "x.corp.example.com", retracted=True),
             sighting("ipv6", "2001:db8::5", expires_at=NOW + 5 * DAY),
         ],
+        warninglisted=_flags("taxii-osint"),
     )
     ingest(
         conn,
@@ -479,6 +495,8 @@ def db(tmp_path_factory):
             sighting("cidr4", "10.0.0.0/8", severity="medium", reputation=6, last_seen=NOW - 40 * DAY),
         ],
         aging_days=30,
+        warninglisted=_flags("crowdstrike"),
+        warninglist_tag=True,
     )
     yield conn, subjects(conn)
     conn.close()
@@ -512,6 +530,12 @@ SQL_FILTERS = EXAMPLES + [
     "expires_at != now + 5d",
     'expires_at < "2030-01-01"',
     "(type = url or type = md5) and not (source = crowdstrike and severity < medium)",
+    'warninglist = "tranco10k"',
+    'warninglist != ""',
+    'warninglist in ("alexa", "nioc-filehash")',
+    'warninglist ~ "tranco*"',
+    'not warninglist ~ "?*"',
+    'tags has "warninglist:alexa"',
 ]
 
 
@@ -534,6 +558,15 @@ class TestSql:
         rule = Rule("type in (url, md5, sha256)", ['value ~ "*goodurl.com*"', f'value = "{MD5}"'])
         got = assert_sql_equals_python(conn, rule, subs)
         assert {subs[i].value for i in got} == {"https://evil.example.com/a[1]", SHA256}
+
+    def test_warninglist_field(self, db):
+        """`warninglist` names the list a source's guard flagged (first by name across sources); "" if none."""
+        conn, subs = db
+        got = assert_sql_equals_python(conn, Rule('warninglist != ""'), subs)
+        assert sorted((subs[i].value, subs[i].warninglist) for i in got) == [
+            (SHA256, "nioc-filehash"),
+            ("https://goodurl.com/login", "alexa"),
+        ]
 
     def test_now_is_a_parameter(self):
         """sql(now) binds now as a parameter: the SQL text does not change with now."""
@@ -657,6 +690,9 @@ ATOMS = st.one_of(  # the comparisons where SQL and Python differ most come firs
     eq_in("reputation", st.integers(-1, 11).map(str), ORD),
     eq_in("hits", st.integers(0, 4).map(str), ORD),
     eq_in("comments", COMMENTS.map(q)),
+    eq_in("warninglist", st.sampled_from([q(n) for n in ("", "tranco10k", "rfc1918", "alexa", "nope")])),
+    st.builds(lambda p: f"warninglist ~ {q(p)}", st.sampled_from(("*", "?*", "tranco*", "*1*", "rfc????"))),
+    st.builds(lambda t: f"tags has {q(t)}", st.sampled_from(("warninglist:alexa", "warninglist:rfc1918"))),
 )
 FILTERS = st.recursive(
     ATOMS,
@@ -719,8 +755,25 @@ def test_property_sql_equals_python(reports, aging, rules, atoms):
         for src, sig in reports:
             by_source[src][(sig.type, sig.value)] = sig
         for src, sigs in by_source.items():
-            ingest(conn, src, list(sigs.values()), aging_days=aging)
+            # crowdstrike's guard tags its hits; the others hold them
+            ingest(
+                conn,
+                src,
+                list(sigs.values()),
+                aging_days=aging,
+                warninglisted=_flags(src),
+                warninglist_tag=src == "crowdstrike",
+            )
         subs = subjects(conn)
+        flagged: dict[tuple[str, str], set[str]] = defaultdict(set)
+        for src, sigs in by_source.items():
+            for key in sigs:
+                if name := FLAGGED[src].get(key):
+                    flagged[key].add(name)
+        # the indicator's warninglist is the first by name of its sources' hits (the oracle's own derivation)
+        assert {(s.type, s.value): s.warninglist for s in subs.values()} == {
+            key: min(flagged[key]) if flagged[key] else "" for sigs in by_source.values() for key in sigs
+        }
         for text in atoms:
             assert_sql_equals_python(conn, Rule(text), subs)
         for text, exceptions in rules:

@@ -159,6 +159,7 @@ def sources(out: TextIO, data: list[dict[str, Any]]) -> None:
                 c.get("updated", 0),
                 c.get("invalid", 0),
                 c.get("retracted", 0),
+                c.get("warninglisted", 0),
                 s.get("indicators", 0),
                 s.get("last_error"),
             )
@@ -177,6 +178,7 @@ def sources(out: TextIO, data: list[dict[str, Any]]) -> None:
             "UPDATED",
             "INVALID",
             "RETRACTED",
+            "WARNINGLISTED",
             "INDICATORS",
             "LAST_ERROR",
         ),
@@ -196,6 +198,7 @@ def sync(out: TextIO, data: dict[str, Any]) -> None:
                 "updated",
                 "invalid",
                 "retracted",
+                "warninglisted",
                 "batches",
                 "duration_s",
                 "error",
@@ -229,6 +232,7 @@ def indicators_show(out: TextIO, data: list[dict[str, Any]]) -> None:
                     "value",
                     "active",
                     "allowlisted",
+                    "warninglist",
                     "severity",
                     "reputation",
                     "first_seen",
@@ -244,7 +248,17 @@ def indicators_show(out: TextIO, data: list[dict[str, Any]]) -> None:
         out.write("\n")
         table(
             out,
-            ("SOURCE", "FIRST_SEEN", "LAST_SEEN", "REPUTATION", "SEVERITY", "EXPIRES_AT", "RETRACTED", "TAGS"),
+            (
+                "SOURCE",
+                "FIRST_SEEN",
+                "LAST_SEEN",
+                "REPUTATION",
+                "SEVERITY",
+                "EXPIRES_AT",
+                "RETRACTED",
+                "WARNINGLIST",
+                "TAGS",
+            ),
             [
                 (
                     s.get("source"),
@@ -254,6 +268,7 @@ def indicators_show(out: TextIO, data: list[dict[str, Any]]) -> None:
                     s.get("severity"),
                     s.get("expires_at"),
                     s.get("retracted"),
+                    _warninglist(s),
                     s.get("tags"),
                 )
                 for s in ind.get("sources") or []
@@ -270,6 +285,12 @@ def indicators_show(out: TextIO, data: list[dict[str, Any]]) -> None:
                     for d in deliveries
                 ],
             )
+
+
+def _warninglist(s: dict[str, Any]) -> str:
+    """A report's warning-list verdict: the list's name, and whether it keeps the report from counting."""
+    name = s.get("warninglist") or ""
+    return f"{name} (held)" if name and s.get("warninglist_held") else name
 
 
 def indicators_table(out: TextIO, data: list[dict[str, Any]]) -> None:

@@ -53,7 +53,7 @@ async def run_once(cfg: Config) -> int:
         else:
             print(
                 f"{name}: ok new={r.new} updated={r.updated} invalid={r.invalid} "
-                f"retracted={r.retracted} batches={r.batches} ({r.duration_s:.2f}s)"
+                f"retracted={r.retracted} warninglisted={r.warninglisted} batches={r.batches} ({r.duration_s:.2f}s)"
             )
     for name in sorted(shared):
         s = shared[name]

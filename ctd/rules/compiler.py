@@ -42,6 +42,7 @@ class Subject(msgspec.Struct, frozen=True, kw_only=True):
     last_seen: int | None
     expires_at: int | None
     hits: int
+    warninglist: str = ""  # the warning list that flagged it ("" if none)
 
 
 # --- globs and networks -----------------------------------------------------------
@@ -115,7 +116,18 @@ SQL_FUNCTIONS: dict[str, tuple[int, Callable[..., Any]]] = {"ctd_cidr_match": (2
 
 _COLUMNS = {
     f: f"i.{f}"
-    for f in ("type", "value", "comments", "severity", "reputation", "hits", "first_seen", "last_seen", "expires_at")
+    for f in (
+        "type",
+        "value",
+        "comments",
+        "severity",
+        "reputation",
+        "hits",
+        "first_seen",
+        "last_seen",
+        "expires_at",
+        "warninglist",
+    )
 }
 # A tag is found with instr() first when its JSON spelling is certainly the raw text.
 _PLAIN_TAG = re.compile(r"[ !#-.0-\[\]-~]*")

@@ -22,7 +22,7 @@ Grammar (keywords, field names and enum names are case-insensitive)::
     NUMBER     := [0-9]+
     WORD       := [A-Za-z_][A-Za-z0-9_]*          (not a keyword)
     FIELD      := type | value | source | severity | reputation | tags | comments
-                | first_seen | last_seen | expires_at | hits
+                | first_seen | last_seen | expires_at | hits | warninglist
 
 Fields and what applies to them (``=``/``!=``/``in``/``not in`` everywhere but tags):
 
@@ -34,6 +34,8 @@ Fields and what applies to them (``=``/``!=``/``in``/``not in`` everywhere but t
     hits        integer; ordering ops
     tags        set of strings; only ``has``
     comments    string; ``~`` glob
+    warninglist string: the MISP warning list that flagged the indicator ("" if
+                none; see ctd.guard); ``~`` glob
     first_seen, last_seen, expires_at
                 times: ``now [+-] DURATION``, an ISO 8601 STRING or epoch seconds;
                 ordering ops; expires_at may be NULL (never expires)
@@ -62,6 +64,7 @@ FIELDS: dict[str, tuple[str, frozenset[str]]] = {
     "value": ("str", _EQ | {"~"}),
     "source": ("str", _EQ | {"~"}),
     "comments": ("str", _EQ | {"~"}),
+    "warninglist": ("str", _EQ | {"~"}),
     "severity": ("severity", _EQ | _ORD),
     "reputation": ("int", _EQ | _ORD),
     "hits": ("int", _EQ | _ORD),

@@ -39,6 +39,7 @@ import msgspec
 
 from ctd.store.requests import (
     Allowlisted,
+    ApplyGuard,
     Checkpoint,
     CompletePull,
     CountBySource,
@@ -70,6 +71,7 @@ from ctd.store.requests import (
     SetCheckpoint,
     SetMute,
     ShowIndicators,
+    Warninglisted,
     _Request,
 )
 
@@ -126,6 +128,14 @@ class Store(abc.ABC):
     async def reapply_allowlist(self, allowlisted: Allowlisted | None, now: int) -> int:
         """How many indicators flipped."""
         return await self._execute(ReapplyAllowlist(allowlisted=allowlisted, now=now))
+
+    async def apply_guard(
+        self, source: str, signature: str, warninglisted: Warninglisted | None, *, tag: bool, now: int
+    ) -> int | None:
+        """Re-flag ``source``'s reports if its guard changed: how many changed; None if it had not."""
+        return await self._execute(
+            ApplyGuard(source=source, signature=signature, warninglisted=warninglisted, tag=tag, now=now)
+        )
 
     async def retract(self, candidates: Sequence[tuple[str, str]], *, source: str | None, now: int) -> int | None:
         """Provenance entries retracted; None when no indicator matches."""

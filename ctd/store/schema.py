@@ -104,6 +104,18 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE delivery ADD COLUMN remote_id TEXT;
     """,
+    # 7: the false-positive guard (issue 16). A source's report that hit a MISP
+    # warning list keeps the list's name; wl_hold = 1 when the plugin's action
+    # is "inactive" (the report then does not make the indicator active). The
+    # indicator shows a list that flagged it; source.guard is the signature of
+    # the guard the source's reports were last checked with (lists, versions,
+    # action), so a changed guard is re-applied to what is stored.
+    """
+    ALTER TABLE sighting ADD COLUMN warninglist TEXT NOT NULL DEFAULT '';
+    ALTER TABLE sighting ADD COLUMN wl_hold INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE indicator ADD COLUMN warninglist TEXT NOT NULL DEFAULT '';
+    ALTER TABLE source ADD COLUMN guard TEXT;
+    """,
 ]
 
 
