@@ -29,12 +29,13 @@ from ctd.daemon.supervisor import Supervisor
 from ctd.errors import ConfigError, describe
 from ctd.model import Adapter
 from ctd.plugins import adapter_class, open_adapter
+from ctd.policy import backoff_delay
 from ctd.rates import RateCounter
 from ctd.service import logs as logs
 from ctd.service.sdnotify import Notifier, run_watchdog, watchdog_interval
 from ctd.sharing.actor import INBOX_SIZE as SHARING_INBOX
 from ctd.sharing.actor import ShareNow, Sharer, ShareResult, SharingStatus, Wake, run_sharing
-from ctd.sources.actor import AllowlistRef, PullNow, PullResult, SourceStatus, backoff_delay, run_source
+from ctd.sources.actor import AllowlistRef, PullNow, PullResult, SourceStatus, run_source
 from ctd.store import IngestResult, Store, run_store
 
 log = structlog.get_logger("ctd.daemon")
