@@ -19,7 +19,7 @@ import msgspec
 from msgspec import Meta
 
 from ctd.config_warnings import unverified_plugins
-from ctd.errors import ConfigError
+from ctd.errors import ConfigError, RuleError
 
 # Config value types live in ctd.model (adapters use them); re-exported here for the core.
 from ctd.model import Duration as Duration
@@ -236,17 +236,12 @@ def convert_section(raw: Any, tp: Any, where: str) -> Any:
 
 def _check_rule(name: str, rule: RuleConfig) -> None:
     from ctd.rules.compiler import Rule
-    from ctd.rules.parser import RuleError
 
     try:
         Rule(rule.filter, rule.exceptions)
     except RuleError as exc:
-        where = f"$.rules.{name}"
-        msg = str(exc)
-        if msg.startswith("exceptions["):
-            idx, _, rest = msg.partition("]: ")
-            raise ConfigError(rest, f"{where}.{idx}]") from None
-        raise ConfigError(msg, f"{where}.filter") from None
+        part = "filter" if exc.exception is None else f"exceptions[{exc.exception}]"
+        raise ConfigError(f"{exc.message} at column {exc.column}", f"$.rules.{name}.{part}") from None
 
 
 def _sharing(name: str, sh: SharingConfig, cfg: Config) -> SharingConfig:

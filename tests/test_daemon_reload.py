@@ -10,8 +10,10 @@ import trio
 import trio.testing
 
 from ctd.config import load_config
+from ctd.control.access import AccessPolicy
+from ctd.control.commands import Commands
 from ctd.daemon.daemon import Daemon
-from ctd.errors import ActorStopped, ConfigError
+from ctd.errors import ActorStopped, ConfigError, NotFound
 from ctd.service.sdnotify import Notifier
 from tests.daemonproc import short_tmpdir
 from tests.fake_adapters import Fakes, Script
@@ -157,3 +159,16 @@ async def test_sync_in_flight_fails_when_reload_restarts_the_source(workdir):
         assert result["changed"] == ["slow"]
         assert len(errors) == 2 and all("source 'slow'" in e for e in errors)
         nursery.cancel_scope.cancel()
+
+
+async def test_sync_or_share_of_an_unknown_name_is_not_found(workdir):
+    """sync/share of a name that is not running raise NotFound (a bad request), also through the command handler."""
+    cfg_path = workdir / "ctd.toml"
+    write(cfg_path)
+    async with running(cfg_path, scripts()) as daemon:
+        with pytest.raises(NotFound, match="^no pulling source named 'nope'$"):
+            await daemon.sync("nope")
+        with pytest.raises(NotFound, match="^no sharing configuration named 'nope'$"):
+            await daemon.share("nope")
+        with pytest.raises(NotFound, match="^no pulling source named 'nope'$"):
+            await Commands(daemon, AccessPolicy(None, None)).sync({"source": "nope"})

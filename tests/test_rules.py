@@ -11,6 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from ctd.errors import CtdError
 from ctd.model import INDICATOR_TYPES, SEVERITIES, Sighting, iso
 from ctd.rules.compiler import (
     SQL_FUNCTIONS,
@@ -166,6 +167,17 @@ class TestParse:
         """An error in an exception names the exception's index."""
         with pytest.raises(RuleError, match=r"^exceptions\[1\]: unknown field 'vaule' at column 1$"):
             Rule("type = url", ['value = "a"', 'vaule = "b"'])
+
+    def test_error_location_is_in_attributes(self):
+        """A RuleError carries its location as attributes (column, exception index) and is a CtdError."""
+        with pytest.raises(RuleError) as info:
+            Rule("type = url", ['value = "a"', 'value = "b" and vaule = "c"'])
+        err = info.value
+        assert (err.message, err.column, err.exception) == ("unknown field 'vaule'", 17, 1)
+        assert isinstance(err, CtdError)
+        with pytest.raises(RuleError) as info:
+            Rule("type = ulr")
+        assert (info.value.column, info.value.exception) == (8, None)
 
 
 # --- Python evaluation --------------------------------------------------------------

@@ -26,7 +26,7 @@ from ctd.config import Config, ConfigDiff, PluginConfig, diff_named, load_config
 from ctd.config_warnings import log_warnings
 from ctd.control.server import serve_control
 from ctd.daemon.supervisor import Supervisor
-from ctd.errors import ConfigError, describe
+from ctd.errors import ConfigError, NotFound, describe
 from ctd.model import Adapter
 from ctd.plugins import adapter_class, open_adapter
 from ctd.policy import backoff_delay
@@ -389,12 +389,12 @@ class Daemon:
         assert self.sharings is not None
         handle: SharingHandle | None = self.sharings.get(name)
         if handle is None:
-            raise ConfigError(f"no sharing configuration named {name!r}")
+            raise NotFound(f"no sharing configuration named {name!r}")
         return await ask(handle.inbox, ShareNow(days=days, resync=resync), who=f"sharing {name!r}")
 
     async def sync(self, name: str) -> PullResult:
         assert self.sources is not None
         handle: SourceHandle | None = self.sources.get(name)
         if handle is None:
-            raise ConfigError(f"no pulling source named {name!r}")
+            raise NotFound(f"no pulling source named {name!r}")
         return await ask(handle.sync_send, PullNow(), who=f"source {name!r}")

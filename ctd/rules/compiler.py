@@ -287,7 +287,7 @@ class Rule:
             try:
                 compiled.append(compile_filter(text))
             except RuleError as e:
-                raise RuleError(f"exceptions[{k}]: {e.message}", e.column) from None
+                raise RuleError(e.message, e.column, exception=k) from None
         self.exceptions: tuple[CompiledRule, ...] = tuple(compiled)
 
     def sql(self, now: int) -> tuple[str, list]:

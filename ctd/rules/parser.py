@@ -40,7 +40,7 @@ Fields and what applies to them (``=``/``!=``/``in``/``not in`` everywhere but t
 
 ``a != b`` is exactly ``not (a = b)`` and ``a not in (...)`` is ``not (a in (...))``.
 Semantics are two-valued: a comparison against a missing (NULL) time is false.
-Errors raise :class:`RuleError` with a 1-based column.
+Errors raise :class:`ctd.errors.RuleError` with a 1-based column.
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ from dataclasses import dataclass
 from dataclasses import field as _field
 from typing import Union
 
+from ctd.errors import RuleError
 from ctd.model import INDICATOR_TYPES, SEVERITY_RANK, parse_time
 
 __all__ = ["And", "Cmp", "Node", "Not", "Now", "Or", "RuleError", "FIELDS", "parse"]
@@ -74,15 +75,6 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r"}
 _PUNCT2 = ("!=", "<=", ">=")
 _PUNCT1 = "=<>~(),-+"
-
-
-class RuleError(ValueError):
-    """A filter that does not compile; ``column`` is 1-based."""
-
-    def __init__(self, message: str, column: int) -> None:
-        super().__init__(f"{message} at column {column}")
-        self.message = message
-        self.column = column
 
 
 # --- AST ----------------------------------------------------------------------
