@@ -112,11 +112,6 @@ class Config(_Section):
     hash: str = ""
 
 
-def decode_options(obj: Any, tp: Any) -> Any:
-    """``msgspec.convert`` with ctd's config types (durations, secrets); errors as msgspec's."""
-    return msgspec.convert(obj, tp, dec_hook=_dec_hook)
-
-
 def _convert(obj: Any, tp: Any, where: str) -> Any:
     try:
         return msgspec.convert(obj, tp, dec_hook=_dec_hook)

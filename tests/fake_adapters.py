@@ -8,6 +8,7 @@ option: no state is shared between tests.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, ClassVar
@@ -57,6 +58,8 @@ class Fakes:
     def __init__(self) -> None:
         self.scripts: dict[str, Script] = {}
         self.remotes: dict[str, Remote] = {}
+        # Adapters opened through ``open_adapter``, by plugin name: each actor (re)start opens one.
+        self.opened: Counter[str] = Counter()
 
     def script(self, key: str) -> Script:
         return self.scripts.setdefault(key, Script())
@@ -73,6 +76,7 @@ class Fakes:
 
     @asynccontextmanager
     async def open_adapter(self, name: str, plugin: PluginConfig) -> AsyncIterator[Adapter]:
+        self.opened[name] += 1
         if issubclass(adapter_class(plugin.adapter), FakeAdapter):
             yield self.adapter(name, plugin)
         else:

@@ -9,9 +9,10 @@ import pytest
 import trio
 
 from ctd.adapters.crowdstrike.adapter import CrowdStrikeAdapter, CrowdStrikeConfig, IocParams
-from ctd.config import decode_options, parse_config
+from ctd.config import parse_config
 from ctd.errors import AuthError, ConfigError, SourceUnavailable, UpstreamDataError
 from ctd.model import PullContext, ShareItem, Sighting, parse_time
+from tests.configutil import decode_options
 from tests.emulators.crowdstrike import CrowdStrikeEmulator
 from tests.exchange import Exchange
 from tests.fake_adapters import Fakes

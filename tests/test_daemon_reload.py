@@ -53,7 +53,7 @@ async def test_unchanged_source_not_restarted(workdir):
         write(cfg_path, other_extra="aging_days = 7\n")
         result = await daemon.reload()
         assert result["changed"] == ["other"] and result["unchanged"] == ["slow"]
-        assert daemon.sources.generation == {"slow": 1, "other": 2}
+        assert fakes.opened == {"slow": 1, "other": 2}  # "other" restarted, "slow" not
         assert slow.cancelled == 0
         slow.gate.set()
         with trio.fail_after(20):
@@ -106,7 +106,7 @@ async def test_invalid_reload_changes_nothing(workdir):
         with pytest.raises(ConfigError, match=r"\$\.plugins\.slow\.aging_days"):
             await daemon.reload()
         assert daemon.config is before
-        assert daemon.sources.generation == {"slow": 1, "other": 1}
+        assert fakes.opened == {"slow": 1, "other": 1}
 
 
 async def test_allowlist_change_applies_without_restart(workdir):
@@ -122,7 +122,7 @@ async def test_allowlist_change_applies_without_restart(workdir):
         await daemon.reload()
         [ind] = await daemon.store.show([("domain", "x.blocked.example")], "x")
         assert ind["allowlisted"] and not ind["active"]
-        assert daemon.sources.generation == {"slow": 1, "other": 1}
+        assert fakes.opened == {"slow": 1, "other": 1}
 
 
 async def test_sync_in_flight_fails_when_reload_restarts_the_source(workdir):

@@ -23,6 +23,8 @@ from ctd.config_warnings import log_warnings
 from ctd.control.server import serve_control
 from ctd.daemon.supervisor import Supervisor
 from ctd.daemon.wiring import (
+    SHARING_INBOX,
+    SYNC_QUEUE,
     AdapterOpener,
     ControlHandler,
     SharingHandle,
@@ -42,14 +44,11 @@ from ctd.policy import real_cause
 from ctd.rates import RateCounter
 from ctd.service import logs as logs
 from ctd.service.sdnotify import Notifier, run_watchdog, watchdog_interval
-from ctd.sharing.actor import INBOX_SIZE as SHARING_INBOX
 from ctd.sharing.actor import ShareNow, Sharer, ShareResult, SharingStatus, Wake, run_sharing
 from ctd.sources.actor import AllowlistRef, PullNow, PullResult, SourceStatus, pull_once, run_source
 from ctd.store import IngestResult, Store, run_store
 
 log = structlog.get_logger("ctd.daemon")
-
-SYNC_QUEUE = 4
 
 
 class Daemon:

@@ -28,6 +28,9 @@ from ctd.sources.actor import SourceStatus
 
 log = structlog.get_logger("ctd.daemon")
 
+SYNC_QUEUE = 4  # sync requests queued for a busy source; further askers wait for room
+SHARING_INBOX = 8  # wake-ups beyond it are dropped: a pass is already due
+
 # How the daemon gets an adapter for a plugin: ``ctd.plugins.open_adapter``, or a test's own.
 AdapterOpener = Callable[[str, PluginConfig], AbstractAsyncContextManager[Adapter]]
 # The control socket's request handler: (request, peer) -> reply (``ctd.control.commands.Commands.dispatch``).

@@ -31,10 +31,6 @@ class Notifier:
         env = os.environ if env is None else env
         return cls(env.get("NOTIFY_SOCKET"))
 
-    @property
-    def enabled(self) -> bool:
-        return self.address is not None
-
     def notify(self, message: str) -> bool:
         """Send one raw datagram; return True if it was sent."""
         if self.address is None:

@@ -31,8 +31,6 @@ from ctd.store import PlanSharing, Selection, Store
 
 log = structlog.get_logger("ctd.sharing")
 
-INBOX_SIZE = 8  # wake-ups beyond it are dropped: a pass is already due
-
 
 class Wake(msgspec.Struct, frozen=True):
     """The store committed changes this sharing may care about."""
