@@ -7,11 +7,10 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 
 import pytest
 
-from tests.daemonproc import REPO, DaemonProc, env, short_tmpdir
+from tests.daemonproc import REPO, DaemonProc, env, short_tmpdir, wait_for
 
 FEEDS = """
 [plugins.osint]
@@ -39,16 +38,6 @@ def daemon():
     )
     yield d
     d.cleanup()
-
-
-def wait_for(pred, timeout: float = 20.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def pulls(d: DaemonProc, source: str) -> list[dict]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-from contextlib import asynccontextmanager
 
 import pytest
 import trio
@@ -17,6 +16,7 @@ from ctd.errors import ActorStopped, ConfigError, NotFound
 from ctd.service.sdnotify import Notifier
 from tests.daemonproc import short_tmpdir
 from tests.fake_adapters import Fakes, Script
+from tests.inprocess import running
 
 
 def write(path, slow_extra="", other_extra="", more=""):
@@ -43,13 +43,10 @@ async def test_unchanged_source_not_restarted(workdir):
     other = fakes.scripts["reload-other"] = Script()
     cfg_path = workdir / "ctd.toml"
     write(cfg_path)
-    daemon = Daemon(load_config(cfg_path), Notifier(None), open_adapter=fakes.open_adapter)
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(daemon.run)
-        with trio.fail_after(20):
+    async with running(cfg_path, fakes) as daemon:
+        with trio.fail_after(20):  # guards only: a hang fails the test instead of blocking the suite
             await slow.in_pull.wait()  # "slow" is mid-pull, blocked after its first batch
-            while len(other.calls) < 1:
-                await trio.sleep(0.01)
+            await other.wait_until(lambda: other.calls)
         write(cfg_path, other_extra="aging_days = 7\n")
         result = await daemon.reload()
         assert result["changed"] == ["other"] and result["unchanged"] == ["slow"]
@@ -57,23 +54,8 @@ async def test_unchanged_source_not_restarted(workdir):
         assert slow.cancelled == 0
         slow.gate.set()
         with trio.fail_after(20):
-            while slow.finished < 1:
-                await trio.sleep(0.01)
+            await slow.wait_until(lambda: slow.finished)
         assert len(slow.calls) == 1  # the same pull carried on to its end
-        nursery.cancel_scope.cancel()
-
-
-@asynccontextmanager
-async def running(cfg_path, fakes):
-    """The daemon on ``cfg_path`` (with this test's fakes) in this test's task tree, once both sources run."""
-    daemon = Daemon(load_config(cfg_path), Notifier(None), open_adapter=fakes.open_adapter)
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(daemon.run)
-        with trio.fail_after(20):
-            while daemon.sources is None or len(daemon.sources.names()) < 2:
-                await trio.sleep(0.01)
-        yield daemon
-        nursery.cancel_scope.cancel()
 
 
 def scripts(slow_batches=None):
@@ -115,9 +97,9 @@ async def test_allowlist_change_applies_without_restart(workdir):
     cfg_path = workdir / "ctd.toml"
     write(cfg_path)
     async with running(cfg_path, fakes) as daemon:
-        with trio.fail_after(20):
-            while (await daemon.store.counts())["active"] < 3:
-                await trio.sleep(0.01)
+        await daemon.sync("slow")  # a whole pull of each, committed: the startup pulls' data is in
+        await daemon.sync("other")
+        assert (await daemon.store.counts())["active"] == 3
         write(cfg_path, more='[allowlist]\ndomains = ["blocked.example"]\n')
         await daemon.reload()
         [ind] = await daemon.store.show([("domain", "x.blocked.example")], "x")
