@@ -26,7 +26,7 @@ import msgspec
 
 # Re-exported for adapters, so that an adapter imports ctd.model only.
 # (ctd.canon reads INDICATOR_TYPES lazily: it does not import this module.)
-from ctd.canon import canonicalize, host_of_url, value_problem
+from ctd.canon import canonicalize, host_of_url
 from ctd.errors import (
     AdapterError,
     AuthError,
@@ -36,6 +36,7 @@ from ctd.errors import (
     UpstreamDataError,
     describe,
 )
+from ctd.valuegate import value_problem
 
 if TYPE_CHECKING:
     import httpx
