@@ -24,6 +24,7 @@ from ctd.control.server import serve_control
 from ctd.ctdctl import admin as ctdctl_admin
 from ctd.ctdctl import escape as ctdctl_escape
 from ctd.ctdctl import render as ctdctl_render
+from ctd.ctdctl import render_sharing as render_sharing
 from ctd.ctdctl.main import main
 from ctd.ctdctl.render import emit
 from ctd.errors import CtdError
@@ -120,7 +121,7 @@ SAMPLES: dict[str, Any] = {
 def _renderers() -> dict[str, Callable[..., None]]:
     """Every human renderer of ctdctl: the functions taking ``(out, data)``."""
     found = {}
-    for module in (ctdctl_render, ctdctl_admin):
+    for module in (ctdctl_render, render_sharing, ctdctl_admin):
         for name, fn in inspect.getmembers(module, inspect.isfunction):
             if fn.__module__ == module.__name__ and list(inspect.signature(fn).parameters) == ["out", "data"]:
                 found[name] = fn
