@@ -154,3 +154,15 @@ async def test_sync_or_share_of_an_unknown_name_is_not_found(workdir):
             await daemon.share("nope")
         with pytest.raises(NotFound, match="^no pulling source named 'nope'$"):
             await Commands(daemon, AccessPolicy(None, None)).sync({"source": "nope"})
+
+
+async def test_a_request_while_the_daemon_starts_is_told_to_ask_again(workdir):
+    """A control request that arrives before the store and actors exist gets ActorStopped, not an internal error."""
+    cfg_path = workdir / "ctd.toml"
+    write(cfg_path)
+    commands = Commands(Daemon(load_config(cfg_path), Notifier(None)), AccessPolicy(None, None))
+    for call in (commands.status, commands.list_sources):
+        with pytest.raises(ActorStopped, match="^the daemon is still starting: ask again$"):
+            await call({})
+    with pytest.raises(ActorStopped, match="still starting"):
+        await commands.sync({"source": "slow"})

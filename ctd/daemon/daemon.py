@@ -12,7 +12,7 @@ import os
 import signal
 import time
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 import trio
@@ -37,7 +37,7 @@ from ctd.daemon.wiring import (
     served,
     sharing_key,
 )
-from ctd.errors import ConfigError, NotFound, describe
+from ctd.errors import ActorStopped, ConfigError, NotFound, describe
 from ctd.model import Adapter
 from ctd.plugins import open_adapter
 from ctd.policy import real_cause
@@ -50,6 +50,8 @@ from ctd.store import IngestResult, Store, run_store
 
 log = structlog.get_logger("ctd.daemon")
 
+T = TypeVar("T")
+
 
 class Daemon:
     """The running daemon. ``open_adapter`` is how its actors get adapters (tests hand in their own)."""
@@ -61,15 +63,33 @@ class Daemon:
         self.notifier = notifier or Notifier.from_env()
         self.open_adapter = open_adapter
         self.started_at = time.time()
-        self.store: Store | None = None
-        self.sources: Supervisor | None = None
-        self.sharings: Supervisor | None = None
-        self.services: Supervisor | None = None
+        self._store: Store | None = None
+        self._sources: Supervisor | None = None
+        self._sharings: Supervisor | None = None
+        self._services: Supervisor | None = None
         self._reload_lock = trio.Lock()
         self.allowlist = AllowlistRef(allowlist_matcher(config))
         self.mutes: dict[str, int] = {}
         self.ingest_rate = RateCounter()
         self.share_rate = RateCounter()
+
+    # -- parts: set while the daemon starts; a control request may arrive before ----------
+
+    @property
+    def store(self) -> Store:
+        return _started(self._store)
+
+    @property
+    def sources(self) -> Supervisor:
+        return _started(self._sources)
+
+    @property
+    def sharings(self) -> Supervisor:
+        return _started(self._sharings)
+
+    @property
+    def services(self) -> Supervisor:
+        return _started(self._services)
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -103,9 +123,9 @@ class Daemon:
                         control,
                     )
                 async with trio.open_nursery() as actors:
-                    self.sources = Supervisor(actors, "source")
-                    self.sharings = Supervisor(actors, "sharing")
-                    self.services = Supervisor(actors, "service")
+                    self._sources = Supervisor(actors, "source")
+                    self._sharings = Supervisor(actors, "sharing")
+                    self._services = Supervisor(actors, "service")
                     for name, plugin in served(cfg).items():
                         await self._start_service(name, plugin)
                     for name in cfg.sharing:
@@ -173,19 +193,17 @@ class Daemon:
 
     async def _open_store(self, nursery: trio.Nursery) -> Store:
         """Start the store actor and load what the operator set through it (rule mutes)."""
-        self.store = store = await nursery.start(run_store, db_path(self.config))
+        self._store = store = await nursery.start(run_store, db_path(self.config))
         self.mutes.update(await store.mutes())
         return store
 
     def _sharer(self, cfg: Config, name: str, adapter: Adapter) -> Sharer:
         """The Sharer of sharing configuration ``name``: the daemon's mutes and share rate included."""
-        assert self.store is not None
         sh = cfg.sharing[name]
         rule, dest = cfg.rules[sh.rule], cfg.plugins[sh.destination]
         return Sharer(name, sh, rule, dest, adapter, self.store, mutes=self.mutes, rate=self.share_rate)
 
     async def _start_source(self, name: str, plugin: PluginConfig) -> None:
-        assert self.sources is not None and self.store is not None
         status = SourceStatus(name, plugin)
         send, recv = trio.open_memory_channel[Ask](SYNC_QUEUE)
         await self.sources.start(name, plugin, SourceHandle(status, send), self._run_source, name, plugin, status, recv)
@@ -199,7 +217,6 @@ class Daemon:
         *,
         task_status: Any,
     ) -> None:
-        assert self.store is not None
         async with self.open_adapter(name, plugin) as adapter:
             await run_source(
                 name,
@@ -219,7 +236,6 @@ class Daemon:
             self.wake_sharing(source)
 
     async def _start_sharing(self, name: str) -> None:
-        assert self.sharings is not None
         cfg = self.config
         send, recv = trio.open_memory_channel[Wake | Ask](SHARING_INBOX)
         handle = SharingHandle(SharingStatus(name, cfg.sharing[name]), send)
@@ -234,7 +250,6 @@ class Daemon:
         *,
         task_status: Any,
     ) -> None:
-        assert self.store is not None
         sh = cfg.sharing[name]
         dest = cfg.plugins[sh.destination]
         async with self.open_adapter(sh.destination, dest) as adapter:
@@ -243,7 +258,6 @@ class Daemon:
 
     async def _start_service(self, name: str, plugin: PluginConfig) -> None:
         """Plugins whose adapter serves something (an EDL web server) run it as an actor."""
-        assert self.services is not None
         await self.services.start(name, plugin, None, self._run_service, name, plugin)
 
     async def _run_service(self, name: str, plugin: PluginConfig, *, task_status: Any) -> None:
@@ -252,10 +266,10 @@ class Daemon:
 
     def wake_sharing(self, source: str | None = None, *, rule: str | None = None) -> None:
         """Wake the sharing actors that read from ``source`` / use ``rule`` (or all of them)."""
-        if self.sharings is None:
-            return
-        for name in self.sharings.names():
-            handle: SharingHandle = self.sharings.get(name)
+        if self._sharings is None:
+            return  # not started yet (or ctd run --once): no sharing actor to wake
+        for name in self._sharings.names():
+            handle: SharingHandle = self._sharings.get(name)
             sh = handle.status.sh
             if rule is not None:
                 if sh.rule == rule:
@@ -266,7 +280,6 @@ class Daemon:
     async def _housekeeping(self) -> None:
         while True:
             await trio.sleep(float(self.config.daemon.housekeeping_interval))
-            assert self.store is not None
             n = await self.store.expire(int(time.time()))
             if n:
                 log.info("indicators expired", ctd_event="indicators_expired", ctd_count=n)
@@ -313,7 +326,6 @@ class Daemon:
             }
 
     async def _apply(self, new: Config) -> ConfigDiff:
-        assert self.sources is not None and self.store is not None
         old = self.config
         old_pull, new_pull = pulling(old), pulling(new)
         allow_changed = old.allowlist != new.allowlist
@@ -332,7 +344,6 @@ class Daemon:
             log.info("allowlist applied", ctd_event="allowlist_applied", ctd_count=n)
         for name in diff.added + diff.changed:
             await self._start_source(name, new_pull[name])
-        assert self.sharings is not None and self.services is not None
         vdiff = diff_named(served(old), served(new))
         for name in vdiff.removed + vdiff.changed:
             await self.services.stop(name)
@@ -356,15 +367,20 @@ class Daemon:
 
     async def share(self, name: str, *, resync: bool = False, days: int | None = None) -> ShareResult:
         """Run a sharing pass now (after marking recent IoCs for re-sharing if ``resync``)."""
-        assert self.sharings is not None
         handle: SharingHandle | None = self.sharings.get(name)
         if handle is None:
             raise NotFound(f"no sharing configuration named {name!r}")
         return await ask(handle.inbox, ShareNow(days=days, resync=resync), who=f"sharing {name!r}")
 
     async def sync(self, name: str) -> PullResult:
-        assert self.sources is not None
         handle: SourceHandle | None = self.sources.get(name)
         if handle is None:
             raise NotFound(f"no pulling source named {name!r}")
         return await ask(handle.sync_send, PullNow(), who=f"source {name!r}")
+
+
+def _started(part: T | None) -> T:
+    """A part of the daemon that exists once it has started; before, the caller is told to ask again."""
+    if part is None:
+        raise ActorStopped("the daemon is still starting: ask again")
+    return part
