@@ -13,6 +13,7 @@ type: a length cap per type, and printable text only.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from ipaddress import IPv4Network, IPv6Address, IPv6Network
 from socket import AF_INET6, inet_ntop, inet_pton
 
@@ -126,7 +127,7 @@ def _cidr6(v: str) -> str:
         raise InvalidIndicator("not a valid ipv6 cidr") from None
 
 
-def _hash(kind: str):
+def _hash(kind: str) -> Callable[[str], str]:
     n = _HASH_LENGTHS[kind]
     reason = f"not a valid {kind} (expected {n} hex digits)"
 

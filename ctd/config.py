@@ -41,10 +41,10 @@ def _dec_hook(tp: type, obj: Any) -> Any:
 
 
 class _Section(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
-    pass
+    """A config table. Subclasses inherit these options; they repeat ``frozen`` for mypy, which does not see it."""
 
 
-class DaemonConfig(_Section):
+class DaemonConfig(_Section, frozen=True):
     state_dir: str = "/var/lib/ctd"
     socket: str = "/run/ctd/ctd.sock"
     socket_group: str | None = None
@@ -54,13 +54,13 @@ class DaemonConfig(_Section):
     shutdown_timeout: Duration = Duration(10)
 
 
-class AllowlistConfig(_Section):
+class AllowlistConfig(_Section, frozen=True):
     values: list[str] = []
     cidrs: list[str] = []
     domains: list[str] = []
 
 
-class PluginConfig(_Section):
+class PluginConfig(_Section, frozen=True):
     """The keys every plugin has; ``options`` holds the adapter's own Struct."""
 
     adapter: str
@@ -78,7 +78,7 @@ class PluginConfig(_Section):
 COMMON_PLUGIN_KEYS = frozenset(PluginConfig.__struct_fields__) - {"options"}
 
 
-class RuleConfig(_Section):
+class RuleConfig(_Section, frozen=True):
     """A business rule: a filter, exceptions that exclude what they match, an optional mute."""
 
     filter: str
@@ -87,7 +87,7 @@ class RuleConfig(_Section):
     description: str = ""
 
 
-class SharingConfig(_Section):
+class SharingConfig(_Section, frozen=True):
     """One-way sharing: IoCs from ``sources`` matching ``rule`` go to ``destination``."""
 
     sources: list[str]
@@ -98,7 +98,7 @@ class SharingConfig(_Section):
     interval: Duration = Duration(60)
 
 
-class Config(_Section):
+class Config(_Section, frozen=True):
     daemon: DaemonConfig = DaemonConfig()
     allowlist: AllowlistConfig = AllowlistConfig()
     plugins: dict[str, PluginConfig] = {}

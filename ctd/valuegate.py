@@ -71,7 +71,7 @@ def value_problem(value: str, type_: str | None = None, *, offset: int = 0) -> s
     (nothing stripped). ``offset`` is added to reported positions (where the
     checked text starts in what the caller was given).
     """
-    cap = MAX_LENGTH.get(type_, MAX_UNTYPED)  # type_ None: not yet typed
+    cap = MAX_UNTYPED if type_ is None else MAX_LENGTH.get(type_, MAX_UNTYPED)  # None: not yet typed
     if len(value) > cap:
         return too_long(cap, len(value))
     # Both are single C-level scans: the common, clean value costs almost nothing.

@@ -47,7 +47,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from dataclasses import field as _field
-from typing import Union
 
 from ctd.errors import RuleError
 from ctd.model import INDICATOR_TYPES, SEVERITY_RANK, parse_time
@@ -115,7 +114,7 @@ class Or:
     nodes: tuple[Node, ...]
 
 
-Node = Union[Cmp, Not, And, Or]
+Node = Cmp | Not | And | Or
 
 
 # --- lexer --------------------------------------------------------------------
@@ -248,7 +247,7 @@ class _Parser:
         tok = self.next()
         if tok.kind != "word":
             raise self.unexpected(tok, ", expected a field")
-        field = tok.value.lower()  # type: ignore[union-attr]
+        field = str(tok.value).lower()
         if field not in FIELDS:
             raise RuleError(f"unknown field '{tok.text}'", tok.col)
         kind, allowed = FIELDS[field]

@@ -245,7 +245,7 @@ class Sharer:
             examples=[_short(reasons.get(it.value, "")) for it in items[:5]],
         )
 
-    def _audit(self, event: str, items: list[ShareItem], reasons: dict[str, str] | None = None) -> None:
+    def _audit(self, event: str, items: list[ShareItem], reasons: dict[str, str | None] | None = None) -> None:
         if not items:
             return
         by_type = Counter(it.type for it in items)
