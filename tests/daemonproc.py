@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
 
 
-def wait_for(pred: Callable[[], T], what: str | Callable[[], str] = "condition", timeout: float = 30.0) -> T:
+def wait_for(pred: Callable[[], T | None], what: str | Callable[[], str] = "condition", timeout: float = 30.0) -> T:
     """Poll ``pred`` until it returns something truthy and return that; AssertionError after ``timeout`` s.
 
     The one way tests watch a real process (the daemon, journald, a peer server) from outside;

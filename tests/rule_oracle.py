@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
+from typing import Any
 
 import msgspec
 
@@ -81,15 +82,16 @@ def _compare(node: Cmp, s: Subject, now: int) -> bool:
         return x in args
     if x is None:  # a missing time: every comparison is false (two-valued)
         return False
+    arg: Any = args[0]  # checked against the field by the parser: an int for every ordered field
     match op:
         case "=":
-            return bool(x == args[0])
+            return bool(x == arg)
         case "<":
-            return bool(x < args[0])
+            return bool(x < arg)
         case "<=":
-            return bool(x <= args[0])
+            return bool(x <= arg)
         case ">":
-            return bool(x > args[0])
+            return bool(x > arg)
         case ">=":
-            return bool(x >= args[0])
+            return bool(x >= arg)
     raise AssertionError(f"operator {op!r} reached the oracle")

@@ -439,8 +439,8 @@ def test_completion_command_prints_script(capsys: pytest.CaptureFixture[str]) ->
     assert capsys.readouterr().out == COMPLETION_FILE.read_text()
 
 
-BASH = shutil.which("bash")
-needs_bash = pytest.mark.skipif(BASH is None, reason="bash is not installed")
+BASH = shutil.which("bash") or ""
+needs_bash = pytest.mark.skipif(not BASH, reason="bash is not installed")
 
 
 @needs_bash

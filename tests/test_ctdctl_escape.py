@@ -120,7 +120,7 @@ SAMPLES: dict[str, Any] = {
 
 def _renderers() -> dict[str, Callable[..., None]]:
     """Every human renderer of ctdctl: the functions taking ``(out, data)``."""
-    found = {}
+    found: dict[str, Callable[..., None]] = {}
     for module in (ctdctl_render, render_sharing, ctdctl_admin):
         for name, fn in inspect.getmembers(module, inspect.isfunction):
             if fn.__module__ == module.__name__ and list(inspect.signature(fn).parameters) == ["out", "data"]:

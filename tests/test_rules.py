@@ -631,7 +631,7 @@ def sub_glob(strings: tuple[str, ...] | st.SearchStrategy[str]) -> st.SearchStra
 TIMES = st.one_of(
     st.just("now"),
     st.builds(lambda s, n, u: f"now {s} {n}{u}", st.sampled_from("-+"), st.integers(0, 70), st.sampled_from("dh")),
-    st.integers(-70, 70).map(lambda d: q(iso(NOW + d * DAY))),
+    st.integers(-70, 70).map(lambda d: q(str(iso(NOW + d * DAY)))),
     st.integers(-70, 70).map(lambda d: str(NOW + d * DAY)),
 )
 
@@ -738,7 +738,7 @@ def test_property_sql_equals_python(reports, aging, rules, atoms):
         conn.close()
 
 
-TAG_TEXT = st.text(st.characters(exclude_characters="\x00", exclude_categories=("Cs",)), max_size=4)
+TAG_TEXT = st.text(st.characters(exclude_characters="\x00", exclude_categories=["Cs"]), max_size=4)
 GLOB_CHARS = "ab[]*?^!-.é\\"
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import msgspec
@@ -70,7 +71,7 @@ async def pull_all(adapter, context=None):
 
 
 def item(type_: str, value: str, **kw) -> ShareItem:
-    base = dict(
+    base: dict[str, Any] = dict(
         severity="high",
         reputation=8,
         tags=("ctd-test",),

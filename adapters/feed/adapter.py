@@ -18,7 +18,7 @@ what was committed if the validator is unchanged.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
@@ -81,8 +81,8 @@ class FeedAdapter(Adapter):
 
     async def pull(self, ctx: PullContext) -> AsyncIterator[Batch]:
         if self.spec.format == "misp":
-            async with aclosing(self._misp(ctx)) as batches:
-                async for batch in batches:
+            async with aclosing(self._misp(ctx)) as events:
+                async for batch in events:
                     yield batch
             return
         sub = ctx.sub_checkpoint if isinstance(ctx.sub_checkpoint, dict) else None
@@ -92,7 +92,8 @@ class FeedAdapter(Adapter):
                 return  # 304: nothing changed, nothing to re-report or retract
             skip = 0
             if resuming and sub and body.validator and sub.get("validator") == body.validator:
-                skip = sub.get("pos") if isinstance(sub.get("pos"), int) else 0
+                pos = sub.get("pos")
+                skip = pos if isinstance(pos, int) else 0
             cursor = {**body.validators, "fetched_at": ctx.now}
             batches = self._lines(ctx, body, skip) if self.spec.format != "json" else self._json(ctx, body, skip)
             good = bad = 0
@@ -111,7 +112,7 @@ class FeedAdapter(Adapter):
                         batch, cursor=cursor, snapshot_end=complete, sub_checkpoint={"done": True}
                     )
 
-    async def _lines(self, ctx: PullContext, body: Body, skip: int) -> AsyncIterator[tuple[Batch, bool]]:
+    async def _lines(self, ctx: PullContext, body: Body, skip: int) -> AsyncGenerator[tuple[Batch, bool], None]:
         stream = (ff.CsvStream if self.spec.format == "csv" else ff.TextStream)(self.spec, ctx.now)
         splitter = ff.LineSplitter()
         group: ff.Lines = []
@@ -138,7 +139,7 @@ class FeedAdapter(Adapter):
             raise UpstreamDataError(f"{self.what}: {exc}") from None
         yield await parse(group + splitter.finish()), True
 
-    async def _json(self, ctx: PullContext, body: Body, skip: int) -> AsyncIterator[tuple[Batch, bool]]:
+    async def _json(self, ctx: PullContext, body: Body, skip: int) -> AsyncGenerator[tuple[Batch, bool], None]:
         """Items parsed as the body streams in (never joined), mapped a batch at a time; the first
         ``skip`` items (committed before an interruption) are dropped unmapped."""
         stream = ff.JsonStream(self.spec)
@@ -180,7 +181,7 @@ class FeedAdapter(Adapter):
             raise UpstreamDataError(f"{self.what}: {exc}") from None
         yield await parse(pending, first), True
 
-    async def _misp(self, ctx: PullContext) -> AsyncIterator[Batch]:
+    async def _misp(self, ctx: PullContext) -> AsyncGenerator[Batch, None]:
         """A MISP feed: the manifest (conditional GET), then the events that changed (all with snapshot).
 
         Incremental mode keeps each event's timestamp in the cursor: an event is

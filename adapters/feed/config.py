@@ -1,4 +1,4 @@
-"""The ``feed`` adapter's options, and how they resolve to a parsing spec (the operator's keys, a preset's, defaults)."""
+"""The ``feed`` adapter's options, and how they resolve to a parsing spec: the operator's keys, a preset's, defaults."""
 
 from __future__ import annotations
 

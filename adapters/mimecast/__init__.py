@@ -1,1 +1,2 @@
-"""Mimecast (API 2.0): pull URL-click and attachment detections and the threat-intel feed; push Managed URLs and blocked senders."""
+"""Mimecast (API 2.0): pull URL-click and attachment detections and the threat-intel feed;
+push Managed URLs and blocked senders."""

@@ -6,7 +6,7 @@ import errno
 import os
 import socket
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Generator
 from typing import Any, Final
 
 import msgspec
@@ -57,7 +57,7 @@ class ControlClient:
                 return reply.data
             raise self._error(reply)
 
-    def stream(self, cmd: str, /, **args: Any) -> Iterator[Any]:
+    def stream(self, cmd: str, /, **args: Any) -> Generator[Any, None, None]:
         """Run a streaming command and yield its items as they arrive."""
         with self._open(cmd, args) as lines:
             while True:
