@@ -89,8 +89,10 @@ class TestValidation:
 
     def test_rule_exception_error_location(self):
         """A broken exception is located at $.rules.NAME.exceptions[i]."""
-        with pytest.raises(ConfigError, match=r"\$\.rules\.urls\.exceptions\[1\]"):
+        with pytest.raises(ConfigError) as info:
             cfg('[rules.urls]\nfilter = "type = url"\nexceptions = [\'value = "a"\', "sevrity > low"]\n')
+        assert info.value.location == "$.rules.urls.exceptions[1]"
+        assert info.value.message == "unknown field 'sevrity' at column 1"
 
     def test_sharing_unknown_rule(self):
         """A sharing configuration naming an unknown rule is an error at .rule."""

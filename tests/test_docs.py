@@ -39,7 +39,17 @@ from tests.docscan import ROOT, Block
 
 KNOWN_INFO = {"", "toml", "sh", "console", "ini"}
 ADAPTERS = (
-    "file", "feed", "rss", "webpage", "taxii", "edl", "netskope", "misp", "crowdstrike", "defender", "mimecast",
+    "file",
+    "feed",
+    "rss",
+    "webpage",
+    "taxii",
+    "edl",
+    "netskope",
+    "misp",
+    "crowdstrike",
+    "defender",
+    "mimecast",
     "sentinelone",
 )
 PARSERS = {"ctd": cli.build_parser, "ctdctl": ctdctl_main.build_parser}

@@ -1,4 +1,4 @@
-"""Business-rule filters: parsing, errors, Python evaluation, SQL == Python."""
+"""Business-rule filters: parsing, errors, the Python oracle's evaluation, compiled SQL == the oracle."""
 
 from __future__ import annotations
 
@@ -11,18 +11,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from ctd.errors import CtdError
 from ctd.model import INDICATOR_TYPES, SEVERITIES, Sighting, iso
-from ctd.rules.compiler import (
-    SQL_FUNCTIONS,
-    CompiledRule,
-    Rule,
-    Subject,
-    compile_filter,
-    glob_to_regex,
-    glob_to_sql,
-)
+from ctd.rules.compiler import SQL_FUNCTIONS, CompiledRule, Rule, compile_filter, glob_to_sql
 from ctd.rules.parser import And, Cmp, Node, Not, Now, Or, RuleError, parse
 from ctd.store import sql as store_sql
+from tests.rule_oracle import Subject, glob_to_regex, matches
 from tests.storeutil import DAY, NOW, ingest
 
 MD5 = "0cc175b9c0f1b6a831c399e269772661"
@@ -55,7 +49,7 @@ def subj(**kw: Any) -> Subject:
 
 
 def match(text: str, now: int = NOW, **kw: Any) -> bool:
-    return compile_filter(text).matches(subj(**kw), now)
+    return matches(compile_filter(text), subj(**kw), now)
 
 
 def q(s: str) -> str:
@@ -166,6 +160,17 @@ class TestParse:
         """An error in an exception names the exception's index."""
         with pytest.raises(RuleError, match=r"^exceptions\[1\]: unknown field 'vaule' at column 1$"):
             Rule("type = url", ['value = "a"', 'vaule = "b"'])
+
+    def test_error_location_is_in_attributes(self):
+        """A RuleError carries its location as attributes (column, exception index) and is a CtdError."""
+        with pytest.raises(RuleError) as info:
+            Rule("type = url", ['value = "a"', 'value = "b" and vaule = "c"'])
+        err = info.value
+        assert (err.message, err.column, err.exception) == ("unknown field 'vaule'", 17, 1)
+        assert isinstance(err, CtdError)
+        with pytest.raises(RuleError) as info:
+            Rule("type = ulr")
+        assert (info.value.column, info.value.exception) == (8, None)
 
 
 # --- Python evaluation --------------------------------------------------------------
@@ -350,8 +355,8 @@ class TestEvaluate:
     def test_relative_time_moves_with_now(self):
         """`now - 14d` is evaluated at the given now."""
         rule = compile_filter("last_seen > now - 14d")
-        assert rule.matches(subj(last_seen=NOW - 10 * DAY), NOW)
-        assert not rule.matches(subj(last_seen=NOW - 10 * DAY), NOW + 5 * DAY)
+        assert matches(rule, subj(last_seen=NOW - 10 * DAY), NOW)
+        assert not matches(rule, subj(last_seen=NOW - 10 * DAY), NOW + 5 * DAY)
 
     @pytest.mark.parametrize(
         ("text", "expected"),
@@ -378,23 +383,23 @@ class TestSeedExamples:
         """An exception drops goodurl.com though several sources report it."""
         rule = Rule("type = url", ['value ~ "*://goodurl.com*"'])
         many = subj(type="url", value=self.GOOD, sources=("misp", "taxii-osint", "crowdstrike"))
-        assert not rule.matches(many, NOW)
-        assert rule.matches(subj(type="url", value="https://evil.example.com/", sources=("misp",)), NOW)
-        assert rule.filter.matches(many, NOW)
+        assert not matches(rule, many, NOW)
+        assert matches(rule, subj(type="url", value="https://evil.example.com/", sources=("misp",)), NOW)
+        assert matches(rule.filter, many, NOW)
 
     def test_share_hashes_except_one(self):
         """MD5 and SHA256 are shared except the one excepted hash."""
         rule = Rule("type in (md5, sha256)", [f'value = "{MD5}"'])
-        assert not rule.matches(subj(type="md5", value=MD5), NOW)
-        assert rule.matches(subj(type="sha256", value=SHA256), NOW)
-        assert not rule.matches(subj(type="sha1", value="a" * 40), NOW)
+        assert not matches(rule, subj(type="md5", value=MD5), NOW)
+        assert matches(rule, subj(type="sha256", value=SHA256), NOW)
+        assert not matches(rule, subj(type="sha1", value="a" * 40), NOW)
 
 
 # --- SQL ------------------------------------------------------------------------------
 
 
 def subjects(conn: sqlite3.Connection) -> dict[int, Subject]:
-    """Every indicator as the Python evaluator sees it, read back from the store."""
+    """Every indicator as the oracle sees it, read back from the store."""
     live: dict[int, list[str]] = defaultdict(list)
     for iid, name in conn.execute(
         "SELECT s.iid, src.name FROM sighting s JOIN source src ON src.id = s.sid WHERE s.retracted = 0"
@@ -430,7 +435,7 @@ def select(conn: sqlite3.Connection, rule: Rule, now: int = NOW) -> set[int]:
 
 def assert_sql_equals_python(conn, rule, subs, now=NOW) -> set[int]:
     got = select(conn, rule, now)
-    assert got == {iid for iid, sub in subs.items() if rule.matches(sub, now)}, rule
+    assert got == {iid for iid, sub in subs.items() if matches(rule, sub, now)}, rule
     return got
 
 
@@ -659,7 +664,7 @@ def sub_glob(strings: tuple[str, ...] | st.SearchStrategy[str]) -> st.SearchStra
 TIMES = st.one_of(
     st.just("now"),
     st.builds(lambda s, n, u: f"now {s} {n}{u}", st.sampled_from("-+"), st.integers(0, 70), st.sampled_from("dh")),
-    st.integers(-70, 70).map(lambda d: q(iso(NOW + d * DAY))),
+    st.integers(-70, 70).map(lambda d: q(str(iso(NOW + d * DAY)))),
     st.integers(-70, 70).map(lambda d: str(NOW + d * DAY)),
 )
 
@@ -786,7 +791,7 @@ def test_property_sql_equals_python(reports, aging, rules, atoms):
         conn.close()
 
 
-TAG_TEXT = st.text(st.characters(exclude_characters="\x00", exclude_categories=("Cs",)), max_size=4)
+TAG_TEXT = st.text(st.characters(exclude_characters="\x00", exclude_categories=["Cs"]), max_size=4)
 GLOB_CHARS = "ab[]*?^!-.é\\"
 
 

@@ -175,7 +175,8 @@ def test_a_backend_is_a_store_subclass_with_three_methods():
 
 
 def _subclasses(cls: type) -> list[type]:
-    out = []
+    out: list[type] = []
+    sub: type
     for sub in cls.__subclasses__():
         out.append(sub)
         out.extend(_subclasses(sub))

@@ -251,7 +251,7 @@ def alert_to_sightings(alert: Any) -> tuple[list[Sighting], list[Rejected]]:
     tags = tuple(
         t for t in ("defender", alert.get("category"), alert.get("threatFamilyName")) if isinstance(t, str) and t
     )
-    base = dict(
+    base: dict[str, Any] = dict(
         first_seen=seen,
         last_seen=last,
         tags=tags,

@@ -192,9 +192,10 @@ def _route(tokens: Iterable[str]) -> dict[str, list[str]]:
         if len(tok) > MAX_TOKEN_CHARS:
             continue
         if not tok.isascii():
-            tok = _ascii_token(tok)
-            if tok is None:
+            ascii_tok = _ascii_token(tok)
+            if ascii_tok is None:
                 continue
+            tok = ascii_tok
         if _is_url_token(tok):
             routes["url"].append(tok)
         elif "@" in tok:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from typing import Annotated, Literal
+from typing import Annotated, Literal, cast
 from urllib.parse import urlsplit
 
 import msgspec
@@ -25,7 +25,7 @@ from ctd.model import Duration
 from .extract import EXTRACT_TYPES, Extraction, extract_detailed
 
 ExtractType = Literal["url", "domain", "ipv4", "ipv6", "cidr4", "cidr6", "md5", "sha1", "sha256", "email"]
-ALL_TYPES: list[ExtractType] = sorted(EXTRACT_TYPES)  # type: ignore[assignment]
+ALL_TYPES: list[ExtractType] = sorted(cast("frozenset[ExtractType]", EXTRACT_TYPES))
 
 
 class ExtractOptions(HttpOptions, kw_only=True, frozen=True):

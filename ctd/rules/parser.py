@@ -42,15 +42,15 @@ Fields and what applies to them (``=``/``!=``/``in``/``not in`` everywhere but t
 
 ``a != b`` is exactly ``not (a = b)`` and ``a not in (...)`` is ``not (a in (...))``.
 Semantics are two-valued: a comparison against a missing (NULL) time is false.
-Errors raise :class:`RuleError` with a 1-based column.
+Errors raise :class:`ctd.errors.RuleError` with a 1-based column.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from dataclasses import field as _field
-from typing import Union
 
+from ctd.errors import RuleError
 from ctd.model import INDICATOR_TYPES, SEVERITY_RANK, parse_time
 
 __all__ = ["And", "Cmp", "Node", "Not", "Now", "Or", "RuleError", "FIELDS", "parse"]
@@ -77,15 +77,6 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r"}
 _PUNCT2 = ("!=", "<=", ">=")
 _PUNCT1 = "=<>~(),-+"
-
-
-class RuleError(ValueError):
-    """A filter that does not compile; ``column`` is 1-based."""
-
-    def __init__(self, message: str, column: int) -> None:
-        super().__init__(f"{message} at column {column}")
-        self.message = message
-        self.column = column
 
 
 # --- AST ----------------------------------------------------------------------
@@ -126,7 +117,7 @@ class Or:
     nodes: tuple[Node, ...]
 
 
-Node = Union[Cmp, Not, And, Or]
+Node = Cmp | Not | And | Or
 
 
 # --- lexer --------------------------------------------------------------------
@@ -259,7 +250,7 @@ class _Parser:
         tok = self.next()
         if tok.kind != "word":
             raise self.unexpected(tok, ", expected a field")
-        field = tok.value.lower()  # type: ignore[union-attr]
+        field = str(tok.value).lower()
         if field not in FIELDS:
             raise RuleError(f"unknown field '{tok.text}'", tok.col)
         kind, allowed = FIELDS[field]

@@ -8,7 +8,6 @@ pull has been committed.
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable
 from contextlib import aclosing
 from functools import partial
@@ -21,16 +20,15 @@ import trio
 
 from ctd.ask import Ask, answer, close_inbox
 from ctd.config import PluginConfig
-from ctd.errors import AuthError, CtdError, SourceUnavailable, UpstreamDataError, describe
+from ctd.errors import describe
 from ctd.guard import Guard, load_guard
 from ctd.model import Batch, PullContext, iso, now
+from ctd.policy import deadline, expected, next_attempt, real_cause
 from ctd.store import STAGE_COLUMNS, IngestBatch, IngestResult, Store, to_stage_rows
 
 log = structlog.get_logger("ctd.source")
 
 WARNINGLIST_COLUMN = STAGE_COLUMNS.index("warninglist")
-BACKOFF_BASE = 10.0
-BACKOFF_CAP = 3600.0
 
 
 class PullCounts(msgspec.Struct, kw_only=True):
@@ -100,15 +98,6 @@ class PullNow(msgspec.Struct, frozen=True):
     """Ask a source actor to pull at once; the answer is the cycle's ``PullResult``."""
 
 
-def backoff_delay(failures: int, retry_after: float | None, rng: Callable[[], float] = random.random) -> float:
-    """Exponential backoff with ±20% jitter; a peer's Retry-After wins when longer."""
-    delay = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** max(0, failures - 1))
-    delay *= 0.8 + 0.4 * rng()
-    if retry_after is not None:
-        delay = max(delay, retry_after)
-    return delay
-
-
 async def pull_once(
     name: str,
     plugin: PluginConfig,
@@ -150,7 +139,7 @@ async def pull_once(
 
     failure: Exception | None = None
     try:
-        with trio.fail_after(plugin.timeout):
+        with deadline(float(plugin.timeout), "pull"):
             guard = await _guard(name, plugin, store, status, cycle_start)
             make_rows = partial(
                 to_stage_rows,
@@ -198,7 +187,7 @@ async def pull_once(
         await store.complete_pull(name, cycle_start, now())
     except BaseException as exc:
         if not isinstance(exc, trio.Cancelled):
-            status.last_error = describe(exc)
+            status.last_error = describe(real_cause(exc))
             status.failures += 1
             status.last_counts = counts
             status.totals.add(counts)
@@ -319,23 +308,17 @@ async def _pull(
     on_commit: Callable[[str, IngestResult], None] | None,
 ) -> tuple[PullResult, float]:
     """One scheduled or requested pull: its result and the delay before the next one."""
+    interval = float(plugin.sync_interval)
     try:
         result = await pull_once(name, plugin, adapter, store, allowlist, status, on_commit)
-        return result, float(plugin.sync_interval)
-    except AuthError as exc:
-        await _record_failure(store, name, exc)
-        status.state = "disabled"
-        return PullResult(source=name, error=describe(exc)), float("inf")  # until the config is reloaded
-    except (SourceUnavailable, UpstreamDataError, trio.TooSlowError, CtdError) as exc:
-        await _record_failure(store, name, exc)
-        retry_after = exc.retry_after if isinstance(exc, SourceUnavailable) else None
-        status.state = "backoff"
-        return PullResult(source=name, error=describe(exc)), backoff_delay(status.failures, retry_after)
+        return result, interval
     except Exception as exc:
-        log.exception("source pull crashed", ctd_event="source_pull_failed")
-        await _record_failure(store, name, exc, logged=True)
-        status.state = "backoff"
-        return PullResult(source=name, error=describe(exc)), backoff_delay(status.failures, None)
+        cause = real_cause(exc)
+        if not expected(cause):
+            log.error("source pull crashed", ctd_event="source_pull_failed", exc_info=cause)
+        await _record_failure(store, name, cause, logged=not expected(cause))
+        status.state, delay = next_attempt(cause, status.failures, interval=interval)
+        return PullResult(source=name, error=describe(cause)), delay
 
 
 async def _record_failure(store: Store, name: str, exc: BaseException, logged: bool = False) -> None:

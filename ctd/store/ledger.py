@@ -116,7 +116,6 @@ def plan(conn: sqlite3.Connection, req: PlanSharing) -> Plan:
         conn.execute("UPDATE sharing SET last_run = ? WHERE id = ?", (now, shid))
         _select_candidates(conn, table, where, params, req.size, req.overhead, req.max_entries, req.max_bytes)
         cands, fit = conn.execute(f"SELECT count(*), coalesce(sum(fit), 0) FROM {table}").fetchone()
-        to_push = to_retract = 0
         if req.incremental:
             conn.execute(
                 "INSERT INTO delivery (shid, iid, state, fp, updated_at) "
@@ -128,9 +127,6 @@ def plan(conn: sqlite3.Connection, req: PlanSharing) -> Plan:
                 "  updated_at = excluded.updated_at, error = NULL",
                 (shid, now, shid),
             )
-            to_push = conn.execute(
-                "SELECT count(*) FROM delivery WHERE shid = ? AND state = 'pending'", (shid,)
-            ).fetchone()[0]
             conn.execute(
                 "UPDATE delivery SET state = 'retract_pending', updated_at = :now, "
                 f"error = CASE WHEN iid IN (SELECT iid FROM {table} WHERE NOT fit) THEN 'over limit' END "
@@ -138,11 +134,8 @@ def plan(conn: sqlite3.Connection, req: PlanSharing) -> Plan:
                 f"AND iid NOT IN (SELECT iid FROM {table} WHERE fit)",
                 {"now": now, "shid": shid},
             )
-            to_retract = conn.execute(
-                "SELECT count(*) FROM delivery WHERE shid = ? AND state = 'retract_pending'", (shid,)
-            ).fetchone()[0]
             _mark_over_limit(conn, shid, table, now, keep_states=("retract_pending",))
-    return Plan(candidates=cands, fit=fit, over_limit=cands - fit, to_push=to_push, to_retract=to_retract)
+    return Plan(candidates=cands, over_limit=cands - fit)
 
 
 def _mark_over_limit(conn: sqlite3.Connection, shid: int, table: str, now: int, keep_states: tuple[str, ...]) -> None:

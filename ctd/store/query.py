@@ -109,7 +109,7 @@ def show(conn: sqlite3.Connection, candidates: list[tuple[str, str]], raw: str) 
             found[row[0]] = row
     rows = sorted(found.values())
     out = _render(conn, rows)
-    for row, ind in zip(rows, out):
+    for row, ind in zip(rows, out, strict=True):
         ind["deliveries"] = [
             {"sharing": n, "state": st, "error": err, "updated_at": iso(upd), "shared_at": iso(sh)}
             for n, st, err, upd, sh in conn.execute(

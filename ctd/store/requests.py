@@ -264,8 +264,7 @@ class Checkpoint(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Plan(msgspec.Struct, frozen=True, kw_only=True):
+    """A planned pass: how many IoCs the selection holds, and how many of them a destination limit leaves out."""
+
     candidates: int
-    fit: int
     over_limit: int
-    to_push: int
-    to_retract: int

@@ -64,7 +64,8 @@ def connect(path: str) -> sqlite3.Connection:
     for name, (nargs, fn) in SQL_FUNCTIONS.items():
         conn.create_function(name, nargs, fn, deterministic=True)
     conn.execute(
-        f"CREATE TEMP TABLE IF NOT EXISTS stage (seq INTEGER PRIMARY KEY, {STAGE_COLUMNS}, iid INTEGER, had INTEGER, multi INTEGER)"
+        "CREATE TEMP TABLE IF NOT EXISTS stage "
+        f"(seq INTEGER PRIMARY KEY, {STAGE_COLUMNS}, iid INTEGER, had INTEGER, multi INTEGER)"
     )
     return conn
 

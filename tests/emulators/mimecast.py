@@ -377,8 +377,8 @@ class MimecastEmulator:
             if reason is not None:
                 fail.append({"key": item, "errors": [error(*reason)]})
                 continue
-            key = (item["sender"].lower(), item["to"].lower())
-            old = next((s for s in self.senders.values() if (s["sender"], s["to"]) == key), None)
+            pair = (item["sender"].lower(), item["to"].lower())
+            old = next((s for s in self.senders.values() if (s["sender"], s["to"]) == pair), None)
             entry = {
                 "id": old["id"] if old else f"mSND{next(self._ids):08d}",
                 "sender": key[0],

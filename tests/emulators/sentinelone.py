@@ -30,6 +30,7 @@ import math
 import re
 import time
 import uuid
+from collections.abc import Set
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -99,7 +100,7 @@ class SentinelOneEmulator:
 
     # --- test helpers ---------------------------------------------------------------------
 
-    def add_token(self, token: str, *, accounts: set[str] = frozenset(), sites: set[str] = frozenset()) -> None:
+    def add_token(self, token: str, *, accounts: Set[str] = frozenset(), sites: Set[str] = frozenset()) -> None:
         self.tokens[token] = {"accounts": set(accounts), "sites": set(sites), "expires": clock() + self.token_ttl}
 
     def expire_token(self, token: str | None = None) -> None:

@@ -29,8 +29,8 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, cast
 
 import httpx
 import trio
@@ -107,7 +107,7 @@ def _handler_class(
                     resp = control(emulator, req)
                 else:
                     resp = answer(emulator, req)
-            raw = b"".join(resp.stream)  # as built: a gzip body stays gzip-encoded
+            raw = b"".join(cast(Iterable[bytes], resp.stream))  # as built: a gzip body stays gzip-encoded
             self.send_response(resp.status_code)
             for k, v in resp.headers.multi_items():
                 if k.lower() not in ("content-length", "transfer-encoding"):
@@ -139,7 +139,7 @@ def make_server(
     emulator: Any, host: str = "127.0.0.1", port: int = 0, *, controls: bool = False
 ) -> http.server.ThreadingHTTPServer:
     check_loopback(host)
-    cls = http.server.ThreadingHTTPServer
+    cls: type[http.server.ThreadingHTTPServer] = http.server.ThreadingHTTPServer
     if ":" in host:
         cls = type("ThreadingHTTPServer6", (cls,), {"address_family": __import__("socket").AF_INET6})
     server = cls((host, port), _handler_class(emulator, threading.Lock(), controls))
@@ -149,7 +149,8 @@ def make_server(
 
 def base_url(server: http.server.HTTPServer) -> str:
     host, port = server.server_address[:2]
-    return f"http://[{host}]:{port}" if ":" in str(host) else f"http://{host}:{port}"
+    host = host.decode() if isinstance(host, bytes) else host
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 @contextlib.contextmanager
