@@ -180,6 +180,13 @@ class ActionSpec(msgspec.Struct, frozen=True, kw_only=True):
     entry_overhead: int = 1
     batch_size: int = 1000
     types: tuple[str, ...] | None = None  # indicator types the target accepts (None: all)
+    # The target's changes take effect only after a second call (``Adapter.apply``: Netskope's
+    # deploy, a commit or publish step). The ledger then records an IoC as shared or retracted
+    # only once ``apply`` succeeded, and a pending apply survives a failed pass and a restart.
+    needs_apply: bool = False
+    # The target enforces ``ShareItem.expires_at`` itself (an EDR's indicator expiry): an IoC
+    # whose expiry moved later is pushed again before the destination's copy lapses.
+    carries_expiry: bool = False
 
 
 # --- the adapter contract ------------------------------------------------------------
@@ -230,10 +237,14 @@ class Adapter:
     into the ``AdapterError`` subclasses (retry / disable / skip the batch).
 
     Where a destination's change needs a second call to take effect (Netskope's
-    deploy, a publish or commit step), issue 11 adds an ``apply(action, params)``
-    hook beside ``push``/``retract``/``replace`` below (default: nothing to
-    apply), with a ``needs_apply`` flag on ``ActionSpec``; the sharing actor
-    then records an IoC as shared or retracted only once ``apply`` succeeded.
+    deploy, a publish or commit step), the action declares ``needs_apply`` and
+    the adapter implements ``apply(action, params)``: ``push``/``retract`` then
+    only stage changes, and the sharing actor calls ``apply`` once per pass,
+    after the last batch. The ledger keeps a pending-apply marker per sharing,
+    committed with the batches it covers; an IoC becomes ``shared`` or
+    ``retracted`` only once ``apply`` succeeded, and a failed or interrupted
+    apply is run again by the next pass (also after a restart). For a
+    full-replace action, ``apply`` follows each ``replace``.
     """
 
     Config: ClassVar[type[msgspec.Struct]] = NoOptions
@@ -309,6 +320,17 @@ class Adapter:
     async def replace(self, action: str, params: Any, items: list[ShareItem]) -> PushResult:
         """Make a full-replace target hold exactly ``items`` (newest first)."""
         raise NotImplementedError(f"{type(self).__name__} cannot replace a list")
+
+    async def apply(self, action: str, params: Any) -> None:
+        """Make the changes staged by ``push``/``retract``/``replace`` take effect (``needs_apply``).
+
+        Called once per pass after the last batch, and again after a failure or a
+        restart until it succeeds: it must be safe to repeat.
+        """
+
+    async def recover(self, action: str, params: Any) -> None:
+        """Clean up what an interrupted delivery to this target left behind (a killed write's
+        temporary file); called once when a sharing starts, before its first pass."""
 
     def target_present(self, action: str, params: Any) -> bool:
         """Whether a full-replace target still exists; if not, it is rewritten even when unchanged."""

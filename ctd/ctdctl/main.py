@@ -216,6 +216,14 @@ def _run_sharing(args: argparse.Namespace, client: ControlClient, path: str, out
             # A pass can take long (slow destination): the daemon decides when it is over.
             data = ControlClient(path, timeout=None).call("sharing.sync", name=args.name, days=args.days)
             _emit(out, data, args.json, render_sharing.sharing_sync)
+            if data.get("deferred"):
+                # The destination is in backoff: the daemon answered at once and sends nothing before then.
+                _complain(
+                    err,
+                    f"sharing sync {args.name}: not run, the destination is in backoff after: {data.get('error')}; "
+                    f"next attempt at {data.get('next_attempt')}",
+                )
+                return EXIT_DAEMON_ERROR
             if data.get("error") is not None:
                 _complain(err, f"sharing sync {args.name} failed: {data['error']}")
                 return EXIT_DAEMON_ERROR

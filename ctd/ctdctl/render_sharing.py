@@ -191,7 +191,10 @@ def sharing_sync(out: TextIO, data: dict[str, Any]) -> None:
                 "unshared",
                 "unchanged",
                 "muted",
+                "applied",
+                "deferred",
                 "error",
+                "next_attempt",
             )
         ],
     )

@@ -61,6 +61,7 @@ from ctd.store.requests import (
     PlanSharing,
     PreviewSelection,
     ReapplyAllowlist,
+    RecordApplied,
     RecordDelivery,
     RecordFull,
     RecordPullError,
@@ -193,11 +194,27 @@ class Store(abc.ABC):
         retraction: bool,
         now: int,
         ids: dict[int, str] | None = None,
+        expires: dict[int, int | None] | None = None,
+        staged: bool = False,
     ) -> None:
-        """Record a delivered batch; ``ids``: the destination's ids of what it created, by ledger key."""
+        """Record a delivered batch; ``ids``: the destination's ids of what it created, by ledger key;
+        ``expires``: the expiry each accepted push carried; ``staged``: it takes effect at the apply step."""
         await self._execute(
-            RecordDelivery(sharing=sharing, done=done, rejected=rejected, retraction=retraction, now=now, ids=ids or {})
+            RecordDelivery(
+                sharing=sharing,
+                done=done,
+                rejected=rejected,
+                retraction=retraction,
+                now=now,
+                ids=ids or {},
+                expires=expires or {},
+                staged=staged,
+            )
         )
+
+    async def record_applied(self, sharing: str, *, now: int) -> tuple[int, int]:
+        """The destination applied the staged changes: how many became shared and how many retracted."""
+        return await self._execute(RecordApplied(sharing=sharing, now=now))
 
     async def list_hash(self, sharing: str) -> tuple[str, str | None]:
         """The hash of the planned full list and the hash last delivered."""

@@ -31,6 +31,7 @@ from ctd.store.requests import (
     PlanSharing,
     PreviewSelection,
     ReapplyAllowlist,
+    RecordApplied,
     RecordDelivery,
     RecordFull,
     RecordPullError,
@@ -64,7 +65,11 @@ def execute(conn: sqlite3.Connection, request: Any) -> Any:
                 retraction=request.retraction,
                 now=request.now,
                 ids=request.ids,
+                expires=request.expires,
+                staged=request.staged,
             )
+        case RecordApplied(sharing=name, now=now):
+            return ledger.record_applied(conn, name, now=now)
         # Sources and checkpoints.
         case GetCheckpoint(source=name):
             return sql.get_checkpoint(conn, name)

@@ -29,6 +29,7 @@ import ipaddress
 import json
 import re
 import time
+from collections.abc import Callable
 from collections.abc import Iterator as _Iter
 from dataclasses import dataclass, field
 from typing import Any
@@ -113,6 +114,10 @@ class NetskopeTenant:
         self.rate_reset = rate_reset
         self.forbidden: set[str] = set()  # path prefixes the v2 token has no permission for
         self.fail_next: list[int] = []  # status codes for the next requests (e.g. 503)
+        self.fail_deploy: list[int] = []  # status codes for the next deploys only (nothing is deployed)
+        # Called with (method, path) before a request is answered; a status it returns is the answer
+        # (nothing changes). Fault tests use it to kill the daemon at an exact point of a delivery.
+        self.before: Callable[[str, str], int | None] | None = None
         self.requests: list[tuple[str, str, dict[str, str]]] = []
         self.deploys = 0
         self._ids = 1000
@@ -171,6 +176,10 @@ class NetskopeTenant:
             self.rate_budget -= 1
         if self.fail_next:
             return self._reply(self.fail_next.pop(0), {"status": "error", "message": "Service unavailable"}, request)
+        if self.before is not None and (status := self.before(request.method, path)) is not None:
+            return self._reply(status, {"status": "error", "message": "Service unavailable"}, request)
+        if path == "/api/v2/policy/urllist/deploy" and self.fail_deploy:
+            return self._reply(self.fail_deploy.pop(0), {"status": "error", "message": "Deploy failed"}, request)
         if path == "/api/v1/updateFileHashList":
             return self._reply(*self._v1_hash_list(request, query), request)
         token = request.headers.get("netskope-api-token")
