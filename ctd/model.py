@@ -159,6 +159,9 @@ class PushResult(msgspec.Struct, frozen=True, kw_only=True):
 
     rejected: dict[str, str] = {}
     ids: dict[str, str] = {}
+    # The expiry the destination gave an accepted value when it is not ``ShareItem.expires_at``
+    # (its default for an item without one, or its cap): the ledger re-pushes in time from it.
+    expires: dict[str, int | None] = {}
 
 
 class ActionSpec(msgspec.Struct, frozen=True, kw_only=True):

@@ -223,7 +223,9 @@ class Sharer:
             rejected = {by_value[v]: reason for v, reason in res.rejected.items() if v in by_value}
             done = [iid for iid, _ in batch if iid not in rejected]
             ids = {by_value[v]: rid for v, rid in res.ids.items() if v in by_value}
-            expires = {} if retraction else {iid: it.expires_at for iid, it in batch if iid not in rejected}
+            expires = {}
+            if not retraction:  # what the destination's copy will lapse at, as far as ctd knows
+                expires = {iid: res.expires.get(it.value, it.expires_at) for iid, it in batch if iid not in rejected}
             staged = staged or self.spec.needs_apply
             await self.store.record_delivery(
                 self.name,

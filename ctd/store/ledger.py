@@ -119,13 +119,13 @@ def _select_candidates(
         )
 
 
-# A shared IoC whose expiry moved later is pushed again to a destination that enforces expiries
-# once the destination's copy has used up half of the lifetime ctd now gives it: never lapsing
-# there while ctd keeps it, and pushed about twice per lifetime rather than at every re-sighting.
-# An entry pushed without expiry (NULL) never needs it; one now without expiry is pushed once.
+# A destination that enforces expiries drops its copy at the expiry it was given (d.expires_at).
+# When ctd now keeps the IoC longer, it is pushed again once that copy has passed half its life
+# (shared_at -> expires_at): it never lapses there while ctd keeps it, and a daily re-sighting
+# costs one push per half-life, not one per sighting. A copy without expiry (NULL) never lapses.
 EXPIRY_DUE = (
-    "(:expiry AND d.state = 'shared' AND d.expires_at IS NOT NULL "
-    "AND (c.exp IS NULL OR 2 * d.expires_at - :now < c.exp))"
+    "(:expiry AND d.state = 'shared' AND d.expires_at IS NOT NULL AND (c.exp IS NULL OR c.exp > d.expires_at) "
+    "AND 2 * :now >= d.expires_at + coalesce(d.shared_at, 0))"
 )
 
 
