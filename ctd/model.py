@@ -106,6 +106,10 @@ class Batch(msgspec.Struct, frozen=True, kw_only=True):
     iterator index...) in that same transaction. ``snapshot_end`` says this
     batch completes a full snapshot of the source: every value of this source
     not reported since the snapshot began is retracted for this source.
+    ``snapshot_start`` says a resumed pull could not resume (the source changed
+    while ctd was down: another file, another ETag) and starts a new snapshot
+    with this batch: what the interrupted pull committed before does not count
+    for it, so what the new content lacks is retracted at its end.
     """
 
     sightings: list[Sighting]
@@ -113,6 +117,7 @@ class Batch(msgspec.Struct, frozen=True, kw_only=True):
     sub_checkpoint: dict | None = None
     cursor: dict | None = None
     snapshot_end: bool = False
+    snapshot_start: bool = False
 
 
 class PullContext(msgspec.Struct, frozen=True, kw_only=True):

@@ -6,7 +6,9 @@ this source. Reading happens in a worker thread, ``batch_size`` records per
 call, at constant memory. Each batch's sub-checkpoint holds the byte offset and
 line number after it plus the file's signature (inode, size, mtime): a pull
 interrupted after a committed batch resumes right after it if the file is
-unchanged, and starts over if it changed.
+unchanged, and starts over as a new snapshot (``snapshot_start``) if it
+changed, so values the new file lacks are retracted at its end even when the
+interrupted pull had committed them.
 
 Producers should replace the file atomically (write a temporary file, then
 rename it over the old one); a file rewritten in place while it is read may be
@@ -100,6 +102,7 @@ class _Reader:
         self.sig = ""
         self.offset = 0
         self.line = 0
+        self.resumed = False  # positioned at the resume point of an interrupted pull
 
     def _unavailable(self, exc: OSError) -> SourceUnavailable:
         return SourceUnavailable(f"{self.path}: {exc.strerror or exc}")
@@ -134,6 +137,7 @@ class _Reader:
         if self._resumable(resume, start):
             assert resume is not None
             self.offset, self.line = resume["offset"], resume["line"]
+            self.resumed = True
         self._seek(self.offset)
         return header
 
@@ -278,8 +282,12 @@ class FileAdapter(Adapter):
                     cp["done"] = True  # a finished snapshot: the next pull starts over
                 return Batch(sightings=sightings, rejected=rejected, sub_checkpoint=cp, snapshot_end=eof)
 
+            first = not reader.resumed  # from the top: a new snapshot, even if the pull had a resume point
             while True:
                 batch = await trio.to_thread.run_sync(next_batch)
+                if first:
+                    batch = msgspec.structs.replace(batch, snapshot_start=True)
+                    first = False
                 yield batch
                 if batch.snapshot_end:
                     return

@@ -166,7 +166,7 @@ async def pull_once(
                                     policy=plugin.reconcile,
                                     aging_days=plugin.aging_days,
                                     now=now(),
-                                    fresh=fresh,
+                                    fresh=fresh or batch.snapshot_start,
                                     snapshot_end=batch.snapshot_end,
                                     sub=batch.sub_checkpoint,
                                     cursor=batch.cursor,
