@@ -336,9 +336,11 @@ class Adapter:
         restart until it succeeds: it must be safe to repeat.
         """
 
-    async def recover(self, action: str, params: Any) -> None:
+    async def recover(self, action: str, params: Any) -> list[str]:
         """Clean up what an interrupted delivery to this target left behind (a killed write's
-        temporary file); called once when a sharing starts, before its first pass."""
+        temporary files); called once when a sharing starts, before its first pass. Returns
+        what was removed, for the log."""
+        return []
 
     def target_present(self, action: str, params: Any) -> bool:
         """Whether a full-replace target still exists; if not, it is rewritten even when unchanged."""

@@ -26,7 +26,7 @@ import msgspec
 import trio
 
 from ctd.adapters.file import formats as formats
-from ctd.adapters.file.push import FileListParams, render, write_atomically
+from ctd.adapters.file.push import FileListParams, remove_orphans, render, write_atomically
 from ctd.model import (
     ActionSpec,
     Adapter,
@@ -236,6 +236,13 @@ class FileAdapter(Adapter):
     @classmethod
     def limits(cls, action: str, params: FileListParams) -> tuple[int | None, int | None]:
         return params.max_entries, params.max_bytes
+
+    async def recover(self, action: str, params: FileListParams) -> list[str]:
+        """Delete the temporary files a killed write of the list left beside it."""
+        try:
+            return await trio.to_thread.run_sync(remove_orphans, params.path)
+        except OSError as exc:
+            raise SourceUnavailable(f"{params.path}: cannot remove leftover temporary files: {exc.strerror}") from exc
 
     async def replace(self, action: str, params: FileListParams, items: list[ShareItem]) -> PushResult:
         """Write ``items`` as the whole list file (full-replace); values that would break a line come back refused."""

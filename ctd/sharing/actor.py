@@ -148,7 +148,15 @@ class Sharer:
         """Plan and deliver one pass; raises the destination's error (nothing marked shared then)."""
         if not self.recovered:
             with deadline(float(self.dest.timeout), "recover"):
-                await self.adapter.recover(self.sh.action, self.sh.params)
+                removed = await self.adapter.recover(self.sh.action, self.sh.params)
+            if removed:
+                log.warning(
+                    "removed what an interrupted delivery left behind",
+                    ctd_event="sharing_recovered",
+                    ctd_destination=self.sh.destination,
+                    ctd_count=len(removed),
+                    paths=removed[:10],
+                )
             self.recovered = True
         at = now()
         result = ShareResult(sharing=self.name)
