@@ -61,6 +61,7 @@ from ctd.store.requests import (
     PlanSharing,
     PreviewSelection,
     ReapplyAllowlist,
+    ReapplyPluginValues,
     RecordApplied,
     RecordDelivery,
     RecordFull,
@@ -116,6 +117,14 @@ class Store(abc.ABC):
 
     async def complete_pull(self, source: str, cycle_start: int, now: int) -> None:
         await self._execute(CompletePull(source=source, cycle_start=cycle_start, now=now))
+
+    async def reapply_plugin_values(
+        self, source: str, *, tags: Sequence[str], dropped: Sequence[str], reputation: int | None, now: int
+    ) -> int:
+        """Apply the source's current tags/reputation to what its current pull cycle committed; how many."""
+        return await self._execute(
+            ReapplyPluginValues(source=source, tags=tuple(tags), dropped=tuple(dropped), reputation=reputation, now=now)
+        )
 
     async def record_error(self, source: str, error: str) -> None:
         await self._execute(RecordPullError(source=source, error=error))

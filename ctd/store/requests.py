@@ -58,6 +58,20 @@ class CompletePull(_Request, frozen=True, kw_only=True):
     now: int
 
 
+class ReapplyPluginValues(_Request, frozen=True, kw_only=True):
+    """Apply a source's current plugin-level values to every sighting its current pull cycle committed.
+
+    ``dropped``: plugin tags used earlier in the cycle that are no longer configured;
+    ``reputation`` None leaves each sighting's reputation as it is.
+    """
+
+    source: str
+    tags: tuple[str, ...]
+    dropped: tuple[str, ...]
+    reputation: int | None
+    now: int
+
+
 class RecordPullError(_Request, frozen=True, kw_only=True):
     source: str
     error: str
