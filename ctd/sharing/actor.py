@@ -22,7 +22,7 @@ import trio
 
 from ctd.ask import Ask, answer, close_inbox
 from ctd.config import PluginConfig, RuleConfig, SharingConfig
-from ctd.errors import describe
+from ctd.errors import cap, describe
 from ctd.model import ActionSpec, Adapter, PushResult, ShareItem, iso, now
 from ctd.policy import deadline, expected, next_attempt, real_cause
 from ctd.rates import RateCounter
@@ -228,7 +228,7 @@ class Sharer:
             items = [it for _, it in batch]
             res = await self._call(self.adapter.retract if retraction else self.adapter.push, items)
             by_value = {it.value: iid for iid, it in batch}
-            rejected = {by_value[v]: reason for v, reason in res.rejected.items() if v in by_value}
+            rejected = {by_value[v]: cap(reason) for v, reason in res.rejected.items() if v in by_value}
             done = [iid for iid, _ in batch if iid not in rejected]
             ids = {by_value[v]: rid for v, rid in res.ids.items() if v in by_value}
             expires = {}
@@ -273,7 +273,7 @@ class Sharer:
                 # the list hash unrecorded, so the next pass replaces (idempotent) and applies again.
                 await self._apply(result)
             by_value = {it.value: iid for iid, it in items}
-            rejected = {by_value[v]: reason for v, reason in res.rejected.items() if v in by_value}
+            rejected = {by_value[v]: cap(reason) for v, reason in res.rejected.items() if v in by_value}
             result.pushed = len(items) - len(rejected)
             result.rejected = len(rejected)
             if self.rate is not None:

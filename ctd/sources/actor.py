@@ -20,7 +20,7 @@ import trio
 
 from ctd.ask import Ask, answer, close_inbox
 from ctd.config import PluginConfig
-from ctd.errors import describe
+from ctd.errors import cap, describe
 from ctd.guard import Guard, load_guard
 from ctd.model import Batch, PullContext, iso, now
 from ctd.policy import deadline, expected, next_attempt, real_cause
@@ -258,7 +258,7 @@ def _log_batch(name: str, batch: Batch, res: IngestResult) -> None:
             "invalid indicators rejected",
             ctd_event="indicators_rejected_invalid",
             ctd_count=len(batch.rejected),
-            examples=[f"{r.where}: {r.reason}" for r in batch.rejected[:5]],
+            examples=[cap(f"{r.where}: {r.reason}") for r in batch.rejected[:5]],
         )
 
 
