@@ -106,6 +106,10 @@ class Batch(msgspec.Struct, frozen=True, kw_only=True):
     iterator index...) in that same transaction. ``snapshot_end`` says this
     batch completes a full snapshot of the source: every value of this source
     not reported since the snapshot began is retracted for this source.
+    ``snapshot_start`` says a resumed pull could not resume (the source changed
+    while ctd was down: another file, another ETag) and starts a new snapshot
+    with this batch: what the interrupted pull committed before does not count
+    for it, so what the new content lacks is retracted at its end.
     """
 
     sightings: list[Sighting]
@@ -113,6 +117,7 @@ class Batch(msgspec.Struct, frozen=True, kw_only=True):
     sub_checkpoint: dict | None = None
     cursor: dict | None = None
     snapshot_end: bool = False
+    snapshot_start: bool = False
 
 
 class PullContext(msgspec.Struct, frozen=True, kw_only=True):
@@ -159,6 +164,9 @@ class PushResult(msgspec.Struct, frozen=True, kw_only=True):
 
     rejected: dict[str, str] = {}
     ids: dict[str, str] = {}
+    # The expiry the destination gave an accepted value when it is not ``ShareItem.expires_at``
+    # (its default for an item without one, or its cap): the ledger re-pushes in time from it.
+    expires: dict[str, int | None] = {}
 
 
 class ActionSpec(msgspec.Struct, frozen=True, kw_only=True):
@@ -180,6 +188,13 @@ class ActionSpec(msgspec.Struct, frozen=True, kw_only=True):
     entry_overhead: int = 1
     batch_size: int = 1000
     types: tuple[str, ...] | None = None  # indicator types the target accepts (None: all)
+    # The target's changes take effect only after a second call (``Adapter.apply``: Netskope's
+    # deploy, a commit or publish step). The ledger then records an IoC as shared or retracted
+    # only once ``apply`` succeeded, and a pending apply survives a failed pass and a restart.
+    needs_apply: bool = False
+    # The target enforces ``ShareItem.expires_at`` itself (an EDR's indicator expiry): an IoC
+    # whose expiry moved later is pushed again before the destination's copy lapses.
+    carries_expiry: bool = False
 
 
 # --- the adapter contract ------------------------------------------------------------
@@ -230,10 +245,14 @@ class Adapter:
     into the ``AdapterError`` subclasses (retry / disable / skip the batch).
 
     Where a destination's change needs a second call to take effect (Netskope's
-    deploy, a publish or commit step), issue 11 adds an ``apply(action, params)``
-    hook beside ``push``/``retract``/``replace`` below (default: nothing to
-    apply), with a ``needs_apply`` flag on ``ActionSpec``; the sharing actor
-    then records an IoC as shared or retracted only once ``apply`` succeeded.
+    deploy, a publish or commit step), the action declares ``needs_apply`` and
+    the adapter implements ``apply(action, params)``: ``push``/``retract`` then
+    only stage changes, and the sharing actor calls ``apply`` once per pass,
+    after the last batch. The ledger keeps a pending-apply marker per sharing,
+    committed with the batches it covers; an IoC becomes ``shared`` or
+    ``retracted`` only once ``apply`` succeeded, and a failed or interrupted
+    apply is run again by the next pass (also after a restart). For a
+    full-replace action, ``apply`` follows each ``replace``.
     """
 
     Config: ClassVar[type[msgspec.Struct]] = NoOptions
@@ -309,6 +328,19 @@ class Adapter:
     async def replace(self, action: str, params: Any, items: list[ShareItem]) -> PushResult:
         """Make a full-replace target hold exactly ``items`` (newest first)."""
         raise NotImplementedError(f"{type(self).__name__} cannot replace a list")
+
+    async def apply(self, action: str, params: Any) -> None:
+        """Make the changes staged by ``push``/``retract``/``replace`` take effect (``needs_apply``).
+
+        Called once per pass after the last batch, and again after a failure or a
+        restart until it succeeds: it must be safe to repeat.
+        """
+
+    async def recover(self, action: str, params: Any) -> list[str]:
+        """Clean up what an interrupted delivery to this target left behind (a killed write's
+        temporary files); called once when a sharing starts, before its first pass. Returns
+        what was removed, for the log."""
+        return []
 
     def target_present(self, action: str, params: Any) -> bool:
         """Whether a full-replace target still exists; if not, it is rewritten even when unchanged."""

@@ -8,6 +8,7 @@ cannot drift apart::
     AuthError                     disabled   none until the config is reloaded
     SourceUnavailable, TimedOut   backoff    exponential backoff; a longer Retry-After wins
     UpstreamDataError             idle       at the next regular interval (sooner gets the same data)
+    RecursionError                idle       the same: data nested deeper than a parser's stack
     any other CtdError            backoff    exponential backoff
     anything else (a bug)         backoff    exponential backoff; the actor logs the traceback
 
@@ -45,15 +46,19 @@ def next_attempt(
     cause = real_cause(exc)
     if isinstance(cause, AuthError):
         return Attempt("disabled", float("inf"))
-    if isinstance(cause, UpstreamDataError):
+    if isinstance(cause, (UpstreamDataError, RecursionError)):
         return Attempt("idle", interval)
     retry_after = cause.retry_after if isinstance(cause, SourceUnavailable) else None
     return Attempt("backoff", backoff_delay(failures, retry_after, rng))
 
 
 def expected(exc: BaseException) -> bool:
-    """Is ``exc`` (a real cause) one the tree names? Anything else is a bug, worth its traceback."""
-    return isinstance(exc, (CtdError, trio.TooSlowError))
+    """Is ``exc`` (a real cause) one the tree names? Anything else is a bug, worth its traceback.
+
+    A RecursionError is hostile data (nested deeper than a parser's stack) that an adapter did
+    not translate: reported like bad data, without a traceback.
+    """
+    return isinstance(exc, (CtdError, trio.TooSlowError, RecursionError))
 
 
 def backoff_delay(failures: int, retry_after: float | None, rng: Callable[[], float] = random.random) -> float:

@@ -229,7 +229,9 @@ class FakeDaemon:
                     "unshared": 0,
                     "unchanged": False,
                     "muted": False,
-                    "error": "destination refused: 503" if a["name"] == "broken" else None,
+                    "error": "destination refused: 503" if a["name"] in ("broken", "waiting") else None,
+                    "deferred": a["name"] == "waiting",
+                    "next_attempt": "2026-01-02T03:09:05Z" if a["name"] == "waiting" else None,
                 }
             case _:
                 raise CtdError(f"unknown command {request.cmd}")
@@ -609,6 +611,15 @@ async def test_sharing_sync_with_error_exits_2(
     """`sharing sync` exits 2 and prints the error when the pass failed."""
     assert await ctdctl("--socket", sock_path, "sharing", "sync", "broken") == 2
     assert "destination refused: 503" in capsys.readouterr().err
+
+
+async def test_sharing_sync_in_backoff_exits_2_with_the_next_attempt(
+    daemon: FakeDaemon, sock_path: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`sharing sync` of a sharing in backoff exits 2 saying it did not run, why, and when the next attempt is."""
+    assert await ctdctl("--socket", sock_path, "sharing", "sync", "waiting") == 2
+    err = capsys.readouterr().err
+    assert "not run" in err and "destination refused: 503" in err and "2026-01-02T03:09:05Z" in err
 
 
 async def test_show_delivery_table(daemon: FakeDaemon, sock_path: str, capsys: pytest.CaptureFixture[str]) -> None:

@@ -18,10 +18,11 @@ import ctd
 from ctd.control.protocol import Peer, Request
 from ctd.control.server import serve_control
 from ctd.ctdctl import main as ctdctl
-from ctd.ctdctl.admin import CHECK_TIMEOUT, human_size
+from ctd.ctdctl.admin import human_size
 from ctd.ctdctl.client import DEFAULT_TIMEOUT
 from ctd.ctdctl.completion import bash_completion
 from ctd.ctdctl.main import DaemonError, build_parser, main
+from ctd.ctdctl.timeouts import DEFAULTS as TIMEOUTS
 from ctd.errors import BadRequest, CtdError, PermissionDenied
 
 COMPLETION_FILE = pathlib.Path(__file__).resolve().parent.parent / "etc" / "ctdctl.bash-completion"
@@ -260,7 +261,7 @@ async def test_plugins_check_long_timeout(daemon: FakeDaemon, sock_path: str, mo
 
     monkeypatch.setattr(ctdctl, "ControlClient", recording)
     assert await run("--socket", sock_path, "plugins", "check", "misp1") == 0
-    assert timeouts == [CHECK_TIMEOUT] and CHECK_TIMEOUT >= 60
+    assert timeouts == [TIMEOUTS["plugins check"]] and TIMEOUTS["plugins check"] >= 60
 
 
 # --- retract and mute ---------------------------------------------------------

@@ -284,7 +284,7 @@ def _leaves(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()) -> list
 def test_ctdctl_page_names_every_command_and_option() -> None:
     """docs/ctdctl.md has a table row for every ctdctl command, naming each of its options."""
     text = _documented("docs/ctdctl.md")
-    globals_ = {"--json", "--socket", "--config", "--help", "-h"}
+    globals_ = {"--json", "--socket", "--config", "--timeout", "--help", "-h"}
     for path, parser in _leaves(ctdctl_main.build_parser()):
         rows = [ln for ln in text.splitlines() if ln.startswith("|") and f"`ctdctl {' '.join(path)}" in ln]
         assert rows, f"docs/ctdctl.md has no row for `ctdctl {' '.join(path)}`"

@@ -23,7 +23,7 @@ import msgspec
 import trio
 
 from ctd.adapters.edl.server import LIST_NAME, TOKEN, ServerSettings, parse_bind, serve_edl
-from ctd.adapters.file.push import render, write_atomically
+from ctd.adapters.file.push import remove_orphans, render, write_atomically
 from ctd.model import (
     ActionSpec,
     Adapter,
@@ -136,6 +136,14 @@ class EdlAdapter(Adapter):
 
     def list_path(self, name: str) -> str:
         return os.path.join(self._lists_dir(), name + ".txt")
+
+    async def recover(self, action: str, params: EdlListParams) -> list[str]:
+        """Delete the temporary files a killed write of the list left beside it."""
+        path = self.list_path(params.name)
+        try:
+            return await trio.to_thread.run_sync(remove_orphans, path)
+        except OSError as exc:
+            raise SourceUnavailable(f"{path}: cannot remove leftover temporary files: {exc.strerror}") from exc
 
     async def replace(self, action: str, params: EdlListParams, items: list[ShareItem]) -> PushResult:
         """Write ``items`` (newest first) as the whole list file; values that would break a line come back refused."""

@@ -12,7 +12,9 @@ new validators — is never reached, so a partial feed never retracts anything.
 
 Resuming: each batch's sub-checkpoint holds the feed's validator and the line
 (item, event) reached; a resumed pull downloads again unconditionally and skips
-what was committed if the validator is unchanged.
+what was committed if the validator is unchanged. If it changed (or the feed
+has none), the pull starts a new snapshot (``snapshot_start``): what the
+interrupted pull committed from the old content does not count for it.
 """
 
 from __future__ import annotations
@@ -97,8 +99,11 @@ class FeedAdapter(Adapter):
             cursor = {**body.validators, "fetched_at": ctx.now}
             batches = self._lines(ctx, body, skip) if self.spec.format != "json" else self._json(ctx, body, skip)
             good = bad = 0
+            start = skip == 0  # not skipping what was committed: the first batch starts a new snapshot
             async with aclosing(batches):
                 async for batch, last in batches:
+                    if start:
+                        batch, start = msgspec.structs.replace(batch, snapshot_start=True), False
                     good += len(batch.sightings)
                     bad += len(batch.rejected)
                     if not last:
@@ -208,6 +213,7 @@ class FeedAdapter(Adapter):
         known = known if isinstance(known, dict) else {}
         todo = sorted((ts, uuid) for uuid, ts in manifest.items() if snapshot or known.get(uuid) != ts)
         skip = sub.get("pos", 0) if resuming and sub and sub.get("validator") == version else 0
+        start = skip == 0  # a new snapshot: what an interrupted pull committed does not count for it
         done = {u: t for u, t in known.items() if u in manifest}  # events dropped from the manifest are forgotten
         base = murl.removesuffix("manifest.json")
         complete = True
@@ -237,8 +243,9 @@ class FeedAdapter(Adapter):
                     rejected=rejected,
                     sub_checkpoint={"validator": version, "pos": i + 1},
                     cursor=None if snapshot else {"events": dict(done)},
+                    snapshot_start=start,
                 )
-                out, rejected = [], []
+                out, rejected, start = [], [], False
         retract = {(s.type, s.value): s for s in dead if (s.type, s.value) not in live}
         cursor: dict[str, Any] = {**validators, "fetched_at": ctx.now} if complete else {}
         if not snapshot:
@@ -249,6 +256,7 @@ class FeedAdapter(Adapter):
             cursor=cursor,
             snapshot_end=snapshot and complete,
             sub_checkpoint={"done": True},
+            snapshot_start=start,
         )
 
     async def _misp_event(self, url: str, uuid: str, now: int) -> tuple[ff.Parsed, list[Sighting]] | str:

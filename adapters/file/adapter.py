@@ -6,7 +6,9 @@ this source. Reading happens in a worker thread, ``batch_size`` records per
 call, at constant memory. Each batch's sub-checkpoint holds the byte offset and
 line number after it plus the file's signature (inode, size, mtime): a pull
 interrupted after a committed batch resumes right after it if the file is
-unchanged, and starts over if it changed.
+unchanged, and starts over as a new snapshot (``snapshot_start``) if it
+changed, so values the new file lacks are retracted at its end even when the
+interrupted pull had committed them.
 
 Producers should replace the file atomically (write a temporary file, then
 rename it over the old one); a file rewritten in place while it is read may be
@@ -24,7 +26,7 @@ import msgspec
 import trio
 
 from ctd.adapters.file import formats as formats
-from ctd.adapters.file.push import FileListParams, render, write_atomically
+from ctd.adapters.file.push import FileListParams, remove_orphans, render, write_atomically
 from ctd.model import (
     ActionSpec,
     Adapter,
@@ -100,6 +102,7 @@ class _Reader:
         self.sig = ""
         self.offset = 0
         self.line = 0
+        self.resumed = False  # positioned at the resume point of an interrupted pull
 
     def _unavailable(self, exc: OSError) -> SourceUnavailable:
         return SourceUnavailable(f"{self.path}: {exc.strerror or exc}")
@@ -134,6 +137,7 @@ class _Reader:
         if self._resumable(resume, start):
             assert resume is not None
             self.offset, self.line = resume["offset"], resume["line"]
+            self.resumed = True
         self._seek(self.offset)
         return header
 
@@ -233,6 +237,13 @@ class FileAdapter(Adapter):
     def limits(cls, action: str, params: FileListParams) -> tuple[int | None, int | None]:
         return params.max_entries, params.max_bytes
 
+    async def recover(self, action: str, params: FileListParams) -> list[str]:
+        """Delete the temporary files a killed write of the list left beside it."""
+        try:
+            return await trio.to_thread.run_sync(remove_orphans, params.path)
+        except OSError as exc:
+            raise SourceUnavailable(f"{params.path}: cannot remove leftover temporary files: {exc.strerror}") from exc
+
     async def replace(self, action: str, params: FileListParams, items: list[ShareItem]) -> PushResult:
         """Write ``items`` as the whole list file (full-replace); values that would break a line come back refused."""
         rejected: dict[str, str] = {}
@@ -278,8 +289,12 @@ class FileAdapter(Adapter):
                     cp["done"] = True  # a finished snapshot: the next pull starts over
                 return Batch(sightings=sightings, rejected=rejected, sub_checkpoint=cp, snapshot_end=eof)
 
+            first = not reader.resumed  # from the top: a new snapshot, even if the pull had a resume point
             while True:
                 batch = await trio.to_thread.run_sync(next_batch)
+                if first:
+                    batch = msgspec.structs.replace(batch, snapshot_start=True)
+                    first = False
                 yield batch
                 if batch.snapshot_end:
                     return

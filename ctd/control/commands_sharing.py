@@ -121,6 +121,7 @@ class SharingCommands:
         )
         ledger = await self.d.store.ledger_counts(name)
         entry["counts"] = ledger["counts"]
+        entry["apply_pending"] = ledger.get("apply_pending", False)  # a two-phase destination owes its apply
         entry["last_run"] = entry.get("last_run") or iso(ledger["last_run"])
         entry["last_success"] = entry.get("last_success") or iso(ledger["last_success"])
         entry["last_error"] = entry.get("last_error") or ledger["last_error"]

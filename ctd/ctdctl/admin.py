@@ -18,8 +18,6 @@ from ctd.ctdctl.render import cell, emit, kv, table, to_json
 from ctd.ctdctl.render_sharing import LEDGER_STATES
 from ctd.errors import CtdError
 
-# The daemon gives a plugin check 30 s; leave room for the reply to arrive.
-CHECK_TIMEOUT: Final = 120.0
 EXIT_OK, EXIT_FAILED = 0, 2
 
 
@@ -27,7 +25,7 @@ class Client(Protocol):
     def call(self, cmd: str, /, **args: Any) -> Any: ...
 
 
-Connect = Callable[..., Client]  # connect() or connect(timeout=seconds)
+Connect = Callable[[], Client]  # a client with the command's timeout (ctd.ctdctl.timeouts)
 
 
 # --- arguments ----------------------------------------------------------------
@@ -92,7 +90,7 @@ def run(args: argparse.Namespace, connect: Connect, out: TextIO) -> int | None:
         case "plugins", "list":
             emit(out, connect().call("plugins.list"), as_json, plugins_list)
         case "plugins", "check":
-            data = connect(timeout=CHECK_TIMEOUT).call("plugins.check", name=args.name)
+            data = connect().call("plugins.check", name=args.name)
             emit(out, data, as_json, plugins_check)
             return EXIT_OK if data.get("ok") else EXIT_FAILED
         case "indicators", "retract":

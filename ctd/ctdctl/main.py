@@ -1,7 +1,8 @@
 """ctdctl: talk to a running ctd over its control socket.
 
 Exit codes: 0 ok; 1 cannot reach the daemon, or nothing found; 2 the daemon
-reported an error (its message goes to stderr).
+reported an error (its message goes to stderr); 124 no answer within the
+command's timeout (``ctd.ctdctl.timeouts``; ``--timeout`` overrides).
 """
 
 from __future__ import annotations
@@ -14,12 +15,21 @@ from typing import Any, TextIO
 from ctd.ctdctl import admin as admin
 from ctd.ctdctl import render as render
 from ctd.ctdctl import render_sharing as render_sharing
-from ctd.ctdctl.client import DEFAULT_SOCKET, ConnectError, ControlClient, DaemonError, resolve_socket
+from ctd.ctdctl import timeouts as timeouts
+from ctd.ctdctl.client import (
+    DEFAULT_SOCKET,
+    CommandTimedOut,
+    ConnectError,
+    ControlClient,
+    DaemonError,
+    resolve_socket,
+)
 from ctd.ctdctl.completion import bash_completion
 from ctd.ctdctl.escape import escape
 
 EXIT_OK, EXIT_NOT_FOUND, EXIT_DAEMON_ERROR = 0, 1, 2
 EXIT_CONNECT = 1
+EXIT_TIMEOUT = 124  # like timeout(1)
 
 
 # --- command line -------------------------------------------------------------
@@ -37,6 +47,13 @@ def _global_options(parser: argparse.ArgumentParser, default: Any) -> None:
     )
     parser.add_argument(
         "--config", metavar="PATH", default=default, help="read [daemon].socket from this config (default: $CTD_CONFIG)"
+    )
+    parser.add_argument(
+        "--timeout",
+        metavar="SECONDS",
+        type=timeouts.seconds,
+        default=default,
+        help="how long to wait for the daemon (default: per command, 30 s for reads, 1 h for sync; 0: no limit)",
     )
 
 
@@ -118,11 +135,15 @@ def main(argv: list[str] | None = None) -> int:
             out.write(bash_completion(parser))
             return EXIT_OK
         # The socket is resolved on connecting: `version` prints the client's first.
-        code = admin.run(args, lambda **kw: ControlClient(resolve_socket(args.socket, args.config), **kw), out)
+        limit = timeouts.for_command(args)
+        code = admin.run(args, lambda: ControlClient(resolve_socket(args.socket, args.config), timeout=limit), out)
         if code is not None:
             return code
         path = resolve_socket(args.socket, args.config)
-        return _run(args, path, out, err)
+        return _run(args, ControlClient(path, timeout=limit), out, err)
+    except CommandTimedOut as exc:
+        _complain(err, str(exc))
+        return EXIT_TIMEOUT
     except ConnectError as exc:
         _complain(err, str(exc))
         return EXIT_CONNECT
@@ -136,8 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-def _run(args: argparse.Namespace, path: str, out: TextIO, err: TextIO) -> int:
-    client = ControlClient(path)
+def _run(args: argparse.Namespace, client: ControlClient, out: TextIO, err: TextIO) -> int:
     as_json = args.json
     match args.command:
         case "status":
@@ -147,8 +167,7 @@ def _run(args: argparse.Namespace, path: str, out: TextIO, err: TextIO) -> int:
             data = client.call("sources")
             _emit(out, data, as_json, render.sources)
         case "sync":
-            # A pull can take long: the daemon decides when it is over.
-            data = ControlClient(path, timeout=None).call("sync", source=args.source)
+            data = client.call("sync", source=args.source)
             _emit(out, data, as_json, render.sync)
             if data.get("error") is not None:
                 _complain(err, f"sync {args.source} failed: {data['error']}")
@@ -161,7 +180,7 @@ def _run(args: argparse.Namespace, path: str, out: TextIO, err: TextIO) -> int:
         case "rules":
             return _run_rules(args, client, out)
         case "sharing":
-            return _run_sharing(args, client, path, out, err)
+            return _run_sharing(args, client, out, err)
         case other:  # argparse only lets declared commands through
             raise AssertionError(f"unhandled command {other!r}")
     return EXIT_OK
@@ -206,16 +225,23 @@ def _run_rules(args: argparse.Namespace, client: ControlClient, out: TextIO) -> 
     return EXIT_OK
 
 
-def _run_sharing(args: argparse.Namespace, client: ControlClient, path: str, out: TextIO, err: TextIO) -> int:
+def _run_sharing(args: argparse.Namespace, client: ControlClient, out: TextIO, err: TextIO) -> int:
     match args.action:
         case "list":
             _emit(out, client.call("sharing.list"), args.json, render_sharing.sharing_list)
         case "show":
             _emit(out, client.call("sharing.show", name=args.name), args.json, render_sharing.sharing_show)
         case "sync":
-            # A pass can take long (slow destination): the daemon decides when it is over.
-            data = ControlClient(path, timeout=None).call("sharing.sync", name=args.name, days=args.days)
+            data = client.call("sharing.sync", name=args.name, days=args.days)
             _emit(out, data, args.json, render_sharing.sharing_sync)
+            if data.get("deferred"):
+                # The destination is in backoff: the daemon answered at once and sends nothing before then.
+                _complain(
+                    err,
+                    f"sharing sync {args.name}: not run, the destination is in backoff after: {data.get('error')}; "
+                    f"next attempt at {data.get('next_attempt')}",
+                )
+                return EXIT_DAEMON_ERROR
             if data.get("error") is not None:
                 _complain(err, f"sharing sync {args.name} failed: {data['error']}")
                 return EXIT_DAEMON_ERROR

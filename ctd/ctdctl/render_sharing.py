@@ -154,6 +154,7 @@ def sharing_show(out: TextIO, data: dict[str, Any]) -> None:
             ("next run", data.get("next_run")),
             ("last result", _last_result(data.get("last_result"))),
             ("last error", data.get("last_error")),
+            ("apply pending", data.get("apply_pending")),
         ],
     )
     counts = data.get("counts") or {}
@@ -191,7 +192,10 @@ def sharing_sync(out: TextIO, data: dict[str, Any]) -> None:
                 "unshared",
                 "unchanged",
                 "muted",
+                "applied",
+                "deferred",
                 "error",
+                "next_attempt",
             )
         ],
     )

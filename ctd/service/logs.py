@@ -28,6 +28,7 @@ import msgspec
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
+from ctd.errors import cap
 from ctd.service import journal as journal
 
 SECRET_KEYS = frozenset({"token", "password", "secret", "api_key", "client_secret", "authorization"})
@@ -59,6 +60,7 @@ def configure_logging(level: str = "info", stream: TextIO | None = None) -> None
             _add_timestamp,
             structlog.processors.StackInfoRenderer(),
             structlog.processors.format_exc_info,
+            _cap_traceback,
             redact_secrets,
             _order_keys,
             sink.renderer,
@@ -74,6 +76,15 @@ def _add_timestamp(_logger: WrappedLogger, _name: str, event_dict: EventDict) ->
     """ISO 8601 UTC with milliseconds, e.g. ``2026-11-27T10:00:00.123Z``."""
     now = datetime.now(UTC)
     event_dict["ts"] = now.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return event_dict
+
+
+def _cap_traceback(_logger: WrappedLogger, _name: str, event_dict: EventDict) -> EventDict:
+    """Each line of a rendered traceback capped (``ctd.errors.cap``): a peer's 100 MB error text
+    in an exception message must not become a 100 MB log line."""
+    text = event_dict.get("exception")
+    if isinstance(text, str) and len(text) > 4096:
+        event_dict["exception"] = "\n".join(cap(line) for line in text.split("\n"))
     return event_dict
 
 

@@ -20,10 +20,11 @@ import trio
 
 from ctd.ask import Ask, answer, close_inbox
 from ctd.config import PluginConfig
-from ctd.errors import describe
+from ctd.errors import cap, describe
 from ctd.guard import Guard, load_guard
 from ctd.model import Batch, PullContext, iso, now
 from ctd.policy import deadline, expected, next_attempt, real_cause
+from ctd.sources import values as plugin_values
 from ctd.store import STAGE_COLUMNS, IngestBatch, IngestResult, Store, to_stage_rows
 
 log = structlog.get_logger("ctd.source")
@@ -114,11 +115,14 @@ async def pull_once(
     status.last_run = cycle_start
     counts = PullCounts()
     cp = await store.checkpoint(name)
+    resume, earlier = plugin_values.split(cp.sub)
+    configured = plugin_values.current(plugin)
+    used = plugin_values.merged(configured, earlier)  # plugin-level values this cycle has applied
     ctx = PullContext(
         since=cp.last_run if cp.last_run is not None else cycle_start - int(plugin.initial_range),
         now=cycle_start,
         cursor=cp.cursor,
-        sub_checkpoint=cp.sub,
+        sub_checkpoint=resume,
     )
     fresh = cp.sub is None
     # Parse the next batch while the store commits this one.
@@ -166,9 +170,9 @@ async def pull_once(
                                     policy=plugin.reconcile,
                                     aging_days=plugin.aging_days,
                                     now=now(),
-                                    fresh=fresh,
+                                    fresh=fresh or batch.snapshot_start,
                                     snapshot_end=batch.snapshot_end,
-                                    sub=batch.sub_checkpoint,
+                                    sub=plugin_values.with_used(batch.sub_checkpoint, used),
                                     cursor=batch.cursor,
                                 )
                             )
@@ -184,6 +188,11 @@ async def pull_once(
                         _log_batch(name, batch, res)
             if failure is not None:
                 raise failure
+        if (dropped := plugin_values.dropped(used, configured)) is not None:
+            # A reload changed tags/reputation mid-pull: what was committed before it gets the current ones.
+            await store.reapply_plugin_values(
+                name, tags=plugin.tags, dropped=dropped, reputation=plugin.reputation, now=now()
+            )
         await store.complete_pull(name, cycle_start, now())
     except BaseException as exc:
         if not isinstance(exc, trio.Cancelled):
@@ -249,7 +258,7 @@ def _log_batch(name: str, batch: Batch, res: IngestResult) -> None:
             "invalid indicators rejected",
             ctd_event="indicators_rejected_invalid",
             ctd_count=len(batch.rejected),
-            examples=[f"{r.where}: {r.reason}" for r in batch.rejected[:5]],
+            examples=[cap(f"{r.where}: {r.reason}") for r in batch.rejected[:5]],
         )
 
 

@@ -61,6 +61,8 @@ from ctd.store.requests import (
     PlanSharing,
     PreviewSelection,
     ReapplyAllowlist,
+    ReapplyPluginValues,
+    RecordApplied,
     RecordDelivery,
     RecordFull,
     RecordPullError,
@@ -115,6 +117,14 @@ class Store(abc.ABC):
 
     async def complete_pull(self, source: str, cycle_start: int, now: int) -> None:
         await self._execute(CompletePull(source=source, cycle_start=cycle_start, now=now))
+
+    async def reapply_plugin_values(
+        self, source: str, *, tags: Sequence[str], dropped: Sequence[str], reputation: int | None, now: int
+    ) -> int:
+        """Apply the source's current tags/reputation to what its current pull cycle committed; how many."""
+        return await self._execute(
+            ReapplyPluginValues(source=source, tags=tuple(tags), dropped=tuple(dropped), reputation=reputation, now=now)
+        )
 
     async def record_error(self, source: str, error: str) -> None:
         await self._execute(RecordPullError(source=source, error=error))
@@ -193,11 +203,27 @@ class Store(abc.ABC):
         retraction: bool,
         now: int,
         ids: dict[int, str] | None = None,
+        expires: dict[int, int | None] | None = None,
+        staged: bool = False,
     ) -> None:
-        """Record a delivered batch; ``ids``: the destination's ids of what it created, by ledger key."""
+        """Record a delivered batch; ``ids``: the destination's ids of what it created, by ledger key;
+        ``expires``: the expiry each accepted push carried; ``staged``: it takes effect at the apply step."""
         await self._execute(
-            RecordDelivery(sharing=sharing, done=done, rejected=rejected, retraction=retraction, now=now, ids=ids or {})
+            RecordDelivery(
+                sharing=sharing,
+                done=done,
+                rejected=rejected,
+                retraction=retraction,
+                now=now,
+                ids=ids or {},
+                expires=expires or {},
+                staged=staged,
+            )
         )
+
+    async def record_applied(self, sharing: str, *, now: int) -> tuple[int, int]:
+        """The destination applied the staged changes: how many became shared and how many retracted."""
+        return await self._execute(RecordApplied(sharing=sharing, now=now))
 
     async def list_hash(self, sharing: str) -> tuple[str, str | None]:
         """The hash of the planned full list and the hash last delivered."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
-from ctd.store import guard, ledger, query, sql
+from ctd.store import guard, ledger, query, reapply, sql
 from ctd.store.requests import (
     ApplyGuard,
     CompletePull,
@@ -31,6 +31,8 @@ from ctd.store.requests import (
     PlanSharing,
     PreviewSelection,
     ReapplyAllowlist,
+    ReapplyPluginValues,
+    RecordApplied,
     RecordDelivery,
     RecordFull,
     RecordPullError,
@@ -64,7 +66,11 @@ def execute(conn: sqlite3.Connection, request: Any) -> Any:
                 retraction=request.retraction,
                 now=request.now,
                 ids=request.ids,
+                expires=request.expires,
+                staged=request.staged,
             )
+        case RecordApplied(sharing=name, now=now):
+            return ledger.record_applied(conn, name, now=now)
         # Sources and checkpoints.
         case GetCheckpoint(source=name):
             return sql.get_checkpoint(conn, name)
@@ -72,6 +78,8 @@ def execute(conn: sqlite3.Connection, request: Any) -> Any:
             return sql.set_checkpoint(conn, name, last_run)
         case CompletePull(source=name, cycle_start=start, now=now):
             return sql.complete_pull(conn, name, start, now)
+        case ReapplyPluginValues():
+            return reapply.reapply_plugin_values(conn, request)
         case RecordPullError(source=name, error=error):
             return sql.record_error(conn, name, error)
         # Housekeeping and operator actions.

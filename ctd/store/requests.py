@@ -58,6 +58,20 @@ class CompletePull(_Request, frozen=True, kw_only=True):
     now: int
 
 
+class ReapplyPluginValues(_Request, frozen=True, kw_only=True):
+    """Apply a source's current plugin-level values to every sighting its current pull cycle committed.
+
+    ``dropped``: plugin tags used earlier in the cycle that are no longer configured;
+    ``reputation`` None leaves each sighting's reputation as it is.
+    """
+
+    source: str
+    tags: tuple[str, ...]
+    dropped: tuple[str, ...]
+    reputation: int | None
+    now: int
+
+
 class RecordPullError(_Request, frozen=True, kw_only=True):
     source: str
     error: str
@@ -170,6 +184,9 @@ class PlanSharing(_Request, frozen=True, kw_only=True):
     max_bytes: int | None
     incremental: bool
     now: int
+    # The destination enforces the expiry it is given: a shared IoC whose expiry moved later is
+    # pushed again once the destination's copy has used up half of the lifetime ctd now gives it.
+    expiry: bool = False
 
 
 class FetchPending(_Request, frozen=True, kw_only=True):
@@ -192,6 +209,18 @@ class RecordDelivery(_Request, frozen=True, kw_only=True):
     retraction: bool
     now: int
     ids: dict[int, str] = {}
+    # The expiry each accepted push carried (by ledger key), kept to push a later one in time.
+    expires: dict[int, int | None] = {}
+    # The destination needs an apply step: accepted rows are staged and the sharing owes an
+    # apply (committed together); they become shared/retracted at ``RecordApplied``.
+    staged: bool = False
+
+
+class RecordApplied(_Request, frozen=True, kw_only=True):
+    """The destination's apply step succeeded: staged rows become shared or retracted, the marker is cleared."""
+
+    sharing: str
+    now: int
 
 
 class GetListHash(_Request, frozen=True, kw_only=True):
@@ -268,3 +297,4 @@ class Plan(msgspec.Struct, frozen=True, kw_only=True):
 
     candidates: int
     over_limit: int
+    apply_pending: bool = False  # an earlier pass left changes the destination has not applied yet

@@ -116,6 +116,19 @@ MIGRATIONS: list[str] = [
     ALTER TABLE indicator ADD COLUMN warninglist TEXT NOT NULL DEFAULT '';
     ALTER TABLE source ADD COLUMN guard TEXT;
     """,
+    # 8: two-phase destinations and expiries (issue 11). staged = 1: the
+    # destination accepted this row's push or withdrawal, which takes effect at
+    # its apply step (Netskope's deploy); sharing.apply_pending says an apply is
+    # owed, committed with the rows it covers. delivery.expires_at: the expiry
+    # the destination was given, so a later one is pushed before it lapses
+    # (unknown for rows shared before: 0, so an expiry-enforcing destination
+    # gets them once more).
+    """
+    ALTER TABLE delivery ADD COLUMN staged INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE delivery ADD COLUMN expires_at INTEGER;
+    ALTER TABLE sharing ADD COLUMN apply_pending INTEGER NOT NULL DEFAULT 0;
+    UPDATE delivery SET expires_at = 0 WHERE state = 'shared';
+    """,
 ]
 
 
