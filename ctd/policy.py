@@ -8,7 +8,8 @@ cannot drift apart::
     AuthError                     disabled   none until the config is reloaded
     SourceUnavailable, TimedOut   backoff    exponential backoff; a longer Retry-After wins
     UpstreamDataError             idle       at the next regular interval (sooner gets the same data)
-    any other CtdError            backoff    exponential backoff
+    StoreDamaged                  halted     none: the store stopped; a restore and a restart are needed
+    any other CtdError            backoff    exponential backoff (StoreFull: a full disk, too)
     anything else (a bug)         backoff    exponential backoff; the actor logs the traceback
 
 Backoff is 10 s doubling per consecutive failure up to one hour, with ±20%
@@ -25,7 +26,7 @@ from typing import NamedTuple
 
 import trio
 
-from ctd.errors import AuthError, CtdError, SourceUnavailable, TimedOut, UpstreamDataError
+from ctd.errors import AuthError, CtdError, SourceUnavailable, StoreDamaged, TimedOut, UpstreamDataError
 
 BACKOFF_BASE = 10.0
 BACKOFF_CAP = 3600.0
@@ -47,6 +48,8 @@ def next_attempt(
         return Attempt("disabled", float("inf"))
     if isinstance(cause, UpstreamDataError):
         return Attempt("idle", interval)
+    if isinstance(cause, StoreDamaged):
+        return Attempt("halted", float("inf"))  # retrying cannot help: the store has stopped
     retry_after = cause.retry_after if isinstance(cause, SourceUnavailable) else None
     return Attempt("backoff", backoff_delay(failures, retry_after, rng))
 

@@ -131,7 +131,7 @@ def _open(path: str, check: bool) -> tuple[sqlite3.Connection, tally.Counts]:
 
 
 async def _open_waiting_for_space(
-    path: str, limiter: trio.CapacityLimiter, shared: _Shared, on_health: HealthHook | None, check: bool
+    path: str, limiter: trio.CapacityLimiter, shared: _Shared, on_health: HealthHook | None, check: bool, wait: bool
 ) -> sqlite3.Connection:
     """Open the store; while state_dir is full, say so and retry instead of ending the daemon."""
     delay = OPEN_RETRY_FIRST
@@ -150,6 +150,8 @@ async def _open_waiting_for_space(
                 log.info("store has space again", ctd_event="store_recovered", path=path)
                 _tell(on_health, shared.health)
             return conn
+        if not wait:
+            raise full
         if shared.health.set(health.FULL, str(full)):
             log.error(
                 "store cannot open: waiting for space",
@@ -172,16 +174,18 @@ async def run_store(
     *,
     on_health: HealthHook | None = None,
     check: bool = True,
+    wait_for_space: bool = True,
     task_status: trio.TaskStatus[StoreClient] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Own the database at ``path`` and serve requests until cancelled, or until it turns out damaged.
 
     ``check``: look the file over first (``ctd.store.preflight``: ``StartupError`` if it must not be
     opened). ``on_health`` is told every change of the store's health (full, recovered, damaged).
+    ``wait_for_space``: while state_dir is full, wait and retry (the daemon); False: raise ``StoreFull``.
     """
     limiter = trio.CapacityLimiter(1)
     shared = _Shared(path)
-    conn = await _open_waiting_for_space(path, limiter, shared, on_health, check)
+    conn = await _open_waiting_for_space(path, limiter, shared, on_health, check, wait_for_space)
     send, recv = trio.open_memory_channel[Ask](INBOX_SIZE)
     shared.queued = lambda: recv.statistics().current_buffer_used
     log.info("store opened", path=path, ctd_event="store_opened")

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+from urllib.parse import quote
 
 import structlog
 
@@ -65,13 +66,37 @@ def check_database(path: str, *, quick_check: bool = True) -> None:
     if not size:
         _no_database(path, state_dir, size, wal)
         return
+    _check_header(path, _header(path), size, wal)
+    _check_contents(path, state_dir, quick_check, f"file:{_quoted(path)}?mode=rw")
+
+
+def check_database_file(path: str) -> str:
+    """What ``check_database`` can tell without writing anything (``ctd check-config --deep``): a note
+    on what is there, or ``StartupError``. No quick check, and the file is opened immutable, so no
+    ``-wal``/``-shm`` is created (by root, for the service's user to trip over)."""
+    state_dir = os.path.dirname(os.path.abspath(path))
+    size = _size(path)
+    wal = _size(path + "-wal") or 0
+    if not size:
+        _no_database(path, state_dir, size, wal)
+        return "none yet: a new store is created at start"
+    _check_header(path, _header(path), size, wal)
+    if wal:
+        return f"{size} bytes, and a WAL of {wal} bytes from an unclean stop (recovered at start)"
+    _check_contents(path, state_dir, False, f"file:{_quoted(path)}?mode=ro&immutable=1")
+    return f"{size} bytes, a ctd database"
+
+
+def _quoted(path: str) -> str:
+    return quote(os.path.abspath(path))
+
+
+def _header(path: str) -> bytes:
     try:
         with open(path, "rb") as f:
-            header = f.read(100)
+            return f.read(100)
     except OSError as exc:
         raise _os_error(path, exc) from exc
-    _check_header(path, header, size, wal)
-    _check_contents(path, state_dir, quick_check)
 
 
 def _no_database(path: str, state_dir: str, size: int | None, wal: int) -> None:
@@ -127,10 +152,10 @@ def _check_header(path: str, header: bytes, size: int, wal: int) -> None:
         )
 
 
-def _check_contents(path: str, state_dir: str, quick_check: bool) -> None:
+def _check_contents(path: str, state_dir: str, quick_check: bool, uri: str) -> None:
     """Open it with SQLite on a connection of its own: whose it is, its schema version, a quick check."""
     try:
-        conn = sqlite3.connect(f"file:{path}?mode=rw", uri=True, isolation_level=None)
+        conn = sqlite3.connect(uri, uri=True, isolation_level=None)
     except sqlite3.Error as exc:
         raise _sqlite_startup_error(path, exc) from exc
     try:
