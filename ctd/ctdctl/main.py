@@ -12,6 +12,7 @@ import sys
 from typing import Any, TextIO
 
 from ctd.ctdctl import admin as admin
+from ctd.ctdctl import db as db
 from ctd.ctdctl import render as render
 from ctd.ctdctl import render_sharing as render_sharing
 from ctd.ctdctl.client import DEFAULT_SOCKET, ConnectError, ControlClient, DaemonError, resolve_socket
@@ -91,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_days(p, "re-share only IoCs seen in the last N days")
 
     admin.add_commands(sub, common)
+    db.add_commands(sub, common)
     p = sub.add_parser("completion", help="print a shell completion script generated from these options")
     p.add_argument("shell", choices=("bash",), help="the shell (only bash)")
     return parser
@@ -117,10 +119,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "completion":
             out.write(bash_completion(parser))
             return EXIT_OK
+
         # The socket is resolved on connecting: `version` prints the client's first.
-        code = admin.run(args, lambda **kw: ControlClient(resolve_socket(args.socket, args.config), **kw), out)
-        if code is not None:
-            return code
+        def connect(**kw: Any) -> ControlClient:
+            return ControlClient(resolve_socket(args.socket, args.config), **kw)
+
+        for run in (admin.run, db.run):
+            code = run(args, connect, out)
+            if code is not None:
+                return code
         path = resolve_socket(args.socket, args.config)
         return _run(args, path, out, err)
     except ConnectError as exc:

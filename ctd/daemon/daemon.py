@@ -433,7 +433,7 @@ class Daemon:
         old = self.config
         old_pull, new_pull = pulling(old), pulling(new)
         allow_changed = old.allowlist != new.allowlist
-        diff = diff_named(old_pull, new_pull)
+        diff = _restart_failed(diff_named(old_pull, new_pull), self.sources.failed())
         self.config = new
         if new.daemon.log_level != old.daemon.log_level:
             logs.configure_logging(new.daemon.log_level)
@@ -448,12 +448,15 @@ class Daemon:
             log.info("allowlist applied", ctd_event="allowlist_applied", ctd_count=n)
         for name in diff.added + diff.changed:
             await self._start_source(name, new_pull[name])
-        vdiff = diff_named(served(old), served(new))
+        vdiff = _restart_failed(diff_named(served(old), served(new)), self.services.failed())
         for name in vdiff.removed + vdiff.changed:
             await self.services.stop(name)
         for name in vdiff.added + vdiff.changed:
             await self._start_service(name, new.plugins[name])
-        sdiff = diff_named({n: sharing_key(old, n) for n in old.sharing}, {n: sharing_key(new, n) for n in new.sharing})
+        sdiff = _restart_failed(
+            diff_named({n: sharing_key(old, n) for n in old.sharing}, {n: sharing_key(new, n) for n in new.sharing}),
+            self.sharings.failed(),
+        )
         for name in sdiff.removed + sdiff.changed:
             await self.sharings.stop(name)
         for name in sdiff.added + sdiff.changed:
@@ -488,6 +491,19 @@ def _started(part: T | None) -> T:
     if part is None:
         raise ActorStopped("the daemon is still starting: ask again")
     return part
+
+
+def _restart_failed(diff: ConfigDiff, failed: list[str]) -> ConfigDiff:
+    """A reload starts again what failed, as if its configuration had changed."""
+    again = [n for n in diff.unchanged if n in failed]
+    if not again:
+        return diff
+    return ConfigDiff(
+        added=diff.added,
+        removed=diff.removed,
+        changed=diff.changed + again,
+        unchanged=[n for n in diff.unchanged if n not in again],
+    )
 
 
 def _status_line(health: dict[str, Any]) -> str:

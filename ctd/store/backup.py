@@ -148,24 +148,35 @@ def _prune(state_dir: str, keep: int) -> list[str]:
     return old
 
 
+_SQLITE_CORRUPT, _SQLITE_NOTADB = 11, 26
+
+
+def _check(conn: sqlite3.Connection) -> list[str]:
+    conn.execute("BEGIN")  # one snapshot for every query below
+    problems = [" ".join(r[0].split()) for r in conn.execute(f"PRAGMA integrity_check({CHECK_ROWS})")]
+    if problems == ["ok"]:
+        problems = []
+    app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if app_id != APPLICATION_ID or version != len(MIGRATIONS):
+        problems.append(f"schema version {version}, application id {app_id:#x}: not this ctd's schema")
+    elif not problems and tally.read(conn) != tally.recount(conn):
+        problems.append("the maintained counters differ from a recount (ctdctl status shows wrong counts)")
+    conn.execute("COMMIT")
+    return problems
+
+
 def integrity_check(db: str) -> dict[str, Any]:
     """``PRAGMA integrity_check`` and the maintained counters against a recount, on one read snapshot."""
     started = time.monotonic()
     conn = sqlite3.connect(_uri(db, "rw"), uri=True, isolation_level=None)
     try:
-        conn.execute("BEGIN")  # one snapshot for every query below
-        problems = [" ".join(r[0].split()) for r in conn.execute(f"PRAGMA integrity_check({CHECK_ROWS})")]
-        if problems == ["ok"]:
-            problems = []
-        app_id = conn.execute("PRAGMA application_id").fetchone()[0]
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if app_id != APPLICATION_ID or version != len(MIGRATIONS):
-            problems.append(f"schema version {version}, application id {app_id:#x}: not this ctd's schema")
-        elif not problems:
-            kept, counted = tally.read(conn), tally.recount(conn)
-            if kept != counted:
-                problems.append("the maintained counters differ from a recount (ctdctl status shows wrong counts)")
-        conn.execute("COMMIT")
+        try:
+            problems = _check(conn)
+        except sqlite3.DatabaseError as exc:
+            if (getattr(exc, "sqlite_errorcode", 0) & 0xFF) not in (_SQLITE_CORRUPT, _SQLITE_NOTADB):
+                raise
+            problems = [str(exc)]  # so damaged that the check itself could not read on
     finally:
         conn.close()
     return {
