@@ -12,7 +12,10 @@
     │   ├─ AuthError          disable until the config is reloaded (401/403, bad secret)
     │   └─ UpstreamDataError  skip the batch, keep the checkpoint; retry at the next interval, not sooner
     ├─ StoreError             the store actor failed or is closed: retry with backoff
-    │   └─ StoreClosed
+    │   ├─ StoreClosed
+    │   ├─ StoreFull          state_dir has no space left: retry with backoff; the daemon stays up
+    │   └─ StoreDamaged       the database is damaged ("malformed"): the store stopped; wait for a restore
+    ├─ StartupError           ctd cannot start: one line for the operator and an exit code (ctd.exits)
     ├─ ActorStopped           the actor asked stopped (reload, shutdown) before answering: ask again
     └─ ControlError           a control request that cannot be served (message goes to ctdctl)
         ├─ BadRequest
@@ -92,6 +95,23 @@ class StoreError(CtdError):
 
 class StoreClosed(StoreError):
     """The store actor is gone (shutting down)."""
+
+
+class StoreFull(StoreError):
+    """The disk under state_dir is full: nothing can be written until space returns."""
+
+
+class StoreDamaged(StoreError):
+    """SQLite found the database damaged ("malformed"): the store actor stopped; restore from a backup."""
+
+
+class StartupError(CtdError):
+    """ctd cannot start (or run ``--once``): ``str()`` is the one line for the operator,
+    ``exit_code`` the process's exit status (the table is ``ctd.exits``)."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        self.exit_code = exit_code
+        super().__init__(message)
 
 
 class ActorStopped(CtdError):

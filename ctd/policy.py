@@ -9,7 +9,8 @@ cannot drift apart::
     SourceUnavailable, TimedOut   backoff    exponential backoff; a longer Retry-After wins
     UpstreamDataError             idle       at the next regular interval (sooner gets the same data)
     RecursionError                idle       the same: data nested deeper than a parser's stack
-    any other CtdError            backoff    exponential backoff
+    StoreDamaged                  halted     none: the store stopped; a restore and a restart are needed
+    any other CtdError            backoff    exponential backoff (StoreFull: a full disk, too)
     anything else (a bug)         backoff    exponential backoff; the actor logs the traceback
 
 Backoff is 10 s doubling per consecutive failure up to one hour, with ±20%
@@ -26,7 +27,7 @@ from typing import NamedTuple
 
 import trio
 
-from ctd.errors import AuthError, CtdError, SourceUnavailable, TimedOut, UpstreamDataError
+from ctd.errors import AuthError, CtdError, SourceUnavailable, StoreDamaged, TimedOut, UpstreamDataError
 
 BACKOFF_BASE = 10.0
 BACKOFF_CAP = 3600.0
@@ -48,6 +49,8 @@ def next_attempt(
         return Attempt("disabled", float("inf"))
     if isinstance(cause, (UpstreamDataError, RecursionError)):
         return Attempt("idle", interval)
+    if isinstance(cause, StoreDamaged):
+        return Attempt("halted", float("inf"))  # retrying cannot help: the store has stopped
     retry_after = cause.retry_after if isinstance(cause, SourceUnavailable) else None
     return Attempt("backoff", backoff_delay(failures, retry_after, rng))
 

@@ -201,7 +201,7 @@ def test_command_checker_catches_unknown_flags() -> None:
     assert (prog, argv) == ("ctdctl", ["indicators", "serch", "--x"])
     assert _parse(prog, argv)[0] == 2
     assert _parse("ctdctl", ["completion", "bash", "--json"])[0] == 2
-    assert _parse("ctd", ["check-config", "--deep"])[0] == 2
+    assert _parse("ctd", ["check-config", "--deeper"])[0] == 2
     [(prog, argv)] = list(docscan.ctd_invocations("python3 -m ctd run --once  # comment --bogus"))
     assert _parse(prog, argv)[0] == 0
 

@@ -14,6 +14,7 @@ from ctd import __version__
 from ctd.canon import candidates
 from ctd.control.access import ADMIN, READ, AccessPolicy
 from ctd.control.commands_admin import AdminCommands
+from ctd.control.commands_db import DbCommands
 from ctd.control.commands_sharing import SharingCommands
 from ctd.errors import BadRequest, ConfigError, ControlError
 from ctd.model import INDICATOR_TYPES
@@ -33,7 +34,7 @@ def _opt_bool(args: dict[str, Any], key: str) -> bool | None:
     raise BadRequest(f"{key} must be true, false or null")
 
 
-class Commands(SharingCommands, AdminCommands):
+class Commands(SharingCommands, AdminCommands, DbCommands):
     def __init__(self, daemon: DaemonView, policy: AccessPolicy) -> None:
         self.d = daemon
         self.policy = policy
@@ -60,6 +61,9 @@ class Commands(SharingCommands, AdminCommands):
             "indicators.retract": (ADMIN, self.indicators_retract),
             "rules.mute": (ADMIN, self.rules_mute),
             "rules.unmute": (ADMIN, self.rules_unmute),
+            # An integrity check reads the whole database: an admin's decision, like a backup.
+            "db.backup": (ADMIN, self.db_backup),
+            "db.check": (ADMIN, self.db_check),
         }
 
     async def dispatch(self, request: Any, peer: Any) -> Any:
@@ -100,12 +104,17 @@ class Commands(SharingCommands, AdminCommands):
 
     async def status(self, args: dict[str, Any]) -> dict[str, Any]:
         cfg = self.d.config
+        health = self.d.health()
         return {
             "version": __version__,
             "pid": os.getpid(),
             "uptime_s": round(time.time() - self.d.started_at, 1),
             "config_path": cfg.path,
             "config_hash": cfg.hash,
+            # running | starting | degraded; the store: ok | full | damaged; problems: one line each
+            "state": health["state"],
+            "store": health["store"],
+            "problems": health["problems"],
             "indicators": await self.d.store.counts(),
             "sources": await self._sources(),
         }

@@ -13,6 +13,7 @@ import sys
 from typing import Any, TextIO
 
 from ctd.ctdctl import admin as admin
+from ctd.ctdctl import db as db
 from ctd.ctdctl import render as render
 from ctd.ctdctl import render_sharing as render_sharing
 from ctd.ctdctl import timeouts as timeouts
@@ -108,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_days(p, "re-share only IoCs seen in the last N days")
 
     admin.add_commands(sub, common)
+    db.add_commands(sub, common)
     p = sub.add_parser("completion", help="print a shell completion script generated from these options")
     p.add_argument("shell", choices=("bash",), help="the shell (only bash)")
     return parser
@@ -134,11 +136,17 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "completion":
             out.write(bash_completion(parser))
             return EXIT_OK
+
         # The socket is resolved on connecting: `version` prints the client's first.
         limit = timeouts.for_command(args)
-        code = admin.run(args, lambda: ControlClient(resolve_socket(args.socket, args.config), timeout=limit), out)
-        if code is not None:
-            return code
+
+        def connect() -> ControlClient:
+            return ControlClient(resolve_socket(args.socket, args.config), timeout=limit)
+
+        for run in (admin.run, db.run):
+            code = run(args, connect, out)
+            if code is not None:
+                return code
         path = resolve_socket(args.socket, args.config)
         return _run(args, ControlClient(path, timeout=limit), out, err)
     except CommandTimedOut as exc:

@@ -114,9 +114,12 @@ def duration(seconds: float) -> str:
 def status(out: TextIO, data: dict[str, Any]) -> None:
     """``ctdctl status``: daemon facts, indicator counts by type, then the sources."""
     counts = data.get("indicators", {})
+    state = data.get("state")
+    problems = data.get("problems") or []
     kv(
         out,
         [
+            *([("state", f"{state}: {'; '.join(problems)}" if problems else state)] if state else []),
             ("version", data.get("version")),
             ("pid", data.get("pid")),
             ("uptime", duration(float(data.get("uptime_s") or 0))),

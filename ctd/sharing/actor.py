@@ -22,7 +22,7 @@ import trio
 
 from ctd.ask import Ask, answer, close_inbox
 from ctd.config import PluginConfig, RuleConfig, SharingConfig
-from ctd.errors import cap, describe
+from ctd.errors import StoreError, cap, describe
 from ctd.model import ActionSpec, Adapter, PushResult, ShareItem, iso, now
 from ctd.policy import deadline, expected, next_attempt, real_cause
 from ctd.rates import RateCounter
@@ -443,5 +443,14 @@ async def _failed(sharer: Sharer, status: SharingStatus, exc: BaseException, log
     status.last_error = msg
     if not logged:
         log.error("sharing pass failed", ctd_event="sharing_failed", error=msg, ctd_destination=sharer.sh.destination)
-    await sharer.store.finish_pass(sharer.name, now=now(), error=msg)
+    try:
+        await sharer.store.finish_pass(sharer.name, now=now(), error=msg)
+    except Exception as exc:  # a full disk: the failure stays in status (memory); the pass is retried
+        log.warning(
+            "sharing failure not recorded: the store cannot write it (kept in memory)",
+            ctd_event="failure_not_recorded",
+            error=msg,
+            store_error=describe(exc),
+            exc_info=None if isinstance(exc, StoreError) else exc,
+        )
     return ShareResult(sharing=sharer.name, error=msg)

@@ -20,7 +20,7 @@ import trio
 
 from ctd.ask import Ask, answer, close_inbox
 from ctd.config import PluginConfig
-from ctd.errors import cap, describe
+from ctd.errors import StoreError, cap, describe
 from ctd.guard import Guard, load_guard
 from ctd.model import Batch, PullContext, iso, now
 from ctd.policy import deadline, expected, next_attempt, real_cause
@@ -71,6 +71,7 @@ class SourceStatus:
         self.totals = PullCounts()
         self.failures = 0
         self.guard: Guard | None = None  # loaded and applied to the store at this actor's first pull
+        self.unrecorded_error: str | None = None  # a failure the store could not write (full disk): written later
 
     def as_dict(self, indicators: int = 0) -> dict[str, Any]:
         return {
@@ -277,13 +278,7 @@ async def run_source(
     """Pull on schedule and on demand (``Ask(PullNow())``) until cancelled."""
     structlog.contextvars.bind_contextvars(ctd_source=name)
     try:
-        cp = await store.checkpoint(name)
-        status.last_success = cp.last_success
-        status.last_error = cp.last_error
-        if cp.last_run is None or cp.sub is not None:
-            delay = 0.0  # never pulled, or a pull was interrupted: go now
-        else:
-            delay = max(0.0, cp.last_run + float(plugin.sync_interval) - now())
+        delay = await _first_delay(name, plugin, store, status)
         task_status.started()
         while True:
             status.next_run = now() + int(delay) if delay != float("inf") else None
@@ -307,6 +302,21 @@ async def run_source(
         close_inbox(sync_requests)
 
 
+async def _first_delay(name: str, plugin: PluginConfig, store: Store, status: SourceStatus) -> float:
+    """How long after start the first pull is due. A store that cannot answer does not stop the actor:
+    it pulls at once, and that pull's failure is handled (and backed off) like any other."""
+    try:
+        cp = await store.checkpoint(name)
+    except Exception as exc:
+        log.error("source cannot read its checkpoint", ctd_event="source_pull_failed", error=describe(exc))
+        return 0.0
+    status.last_success = cp.last_success
+    status.last_error = cp.last_error
+    if cp.last_run is None or cp.sub is not None or cp.last_error is not None:
+        return 0.0  # never pulled, a pull was interrupted, or the last one failed: go now
+    return max(0.0, cp.last_run + float(plugin.sync_interval) - now())
+
+
 async def _pull(
     name: str,
     plugin: PluginConfig,
@@ -318,20 +328,47 @@ async def _pull(
 ) -> tuple[PullResult, float]:
     """One scheduled or requested pull: its result and the delay before the next one."""
     interval = float(plugin.sync_interval)
+    failures = status.failures
+    if status.unrecorded_error is not None and await _write_error(store, name, status.unrecorded_error):
+        status.unrecorded_error = None
     try:
         result = await pull_once(name, plugin, adapter, store, allowlist, status, on_commit)
         return result, interval
     except Exception as exc:
         cause = real_cause(exc)
+        if status.failures == failures:  # it failed before pull_once's own bookkeeping (its checkpoint read)
+            status.failures += 1
+            status.last_error = describe(cause)
         if not expected(cause):
             log.error("source pull crashed", ctd_event="source_pull_failed", exc_info=cause)
-        await _record_failure(store, name, cause, logged=not expected(cause))
+        await _record_failure(store, name, cause, status, logged=not expected(cause))
         status.state, delay = next_attempt(cause, status.failures, interval=interval)
         return PullResult(source=name, error=describe(cause)), delay
 
 
-async def _record_failure(store: Store, name: str, exc: BaseException, logged: bool = False) -> None:
+async def _record_failure(
+    store: Store, name: str, exc: BaseException, status: SourceStatus, logged: bool = False
+) -> None:
+    """Log the failure and record it as the source's last_error; what the store cannot write
+    (a full disk) stays in ``status`` and is written before the next attempt."""
     msg = describe(exc)
     if not logged:
         log.error("source pull failed", ctd_event="source_pull_failed", error=msg, error_type=type(exc).__name__)
-    await store.record_error(name, msg)
+    status.unrecorded_error = None if await _write_error(store, name, msg, log_failure=True) else msg
+
+
+async def _write_error(store: Store, name: str, msg: str, *, log_failure: bool = False) -> bool:
+    """Record ``msg`` as the source's last_error; False (never an exception) if the store cannot."""
+    try:
+        await store.record_error(name, msg)
+    except Exception as exc:
+        if log_failure:
+            log.warning(
+                "pull failure not recorded: the store cannot write it (kept in memory)",
+                ctd_event="failure_not_recorded",
+                error=msg,
+                store_error=describe(exc),
+                exc_info=None if isinstance(exc, StoreError) else exc,
+            )
+        return False
+    return True

@@ -12,6 +12,8 @@ from ctd.store.actor import StoreClient as StoreClient
 from ctd.store.actor import run_store as run_store
 from ctd.store.api import Store as Store
 from ctd.store.api import StoreStatistics as StoreStatistics
+from ctd.store.backup import BACKUP_DIR as BACKUP_DIR
+from ctd.store.preflight import check_database_file as check_database_file
 from ctd.store.requests import Checkpoint as Checkpoint
 from ctd.store.requests import IngestBatch as IngestBatch
 from ctd.store.requests import IngestResult as IngestResult
@@ -24,6 +26,7 @@ from ctd.store.rows import to_stage_rows as to_stage_rows
 from ctd.store.sql import CACHE_KIB as CACHE_KIB
 
 __all__ = [
+    "BACKUP_DIR",
     "CACHE_KIB",
     "Checkpoint",
     "IngestBatch",
@@ -35,6 +38,7 @@ __all__ = [
     "StageRow",
     "Store",
     "StoreClient",
+    "check_database_file",
     "StoreStatistics",
     "run_store",
     "to_stage_rows",

@@ -40,6 +40,8 @@ import msgspec
 from ctd.store.requests import (
     Allowlisted,
     ApplyGuard,
+    BackupDatabase,
+    CheckDatabase,
     Checkpoint,
     CompletePull,
     CountBySource,
@@ -84,6 +86,10 @@ class StoreStatistics(msgspec.Struct, frozen=True, kw_only=True):
     queued: int
     handled: int
     busy_seconds: float
+    # ``ok``; ``full`` (state_dir has no space: writes fail, reads work); ``damaged`` (the store stopped)
+    state: str = "ok"
+    problem: str | None = None
+    since: float | None = None  # when it entered that state (epoch seconds)
 
 
 class Store(abc.ABC):
@@ -184,6 +190,16 @@ class Store(abc.ABC):
     async def sizes(self) -> dict[str, int]:
         """Bytes on disk (database, WAL, shared memory)."""
         return await self._execute(GetSizes())
+
+    # -- the database file
+
+    async def backup(self, target: str | None, *, keep: int | None = None) -> dict[str, Any]:
+        """An online copy at ``target`` (None: ``state_dir/backups``): its path, size and what it holds."""
+        return await self._execute(BackupDatabase(target=target, keep=keep))
+
+    async def check(self) -> dict[str, Any]:
+        """``ok`` and the problems an integrity check found (none: ``[]``)."""
+        return await self._execute(CheckDatabase())
 
     # -- sharing and the delivery ledger
 

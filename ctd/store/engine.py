@@ -10,9 +10,11 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
-from ctd.store import guard, ledger, query, reapply, sql
+from ctd.store import backup, guard, ledger, query, reapply, sql
 from ctd.store.requests import (
     ApplyGuard,
+    BackupDatabase,
+    CheckDatabase,
     CompletePull,
     CountBySource,
     CountIndicators,
@@ -120,6 +122,8 @@ def execute(conn: sqlite3.Connection, request: Any) -> Any:
             )
         case GetSizes():
             return sql.db_size(conn)
+        case BackupDatabase() | CheckDatabase():
+            return execute_beside(sql.db_file(conn), request)
         # Sharing and the delivery ledger.
         case PlanSharing():
             return ledger.plan(conn, request)
@@ -148,6 +152,20 @@ def execute(conn: sqlite3.Connection, request: Any) -> Any:
             return ledger.rule_test(conn, request)
         case _:
             raise AssertionError(f"the store got a request it does not know: {request!r}")
+
+
+def execute_beside(path: str, request: Any) -> Any:
+    """The requests served on a read connection of their own, beside the writer (``ctd.store.backup``)."""
+    match request:
+        case BackupDatabase(target=target, keep=keep):
+            return backup.online_backup(path, target, keep)
+        case CheckDatabase():
+            return backup.integrity_check(path)
+        case _:
+            raise AssertionError(f"not a request served beside the writer: {request!r}")
+
+
+BESIDE = (BackupDatabase, CheckDatabase)
 
 
 def _nothing(type_: str, value: str) -> bool:

@@ -16,6 +16,7 @@ from typing import Any
 import msgspec
 
 from ctd.model import SEVERITIES, ShareItem
+from ctd.store import tally
 from ctd.store.requests import Plan, PlanSharing, PreviewSelection, Selection
 from ctd.store.sql import transaction
 
@@ -376,19 +377,8 @@ def resync(conn: sqlite3.Connection, name: str, *, since: int | None) -> int:
 
 
 def ledger_counts(conn: sqlite3.Connection, name: str) -> dict[str, Any]:
-    shid = sharing_id(conn, name)
-    counts = {s: 0 for s in ("pending", "shared", "failed", "retract_pending", "retracted", "unshared")}
-    counts.update(dict(conn.execute("SELECT state, count(*) FROM delivery WHERE shid = ? GROUP BY state", (shid,))))
-    row = conn.execute(
-        "SELECT last_run, last_success, last_error, apply_pending FROM sharing WHERE id = ?", (shid,)
-    ).fetchone()
-    return {
-        "counts": counts,
-        "last_run": row[0],
-        "last_success": row[1],
-        "last_error": row[2],
-        "apply_pending": bool(row[3]),
-    }
+    """Entries per state and the last run/success/error, from the maintained counters (``ctd.store.tally``)."""
+    return tally.ledger(tally.read(conn), name)
 
 
 def ledger_rows(conn: sqlite3.Connection, name: str, states: tuple[str, ...], limit: int) -> list[dict[str, Any]]:

@@ -159,6 +159,20 @@ class GetSizes(_Request, frozen=True, kw_only=True):
     pass
 
 
+# --- the database file: backups and checks (beside the writer, on a read connection) -----------
+
+
+class BackupDatabase(_Request, frozen=True, kw_only=True):
+    """Copy the database online to ``target`` (None: ``state_dir/backups``); keep only the ``keep`` newest there."""
+
+    target: str | None = None
+    keep: int | None = None
+
+
+class CheckDatabase(_Request, frozen=True, kw_only=True):
+    """``PRAGMA integrity_check``, and the maintained counters against a recount."""
+
+
 # --- sharing and the delivery ledger ----------------------------------------------------------
 
 

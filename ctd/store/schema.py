@@ -129,7 +129,79 @@ MIGRATIONS: list[str] = [
     ALTER TABLE sharing ADD COLUMN apply_pending INTEGER NOT NULL DEFAULT 0;
     UPDATE delivery SET expires_at = 0 WHERE state = 'shared';
     """,
+    # 9: counters an operator polls (issue 11): indicators by type and state,
+    # live reports per source, ledger rows per sharing and state. Triggers keep
+    # them in the transaction that changes the rows, so `ctdctl status` reads a
+    # few dozen rows instead of scanning the store, whatever code path (ingest,
+    # expiry, retraction, a future DELETE) changed them. A trigger costs only
+    # where a count moves: an indicator inserted or flipping active, a report
+    # inserted or (un)retracted, a ledger row changing state; a re-sighting
+    # that changes neither pays one WHEN test per row. The application id marks
+    # the file as ctd's (preflight tells another program's database apart).
+    """
+    PRAGMA application_id = 1668572209;
+    CREATE TABLE tally_indicator (
+        type    TEXT NOT NULL,
+        active  INTEGER NOT NULL,
+        n       INTEGER NOT NULL,
+        PRIMARY KEY (type, active)
+    ) WITHOUT ROWID;
+    CREATE TABLE tally_source (
+        sid     INTEGER PRIMARY KEY,
+        n       INTEGER NOT NULL       -- unretracted sighting rows
+    );
+    CREATE TABLE tally_delivery (
+        shid    INTEGER NOT NULL,
+        state   TEXT NOT NULL,
+        n       INTEGER NOT NULL,
+        PRIMARY KEY (shid, state)
+    ) WITHOUT ROWID;
+    INSERT INTO tally_indicator SELECT type, active, count(*) FROM indicator GROUP BY type, active;
+    INSERT INTO tally_source SELECT sid, count(*) FROM sighting WHERE retracted = 0 GROUP BY sid;
+    INSERT INTO tally_delivery SELECT shid, state, count(*) FROM delivery GROUP BY shid, state;
+    CREATE TRIGGER tally_indicator_insert AFTER INSERT ON indicator BEGIN
+        INSERT INTO tally_indicator VALUES (new.type, new.active, 1)
+        ON CONFLICT (type, active) DO UPDATE SET n = n + 1;
+    END;
+    CREATE TRIGGER tally_indicator_delete AFTER DELETE ON indicator BEGIN
+        UPDATE tally_indicator SET n = n - 1 WHERE type = old.type AND active = old.active;
+    END;
+    CREATE TRIGGER tally_indicator_update AFTER UPDATE OF type, active ON indicator
+    WHEN old.active IS NOT new.active OR old.type IS NOT new.type BEGIN
+        UPDATE tally_indicator SET n = n - 1 WHERE type = old.type AND active = old.active;
+        INSERT INTO tally_indicator VALUES (new.type, new.active, 1)
+        ON CONFLICT (type, active) DO UPDATE SET n = n + 1;
+    END;
+    CREATE TRIGGER tally_sighting_insert AFTER INSERT ON sighting WHEN new.retracted = 0 BEGIN
+        INSERT INTO tally_source VALUES (new.sid, 1) ON CONFLICT (sid) DO UPDATE SET n = n + 1;
+    END;
+    CREATE TRIGGER tally_sighting_delete AFTER DELETE ON sighting WHEN old.retracted = 0 BEGIN
+        UPDATE tally_source SET n = n - 1 WHERE sid = old.sid;
+    END;
+    CREATE TRIGGER tally_sighting_update AFTER UPDATE OF sid, retracted ON sighting
+    WHEN (old.retracted = 0) IS NOT (new.retracted = 0) OR old.sid IS NOT new.sid BEGIN
+        UPDATE tally_source SET n = n - 1 WHERE sid = old.sid AND old.retracted = 0;
+        INSERT INTO tally_source SELECT new.sid, 1 WHERE new.retracted = 0
+        ON CONFLICT (sid) DO UPDATE SET n = n + 1;
+    END;
+    CREATE TRIGGER tally_delivery_insert AFTER INSERT ON delivery BEGIN
+        INSERT INTO tally_delivery VALUES (new.shid, new.state, 1)
+        ON CONFLICT (shid, state) DO UPDATE SET n = n + 1;
+    END;
+    CREATE TRIGGER tally_delivery_delete AFTER DELETE ON delivery BEGIN
+        UPDATE tally_delivery SET n = n - 1 WHERE shid = old.shid AND state = old.state;
+    END;
+    CREATE TRIGGER tally_delivery_update AFTER UPDATE OF shid, state ON delivery
+    WHEN old.state IS NOT new.state OR old.shid IS NOT new.shid BEGIN
+        UPDATE tally_delivery SET n = n - 1 WHERE shid = old.shid AND state = old.state;
+        INSERT INTO tally_delivery VALUES (new.shid, new.state, 1)
+        ON CONFLICT (shid, state) DO UPDATE SET n = n + 1;
+    END;
+    """,
 ]
+
+# PRAGMA application_id of a ctd database (b"ctd1" as a big-endian integer), set by migration 9.
+APPLICATION_ID = 0x63746431
 
 
 def migrate(conn: sqlite3.Connection) -> int:
@@ -145,7 +217,11 @@ def migrate(conn: sqlite3.Connection) -> int:
             conn.execute(f"PRAGMA user_version = {i + 1}")
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:  # SQLite may have rolled back already (disk full): keep the real error
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
             raise
     return len(MIGRATIONS)
 

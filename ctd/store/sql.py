@@ -76,9 +76,28 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     try:
         yield conn
     except BaseException:
-        conn.execute("ROLLBACK")
+        _rollback(conn)
         raise
-    conn.execute("COMMIT")
+    try:
+        conn.execute("COMMIT")
+    except BaseException:
+        _rollback(conn)  # a COMMIT that failed (disk full) leaves the transaction open
+        raise
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    """Roll back what is open, never hiding the error being handled.
+
+    After SQLITE_FULL, an I/O error or a damaged page SQLite may already have
+    rolled the transaction back itself; a ROLLBACK then fails ("no transaction
+    is active") and would replace the error that says what went wrong.
+    """
+    if not conn.in_transaction:
+        return
+    try:
+        conn.execute("ROLLBACK")
+    except sqlite3.Error:
+        pass
 
 
 # --- sources and checkpoints ------------------------------------------------
@@ -371,8 +390,13 @@ def get_mutes(conn: sqlite3.Connection) -> dict[str, int]:
     return dict(conn.execute("SELECT name, muted_until FROM rule_state").fetchall())
 
 
+def db_file(conn: sqlite3.Connection) -> str:
+    """The path of the main database file of ``conn``."""
+    return str(conn.execute("PRAGMA database_list").fetchone()[2])
+
+
 def db_size(conn: sqlite3.Connection) -> dict[str, int]:
-    path = conn.execute("PRAGMA database_list").fetchone()[2]
+    path = db_file(conn)
     out = {}
     for suffix in ("", "-wal", "-shm"):
         try:
