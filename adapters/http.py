@@ -28,6 +28,7 @@ all) or names its own ``proxy``.
 from __future__ import annotations
 
 import email.utils
+import math
 import ssl
 import time
 from collections.abc import Iterable, Iterator
@@ -36,11 +37,17 @@ from typing import Any
 
 import httpx
 import msgspec
+import structlog
 
 from ctd import __version__
 from ctd.model import AuthError, Secret, SourceUnavailable, UpstreamDataError, describe
 
 USER_AGENT = f"ctd/{__version__} (threat-exchange daemon)"
+# The longest wait a server may ask for (Retry-After, vendor rate-limit headers): the
+# source actor's backoff cap. A server cannot postpone its own source's next pull for days.
+MAX_RETRY_AFTER = 3600.0
+
+log = structlog.get_logger("ctd.adapters.http")
 
 
 class HttpOptions(msgspec.Struct, kw_only=True, frozen=True):
@@ -238,10 +245,29 @@ def map_http_errors(what: str) -> Iterator[None]:
 
 
 def retry_after(resp: httpx.Response, extra_headers: Iterable[str] = ()) -> float | None:
-    """Seconds to wait, from ``Retry-After`` (seconds or HTTP date) or a vendor header.
+    """Seconds to wait, from ``Retry-After`` (seconds or HTTP date) or a vendor header, at most MAX_RETRY_AFTER.
 
-    Vendor headers may hold seconds, or an epoch time (values > 10^9).
+    Vendor headers may hold seconds, or an epoch time (values > 10^9). A wait
+    over the cap is capped and logged (``retry_after_capped``).
     """
+    wait = _requested_wait(resp, extra_headers)
+    if wait is None or wait <= MAX_RETRY_AFTER:
+        return wait
+    try:
+        origin = origin_text(resp.request.url)
+    except RuntimeError:  # a response built without a request (tests)
+        origin = "?"
+    log.warning(
+        "server asked for a longer wait than ctd allows; capped",
+        ctd_event="retry_after_capped",
+        origin=origin,
+        requested_s=wait if math.isfinite(wait) else str(wait),
+        retry_after_s=MAX_RETRY_AFTER,
+    )
+    return MAX_RETRY_AFTER
+
+
+def _requested_wait(resp: httpx.Response, extra_headers: Iterable[str]) -> float | None:
     now = time.time()
     value = resp.headers.get("retry-after")
     if value:
@@ -251,7 +277,7 @@ def retry_after(resp: httpx.Response, extra_headers: Iterable[str] = ()) -> floa
         try:
             when = email.utils.parsedate_to_datetime(value)
             return max(0.0, when.timestamp() - now)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             pass
     for name in extra_headers:
         raw = resp.headers.get(name)
@@ -261,7 +287,9 @@ def retry_after(resp: httpx.Response, extra_headers: Iterable[str] = ()) -> floa
             v = float(raw.strip())
         except ValueError:
             continue
-        return max(0.0, v - now) if v > 1e9 else v
+        if math.isnan(v):
+            continue
+        return max(0.0, v - now) if v > 1e9 else max(0.0, v)
     return None
 
 
