@@ -3,8 +3,8 @@
 Times are integer seconds since the epoch, UTC, everywhere inside ctd; they
 are rendered as ISO 8601 only at the edges (ctdctl, exports).
 
-An adapter imports this module (and the shared HTTP layer, ``ctd.adapters.http``)
-and nothing else of ctd: the names it needs from elsewhere (canonicalisation,
+An adapter imports this module (and the shared HTTP layer, ``ctd.adapters.http``;
+a server adapter ``ctd.accept``) and nothing else of ctd: the names it needs from elsewhere (canonicalisation,
 the error tree) are re-exported here. The core never imports an adapter
 package; it finds adapter classes through ``ctd.plugins``.
 
