@@ -4,11 +4,18 @@ ctd stored before the gate existed are retracted by a store migration."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from typing import ClassVar
+
 import pytest
+import structlog
+import trio
 
 from ctd.config import parse_config
-from ctd.model import PullContext
+from ctd.model import Adapter, Batch, PullContext, Rejected, Sighting
 from ctd.plugins import open_adapter
+from ctd.sources.actor import AllowlistRef, SourceStatus, pull_once
+from tests.fakestore import FakeStore
 from tests.loopback import ok, serve
 
 CTX = PullContext(since=0, now=1_800_000_000)
@@ -55,3 +62,53 @@ async def test_file_csv_quoted_field_keeps_its_line_break_for_the_gate(tmp_path)
     batches = await pull_all(toml, "f")
     assert [s.value for b in batches for s in b.sightings] == ["http://fine.example/a"]
     assert [r.reason.split(":")[0] for b in batches for r in b.rejected] == [GATE_REASON, GATE_REASON]
+
+
+# --------------------------------------------------------------------------- third-party sightings
+
+
+class RawAdapter(Adapter):
+    """A third-party adapter that yields sightings as it likes, without canonicalising them."""
+
+    can_pull: ClassVar[bool] = True
+
+    async def pull(self, ctx: PullContext) -> AsyncIterator[Batch]:
+        await trio.lowlevel.checkpoint()
+        yield Batch(
+            sightings=[
+                Sighting(type="url", value="http://evil.example/a\n10.0.0.0/8"),
+                Sighting(type="domain", value="evil\x1b[2J.example"),
+                Sighting(type="url", value="http://x.example/" + "a" * 9000),
+                Sighting(type="domain", value="rtl\u202e.example"),
+                Sighting(type="no-such-type", value="x.example"),
+                Sighting(type="domain", value=""),
+                Sighting(type="domain", value="fine.example"),
+            ],
+            rejected=[Rejected(where="record 9", reason="the adapter's own refusal")],
+            snapshot_end=True,
+        )
+
+
+async def test_third_party_sightings_pass_the_gate_on_their_way_to_the_store(tmp_path):
+    """Sightings from any adapter failing the value gate (or of no known type) are rejected as invalid, never stored."""
+    cfg = parse_config('[plugins.raw]\nadapter = "tests.test_value_gate_paths:RawAdapter"\n')
+    plugin = cfg.plugins["raw"]
+    store = FakeStore(str(tmp_path / "db"))
+    try:
+        with structlog.testing.capture_logs() as logs:
+            async with open_adapter("raw", plugin) as adapter:
+                res = await pull_once("raw", plugin, adapter, store, AllowlistRef(), SourceStatus("raw", plugin))
+        stored = store.conn.execute("SELECT type, value FROM indicator").fetchall()
+    finally:
+        store.close()
+    assert stored == [("domain", "fine.example")]
+    assert (res.new, res.invalid) == (1, 7)
+    [warning] = [e for e in logs if e.get("ctd_event") == "indicators_rejected_invalid"]
+    assert warning["ctd_count"] == 7
+    assert warning["examples"] == [
+        "record 9: the adapter's own refusal",
+        "url sighting: contains a control character U+000A at offset 21",
+        "domain sighting: contains a control character U+001B at offset 4",
+        "url sighting: longer than 8192 characters (9017)",
+        "domain sighting: contains a bidi control character U+202E at offset 3",
+    ]

@@ -135,13 +135,17 @@ async def pull_once(
             try:
                 async with aclosing(adapter.pull(ctx)) as batches:
                     async for batch in batches:
+                        refused: list = []  # sightings the value gate refuses (a third-party adapter's)
                         rows = to_stage_rows(
                             batch.sightings,
                             now=cycle_start,
                             reputation=plugin.reputation,
                             extra_tags=plugin.tags,
                             allowlisted=allowlist.current,
+                            rejected=refused,
                         )
+                        if refused:
+                            batch = msgspec.structs.replace(batch, rejected=[*batch.rejected, *refused])
                         await send.send((batch, rows))
             except Exception as exc:
                 await send.send(exc)
