@@ -14,9 +14,14 @@ import trio
 from ctd.config import parse_config
 from ctd.model import Adapter, Batch, PullContext, Rejected, Sighting
 from ctd.plugins import open_adapter
+from ctd.sharing.actor import Sharer
 from ctd.sources.actor import AllowlistRef, SourceStatus, pull_once
+from ctd.store import IngestBatch, schema
+from ctd.store import sql as store_sql
+from tests.fake_adapters import Fakes
 from tests.fakestore import FakeStore
 from tests.loopback import ok, serve
+from tests.storeutil import NOW
 
 CTX = PullContext(since=0, now=1_800_000_000)
 # A quoted CSV field with a line break: joined without it, it is the valid URL http://evil.example/j10.0.0.0/8.
@@ -112,3 +117,108 @@ async def test_third_party_sightings_pass_the_gate_on_their_way_to_the_store(tmp
         "url sighting: longer than 8192 characters (9017)",
         "domain sighting: contains a bidi control character U+202E at offset 3",
     ]
+
+
+# --------------------------------------------------------------------------- values stored before the gate
+
+HOSTILE = "http://evil.example/a\n10.0.0.0/8"
+SHARE_CFG = """
+[plugins.a]
+adapter = "tests.fake_adapters:ScriptedAdapter"
+key = "unused"
+pull = false
+[plugins.b]
+adapter = "tests.fake_adapters:ScriptedAdapter"
+key = "unused"
+pull = false
+[plugins.dest]
+adapter = "tests.fake_adapters:MemoryDestination"
+key = "old-values"
+pull = false
+[rules.r]
+filter = "type in (url, domain)"
+[sharing.s]
+sources = ["a", "b"]
+rule = "r"
+destination = "dest"
+action = "add"
+"""
+
+
+def old_row(type_: str, value: str) -> tuple:
+    """A stage row as an older ctd built it: no gate between the adapter and the store."""
+    return (type_, value, NOW, NOW, 5, 0, "[]", "a source's comment", "", None, 0, 0)
+
+
+def sharer(store: FakeStore, fakes: Fakes) -> Sharer:
+    cfg = parse_config(SHARE_CFG)
+    sh = cfg.sharing["s"]
+    return Sharer("s", sh, cfg.rules["r"], cfg.plugins["dest"], fakes.adapter("dest", cfg.plugins["dest"]), store)
+
+
+async def test_values_stored_before_the_gate_are_retracted_by_a_migration_and_withdrawn(tmp_path, monkeypatch):
+    """A schema-5 database holding a hostile value is migrated: every entry retracted with the reason, the
+    indicator inactive, the ledger kept, and the next sharing pass withdraws it from an incremental destination."""
+    path = str(tmp_path / "ctd.db")
+    fakes = Fakes()
+    monkeypatch.setattr(schema, "MIGRATIONS", schema.MIGRATIONS[:5])  # the schema an older ctd created
+    old = FakeStore(path)
+    try:
+        assert old.conn.execute("PRAGMA user_version").fetchone()[0] == 5
+        for source in ("a", "b"):
+            rows = [old_row("url", HOSTILE), old_row("domain", "fine.example")]
+            store_sql.ingest(
+                old.conn,
+                IngestBatch(
+                    source=source,
+                    rows=rows,
+                    policy="last_seen",
+                    aging_days=90,
+                    now=NOW,
+                    fresh=True,
+                    snapshot_end=False,
+                    sub=None,
+                    cursor=None,
+                ),
+            )
+        await sharer(old, fakes).share_once()
+    finally:
+        old.close()
+    remote = fakes.remote("old-values")
+    assert set(remote.items) == {HOSTILE, "fine.example"}  # what an older ctd shared
+    monkeypatch.undo()
+
+    with structlog.testing.capture_logs() as logs:
+        new = FakeStore(path)
+    try:
+        conn = new.conn
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == len(schema.MIGRATIONS)
+        [event] = [e for e in logs if e.get("ctd_event") == "store_values_retracted"]
+        assert event["ctd_count"] == 1 and event["log_level"] == "warning"
+        (iid, active) = conn.execute("SELECT id, active FROM indicator WHERE value = ?", (HOSTILE,)).fetchone()
+        assert active == 0
+        entries = conn.execute("SELECT retracted, comments FROM sighting WHERE iid = ?", (iid,)).fetchall()
+        assert len(entries) == 2 and all(r == 1 for r, _ in entries)
+        assert all("value gate" in c and "U+000A at offset 21" in c for _, c in entries)
+        fine = conn.execute("SELECT active FROM indicator WHERE value = 'fine.example'").fetchone()
+        assert fine == (1,)
+
+        remote.calls.clear()
+        await sharer(new, fakes).share_once()
+        assert ("retract", [HOSTILE]) in remote.calls
+        assert set(remote.items) == {"fine.example"}
+        ledger = conn.execute("SELECT state FROM delivery WHERE iid = ?", (iid,)).fetchall()
+        assert ledger == [("retracted",)]  # withdrawn, and its history kept
+    finally:
+        new.close()
+
+
+def test_a_fresh_database_runs_the_gate_migration_quietly():
+    """On a new database the gate migration finds nothing: it logs the count at info level, not a warning."""
+    import sqlite3
+
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    with structlog.testing.capture_logs() as logs:
+        schema.migrate(conn)
+    [event] = [e for e in logs if e.get("ctd_event") == "store_values_retracted"]
+    assert (event["ctd_count"], event["log_level"]) == (0, "info")
