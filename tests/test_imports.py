@@ -1,9 +1,9 @@
 """Import directions of the house, read from the source with ``ast`` (every import counts, also inside
 functions and under ``TYPE_CHECKING``).
 
-* adapters import ``ctd.model`` (the contract), the shared HTTP layer ``ctd.adapters.http``, the other
-  modules of ``ADAPTER_TOOLKIT`` below and their own package; an adapter built on another's pure code says so
-  in ``CROSS_ADAPTER`` below;
+* adapters import the modules of ``ADAPTER_TOOLKIT`` below (the contract ``ctd.model``, the shared layer at
+  the top of ``adapters/``) and their own package; an adapter built on another's pure code says so in
+  ``CROSS_ADAPTER`` below;
 * the core never imports an adapter package (it finds adapter classes through ``ctd.plugins``);
 * only ``ctd/store/`` touches SQLite;
 * nothing imports ``ctd.daemon`` but the CLI (``ctd/cli.py``); the control package in particular does not;
@@ -24,6 +24,7 @@ REPO = Path(__file__).resolve().parent.parent
 ADAPTER_TOOLKIT: dict[str, str] = {
     "ctd.model": "the adapter contract, with what it re-exports (canonicalisation, the error tree)",
     "ctd.adapters.http": "the shared HTTP layer: client, redirect policy, response caps, error mapping",
+    "ctd.adapters.jsonstream": "the incremental JSON parser with its caps, for bodies too large to decode whole",
     # The control socket needs it too, and the core never imports an adapter module: so it is a core leaf
     # module (it imports nothing of ctd), not part of the adapters' shared layer.
     "ctd.accept": "accepting connections with a back-off when out of descriptors, and rate-limited logging",

@@ -29,7 +29,7 @@ import trio
 
 from ctd.adapters.feed import formats as ff
 from ctd.adapters.feed.api import Body, FeedHttp
-from ctd.adapters.feed.misp import EventStream, manifest_url
+from ctd.adapters.feed.misp import EventStream, ManifestStream, manifest_url
 from ctd.adapters.feed.presets import PRESETS
 from ctd.adapters.http import HttpOptions, make_client, parse_origins
 from ctd.model import Adapter, Batch, Duration, PullContext, Rejected, Secret, Severity, Sighting, UpstreamDataError
@@ -324,13 +324,8 @@ class FeedAdapter(Adapter):
         async with self.http.open(murl, self.http.conditional(ctx, resuming), self.what) as body:
             if body is None:
                 return
-            data = await body.read()
+            manifest, version = await self._manifest(body)
             validators = body.validators
-        try:
-            manifest = ff.parse_manifest(data)
-        except ff.FormatError as exc:
-            raise UpstreamDataError(f"{self.what}: {exc}") from None
-        version = hashlib.sha256(data).hexdigest()[:32]
         known = (ctx.cursor or {}).get("events") if not snapshot else None
         known = known if isinstance(known, dict) else {}
         todo = sorted((ts, uuid) for uuid, ts in manifest.items() if snapshot or known.get(uuid) != ts)
@@ -377,6 +372,19 @@ class FeedAdapter(Adapter):
             snapshot_end=snapshot and complete,
             sub_checkpoint={"done": True},
         )
+
+    async def _manifest(self, body: Body) -> tuple[dict[str, int], str]:
+        """The manifest (uuid -> timestamp) parsed as it downloads, and a digest of its bytes."""
+        stream = ManifestStream()
+        digest = hashlib.sha256()
+        try:
+            async with aclosing(body.chunks()) as chunks:
+                async for chunk in chunks:
+                    digest.update(chunk)
+                    await trio.to_thread.run_sync(stream.feed, chunk)
+            return stream.finish(), digest.hexdigest()[:32]
+        except ff.FormatError as exc:
+            raise UpstreamDataError(f"{self.what}: {exc}") from None
 
     async def _misp_event(self, url: str, uuid: str, now: int) -> tuple[ff.Parsed, list[Sighting]] | str:
         """An event file parsed as it downloads, or the reason it was skipped (4xx, too large, not an event)."""
