@@ -16,12 +16,11 @@ from ctd.model import Adapter, Batch, PullContext, Rejected, Sighting
 from ctd.plugins import open_adapter
 from ctd.sharing.actor import Sharer
 from ctd.sources.actor import AllowlistRef, SourceStatus, pull_once
-from ctd.store import IngestBatch, schema
-from ctd.store import sql as store_sql
+from ctd.store import schema
 from tests.fake_adapters import Fakes
 from tests.fakestore import FakeStore
 from tests.loopback import ok, serve
-from tests.storeutil import NOW
+from tests.storeutil import NOW, ingest, s
 
 CTX = PullContext(since=0, now=1_800_000_000)
 # A quoted CSV field with a line break: joined without it, it is the valid URL http://evil.example/j10.0.0.0/8.
@@ -145,11 +144,6 @@ action = "add"
 """
 
 
-def old_row(type_: str, value: str) -> tuple:
-    """A stage row as an older ctd built it: no gate between the adapter and the store."""
-    return (type_, value, NOW, NOW, 5, 0, "[]", "a source's comment", "", None, 0, 0)
-
-
 def sharer(store: FakeStore, fakes: Fakes) -> Sharer:
     cfg = parse_config(SHARE_CFG)
     sh = cfg.sharing["s"]
@@ -165,22 +159,8 @@ async def test_values_stored_before_the_gate_are_retracted_by_a_migration_and_wi
     old = FakeStore(path)
     try:
         assert old.conn.execute("PRAGMA user_version").fetchone()[0] == 5
-        for source in ("a", "b"):
-            rows = [old_row("url", HOSTILE), old_row("domain", "fine.example")]
-            store_sql.ingest(
-                old.conn,
-                IngestBatch(
-                    source=source,
-                    rows=rows,
-                    policy="last_seen",
-                    aging_days=90,
-                    now=NOW,
-                    fresh=True,
-                    snapshot_end=False,
-                    sub=None,
-                    cursor=None,
-                ),
-            )
+        for source in ("a", "b"):  # as an older ctd stored them: no gate between the adapter and the store
+            ingest(old.conn, source, [s(HOSTILE, "url"), s("fine.example")], now=NOW, gate=False)
         await sharer(old, fakes).share_once()
     finally:
         old.close()
