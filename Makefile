@@ -3,7 +3,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 CONFIG ?= etc/ctd.toml
 
-.PHONY: run test bench clean venv install install-venv install-data
+.PHONY: run test lint bench clean venv install install-venv install-data
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,9 +18,15 @@ run: venv
 	mkdir -p var
 	$(VENV)/bin/ctd run --config $(CONFIG)
 
-## make test: venv, install with test extras, run the whole suite
-test: venv
+## make test: venv, install with test extras, then lint, type-check and run the whole suite
+test: lint
 	$(PY) -m pytest -q
+
+## make lint: ruff (lint and format check) and mypy, as configured in pyproject.toml
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 ## make bench: the ingest benchmark (N=1,000,000 by default)
 bench: venv

@@ -41,9 +41,9 @@ import math
 import ssl
 import time
 import zlib
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Iterator
 from contextlib import aclosing, contextmanager
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import httpx
 import msgspec
@@ -283,7 +283,8 @@ async def decoded_body(response: httpx.Response, limit: int) -> AsyncIterator[by
         return
     inflate = _Inflate(response.headers.get("content-encoding", ""))
     wire = size = 0
-    async with aclosing(response.aiter_raw()) as raws:
+    # aiter_raw is an async generator (typed as an iterator): close it even when we stop early.
+    async with aclosing(cast(AsyncGenerator[bytes, None], response.aiter_raw())) as raws:
         async for raw in raws:
             wire += len(raw)
             if wire > limit:

@@ -157,7 +157,7 @@ def child_pipeline(a: argparse.Namespace) -> dict:
     import trio
 
     from ctd.config import parse_config
-    from ctd.daemon.daemon import allowlist_matcher, db_path
+    from ctd.daemon.wiring import allowlist_matcher, db_path
     from ctd.plugins import open_adapter
     from ctd.service import logs as logs
     from ctd.sources.actor import AllowlistRef, SourceStatus, pull_once

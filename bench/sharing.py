@@ -110,8 +110,7 @@ async def measure(workdir: str, n: int) -> dict:
             res["unchanged_pass_s"] = time.perf_counter() - t0
             res["second_unchanged"] = second.unchanged
         root.cancel_scope.cancel()
-    with open(out_path) as f:
-        res["list_lines"] = sum(1 for _ in f)
+    res["list_lines"] = (await trio.Path(out_path).read_text()).count("\n")
     return res
 
 

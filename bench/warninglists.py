@@ -54,7 +54,12 @@ def mixed_iocs(n: int, seed: int = 16) -> list[tuple[str, str]]:
             out.append(("ipv4", ".".join(str(rnd.randint(1, 254)) for _ in range(4))))
         elif r < 0.40:
             out.append(
-                ("ipv6", "2a0%x:%x:%x::%x" % tuple(rnd.randint(1, 0xFFFF) & m for m in (0xF, 0xFFFF, 0xFFFF, 0xFFFF)))
+                (
+                    "ipv6",
+                    "2a0{:x}:{:x}:{:x}::{:x}".format(
+                        *(rnd.randint(1, 0xFFFF) & m for m in (0xF, 0xFFFF, 0xFFFF, 0xFFFF))
+                    ),
+                )
             )
         elif r < 0.65:
             out.append(("domain", rnd.choice(["www.", "mail.", "", "cdn."]) + name()))

@@ -107,7 +107,8 @@ def main() -> None:
         return
     for r in rows:
         print(
-            f"{r['input']:28} {r['step']:26} {r['mb']:4} MB {r['seconds']:6.2f} s  values={r['values']} complete={r['complete']}"
+            f"{r['input']:28} {r['step']:26} {r['mb']:4} MB {r['seconds']:6.2f} s  "
+            f"values={r['values']} complete={r['complete']}"
         )
 
 

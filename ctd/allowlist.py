@@ -11,8 +11,9 @@ from collections.abc import Iterable
 from ipaddress import ip_network
 from socket import AF_INET, AF_INET6, inet_pton
 
-from ctd.canon import canonicalize, host_of_url, is_ip, value_problem
+from ctd.canon import canonicalize, host_of_url, is_ip
 from ctd.errors import InvalidIndicator
+from ctd.valuegate import value_problem
 
 __all__ = ["Allowlist"]
 

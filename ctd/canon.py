@@ -6,43 +6,21 @@ refang pass and the IDNA codec only run when the value needs them, and IPv4
 is validated by a regex that accepts only the canonical dotted quad.
 IPv6 text must equal ``ipaddress.IPv6Address(v).compressed``.
 
-Every value returned passes one validity gate (``value_problem``), whatever
-its type: a length cap per type, and no character that is not printable text
-(controls, line/paragraph separators, bidi and other invisible format
-characters, whitespace inside the value, surrogates, private-use or unassigned
-code points). A list a firewall reads is one value per line: a value that could
-become two lines, or look different from what it is, is never stored. The
-line-oriented renderers run the same gate again on what they write.
+Every value returned passes the value gate (``ctd.valuegate``), whatever its
+type: a length cap per type, and printable text only.
 """
 
 from __future__ import annotations
 
 import re
-import unicodedata
+from collections.abc import Callable
 from ipaddress import IPv4Network, IPv6Address, IPv6Network
 from socket import AF_INET6, inet_ntop, inet_pton
 
 from ctd.errors import InvalidIndicator
+from ctd.valuegate import MAX_LENGTH, MAX_UNTYPED, require_printable, too_long, value_problem
 
-__all__ = ["MAX_LENGTH", "candidates", "canonicalize", "detect_type", "host_of_url", "is_ip", "value_problem"]
-
-# The longest value accepted per type, in characters, checked on the raw value
-# before any other work and again on the canonical value. Generous over the canonical limits (a domain is at
-# most 253 characters) so quotes, padding and defanging still fit.
-MAX_LENGTH = {
-    "url": 8192,
-    "domain": 1024,
-    "hostname": 1024,
-    "email": 1024,
-    "ipv4": 256,
-    "ipv6": 256,
-    "cidr4": 256,
-    "cidr6": 256,
-    "md5": 256,
-    "sha1": 256,
-    "sha256": 256,
-}
-MAX_UNTYPED = max(MAX_LENGTH.values())  # before auto-detection has chosen a type
+__all__ = ["candidates", "canonicalize", "detect_type", "host_of_url", "is_ip"]
 
 _HASH_LENGTHS = {"md5": 32, "sha1": 40, "sha256": 64}
 _HASH_BY_LEN = {n: t for t, n in _HASH_LENGTHS.items()}
@@ -87,64 +65,6 @@ def _clean(value: str, allow_at: bool) -> str:
     return v
 
 
-# Bidi embeddings/overrides/isolates and the invisible direction marks.
-_BIDI = frozenset((*range(0x202A, 0x202F), *range(0x2066, 0x206A), 0x200E, 0x200F, 0x061C))
-_KINDS = {
-    "Zl": "a line separator",
-    "Zp": "a paragraph separator",
-    "Zs": "whitespace",
-    "Cs": "a lone surrogate",
-    "Cf": "an invisible format character",
-    "Co": "a private-use character",
-    "Cn": "an unassigned character",
-}
-
-
-def _kind(ch: str) -> str:
-    cp = ord(ch)
-    if cp < 0x20 or 0x7F <= cp <= 0x9F:
-        return "a control character"
-    if cp in _BIDI:
-        return "a bidi control character"
-    return _KINDS.get(unicodedata.category(ch), "an unprintable character")
-
-
-def _too_long(cap: int, n: int) -> str:
-    return f"longer than {cap} characters ({n})"  # the length only: never echo a huge value
-
-
-def value_problem(value: str, type_: str | None = None, *, offset: int = 0) -> str | None:
-    """Why ``value`` can be neither stored nor written as one list line, or None if it can.
-
-    The one validity gate: canonicalisation applies it to every (cleaned)
-    value and the line-oriented renderers to every value they write, as is
-    (nothing stripped). ``offset`` is added to reported positions (where the
-    checked text starts in what the caller was given).
-    """
-    cap = MAX_LENGTH.get(type_, MAX_UNTYPED)  # type_ None: not yet typed
-    if len(value) > cap:
-        return _too_long(cap, len(value))
-    # Both are single C-level scans: the common, clean value costs almost nothing.
-    if value.isprintable() and " " not in value:
-        return None
-    for i, ch in enumerate(value):
-        if ch == " " or not ch.isprintable():
-            return f"contains {_kind(ch)} U+{ord(ch):04X} at offset {offset + i}"
-    return None  # pragma: no cover - isprintable() and the scan agree
-
-
-def _printable(v: str) -> None:
-    """The gate's character test, for the types whose text passes into the stored value as is.
-
-    Domains, IPs, networks and hashes need no scan on the hot path: their
-    validators accept only a fixed ASCII alphabet (or re-render the value), so
-    any refused character fails them anyway, and ``canonicalize`` then reports
-    the gate's reason.
-    """
-    if not v.isprintable() or " " in v:
-        raise InvalidIndicator("not printable text")  # canonicalize says which character, and where
-
-
 def _gate_reason(value: str, v: str, type_: str | None) -> str | None:
     """The gate's reason for the cleaned ``v`` (positions in the raw ``value`` when cleaning only trimmed it)."""
     return value_problem(v, type_, offset=max(value.find(v), 0))
@@ -152,7 +72,7 @@ def _gate_reason(value: str, v: str, type_: str | None) -> str | None:
 
 def _domain(v: str) -> str:
     if not v.isascii():
-        _printable(v)  # IDNA would silently drop invisible characters (soft hyphen, ZWJ...)
+        require_printable(v)  # IDNA would silently drop invisible characters (soft hyphen, ZWJ...)
         try:
             v = v.encode("idna").decode("ascii")
         except UnicodeError:
@@ -207,7 +127,7 @@ def _cidr6(v: str) -> str:
         raise InvalidIndicator("not a valid ipv6 cidr") from None
 
 
-def _hash(kind: str):
+def _hash(kind: str) -> Callable[[str], str]:
     n = _HASH_LENGTHS[kind]
     reason = f"not a valid {kind} (expected {n} hex digits)"
 
@@ -220,7 +140,7 @@ def _hash(kind: str):
 
 
 def _email(v: str) -> str:
-    _printable(v)
+    require_printable(v)
     if v[:7].lower() == "mailto:":
         v = v[7:]
     if v.count("@") != 1:
@@ -257,10 +177,10 @@ def _url(v: str) -> str:
     # Only userinfo and path/query/fragment are kept as given: scheme, host and
     # port must match fixed alphabets below.
     rest = v[end:]
-    if not rest.isprintable() or " " in rest:  # _printable, inlined: every url passes here
-        _printable(rest)
+    if not rest.isprintable() or " " in rest:  # require_printable, inlined: every url passes here
+        require_printable(rest)
     if userinfo:
-        _printable(userinfo)
+        require_printable(userinfo)
     if hostport.startswith("["):
         close = hostport.find("]")
         if close < 0:
@@ -368,7 +288,7 @@ def canonicalize(type_: str | None, value: str) -> tuple[str, str]:
     """
     if type_ is None:
         if len(value) > MAX_UNTYPED:  # before any other work on it
-            raise InvalidIndicator(_too_long(MAX_UNTYPED, len(value)))
+            raise InvalidIndicator(too_long(MAX_UNTYPED, len(value)))
         v = _clean(value, allow_at="://" not in value)
         found = _detect(v)
         if found is None:
@@ -376,7 +296,7 @@ def canonicalize(type_: str | None, value: str) -> tuple[str, str]:
         type_, canon = found
         fn, cap = _BY_TYPE[type_]
         if len(value) > cap:  # the detected type's own cap
-            raise InvalidIndicator(_too_long(cap, len(value)))
+            raise InvalidIndicator(too_long(cap, len(value)))
         if canon is not None:
             return type_, canon
     else:
@@ -385,7 +305,7 @@ def canonicalize(type_: str | None, value: str) -> tuple[str, str]:
         except KeyError:
             raise InvalidIndicator(f"unknown indicator type {str(type_)[:32]!r}") from None
         if len(value) > cap:
-            raise InvalidIndicator(_too_long(cap, len(value)))
+            raise InvalidIndicator(too_long(cap, len(value)))
         v = _clean(value, allow_at=type_ == "email")
         if not v:
             raise InvalidIndicator("empty value")
@@ -397,7 +317,7 @@ def canonicalize(type_: str | None, value: str) -> tuple[str, str]:
             raise
         raise InvalidIndicator(reason) from None
     if len(canon) > cap:  # grown past the cap: an added "http://", a punycode host
-        raise InvalidIndicator(_too_long(cap, len(canon)))
+        raise InvalidIndicator(too_long(cap, len(canon)))
     return type_, canon
 
 

@@ -19,7 +19,8 @@ import msgspec
 from msgspec import Meta
 
 from ctd.config_warnings import unverified_plugins
-from ctd.errors import ConfigError
+from ctd.errors import ConfigError, RuleError
+from ctd.guard import resolve as resolve_guard
 
 # Config value types live in ctd.model (adapters use them); re-exported here for the core.
 from ctd.model import Duration as Duration
@@ -41,10 +42,10 @@ def _dec_hook(tp: type, obj: Any) -> Any:
 
 
 class _Section(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
-    pass
+    """A config table. Subclasses inherit these options; they repeat ``frozen`` for mypy, which does not see it."""
 
 
-class DaemonConfig(_Section):
+class DaemonConfig(_Section, frozen=True):
     state_dir: str = "/var/lib/ctd"
     socket: str = "/run/ctd/ctd.sock"
     socket_group: str | None = None
@@ -54,13 +55,13 @@ class DaemonConfig(_Section):
     shutdown_timeout: Duration = Duration(10)
 
 
-class AllowlistConfig(_Section):
+class AllowlistConfig(_Section, frozen=True):
     values: list[str] = []
     cidrs: list[str] = []
     domains: list[str] = []
 
 
-class PluginConfig(_Section):
+class PluginConfig(_Section, frozen=True):
     """The keys every plugin has; ``options`` holds the adapter's own Struct."""
 
     adapter: str
@@ -72,13 +73,16 @@ class PluginConfig(_Section):
     reconcile: Literal["last_seen", "first_seen", "highest_severity"] = "last_seen"
     tags: list[str] = []
     timeout: Duration = Duration(600)
+    # The false-positive guard (ctd.guard): unset, the adapter's default_warninglists.
+    warninglists: Literal["default", "all", "off"] | list[str] | None = None
+    warninglist_action: Literal["inactive", "tag"] = "inactive"
     options: Any = None
 
 
 COMMON_PLUGIN_KEYS = frozenset(PluginConfig.__struct_fields__) - {"options"}
 
 
-class RuleConfig(_Section):
+class RuleConfig(_Section, frozen=True):
     """A business rule: a filter, exceptions that exclude what they match, an optional mute."""
 
     filter: str
@@ -87,7 +91,7 @@ class RuleConfig(_Section):
     description: str = ""
 
 
-class SharingConfig(_Section):
+class SharingConfig(_Section, frozen=True):
     """One-way sharing: IoCs from ``sources`` matching ``rule`` go to ``destination``."""
 
     sources: list[str]
@@ -98,7 +102,7 @@ class SharingConfig(_Section):
     interval: Duration = Duration(60)
 
 
-class Config(_Section):
+class Config(_Section, frozen=True):
     daemon: DaemonConfig = DaemonConfig()
     allowlist: AllowlistConfig = AllowlistConfig()
     plugins: dict[str, PluginConfig] = {}
@@ -110,11 +114,6 @@ class Config(_Section):
     tenants: dict[str, dict[str, Any]] = {}
     path: str = ""
     hash: str = ""
-
-
-def decode_options(obj: Any, tp: Any) -> Any:
-    """``msgspec.convert`` with ctd's config types (durations, secrets); errors as msgspec's."""
-    return msgspec.convert(obj, tp, dec_hook=_dec_hook)
 
 
 def _convert(obj: Any, tp: Any, where: str) -> Any:
@@ -189,7 +188,8 @@ def _plugin(name: str, raw: Any) -> PluginConfig:
         cls.check_plugin(plugin.pull, options)
     except ValueError as exc:
         raise ConfigError(str(exc), where) from None
-    return msgspec.structs.replace(plugin, options=options)
+    guard = resolve_guard(plugin.warninglists, cls.default_warninglists, where) if plugin.pull else "off"
+    return msgspec.structs.replace(plugin, options=options, warninglists=guard)
 
 
 def _field_names(tp: Any) -> tuple[str, ...]:
@@ -236,17 +236,12 @@ def convert_section(raw: Any, tp: Any, where: str) -> Any:
 
 def _check_rule(name: str, rule: RuleConfig) -> None:
     from ctd.rules.compiler import Rule
-    from ctd.rules.parser import RuleError
 
     try:
         Rule(rule.filter, rule.exceptions)
     except RuleError as exc:
-        where = f"$.rules.{name}"
-        msg = str(exc)
-        if msg.startswith("exceptions["):
-            idx, _, rest = msg.partition("]: ")
-            raise ConfigError(rest, f"{where}.{idx}]") from None
-        raise ConfigError(msg, f"{where}.filter") from None
+        part = "filter" if exc.exception is None else f"exceptions[{exc.exception}]"
+        raise ConfigError(f"{exc.message} at column {exc.column}", f"$.rules.{name}.{part}") from None
 
 
 def _sharing(name: str, sh: SharingConfig, cfg: Config) -> SharingConfig:

@@ -4,17 +4,24 @@
 
     CtdError
     ├─ ConfigError            tell the user; a reload keeps the running config
+    │   └─ RuleError          a filter that does not compile (.column, .exception: which one, or None)
     ├─ InvalidIndicator       skip this value, count it for its source
     ├─ AdapterError           raised by adapters, translated at their boundary
-    │   ├─ SourceUnavailable  retry with backoff (network, timeout, 5xx, 429; .retry_after)
+    │   ├─ SourceUnavailable  retry with exponential backoff (network, 5xx, 429; a longer .retry_after wins)
+    │   │   └─ TimedOut       a pull or pass overran the plugin's timeout (.seconds): the same backoff
     │   ├─ AuthError          disable until the config is reloaded (401/403, bad secret)
-    │   └─ UpstreamDataError  skip the batch, keep the checkpoint (undecodable data)
-    ├─ StoreError             the store actor failed or is closed
+    │   └─ UpstreamDataError  skip the batch, keep the checkpoint; retry at the next interval, not sooner
+    ├─ StoreError             the store actor failed or is closed: retry with backoff
     │   └─ StoreClosed
     ├─ ActorStopped           the actor asked stopped (reload, shutdown) before answering: ask again
     └─ ControlError           a control request that cannot be served (message goes to ctdctl)
         ├─ BadRequest
+        │   └─ NotFound       no running source or sharing by that name
         └─ PermissionDenied
+
+What a source or sharing actor does with each is decided in one place,
+``ctd.policy.next_attempt``; anything outside the tree is a bug: logged with
+its traceback, then retried with backoff like an outage.
 """
 
 from __future__ import annotations
@@ -33,6 +40,20 @@ class ConfigError(CtdError):
         super().__init__(f"{message} - at {location}" if location else message)
 
 
+class RuleError(ConfigError):
+    """A filter that does not compile: ``column`` is 1-based, ``exception`` the index of the
+    exception it is in (None: the rule's filter itself)."""
+
+    def __init__(self, message: str, column: int, exception: int | None = None) -> None:
+        self.column = column
+        self.exception = exception
+        super().__init__(message)
+
+    def __str__(self) -> str:
+        where = f"exceptions[{self.exception}]: " if self.exception is not None else ""
+        return f"{where}{self.message} at column {self.column}"
+
+
 class InvalidIndicator(CtdError):
     """A value does not validate for its indicator type."""
 
@@ -47,6 +68,14 @@ class SourceUnavailable(AdapterError):
     def __init__(self, message: str, retry_after: float | None = None) -> None:
         self.retry_after = retry_after
         super().__init__(message)
+
+
+class TimedOut(SourceUnavailable):
+    """A pull or a destination call overran its deadline (the plugin's ``timeout``)."""
+
+    def __init__(self, what: str, seconds: float) -> None:
+        self.seconds = seconds
+        super().__init__(f"{what} timed out after {seconds:g} s")
 
 
 class AuthError(AdapterError):
@@ -77,6 +106,10 @@ class BadRequest(ControlError):
     """Malformed or unknown control request."""
 
 
+class NotFound(BadRequest):
+    """The request names a source or sharing configuration that is not running."""
+
+
 class PermissionDenied(ControlError):
     """The peer is not allowed to run this command."""
 
@@ -95,5 +128,6 @@ def describe(exc: BaseException) -> str:
         text = str(e)
         if text and not any(text in p for p in parts):  # a cause already quoted adds nothing
             parts.append(text)
-        e = e.__cause__ or e.__context__
+        # ``raise ... from None`` hides the context, as in a traceback.
+        e = e.__cause__ if e.__cause__ is not None else None if e.__suppress_context__ else e.__context__
     return ": ".join(parts) or type(exc).__name__

@@ -1,11 +1,9 @@
 """The data model, and the adapter contract both ways: what the core and an adapter may ask of each other.
 
-Times are integer seconds since the epoch, UTC, everywhere inside ctd; they
-are rendered as ISO 8601 only at the edges (ctdctl, exports).
-
 An adapter imports this module (and the shared HTTP layer, ``ctd.adapters.http``;
-a server adapter ``ctd.accept``) and nothing else of ctd: the names it needs from elsewhere (canonicalisation,
-the error tree) are re-exported here. The core never imports an adapter
+a server adapter ``ctd.accept``) and nothing else of ctd: the names it needs from
+elsewhere (canonicalisation and the value gate, the error tree, times and
+durations) are re-exported here. The core never imports an adapter
 package; it finds adapter classes through ``ctd.plugins``.
 
 The contract is the ``Adapter`` class below: every hook the core may call,
@@ -17,8 +15,6 @@ not discovered: ``can_pull``, ``can_push`` (with ``ACTIONS``) and ``can_serve``.
 
 from __future__ import annotations
 
-import datetime as _dt
-import re
 from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, TypeVar
 
@@ -26,7 +22,7 @@ import msgspec
 
 # Re-exported for adapters, so that an adapter imports ctd.model only.
 # (ctd.canon reads INDICATOR_TYPES lazily: it does not import this module.)
-from ctd.canon import canonicalize, host_of_url, value_problem
+from ctd.canon import canonicalize, host_of_url
 from ctd.errors import (
     AdapterError,
     AuthError,
@@ -36,6 +32,8 @@ from ctd.errors import (
     UpstreamDataError,
     describe,
 )
+from ctd.times import Duration, iso, now, parse_duration, parse_time
+from ctd.valuegate import value_problem
 
 if TYPE_CHECKING:
     import httpx
@@ -144,6 +142,10 @@ class ShareItem(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     last_seen: int | None
     expires_at: int | None
     sources: tuple[str, ...]
+    # The destination's id for the entry ctd created for this value (``PushResult.ids`` of an
+    # earlier push, kept in the delivery ledger); None when ctd recorded none. Adapters delete
+    # by it, so they never remove an entry ctd did not create.
+    remote_id: str | None = None
 
 
 class PushResult(msgspec.Struct, frozen=True, kw_only=True):
@@ -151,10 +153,13 @@ class PushResult(msgspec.Struct, frozen=True, kw_only=True):
 
     Everything not in ``rejected`` was accepted. A failure of the whole call
     (network, 5xx, 429) is raised as ``SourceUnavailable`` instead, so nothing
-    is marked shared that was not.
+    is marked shared that was not. ``ids`` names the destination's id of the
+    entry created (or kept) for an accepted value; the ledger records it and
+    hands it back as ``ShareItem.remote_id`` (to a later push, and to ``retract``).
     """
 
     rejected: dict[str, str] = {}
+    ids: dict[str, str] = {}
 
 
 class ActionSpec(msgspec.Struct, frozen=True, kw_only=True):
@@ -237,6 +242,9 @@ class Adapter:
     can_push: ClassVar[bool] = False  # then ACTIONS is not empty
     can_serve: ClassVar[bool] = False
     ACTIONS: ClassVar[Mapping[str, ActionSpec]] = {}
+    # The plugin's ``warninglists`` when the config leaves it unset (ctd.guard): "default" for
+    # adapters that take values from prose (rss, webpage), "off" for sources meant as indicators.
+    default_warninglists: ClassVar[Literal["default", "off"]] = "off"
 
     def __init__(self, name: str, config: Any, client: httpx.AsyncClient | None = None) -> None:
         self.name = name
@@ -314,7 +322,7 @@ class Adapter:
         raise NotImplementedError(f"{type(self).__name__} serves nothing")
 
 
-# --- config values and time helpers ------------------------------------------------
+# --- config values ---------------------------------------------------------------------
 
 
 class Secret(str):
@@ -328,50 +336,6 @@ class Secret(str):
 
     def __repr__(self) -> str:
         return "'***'"
-
-
-class Duration(float):
-    """A span of time in seconds, written ``"90s"``, ``"15m"``, ``"6h"``, ``"14d"`` or a number of seconds."""
-
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)?\s*$")
-_UNIT = {None: 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
-def parse_duration(value: Any) -> Duration:
-    """Turn ``"15m"`` (or a number of seconds) into seconds."""
-    if isinstance(value, bool):
-        raise ValueError("expected a duration like '90s', '15m', '6h' or '14d'")
-    if isinstance(value, (int, float)):
-        return Duration(value)
-    if isinstance(value, str) and (m := _DURATION.match(value)):
-        return Duration(float(m.group(1)) * _UNIT[m.group(2)])
-    raise ValueError(f"invalid duration {value!r}: expected e.g. '90s', '15m', '6h' or '14d'")
-
-
-def now() -> int:
-    """Current wall-clock time in whole seconds (UTC epoch)."""
-    return int(_dt.datetime.now(_dt.UTC).timestamp())
-
-
-def iso(ts: int | None) -> str | None:
-    """Render an epoch timestamp as ISO 8601 UTC (``2026-11-27T19:45:00Z``)."""
-    if ts is None:
-        return None
-    return _dt.datetime.fromtimestamp(ts, _dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_time(text: str) -> int:
-    """Parse ISO 8601 (``Z`` or offset; naive means UTC) or epoch seconds into epoch seconds."""
-    t = text.strip()
-    if t.replace(".", "", 1).isdigit():
-        return int(float(t))
-    if t.endswith(("Z", "z")):
-        t = t[:-1] + "+00:00"
-    d = _dt.datetime.fromisoformat(t)
-    if d.tzinfo is None:
-        d = d.replace(tzinfo=_dt.UTC)
-    return int(d.timestamp())
 
 
 __all__ = [

@@ -380,8 +380,9 @@ class WarningLists:
         return ids[i]
 
 
-@functools.lru_cache(maxsize=4)
+@functools.lru_cache(maxsize=1)
 def _load_cached(names: tuple[str, ...]) -> WarningLists:
-    # The data is the installed package's: loading the same names twice gives the same lists,
-    # so plugins sharing a set share one copy.
+    # The data is the installed package's: loading the same names twice gives the same lists.
+    # The daemon shares copies between plugins through ctd.guard (as long as a plugin holds
+    # one); this cache keeps only the last, so a selection a reload dropped does not stay.
     return WarningLists([(name, _read(name)) for name in names])

@@ -106,6 +106,6 @@ def ip_int(value: str) -> tuple[int, int] | None:
     try:
         if ":" in value:
             return 128, int.from_bytes(socket.inet_pton(socket.AF_INET6, value), "big")
-        return 32, int.from_bytes(socket.inet_aton(value), "big") if value.count(".") == 3 else None
+        return (32, int.from_bytes(socket.inet_aton(value), "big")) if value.count(".") == 3 else None
     except (OSError, ValueError):
         return None

@@ -8,11 +8,31 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from ctd.ctdctl.main import main as ctdctl_main
 
 REPO = Path(__file__).resolve().parent.parent
+
+T = TypeVar("T")
+
+
+def wait_for(pred: Callable[[], T | None], what: str | Callable[[], str] = "condition", timeout: float = 30.0) -> T:
+    """Poll ``pred`` until it returns something truthy and return that; AssertionError after ``timeout`` s.
+
+    The one way tests watch a real process (the daemon, journald, a peer server) from outside;
+    in-process tests wait on events instead. ``pred`` may raise to fail at once (the process died);
+    ``what`` may be a function, to describe the failure with what is known by then (the log).
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        if value := pred():
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what() if callable(what) else what}")
+        time.sleep(0.05)
 
 
 def stop_process(proc: subprocess.Popen, timeout: float = 10.0) -> int:
@@ -68,15 +88,13 @@ class DaemonProc:
         return self
 
     def wait_ready(self, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def ready() -> bool:
             assert self.proc is not None
             if self.proc.poll() is not None:
                 raise AssertionError(f"daemon exited early ({self.proc.returncode}):\n{self.log.read_text()}")
-            if self.socket.exists() and self.ctl_rc("status") == 0:
-                return
-            time.sleep(0.05)
-        raise AssertionError("daemon did not become ready:\n" + self.log.read_text())
+            return self.socket.exists() and self.ctl_rc("status") == 0
+
+        wait_for(ready, lambda: "the daemon to become ready:\n" + self.log.read_text(), timeout)
 
     def ctl_rc(self, *args: str) -> int:
         import contextlib

@@ -75,7 +75,7 @@ def blocks(path: Path) -> list[Block]:
 
 def prose(path: Path) -> list[tuple[int, str]]:
     """The lines of a Markdown file outside fenced blocks, numbered from 1."""
-    inside = set()
+    inside: set[int] = set()
     for b in blocks(path):
         inside.update(range(b.line, b.line + b.text.count("\n") + 2))
     return [(n, line) for n, line in enumerate(path.read_text().splitlines(), 1) if n not in inside]

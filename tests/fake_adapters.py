@@ -8,7 +8,8 @@ option: no state is shared between tests.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any, ClassVar
 
@@ -20,8 +21,25 @@ from ctd.model import ActionSpec, Adapter, AuthError, Batch, PullContext, PushRe
 from ctd.plugins import adapter_class, open_adapter
 
 
-class Script:
+class Watched:
+    """Something a test can wait on without polling: ``await x.wait_until(lambda: ...)``."""
+
+    def __init__(self) -> None:
+        self._changed = trio.Event()
+
+    def changed(self) -> None:
+        """Wake the waiters (the fake calls it after each change of its state)."""
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def wait_until(self, pred: Callable[[], object]) -> None:
+        while not pred():
+            await self._changed.wait()
+
+
+class Script(Watched):
     def __init__(self, batches: list[list[str]] | None = None, errors: list[BaseException] | None = None) -> None:
+        super().__init__()
         self.batches = batches or [["evil.example"]]
         self.errors = list(errors or [])
         self.calls: list[tuple[float, PullContext]] = []
@@ -31,10 +49,11 @@ class Script:
         self.cancelled = 0
 
 
-class Remote:
+class Remote(Watched):
     """What a destination holds, plus knobs for tests."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.items: dict[str, ShareItem] = {}
         self.calls: list[tuple[str, list[str]]] = []
         self.reject: dict[str, str] = {}  # value -> reason the destination gives
@@ -57,6 +76,8 @@ class Fakes:
     def __init__(self) -> None:
         self.scripts: dict[str, Script] = {}
         self.remotes: dict[str, Remote] = {}
+        # Adapters opened through ``open_adapter``, by plugin name: each actor (re)start opens one.
+        self.opened: Counter[str] = Counter()
 
     def script(self, key: str) -> Script:
         return self.scripts.setdefault(key, Script())
@@ -73,6 +94,7 @@ class Fakes:
 
     @asynccontextmanager
     async def open_adapter(self, name: str, plugin: PluginConfig) -> AsyncIterator[Adapter]:
+        self.opened[name] += 1
         if issubclass(adapter_class(plugin.adapter), FakeAdapter):
             yield self.adapter(name, plugin)
         else:
@@ -104,6 +126,7 @@ class ScriptedAdapter(FakeAdapter):
     async def pull(self, ctx: PullContext) -> AsyncIterator[Batch]:
         sc = self.script
         sc.calls.append((trio.current_time(), ctx))
+        sc.changed()
         if sc.errors:
             raise sc.errors.pop(0)
         try:
@@ -119,8 +142,10 @@ class ScriptedAdapter(FakeAdapter):
                     await sc.gate.wait()
         except trio.Cancelled:
             sc.cancelled += 1
+            sc.changed()
             raise
         sc.finished += 1
+        sc.changed()
 
     async def check(self) -> str:
         return "ok"
@@ -171,6 +196,7 @@ class MemoryDestination(FakeAdapter):
         for i in items:
             if i.value not in rejected:
                 self.remote.items[i.value] = i
+        self.remote.changed()
         return PushResult(rejected=rejected)
 
     async def retract(self, action: str, params: Any, items: list[ShareItem]) -> PushResult:
@@ -179,6 +205,7 @@ class MemoryDestination(FakeAdapter):
         self.remote._maybe_fail()
         for i in items:
             self.remote.items.pop(i.value, None)
+        self.remote.changed()
         return PushResult()
 
     async def pull(self, ctx: PullContext) -> AsyncIterator[Batch]:
@@ -221,6 +248,7 @@ class FullDestination(FakeAdapter):
         self.remote.calls.append(("replace", [i.value for i in items]))
         self.remote._maybe_fail()
         self.remote.items = {i.value: i for i in items}
+        self.remote.changed()
         return PushResult()
 
 

@@ -14,7 +14,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -23,7 +22,7 @@ from typing import Any
 
 import httpx
 
-from tests.daemonproc import stop_process
+from tests.daemonproc import stop_process, wait_for
 
 MEDIA_TYPE = "application/taxii+json;version=2.1"
 STIX_MEDIA_TYPE = "application/stix+json;version=2.1"
@@ -159,18 +158,15 @@ def medallion(
 
 
 def _wait_ready(server: Medallion, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
+    def answers() -> bool:
         if server.proc.poll() is not None:
             raise RuntimeError(f"medallion exited with {server.proc.returncode}:\n{server.log()}")
         try:
             r = httpx.get(
                 server.discovery, auth=(USER, PASSWORD), headers={"Accept": MEDIA_TYPE}, timeout=2, trust_env=False
             )
-            if r.status_code == 200:
-                return
         except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"medallion did not answer within {timeout}s:\n{server.log()}")
-        time.sleep(0.05)
+            return False
+        return r.status_code == 200
+
+    wait_for(answers, lambda: f"medallion to answer:\n{server.log()}", timeout)

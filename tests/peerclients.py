@@ -122,8 +122,8 @@ def _hold(path: str, n: int, settle: float, expect_silent: int) -> dict[str, Any
         "silent": len(socks) - len(answered),
         "answered": len(answered),
         "connect_errors": connect_errors,
-        "codes": sorted({r.get("code") for r in replies if r.get("code")}),
-        "errors": sorted({r.get("error") for r in replies if r.get("error")}),
+        "codes": sorted({r["code"] for r in replies if r.get("code")}),
+        "errors": sorted({r["error"] for r in replies if r.get("error")}),
     }
     by_fd.clear()
     return out | {"_socks": socks}  # kept open by the caller until released

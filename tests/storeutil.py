@@ -27,6 +27,8 @@ def ingest(
     reputation: int | None = None,
     tags: tuple[str, ...] = (),
     allowlisted: Any = None,
+    warninglisted: Any = None,
+    warninglist_tag: bool = False,
     fresh: bool = True,
     snapshot_end: bool = False,
     sub: dict | None = None,
@@ -35,8 +37,16 @@ def ingest(
     """Ingest ``sightings`` as the source actor does; ``gate=False`` stores them as an older ctd did,
     without the value gate of ``to_stage_rows`` (to seed values that reached the store before it)."""
     staged = sightings if gate else [replace(x, type="domain", value="placeholder.example") for x in sightings]
-    rows = to_stage_rows(staged, now=now, reputation=reputation, extra_tags=tags, allowlisted=allowlisted)
-    if not gate:  # then each value as given, as an older ctd staged it (the allowlist saw the placeholder)
+    rows = to_stage_rows(
+        staged,
+        now=now,
+        reputation=reputation,
+        extra_tags=tags,
+        allowlisted=allowlisted,
+        warninglisted=warninglisted,
+        warninglist_tag=warninglist_tag,
+    )
+    if not gate:  # then each value as given, as an older ctd staged it (allowlist and guard saw the placeholder)
         rows = [(x.type, x.value, *row[2:]) for x, row in zip(sightings, rows, strict=True)]
     return store_sql.ingest(
         conn,

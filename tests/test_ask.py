@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from functools import partial
+from typing import Any
 
 import outcome
 import pytest
@@ -35,7 +36,7 @@ class Outcomes:
         self.results: list[object] = []
         self.errors: list[BaseException] = []
 
-    async def ask(self, inbox: trio.MemorySendChannel, request: object, **kw: object) -> None:
+    async def ask(self, inbox: trio.MemorySendChannel, request: object, **kw: Any) -> None:
         try:
             self.results.append(await ask(inbox, request, **kw))
         except ActorStopped as exc:

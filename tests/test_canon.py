@@ -384,7 +384,7 @@ _valid = st.one_of(
     st.tuples(st.just("cidr6"), st.builds(lambda a, p: f"{a.exploded}/{p}", st.ip_addresses(v=6), st.integers(0, 128))),
     st.tuples(st.just("md5"), st.from_regex(r"[0-9a-fA-F]{32}", fullmatch=True)),
     st.tuples(st.just("sha256"), st.from_regex(r"[0-9a-fA-F]{64}", fullmatch=True)),
-    st.tuples(st.just("email"), st.builds(lambda l, d: f"{l}@{d}", _label, _domains)),
+    st.tuples(st.just("email"), st.builds(lambda local, d: f"{local}@{d}", _label, _domains)),
     st.tuples(
         st.just("url"),
         st.builds(

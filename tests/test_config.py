@@ -89,8 +89,10 @@ class TestValidation:
 
     def test_rule_exception_error_location(self):
         """A broken exception is located at $.rules.NAME.exceptions[i]."""
-        with pytest.raises(ConfigError, match=r"\$\.rules\.urls\.exceptions\[1\]"):
+        with pytest.raises(ConfigError) as info:
             cfg('[rules.urls]\nfilter = "type = url"\nexceptions = [\'value = "a"\', "sevrity > low"]\n')
+        assert info.value.location == "$.rules.urls.exceptions[1]"
+        assert info.value.message == "unknown field 'sevrity' at column 1"
 
     def test_sharing_unknown_rule(self):
         """A sharing configuration naming an unknown rule is an error at .rule."""
@@ -233,14 +235,30 @@ def test_demo_config_commented_examples_are_valid(tmp_path, monkeypatch):
     text = (Path(__file__).parent.parent / "etc" / "ctd.toml").read_text()
     head, tail = text.split("# More sources", 1)
     lines = [ln[2:] for ln in tail.splitlines() if ln.startswith("# [") or re.match(r"# [a-z_]+ = ", ln)]
-    for name in ("taxii-password", "netskope-v2", "netskope-v1", "misp-api-key", "falcon-secret"):
+    for name in (
+        "taxii-password",
+        "netskope-v2",
+        "netskope-v1",
+        "misp-api-key",
+        "falcon-secret",
+        "defender-secret",
+        "mimecast-secret",
+        "s1-token",
+    ):
         (tmp_path / name).write_text("not-a-real-secret")
     (tmp_path / "edl.password").write_text("pw")
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
     body = "\n".join(lines).replace("/etc/ctd/edl.password", str(tmp_path / "edl.password"))
     cfg = parse_config(head + "\n" + body + "\n")
-    assert {"urlhaus", "intel", "fw", "netskope", "misp", "falcon"} <= set(cfg.plugins)
+    assert {"urlhaus", "intel", "fw", "netskope", "misp", "falcon", "defender", "mimecast", "sentinelone"} <= set(
+        cfg.plugins
+    )
+    assert {"news", "advisory"} <= set(cfg.plugins)
     assert {"urls-to-firewall", "urls-to-netskope", "hashes-to-misp", "hashes-to-falcon"} <= set(cfg.sharing)
+    assert {"urls-to-defender", "urls-to-mimecast", "hashes-to-sentinelone"} <= set(cfg.sharing)
+    assert {"news-to-proxy"} <= set(cfg.sharing)
+    news = cfg.plugins["news"]
+    assert (news.adapter, news.warninglists, news.warninglist_action) == ("rss", "default", "inactive")
 
 
 def test_secret_options_never_in_repr(tmp_path):

@@ -155,21 +155,19 @@ async def test_live_socket_is_not_replaced(nursery: trio.Nursery, sock_path: str
 
 async def test_regular_file_is_not_replaced(sock_path: str) -> None:
     """A regular file at the socket path is left alone and reported."""
-    with open(sock_path, "w") as f:
-        f.write("keep me")
+    await trio.Path(sock_path).write_text("keep me")
     with pytest.raises(SocketInUseError, match="not a socket"):
         await serve_control(sock_path, Recorder())
-    with open(sock_path) as f:
-        assert f.read() == "keep me"
+    assert await trio.Path(sock_path).read_text() == "keep me"
 
 
 async def test_socket_removed_on_exit(sock_path: str) -> None:
     """Cancelling the server removes its socket file."""
     async with trio.open_nursery() as nursery:
         await start_server(nursery, sock_path)
-        assert os.path.exists(sock_path)
+        assert await trio.Path(sock_path).exists()
         nursery.cancel_scope.cancel()
-    assert not os.path.exists(sock_path)
+    assert not await trio.Path(sock_path).exists()
 
 
 async def test_plain_reply(nursery: trio.Nursery, sock_path: str) -> None:

@@ -166,7 +166,7 @@ class BundleColl(Coll):
 
     def resource(self) -> dict:
         res = super().resource()
-        for entry, (_, added) in zip(res["manifest"], self.objects):
+        for entry, (_, added) in zip(res["manifest"], self.objects, strict=True):
             entry["version"] = entry["version"] or added
         return res
 
@@ -175,7 +175,7 @@ class BundleColl(Coll):
 def taxii_server(tmp_path_factory) -> Iterator[Medallion]:
     """medallion with one collection per TAXII case, seeded with that case's bundle.json."""
     added = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
-    colls = []
+    colls: list[Coll] = []
     for case in cases():
         if plugin_keys(case).get("adapter") != "taxii":
             continue

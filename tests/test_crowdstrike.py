@@ -9,9 +9,10 @@ import pytest
 import trio
 
 from ctd.adapters.crowdstrike.adapter import CrowdStrikeAdapter, CrowdStrikeConfig, IocParams
-from ctd.config import decode_options, parse_config
+from ctd.config import parse_config
 from ctd.errors import AuthError, ConfigError, SourceUnavailable, UpstreamDataError
-from ctd.model import PullContext, ShareItem, Sighting, parse_time
+from ctd.model import PullContext, Secret, ShareItem, Sighting, parse_time
+from tests.configutil import decode_options
 from tests.emulators.crowdstrike import CrowdStrikeEmulator
 from tests.exchange import Exchange
 from tests.fake_adapters import Fakes
@@ -28,7 +29,7 @@ def emu():
 
 
 def make(emu: CrowdStrikeEmulator, **cfg) -> CrowdStrikeAdapter:
-    options = CrowdStrikeConfig(client_id="cid", client_secret="s3cret", base_url=BASE, **cfg)
+    options = CrowdStrikeConfig(client_id="cid", client_secret=Secret("s3cret"), base_url=BASE, **cfg)
     client = httpx.AsyncClient(transport=emu.transport(), base_url=BASE)
     return CrowdStrikeAdapter("cs", options, client)
 

@@ -19,6 +19,7 @@ from ctd.control.protocol import Peer, Request
 from ctd.control.server import serve_control
 from ctd.ctdctl import main as ctdctl
 from ctd.ctdctl.admin import CHECK_TIMEOUT, human_size
+from ctd.ctdctl.client import DEFAULT_TIMEOUT
 from ctd.ctdctl.completion import bash_completion
 from ctd.ctdctl.main import DaemonError, build_parser, main
 from ctd.errors import BadRequest, CtdError, PermissionDenied
@@ -253,7 +254,7 @@ async def test_plugins_check_long_timeout(daemon: FakeDaemon, sock_path: str, mo
     timeouts: list[float | None] = []
     real = ctdctl.ControlClient
 
-    def recording(path: str, timeout: float | None = ctdctl.DEFAULT_TIMEOUT) -> ctdctl.ControlClient:
+    def recording(path: str, timeout: float | None = DEFAULT_TIMEOUT) -> ctdctl.ControlClient:
         timeouts.append(timeout)
         return real(path, timeout)
 
@@ -438,8 +439,8 @@ def test_completion_command_prints_script(capsys: pytest.CaptureFixture[str]) ->
     assert capsys.readouterr().out == COMPLETION_FILE.read_text()
 
 
-BASH = shutil.which("bash")
-needs_bash = pytest.mark.skipif(BASH is None, reason="bash is not installed")
+BASH = shutil.which("bash") or ""
+needs_bash = pytest.mark.skipif(not BASH, reason="bash is not installed")
 
 
 @needs_bash

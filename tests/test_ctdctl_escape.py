@@ -11,7 +11,6 @@ import inspect
 import io
 import json
 import threading
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from functools import partial
 from typing import Any
@@ -25,12 +24,13 @@ from ctd.control.server import serve_control
 from ctd.ctdctl import admin as ctdctl_admin
 from ctd.ctdctl import escape as ctdctl_escape
 from ctd.ctdctl import render as ctdctl_render
+from ctd.ctdctl import render_sharing as render_sharing
 from ctd.ctdctl.main import main
 from ctd.ctdctl.render import emit
 from ctd.errors import CtdError
 from tests import test_ctdctl as base
 from tests import test_ctdctl_admin as admin
-from tests.daemonproc import DaemonProc, short_tmpdir
+from tests.daemonproc import DaemonProc, short_tmpdir, wait_for
 
 # ESC sequences (colour, clear screen, OSC window title ending in BEL), a forged
 # row after CR/LF, a C1 CSI, DEL, bidi override, line and paragraph separators.
@@ -120,8 +120,8 @@ SAMPLES: dict[str, Any] = {
 
 def _renderers() -> dict[str, Callable[..., None]]:
     """Every human renderer of ctdctl: the functions taking ``(out, data)``."""
-    found = {}
-    for module in (ctdctl_render, ctdctl_admin):
+    found: dict[str, Callable[..., None]] = {}
+    for module in (ctdctl_render, render_sharing, ctdctl_admin):
         for name, fn in inspect.getmembers(module, inspect.isfunction):
             if fn.__module__ == module.__name__ and list(inspect.signature(fn).parameters) == ["out", "data"]:
                 found[name] = fn
@@ -345,10 +345,9 @@ def test_daemon_source_error_and_plugin_name_escaped() -> None:
         )
         try:
             d.start().wait_ready()
-            deadline = time.monotonic() + 30
-            while not (sources := d.ctl_json("sources"))[0].get("last_error"):
-                assert time.monotonic() < deadline, "the MISP source never failed"
-                time.sleep(0.05)
+            sources = wait_for(
+                lambda: (s := d.ctl_json("sources"))[0].get("last_error") and s, "the MISP source to fail"
+            )
             assert sources[0]["name"] == PLUGIN and MISP_MESSAGE in sources[0]["last_error"]
             for argv in (("status",), ("sources",), ("plugins", "list"), ("checkpoint", "show", PLUGIN), ("stats",)):
                 r = d.ctl(*argv)

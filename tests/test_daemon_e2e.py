@@ -7,11 +7,10 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 
 import pytest
 
-from tests.daemonproc import REPO, DaemonProc, env, short_tmpdir
+from tests.daemonproc import REPO, DaemonProc, env, short_tmpdir, wait_for
 
 FEEDS = """
 [plugins.osint]
@@ -39,16 +38,6 @@ def daemon():
     )
     yield d
     d.cleanup()
-
-
-def wait_for(pred, timeout: float = 20.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def pulls(d: DaemonProc, source: str) -> list[dict]:
@@ -187,6 +176,35 @@ class TestOnce:
         )
         assert r.returncode == 1
         assert "partner: FAILED" in r.stdout and "osint: ok" in r.stdout
+
+    def test_once_honours_a_rule_muted_with_ctdctl(self):
+        """A rule muted with `ctdctl rules mute` (a stored mute) is not shared by `ctd run --once`."""
+        rule = '\n[plugins.lists]\nadapter = "file"\npull = false\n[rules.all]\nfilter = "type = domain"\n'
+        d = DaemonProc(short_tmpdir(), FEEDS + rule)
+        try:
+            (d.dir / "osint.txt").write_text("evil.example\n")
+            (d.dir / "partner.jsonl").write_text('{"value": "bad.example"}\n')
+            d.start()
+            d.wait_ready()
+            assert d.ctl("rules", "mute", "all", "--until", "2h").returncode == 0
+            assert d.stop() == 0
+            out = d.dir / "out.txt"
+            d.write_config(
+                FEEDS + rule + '[sharing.to-file]\nsources = ["osint", "partner"]\nrule = "all"\n'
+                f'destination = "lists"\naction = "write"\nparams = {{ path = "{out}", format = "text" }}\n'
+            )
+            r = subprocess.run(
+                [sys.executable, "-m", "ctd", "run", "--once", "--config", str(d.config)],
+                capture_output=True,
+                text=True,
+                cwd=d.dir,
+                env=env(),
+            )
+            assert r.returncode == 0, r.stdout + r.stderr
+            assert "sharing to-file: muted" in r.stdout
+            assert not out.exists()
+        finally:
+            d.cleanup()
 
 
 class TestCrashRecovery:

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import shutil
-from contextlib import asynccontextmanager
 
 import pytest
 import trio
 import trio.testing
 
 from ctd.config import load_config
+from ctd.control.access import AccessPolicy
+from ctd.control.commands import Commands
 from ctd.daemon.daemon import Daemon
-from ctd.errors import ActorStopped, ConfigError
+from ctd.errors import ActorStopped, ConfigError, NotFound
 from ctd.service.sdnotify import Notifier
 from tests.daemonproc import short_tmpdir
 from tests.fake_adapters import Fakes, Script
+from tests.inprocess import running
 
 
 def write(path, slow_extra="", other_extra="", more=""):
@@ -41,37 +43,19 @@ async def test_unchanged_source_not_restarted(workdir):
     other = fakes.scripts["reload-other"] = Script()
     cfg_path = workdir / "ctd.toml"
     write(cfg_path)
-    daemon = Daemon(load_config(cfg_path), Notifier(None), open_adapter=fakes.open_adapter)
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(daemon.run)
-        with trio.fail_after(20):
+    async with running(cfg_path, fakes) as daemon:
+        with trio.fail_after(20):  # guards only: a hang fails the test instead of blocking the suite
             await slow.in_pull.wait()  # "slow" is mid-pull, blocked after its first batch
-            while len(other.calls) < 1:
-                await trio.sleep(0.01)
+            await other.wait_until(lambda: other.calls)
         write(cfg_path, other_extra="aging_days = 7\n")
         result = await daemon.reload()
         assert result["changed"] == ["other"] and result["unchanged"] == ["slow"]
-        assert daemon.sources.generation == {"slow": 1, "other": 2}
+        assert fakes.opened == {"slow": 1, "other": 2}  # "other" restarted, "slow" not
         assert slow.cancelled == 0
         slow.gate.set()
         with trio.fail_after(20):
-            while slow.finished < 1:
-                await trio.sleep(0.01)
+            await slow.wait_until(lambda: slow.finished)
         assert len(slow.calls) == 1  # the same pull carried on to its end
-        nursery.cancel_scope.cancel()
-
-
-@asynccontextmanager
-async def running(cfg_path, fakes):
-    """The daemon on ``cfg_path`` (with this test's fakes) in this test's task tree, once both sources run."""
-    daemon = Daemon(load_config(cfg_path), Notifier(None), open_adapter=fakes.open_adapter)
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(daemon.run)
-        with trio.fail_after(20):
-            while daemon.sources is None or len(daemon.sources.names()) < 2:
-                await trio.sleep(0.01)
-        yield daemon
-        nursery.cancel_scope.cancel()
 
 
 def scripts(slow_batches=None):
@@ -104,7 +88,7 @@ async def test_invalid_reload_changes_nothing(workdir):
         with pytest.raises(ConfigError, match=r"\$\.plugins\.slow\.aging_days"):
             await daemon.reload()
         assert daemon.config is before
-        assert daemon.sources.generation == {"slow": 1, "other": 1}
+        assert fakes.opened == {"slow": 1, "other": 1}
 
 
 async def test_allowlist_change_applies_without_restart(workdir):
@@ -113,14 +97,14 @@ async def test_allowlist_change_applies_without_restart(workdir):
     cfg_path = workdir / "ctd.toml"
     write(cfg_path)
     async with running(cfg_path, fakes) as daemon:
-        with trio.fail_after(20):
-            while (await daemon.store.counts())["active"] < 3:
-                await trio.sleep(0.01)
+        await daemon.sync("slow")  # a whole pull of each, committed: the startup pulls' data is in
+        await daemon.sync("other")
+        assert (await daemon.store.counts())["active"] == 3
         write(cfg_path, more='[allowlist]\ndomains = ["blocked.example"]\n')
         await daemon.reload()
         [ind] = await daemon.store.show([("domain", "x.blocked.example")], "x")
         assert ind["allowlisted"] and not ind["active"]
-        assert daemon.sources.generation == {"slow": 1, "other": 1}
+        assert fakes.opened == {"slow": 1, "other": 1}
 
 
 async def test_sync_in_flight_fails_when_reload_restarts_the_source(workdir):
@@ -157,3 +141,28 @@ async def test_sync_in_flight_fails_when_reload_restarts_the_source(workdir):
         assert result["changed"] == ["slow"]
         assert len(errors) == 2 and all("source 'slow'" in e for e in errors)
         nursery.cancel_scope.cancel()
+
+
+async def test_sync_or_share_of_an_unknown_name_is_not_found(workdir):
+    """sync/share of a name that is not running raise NotFound (a bad request), also through the command handler."""
+    cfg_path = workdir / "ctd.toml"
+    write(cfg_path)
+    async with running(cfg_path, scripts()) as daemon:
+        with pytest.raises(NotFound, match="^no pulling source named 'nope'$"):
+            await daemon.sync("nope")
+        with pytest.raises(NotFound, match="^no sharing configuration named 'nope'$"):
+            await daemon.share("nope")
+        with pytest.raises(NotFound, match="^no pulling source named 'nope'$"):
+            await Commands(daemon, AccessPolicy(None, None)).sync({"source": "nope"})
+
+
+async def test_a_request_while_the_daemon_starts_is_told_to_ask_again(workdir):
+    """A control request that arrives before the store and actors exist gets ActorStopped, not an internal error."""
+    cfg_path = workdir / "ctd.toml"
+    write(cfg_path)
+    commands = Commands(Daemon(load_config(cfg_path), Notifier(None)), AccessPolicy(None, None))
+    for call in (commands.status, commands.list_sources):
+        with pytest.raises(ActorStopped, match="^the daemon is still starting: ask again$"):
+            await call({})
+    with pytest.raises(ActorStopped, match="still starting"):
+        await commands.sync({"source": "slow"})

@@ -22,11 +22,11 @@ def _canonical(name: str) -> str:
 
 def _runtime_dependencies() -> set[str]:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    return {_canonical(re.match(r"[A-Za-z0-9_.-]+", req)[0]) for req in project["dependencies"]}
+    return {_canonical(re.findall(r"[A-Za-z0-9_.-]+", req)[0]) for req in project["dependencies"]}
 
 
 def _imported_top_level() -> set[str]:
-    names = set()
+    names: set[str] = set()
     for path in [*(ROOT / "ctd").rglob("*.py"), *(ROOT / "adapters").rglob("*.py")]:
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
             if isinstance(node, ast.Import):

@@ -38,7 +38,20 @@ from tests import docscan
 from tests.docscan import ROOT, Block
 
 KNOWN_INFO = {"", "toml", "sh", "console", "ini"}
-ADAPTERS = ("file", "feed", "taxii", "edl", "netskope", "misp", "crowdstrike")
+ADAPTERS = (
+    "file",
+    "feed",
+    "rss",
+    "webpage",
+    "taxii",
+    "edl",
+    "netskope",
+    "misp",
+    "crowdstrike",
+    "defender",
+    "mimecast",
+    "sentinelone",
+)
 PARSERS = {"ctd": cli.build_parser, "ctdctl": ctdctl_main.build_parser}
 
 ALL_BLOCKS = [b for path in docscan.doc_files() for b in docscan.blocks(path)]
@@ -235,10 +248,9 @@ def test_adapter_page_names_every_key_and_param(name: str) -> None:
     cls = adapter_class(name)
     text = _documented(f"docs/adapters/{name}.md")
     keys = _fields(cls.Config) - {"resolved_tenant"}
-    if name == "netskope":
-        from ctd.adapters.netskope.api import TenantConfig
-
-        keys |= _fields(TenantConfig)
+    for f in msgspec.structs.fields(cls.Config):  # a [tenants.NAME] table the adapter binds is documented too
+        if f.name == "resolved_tenant":
+            keys |= _fields(next(a for a in getattr(f.type, "__args__", (f.type,)) if a is not type(None)))
     for action, spec in getattr(cls, "ACTIONS", {}).items():
         assert f"`{action}`" in text, f"docs/adapters/{name}.md does not name the action {action!r}"
         keys |= _fields(spec.params)

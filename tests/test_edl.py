@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import os
 import socket
-import time
 from contextlib import asynccontextmanager
 from email.utils import formatdate
 
@@ -22,7 +21,8 @@ from ctd.config import parse_config
 from ctd.errors import ConfigError, SourceUnavailable
 from ctd.model import now
 from ctd.sharing.actor import Sharer
-from tests.daemonproc import DaemonProc, short_tmpdir
+from tests.daemonproc import DaemonProc, short_tmpdir, wait_for
+from tests.fake_adapters import Watched
 from tests.fakestore import FakeStore
 from tests.storeutil import ingest, s
 
@@ -222,14 +222,19 @@ class TestHttp:
     async def test_auth_failures_logged_without_secrets(self, tmp_path):
         """Wrong credentials and a wrong path token are logged as warnings that hold no secret."""
         cfg = await self._list(tmp_path, fw='username = "fw"\npassword = "s3cret"\npath_token = "t0ken"')
-        with structlog.testing.capture_logs() as logs:
+        logged = Watched()
+
+        def wake(logger: object, method: str, event: dict) -> dict:
+            logged.changed()  # the waiter runs after this entry is captured
+            return event
+
+        with structlog.testing.capture_logs(processors=[wake]) as logs:
             async with serving(cfg) as client:
                 await client.get("/edl/t0ken/urls.txt", auth=("fw", "guess"))
                 await client.get("/edl/guess/urls.txt", auth=("fw", "s3cret"))
                 await client.get("/edl/t0ken/urls.txt", auth=("fw", "s3cret"))
                 with trio.fail_after(5):  # the server logs after the last byte: wait for it
-                    while sum(e.get("ctd_event") == "edl_access" for e in logs) < 3:
-                        await trio.sleep(0.01)
+                    await logged.wait_until(lambda: sum(e.get("ctd_event") == "edl_access" for e in logs) >= 3)
         failed = [e for e in logs if e.get("ctd_event") == "edl_auth_failed"]
         assert [e["reason"] for e in failed] == ["basic auth", "path token"]
         assert all(e["log_level"] == "warning" for e in failed)
@@ -448,14 +453,13 @@ params = {{ name = "domains" }}
     (d.dir / "osint.txt").write_text("evil.example\nbad.example\n203.0.113.7\n")
     try:
         d.start().wait_ready()
-        deadline = time.monotonic() + 20
         with httpx.Client(trust_env=False, auth=("fw", "pw")) as client:
-            while True:
+
+            def served() -> httpx.Response | None:
                 r = client.get(f"http://127.0.0.1:{port}/edl/domains.txt")
-                if r.status_code == 200 and r.text:
-                    break
-                assert time.monotonic() < deadline, f"no list served: {r.status_code}\n{d.log.read_text()}"
-                time.sleep(0.05)
+                return r if r.status_code == 200 and r.text else None
+
+            r = wait_for(served, lambda: f"the list to be served:\n{d.log.read_text()}", timeout=20)
         assert sorted(lines(r)) == ["bad.example", "evil.example"]
         assert d.stop() == 0
     finally:

@@ -77,7 +77,7 @@ GET_CLOSE = b"GET /edl/urls.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n
 
 
 async def test_slow_reader_is_cut_off_at_the_response_deadline(tmp_path):
-    """A reader taking every chunk well within send_timeout is still cut off once the whole response exceeds response_timeout."""
+    """A reader taking each chunk well within send_timeout is cut off once the response exceeds response_timeout."""
     size = 8 << 20
     # Tiny deadline, generous per-chunk timeout: only a per-response deadline can end this.
     async with server(tmp_path, size, send_timeout=30, response_timeout=0.5) as addr:

@@ -199,3 +199,14 @@ def test_sentinelone_standalone(start):
     limited = c.get("/web/api/v2.1/threats", headers=auth)
     assert limited.status_code == 429 and int(limited.headers["Retry-After"]) > 0
     assert limited.json()["errors"][0]["code"] == 4290010
+
+
+def test_control_endpoint_only_with_the_flag_and_only_listed_helpers(start):
+    """--control lets a test call the emulator's CONTROL helpers over HTTP; nothing else, and not without it."""
+    plain = start("mimecast")
+    assert plain.client.post("/_emulator/urls", json={}).status_code == 401  # the vendor's own answer
+    r = start("mimecast", "--control")
+    assert r.client.post("/_emulator/add_managed_url", json={"args": ["https://x.example/"]}).status_code == 200
+    assert r.client.post("/_emulator/urls", json={}).json() == {"result": ["https://x.example/"]}
+    assert r.client.post("/_emulator/handle", json={}).status_code == 404
+    assert r.client.post("/_emulator/__init__", json={}).status_code == 404

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import gzip
 from pathlib import Path
 
 import pytest
-from pymisp import MISPEvent, MISPOrganisation
+from pymisp import MISPAttribute, MISPEvent, MISPOrganisation
 
 from ctd.adapters.feed import formats as ff
 from ctd.adapters.feed.adapter import FeedAdapter, resolve
@@ -254,12 +255,13 @@ def test_json_broken_document_and_bad_path_are_format_errors():
 def misp_event(uuid: str = "5f0c1c2e-0000-4000-8000-000000000001") -> MISPEvent:
     """A MISP event built with PyMISP, as a MISP feed would export it."""
     e = MISPEvent()
-    e.uuid, e.info, e.threat_level_id, e.date = uuid, "Emotet wave", 2, "2026-11-27"
+    e.uuid, e.info, e.threat_level_id, e.date = uuid, "Emotet wave", 2, dt.date(2026, 11, 27)
     org = MISPOrganisation()
     org.name, org.uuid = "ACME CERT", "5f0c1c2e-0000-4000-8000-0000000000aa"
     e.Orgc = org
     e.add_tag("tlp:white")
     a = e.add_attribute("ip-dst", "198.51.100.7", to_ids=True, comment="C2")
+    assert isinstance(a, MISPAttribute)
     a.add_tag("c2")
     e.add_attribute("ip-dst|port", "198.51.100.8|443", to_ids=True)
     e.add_attribute("domain|ip", "evil.example.net|203.0.113.9", to_ids=True)
@@ -269,6 +271,7 @@ def misp_event(uuid: str = "5f0c1c2e-0000-4000-8000-000000000001") -> MISPEvent:
     e.add_attribute("text", "free text", to_ids=True)  # no ctd type: ignored
     e.add_attribute("ip-src", "not-an-ip", to_ids=True)
     gone = e.add_attribute("url", "http://gone.example.net/x", to_ids=True)
+    assert isinstance(gone, MISPAttribute)
     gone.delete()
     o = e.add_object(name="file")
     o.add_attribute("md5", value=MD5, to_ids=True)

@@ -9,9 +9,9 @@ import msgspec
 import pytest
 
 from ctd.adapters.file.adapter import FileAdapter
-from ctd.config import decode_options
 from ctd.errors import SourceUnavailable, UpstreamDataError
 from ctd.model import Batch, PullContext
+from tests.configutil import decode_options
 
 FIXTURES = Path(__file__).parent / "fixtures" / "file"
 SAMPLES = Path(__file__).parents[1] / "etc" / "samples"

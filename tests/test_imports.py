@@ -35,6 +35,11 @@ CROSS_ADAPTER: dict[tuple[str, str], str] = {
     ("feed", "file"): "a feed's text/CSV records are parsed as the file adapter parses them",
     ("feed", "misp"): "the MISP feed format maps attributes with the misp adapter's one type table",
     ("edl", "file"): "an EDL list is rendered and written as the file adapter writes a list",
+    # adapters/web is not an adapter but the shared package of the web adapters (extraction, main text,
+    # fetching, PDF); it reads bodies with the feed adapter's capped, piecewise-decompressing reader.
+    ("rss", "web"): "the rss adapter extracts indicators and reads articles with the shared web package",
+    ("webpage", "web"): "the webpage adapter fetches pages and extracts indicators with the shared web package",
+    ("web", "feed"): "pages are read with the feed adapter's capped body reader (Content-Encoding, max_bytes)",
 }
 
 # Modules outside the store that still reach into its SQL layer (none: the store seam is typed).

@@ -7,6 +7,7 @@ systemd would, and reads the entries back with ``journalctl``.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -18,7 +19,6 @@ import struct
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
@@ -27,7 +27,7 @@ import structlog
 from ctd.service import journal as journal
 from ctd.service import logs as logs
 from ctd.service.logs import configure_logging, get_logger
-from tests.daemonproc import env, short_tmpdir, stop_process
+from tests.daemonproc import env, short_tmpdir, stop_process, wait_for
 
 # --- encoding -----------------------------------------------------------------
 
@@ -280,14 +280,17 @@ def journald_ns():
     rundir = Path(f"/run/systemd/journal.{ns}")
     out = tempfile.TemporaryFile()
     jenv = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")}
+
+    def listening() -> bool:
+        return (rundir / "socket").exists() and (rundir / "stdout").exists()
+
     proc = subprocess.Popen([JOURNALD, ns], stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=jenv)
     try:
-        deadline = time.monotonic() + 10
-        while not ((rundir / "socket").exists() and (rundir / "stdout").exists()):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                out.seek(0)
-                cannot_run(f"systemd-journald {ns} did not start (rc={proc.poll()}): {out.read().decode()[-2000:]}")
-            time.sleep(0.02)
+        with contextlib.suppress(AssertionError):
+            wait_for(lambda: proc.poll() is not None or listening(), f"systemd-journald {ns}", timeout=10)
+        if not listening():
+            out.seek(0)
+            cannot_run(f"systemd-journald {ns} did not start (rc={proc.poll()}): {out.read().decode()[-2000:]}")
         yield ns, rundir
     finally:
         stop_process(proc)
@@ -308,14 +311,17 @@ def _journal_entries(ns: str) -> list[dict]:
 
 
 def _wait_entries(ns: str, pred, what: str, timeout: float = 15.0) -> list[dict]:
-    deadline = time.monotonic() + timeout
-    while True:
-        entries = [e for e in _journal_entries(ns) if e.get("SYSLOG_IDENTIFIER") == "ctd"]
-        if pred(entries):
-            return entries
-        if time.monotonic() > deadline:
-            raise AssertionError(f"journal never showed {what}; ctd entries:\n" + "\n".join(map(str, entries)))
-        time.sleep(0.1)
+    def ctd_entries() -> list[dict]:
+        return [e for e in _journal_entries(ns) if e.get("SYSLOG_IDENTIFIER") == "ctd"]
+
+    def shown() -> tuple[list[dict]] | None:
+        entries = ctd_entries()
+        return (entries,) if pred(entries) else None
+
+    [entries] = wait_for(
+        shown, lambda: f"the journal to show {what}; ctd entries:\n" + "\n".join(map(str, ctd_entries())), timeout
+    )
+    return entries
 
 
 def _events(entries: list[dict], name: str) -> list[dict]:

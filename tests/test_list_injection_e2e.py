@@ -11,13 +11,12 @@ import http.server
 import json
 import socket
 import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 
-from tests.daemonproc import DaemonProc, short_tmpdir
+from tests.daemonproc import DaemonProc, short_tmpdir, wait_for
 
 GOOD = ["http://good.example/json", "http://good.example/text", "http://good.example/csv"]
 JSON_FEED = [
@@ -157,13 +156,3 @@ def edl_lines(client: httpx.Client, port: int, wanted: list[str]) -> list[str] |
     # Before the fix the list carried the injected lines: fail on them at once, not by timing out.
     assert all(line in wanted for line in got), f"unexpected lines in the served list: {[x[:80] for x in got]!r}"
     return got if got == wanted else None
-
-
-def wait_for(pred: Any, what: str, timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")

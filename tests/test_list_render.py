@@ -13,12 +13,13 @@ from hypothesis import strategies as st
 
 from ctd.adapters.edl.adapter import write_list
 from ctd.adapters.file.push import render
-from ctd.canon import canonicalize, value_problem
+from ctd.canon import canonicalize
 from ctd.config import parse_config
 from ctd.errors import InvalidIndicator
 from ctd.model import INDICATOR_TYPES, ShareItem, now
 from ctd.plugins import adapter_class
 from ctd.sharing.actor import Sharer
+from ctd.valuegate import value_problem
 from tests.fakestore import FakeStore
 from tests.storeutil import ingest, s
 from tests.test_value_gate import HOSTILE, SAMPLES

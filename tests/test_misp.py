@@ -6,9 +6,10 @@ import httpx
 import pytest
 
 from ctd.adapters.misp.adapter import EventParams, MispAdapter, MispConfig
-from ctd.config import decode_options, parse_config
+from ctd.config import parse_config
 from ctd.errors import AuthError, ConfigError, SourceUnavailable, UpstreamDataError
 from ctd.model import Batch, PullContext, ShareItem
+from tests.configutil import decode_options
 from tests.emulators.misp import AUTH_FAILED, MispEmulator
 
 URL = "http://misp.test"

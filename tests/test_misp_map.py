@@ -9,8 +9,8 @@ import pytest
 
 from ctd.adapters.misp import mapping as m
 from ctd.adapters.misp.adapter import MispConfig
-from ctd.config import decode_options
 from ctd.model import ShareItem
+from tests.configutil import decode_options
 
 FIX = Path(__file__).parent / "fixtures" / "misp"
 BASE = "https://misp.example"

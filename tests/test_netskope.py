@@ -14,7 +14,7 @@ from ctd.model import PullContext, ShareItem, Sighting, now
 from ctd.plugins import open_adapter
 from ctd.sharing.actor import Sharer
 from ctd.sources.actor import AllowlistRef, SourceStatus, pull_once
-from tests.daemonproc import DaemonProc, short_tmpdir
+from tests.daemonproc import DaemonProc, short_tmpdir, wait_for
 from tests.emulators.netskope import NetskopeTenant, serve_on_localhost
 from tests.exchange import Exchange
 from tests.fake_adapters import Fakes
@@ -596,15 +596,6 @@ async def test_check_with_a_bad_token_fails(emu):
 
 
 # --- end to end: the real daemon, the emulator on a real socket ----------------------------------
-
-
-def wait_for(pred, what: str, timeout: float = 30.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if v := pred():
-            return v
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_daemon_pulls_alerts_and_fills_a_url_list_over_http():

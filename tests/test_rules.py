@@ -1,4 +1,4 @@
-"""Business-rule filters: parsing, errors, Python evaluation, SQL == Python."""
+"""Business-rule filters: parsing, errors, the Python oracle's evaluation, compiled SQL == the oracle."""
 
 from __future__ import annotations
 
@@ -11,18 +11,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from ctd.errors import CtdError
 from ctd.model import INDICATOR_TYPES, SEVERITIES, Sighting, iso
-from ctd.rules.compiler import (
-    SQL_FUNCTIONS,
-    CompiledRule,
-    Rule,
-    Subject,
-    compile_filter,
-    glob_to_regex,
-    glob_to_sql,
-)
+from ctd.rules.compiler import SQL_FUNCTIONS, CompiledRule, Rule, compile_filter, glob_to_sql
 from ctd.rules.parser import And, Cmp, Node, Not, Now, Or, RuleError, parse
 from ctd.store import sql as store_sql
+from tests.rule_oracle import Subject, glob_to_regex, matches
 from tests.storeutil import DAY, NOW, ingest
 
 MD5 = "0cc175b9c0f1b6a831c399e269772661"
@@ -55,7 +49,7 @@ def subj(**kw: Any) -> Subject:
 
 
 def match(text: str, now: int = NOW, **kw: Any) -> bool:
-    return compile_filter(text).matches(subj(**kw), now)
+    return matches(compile_filter(text), subj(**kw), now)
 
 
 def q(s: str) -> str:
@@ -166,6 +160,17 @@ class TestParse:
         """An error in an exception names the exception's index."""
         with pytest.raises(RuleError, match=r"^exceptions\[1\]: unknown field 'vaule' at column 1$"):
             Rule("type = url", ['value = "a"', 'vaule = "b"'])
+
+    def test_error_location_is_in_attributes(self):
+        """A RuleError carries its location as attributes (column, exception index) and is a CtdError."""
+        with pytest.raises(RuleError) as info:
+            Rule("type = url", ['value = "a"', 'value = "b" and vaule = "c"'])
+        err = info.value
+        assert (err.message, err.column, err.exception) == ("unknown field 'vaule'", 17, 1)
+        assert isinstance(err, CtdError)
+        with pytest.raises(RuleError) as info:
+            Rule("type = ulr")
+        assert (info.value.column, info.value.exception) == (8, None)
 
 
 # --- Python evaluation --------------------------------------------------------------
@@ -350,8 +355,8 @@ class TestEvaluate:
     def test_relative_time_moves_with_now(self):
         """`now - 14d` is evaluated at the given now."""
         rule = compile_filter("last_seen > now - 14d")
-        assert rule.matches(subj(last_seen=NOW - 10 * DAY), NOW)
-        assert not rule.matches(subj(last_seen=NOW - 10 * DAY), NOW + 5 * DAY)
+        assert matches(rule, subj(last_seen=NOW - 10 * DAY), NOW)
+        assert not matches(rule, subj(last_seen=NOW - 10 * DAY), NOW + 5 * DAY)
 
     @pytest.mark.parametrize(
         ("text", "expected"),
@@ -378,23 +383,23 @@ class TestSeedExamples:
         """An exception drops goodurl.com though several sources report it."""
         rule = Rule("type = url", ['value ~ "*://goodurl.com*"'])
         many = subj(type="url", value=self.GOOD, sources=("misp", "taxii-osint", "crowdstrike"))
-        assert not rule.matches(many, NOW)
-        assert rule.matches(subj(type="url", value="https://evil.example.com/", sources=("misp",)), NOW)
-        assert rule.filter.matches(many, NOW)
+        assert not matches(rule, many, NOW)
+        assert matches(rule, subj(type="url", value="https://evil.example.com/", sources=("misp",)), NOW)
+        assert matches(rule.filter, many, NOW)
 
     def test_share_hashes_except_one(self):
         """MD5 and SHA256 are shared except the one excepted hash."""
         rule = Rule("type in (md5, sha256)", [f'value = "{MD5}"'])
-        assert not rule.matches(subj(type="md5", value=MD5), NOW)
-        assert rule.matches(subj(type="sha256", value=SHA256), NOW)
-        assert not rule.matches(subj(type="sha1", value="a" * 40), NOW)
+        assert not matches(rule, subj(type="md5", value=MD5), NOW)
+        assert matches(rule, subj(type="sha256", value=SHA256), NOW)
+        assert not matches(rule, subj(type="sha1", value="a" * 40), NOW)
 
 
 # --- SQL ------------------------------------------------------------------------------
 
 
 def subjects(conn: sqlite3.Connection) -> dict[int, Subject]:
-    """Every indicator as the Python evaluator sees it, read back from the store."""
+    """Every indicator as the oracle sees it, read back from the store."""
     live: dict[int, list[str]] = defaultdict(list)
     for iid, name in conn.execute(
         "SELECT s.iid, src.name FROM sighting s JOIN source src ON src.id = s.sid WHERE s.retracted = 0"
@@ -402,10 +407,10 @@ def subjects(conn: sqlite3.Connection) -> dict[int, Subject]:
         live[iid].append(name)
     out = {}
     for row in conn.execute(
-        "SELECT id, type, value, severity, reputation, tags, comments, first_seen, last_seen, expires_at, hits "
-        "FROM indicator"
+        "SELECT id, type, value, severity, reputation, tags, comments, first_seen, last_seen, expires_at, hits, "
+        "warninglist FROM indicator"
     ):
-        iid, typ, value, sev, rep, tags, comments, first, last, exp, hits = row
+        iid, typ, value, sev, rep, tags, comments, first, last, exp, hits, wl = row
         out[iid] = Subject(
             type=typ,
             value=value,
@@ -418,6 +423,7 @@ def subjects(conn: sqlite3.Connection) -> dict[int, Subject]:
             last_seen=last,
             expires_at=exp,
             hits=hits,
+            warninglist=wl,
         )
     return out
 
@@ -429,7 +435,7 @@ def select(conn: sqlite3.Connection, rule: Rule, now: int = NOW) -> set[int]:
 
 def assert_sql_equals_python(conn, rule, subs, now=NOW) -> set[int]:
     got = select(conn, rule, now)
-    assert got == {iid for iid, sub in subs.items() if rule.matches(sub, now)}, rule
+    assert got == {iid for iid, sub in subs.items() if matches(rule, sub, now)}, rule
     return got
 
 
@@ -442,6 +448,20 @@ def open_db(path: str) -> sqlite3.Connection:
 
 def sighting(typ: str, value: str, **kw: Any) -> Sighting:
     return Sighting(type=typ, value=value, **kw)
+
+
+# What each source's warning-list guard flags, by (type, value): the lists' names, "" never.
+FLAGGED: dict[str, dict[tuple[str, str], str]] = {
+    "misp": {},
+    "misp-2": {("domain", "evil.example.com"): "tranco10k", ("ipv4", "10.1.2.3"): "rfc1918"},
+    "taxii-osint": {("url", "https://goodurl.com/login"): "tranco10k", ("sha256", SHA256): "nioc-filehash"},
+    "crowdstrike": {("url", "https://goodurl.com/login"): "alexa", ("ipv4", "10.1.2.3"): "rfc1918"},
+}
+
+
+def _flags(src: str):
+    table = FLAGGED[src]
+    return lambda t, v: table.get((t, v))
 
 
 @pytest.fixture(scope="module")
@@ -469,6 +489,7 @@ def db(tmp_path_factory):
             sighting("domain", "x.corp.example.com", retracted=True),
             sighting("ipv6", "2001:db8::5", expires_at=NOW + 5 * DAY),
         ],
+        warninglisted=_flags("taxii-osint"),
     )
     ingest(
         conn,
@@ -479,6 +500,8 @@ def db(tmp_path_factory):
             sighting("cidr4", "10.0.0.0/8", severity="medium", reputation=6, last_seen=NOW - 40 * DAY),
         ],
         aging_days=30,
+        warninglisted=_flags("crowdstrike"),
+        warninglist_tag=True,
     )
     yield conn, subjects(conn)
     conn.close()
@@ -512,6 +535,12 @@ SQL_FILTERS = EXAMPLES + [
     "expires_at != now + 5d",
     'expires_at < "2030-01-01"',
     "(type = url or type = md5) and not (source = crowdstrike and severity < medium)",
+    'warninglist = "tranco10k"',
+    'warninglist != ""',
+    'warninglist in ("alexa", "nioc-filehash")',
+    'warninglist ~ "tranco*"',
+    'not warninglist ~ "?*"',
+    'tags has "warninglist:alexa"',
 ]
 
 
@@ -534,6 +563,15 @@ class TestSql:
         rule = Rule("type in (url, md5, sha256)", ['value ~ "*goodurl.com*"', f'value = "{MD5}"'])
         got = assert_sql_equals_python(conn, rule, subs)
         assert {subs[i].value for i in got} == {"https://evil.example.com/a[1]", SHA256}
+
+    def test_warninglist_field(self, db):
+        """`warninglist` names the list a source's guard flagged (first by name across sources); "" if none."""
+        conn, subs = db
+        got = assert_sql_equals_python(conn, Rule('warninglist != ""'), subs)
+        assert sorted((subs[i].value, subs[i].warninglist) for i in got) == [
+            (SHA256, "nioc-filehash"),
+            ("https://goodurl.com/login", "alexa"),
+        ]
 
     def test_now_is_a_parameter(self):
         """sql(now) binds now as a parameter: the SQL text does not change with now."""
@@ -626,7 +664,7 @@ def sub_glob(strings: tuple[str, ...] | st.SearchStrategy[str]) -> st.SearchStra
 TIMES = st.one_of(
     st.just("now"),
     st.builds(lambda s, n, u: f"now {s} {n}{u}", st.sampled_from("-+"), st.integers(0, 70), st.sampled_from("dh")),
-    st.integers(-70, 70).map(lambda d: q(iso(NOW + d * DAY))),
+    st.integers(-70, 70).map(lambda d: q(str(iso(NOW + d * DAY)))),
     st.integers(-70, 70).map(lambda d: str(NOW + d * DAY)),
 )
 
@@ -657,6 +695,9 @@ ATOMS = st.one_of(  # the comparisons where SQL and Python differ most come firs
     eq_in("reputation", st.integers(-1, 11).map(str), ORD),
     eq_in("hits", st.integers(0, 4).map(str), ORD),
     eq_in("comments", COMMENTS.map(q)),
+    eq_in("warninglist", st.sampled_from([q(n) for n in ("", "tranco10k", "rfc1918", "alexa", "nope")])),
+    st.builds(lambda p: f"warninglist ~ {q(p)}", st.sampled_from(("*", "?*", "tranco*", "*1*", "rfc????"))),
+    st.builds(lambda t: f"tags has {q(t)}", st.sampled_from(("warninglist:alexa", "warninglist:rfc1918"))),
 )
 FILTERS = st.recursive(
     ATOMS,
@@ -719,8 +760,25 @@ def test_property_sql_equals_python(reports, aging, rules, atoms):
         for src, sig in reports:
             by_source[src][(sig.type, sig.value)] = sig
         for src, sigs in by_source.items():
-            ingest(conn, src, list(sigs.values()), aging_days=aging)
+            # crowdstrike's guard tags its hits; the others hold them
+            ingest(
+                conn,
+                src,
+                list(sigs.values()),
+                aging_days=aging,
+                warninglisted=_flags(src),
+                warninglist_tag=src == "crowdstrike",
+            )
         subs = subjects(conn)
+        flagged: dict[tuple[str, str], set[str]] = defaultdict(set)
+        for src, sigs in by_source.items():
+            for key in sigs:
+                if name := FLAGGED[src].get(key):
+                    flagged[key].add(name)
+        # the indicator's warninglist is the first by name of its sources' hits (the oracle's own derivation)
+        assert {(s.type, s.value): s.warninglist for s in subs.values()} == {
+            key: min(flagged[key]) if flagged[key] else "" for sigs in by_source.values() for key in sigs
+        }
         for text in atoms:
             assert_sql_equals_python(conn, Rule(text), subs)
         for text, exceptions in rules:
@@ -733,7 +791,7 @@ def test_property_sql_equals_python(reports, aging, rules, atoms):
         conn.close()
 
 
-TAG_TEXT = st.text(st.characters(exclude_characters="\x00", exclude_categories=("Cs",)), max_size=4)
+TAG_TEXT = st.text(st.characters(exclude_characters="\x00", exclude_categories=["Cs"]), max_size=4)
 GLOB_CHARS = "ab[]*?^!-.é\\"
 
 

@@ -113,7 +113,7 @@ def test_status_is_kept_on_one_line(path_socket):
 def test_no_notify_socket_is_noop():
     """Without NOTIFY_SOCKET every method does nothing and returns False."""
     n = Notifier.from_env({})
-    assert not n.enabled
+    assert n.address is None
     assert [n.ready("x"), n.reloading(), n.stopping(), n.watchdog(), n.status("x")] == [False] * 5
 
 

@@ -56,7 +56,8 @@ def share_cfg(rule="type = url", exceptions=(), sources='["a"]', dest="dest", ac
     exc = ", ".join(f"'{e}'" for e in exceptions)
     return (
         f'[rules.r]\nfilter = "{rule}"\nexceptions = [{exc}]\n{extra}'
-        f'[sharing.s]\nsources = {sources}\nrule = "r"\ndestination = "{dest}"\naction = "{action}"\nparams = {params}\n'
+        f'[sharing.s]\nsources = {sources}\nrule = "r"\ndestination = "{dest}"\n'
+        f'action = "{action}"\nparams = {params}\n'
     )
 
 

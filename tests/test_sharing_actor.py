@@ -7,16 +7,15 @@ import shutil
 import pytest
 import trio
 
-from ctd.config import load_config, parse_config
-from ctd.daemon.daemon import Daemon
+from ctd.config import parse_config
 from ctd.errors import SourceUnavailable
 from ctd.model import Sighting
-from ctd.service.sdnotify import Notifier
 from ctd.sharing.actor import Sharer, SharingStatus, Wake, run_sharing
 from tests.daemonproc import short_tmpdir
 from tests.exchange import Exchange
 from tests.fake_adapters import Fakes, Script
 from tests.fakestore import FakeStore
+from tests.inprocess import running
 from tests.storeutil import ingest, s
 
 
@@ -141,17 +140,12 @@ async def test_new_ioc_reaches_destination_without_waiting_for_interval():
             '[plugins.a]\nadapter = "tests.fake_adapters:ScriptedAdapter"\nkey = "event-src"\nsync_interval = "1h"\n'
             + CFG.split("[plugins.dest]")[1].join(["[plugins.dest]", ""]).replace("{key}", "event")
         )
-        daemon = Daemon(load_config(d / "ctd.toml"), Notifier(None), open_adapter=fakes.open_adapter)
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(daemon.run)
+        async with running(d / "ctd.toml", fakes) as daemon:
             with trio.fail_after(30):
-                while "first.example" not in remote.items:
-                    await trio.sleep(0.02)
+                await remote.wait_until(lambda: "first.example" in remote.items)
             src.batches = [["first.example", "second.example"]]
             await daemon.sync("a")
             with trio.fail_after(30):  # the interval is 1h: only a wake-up can deliver it in time
-                while "second.example" not in remote.items:
-                    await trio.sleep(0.02)
-            nursery.cancel_scope.cancel()
+                await remote.wait_until(lambda: "second.example" in remote.items)
     finally:
         shutil.rmtree(d, ignore_errors=True)

@@ -318,7 +318,7 @@ class TestCheckpoint:
     def test_failed_batch_rolls_back_checkpoint(self, conn):
         """A batch that fails to commit leaves neither its rows nor its checkpoint."""
         ingest(conn, "a", [s("x.example")], sub={"offset": 1})
-        with pytest.raises(Exception):
+        with pytest.raises(sqlite3.ProgrammingError):  # a stage row with too few columns
             store_sql.ingest(
                 conn,
                 IngestBatch(

@@ -124,7 +124,14 @@ def test_stage_row_follows_stage_columns():
         expires_at=30,
         retracted=True,
     )
-    [row] = to_stage_rows([sighting], now=99, reputation=None, extra_tags=(), allowlisted=lambda t, v: True)
+    [row] = to_stage_rows(
+        [sighting],
+        now=99,
+        reputation=None,
+        extra_tags=(),
+        allowlisted=lambda t, v: True,
+        warninglisted=lambda t, v: "tranco10k",
+    )
     assert dict(zip(STAGE_COLUMNS, row, strict=True)) == {
         "type": "domain",
         "value": "x.example",
@@ -138,7 +145,28 @@ def test_stage_row_follows_stage_columns():
         "expires_at": 30,
         "retracted": 1,
         "allowlisted": 1,
+        "warninglist": "tranco10k",
+        "wl_hold": 1,
     }
+
+
+def test_stage_row_warninglist_tag_action():
+    """Under warninglist_action = "tag" a hit is staged with its tag and not held; a miss is neither."""
+    hit, miss = Sighting(type="domain", value="a.example", tags=("z",)), Sighting(type="domain", value="b.example")
+    rows = to_stage_rows(
+        [hit, miss],
+        now=99,
+        reputation=None,
+        extra_tags=(),
+        allowlisted=None,
+        warninglisted=lambda t, v: "tranco10k" if v == "a.example" else None,
+        warninglist_tag=True,
+    )
+    got = [dict(zip(STAGE_COLUMNS, row, strict=True)) for row in rows]
+    assert [(r["tags"], r["warninglist"], r["wl_hold"]) for r in got] == [
+        ('["warninglist:tranco10k","z"]', "tranco10k", 0),
+        ("[]", "", 0),
+    ]
 
 
 def test_a_backend_is_a_store_subclass_with_three_methods():
@@ -147,7 +175,8 @@ def test_a_backend_is_a_store_subclass_with_three_methods():
 
 
 def _subclasses(cls: type) -> list[type]:
-    out = []
+    out: list[type] = []
+    sub: type
     for sub in cls.__subclasses__():
         out.append(sub)
         out.extend(_subclasses(sub))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import msgspec
@@ -16,12 +17,13 @@ from taxii2client.v21 import Collection, as_pages
 from ctd.adapters.taxii.adapter import MEDIA_TYPE, PublishParams, TaxiiAdapter, TaxiiConfig
 from ctd.adapters.taxii.api import client_settings
 from ctd.adapters.taxii.stix import build_pattern, indicator_id
-from ctd.config import decode_options, parse_config
+from ctd.config import parse_config
 from ctd.errors import AuthError, UpstreamDataError
 from ctd.model import PullContext, ShareItem, Sighting, now
 from ctd.plugins import open_adapter
 from ctd.sharing.actor import Sharer
 from ctd.sources.actor import AllowlistRef, SourceStatus, pull_once
+from tests.configutil import decode_options
 from tests.fakestore import FakeStore
 from tests.medallion_server import PASSWORD, USER, Coll, medallion
 from tests.storeutil import ingest, show
@@ -69,7 +71,7 @@ async def pull_all(adapter, context=None):
 
 
 def item(type_: str, value: str, **kw) -> ShareItem:
-    base = dict(
+    base: dict[str, Any] = dict(
         severity="high",
         reputation=8,
         tags=("ctd-test",),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -27,7 +28,7 @@ NOW = parse_time("2026-01-01T00:00:00Z")
 
 
 def item(type_: str, value: str, **kw) -> ShareItem:
-    base = dict(
+    base: dict[str, Any] = dict(
         severity="high",
         reputation=7,
         tags=("phishing", "apt"),
@@ -129,7 +130,7 @@ class TestParsePattern:
             parse_pattern(pattern)
 
     @settings(deadline=None)  # the first parse builds ANTLR's DFA cache
-    @given(st.text(alphabet=st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=60))
+    @given(st.text(alphabet=st.characters(blacklist_categories=["Cs"]), min_size=1, max_size=60))
     def test_build_then_parse_round_trips_any_value(self, value):
         """Whatever the characters, a pattern ctd writes parses back to the same value."""
         assert parse_pattern(build_pattern("url", value)) == [("url", value)]
@@ -137,7 +138,7 @@ class TestParsePattern:
 
 class TestMapIndicator:
     def test_fields_map_to_sighting(self):
-        """confidence -> reputation, labels/indicator_types -> tags, valid_until -> expiry, name/description -> comments."""
+        """confidence -> reputation, labels/indicator_types -> tags, valid_until -> expiry, name/desc. -> comments."""
         obj = indicator(
             "[url:value = 'HTTP://A.Example/x']",
             confidence=85,

@@ -14,9 +14,9 @@ import json
 import pytest
 
 from ctd.adapters.taxii.adapter import MEDIA_TYPE, TaxiiAdapter, TaxiiConfig
-from ctd.config import decode_options
 from ctd.errors import UpstreamDataError
 from ctd.model import PullContext
+from tests.configutil import decode_options
 from tests.loopback import Received, serve
 from tests.medallion_server import PASSWORD, USER, Coll, medallion
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 
 from ctd.allowlist import Allowlist
-from ctd.canon import MAX_LENGTH, canonicalize, value_problem
+from ctd.canon import canonicalize
 from ctd.errors import InvalidIndicator
 from ctd.model import INDICATOR_TYPES
+from ctd.valuegate import MAX_LENGTH, value_problem
 
 # Every character class the gate refuses inside a value, one representative list.
 C0 = [chr(c) for c in range(0x20)]

@@ -151,14 +151,15 @@ def sharer(store: FakeStore, fakes: Fakes) -> Sharer:
 
 
 async def test_values_stored_before_the_gate_are_retracted_by_a_migration_and_withdrawn(tmp_path, monkeypatch):
-    """A schema-5 database holding a hostile value is migrated: every entry retracted with the reason, the
+    """A database of the previous schema holding a hostile value is migrated: every entry retracted with the reason, the
     indicator inactive, the ledger kept, and the next sharing pass withdraws it from an incremental destination."""
     path = str(tmp_path / "ctd.db")
     fakes = Fakes()
-    monkeypatch.setattr(schema, "MIGRATIONS", schema.MIGRATIONS[:5])  # the schema an older ctd created
+    previous = schema.MIGRATIONS.index(schema._retract_values_failing_the_gate)
+    monkeypatch.setattr(schema, "MIGRATIONS", schema.MIGRATIONS[:previous])  # the schema an older ctd created
     old = FakeStore(path)
     try:
-        assert old.conn.execute("PRAGMA user_version").fetchone()[0] == 5
+        assert old.conn.execute("PRAGMA user_version").fetchone()[0] == previous
         for source in ("a", "b"):  # as an older ctd stored them: no gate between the adapter and the store
             ingest(old.conn, source, [s(HOSTILE, "url"), s("fine.example")], now=NOW, gate=False)
         await sharer(old, fakes).share_once()

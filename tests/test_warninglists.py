@@ -184,3 +184,12 @@ class TestLoading:
         )
         with pytest.raises(ConfigError, match=r"pip install 'ctd\[warninglists\]'"):
             wl.lists_dir()
+
+
+def test_short_ipv4_forms_are_not_addresses():
+    """inet_aton's short forms ('10.1', '10.1.2') are neither an address nor a listed network."""
+    from ctd.warninglists_structs import ip_int, network
+
+    assert ip_int("10.1") is None and ip_int("10.1.2") is None
+    assert network("10.1") is None and network("10.1/16") is None
+    assert ip_int("10.0.0.1") == (32, 0x0A000001)

@@ -135,6 +135,27 @@ class TestFalsePositives:
         assert extract(f"https://github.com/o/r/commit/{sha1}") == [("url", f"https://github.com/o/r/commit/{sha1}")]
 
 
+class TestNonAscii:
+    def test_idn_host_is_whole(self):
+        """An internationalised name reads as its punycode, never as its ASCII tail (bücher.com is not cher.com)."""
+        assert extract("hosted on bücher.com today") == [("domain", "xn--bcher-kva.com")]
+
+    def test_url_path_is_percent_encoded(self):
+        """A URL with non-ASCII text is its wire form (punycode host, UTF-8 percent-encoded), not cut at it."""
+        assert extract("get hxxps://bücher[.]com/päth?q=ü now") == [
+            ("url", "https://xn--bcher-kva.com/p%C3%A4th?q=%C3%BC")
+        ]
+
+    def test_prose_with_accents_is_not_a_value(self):
+        """Accented words and an address on an IDN domain yield nothing rather than a cut value."""
+        assert extract("café, naïve résumé; write to bob@bücher.com") == []
+
+    def test_gate_still_applies(self):
+        """A bidi override inside a URL token is percent-encoded (one printable line), never stored raw."""
+        [(kind, value)] = extract("https://evil-site.com/a\u202eb.exe")
+        assert (kind, value) == ("url", "https://evil-site.com/a%E2%80%AEb.exe") and value.isascii()
+
+
 class TestOptions:
     TEXT = "evil[.]com 1.2.3[.]4 hxxp://evil[.]com/a d41d8cd98f00b204e9800998ecf8427e me[@]evil.com 10.0.0.0/8"
 

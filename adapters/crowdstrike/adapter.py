@@ -28,7 +28,7 @@ from ctd.model import ActionSpec, Adapter, Batch, PullContext, PushResult, Secre
 MAX_FILTER_CHARS = 4000  # keep value:[...] query strings far below common URL limits
 BATCH = 200
 
-CsType = Literal["sha256", "md5", "domain", "ipv4", "ipv6"]
+CsType = cmap.CsType
 Cloud = Literal["us-1", "us-2", "eu-1", "us-gov-1"]
 
 

@@ -9,7 +9,7 @@ are refused per IoC with a reason the operator can act on.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Any, Literal
 
 from ctd.model import InvalidIndicator, Rejected, ShareItem, Sighting, canonicalize, iso, parse_time
 
@@ -20,7 +20,8 @@ CLOUDS: dict[str, str] = {
     "us-gov-1": "https://api.laggar.gcw.crowdstrike.com",
 }
 
-CS_TYPES = ("sha256", "md5", "domain", "ipv4", "ipv6")
+CsType = Literal["sha256", "md5", "domain", "ipv4", "ipv6"]
+CS_TYPES: tuple[CsType, ...] = ("sha256", "md5", "domain", "ipv4", "ipv6")
 HASH_TYPES = ("sha256", "md5")
 MARK_TAG = "ctd"  # every IoC ctd creates carries it, whatever source_name says
 

@@ -145,6 +145,42 @@ def import_failures(body: Any, sent: list[dict[str, Any]]) -> dict[str, str]:
     return out
 
 
+def imported_ids(body: Any) -> dict[str, str]:
+    """``{value: id}`` for the indicators an import created or updated."""
+    out: dict[str, str] = {}
+    rows = body.get("value") if isinstance(body, dict) else None
+    for row in rows if isinstance(rows, list) else ():
+        if isinstance(row, dict) and not row.get("isFailed") and isinstance(row.get("indicator"), str):
+            ident = row.get("id")
+            if isinstance(ident, str | int) and str(ident):
+                out[row["indicator"]] = str(ident)
+    return out
+
+
+def key(indicator_type: str, value: str) -> tuple[str, str]:
+    """What makes an indicator one in a tenant: its type and value (case does not matter)."""
+    return indicator_type, value.lower()
+
+
+def row_key(row: Any) -> tuple[str, str] | None:
+    if (
+        isinstance(row, dict)
+        and isinstance(row.get("indicatorType"), str)
+        and isinstance(row.get("indicatorValue"), str)
+    ):
+        return key(row["indicatorType"], row["indicatorValue"])
+    return None
+
+
+# Alerts a custom indicator raised (ctd's own among them) are those indicators at work, not new intel.
+_CUSTOM_TI = ("customti", "customerti")
+
+
+def raised_by_indicator(alert: Any) -> bool:
+    source = alert.get("detectionSource") if isinstance(alert, dict) else None
+    return isinstance(source, str) and source.replace(" ", "").lower() in _CUSTOM_TI
+
+
 def error_reason(body: Any) -> str:
     """The message of an ``{"error": {"code", "message"}}`` reply (for a whole-request refusal)."""
     err = body.get("error") if isinstance(body, dict) else None
@@ -215,7 +251,7 @@ def alert_to_sightings(alert: Any) -> tuple[list[Sighting], list[Rejected]]:
     tags = tuple(
         t for t in ("defender", alert.get("category"), alert.get("threatFamilyName")) if isinstance(t, str) and t
     )
-    base = dict(
+    base: dict[str, Any] = dict(
         first_seen=seen,
         last_seen=last,
         tags=tags,

@@ -270,7 +270,7 @@ async def _refuse(stream: trio.abc.Stream, s: ServerSettings) -> None:
     with trio.move_on_after(min(s.request_timeout, _REFUSE_WAIT)):
         try:
             while (event := conn.next_event()) is h11.NEED_DATA:
-                conn.receive_data(await stream.receive_some(_RECV))
+                conn.receive_data(bytes(await stream.receive_some(_RECV)))
             if isinstance(event, h11.Request):
                 await _simple(conn, stream, s, 503, [("Retry-After", str(s.retry_after))], close=True)
                 await _linger(stream)
@@ -336,7 +336,7 @@ async def _read_request(conn: h11.Connection, stream: trio.abc.Stream, s: Server
             if event is h11.NEED_DATA:
                 data = await stream.receive_some(_RECV)
                 fed += len(data)
-                conn.receive_data(data)
+                conn.receive_data(bytes(data))
             elif isinstance(event, h11.Request):
                 # h11 bounds only an incomplete head: one completed by the last read may be
                 # up to a read larger than the limit, so measure what the head consumed.

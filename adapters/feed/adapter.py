@@ -18,9 +18,9 @@ what was committed if the validator is unchanged.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 import httpx
@@ -29,142 +29,14 @@ import trio
 
 from ctd.adapters.feed import formats as ff
 from ctd.adapters.feed.api import Body, FeedHttp
+from ctd.adapters.feed.config import FeedConfig, resolve
 from ctd.adapters.feed.misp import EventStream, ManifestStream, manifest_url
-from ctd.adapters.feed.presets import PRESETS
-from ctd.adapters.http import HttpOptions, make_client, parse_origins
-from ctd.model import Adapter, Batch, Duration, PullContext, Rejected, Secret, Severity, Sighting, UpstreamDataError
+from ctd.adapters.http import make_client
+from ctd.model import Adapter, Batch, PullContext, Rejected, Sighting, UpstreamDataError
 
-_Col = str | int
-_Cols = str | int | list[str | int]
-_ROLES_SINGLE = ("type", "severity", "first_seen", "last_seen", "comments", "reference", "reputation")
-_TYPE = Literal["url", "domain", "hostname", "ipv4", "ipv6", "cidr4", "cidr6", "md5", "sha1", "sha256", "email", "ip"]
 # A batch is also cut at this many body bytes: with long records, batch_size
 # records held before mapping could otherwise be batch_size MiB.
 BATCH_BYTES = 8 << 20
-_MAP_TARGETS = frozenset(
-    ("url", "domain", "hostname", "ipv4", "ipv6", "cidr4", "cidr6", "md5", "sha1", "sha256", "email", "ip", "")
-)
-
-
-class FeedConfig(HttpOptions, kw_only=True, forbid_unknown_fields=True, frozen=True):
-    """The ``feed`` adapter's ``[plugins.NAME]`` keys; parsing keys left unset come from the preset."""
-
-    url: str = ""  # required when pulling; for misp the feed's base URL (manifest.json is under it)
-    format: Literal["text", "csv", "json", "misp"] | None = None
-    preset: Literal["urlhaus", "threatfox", "malwarebazaar", "feodo"] | None = None
-    snapshot: bool | None = None  # default: true, false for misp
-    max_bytes: Annotated[int, msgspec.Meta(ge=1)] = 256 << 20
-    headers: dict[str, str] = {}
-    auth_key: Secret | None = None  # a secret: sent as the Auth-Key header (abuse.ch)
-    # Other origins (https://cdn.example) a redirect may lead to; followed without
-    # Auth-Key, custom headers or credentials. Any other cross-origin redirect fails the pull.
-    allow_redirects_to: list[str] = []
-    # One transaction per batch: bigger batches write fewer index pages per IoC.
-    batch_size: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 20_000
-    refetch_after: Duration = Duration(86400)
-    # parsing (all formats)
-    type: _TYPE | None = None
-    severity: Severity | None = None
-    comment_prefix: str | None = None
-    tag_separator: str | None = None
-    null_values: list[str] | None = None
-    type_map: dict[str, str] | None = None
-    reputation_scale: Annotated[int, msgspec.Meta(ge=1)] | None = None
-    # csv
-    delimiter: str | None = None
-    quotechar: str | None = None
-    header: bool | None = None
-    skip_initial_space: bool | None = None
-    value_column: _Cols | None = None
-    type_column: _Col | None = None
-    severity_column: _Col | None = None
-    tags_column: _Cols | None = None
-    first_seen_column: _Col | None = None
-    last_seen_column: _Col | None = None
-    comments_column: _Col | None = None
-    reference_column: _Col | None = None
-    reputation_column: _Col | None = None
-    # json
-    json_path: str | None = None
-    value_field: str | list[str] | None = None
-    type_field: str | None = None
-    severity_field: str | None = None
-    tags_field: str | list[str] | None = None
-    first_seen_field: str | None = None
-    last_seen_field: str | None = None
-    comments_field: str | None = None
-    reference_field: str | None = None
-    reputation_field: str | None = None
-
-    def __post_init__(self) -> None:
-        resolve(self)  # msgspec reports a ValueError here as a validation error of the table
-        parse_origins(self.allow_redirects_to)
-
-    @property
-    def effective_format(self) -> str:
-        return self.format or PRESETS.get(self.preset or "", {}).get("format", "text")
-
-    @property
-    def effective_snapshot(self) -> bool:
-        return self.snapshot if self.snapshot is not None else self.effective_format != "misp"
-
-
-def _tuple(v: Any) -> tuple[Any, ...]:
-    return () if v is None else tuple(v) if isinstance(v, list) else (v,)
-
-
-def resolve(cfg: FeedConfig) -> ff.Spec:
-    """The parsing spec: the operator's keys, else the preset's, else the defaults (raises ValueError)."""
-    preset = PRESETS.get(cfg.preset or "", {})
-
-    def get(key: str, default: Any = None) -> Any:
-        v = getattr(cfg, key)
-        return preset.get(key, default) if v is None else v
-
-    fmt = cfg.effective_format
-    delimiter, quotechar = get("delimiter", ","), get("quotechar", '"')
-    if len(delimiter) != 1 or delimiter in "\r\n" or len(quotechar) != 1 or quotechar in "\r\n":
-        raise ValueError("delimiter and quotechar must be one character (not a newline)")
-    prefix, sep = get("comment_prefix", "#"), get("tag_separator", ";")
-    if prefix != prefix.strip() or not sep:
-        raise ValueError("comment_prefix must not have surrounding spaces; tag_separator must not be empty")
-    type_map = get("type_map", {})
-    if bad := sorted(set(type_map.values()) - _MAP_TARGETS):
-        raise ValueError(f"type_map targets must be ctd types, 'ip' or '' (skip): {bad!r}")
-    header = get("header", True)
-    fields: dict[str, tuple[_Col, ...]] = {}
-    if fmt == "csv":
-        fields["value"] = _tuple(get("value_column", "value"))
-        fields["tags"] = _tuple(get("tags_column"))
-        fields.update({r: _tuple(get(f"{r}_column")) for r in _ROLES_SINGLE})
-        cols = [c for cs in fields.values() for c in cs]
-        if any(isinstance(c, int) and c < 0 for c in cols):
-            raise ValueError("column numbers are 0-based indices >= 0")
-        if not header and any(isinstance(c, str) for c in cols):
-            raise ValueError("columns given by name need header = true")
-    elif fmt == "json":
-        fields["value"] = _tuple(get("value_field", "value"))
-        fields["tags"] = _tuple(get("tags_field"))
-        fields.update({r: _tuple(get(f"{r}_field")) for r in _ROLES_SINGLE})
-    if fmt in ("csv", "json") and not fields["value"]:
-        raise ValueError("value_column / value_field must name at least one column")
-    path = get("json_path", "")
-    return ff.Spec(
-        format=fmt,
-        type=get("type"),
-        severity=get("severity", "unknown"),
-        comment_prefix=prefix,
-        tag_separator=sep,
-        null_values=frozenset(get("null_values", [])),
-        type_map=dict(type_map),
-        reputation_scale=get("reputation_scale", 10),
-        delimiter=delimiter,
-        quotechar=quotechar,
-        header=header,
-        skip_initial_space=get("skip_initial_space", False),
-        json_path=tuple(path.split(".")) if path else (),
-        fields=fields,
-    )
 
 
 def describe_url(url: str) -> str:
@@ -209,8 +81,8 @@ class FeedAdapter(Adapter):
 
     async def pull(self, ctx: PullContext) -> AsyncIterator[Batch]:
         if self.spec.format == "misp":
-            async with aclosing(self._misp(ctx)) as batches:
-                async for batch in batches:
+            async with aclosing(self._misp(ctx)) as events:
+                async for batch in events:
                     yield batch
             return
         sub = ctx.sub_checkpoint if isinstance(ctx.sub_checkpoint, dict) else None
@@ -220,7 +92,8 @@ class FeedAdapter(Adapter):
                 return  # 304: nothing changed, nothing to re-report or retract
             skip = 0
             if resuming and sub and body.validator and sub.get("validator") == body.validator:
-                skip = sub.get("pos") if isinstance(sub.get("pos"), int) else 0
+                pos = sub.get("pos")
+                skip = pos if isinstance(pos, int) else 0
             cursor = {**body.validators, "fetched_at": ctx.now}
             batches = self._lines(ctx, body, skip) if self.spec.format != "json" else self._json(ctx, body, skip)
             good = bad = 0
@@ -239,7 +112,7 @@ class FeedAdapter(Adapter):
                         batch, cursor=cursor, snapshot_end=complete, sub_checkpoint={"done": True}
                     )
 
-    async def _lines(self, ctx: PullContext, body: Body, skip: int) -> AsyncIterator[tuple[Batch, bool]]:
+    async def _lines(self, ctx: PullContext, body: Body, skip: int) -> AsyncGenerator[tuple[Batch, bool], None]:
         stream = (ff.CsvStream if self.spec.format == "csv" else ff.TextStream)(self.spec, ctx.now)
         splitter = ff.LineSplitter()
         group: ff.Lines = []
@@ -266,7 +139,7 @@ class FeedAdapter(Adapter):
             raise UpstreamDataError(f"{self.what}: {exc}") from None
         yield await parse(group + splitter.finish()), True
 
-    async def _json(self, ctx: PullContext, body: Body, skip: int) -> AsyncIterator[tuple[Batch, bool]]:
+    async def _json(self, ctx: PullContext, body: Body, skip: int) -> AsyncGenerator[tuple[Batch, bool], None]:
         """Items parsed as the body streams in (never joined), mapped a batch at a time; the first
         ``skip`` items (committed before an interruption) are dropped unmapped."""
         stream = ff.JsonStream(self.spec)
@@ -308,7 +181,7 @@ class FeedAdapter(Adapter):
             raise UpstreamDataError(f"{self.what}: {exc}") from None
         yield await parse(pending, first), True
 
-    async def _misp(self, ctx: PullContext) -> AsyncIterator[Batch]:
+    async def _misp(self, ctx: PullContext) -> AsyncGenerator[Batch, None]:
         """A MISP feed: the manifest (conditional GET), then the events that changed (all with snapshot).
 
         Incremental mode keeps each event's timestamp in the cursor: an event is

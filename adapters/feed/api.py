@@ -8,9 +8,9 @@ validators (ETag, Last-Modified) the next conditional GET sends.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing, asynccontextmanager
-from typing import Any
+from typing import Any, cast
 
 import httpx
 
@@ -34,7 +34,7 @@ class Body:
     def _error(self, msg: str) -> UpstreamDataError:
         return UpstreamDataError(f"{self.what}: {msg}")
 
-    async def chunks(self) -> AsyncIterator[bytes]:
+    async def chunks(self) -> AsyncGenerator[bytes, None]:
         """The decoded body; raises UpstreamDataError when too large, truncated or undecodable."""
         enc = self.resp.headers.get("content-encoding", "identity").strip().lower()
         if enc in ("gzip", "x-gzip"):
@@ -50,7 +50,9 @@ class Body:
         sniffed = False
         wire = 0
         try:
-            async with aclosing(self.resp.aiter_raw()) as raws:
+            # httpx declares an AsyncIterator; it is an async generator, which aclosing needs.
+            raws_gen = cast(AsyncGenerator[bytes, None], self.resp.aiter_raw())
+            async with aclosing(raws_gen) as raws:
                 async for raw in raws:
                     wire += len(raw)
                     if wire > self.max_bytes:

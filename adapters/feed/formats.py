@@ -149,7 +149,7 @@ class TextStream:
             where = f"line {n}"
             try:
                 text = s.decode()
-                sightings, reasons = map_record(lambda _c: text, self.spec, self.now)
+                sightings, reasons = map_record(lambda _c: text, self.spec, self.now)  # noqa: B023  (called at once)
             except UnicodeDecodeError:
                 rejected.append(Rejected(where=where, reason="not valid UTF-8"))
                 continue
@@ -174,7 +174,7 @@ class CsvStream:
         self.spec = spec
         self.now = now
         self.prefix = spec.comment_prefix.encode()
-        self.dialect = {
+        self.dialect: dict[str, Any] = {
             "delimiter": spec.delimiter,
             "quotechar": spec.quotechar,
             "skipinitialspace": spec.skip_initial_space,

@@ -110,7 +110,7 @@ def map_record(get: Callable[[Column], Any], spec: Spec, now: int) -> tuple[list
             tags.extend(t for t in (_cell(x, nulls) for x in raw) if t)
         elif (c := _cell(raw, nulls)) is not None:
             tags.extend(fmt.split_tags(c, spec.tag_separator))
-    meta = {
+    meta: dict[str, Any] = {
         "severity_cell": first("severity"),
         "tags": tuple(dict.fromkeys(tags)),
         "comments": first("comments") or "",

@@ -68,6 +68,7 @@ def json_records(items: list[Any], start: int, spec: Spec, now: int) -> Parsed:
     bare = Spec(**{**msgspec.structs.asdict(spec), "fields": {"value": (0,)}})
     for n, item in enumerate(items, start):
         where = f"item {n}"
+        obj: Any
         if isinstance(item, dict):
             obj, s = item, spec
         elif isinstance(item, str):
@@ -76,7 +77,7 @@ def json_records(items: list[Any], start: int, spec: Spec, now: int) -> Parsed:
             rejected.append(Rejected(where=where, reason=f"not an object: {show(str(item))}"))
             continue
         try:
-            sightings, reasons = map_record(lambda p: _dotted(obj, p), s, now)
+            sightings, reasons = map_record(lambda p: _dotted(obj, p), s, now)  # noqa: B023  (called at once)
         except BadRecord as exc:
             rejected.append(Rejected(where=where, reason=str(exc)))
             continue

@@ -25,6 +25,7 @@ REGIONS: dict[str, str] = {
 }
 URL_TYPES = ("url", "domain", "hostname")
 SENDER_TYPES = ("email",)
+POLICY_TYPES = ("email", "domain", "hostname")  # blocked sender policies: an address or a whole domain
 CLICK_SEVERITY = {"malicious": "high", "suspicious": "medium"}
 ATTACHMENT_SEVERITY = {"malicious": "high", "unsafe": "high", "suspicious": "medium"}
 
@@ -170,9 +171,26 @@ def next_page_token(body: Any) -> str | None:
 # --- push --------------------------------------------------------------------------------------
 
 
-def describe(item: ShareItem) -> str:
+MARK = "shared by ctd"  # in the comment or description of every entry ctd creates
+
+
+def describe(item: ShareItem, limit: int = 300) -> str:
+    """The item's comments and ``shared by ctd from <sources>``, at most ``limit`` characters.
+
+    The comments are cut, not the mark: it tells ctd's entries from the others'.
+    """
     via = "ctd from " + ", ".join(item.sources) if item.sources else "ctd"
-    return f"{item.comments.strip()} (shared by {via})" if item.comments.strip() else f"shared by {via}"
+    mark = f"shared by {via}"[: limit - 3]
+    text = item.comments.strip()
+    if not text:
+        return mark
+    room = limit - len(mark) - 3
+    return f"{text[:room]} ({mark})" if room > 0 else mark
+
+
+def is_ctd(text: Any) -> bool:
+    """Whether a comment or description carries ctd's mark."""
+    return isinstance(text, str) and MARK in text
 
 
 def managed_url_refusal(item: ShareItem) -> str | None:
@@ -195,7 +213,7 @@ def managed_url(
         "url": item.value,
         "action": action,
         "matchType": match,
-        "comment": describe(item)[:300],
+        "comment": describe(item),
         "disableLogClick": disable_log_click,
     }
 
@@ -211,6 +229,113 @@ def managed_sender(item: ShareItem, *, to: str, action: str = "block") -> dict[s
     if action not in ("block", "permit"):
         raise ValueError(f"action must be block or permit, not {action!r}")
     return {"sender": item.value, "to": to, "action": action}
+
+
+def sender_policy_refusal(item: ShareItem) -> str | None:
+    """Why this item cannot be a blocked sender policy (None if it can)."""
+    if item.type not in POLICY_TYPES:
+        return f"Mimecast blocked sender policies take an email address or a domain, not {item.type}"
+    return None
+
+
+def blocked_sender_policy(item: ShareItem, *, from_part: str = "envelope_from") -> dict[str, Any]:
+    """The ``create-policy`` data item blocking one sender address or sender domain, for everyone.
+
+    The policy is eternal: ctd deletes it when the IoC leaves (a ``toDate`` would
+    end it early when the IoC is seen again and lives on).
+    """
+    sender = (
+        {"type": "individual_email_address", "emailAddress": item.value}
+        if item.type == "email"
+        else {"type": "email_domain", "emailDomain": item.value}
+    )
+    policy: dict[str, Any] = {
+        "description": describe(item, 200),
+        "fromPart": from_part,
+        "from": sender,
+        "to": {"type": "everyone"},
+        "fromEternal": True,
+        "toEternal": True,
+    }
+    return {"option": "block_sender", "policy": policy}
+
+
+def policy_sender(entry: Any) -> str | None:
+    """The sender (address or domain) a blocked sender policy names; None for other policies."""
+    policy = entry.get("policy") if isinstance(entry, dict) else None
+    src = policy.get("from") if isinstance(policy, dict) else None
+    if not isinstance(src, dict):
+        return None
+    value = src.get("emailAddress") or src.get("emailDomain")
+    return value.lower() if isinstance(value, str) else None
+
+
+def spelled(entry: dict[str, Any]) -> str:
+    """A Managed URL entry's URL as it was sent (``scheme://domain[:port]path?query``, or the bare domain)."""
+    domain, path, query = entry.get("domain") or "", entry.get("path") or "", entry.get("queryString") or ""
+    port = entry.get("port")
+    host = f"{domain}:{port}" if isinstance(port, int) and port > 0 else domain
+    rest = f"{host}{path}" + (f"?{query}" if query else "")
+    return f"{entry['scheme']}://{rest}" if entry.get("scheme") else rest
+
+
+def managed_entries(body: Any) -> dict[tuple[str, str], dict[str, Any]]:
+    """The entries of a ``get-all-managed-urls`` reply by (URL as sent, matchType): what a create collides with."""
+    out: dict[tuple[str, str], dict[str, Any]] = {}
+    for entry in body.get("data") or () if isinstance(body, dict) else ():
+        if isinstance(entry, dict) and isinstance(entry.get("id"), str):
+            out[(spelled(entry), str(entry.get("matchType") or "explicit"))] = entry
+    return out
+
+
+def own_blocks(body: Any) -> tuple[set[str], set[str]]:
+    """(URLs, domains) that ctd's own Managed URLs block: clicks on them are ctd's blocks at work, not news."""
+    urls: set[str] = set()
+    domains: set[str] = set()
+    for (url, match), entry in managed_entries(body).items():
+        if is_ctd(entry.get("comment")):
+            if match == "domain":
+                domains.add(str(entry.get("domain") or "").lower())
+            else:
+                urls.add(url)
+    return urls, domains
+
+
+def _fail_entries(body: Any) -> list[dict[str, Any]]:
+    return [f for f in (body.get("fail") or () if isinstance(body, dict) else ()) if isinstance(f, dict)]
+
+
+def fail_reasons(body: Any, sent: list[tuple[str, dict[str, Any]]]) -> dict[str, str]:
+    """``{value: reason}`` from a reply's ``fail`` list; ``sent`` pairs each value with the item sent for it.
+
+    A failed entry repeats the item sent as its ``key``; one that names no item
+    (a request-level error) applies to every item sent.
+    """
+    out: dict[str, str] = {}
+    for entry in _fail_entries(body):
+        reason = _reason(entry.get("errors"))
+        hits = [v for v, item in sent if item == entry.get("key")]
+        for value in hits or ([v for v, _ in sent] if not isinstance(entry.get("key"), dict) else []):
+            out.setdefault(value, reason)
+    return out
+
+
+def created_ids(body: Any, sent: list[tuple[str, dict[str, Any]]], value_of: Any) -> dict[str, str]:
+    """``{value: id}`` for what a create call made: the reply's ``data`` follows the accepted items in order.
+
+    ``value_of(entry)`` reads the value back from a reply entry when the counts disagree.
+    """
+    failed = [f.get("key") for f in _fail_entries(body)]
+    accepted = [v for v, item in sent if item not in failed]
+    data = [d for d in (body.get("data") or () if isinstance(body, dict) else ()) if isinstance(d, dict)]
+    if len(data) == len(accepted):
+        return {v: d["id"] for v, d in zip(accepted, data, strict=True) if isinstance(d.get("id"), str)}
+    out: dict[str, str] = {}
+    for d in data:
+        value = value_of(d)
+        if isinstance(value, str) and isinstance(d.get("id"), str):
+            out[value] = d["id"]
+    return out
 
 
 def managed_url_ids(body: Any, values: Iterable[str]) -> dict[str, str]:

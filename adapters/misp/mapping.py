@@ -142,8 +142,8 @@ def _canon(typ: str | None, raw: str) -> tuple[str, str]:
 
 def decay_reputation(attr: dict[str, Any]) -> int | None:
     """Reputation 1..10 from the best decay score (0..100) MISP attached, if any."""
-    scores = [d.get("score") for d in attr.get("decay_score") or [] if isinstance(d, dict)]
-    scores = [float(s) for s in scores if isinstance(s, (int, float)) and not isinstance(s, bool)]
+    raw = [d.get("score") for d in attr.get("decay_score") or [] if isinstance(d, dict)]
+    scores = [float(s) for s in raw if isinstance(s, (int, float)) and not isinstance(s, bool)]
     if not scores:
         return None
     return max(1, min(10, math.ceil(max(scores) / 10)))
@@ -183,7 +183,7 @@ def map_attribute(
     timestamp = _time(attr.get("timestamp"))
     first_seen = _time(attr.get("first_seen"))
     last_seen = _time(attr.get("last_seen")) or timestamp
-    comment = attr.get("comment") if isinstance(attr.get("comment"), str) else ""
+    comment: str = attr["comment"] if isinstance(attr.get("comment"), str) else ""
     out: list[Sighting] = []
     rejected: list[Rejected] = []
     for typ, raw in attribute_values(mtype, value):

@@ -16,7 +16,7 @@ next one.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -187,7 +187,7 @@ class NetskopeAdapter(Adapter):
                 async for batch in pages:
                     yield batch
 
-    async def _pull_kind(self, kind: str, op: str, now: int) -> AsyncIterator[Batch]:
+    async def _pull_kind(self, kind: str, op: str, now: int) -> AsyncGenerator[Batch, None]:
         previous_hwm: int | None = None
         for _page in range(self.config.max_pages):
             body = await self.api.alerts(kind, self.index, op)

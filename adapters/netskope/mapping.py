@@ -111,7 +111,7 @@ def alert_sightings(
             rejected.append(Rejected(where=here, reason=f"no {'url' if kind == 'malsite' else 'file hash'}"))
             continue
         ts = epoch_seconds(alert.get("timestamp"))
-        meta = {
+        meta: dict[str, Any] = {
             "severity": _severity(alert),
             "comments": alert_comment(kind, alert, tenant),
             "first_seen": ts,

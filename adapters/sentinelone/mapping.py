@@ -131,11 +131,33 @@ def create_body(items: list[dict[str, Any]], scope: dict[str, list[str]]) -> dic
     return {"filter": scope, "data": items}
 
 
-def delete_body(values: list[str], scope: dict[str, list[str]]) -> dict[str, Any]:
-    """Withdraw by value within the scope (``value__in``; never an unselective delete)."""
+def delete_body(values: list[str], scope: dict[str, list[str]], uuids: list[str] | None = None) -> dict[str, Any]:
+    """Withdraw by value within the scope (``value__in``; never an unselective delete).
+
+    With ``uuids`` (the ids ctd recorded when it created them) only those IOCs go,
+    so an IOC someone else made for the same value in the scope stays.
+    """
     if not values:
         raise ValueError("nothing to delete")
-    return {"filter": {**scope, "value__in": list(values)}}
+    flt: dict[str, Any] = {**scope, "value__in": list(values)}
+    if uuids is not None:
+        flt["uuids"] = list(uuids)
+    return {"filter": flt}
+
+
+def key(ioc_type: str, value: str) -> tuple[str, str]:
+    """What makes an IOC one in a scope: its type and value (case does not matter)."""
+    return ioc_type, value.lower()
+
+
+def created_ids(body: Any) -> dict[tuple[str, str], str]:
+    """``{(type, value): uuid}`` of the IOCs a POST created or updated."""
+    out: dict[tuple[str, str], str] = {}
+    for row in body.get("data") or () if isinstance(body, dict) else ():
+        if isinstance(row, dict) and isinstance(row.get("uuid"), str):
+            if isinstance(row.get("type"), str) and isinstance(row.get("value"), str):
+                out[key(row["type"], row["value"])] = row["uuid"]
+    return out
 
 
 def validation_failures(body: Any, sent: list[dict[str, Any]]) -> dict[str, str]:
@@ -199,7 +221,7 @@ def threat_to_sightings(threat: Any, console: str = "") -> tuple[list[Sighting],
     ident = threat.get("id") or info.get("threatId") or "?"
     where = f"threat {ident}"
     seen = parse_time(info.get("createdAt"))
-    base = dict(
+    base: dict[str, Any] = dict(
         first_seen=seen,
         last_seen=parse_time(info.get("updatedAt")) or seen,
         severity=CONFIDENCE_SEVERITY.get(str(info.get("confidenceLevel") or "").lower(), "unknown"),

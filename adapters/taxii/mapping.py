@@ -76,7 +76,7 @@ def _reference(obj: dict) -> str:
 
 def map_indicator(obj: dict, now: int) -> tuple[list[Sighting], list[Rejected]]:
     """The sightings one STIX indicator yields, or why it yields none (some values may be rejected)."""
-    where = obj.get("id") if isinstance(obj.get("id"), str) else "indicator without id"
+    where = obj["id"] if isinstance(obj.get("id"), str) else "indicator without id"
     ptype = obj.get("pattern_type", "stix")  # STIX 2.0 indicators have no pattern_type
     if ptype != "stix":
         return [], [Rejected(where=where, reason=f"{SKIPPED}: pattern_type {str(ptype)[:40]}")]
@@ -96,7 +96,7 @@ def map_indicator(obj: dict, now: int) -> tuple[list[Sighting], list[Rejected]]:
     revoked = obj.get("revoked") is True
     retracted = revoked or (valid_until is not None and valid_until <= now)
     tags = tuple(dict.fromkeys(_strings(obj.get("labels")) + _strings(obj.get("indicator_types"))))
-    comments = obj.get("description") if isinstance(obj.get("description"), str) else ""
+    comments: str = obj["description"] if isinstance(obj.get("description"), str) else ""
     if not comments and isinstance(obj.get("name"), str):
         comments = obj["name"]
     sightings: list[Sighting] = []

@@ -18,8 +18,10 @@ The pipeline, each step linear in the text:
    makes a URL's host or an address's domain not count a second time;
 5. run ioc-finder's public ``parse_*`` functions on each route, chunk by chunk,
    stopping when ``time_budget`` seconds are spent (the result says so);
-6. trim trailing punctuation from URLs, then ``ctd.canon.canonicalize`` and a
-   printable-ASCII gate; drop values on ``exclude_domains`` (the publisher).
+6. trim trailing punctuation from URLs, then ``ctd.canon.canonicalize`` (which
+   applies ctd's one value gate, ``value_problem``: no control, format, bidi
+   or space characters); drop values over ``MAX_TOKEN_CHARS`` and values on
+   ``exclude_domains`` (the publisher).
 
 ioc-finder's own ``find_iocs`` is not used: it refangs with ioc-fanger, which
 rewrites prose ("the cat (a tabby)" becomes "the c@a tabby)"), and it runs
@@ -104,7 +106,6 @@ _EMAIL_SHAPE = re.compile(r"(?<![^\s\[(<'\"=:,;])[^@\s]{1,64}@[A-Za-z0-9-]++\.[A
 # --- step 6: clean-up -------------------------------------------------------------------------
 _URL_TRAILING = ".,;:!?'\"*"
 _CLOSERS = {")": "(", "]": "[", "}": "{", ">": "<"}
-_PRINTABLE = re.compile(r"[\x21-\x7e]++")
 
 
 class Extraction(NamedTuple):
@@ -151,11 +152,50 @@ def _is_url_token(tok: str) -> bool:
     return "." in host and len(tld) >= 2 and tld.isascii() and tld.isalpha() and (not port or port.isdigit())
 
 
+_IDNA_OK = re.compile(r"[a-z0-9.-]++")
+_EDGE = "()[]<>{}'\"*,;:!?\u2018\u2019\u201c\u201d\u00ab\u00bb"
+
+
+def _ascii_token(tok: str) -> str | None:
+    """A token with non-ASCII text in the form ioc-finder reads, or None to drop it.
+
+    ioc-finder's grammars are ASCII: ``bücher.com`` would read as ``cher.com`` and
+    ``https://evil.com/päth`` as ``https://evil.com/p`` (both wrong values). A
+    URL's host becomes punycode and the rest is percent-encoded as UTF-8 (its
+    form on the wire); any other token must be a whole internationalised name.
+    """
+    if "://" in tok:
+        start = tok.index("://") + 3
+        end = next((i for i in range(start, len(tok)) if tok[i] in "/?#"), len(tok))
+        host = _idna(tok[start:end])
+        if host is None:
+            return None
+        rest = "".join(c if c.isascii() else "".join(f"%{b:02X}" for b in c.encode()) for c in tok[end:])
+        return tok[:start] + host + rest
+    core = tok.strip(_EDGE).rstrip(".")
+    return _idna(core) if core else None
+
+
+def _idna(name: str) -> str | None:
+    if name.isascii():
+        return name
+    try:
+        out = name.encode("idna").decode("ascii").lower()
+    except UnicodeError:
+        return None
+    return out if _IDNA_OK.fullmatch(out) else None
+
+
 def _route(tokens: Iterable[str]) -> dict[str, list[str]]:
     routes: dict[str, list[str]] = {"url": [], "email": [], "cidr": [], "plain": []}
     for tok in dict.fromkeys(tokens):  # a repeated token is parsed once
         if len(tok) > MAX_TOKEN_CHARS:
             continue
+        if not tok.isascii():
+            ascii_tok = _ascii_token(tok)
+            if ascii_tok is None:
+                continue
+            tok = ascii_tok
         if _is_url_token(tok):
             routes["url"].append(tok)
         elif "@" in tok:
@@ -238,7 +278,7 @@ def _canonical(found: Iterable[tuple[str, str]], excluded: tuple[str, ...]) -> s
             kind, value = canonicalize(kind, raw)
         except InvalidIndicator:
             continue
-        if len(value) > MAX_TOKEN_CHARS or not _PRINTABLE.fullmatch(value):
+        if len(value) > MAX_TOKEN_CHARS:  # ctd's value gate (in canonicalize) caps urls at 8192 only
             continue
         if not _excluded(_host(kind, value), excluded):
             out.add((kind, value))

@@ -117,10 +117,7 @@ class Commands(SharingCommands, AdminCommands):
         name = args.get("source")
         if not isinstance(name, str):
             raise BadRequest("sync needs a source name")
-        try:
-            result = await self.d.sync(name)
-        except ConfigError as exc:
-            raise ControlError(str(exc)) from None
+        result = await self.d.sync(name)  # NotFound for a name that is not a running source
         return msgspec.structs.asdict(result)
 
     async def reload(self, args: dict[str, Any]) -> dict[str, Any]:

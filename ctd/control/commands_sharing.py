@@ -151,9 +151,8 @@ def limit_warnings(total: int, size: int, max_entries: int | None, max_bytes: in
         if cap is None:
             continue
         if n > cap:
-            out.append(
-                f"{n} {what} exceed the destination limit of {cap}: the oldest {n - cap if what == 'entries' else 'entries'} would not be shared"
-            )
+            left_out = n - cap if what == "entries" else "entries"
+            out.append(f"{n} {what} exceed the destination limit of {cap}: the oldest {left_out} would not be shared")
         elif n > 0.9 * cap:
             out.append(f"{n} {what} is above 90% of the destination limit of {cap}")
     return out

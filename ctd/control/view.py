@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from ctd.rates import RateCounter
     from ctd.sharing.actor import ShareResult
     from ctd.sources.actor import PullResult
-    from ctd.store.actor import StoreClient
+    from ctd.store import Store
 
 
 class Actors(Protocol):
@@ -32,15 +32,15 @@ class DaemonView(Protocol):
     ingest_rate: RateCounter
     share_rate: RateCounter
 
-    # Read-only: the daemon sets them while it starts.
+    # Read-only. Before the daemon has started them they raise ActorStopped ("ask again").
     @property
-    def store(self) -> StoreClient | None: ...
+    def store(self) -> Store: ...
 
     @property
-    def sources(self) -> Actors | None: ...
+    def sources(self) -> Actors: ...
 
     @property
-    def sharings(self) -> Actors | None: ...
+    def sharings(self) -> Actors: ...
 
     async def reload(self) -> dict[str, Any]: ...
 

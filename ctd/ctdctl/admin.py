@@ -14,7 +14,8 @@ from typing import Any, Final, Protocol, TextIO
 import msgspec
 
 from ctd import __version__
-from ctd.ctdctl.render import LEDGER_STATES, cell, emit, kv, table, to_json
+from ctd.ctdctl.render import cell, emit, kv, table, to_json
+from ctd.ctdctl.render_sharing import LEDGER_STATES
 from ctd.errors import CtdError
 
 # The daemon gives a plugin check 30 s; leave room for the reply to arrive.

@@ -7,173 +7,19 @@ reported an error (its message goes to stderr).
 from __future__ import annotations
 
 import argparse
-import errno
 import os
-import socket
 import sys
-import tomllib
-from collections.abc import Iterator
-from typing import Any, Final, TextIO
+from typing import Any, TextIO
 
-import msgspec
-
-from ctd.control.protocol import Reply, decode_reply, encode_request
 from ctd.ctdctl import admin as admin
 from ctd.ctdctl import render as render
+from ctd.ctdctl import render_sharing as render_sharing
+from ctd.ctdctl.client import DEFAULT_SOCKET, ConnectError, ControlClient, DaemonError, resolve_socket
 from ctd.ctdctl.completion import bash_completion
 from ctd.ctdctl.escape import escape
-from ctd.errors import CtdError
 
-DEFAULT_SOCKET: Final = "/run/ctd/ctd.sock"
-DEFAULT_TIMEOUT: Final = 120.0  # seconds per socket operation
 EXIT_OK, EXIT_NOT_FOUND, EXIT_DAEMON_ERROR = 0, 1, 2
 EXIT_CONNECT = 1
-
-_HINTS: Final = {
-    errno.ENOENT: "is the daemon running? is this the right socket? use --socket or $CTD_SOCKET",
-    errno.ECONNREFUSED: "is the daemon running? is this the right socket? use --socket or $CTD_SOCKET",
-    errno.EACCES: "are you in the socket's group? (or use sudo; --socket or $CTD_SOCKET picks another socket)",
-}
-
-
-class ConnectError(CtdError):
-    """The daemon cannot be reached (the message carries a one-line hint)."""
-
-
-class DaemonError(CtdError):
-    """The daemon answered with an error reply."""
-
-    def __init__(self, message: str, code: str) -> None:
-        self.message = message
-        self.code = code
-        super().__init__(message)
-
-
-class ControlClient:
-    """Synchronous client: one connection per request.
-
-    Args:
-      path: the control socket.
-      timeout: seconds each socket operation may take; ``None`` waits forever.
-    """
-
-    def __init__(self, path: str, timeout: float | None = DEFAULT_TIMEOUT) -> None:
-        self.path = path
-        self.timeout = timeout
-
-    def call(self, cmd: str, /, **args: Any) -> Any:
-        """Run a plain command and return its data; raise ``DaemonError`` on an error reply."""
-        with self._open(cmd, args) as lines:
-            reply = self._next_reply(lines)
-            if reply.ok is True and reply.data is not msgspec.UNSET:
-                return reply.data
-            raise self._error(reply)
-
-    def stream(self, cmd: str, /, **args: Any) -> Iterator[Any]:
-        """Run a streaming command and yield its items as they arrive."""
-        with self._open(cmd, args) as lines:
-            while True:
-                reply = self._next_reply(lines)
-                if reply.item is not msgspec.UNSET:
-                    yield reply.item
-                elif reply.ok is True and reply.end:
-                    return
-                else:
-                    raise self._error(reply)
-
-    # -- internals -------------------------------------------------------------
-
-    def _open(self, cmd: str, args: dict[str, Any]) -> Any:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        try:
-            sock.connect(self.path)
-        except OSError as exc:
-            sock.close()
-            raise self._connect_error(exc) from exc
-        try:
-            sock.sendall(encode_request(cmd, args))
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # refused (busy) before the daemon read the request: its answer is still there to read
-        except OSError as exc:
-            sock.close()
-            raise ConnectError(f"lost connection to {self.path}: {exc.strerror or exc}") from exc
-        return _Lines(sock)
-
-    def _next_reply(self, lines: _Lines) -> Reply:
-        line = self._next_line(lines)
-        try:
-            return decode_reply(line)
-        except ValueError as exc:
-            raise DaemonError(str(exc), "protocol") from exc
-
-    def _next_line(self, lines: _Lines) -> bytes:
-        try:
-            line = lines.readline()
-        except TimeoutError as exc:
-            raise ConnectError(f"timed out waiting for the daemon on {self.path}") from exc
-        except OSError as exc:
-            raise ConnectError(f"lost connection to {self.path}: {exc.strerror or exc}") from exc
-        if not line.endswith(b"\n"):
-            raise ConnectError(f"the daemon closed the connection on {self.path} before replying")
-        return line
-
-    def _connect_error(self, exc: OSError) -> ConnectError:
-        reason = exc.strerror or str(exc)
-        if isinstance(exc, TimeoutError):
-            reason = "timed out"
-        hint = _HINTS.get(exc.errno or 0)
-        message = f"cannot connect to {self.path}: {reason}"
-        return ConnectError(f"{message} ({hint})" if hint else message)
-
-    @staticmethod
-    def _error(reply: Reply) -> DaemonError:
-        if reply.error is not None:
-            return DaemonError(reply.error, reply.code or "error")
-        return DaemonError("unexpected reply from the daemon", "protocol")
-
-
-class _Lines:
-    """A connected socket read line by line; closes the socket on exit."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self._sock = sock
-        self._file = sock.makefile("rb")
-
-    def readline(self) -> bytes:
-        return self._file.readline()
-
-    def __enter__(self) -> _Lines:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._file.close()
-        self._sock.close()
-
-
-# --- socket path --------------------------------------------------------------
-
-
-def resolve_socket(socket_arg: str | None, config_arg: str | None, environ: dict[str, str] | None = None) -> str:
-    """--socket, else $CTD_SOCKET, else [daemon].socket of --config/$CTD_CONFIG, else the default."""
-    env = os.environ if environ is None else environ
-    if socket_arg:
-        return socket_arg
-    if env.get("CTD_SOCKET"):
-        return env["CTD_SOCKET"]
-    config = config_arg or env.get("CTD_CONFIG")
-    if config:
-        try:
-            with open(config, "rb") as f:
-                doc = tomllib.load(f)
-        except OSError as exc:
-            raise ConnectError(f"cannot read config {config}: {exc.strerror or exc}") from exc
-        except tomllib.TOMLDecodeError as exc:
-            raise ConnectError(f"cannot parse config {config}: {exc}") from exc
-        daemon = doc.get("daemon", {})
-        path = daemon.get("socket") if isinstance(daemon, dict) else None
-        return path if isinstance(path, str) and path else DEFAULT_SOCKET
-    return DEFAULT_SOCKET
 
 
 # --- command line -------------------------------------------------------------
@@ -350,11 +196,11 @@ def _run_indicators(args: argparse.Namespace, client: ControlClient, out: TextIO
 def _run_rules(args: argparse.Namespace, client: ControlClient, out: TextIO) -> int:
     match args.action:
         case "list":
-            _emit(out, client.call("rules.list"), args.json, render.rules_list)
+            _emit(out, client.call("rules.list"), args.json, render_sharing.rules_list)
         case "test":
             # Warnings (limits exceeded) are part of the report, not a failure.
             data = client.call("rules.test", name=args.name, days=args.days)
-            _emit(out, data, args.json, render.rules_test)
+            _emit(out, data, args.json, render_sharing.rules_test)
         case other:
             raise AssertionError(f"unhandled rules action {other!r}")
     return EXIT_OK
@@ -363,13 +209,13 @@ def _run_rules(args: argparse.Namespace, client: ControlClient, out: TextIO) -> 
 def _run_sharing(args: argparse.Namespace, client: ControlClient, path: str, out: TextIO, err: TextIO) -> int:
     match args.action:
         case "list":
-            _emit(out, client.call("sharing.list"), args.json, render.sharing_list)
+            _emit(out, client.call("sharing.list"), args.json, render_sharing.sharing_list)
         case "show":
-            _emit(out, client.call("sharing.show", name=args.name), args.json, render.sharing_show)
+            _emit(out, client.call("sharing.show", name=args.name), args.json, render_sharing.sharing_show)
         case "sync":
             # A pass can take long (slow destination): the daemon decides when it is over.
             data = ControlClient(path, timeout=None).call("sharing.sync", name=args.name, days=args.days)
-            _emit(out, data, args.json, render.sharing_sync)
+            _emit(out, data, args.json, render_sharing.sharing_sync)
             if data.get("error") is not None:
                 _complain(err, f"sharing sync {args.name} failed: {data['error']}")
                 return EXIT_DAEMON_ERROR

@@ -8,113 +8,49 @@ touches only what changed.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import signal
 import time
-from collections.abc import Awaitable, Callable
-from contextlib import AbstractAsyncContextManager
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 import trio
 
-from ctd.allowlist import Allowlist
 from ctd.ask import Ask, ask
 from ctd.config import Config, ConfigDiff, PluginConfig, diff_named, load_config
 from ctd.config_warnings import log_warnings
 from ctd.control.server import serve_control
 from ctd.daemon.supervisor import Supervisor
-from ctd.errors import ConfigError, describe
+from ctd.daemon.wiring import (
+    SHARING_INBOX,
+    SYNC_QUEUE,
+    AdapterOpener,
+    ControlHandler,
+    SharingHandle,
+    SourceHandle,
+    allowlist_matcher,
+    db_path,
+    file_hash,
+    pulling,
+    serve_with_restarts,
+    served,
+    sharing_key,
+)
+from ctd.errors import ActorStopped, ConfigError, NotFound, describe
 from ctd.model import Adapter
-from ctd.plugins import adapter_class, open_adapter
+from ctd.plugins import open_adapter
+from ctd.policy import real_cause
 from ctd.rates import RateCounter
 from ctd.service import logs as logs
 from ctd.service.sdnotify import Notifier, run_watchdog, watchdog_interval
-from ctd.sharing.actor import INBOX_SIZE as SHARING_INBOX
 from ctd.sharing.actor import ShareNow, Sharer, ShareResult, SharingStatus, Wake, run_sharing
-from ctd.sources.actor import AllowlistRef, PullNow, PullResult, SourceStatus, backoff_delay, run_source
+from ctd.sources.actor import AllowlistRef, PullNow, PullResult, SourceStatus, pull_once, run_source
 from ctd.store import IngestResult, Store, run_store
 
 log = structlog.get_logger("ctd.daemon")
 
-SYNC_QUEUE = 4
-
-
-def file_hash(path: str) -> str | None:
-    """The same short hash ``load_config`` gives a file, also for a file it rejects."""
-    try:
-        with open(path, "rb") as f:
-            return hashlib.sha256(f.read()).hexdigest()[:12]
-    except OSError:
-        return None
-
-
-def db_path(cfg: Config) -> str:
-    return os.path.join(cfg.daemon.state_dir, "ctd.db")
-
-
-def allowlist_matcher(cfg: Config) -> Any:
-    al = Allowlist(cfg.allowlist.values, cfg.allowlist.cidrs, cfg.allowlist.domains)
-    return al.matches if al else None
-
-
-# How the daemon gets an adapter for a plugin: ``ctd.plugins.open_adapter``, or a test's own.
-AdapterOpener = Callable[[str, PluginConfig], AbstractAsyncContextManager[Adapter]]
-# The control socket's request handler: (request, peer) -> reply (``ctd.control.commands.Commands.dispatch``).
-ControlHandler = Callable[[Any, Any], Awaitable[Any]]
-
-
-async def serve_with_restarts(name: str, adapter: Adapter, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-    """Run a plugin's service (e.g. the EDL web server); a crash is logged and retried with backoff."""
-    task_status.started()
-    failures = 0
-    while True:
-        try:
-            await adapter.serve()
-            return
-        except Exception as exc:
-            failures += 1
-            delay = backoff_delay(failures, None)
-            log.error(
-                "plugin service failed",
-                ctd_event="service_failed",
-                plugin=name,
-                error=describe(exc),
-                retry_in_s=round(delay, 1),
-            )
-            await trio.sleep(delay)
-
-
-class SourceHandle:
-    def __init__(self, status: SourceStatus, sync_send: trio.MemorySendChannel) -> None:
-        self.status = status
-        self.sync_send = sync_send
-
-
-class SharingHandle:
-    # ``sharer`` is set by the actor once its adapter is open, before the
-    # supervisor lists the handle (that happens when the actor has started).
-    sharer: Sharer
-
-    def __init__(self, status: SharingStatus, inbox: trio.MemorySendChannel) -> None:
-        self.status = status
-        self.inbox = inbox
-
-    def wake(self) -> None:
-        try:
-            self.inbox.send_nowait(Wake())
-        except trio.WouldBlock:
-            pass  # a pass is already due: this change will be in it
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
-
-
-def sharing_key(cfg: Config, name: str) -> tuple[Any, ...]:
-    """Everything a sharing actor depends on: a change to any of it restarts the actor."""
-    sh = cfg.sharing[name]
-    return (sh, cfg.rules[sh.rule], cfg.plugins[sh.destination])
+T = TypeVar("T")
 
 
 class Daemon:
@@ -127,15 +63,33 @@ class Daemon:
         self.notifier = notifier or Notifier.from_env()
         self.open_adapter = open_adapter
         self.started_at = time.time()
-        self.store: Store | None = None
-        self.sources: Supervisor | None = None
-        self.sharings: Supervisor | None = None
-        self.services: Supervisor | None = None
+        self._store: Store | None = None
+        self._sources: Supervisor | None = None
+        self._sharings: Supervisor | None = None
+        self._services: Supervisor | None = None
         self._reload_lock = trio.Lock()
         self.allowlist = AllowlistRef(allowlist_matcher(config))
         self.mutes: dict[str, int] = {}
         self.ingest_rate = RateCounter()
         self.share_rate = RateCounter()
+
+    # -- parts: set while the daemon starts; a control request may arrive before ----------
+
+    @property
+    def store(self) -> Store:
+        return _started(self._store)
+
+    @property
+    def sources(self) -> Supervisor:
+        return _started(self._sources)
+
+    @property
+    def sharings(self) -> Supervisor:
+        return _started(self._sharings)
+
+    @property
+    def services(self) -> Supervisor:
+        return _started(self._services)
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -160,8 +114,7 @@ class Daemon:
         )
         log_warnings(cfg)
         async with trio.open_nursery() as root:
-            self.store = await root.start(run_store, db_path(cfg))
-            self.mutes.update(await self.store.mutes())
+            await self._open_store(root)
             with trio.open_signal_receiver(signal.SIGHUP, signal.SIGTERM, signal.SIGINT) as signals:
                 if control is not None:
                     await root.start(
@@ -170,16 +123,15 @@ class Daemon:
                         control,
                     )
                 async with trio.open_nursery() as actors:
-                    self.sources = Supervisor(actors, "source")
-                    self.sharings = Supervisor(actors, "sharing")
-                    self.services = Supervisor(actors, "service")
-                    for name, plugin in self._served(cfg).items():
+                    self._sources = Supervisor(actors, "source")
+                    self._sharings = Supervisor(actors, "sharing")
+                    self._services = Supervisor(actors, "service")
+                    for name, plugin in served(cfg).items():
                         await self._start_service(name, plugin)
                     for name in cfg.sharing:
                         await self._start_sharing(name)
-                    for name, plugin in cfg.plugins.items():
-                        if plugin.pull:
-                            await self._start_source(name, plugin)
+                    for name, plugin in pulling(cfg).items():
+                        await self._start_source(name, plugin)
                     actors.start_soon(self._housekeeping)
                     interval = watchdog_interval()
                     if interval:
@@ -206,8 +158,52 @@ class Daemon:
                 root.cancel_scope.cancel()
         log.info("daemon stopped", ctd_event="daemon_stopped")
 
+    async def run_once(self) -> tuple[dict[str, PullResult], dict[str, ShareResult]]:
+        """``ctd run --once``: one pull of every pulling plugin, then one pass of every sharing.
+
+        Built like ``run``: the same store opening (mutes loaded), allowlist, commit hook and Sharers.
+        """
+        results: dict[str, PullResult] = {}
+        shared: dict[str, ShareResult] = {}
+        cfg = self.config
+        async with trio.open_nursery() as root:
+            store = await self._open_store(root)
+
+            async def one(name: str, plugin: PluginConfig) -> None:
+                status = SourceStatus(name, plugin)
+                try:
+                    async with self.open_adapter(name, plugin) as adapter:
+                        results[name] = await pull_once(
+                            name, plugin, adapter, store, self.allowlist, status, self._on_commit
+                        )
+                except Exception as exc:
+                    results[name] = PullResult(source=name, error=describe(real_cause(exc)))
+
+            async with trio.open_nursery() as pulls:
+                for name, plugin in pulling(cfg).items():
+                    pulls.start_soon(one, name, plugin)
+            for name, sh in cfg.sharing.items():
+                try:
+                    async with self.open_adapter(sh.destination, cfg.plugins[sh.destination]) as adapter:
+                        shared[name] = await self._sharer(cfg, name, adapter).share_once()
+                except Exception as exc:
+                    shared[name] = ShareResult(sharing=name, error=describe(real_cause(exc)))
+            root.cancel_scope.cancel()
+        return results, shared
+
+    async def _open_store(self, nursery: trio.Nursery) -> Store:
+        """Start the store actor and load what the operator set through it (rule mutes)."""
+        self._store = store = await nursery.start(run_store, db_path(self.config))
+        self.mutes.update(await store.mutes())
+        return store
+
+    def _sharer(self, cfg: Config, name: str, adapter: Adapter) -> Sharer:
+        """The Sharer of sharing configuration ``name``: the daemon's mutes and share rate included."""
+        sh = cfg.sharing[name]
+        rule, dest = cfg.rules[sh.rule], cfg.plugins[sh.destination]
+        return Sharer(name, sh, rule, dest, adapter, self.store, mutes=self.mutes, rate=self.share_rate)
+
     async def _start_source(self, name: str, plugin: PluginConfig) -> None:
-        assert self.sources is not None and self.store is not None
         status = SourceStatus(name, plugin)
         send, recv = trio.open_memory_channel[Ask](SYNC_QUEUE)
         await self.sources.start(name, plugin, SourceHandle(status, send), self._run_source, name, plugin, status, recv)
@@ -221,7 +217,6 @@ class Daemon:
         *,
         task_status: Any,
     ) -> None:
-        assert self.store is not None
         async with self.open_adapter(name, plugin) as adapter:
             await run_source(
                 name,
@@ -241,7 +236,6 @@ class Daemon:
             self.wake_sharing(source)
 
     async def _start_sharing(self, name: str) -> None:
-        assert self.sharings is not None
         cfg = self.config
         send, recv = trio.open_memory_channel[Wake | Ask](SHARING_INBOX)
         handle = SharingHandle(SharingStatus(name, cfg.sharing[name]), send)
@@ -256,18 +250,14 @@ class Daemon:
         *,
         task_status: Any,
     ) -> None:
-        assert self.store is not None
         sh = cfg.sharing[name]
         dest = cfg.plugins[sh.destination]
         async with self.open_adapter(sh.destination, dest) as adapter:
-            handle.sharer = Sharer(
-                name, sh, cfg.rules[sh.rule], dest, adapter, self.store, mutes=self.mutes, rate=self.share_rate
-            )
+            handle.sharer = self._sharer(cfg, name, adapter)
             await run_sharing(handle.sharer, handle.status, inbox, task_status=task_status)
 
     async def _start_service(self, name: str, plugin: PluginConfig) -> None:
         """Plugins whose adapter serves something (an EDL web server) run it as an actor."""
-        assert self.services is not None
         await self.services.start(name, plugin, None, self._run_service, name, plugin)
 
     async def _run_service(self, name: str, plugin: PluginConfig, *, task_status: Any) -> None:
@@ -276,10 +266,10 @@ class Daemon:
 
     def wake_sharing(self, source: str | None = None, *, rule: str | None = None) -> None:
         """Wake the sharing actors that read from ``source`` / use ``rule`` (or all of them)."""
-        if self.sharings is None:
-            return
-        for name in self.sharings.names():
-            handle: SharingHandle = self.sharings.get(name)
+        if self._sharings is None:
+            return  # not started yet (or ctd run --once): no sharing actor to wake
+        for name in self._sharings.names():
+            handle: SharingHandle = self._sharings.get(name)
             sh = handle.status.sh
             if rule is not None:
                 if sh.rule == rule:
@@ -287,14 +277,9 @@ class Daemon:
             elif source is None or source in sh.sources or source == sh.destination:
                 handle.wake()
 
-    @staticmethod
-    def _served(cfg: Config) -> dict[str, PluginConfig]:
-        return {n: p for n, p in cfg.plugins.items() if adapter_class(p.adapter).can_serve}
-
     async def _housekeeping(self) -> None:
         while True:
             await trio.sleep(float(self.config.daemon.housekeeping_interval))
-            assert self.store is not None
             n = await self.store.expire(int(time.time()))
             if n:
                 log.info("indicators expired", ctd_event="indicators_expired", ctd_count=n)
@@ -341,10 +326,8 @@ class Daemon:
             }
 
     async def _apply(self, new: Config) -> ConfigDiff:
-        assert self.sources is not None and self.store is not None
         old = self.config
-        old_pull = {k: v for k, v in old.plugins.items() if v.pull}
-        new_pull = {k: v for k, v in new.plugins.items() if v.pull}
+        old_pull, new_pull = pulling(old), pulling(new)
         allow_changed = old.allowlist != new.allowlist
         diff = diff_named(old_pull, new_pull)
         self.config = new
@@ -361,8 +344,7 @@ class Daemon:
             log.info("allowlist applied", ctd_event="allowlist_applied", ctd_count=n)
         for name in diff.added + diff.changed:
             await self._start_source(name, new_pull[name])
-        assert self.sharings is not None and self.services is not None
-        vdiff = diff_named(self._served(old), self._served(new))
+        vdiff = diff_named(served(old), served(new))
         for name in vdiff.removed + vdiff.changed:
             await self.services.stop(name)
         for name in vdiff.added + vdiff.changed:
@@ -385,15 +367,20 @@ class Daemon:
 
     async def share(self, name: str, *, resync: bool = False, days: int | None = None) -> ShareResult:
         """Run a sharing pass now (after marking recent IoCs for re-sharing if ``resync``)."""
-        assert self.sharings is not None
         handle: SharingHandle | None = self.sharings.get(name)
         if handle is None:
-            raise ConfigError(f"no sharing configuration named {name!r}")
+            raise NotFound(f"no sharing configuration named {name!r}")
         return await ask(handle.inbox, ShareNow(days=days, resync=resync), who=f"sharing {name!r}")
 
     async def sync(self, name: str) -> PullResult:
-        assert self.sources is not None
         handle: SourceHandle | None = self.sources.get(name)
         if handle is None:
-            raise ConfigError(f"no pulling source named {name!r}")
+            raise NotFound(f"no pulling source named {name!r}")
         return await ask(handle.sync_send, PullNow(), who=f"source {name!r}")
+
+
+def _started(part: T | None) -> T:
+    """A part of the daemon that exists once it has started; before, the caller is told to ask again."""
+    if part is None:
+        raise ActorStopped("the daemon is still starting: ask again")
+    return part

@@ -29,7 +29,6 @@ class Supervisor:
         self._nursery = nursery
         self._kind = kind
         self._running: dict[str, _Running] = {}
-        self.generation: dict[str, int] = {}
 
     def names(self) -> list[str]:
         return sorted(self._running)
@@ -55,7 +54,6 @@ class Supervisor:
 
         entry: _Running = await self._nursery.start(wrapper)
         self._running[name] = entry
-        self.generation[name] = self.generation.get(name, 0) + 1
 
     async def stop(self, name: str) -> None:
         entry = self._running.pop(name, None)

@@ -1,14 +1,15 @@
-"""Business rules: compile a parsed filter to SQL and to a Python predicate.
+"""Business rules: compile a parsed filter to SQL over ``indicator i``.
 
-Both back ends give the same answer for every indicator (a property test checks
-this). SQL is native wherever SQLite's semantics match exactly: ``=``, ``IN``,
+The SQL is what selects IoCs for sharing; a plain Python evaluator of the same
+AST (``tests/rule_oracle.py``) is the oracle a property test checks it against.
+SQL is native wherever SQLite's semantics match exactly: ``=``, ``IN``,
 ordering, ``GLOB`` (with ``[`` and ``]`` turned into one-character classes so
 they are literal), ``instr`` as a cheap pre-check before ``json_each`` for tags,
 and a sighting primary-key probe for sources. Only CIDR containment calls back
 into Python (``ctd_cidr_match``), and only for ip/cidr rows of the right family.
 
 Every atom is two-valued: ``coalesce(<atom>, 0)``, so a NULL time (expires_at =
-never) makes a comparison false and its negation true, as in Python.
+never) makes a comparison false and its negation true (two-valued, as the language says).
 """
 
 from __future__ import annotations
@@ -20,28 +21,9 @@ from ipaddress import ip_network
 from socket import AF_INET, AF_INET6, inet_pton
 from typing import Any
 
-import msgspec
-
-from ctd.model import SEVERITY_RANK
 from ctd.rules.parser import And, Cmp, Node, Not, Now, Or, RuleError, parse
 
-__all__ = ["CompiledRule", "Rule", "RuleError", "Subject", "SQL_FUNCTIONS", "compile_filter"]
-
-
-class Subject(msgspec.Struct, frozen=True, kw_only=True):
-    """What the Python evaluator sees of one indicator."""
-
-    type: str
-    value: str
-    sources: tuple[str, ...]  # names of live (unretracted) sources
-    severity: str
-    reputation: int
-    tags: tuple[str, ...]
-    comments: str
-    first_seen: int | None
-    last_seen: int | None
-    expires_at: int | None
-    hits: int
+__all__ = ["CompiledRule", "Rule", "RuleError", "SQL_FUNCTIONS", "compile_filter"]
 
 
 # --- globs and networks -----------------------------------------------------------
@@ -50,12 +32,6 @@ class Subject(msgspec.Struct, frozen=True, kw_only=True):
 def glob_to_sql(pattern: str) -> str:
     """Our glob (``*``, ``?``, all else literal) as a SQLite GLOB pattern."""
     return "".join("[[]" if c == "[" else "[]]" if c == "]" else c for c in pattern)
-
-
-@lru_cache(maxsize=1024)
-def glob_to_regex(pattern: str) -> re.Pattern[str]:
-    out = [".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern]
-    return re.compile("".join(out), re.DOTALL)
 
 
 @lru_cache(maxsize=1024)
@@ -115,7 +91,18 @@ SQL_FUNCTIONS: dict[str, tuple[int, Callable[..., Any]]] = {"ctd_cidr_match": (2
 
 _COLUMNS = {
     f: f"i.{f}"
-    for f in ("type", "value", "comments", "severity", "reputation", "hits", "first_seen", "last_seen", "expires_at")
+    for f in (
+        "type",
+        "value",
+        "comments",
+        "severity",
+        "reputation",
+        "hits",
+        "first_seen",
+        "last_seen",
+        "expires_at",
+        "warninglist",
+    )
 }
 # A tag is found with instr() first when its JSON spelling is certainly the raw text.
 _PLAIN_TAG = re.compile(r"[ !#-.0-\[\]-~]*")
@@ -124,6 +111,10 @@ _LIVE_SOURCE = (
     "(SELECT src.id FROM source src WHERE src.name {}))"
 )
 Param = object  # a constant, or a Now resolved when sql(now) is called
+
+
+def _resolve(v: object, now: int) -> object:
+    return now + v.offset if isinstance(v, Now) else v
 
 
 def _sql(node: Node, out: list[str], params: list[Param]) -> None:
@@ -172,79 +163,13 @@ def _atom(node: Cmp, params: list[Param]) -> str:
     return f"coalesce({_COLUMNS[field]} {cond}, 0)"
 
 
-# --- Python -------------------------------------------------------------------------
-
-Pred = Callable[[Subject, int], bool]
-_ORDER: dict[str, Callable[[object, object], bool]] = {
-    "=": lambda a, b: a == b,
-    "<": lambda a, b: a < b,  # type: ignore[operator]
-    "<=": lambda a, b: a <= b,  # type: ignore[operator]
-    ">": lambda a, b: a > b,  # type: ignore[operator]
-    ">=": lambda a, b: a >= b,  # type: ignore[operator]
-}
-
-
-def _resolve(v: object, now: int) -> object:
-    return now + v.offset if isinstance(v, Now) else v
-
-
-def _pred(node: Node) -> Pred:
-    if isinstance(node, And):
-        preds = [_pred(n) for n in node.nodes]
-        return lambda s, now: all(p(s, now) for p in preds)
-    if isinstance(node, Or):
-        preds = [_pred(n) for n in node.nodes]
-        return lambda s, now: any(p(s, now) for p in preds)
-    if isinstance(node, Not):
-        inner = _pred(node.node)
-        return lambda s, now: not inner(s, now)
-    if node.op in ("!=", "not in"):
-        return _pred(Not(Cmp(node.field, "=" if node.op == "!=" else "in", node.args, node.column)))
-    return _cmp_pred(node)
-
-
-def _cmp_pred(node: Cmp) -> Pred:
-    field, op, args = node.field, node.op, node.args
-    if field == "tags":
-        tag = args[0]
-        return lambda s, now: tag in s.tags
-    if op == "~":
-        pattern = str(args[0])
-        if field == "value" and (net := _network(pattern)) is not None:
-            types = _NET_TYPES[net[0]]
-            return lambda s, now: s.type in types and _in_network(net, s.value)
-        match = glob_to_regex(pattern).fullmatch
-        if field == "source":
-            return lambda s, now: any(match(x) for x in s.sources)
-        return lambda s, now: match(getattr(s, field)) is not None
-    if field == "source":
-        names = frozenset(str(a) for a in args)
-        return lambda s, now: not names.isdisjoint(s.sources)
-    if field == "severity":
-        get: Callable[[Subject], object] = lambda s: SEVERITY_RANK.get(s.severity, 0)
-    else:
-        get = lambda s: getattr(s, field)  # noqa: E731
-    if op == "in":
-        if not any(isinstance(a, Now) for a in args):
-            fixed = frozenset(args)
-            return lambda s, now: get(s) in fixed
-        return lambda s, now: get(s) in {_resolve(a, now) for a in args}
-    compare, arg = _ORDER[op], args[0]
-
-    def pred(s: Subject, now: int) -> bool:
-        x = get(s)
-        return x is not None and compare(x, _resolve(arg, now))
-
-    return pred
-
-
 # --- public API -----------------------------------------------------------------------
 
 
 class CompiledRule:
-    """One filter, ready to run as SQL over ``indicator i`` or against a Subject."""
+    """One filter, ready to run as SQL over ``indicator i`` (``node`` is its checked AST)."""
 
-    __slots__ = ("text", "node", "_sql", "_params", "_dynamic", "_pred")
+    __slots__ = ("text", "node", "_sql", "_params", "_dynamic")
 
     def __init__(self, text: str, node: Node) -> None:
         self.text = text
@@ -255,16 +180,12 @@ class CompiledRule:
         self._sql = "".join(out)
         self._params = params
         self._dynamic = any(isinstance(p, Now) for p in params)
-        self._pred = _pred(node)
 
     def sql(self, now: int) -> tuple[str, list]:
         """A WHERE fragment over ``indicator i`` with ``?`` placeholders, and its params."""
         if not self._dynamic:
             return self._sql, list(self._params)
         return self._sql, [_resolve(p, now) for p in self._params]
-
-    def matches(self, ind: Subject, now: int) -> bool:
-        return bool(self._pred(ind, now))
 
     def __repr__(self) -> str:
         return f"CompiledRule({self.text!r})"
@@ -287,7 +208,7 @@ class Rule:
             try:
                 compiled.append(compile_filter(text))
             except RuleError as e:
-                raise RuleError(f"exceptions[{k}]: {e.message}", e.column) from None
+                raise RuleError(e.message, e.column, exception=k) from None
         self.exceptions: tuple[CompiledRule, ...] = tuple(compiled)
 
     def sql(self, now: int) -> tuple[str, list]:
@@ -299,9 +220,6 @@ class Rule:
             parts.append(f"NOT ({t})")
             params.extend(p)
         return " AND ".join(parts), params
-
-    def matches(self, ind: Subject, now: int) -> bool:
-        return self.filter.matches(ind, now) and not any(e.matches(ind, now) for e in self.exceptions)
 
     def __repr__(self) -> str:
         return f"Rule({self.filter.text!r}, {[e.text for e in self.exceptions]!r})"

@@ -22,7 +22,7 @@ Grammar (keywords, field names and enum names are case-insensitive)::
     NUMBER     := [0-9]+
     WORD       := [A-Za-z_][A-Za-z0-9_]*          (not a keyword)
     FIELD      := type | value | source | severity | reputation | tags | comments
-                | first_seen | last_seen | expires_at | hits
+                | first_seen | last_seen | expires_at | hits | warninglist
 
 Fields and what applies to them (``=``/``!=``/``in``/``not in`` everywhere but tags):
 
@@ -34,21 +34,23 @@ Fields and what applies to them (``=``/``!=``/``in``/``not in`` everywhere but t
     hits        integer; ordering ops
     tags        set of strings; only ``has``
     comments    string; ``~`` glob
+    warninglist string: the MISP warning list that flagged the indicator ("" if
+                none; see ctd.guard); ``~`` glob
     first_seen, last_seen, expires_at
                 times: ``now [+-] DURATION``, an ISO 8601 STRING or epoch seconds;
                 ordering ops; expires_at may be NULL (never expires)
 
 ``a != b`` is exactly ``not (a = b)`` and ``a not in (...)`` is ``not (a in (...))``.
 Semantics are two-valued: a comparison against a missing (NULL) time is false.
-Errors raise :class:`RuleError` with a 1-based column.
+Errors raise :class:`ctd.errors.RuleError` with a 1-based column.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from dataclasses import field as _field
-from typing import Union
 
+from ctd.errors import RuleError
 from ctd.model import INDICATOR_TYPES, SEVERITY_RANK, parse_time
 
 __all__ = ["And", "Cmp", "Node", "Not", "Now", "Or", "RuleError", "FIELDS", "parse"]
@@ -62,6 +64,7 @@ FIELDS: dict[str, tuple[str, frozenset[str]]] = {
     "value": ("str", _EQ | {"~"}),
     "source": ("str", _EQ | {"~"}),
     "comments": ("str", _EQ | {"~"}),
+    "warninglist": ("str", _EQ | {"~"}),
     "severity": ("severity", _EQ | _ORD),
     "reputation": ("int", _EQ | _ORD),
     "hits": ("int", _EQ | _ORD),
@@ -74,15 +77,6 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r"}
 _PUNCT2 = ("!=", "<=", ">=")
 _PUNCT1 = "=<>~(),-+"
-
-
-class RuleError(ValueError):
-    """A filter that does not compile; ``column`` is 1-based."""
-
-    def __init__(self, message: str, column: int) -> None:
-        super().__init__(f"{message} at column {column}")
-        self.message = message
-        self.column = column
 
 
 # --- AST ----------------------------------------------------------------------
@@ -123,7 +117,7 @@ class Or:
     nodes: tuple[Node, ...]
 
 
-Node = Union[Cmp, Not, And, Or]
+Node = Cmp | Not | And | Or
 
 
 # --- lexer --------------------------------------------------------------------
@@ -256,7 +250,7 @@ class _Parser:
         tok = self.next()
         if tok.kind != "word":
             raise self.unexpected(tok, ", expected a field")
-        field = tok.value.lower()  # type: ignore[union-attr]
+        field = str(tok.value).lower()
         if field not in FIELDS:
             raise RuleError(f"unknown field '{tok.text}'", tok.col)
         kind, allowed = FIELDS[field]

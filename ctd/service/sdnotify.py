@@ -31,10 +31,6 @@ class Notifier:
         env = os.environ if env is None else env
         return cls(env.get("NOTIFY_SOCKET"))
 
-    @property
-    def enabled(self) -> bool:
-        return self.address is not None
-
     def notify(self, message: str) -> bool:
         """Send one raw datagram; return True if it was sent."""
         if self.address is None:
@@ -82,7 +78,9 @@ def watchdog_interval(env: Mapping[str, str] | None = None) -> float | None:
     return usec / 2 / 1_000_000 if usec > 0 else None
 
 
-async def run_watchdog(notifier: Notifier, interval: float, task_status=trio.TASK_STATUS_IGNORED) -> None:
+async def run_watchdog(
+    notifier: Notifier, interval: float, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
     """Ping ``WATCHDOG=1`` now and then every *interval* seconds, forever."""
     if interval <= 0:
         raise ValueError(f"watchdog interval must be > 0, got {interval!r}")

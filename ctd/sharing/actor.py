@@ -22,16 +22,14 @@ import trio
 
 from ctd.ask import Ask, answer, close_inbox
 from ctd.config import PluginConfig, RuleConfig, SharingConfig
-from ctd.errors import AuthError, CtdError, SourceUnavailable, describe
+from ctd.errors import describe
 from ctd.model import ActionSpec, Adapter, PushResult, ShareItem, iso, now
+from ctd.policy import deadline, expected, next_attempt, real_cause
 from ctd.rates import RateCounter
 from ctd.rules.compiler import Rule
-from ctd.sources.actor import backoff_delay
 from ctd.store import PlanSharing, Selection, Store
 
 log = structlog.get_logger("ctd.sharing")
-
-INBOX_SIZE = 8  # wake-ups beyond it are dropped: a pass is already due
 
 
 class Wake(msgspec.Struct, frozen=True):
@@ -180,7 +178,7 @@ class Sharer:
         self, method: Callable[[str, Any, list[ShareItem]], Awaitable[PushResult]], items: list[ShareItem]
     ) -> PushResult:
         """One call of the destination (``push``, ``retract`` or ``replace``) under the plugin's timeout."""
-        with trio.fail_after(float(self.dest.timeout)):
+        with deadline(float(self.dest.timeout), method.__name__):
             return await method(self.sh.action, self.sh.params, items)
 
     async def _deliver(self, result: ShareResult, *, retraction: bool) -> None:
@@ -193,7 +191,10 @@ class Sharer:
             by_value = {it.value: iid for iid, it in batch}
             rejected = {by_value[v]: reason for v, reason in res.rejected.items() if v in by_value}
             done = [iid for iid, _ in batch if iid not in rejected]
-            await self.store.record_delivery(self.name, done=done, rejected=rejected, retraction=retraction, now=now())
+            ids = {by_value[v]: rid for v, rid in res.ids.items() if v in by_value}
+            await self.store.record_delivery(
+                self.name, done=done, rejected=rejected, retraction=retraction, now=now(), ids=ids
+            )
             ok_items = [it for iid, it in batch if iid not in rejected]
             bad_items = [it for iid, it in batch if iid in rejected]
             if retraction:
@@ -247,7 +248,7 @@ class Sharer:
             examples=[_short(reasons.get(it.value, "")) for it in items[:5]],
         )
 
-    def _audit(self, event: str, items: list[ShareItem], reasons: dict[str, str] | None = None) -> None:
+    def _audit(self, event: str, items: list[ShareItem], reasons: dict[str, str | None] | None = None) -> None:
         if not items:
             return
         by_type = Counter(it.type for it in items)
@@ -346,25 +347,19 @@ async def _pass(
         status.last_error = None
         status.last_success = now() if not result.muted else status.last_success
         return result, interval
-    except AuthError as exc:
-        result = await _failed(sharer, status, exc)
-        status.state = "disabled"
-        return result, float("inf")
-    except (SourceUnavailable, trio.TooSlowError, CtdError) as exc:
-        result = await _failed(sharer, status, exc)
-        retry_after = exc.retry_after if isinstance(exc, SourceUnavailable) else None
-        return result, backoff_delay(status.failures, retry_after)
     except Exception as exc:
-        log.exception("sharing pass crashed", ctd_event="sharing_failed")
-        result = await _failed(sharer, status, exc, logged=True)
-        return result, backoff_delay(status.failures, None)
+        cause = real_cause(exc)
+        if not expected(cause):
+            log.error("sharing pass crashed", ctd_event="sharing_failed", exc_info=cause)
+        result = await _failed(sharer, status, cause, logged=not expected(cause))
+        status.state, delay = next_attempt(cause, status.failures, interval=interval)
+        return result, delay
 
 
 async def _failed(sharer: Sharer, status: SharingStatus, exc: BaseException, logged: bool = False) -> ShareResult:
     msg = describe(exc)
     status.failures += 1
     status.last_error = msg
-    status.state = "backoff"
     if not logged:
         log.error("sharing pass failed", ctd_event="sharing_failed", error=msg, ctd_destination=sharer.sh.destination)
     await sharer.store.finish_pass(sharer.name, now=now(), error=msg)

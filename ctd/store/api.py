@@ -39,6 +39,7 @@ import msgspec
 
 from ctd.store.requests import (
     Allowlisted,
+    ApplyGuard,
     Checkpoint,
     CompletePull,
     CountBySource,
@@ -70,6 +71,7 @@ from ctd.store.requests import (
     SetCheckpoint,
     SetMute,
     ShowIndicators,
+    Warninglisted,
     _Request,
 )
 
@@ -127,6 +129,14 @@ class Store(abc.ABC):
         """How many indicators flipped."""
         return await self._execute(ReapplyAllowlist(allowlisted=allowlisted, now=now))
 
+    async def apply_guard(
+        self, source: str, signature: str, warninglisted: Warninglisted | None, *, tag: bool, now: int
+    ) -> int | None:
+        """Re-flag ``source``'s reports if its guard changed: how many changed; None if it had not."""
+        return await self._execute(
+            ApplyGuard(source=source, signature=signature, warninglisted=warninglisted, tag=tag, now=now)
+        )
+
     async def retract(self, candidates: Sequence[tuple[str, str]], *, source: str | None, now: int) -> int | None:
         """Provenance entries retracted; None when no indicator matches."""
         return await self._execute(Retract(candidates=tuple(candidates), source=source, now=now))
@@ -175,10 +185,18 @@ class Store(abc.ABC):
         return await self._execute(FetchPending(sharing=sharing, retraction=retraction, limit=limit))
 
     async def record_delivery(
-        self, sharing: str, *, done: Sequence[int], rejected: dict[int, str], retraction: bool, now: int
+        self,
+        sharing: str,
+        *,
+        done: Sequence[int],
+        rejected: dict[int, str],
+        retraction: bool,
+        now: int,
+        ids: dict[int, str] | None = None,
     ) -> None:
+        """Record a delivered batch; ``ids``: the destination's ids of what it created, by ledger key."""
         await self._execute(
-            RecordDelivery(sharing=sharing, done=done, rejected=rejected, retraction=retraction, now=now)
+            RecordDelivery(sharing=sharing, done=done, rejected=rejected, retraction=retraction, now=now, ids=ids or {})
         )
 
     async def list_hash(self, sharing: str) -> tuple[str, str | None]:

@@ -10,8 +10,9 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
-from ctd.store import ledger, query, sql
+from ctd.store import guard, ledger, query, sql
 from ctd.store.requests import (
+    ApplyGuard,
     CompletePull,
     CountBySource,
     CountIndicators,
@@ -62,6 +63,7 @@ def execute(conn: sqlite3.Connection, request: Any) -> Any:
                 rejected=request.rejected,
                 retraction=request.retraction,
                 now=request.now,
+                ids=request.ids,
             )
         # Sources and checkpoints.
         case GetCheckpoint(source=name):
@@ -77,6 +79,10 @@ def execute(conn: sqlite3.Connection, request: Any) -> Any:
             return sql.expire(conn, now)
         case ReapplyAllowlist(allowlisted=allowlisted, now=now):
             return sql.reapply_allowlist(conn, allowlisted or _nothing, now)
+        case ApplyGuard():
+            return guard.apply_guard(
+                conn, request.source, request.signature, request.warninglisted, request.tag, request.now
+            )
         case Retract(candidates=candidates, source=source, now=now):
             ids = query.find_ids(conn, list(candidates))
             return sql.retract(conn, ids, source, now) if ids else None

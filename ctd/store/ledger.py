@@ -116,7 +116,6 @@ def plan(conn: sqlite3.Connection, req: PlanSharing) -> Plan:
         conn.execute("UPDATE sharing SET last_run = ? WHERE id = ?", (now, shid))
         _select_candidates(conn, table, where, params, req.size, req.overhead, req.max_entries, req.max_bytes)
         cands, fit = conn.execute(f"SELECT count(*), coalesce(sum(fit), 0) FROM {table}").fetchone()
-        to_push = to_retract = 0
         if req.incremental:
             conn.execute(
                 "INSERT INTO delivery (shid, iid, state, fp, updated_at) "
@@ -128,9 +127,6 @@ def plan(conn: sqlite3.Connection, req: PlanSharing) -> Plan:
                 "  updated_at = excluded.updated_at, error = NULL",
                 (shid, now, shid),
             )
-            to_push = conn.execute(
-                "SELECT count(*) FROM delivery WHERE shid = ? AND state = 'pending'", (shid,)
-            ).fetchone()[0]
             conn.execute(
                 "UPDATE delivery SET state = 'retract_pending', updated_at = :now, "
                 f"error = CASE WHEN iid IN (SELECT iid FROM {table} WHERE NOT fit) THEN 'over limit' END "
@@ -138,11 +134,8 @@ def plan(conn: sqlite3.Connection, req: PlanSharing) -> Plan:
                 f"AND iid NOT IN (SELECT iid FROM {table} WHERE fit)",
                 {"now": now, "shid": shid},
             )
-            to_retract = conn.execute(
-                "SELECT count(*) FROM delivery WHERE shid = ? AND state = 'retract_pending'", (shid,)
-            ).fetchone()[0]
             _mark_over_limit(conn, shid, table, now, keep_states=("retract_pending",))
-    return Plan(candidates=cands, fit=fit, over_limit=cands - fit, to_push=to_push, to_retract=to_retract)
+    return Plan(candidates=cands, over_limit=cands - fit)
 
 
 def _mark_over_limit(conn: sqlite3.Connection, shid: int, table: str, now: int, keep_states: tuple[str, ...]) -> None:
@@ -157,7 +150,7 @@ def _mark_over_limit(conn: sqlite3.Connection, shid: int, table: str, now: int, 
     )
 
 
-def _item(row: tuple) -> tuple[int, ShareItem]:
+def _item(row: tuple, remote_id: str | None = None) -> tuple[int, ShareItem]:
     iid, typ, value, sev, rep, tags, comments, ref, first, last, exp, srcs = row
     return iid, ShareItem(
         type=typ,
@@ -171,38 +164,54 @@ def _item(row: tuple) -> tuple[int, ShareItem]:
         last_seen=last,
         expires_at=exp,
         sources=tuple(srcs.split("\x1f")) if srcs else (),
+        remote_id=remote_id,
     )
 
 
 def fetch_pending(conn: sqlite3.Connection, name: str, retraction: bool, limit: int) -> list[tuple[int, ShareItem]]:
-    """Up to ``limit`` ledger rows waiting to be pushed (or withdrawn), newest first, as deliverable items."""
+    """Up to ``limit`` ledger rows waiting to be pushed (or withdrawn), newest first, as deliverable items.
+
+    Each item carries the destination's id recorded for it (``remote_id``), if any.
+    """
     shid = sharing_id(conn, name)
     state = "retract_pending" if retraction else "pending"
     rows = conn.execute(
-        f"SELECT {ITEM_COLS} FROM delivery d JOIN indicator i ON i.id = d.iid "
+        f"SELECT {ITEM_COLS}, d.remote_id FROM delivery d JOIN indicator i ON i.id = d.iid "
         "WHERE d.shid = ? AND d.state = ? ORDER BY i.last_seen DESC, i.id DESC LIMIT ?",
         (shid, state, limit),
     ).fetchall()
-    return [_item(r) for r in rows]
+    return [_item(r[:-1], r[-1]) for r in rows]
 
 
 def record(
-    conn: sqlite3.Connection, name: str, *, done: list[int], rejected: dict[int, str], retraction: bool, now: int
+    conn: sqlite3.Connection,
+    name: str,
+    *,
+    done: list[int],
+    rejected: dict[int, str],
+    retraction: bool,
+    now: int,
+    ids: dict[int, str] | None = None,
 ) -> None:
-    """Record a delivered batch: accepted rows become shared (or retracted), refused ones failed."""
+    """Record a delivered batch: accepted rows become shared (or retracted), refused ones failed.
+
+    ``ids`` are the destination's ids of what a push created; a withdrawn row forgets its id
+    (the entry is gone), a pushed row without a new id keeps the one recorded.
+    """
     shid = sharing_id(conn, name)
+    ids = ids or {}
     with transaction(conn):
         if retraction:
             conn.executemany(
                 "UPDATE delivery SET state = CASE WHEN error = 'over limit' THEN 'unshared' ELSE 'retracted' END, "
-                "updated_at = ? WHERE shid = ? AND iid = ? AND state = 'retract_pending'",
+                "updated_at = ?, remote_id = NULL WHERE shid = ? AND iid = ? AND state = 'retract_pending'",
                 [(now, shid, i) for i in done],
             )
         else:
             conn.executemany(
-                "UPDATE delivery SET state = 'shared', updated_at = ?, shared_at = ?, error = NULL "
-                "WHERE shid = ? AND iid = ? AND state = 'pending'",
-                [(now, now, shid, i) for i in done],
+                "UPDATE delivery SET state = 'shared', updated_at = ?, shared_at = ?, error = NULL, "
+                "remote_id = coalesce(?, remote_id) WHERE shid = ? AND iid = ? AND state = 'pending'",
+                [(now, now, ids.get(i), shid, i) for i in done],
             )
         conn.executemany(
             "UPDATE delivery SET state = 'failed', updated_at = ?, error = ? WHERE shid = ? AND iid = ?",

@@ -16,7 +16,7 @@ _dec = msgspec.json.Decoder(list[str])
 
 _IND_COLS = (
     "id, type, value, active, allowlisted, first_seen, last_seen, expires_at, reputation, "
-    "severity, tags, comments, reference, hits"
+    "severity, tags, comments, reference, hits, warninglist"
 )
 
 
@@ -48,11 +48,11 @@ def _sources_for(conn: sqlite3.Connection, ids: list[int]) -> dict[int, list[dic
     marks = ",".join("?" * len(ids))
     for row in conn.execute(
         "SELECT s.iid, src.name, s.first_seen, s.last_seen, s.reputation, s.severity, s.tags, "
-        "s.comments, s.reference, s.expires_at, s.retracted "
+        "s.comments, s.reference, s.expires_at, s.retracted, s.warninglist, s.wl_hold "
         f"FROM sighting s JOIN source src ON src.id = s.sid WHERE s.iid IN ({marks}) ORDER BY s.iid, src.name",
         ids,
     ):
-        iid, name, first, last, rep, sev, tags, comments, ref, exp, retracted = row
+        iid, name, first, last, rep, sev, tags, comments, ref, exp, retracted, wl, held = row
         out[iid].append(
             {
                 "source": name,
@@ -65,6 +65,8 @@ def _sources_for(conn: sqlite3.Connection, ids: list[int]) -> dict[int, list[dic
                 "reference": ref,
                 "expires_at": iso(exp),
                 "retracted": bool(retracted),
+                "warninglist": wl,
+                "warninglist_held": bool(held),  # this report does not make the indicator active
             }
         )
     return out
@@ -73,13 +75,14 @@ def _sources_for(conn: sqlite3.Connection, ids: list[int]) -> dict[int, list[dic
 def _render(conn: sqlite3.Connection, rows: list[tuple]) -> list[dict[str, Any]]:
     sources = _sources_for(conn, [r[0] for r in rows])
     out = []
-    for iid, typ, value, active, allow, first, last, exp, rep, sev, tags, comments, ref, hits in rows:
+    for iid, typ, value, active, allow, first, last, exp, rep, sev, tags, comments, ref, hits, wl in rows:
         out.append(
             {
                 "type": typ,
                 "value": value,
                 "active": bool(active),
                 "allowlisted": bool(allow),
+                "warninglist": wl,
                 "expires_at": iso(exp),
                 "first_seen": iso(first),
                 "last_seen": iso(last),
@@ -106,7 +109,7 @@ def show(conn: sqlite3.Connection, candidates: list[tuple[str, str]], raw: str) 
             found[row[0]] = row
     rows = sorted(found.values())
     out = _render(conn, rows)
-    for row, ind in zip(rows, out):
+    for row, ind in zip(rows, out, strict=True):
         ind["deliveries"] = [
             {"sharing": n, "state": st, "error": err, "updated_at": iso(upd), "shared_at": iso(sh)}
             for n, st, err, upd, sh in conn.execute(

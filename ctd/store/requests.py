@@ -15,6 +15,7 @@ from ctd.rules.compiler import Rule
 from ctd.store.rows import StageRow
 
 Allowlisted = Callable[[str, str], bool]  # (type, value) -> on the allowlist; pure, no I/O
+Warninglisted = Callable[[str, str], str | None]  # (type, value) -> the warning list it hits; pure, no I/O
 
 
 class _Request(msgspec.Struct, frozen=True, kw_only=True):
@@ -75,6 +76,16 @@ class ReapplyAllowlist(_Request, frozen=True, kw_only=True):
     """Re-evaluate every indicator against a changed allowlist."""
 
     allowlisted: Allowlisted | None
+    now: int
+
+
+class ApplyGuard(_Request, frozen=True, kw_only=True):
+    """Re-flag a source's stored reports when its warning-list guard (``signature``) changed."""
+
+    source: str
+    signature: str  # "off", or the lists with their versions and the action (ctd.guard)
+    warninglisted: Warninglisted | None
+    tag: bool  # warninglist_action = "tag": hits are tagged and stay active
     now: int
 
 
@@ -170,13 +181,17 @@ class FetchPending(_Request, frozen=True, kw_only=True):
 
 
 class RecordDelivery(_Request, frozen=True, kw_only=True):
-    """A delivered batch: accepted rows become shared (or retracted), refused ones failed."""
+    """A delivered batch: accepted rows become shared (or retracted), refused ones failed.
+
+    ``ids``: the destination's ids of what was created, by ledger key (``PushResult.ids``).
+    """
 
     sharing: str
     done: Sequence[int]
     rejected: dict[int, str]
     retraction: bool
     now: int
+    ids: dict[int, str] = {}
 
 
 class GetListHash(_Request, frozen=True, kw_only=True):
@@ -249,8 +264,7 @@ class Checkpoint(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Plan(msgspec.Struct, frozen=True, kw_only=True):
+    """A planned pass: how many IoCs the selection holds, and how many of them a destination limit leaves out."""
+
     candidates: int
-    fit: int
     over_limit: int
-    to_push: int
-    to_retract: int

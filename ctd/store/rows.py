@@ -23,8 +23,8 @@ from collections.abc import Callable, Sequence
 
 import msgspec
 
-from ctd.canon import MAX_LENGTH, value_problem
 from ctd.model import DEFAULT_REPUTATION, SEVERITY_RANK, Rejected, Sighting
+from ctd.valuegate import MAX_LENGTH, value_problem
 
 STAGE_COLUMNS: tuple[str, ...] = (
     "type",
@@ -39,11 +39,17 @@ STAGE_COLUMNS: tuple[str, ...] = (
     "expires_at",
     "retracted",
     "allowlisted",
+    "warninglist",
+    "wl_hold",
 )
 # In STAGE_COLUMNS order: severity is its rank (ctd.model.SEVERITY_RANK), tags a
 # sorted JSON list, expires_at the feed's own expiry (None: aging applies),
-# retracted and allowlisted 0 or 1.
-StageRow = tuple[str, str, int, int, int, int, str, str, str, int | None, int, int]
+# retracted and allowlisted 0 or 1, warninglist the name of the warning list the
+# value hit ("" if none) and wl_hold 1 when that hit keeps this report from
+# making the indicator active (the plugin's warninglist_action = "inactive").
+StageRow = tuple[str, str, int, int, int, int, str, str, str, int | None, int, int, str, int]
+# The tag a hit adds under warninglist_action = "tag": "warninglist:NAME".
+WARNINGLIST_TAG = "warninglist:"
 
 _tags_enc = msgspec.json.Encoder()
 
@@ -55,11 +61,17 @@ def to_stage_rows(
     reputation: int | None,
     extra_tags: Sequence[str],
     allowlisted: Callable[[str, str], bool] | None,
+    warninglisted: Callable[[str, str], str | None] | None = None,
+    warninglist_tag: bool = False,
     rejected: list[Rejected] | None = None,
 ) -> list[StageRow]:
     """Turn an adapter's sightings into staged rows, applying the plugin's overrides.
 
     Sightings that fail the value gate are left out, and appended to ``rejected`` (if given) with the reason.
+    ``warninglisted`` is the plugin's guard (``ctd.guard``): the warning list a
+    value hits, or None. A hit is staged as reported, flagged with the list's
+    name; with ``warninglist_tag`` it also gets the tag ``warninglist:NAME`` and
+    counts for activity, else it is held (``wl_hold``) and does not.
     """
     rank = SEVERITY_RANK
     caps = MAX_LENGTH
@@ -77,6 +89,9 @@ def to_stage_rows(
                     rejected.append(Rejected(where=f"{t} sighting" if t in caps else "sighting", reason=reason))
                 continue
         tags = s.tags
+        hit = warninglisted(t, v) if warninglisted is not None else None
+        if hit and warninglist_tag:
+            tags = (*tags, WARNINGLIST_TAG + hit)
         if extra:
             tags = tuple(sorted(set(tags).union(extra)))
         elif len(tags) > 1:
@@ -97,6 +112,8 @@ def to_stage_rows(
                 s.expires_at,
                 1 if s.retracted else 0,
                 1 if allowlisted is not None and allowlisted(t, v) else 0,
+                hit or "",
+                1 if hit and not warninglist_tag else 0,
             )
         )
     return rows

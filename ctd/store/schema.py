@@ -8,13 +8,13 @@ from collections.abc import Callable
 
 import structlog
 
-from ctd.canon import value_problem
+from ctd.valuegate import value_problem
 
 log = structlog.get_logger("ctd.store")
 
 
 def _retract_values_failing_the_gate(conn: sqlite3.Connection) -> None:
-    """Retract every stored value the value gate refuses (see migration 6 below).
+    """Retract every stored value the value gate refuses (see migration 8 below).
 
     Every source's entry is retracted, with the reason in its comments, and the
     indicator made inactive, as if each source had retracted it: the next
@@ -140,7 +140,24 @@ MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [
     ALTER TABLE indicator ADD COLUMN nsrc INTEGER NOT NULL DEFAULT 0;
     UPDATE indicator SET nsrc = (SELECT count(*) FROM sighting WHERE iid = indicator.id);
     """,
-    # 6: values an older ctd stored before the value gate (ctd.canon.value_problem)
+    # 6: the destination's id of what ctd created there (PushResult.ids), so a
+    # withdrawal deletes exactly that entry and never one ctd did not create.
+    """
+    ALTER TABLE delivery ADD COLUMN remote_id TEXT;
+    """,
+    # 7: the false-positive guard (issue 16). A source's report that hit a MISP
+    # warning list keeps the list's name; wl_hold = 1 when the plugin's action
+    # is "inactive" (the report then does not make the indicator active). The
+    # indicator shows a list that flagged it; source.guard is the signature of
+    # the guard the source's reports were last checked with (lists, versions,
+    # action), so a changed guard is re-applied to what is stored.
+    """
+    ALTER TABLE sighting ADD COLUMN warninglist TEXT NOT NULL DEFAULT '';
+    ALTER TABLE sighting ADD COLUMN wl_hold INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE indicator ADD COLUMN warninglist TEXT NOT NULL DEFAULT '';
+    ALTER TABLE source ADD COLUMN guard TEXT;
+    """,
+    # 8: values an older ctd stored before the value gate (ctd.valuegate.value_problem)
     # refused them (control characters, line breaks, over-long values...): line
     # renderers refuse them, but JSON destinations still received them and ctdctl
     # cannot name them. Retracted from every source, so sharing withdraws them.

@@ -64,7 +64,8 @@ def connect(path: str) -> sqlite3.Connection:
     for name, (nargs, fn) in SQL_FUNCTIONS.items():
         conn.create_function(name, nargs, fn, deterministic=True)
     conn.execute(
-        f"CREATE TEMP TABLE IF NOT EXISTS stage (seq INTEGER PRIMARY KEY, {STAGE_COLUMNS}, iid INTEGER, had INTEGER, multi INTEGER)"
+        "CREATE TEMP TABLE IF NOT EXISTS stage "
+        f"(seq INTEGER PRIMARY KEY, {STAGE_COLUMNS}, iid INTEGER, had INTEGER, multi INTEGER)"
     )
     return conn
 
@@ -152,10 +153,10 @@ def _upsert_sighting_sql(policy: str) -> str:
     )
     return f"""
     INSERT INTO sighting (iid, sid, first_seen, last_seen, reputation, severity, tags,
-                          comments, reference, expires_at, retracted, gen)
+                          comments, reference, expires_at, retracted, gen, warninglist, wl_hold)
     SELECT iid, :sid, first_seen, last_seen, reputation, severity, tags, comments, reference,
            coalesce(expires_at, CASE WHEN :aging > 0 THEN last_seen + :aging END),
-           retracted, :gen
+           retracted, :gen, warninglist, wl_hold
     FROM stage WHERE true
     ON CONFLICT (iid, sid) DO UPDATE SET
         {meta},
@@ -165,14 +166,19 @@ def _upsert_sighting_sql(policy: str) -> str:
             WHEN excluded.last_seen >= sighting.last_seen OR sighting.last_seen IS NULL THEN excluded.expires_at
             ELSE sighting.expires_at END,
         retracted = excluded.retracted,
-        gen = excluded.gen
+        gen = excluded.gen,
+        warninglist = excluded.warninglist,
+        wl_hold = excluded.wl_hold
     """
 
 
 # Effective metadata: the best live source (highest reputation, then latest
 # last_seen, then lowest source id for a total order), so the result does not
 # depend on arrival order. Tags: the union over live sources, so a rule on a
-# tag sees what any source said. Activity: any unretracted, unexpired entry.
+# tag sees what any source said. Activity: any unretracted, unexpired entry
+# not held by its source's warning-list guard (wl_hold); the expiry is taken
+# from those entries, or from every unretracted one when the guard holds them
+# all. The warning list shown is the first by name among the entries' hits.
 _REFRESH_SQL = """
 UPDATE indicator SET
     (reputation, severity, comments, reference, best_source) = (
@@ -186,12 +192,16 @@ UPDATE indicator SET
                     SELECT DISTINCT j.value AS v FROM sighting s2, json_each(s2.tags) j
                     WHERE s2.iid = indicator.id AND s2.retracted = 0 ORDER BY v)) END
         FROM sighting s WHERE s.iid = indicator.id),
-    (first_seen, last_seen, expires_at, active) = (
+    (first_seen, last_seen, expires_at, active, warninglist) = (
         SELECT min(s.first_seen), max(s.last_seen),
-               CASE WHEN sum(s.retracted = 0 AND s.expires_at IS NULL) > 0 THEN NULL
+               CASE WHEN sum(s.retracted = 0 AND s.wl_hold = 0) > 0 THEN
+                    CASE WHEN sum(s.retracted = 0 AND s.wl_hold = 0 AND s.expires_at IS NULL) > 0 THEN NULL
+                         ELSE max(CASE WHEN s.retracted = 0 AND s.wl_hold = 0 THEN s.expires_at END) END
+                    WHEN sum(s.retracted = 0 AND s.expires_at IS NULL) > 0 THEN NULL
                     ELSE max(CASE WHEN s.retracted = 0 THEN s.expires_at END) END,
                indicator.allowlisted = 0 AND
-               coalesce(max(s.retracted = 0 AND (s.expires_at IS NULL OR s.expires_at > :now)), 0)
+               coalesce(max(s.retracted = 0 AND s.wl_hold = 0 AND (s.expires_at IS NULL OR s.expires_at > :now)), 0),
+               coalesce(min(nullif(s.warninglist, '')), '')
         FROM sighting s WHERE s.iid = indicator.id),
     changed_at = :now
 WHERE id IN ({ids})
@@ -199,10 +209,10 @@ WHERE id IN ({ids})
 
 _INSERT_INDICATORS_SQL = """
 INSERT INTO indicator (type, value, allowlisted, hits, first_seen, last_seen, expires_at, reputation, severity,
-                       tags, comments, reference, best_source, active, changed_at, nsrc)
+                       tags, comments, reference, best_source, active, changed_at, nsrc, warninglist)
 SELECT type, value, allowlisted, 1, first_seen, last_seen, CASE WHEN retracted THEN NULL ELSE exp END,
        reputation, severity, CASE WHEN retracted THEN '[]' ELSE tags END, comments, reference, :sid,
-       allowlisted = 0 AND retracted = 0 AND (exp IS NULL OR exp > :now), :now, 1
+       allowlisted = 0 AND retracted = 0 AND wl_hold = 0 AND (exp IS NULL OR exp > :now), :now, 1, warninglist
 FROM (SELECT *, coalesce(expires_at, CASE WHEN :aging > 0 THEN last_seen + :aging END) AS exp FROM stage)
 WHERE true
 ON CONFLICT (type, value) DO NOTHING
@@ -217,8 +227,8 @@ UPDATE indicator SET
     first_seen = s.first_seen, last_seen = s.last_seen,
     expires_at = CASE WHEN s.retracted THEN NULL ELSE s.expires_at END,
     allowlisted = st.allowlisted, hits = indicator.hits + 1,
-    active = st.allowlisted = 0 AND s.retracted = 0 AND (s.expires_at IS NULL OR s.expires_at > :now),
-    changed_at = :now
+    active = st.allowlisted = 0 AND s.retracted = 0 AND s.wl_hold = 0 AND (s.expires_at IS NULL OR s.expires_at > :now),
+    warninglist = s.warninglist, changed_at = :now
 FROM stage st JOIN sighting s ON s.iid = st.iid AND s.sid = :sid
 WHERE indicator.id = st.iid AND st.iid <= :max_id AND indicator.nsrc = 1
 """

@@ -91,7 +91,7 @@ def _literal(text: str) -> str:
 
 def parse_fql(text: str) -> list[tuple[str, str, Any]]:
     """``[(field, op, value)]`` with op in = ! >= > <= < in."""
-    terms = []
+    terms: list[tuple[str, str, Any]] = []
     for term in _split_top(text, "+"):
         field, sep, rest = term.partition(":")
         if not sep or not field:

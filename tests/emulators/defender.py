@@ -211,6 +211,20 @@ class DefenderEmulator:
     def values(self) -> set[str]:
         return {i["indicatorValue"] for i in self.indicators.values()}
 
+    def values_by(self, app: str) -> set[str]:
+        """The values of the indicators ``app`` (a client id) created."""
+        return {i["indicatorValue"] for i in self.indicators.values() if i["createdBy"] == app}
+
+    def add_indicator(self, value: str, kind: str, *, action: str = "Audit", app: str = "portal-user") -> str:
+        """An indicator someone else created (an analyst in the portal, by default); its id."""
+        if app not in self.apps:
+            self.add_app(app, "-", {"Ti.ReadWrite.All"}, name="user@corp.example")
+        body = {"indicatorValue": value, "indicatorType": kind, "action": action, "title": "by hand"}
+        return self._save({**body, "description": "added in the portal", "generateAlert": True}, app)["id"]
+
+    # What ``python -m tests.emulators.defender --control`` lets a test call over HTTP.
+    CONTROL = ("add_alert", "add_indicator", "values", "values_by")
+
     def active(self) -> int:
         return sum(
             1

@@ -11,7 +11,9 @@ made where the documentation is silent. In short:
   item is ``{"key": <the item sent>, "errors": [{"code", "message", "retryable"}]}``
   inside an HTTP 200 (function-level failure), the rest of the batch still applies.
 * Managed URLs: ``/api/ttp/url/create-managed-url``, ``get-all-managed-urls``,
-  ``delete-managed-url``; managed senders: ``/api/managedsender/permit-or-block-sender``.
+  ``delete-managed-url``; managed senders: ``/api/managedsender/permit-or-block-sender``;
+  blocked sender policies: ``/api/policy/blockedsenders/create-policy``, ``get-policy``,
+  ``delete-policy`` (sender an email address or a domain, deleted by id).
 * Logs: ``/api/ttp/url/get-logs`` (``clickLogs``), ``/api/ttp/attachment/get-logs``
   (``attachmentLogs``), paged by ``meta.pagination.pageSize``/``pageToken`` with
   ``meta.pagination.next``/``previous``; ``/api/ttp/threat-intel/get-feed``
@@ -79,12 +81,16 @@ class MimecastEmulator:
         self.owner: dict[str, str] = {}  # token -> client id that got it
         self.rate_limit = rate_limit  # the bucket's size (X-RateLimit-Limit)
         self.rate_reset_ms = rate_reset_ms  # one call comes back into the bucket this often
-        self._bucket, self._filled = float(rate_limit), clock()
+        # The bucket's clock starts at the first call: an emulator built outside a trio
+        # run (a fixture) must not compare trio's clock with the monotonic one.
+        self._bucket: float = float(rate_limit)
+        self._filled: float | None = None
         self.epoch = epoch if epoch is not None else int(time.time())
         self.max_urls: int | None = None  # the account's managed URL limit (not published: a knob)
         self.page_default = DEFAULT_PAGE
         self.managed_urls: dict[str, dict[str, Any]] = {}
         self.senders: dict[str, dict[str, Any]] = {}
+        self.policies: dict[str, dict[str, Any]] = {}  # blocked sender policies by id
         self.click_logs: list[dict[str, Any]] = []
         self.attachment_logs: list[dict[str, Any]] = []
         self.feed: dict[str, list[dict[str, str]]] = {"malware_customer": [], "malware_grid": []}
@@ -156,6 +162,32 @@ class MimecastEmulator:
     def urls(self) -> set[str]:
         return {u["url"] for u in self.managed_urls.values()}
 
+    def add_managed_url(self, url: str, *, match: str = "explicit", comment: str = "by an admin") -> str:
+        """A Managed URL someone else created (in the console); its id."""
+        body = {"data": [{"url": url, "action": "block", "matchType": match, "comment": comment}]}
+        reply = self._create_urls(body, {}, "console-admin")
+        return reply.json()["data"][0]["id"]
+
+    def add_policy(self, sender: str) -> str:
+        """A blocked sender policy someone else created (email address or domain); its id."""
+        reply = self._create_policies({"data": [_policy_item(sender, "by an admin")]}, {}, "console-admin")
+        return reply.json()["data"][0]["id"]
+
+    def blocked_senders(self) -> set[str]:
+        """The senders (addresses and domains) of every blocked sender policy."""
+        return {_policy_sender(p["policy"]) for p in self.policies.values()}
+
+    # What ``python -m tests.emulators.mimecast --control`` lets a test call over HTTP.
+    CONTROL = (
+        "add_click",
+        "add_attachment",
+        "add_feed_row",
+        "add_managed_url",
+        "add_policy",
+        "urls",
+        "blocked_senders",
+    )
+
     def api_calls(self, path: str) -> list[Any]:
         return [body for p, body in self.calls if p == path]
 
@@ -170,6 +202,8 @@ class MimecastEmulator:
     def _take(self) -> tuple[bool, dict[str, str]]:
         """Spend one call from the bucket; (allowed, rate headers)."""
         now, per = clock(), self.rate_reset_ms / 1000
+        if self._filled is None:
+            self._filled = now
         back = int((now - self._filled) / per) if per > 0 else self.rate_limit
         if back:
             self._bucket = min(float(self.rate_limit), self._bucket + back)
@@ -343,8 +377,8 @@ class MimecastEmulator:
             if reason is not None:
                 fail.append({"key": item, "errors": [error(*reason)]})
                 continue
-            key = (item["sender"].lower(), item["to"].lower())
-            old = next((s for s in self.senders.values() if (s["sender"], s["to"]) == key), None)
+            pair = (item["sender"].lower(), item["to"].lower())
+            old = next((s for s in self.senders.values() if (s["sender"], s["to"]) == pair), None)
             entry = {
                 "id": old["id"] if old else f"mSND{next(self._ids):08d}",
                 "sender": key[0],
@@ -354,6 +388,70 @@ class MimecastEmulator:
             }
             self.senders[entry["id"]] = entry
             data.append(_public(entry))
+        return self._reply(200, data, fail, headers)
+
+    # --- blocked sender policies -----------------------------------------------------------
+
+    def _policy_reason(self, item: Any) -> tuple[str, str] | None:
+        if not isinstance(item, dict) or not isinstance(item.get("policy"), dict):
+            return "err_validation_invalid", "Each data item needs an option and a policy object"
+        if item.get("option") not in ("no_action", "block_sender"):
+            return "err_validation_invalid", "option must be one of: no_action, block_sender"
+        policy = item["policy"]
+        if not isinstance(policy.get("description"), str) or not policy["description"].strip():
+            return "err_validation_blank", "Field is required: policy.description"
+        if policy.get("fromPart", "envelope_from") not in ("envelope_from", "header_from", "both"):
+            return "err_validation_invalid", "fromPart must be one of: envelope_from, header_from, both"
+        src = policy.get("from")
+        kind = src.get("type") if isinstance(src, dict) else None
+        if kind == "email_domain":
+            if not isinstance(src.get("emailDomain"), str) or not _HOST.match(src["emailDomain"]):
+                return "err_validation_invalid", "from.emailDomain must be a domain"
+        elif kind == "individual_email_address":
+            if not isinstance(src.get("emailAddress"), str) or not _EMAIL.match(src["emailAddress"]):
+                return "err_validation_invalid", "from.emailAddress must be an email address"
+        elif kind not in ("everyone", "internal_addresses", "external_addresses"):
+            return "err_validation_invalid", "from.type is not supported"
+        for key in ("fromDate", "toDate"):
+            if policy.get(key) is not None:
+                try:
+                    parse_stamp(str(policy[key]))
+                except ValueError:
+                    return "err_validation_invalid", f"{key} is not a date"
+        return None
+
+    def _create_policies(self, body: dict, headers: dict[str, str], owner: str) -> httpx.Response:
+        data, fail = [], []
+        for item in body.get("data", []):
+            reason = self._policy_reason(item)
+            if reason is not None:
+                fail.append({"key": item, "errors": [error(*reason)]})
+                continue
+            policy = dict(item["policy"])
+            policy.setdefault("fromPart", "envelope_from")
+            policy.setdefault("to", {"type": "everyone"})
+            policy["fromType"] = policy["from"]["type"]
+            policy["toType"] = policy["to"].get("type", "everyone")
+            policy.update({"enabled": True, "createTime": stamp(self.epoch), "lastUpdated": stamp(self.epoch)})
+            entry = {"option": item["option"], "id": f"mBSP{next(self._ids):08d}", "policy": policy, "_owner": owner}
+            self.policies[entry["id"]] = entry
+            data.append(_public(entry))
+        return self._reply(200, data, fail, headers)
+
+    def _get_policies(self, body: dict, headers: dict[str, str], owner: str) -> httpx.Response:
+        wanted = {i.get("id") for i in body.get("data", []) if isinstance(i, dict) and i.get("id")}
+        out = [_public(p) for p in self.policies.values() if not wanted or p["id"] in wanted]
+        return self._reply(200, out, [], headers)
+
+    def _delete_policies(self, body: dict, headers: dict[str, str], owner: str) -> httpx.Response:
+        data, fail = [], []
+        for item in body.get("data", []):
+            ident = item.get("id") if isinstance(item, dict) else None
+            if not isinstance(ident, str) or ident not in self.policies:
+                fail.append({"key": item, "errors": [error("err_policy_not_found", "Policy not found")]})
+                continue
+            del self.policies[ident]
+            data.append({"id": ident})
         return self._reply(200, data, fail, headers)
 
     # --- logs and feed ----------------------------------------------------------------------
@@ -419,6 +517,20 @@ def _public(entry: dict[str, Any], drop: tuple[str, ...] = ()) -> dict[str, Any]
     return {k: v for k, v in entry.items() if not k.startswith("_") and k not in drop}
 
 
+def _policy_item(sender: str, description: str) -> dict[str, Any]:
+    src = (
+        {"type": "individual_email_address", "emailAddress": sender}
+        if "@" in sender
+        else {"type": "email_domain", "emailDomain": sender}
+    )
+    return {"option": "block_sender", "policy": {"description": description, "from": src, "to": {"type": "everyone"}}}
+
+
+def _policy_sender(policy: dict[str, Any]) -> str:
+    src = policy.get("from") or {}
+    return str(src.get("emailAddress") or src.get("emailDomain") or src.get("type"))
+
+
 _ROUTES = {
     "/api/ttp/url/create-managed-url": MimecastEmulator._create_urls,
     "/api/ttp/url/get-all-managed-urls": MimecastEmulator._list_urls,
@@ -427,6 +539,9 @@ _ROUTES = {
     "/api/ttp/url/get-logs": MimecastEmulator._click_logs,
     "/api/ttp/attachment/get-logs": MimecastEmulator._attachment_logs,
     "/api/ttp/threat-intel/get-feed": MimecastEmulator._feed,
+    "/api/policy/blockedsenders/create-policy": MimecastEmulator._create_policies,
+    "/api/policy/blockedsenders/get-policy": MimecastEmulator._get_policies,
+    "/api/policy/blockedsenders/delete-policy": MimecastEmulator._delete_policies,
 }
 
 

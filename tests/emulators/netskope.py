@@ -133,6 +133,21 @@ class NetskopeTenant:
     def url_list(self, name: str) -> UrlList | None:
         return next((lst for lst in self.url_lists.values() if lst.name == name), None)
 
+    def list_values(self, name: str) -> list[str] | None:
+        """What the URL list ``name`` holds as deployed (None: no such list)."""
+        lst = self.url_list(name)
+        return None if lst is None else list(lst.applied)
+
+    def add_hash_list(self, name: str) -> None:
+        """A file hash list made in the tenant (the v1 API only replaces existing ones)."""
+        self.hash_lists.setdefault(name, [])
+
+    def hash_values(self, name: str) -> list[str] | None:
+        return self.hash_lists.get(name)
+
+    # What ``python -m tests.emulators.netskope --control`` lets a test call over HTTP.
+    CONTROL = ("add_alert", "list_values", "add_hash_list", "hash_values")
+
     def calls(self, method: str | None = None, prefix: str = "") -> list[tuple[str, str, dict[str, str]]]:
         return [r for r in self.requests if (method is None or r[0] == method) and r[1].startswith(prefix)]
 

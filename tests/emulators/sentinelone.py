@@ -12,7 +12,8 @@ public material shows (sources and open points in tests/emulators/VENDOR_NOTES.m
   request (400 ``Validation Error`` naming ``data.<i>.<field>``); ``validUntil``
   defaults to +14 d (IPs), +90 d (URL/DNS), +180 d (hashes) and is capped at
   +30/+180/+180 d; at most ``cap`` (1,000,000) IOCs per scope.
-* ``GET`` the same path: ``limit`` 1..1000, ``cursor`` -> ``pagination.nextCursor``.
+* ``GET`` the same path: ``limit`` 1..1000, ``cursor`` -> ``pagination.nextCursor``; filters
+  ``type``, ``value``, ``value__in`` (comma-separated), ``name__contains``, ``updatedAt__gte``.
 * ``DELETE`` the same path ``{"filter": {accountIds, uuids | value | value__in ...}}``
   -> ``{"data": {"affected": n}}``.
 * ``GET /web/api/v2.1/threats`` (``threatInfo.sha1/sha256/md5``), same paging.
@@ -29,6 +30,7 @@ import math
 import re
 import time
 import uuid
+from collections.abc import Set
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -98,7 +100,7 @@ class SentinelOneEmulator:
 
     # --- test helpers ---------------------------------------------------------------------
 
-    def add_token(self, token: str, *, accounts: set[str] = frozenset(), sites: set[str] = frozenset()) -> None:
+    def add_token(self, token: str, *, accounts: Set[str] = frozenset(), sites: Set[str] = frozenset()) -> None:
         self.tokens[token] = {"accounts": set(accounts), "sites": set(sites), "expires": clock() + self.token_ttl}
 
     def expire_token(self, token: str | None = None) -> None:
@@ -299,6 +301,9 @@ class SentinelOneEmulator:
             rows = [x for x in rows if x["type"] in query["type"].split(",")]
         if query.get("value"):
             rows = [x for x in rows if x["value"] == query["value"]]
+        if query.get("value__in"):  # Choice: the DELETE filter's value__in, as a comma-separated query parameter
+            wanted = set(query["value__in"].split(","))
+            rows = [x for x in rows if x["value"] in wanted]
         if query.get("name__contains"):
             rows = [x for x in rows if query["name__contains"] in (x.get("name") or "")]
         if query.get("updatedAt__gte"):

@@ -10,6 +10,11 @@ the emulators' state is not thread-safe and need not be.
 Standalone use: ``python -m tests.emulators.NAME --port N [--host 127.0.0.1]``
 prints one JSON line ``{"emulator", "base_url", "credentials"}`` on stdout and
 serves until SIGINT or SIGTERM. Only loopback addresses are accepted.
+
+With ``--control``, ``POST /_emulator/METHOD`` (JSON ``{"args": [...], "kwargs": {...}}``)
+calls one of the test helpers the emulator lists in ``CONTROL`` (add a detection,
+read what ctd wrote) and answers ``{"result": ...}``: how an end-to-end test drives
+an emulator running in another process. Without the flag that path is the vendor's 404.
 """
 
 from __future__ import annotations
@@ -24,8 +29,8 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, cast
 
 import httpx
 import trio
@@ -56,9 +61,36 @@ def answer(emulator: Any, request: httpx.Request) -> httpx.Response:
     return trio.run(fn, request, clock=MonotonicClock())
 
 
-def _handler_class(emulator: Any, lock: threading.Lock) -> type[http.server.BaseHTTPRequestHandler]:
+CONTROL_PREFIX = "/_emulator/"
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, set | frozenset):
+        return sorted(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def control(emulator: Any, request: httpx.Request) -> httpx.Response:
+    """Call the test helper a ``/_emulator/METHOD`` request names, if the emulator lists it in ``CONTROL``."""
+    name = request.url.path[len(CONTROL_PREFIX) :]
+    if request.method != "POST" or name not in getattr(emulator, "CONTROL", ()):
+        return httpx.Response(404, json={"error": f"no control method {name!r}"})
+    try:
+        body = json.loads(request.content or b"{}")
+        result = getattr(emulator, name)(*body.get("args", []), **body.get("kwargs", {}))
+        return httpx.Response(200, content=json.dumps({"result": result}, default=_jsonable).encode())
+    except (ValueError, TypeError, KeyError) as exc:
+        return httpx.Response(400, json={"error": f"{type(exc).__name__}: {exc}"})
+
+
+def _handler_class(
+    emulator: Any, lock: threading.Lock, controls: bool = False
+) -> type[http.server.BaseHTTPRequestHandler]:
     class Handler(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        # Headers and body leave in two writes: with Nagle and the client's delayed ACK
+        # every keep-alive reply would wait ~40 ms (a 14-day alert iterator: 30 s).
+        disable_nagle_algorithm = True
 
         def _any(self) -> None:
             length = int(self.headers.get("content-length") or 0)
@@ -71,8 +103,11 @@ def _handler_class(emulator: Any, lock: threading.Lock) -> type[http.server.Base
                 self.command, f"http://{host}{self.path}", headers=list(self.headers.items()), content=body
             )
             with lock:
-                resp = answer(emulator, req)
-            raw = b"".join(resp.stream)  # as built: a gzip body stays gzip-encoded
+                if controls and req.url.path.startswith(CONTROL_PREFIX):
+                    resp = control(emulator, req)
+                else:
+                    resp = answer(emulator, req)
+            raw = b"".join(cast(Iterable[bytes], resp.stream))  # as built: a gzip body stays gzip-encoded
             self.send_response(resp.status_code)
             for k, v in resp.headers.multi_items():
                 if k.lower() not in ("content-length", "transfer-encoding"):
@@ -100,19 +135,22 @@ def check_loopback(host: str) -> str:
     return host
 
 
-def make_server(emulator: Any, host: str = "127.0.0.1", port: int = 0) -> http.server.ThreadingHTTPServer:
+def make_server(
+    emulator: Any, host: str = "127.0.0.1", port: int = 0, *, controls: bool = False
+) -> http.server.ThreadingHTTPServer:
     check_loopback(host)
-    cls = http.server.ThreadingHTTPServer
+    cls: type[http.server.ThreadingHTTPServer] = http.server.ThreadingHTTPServer
     if ":" in host:
         cls = type("ThreadingHTTPServer6", (cls,), {"address_family": __import__("socket").AF_INET6})
-    server = cls((host, port), _handler_class(emulator, threading.Lock()))
+    server = cls((host, port), _handler_class(emulator, threading.Lock(), controls))
     server.daemon_threads = True
     return server
 
 
 def base_url(server: http.server.HTTPServer) -> str:
     host, port = server.server_address[:2]
-    return f"http://[{host}]:{port}" if ":" in str(host) else f"http://{host}:{port}"
+    host = host.decode() if isinstance(host, bytes) else host
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 @contextlib.contextmanager
@@ -135,6 +173,7 @@ class Options(argparse.Namespace):
     rate_limit: int | None
     page_size: int | None
     seed: int
+    control: bool
 
 
 def parse_args(name: str, argv: list[str] | None) -> Options:
@@ -152,6 +191,11 @@ def parse_args(name: str, argv: list[str] | None) -> Options:
     )
     p.add_argument("--page-size", type=int, default=None, help="items per page where the emulator pages")
     p.add_argument("--seed", type=int, default=5, help="demo records to load so reads return something")
+    p.add_argument(
+        "--control",
+        action="store_true",
+        help="answer POST /_emulator/METHOD (the emulator's CONTROL helpers) so a test can drive it",
+    )
     return p.parse_args(argv, namespace=Options())
 
 
@@ -168,7 +212,7 @@ def main(name: str, build: Callable[[Options], tuple[Any, dict[str, Any]]], argv
     # mask), so only this thread receives them, in sigwait.
     stops = {signal.SIGINT, signal.SIGTERM}
     signal.pthread_sigmask(signal.SIG_BLOCK, stops)
-    server = make_server(emulator, opts.host, opts.port)
+    server = make_server(emulator, opts.host, opts.port, controls=opts.control)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     print(json.dumps({"emulator": name, "base_url": base_url(server), "credentials": credentials}), flush=True)
