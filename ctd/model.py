@@ -1,8 +1,9 @@
 """The data model, and the adapter contract both ways: what the core and an adapter may ask of each other.
 
-An adapter imports this module (and the shared HTTP layer, ``ctd.adapters.http``)
-and nothing else of ctd: the names it needs from elsewhere (canonicalisation and
-the value gate, the error tree, times and durations) are re-exported here. The core never imports an adapter
+An adapter imports this module (and the shared HTTP layer, ``ctd.adapters.http``;
+a server adapter ``ctd.accept``) and nothing else of ctd: the names it needs from
+elsewhere (canonicalisation and the value gate, the error tree, times and
+durations) are re-exported here. The core never imports an adapter
 package; it finds adapter classes through ``ctd.plugins``.
 
 The contract is the ``Adapter`` class below: every hook the core may call,

@@ -29,11 +29,24 @@ from ctd.model import (
     Adapter,
     BindContext,
     ConfigError,
+    Duration,
     PushResult,
     Secret,
     ShareItem,
     SourceUnavailable,
 )
+
+_DEFAULTS = ServerSettings(host="", port=0, lists_dir="")
+# Accepted ranges of the server's limits (seconds, connections). Above 256 connections,
+# raise the unit's LimitNOFILE= too (each connection and each refusal in progress holds a descriptor).
+LIMITS: dict[str, tuple[float, float]] = {
+    "request_timeout": (1, 300),
+    "send_timeout": (1, 600),
+    "response_timeout": (1, 3600),
+    "max_connections": (1, 4096),
+    "max_connections_per_client": (1, 4096),
+    "retry_after": (1, 3600),
+}
 
 
 class EdlConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
@@ -44,10 +57,23 @@ class EdlConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen
     password: Secret | None = None  # secret: password_file / { credential = ... }
     path_token: Secret | None = None  # secret: lists then live at /edl/<token>/NAME.txt only
     lists_dir: str | None = None  # default (bind hook): <daemon.state_dir>/edl/<plugin name>
+    # The web server's limits against slow or hostile clients (ServerSettings; ranges in LIMITS).
+    request_timeout: Duration = Duration(_DEFAULTS.request_timeout)
+    send_timeout: Duration = Duration(_DEFAULTS.send_timeout)
+    response_timeout: Duration = Duration(_DEFAULTS.response_timeout)
+    max_connections: int = _DEFAULTS.max_connections
+    max_connections_per_client: int = _DEFAULTS.max_connections_per_client
+    retry_after: int = _DEFAULTS.retry_after
 
     def __post_init__(self) -> None:
         # msgspec turns a ValueError here into a ValidationError at decode time.
         # Messages never quote a secret.
+        for key, (low, high) in LIMITS.items():
+            value = getattr(self, key)
+            if not low <= value <= high:
+                raise ValueError(f"{key} must be between {low:g} and {high:g}, got {value:g}")
+        if self.max_connections_per_client > self.max_connections:
+            raise ValueError("max_connections_per_client must not exceed max_connections")
         parse_bind(self.bind)
         if (self.username is None) != (self.password is None):
             raise ValueError("give both username and password (HTTP Basic auth), or neither")
@@ -165,6 +191,12 @@ class EdlAdapter(Adapter):
             username=cfg.username,
             password=cfg.password,
             path_token=cfg.path_token,
+            request_timeout=cfg.request_timeout,
+            send_timeout=cfg.send_timeout,
+            response_timeout=cfg.response_timeout,
+            max_connections=cfg.max_connections,
+            max_connections_per_client=cfg.max_connections_per_client,
+            retry_after=cfg.retry_after,
         )
 
     async def serve(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:

@@ -32,7 +32,7 @@ import trio
 from ctd.adapters.feed import formats as ff
 from ctd.adapters.feed.api import Body, FeedHttp
 from ctd.adapters.feed.config import FeedConfig, resolve
-from ctd.adapters.feed.misp import EventStream, manifest_url
+from ctd.adapters.feed.misp import EventStream, ManifestStream, manifest_url
 from ctd.adapters.http import make_client
 from ctd.model import Adapter, Batch, PullContext, Rejected, Sighting, UpstreamDataError
 
@@ -202,13 +202,8 @@ class FeedAdapter(Adapter):
         async with self.http.open(murl, self.http.conditional(ctx, resuming), self.what) as body:
             if body is None:
                 return
-            data = await body.read()
+            manifest, version = await self._manifest(body)
             validators = body.validators
-        try:
-            manifest = ff.parse_manifest(data)
-        except ff.FormatError as exc:
-            raise UpstreamDataError(f"{self.what}: {exc}") from None
-        version = hashlib.sha256(data).hexdigest()[:32]
         known = (ctx.cursor or {}).get("events") if not snapshot else None
         known = known if isinstance(known, dict) else {}
         todo = sorted((ts, uuid) for uuid, ts in manifest.items() if snapshot or known.get(uuid) != ts)
@@ -258,6 +253,19 @@ class FeedAdapter(Adapter):
             sub_checkpoint={"done": True},
             snapshot_start=start,
         )
+
+    async def _manifest(self, body: Body) -> tuple[dict[str, int], str]:
+        """The manifest (uuid -> timestamp) parsed as it downloads, and a digest of its bytes."""
+        stream = ManifestStream()
+        digest = hashlib.sha256()
+        try:
+            async with aclosing(body.chunks()) as chunks:
+                async for chunk in chunks:
+                    digest.update(chunk)
+                    await trio.to_thread.run_sync(stream.feed, chunk)
+            return stream.finish(), digest.hexdigest()[:32]
+        except ff.FormatError as exc:
+            raise UpstreamDataError(f"{self.what}: {exc}") from None
 
     async def _misp_event(self, url: str, uuid: str, now: int) -> tuple[ff.Parsed, list[Sighting]] | str:
         """An event file parsed as it downloads, or the reason it was skipped (4xx, too large, not an event)."""

@@ -124,13 +124,13 @@ def map_indicator(obj: dict, now: int) -> tuple[list[Sighting], list[Rejected]]:
     return sightings, rejected
 
 
-def map_objects(objects: Any, now: int) -> tuple[list[Sighting], list[Rejected]]:
-    """Map an envelope's ``objects``; objects that are not indicators are not IoCs and are ignored."""
+def map_objects(objects: Any, now: int, start: int = 0) -> tuple[list[Sighting], list[Rejected]]:
+    """Map an envelope's ``objects`` (numbered from ``start``); objects that are not indicators are ignored."""
     if not isinstance(objects, list):
         return [], [Rejected(where="envelope", reason=f"{MALFORMED}: objects is not a list")]
     sightings: list[Sighting] = []
     rejected: list[Rejected] = []
-    for i, obj in enumerate(objects):
+    for i, obj in enumerate(objects, start):
         if not isinstance(obj, dict) or not isinstance(obj.get("type"), str):
             rejected.append(Rejected(where=f"object #{i}", reason=f"{MALFORMED}: not a STIX object"))
             continue

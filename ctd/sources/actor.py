@@ -22,7 +22,7 @@ from ctd.ask import Ask, answer, close_inbox
 from ctd.config import PluginConfig
 from ctd.errors import StoreError, cap, describe
 from ctd.guard import Guard, load_guard
-from ctd.model import Batch, PullContext, iso, now
+from ctd.model import Batch, PullContext, Rejected, iso, now
 from ctd.policy import deadline, expected, next_attempt, real_cause
 from ctd.sources import values as plugin_values
 from ctd.store import STAGE_COLUMNS, IngestBatch, IngestResult, Store, to_stage_rows
@@ -129,15 +129,18 @@ async def pull_once(
     # Parse the next batch while the store commits this one.
     send, recv = trio.open_memory_channel[Any](1)
 
-    async def produce(make_rows: Callable[[list], list], threaded: bool) -> None:
+    async def produce(make_rows: Callable[..., list], threaded: bool) -> None:
         async with send:
             try:
                 async with aclosing(adapter.pull(ctx)) as batches:
                     async for batch in batches:
+                        refused: list[Rejected] = []  # sightings the value gate refuses (a third-party adapter's)
                         if threaded:  # warning-list matching is CPU work: ~1.6-2 us per value
-                            rows = await trio.to_thread.run_sync(make_rows, batch.sightings)
+                            rows = await trio.to_thread.run_sync(partial(make_rows, batch.sightings, rejected=refused))
                         else:
-                            rows = make_rows(batch.sightings)
+                            rows = make_rows(batch.sightings, rejected=refused)
+                        if refused:
+                            batch = msgspec.structs.replace(batch, rejected=[*batch.rejected, *refused])
                         await send.send((batch, rows))
             except Exception as exc:
                 await send.send(exc)

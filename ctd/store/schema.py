@@ -3,10 +3,51 @@
 from __future__ import annotations
 
 import sqlite3
+import time
+from collections.abc import Callable
 
-# Each entry migrates from version i to i+1. Never edit a shipped migration:
-# append a new one.
-MIGRATIONS: list[str] = [
+import structlog
+
+from ctd.valuegate import value_problem
+
+log = structlog.get_logger("ctd.store")
+
+
+def _retract_values_failing_the_gate(conn: sqlite3.Connection) -> None:
+    """Retract every stored value the value gate refuses (see migration 10 below).
+
+    Every source's entry is retracted, with the reason in its comments, and the
+    indicator made inactive, as if each source had retracted it: the next
+    sharing pass withdraws it from every destination that holds it, like any
+    retraction. Nothing is deleted: the provenance and the delivery ledger keep
+    their history. The indicator's other fields are left as they were.
+    """
+    refused = [
+        (iid, type_, reason)
+        for iid, type_, value in conn.execute("SELECT id, type, value FROM indicator")  # streamed, not held
+        if (reason := value_problem(value, type_)) is not None
+    ]
+    now = int(time.time())
+    for iid, _, reason in refused:
+        note = f"retracted by ctd: stored before the value gate, which refuses it ({reason})"
+        conn.execute("UPDATE sighting SET retracted = 1, comments = ? WHERE iid = ?", (note, iid))
+        conn.execute(
+            "UPDATE indicator SET active = 0, expires_at = NULL, tags = '[]', comments = ?, changed_at = ? "
+            "WHERE id = ?",
+            (note, now, iid),
+        )
+    # One line, whatever the count: the values themselves may be huge or hostile, so examples name type and id.
+    (log.warning if refused else log.info)(
+        "stored values checked against the value gate; those it refuses retracted",
+        ctd_event="store_values_retracted",
+        ctd_count=len(refused),
+        examples=[f"{type_} #{iid}: {reason}" for iid, type_, reason in refused[:5]],
+    )
+
+
+# Each entry migrates from version i to i+1: SQL, or a function for what SQL
+# cannot say. Never edit a shipped migration: append a new one.
+MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [
     # 1: indicators, per-source provenance, sources with checkpoints.
     """
     CREATE TABLE source (
@@ -198,6 +239,11 @@ MIGRATIONS: list[str] = [
         ON CONFLICT (shid, state) DO UPDATE SET n = n + 1;
     END;
     """,
+    # 10: values an older ctd stored before the value gate (ctd.valuegate.value_problem)
+    # refused them (control characters, line breaks, over-long values...): line
+    # renderers refuse them, but JSON destinations still received them and ctdctl
+    # cannot name them. Retracted from every source, so sharing withdraws them.
+    _retract_values_failing_the_gate,
 ]
 
 # PRAGMA application_id of a ctd database (b"ctd1" as a big-endian integer), set by migration 9.
@@ -212,8 +258,12 @@ def migrate(conn: sqlite3.Connection) -> int:
     for i in range(version, len(MIGRATIONS)):
         conn.execute("BEGIN IMMEDIATE")
         try:
-            for stmt in _statements(MIGRATIONS[i]):
-                conn.execute(stmt)
+            step = MIGRATIONS[i]
+            if callable(step):
+                step(conn)
+            else:
+                for stmt in _statements(step):
+                    conn.execute(stmt)
             conn.execute(f"PRAGMA user_version = {i + 1}")
             conn.execute("COMMIT")
         except BaseException:
