@@ -124,7 +124,8 @@ class Commands(SharingCommands, AdminCommands):
         try:
             return await self.d.reload()
         except ConfigError as exc:
-            raise ControlError(f"config rejected, still running the previous one: {exc}") from None
+            path = self.d.config.path
+            raise ControlError(f"config {path} rejected, still running the previous one: {exc}") from None
 
     async def show(self, args: dict[str, Any]) -> list[dict[str, Any]]:
         value = args.get("value")

@@ -34,6 +34,10 @@ CODE_ERROR: Final = "error"
 CODE_INTERNAL: Final = "internal"
 CODE_BUSY: Final = "busy"
 
+# The file where a running daemon says where its socket is (ctd.control.published), read by
+# ctdctl when the config file does not parse.
+PUBLISHED_NAME: Final = "control.json"
+
 
 class Request(msgspec.Struct, frozen=True):
     """A ctdctl request: command name plus keyword arguments."""
@@ -50,6 +54,14 @@ class Peer(msgspec.Struct, frozen=True):
     uid: int
     gid: int
     groups: tuple[int, ...] = ()  # supplementary groups, as the kernel saw them at connect()
+
+
+class Published(msgspec.Struct, frozen=True):
+    """What the daemon publishes about its control socket (absolute paths)."""
+
+    socket: str
+    config: str
+    pid: int
 
 
 class OkReply(msgspec.Struct, kw_only=True):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import socket
 import tomllib
 from collections.abc import Generator
@@ -11,7 +12,7 @@ from typing import Any, Final
 
 import msgspec
 
-from ctd.control.protocol import Reply, decode_reply, encode_request
+from ctd.control.protocol import PUBLISHED_NAME, Published, Reply, decode_reply, encode_request
 from ctd.errors import CtdError
 
 DEFAULT_SOCKET: Final = "/run/ctd/ctd.sock"
@@ -141,24 +142,80 @@ class _Lines:
 
 # --- socket path --------------------------------------------------------------
 
+PUBLISHED_DIRS: Final = ("/run/ctd",)  # where a daemon under the unit publishes (after $RUNTIME_DIRECTORY)
+_MAX_CONFIG: Final = 4 * 1024 * 1024  # bytes of a config read leniently
 
-def resolve_socket(socket_arg: str | None, config_arg: str | None, environ: dict[str, str] | None = None) -> str:
-    """--socket, else $CTD_SOCKET, else [daemon].socket of --config/$CTD_CONFIG, else the default."""
+
+def resolve_socket(
+    socket_arg: str | None,
+    config_arg: str | None,
+    environ: dict[str, str] | None = None,
+    notes: list[str] | None = None,
+) -> str:
+    """--socket, else $CTD_SOCKET, else [daemon].socket of --config/$CTD_CONFIG, else the default.
+
+    A config that does not parse (an operator is editing it) must not cut ctdctl off
+    from the daemon: then the socket is the ``[daemon]`` table's ``socket = "..."`` line
+    if one can be read, else the one the daemon published for this config file
+    (``ctd.control.published``), else the default. ``notes`` receives a line saying so.
+    """
     env = os.environ if environ is None else environ
     if socket_arg:
         return socket_arg
     if env.get("CTD_SOCKET"):
         return env["CTD_SOCKET"]
     config = config_arg or env.get("CTD_CONFIG")
-    if config:
-        try:
-            with open(config, "rb") as f:
-                doc = tomllib.load(f)
-        except OSError as exc:
-            raise ConnectError(f"cannot read config {config}: {exc.strerror or exc}") from exc
-        except tomllib.TOMLDecodeError as exc:
-            raise ConnectError(f"cannot parse config {config}: {exc}") from exc
-        daemon = doc.get("daemon", {})
-        path = daemon.get("socket") if isinstance(daemon, dict) else None
-        return path if isinstance(path, str) and path else DEFAULT_SOCKET
-    return DEFAULT_SOCKET
+    if not config:
+        return DEFAULT_SOCKET
+    try:
+        with open(config, "rb") as f:
+            raw = f.read(_MAX_CONFIG)
+    except OSError as exc:
+        raise ConnectError(f"cannot read config {config}: {exc.strerror or exc}") from exc
+    try:
+        doc = tomllib.loads(raw.decode("utf-8", "replace"))
+    except tomllib.TOMLDecodeError as exc:
+        path, how = _fallback_socket(raw, config, env)
+        if notes is not None:
+            notes.append(f"config {config} does not parse ({exc}); using {how} {path}")
+        return path
+    daemon = doc.get("daemon", {})
+    path = daemon.get("socket") if isinstance(daemon, dict) else None
+    return path if isinstance(path, str) and path else DEFAULT_SOCKET
+
+
+_TABLE = re.compile(rb"^\s*\[\s*([^\]]*?)\s*\]\s*(#.*)?$")
+_SOCKET_LINE = re.compile(rb"""^\s*socket\s*=\s*(?:"([^"\\]*)"|'([^']*)')\s*(#.*)?$""")
+
+
+def _fallback_socket(raw: bytes, config: str, env: dict[str, str]) -> tuple[str, str]:
+    """The socket of a config that does not parse, and how it was found."""
+    table = None
+    for line in raw.splitlines():
+        if m := _TABLE.match(line):
+            table = m.group(1)
+        elif table == b"daemon" and (m := _SOCKET_LINE.match(line)):
+            value = (m.group(1) if m.group(1) is not None else m.group(2)).decode("utf-8", "replace")
+            if value:
+                return value, "the socket its [daemon] table names,"
+    dirs = [d for d in (env.get("RUNTIME_DIRECTORY") or "").split(":") if d] + list(PUBLISHED_DIRS)
+    for directory in dirs:
+        published = _published(os.path.join(directory, PUBLISHED_NAME))
+        if published is not None and _same_file(published.config, config):
+            return published.socket, "the socket the daemon published,"
+    return DEFAULT_SOCKET, "the default socket"
+
+
+def _published(path: str) -> Published | None:
+    try:
+        with open(path, "rb") as f:
+            return msgspec.json.decode(f.read(4096), type=Published)
+    except (OSError, msgspec.DecodeError):
+        return None
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.abspath(a) == os.path.abspath(b)

@@ -113,17 +113,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     out, err = sys.stdout, sys.stderr
+    socket = _Socket(args, err)
     try:
         if args.command == "completion":
             out.write(bash_completion(parser))
             return EXIT_OK
         # The socket is resolved on connecting: `version` prints the client's first.
-        code = admin.run(args, lambda **kw: ControlClient(resolve_socket(args.socket, args.config), **kw), out)
+        code = admin.run(args, lambda **kw: ControlClient(socket.path(), **kw), out)
         if code is not None:
             return code
-        path = resolve_socket(args.socket, args.config)
-        return _run(args, path, out, err)
+        return _run(args, socket.path(), out, err)
     except ConnectError as exc:
+        socket.tell_notes()
         _complain(err, str(exc))
         return EXIT_CONNECT
     except DaemonError as exc:
@@ -134,6 +135,31 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_OK
     except KeyboardInterrupt:
         return 130
+
+
+class _Socket:
+    """The socket path, resolved once; how it was found when the config does not parse goes to stderr.
+
+    For ``reload`` that note is kept back unless the daemon cannot be reached: the
+    daemon's own verdict on the file is the one line the operator needs.
+    """
+
+    def __init__(self, args: argparse.Namespace, err: TextIO) -> None:
+        self._args, self._err = args, err
+        self._path: str | None = None
+        self._notes: list[str] = []
+
+    def path(self) -> str:
+        if self._path is None:
+            self._path = resolve_socket(self._args.socket, self._args.config, notes=self._notes)
+            if self._args.command != "reload":
+                self.tell_notes()
+        return self._path
+
+    def tell_notes(self) -> None:
+        for note in self._notes:
+            _complain(self._err, note)
+        self._notes.clear()
 
 
 def _run(args: argparse.Namespace, path: str, out: TextIO, err: TextIO) -> int:

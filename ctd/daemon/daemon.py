@@ -8,6 +8,7 @@ touches only what changed.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -20,6 +21,7 @@ import trio
 from ctd.ask import Ask, ask
 from ctd.config import Config, ConfigDiff, PluginConfig, diff_named, load_config
 from ctd.config_warnings import log_warnings
+from ctd.control.published import publish_socket
 from ctd.control.server import serve_control
 from ctd.daemon.supervisor import Supervisor
 from ctd.daemon.wiring import (
@@ -115,13 +117,18 @@ class Daemon:
         log_warnings(cfg)
         async with trio.open_nursery() as root:
             await self._open_store(root)
-            with trio.open_signal_receiver(signal.SIGHUP, signal.SIGTERM, signal.SIGINT) as signals:
+            with (
+                trio.open_signal_receiver(signal.SIGHUP, signal.SIGTERM, signal.SIGINT) as signals,
+                contextlib.ExitStack() as published,
+            ):
                 if control is not None:
                     await root.start(
                         partial(serve_control, socket_group=cfg.daemon.socket_group),
                         cfg.daemon.socket,
                         control,
                     )
+                    # ctdctl finds the socket here when the config file no longer parses.
+                    published.enter_context(publish_socket(cfg.daemon.socket, cfg.path))
                 async with trio.open_nursery() as actors:
                     self._sources = Supervisor(actors, "source")
                     self._sharings = Supervisor(actors, "sharing")
