@@ -338,9 +338,9 @@ async def test_show_found(daemon: FakeDaemon, sock_path: str, capsys: pytest.Cap
     assert "SOURCE" in out and "feed1" in out
 
 
-async def test_show_not_found_exits_1(daemon: FakeDaemon, sock_path: str, capsys: pytest.CaptureFixture[str]) -> None:
-    """`indicators show` of an unknown value exits 1 with 'no indicator VALUE'."""
-    assert await ctdctl("--socket", sock_path, "indicators", "show", "nice.example") == 1
+async def test_show_not_found_exits_4(daemon: FakeDaemon, sock_path: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """`indicators show` of an unknown value exits 4 (not found) with 'no indicator VALUE'."""
+    assert await ctdctl("--socket", sock_path, "indicators", "show", "nice.example") == 4
     assert "no indicator nice.example" in capsys.readouterr().err
 
 

@@ -13,9 +13,9 @@ import structlog
 from ctd import __version__
 from ctd.canon import candidates
 from ctd.control.access import ADMIN, READ, AccessPolicy
-from ctd.control.commands_admin import AdminCommands
+from ctd.control.commands_admin import AdminCommands, known_name
 from ctd.control.commands_sharing import SharingCommands
-from ctd.errors import BadRequest, ConfigError, ControlError
+from ctd.errors import BadRequest, ConfigError, ControlError, NotFound
 from ctd.model import INDICATOR_TYPES
 
 if TYPE_CHECKING:
@@ -58,6 +58,7 @@ class Commands(SharingCommands, AdminCommands):
             "checkpoint.set": (ADMIN, self.checkpoint_set),
             "plugins.check": (ADMIN, self.plugins_check),
             "indicators.retract": (ADMIN, self.indicators_retract),
+            "indicators.unretract": (ADMIN, self.indicators_unretract),
             "rules.mute": (ADMIN, self.rules_mute),
             "rules.unmute": (ADMIN, self.rules_unmute),
         }
@@ -117,7 +118,10 @@ class Commands(SharingCommands, AdminCommands):
         name = args.get("source")
         if not isinstance(name, str):
             raise BadRequest("sync needs a source name")
-        result = await self.d.sync(name)  # NotFound for a name that is not a running source
+        if name not in self.d.sources.names():
+            known = ", ".join(sorted(self.d.sources.names())) or "none running"
+            raise NotFound(f"no pulling source named {name!r} (known: {known})")
+        result = await self.d.sync(name)  # NotFound if it stopped meanwhile
         return msgspec.structs.asdict(result)
 
     async def reload(self, args: dict[str, Any]) -> dict[str, Any]:
@@ -132,23 +136,34 @@ class Commands(SharingCommands, AdminCommands):
         if not isinstance(value, str) or not value.strip():
             raise BadRequest("show needs a value")
         type_ = args.get("type")
-        if type_ is not None and type_ not in INDICATOR_TYPES:
-            raise BadRequest(f"unknown indicator type {type_!r}")
+        if type_ is not None:
+            known_name(type_, INDICATOR_TYPES, "indicator type")
         return await self.d.store.show(candidates(value, type_), value)
+
+    async def _filters(self, args: dict[str, Any]) -> tuple[str | None, str | None]:
+        """--type and --source of search/export: a name that matches nothing is an error, not an empty answer."""
+        type_, source = args.get("type"), args.get("source")
+        if type_ is not None:
+            known_name(type_, INDICATOR_TYPES, "indicator type")
+        if source is not None and source not in self.d.config.plugins:
+            # A source removed from the config may still have indicators in the store.
+            known_name(source, {*self.d.config.plugins, *await self.d.store.source_counts()}, "source")
+        return type_, source
 
     async def search(self, args: dict[str, Any]) -> list[dict[str, Any]]:
         limit = args.get("limit", 100)
         if not isinstance(limit, int) or not 1 <= limit <= 100000:
             raise BadRequest("limit must be between 1 and 100000")
+        type_, source = await self._filters(args)
         return await self.d.store.search(
-            type_=args.get("type"),
-            source=args.get("source"),
+            type_=type_,
+            source=source,
             active=_opt_bool(args, "active"),
             limit=limit,
         )
 
     async def export(self, args: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
-        type_, source, active = args.get("type"), args.get("source"), _opt_bool(args, "active")
+        (type_, source), active = await self._filters(args), _opt_bool(args, "active")
 
         async def items() -> AsyncIterator[dict[str, Any]]:
             after = 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -14,7 +15,7 @@ from ctd import __version__
 from ctd.canon import candidates
 from ctd.config import parse_duration
 from ctd.config_warnings import tls_unverified
-from ctd.errors import BadRequest, ControlError, describe
+from ctd.errors import BadRequest, NotFound, describe
 from ctd.model import INDICATOR_TYPES, iso, now, parse_time
 from ctd.plugins import adapter_class, open_adapter
 
@@ -24,6 +25,15 @@ if TYPE_CHECKING:
 log = structlog.get_logger("ctd.control")
 
 CHECK_TIMEOUT = 30.0
+
+
+def known_name(name: Any, known: Iterable[str], what: str) -> str:
+    """``name`` if it is one of ``known``; else an error listing them (never a silent no-op)."""
+    names = sorted(known)
+    if isinstance(name, str) and name in names:
+        return name
+    listed = ", ".join(names) if names else "none configured"
+    raise BadRequest(f"unknown {what} {name!r} (known: {listed})")
 
 
 def _when(text: Any, what: str) -> int:
@@ -49,7 +59,8 @@ class AdminCommands:
         name = args.get(key)
         plugins = self.d.config.plugins
         if not isinstance(name, str) or name not in plugins or (pulling and not plugins[name].pull):
-            raise BadRequest(f"no {'pulling ' if pulling else ''}plugin named {name!r}")
+            known = ", ".join(sorted(n for n, p in plugins.items() if p.pull or not pulling)) or "none configured"
+            raise NotFound(f"no {'pulling ' if pulling else ''}plugin named {name!r} (known: {known})")
         return name
 
     async def checkpoint_show(self, args: dict[str, Any]) -> dict[str, Any]:
@@ -125,29 +136,63 @@ class AdminCommands:
             message = "this adapter has no connectivity check"
         return {"plugin": name, "ok": ok, "message": message}
 
-    async def indicators_retract(self, args: dict[str, Any]) -> dict[str, Any]:
-        """Manual retraction (audited): for one source, or for every source."""
+    def _indicator_args(self, args: dict[str, Any], what: str) -> tuple[str, str | None, str | None]:
+        """VALUE, --source and --type of retract/unretract, checked (unknown ones listed)."""
         value = args.get("value")
         if not isinstance(value, str) or not value.strip():
-            raise BadRequest("retract needs a value")
+            raise BadRequest(f"{what} needs a value")
         source = args.get("source")
-        if source is not None and source not in self.d.config.plugins:
-            raise BadRequest(f"no plugin named {source!r}")
+        if source is not None:
+            known_name(source, self.d.config.plugins, "source")
         type_ = args.get("type")
-        if type_ is not None and type_ not in INDICATOR_TYPES:
-            raise BadRequest(f"unknown indicator type {type_!r}")
-        rows = await self.d.store.retract(candidates(value, type_), source=source, now=now())
+        if type_ is not None:
+            known_name(type_, INDICATOR_TYPES, "indicator type")
+        return value, source, type_
+
+    async def indicators_retract(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Manual retraction (audited), kept against re-reports until lifted or ``until``."""
+        value, source, type_ = self._indicator_args(args, "retract")
+        until = None
+        if args.get("until") is not None:
+            until = _when(args.get("until"), "--until")
+            if until <= now():
+                raise BadRequest("--until must be in the future")
+        rows = await self.d.store.retract(candidates(value, type_), source=source, now=now(), until=until)
         if rows is None:
-            raise ControlError(f"no indicator {value}")
+            raise NotFound(f"no indicator {value}")
         log.info(
             "indicator retracted by operator",
             ctd_event="indicator_retracted_manually",
             value=value,
             ctd_source=source,
             ctd_count=rows,
+            until=iso(until),
         )
         self.d.wake_sharing()
-        return {"value": value, "source": source, "retracted": rows}
+        return {"value": value, "source": source, "retracted": rows, "until": iso(until)}
+
+    async def indicators_unretract(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Lift an operator's retraction (audited): the value counts again from a source's next report."""
+        value, source, type_ = self._indicator_args(args, "unretract")
+        lifted = await self.d.store.unretract(candidates(value, type_), source=source)
+        if lifted is None:
+            raise NotFound(f"no indicator {value}")
+        if not lifted:
+            whose = f" for source {source!r}" if source else ""
+            raise NotFound(f"{value} has no operator retraction{whose} (see `ctdctl indicators show {value}`)")
+        log.info(
+            "operator retraction lifted",
+            ctd_event="indicator_unretracted_manually",
+            value=value,
+            ctd_source=source,
+            ctd_count=lifted,
+        )
+        return {
+            "value": value,
+            "source": source,
+            "lifted": lifted,
+            "note": "the value counts again from each source's next report (`ctdctl sync SOURCE` pulls now)",
+        }
 
     async def rules_mute(self, args: dict[str, Any]) -> dict[str, Any]:
         name = self._rule_name(args)  # type: ignore[attr-defined]

@@ -18,7 +18,7 @@ Resource handling:
     handler's async iterator is closed). Nothing a client does can stop the server.
 
 Error handling:
-    ``PermissionDenied`` -> code ``denied``, ``BadRequest`` -> ``bad_request``,
+    ``PermissionDenied`` -> code ``denied``, ``NotFound`` -> ``not_found``, ``BadRequest`` -> ``bad_request``,
     any other ``CtdError`` -> ``error``, any other ``Exception`` -> logged and
     ``internal``. ``trio.Cancelled`` (a ``BaseException``) is never caught.
 """
@@ -42,6 +42,7 @@ from ctd.control.protocol import (
     CODE_DENIED,
     CODE_ERROR,
     CODE_INTERNAL,
+    CODE_NOT_FOUND,
     MAX_REQUEST_LINE,
     ItemLine,
     Peer,
@@ -52,7 +53,7 @@ from ctd.control.protocol import (
     error_reply,
     ok_reply,
 )
-from ctd.errors import BadRequest, ConfigError, CtdError, PermissionDenied
+from ctd.errors import BadRequest, ConfigError, CtdError, NotFound, PermissionDenied
 
 __all__ = ["ConnectionLimits", "Dispatch", "Peer", "Request", "SocketInUseError", "serve_control"]
 
@@ -322,6 +323,8 @@ def _classify(exc: Exception, request: Request) -> tuple[str, str]:
     match exc:
         case PermissionDenied():
             return CODE_DENIED, str(exc) or "permission denied"
+        case NotFound():
+            return CODE_NOT_FOUND, str(exc) or "not found"
         case BadRequest():
             return CODE_BAD_REQUEST, str(exc) or "bad request"
         case CtdError():

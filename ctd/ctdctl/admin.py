@@ -56,10 +56,23 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def add_indicator_actions(isub: Any, common: argparse.ArgumentParser) -> None:
-    """``indicators retract``."""
-    p = isub.add_parser("retract", parents=[common], help="retract an indicator by hand (one source or all)")
+    """``indicators retract`` and ``indicators unretract``."""
+    p = isub.add_parser(
+        "retract",
+        parents=[common],
+        help="retract an indicator by hand (one source or all), kept against re-reports until lifted",
+    )
     p.add_argument("value", metavar="VALUE")
     p.add_argument("--source", metavar="S", help="only this source's sighting (default: every source)")
+    p.add_argument("--type", metavar="T")
+    p.add_argument(
+        "--until",
+        metavar="WHEN",
+        help="keep it retracted until then: ISO 8601 time or a duration from now (2h, 7d); default: until unretract",
+    )
+    p = isub.add_parser("unretract", parents=[common], help="lift an operator's retraction of an indicator")
+    p.add_argument("value", metavar="VALUE")
+    p.add_argument("--source", metavar="S", help="only the retraction for this source (default: all of them)")
     p.add_argument("--type", metavar="T")
 
 
@@ -96,8 +109,13 @@ def run(args: argparse.Namespace, connect: Connect, out: TextIO) -> int | None:
             emit(out, data, as_json, plugins_check)
             return EXIT_OK if data.get("ok") else EXIT_FAILED
         case "indicators", "retract":
-            data = connect().call("indicators.retract", value=args.value, source=args.source, type=args.type)
+            data = connect().call(
+                "indicators.retract", value=args.value, source=args.source, type=args.type, until=args.until
+            )
             emit(out, data, as_json, retract)
+        case "indicators", "unretract":
+            data = connect().call("indicators.unretract", value=args.value, source=args.source, type=args.type)
+            emit(out, data, as_json, unretract)
         case "rules", "mute":
             emit(out, connect().call("rules.mute", name=args.name, until=args.until), as_json, mute)
         case "rules", "unmute":
@@ -230,8 +248,24 @@ def retract(out: TextIO, data: dict[str, Any]) -> None:
             ("value", data.get("value")),
             ("source", source if source is not None else "all sources"),
             ("retracted", data.get("retracted", 0)),
+            ("kept until", data.get("until") or "lifted (ctdctl indicators unretract)"),
         ],
     )
+
+
+def unretract(out: TextIO, data: dict[str, Any]) -> None:
+    """``ctdctl indicators unretract``: how many operator retractions were lifted, and what happens next."""
+    source = data.get("source")
+    kv(
+        out,
+        [
+            ("value", data.get("value")),
+            ("source", source if source is not None else "all sources"),
+            ("lifted", data.get("lifted", 0)),
+        ],
+    )
+    if data.get("note"):
+        out.write(f"\n{data['note']}\n")
 
 
 def mute(out: TextIO, data: dict[str, Any]) -> None:

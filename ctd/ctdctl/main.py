@@ -1,7 +1,8 @@
 """ctdctl: talk to a running ctd over its control socket.
 
-Exit codes: 0 ok; 1 cannot reach the daemon, or nothing found; 2 the daemon
-reported an error (its message goes to stderr).
+Exit codes (docs/ctdctl.md has the table): 0 ok; 1 cannot reach the daemon;
+2 usage error or the daemon reported an error (its message goes to stderr);
+4 what the command names does not exist; 130 interrupted.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import os
 import sys
 from typing import Any, TextIO
 
+from ctd.control.protocol import CODE_NOT_FOUND
 from ctd.ctdctl import admin as admin
 from ctd.ctdctl import render as render
 from ctd.ctdctl import render_sharing as render_sharing
@@ -18,8 +20,12 @@ from ctd.ctdctl.client import DEFAULT_SOCKET, ConnectError, ControlClient, Daemo
 from ctd.ctdctl.completion import bash_completion
 from ctd.ctdctl.escape import escape
 
-EXIT_OK, EXIT_NOT_FOUND, EXIT_DAEMON_ERROR = 0, 1, 2
-EXIT_CONNECT = 1
+# One table for every command (docs/ctdctl.md "Exit codes"); 3 and 5-9 are left for more.
+EXIT_OK = 0
+EXIT_CONNECT = 1  # the daemon cannot be reached, or --config cannot be read
+EXIT_DAEMON_ERROR = 2  # the daemon refused or failed the request; argparse's usage errors are 2 too
+EXIT_NOT_FOUND = 4  # the value, source, rule, sharing or plugin named does not exist (as systemctl's 4)
+EXIT_INTERRUPTED = 130
 
 
 # --- command line -------------------------------------------------------------
@@ -70,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = isub.add_parser("export", parents=[common], help="stream indicators as JSON lines or CSV")
     p.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
     p.add_argument("--type", metavar="T")
+    p.add_argument("--source", metavar="S")
     _add_active_flags(p)
     admin.add_indicator_actions(isub, common)
 
@@ -129,12 +136,12 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_CONNECT
     except DaemonError as exc:
         _complain(err, exc.message)
-        return EXIT_DAEMON_ERROR
+        return EXIT_NOT_FOUND if exc.code == CODE_NOT_FOUND else EXIT_DAEMON_ERROR
     except BrokenPipeError:  # `ctdctl ... | head`
         _silence_stdout()
         return EXIT_OK
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
 
 
 class _Socket:
@@ -209,7 +216,7 @@ def _run_indicators(args: argparse.Namespace, client: ControlClient, out: TextIO
             if not data and not args.json:
                 _complain(err, "no matching indicators")
         case "export":
-            items = client.stream("indicators.export", type=args.type, active=args.active)
+            items = client.stream("indicators.export", type=args.type, source=args.source, active=args.active)
             if args.json or args.format == "jsonl":
                 render.write_jsonl(out, items)
             else:

@@ -273,6 +273,14 @@ def indicators_show(out: TextIO, data: list[dict[str, Any]]) -> None:
                 for s in ind.get("sources") or []
             ],
         )
+        holds = ind.get("operator_retraction") or []
+        if holds:
+            out.write("\n")
+            table(
+                out,
+                ("RETRACTED_BY_OPERATOR", "SINCE", "UNTIL"),
+                [(h.get("source") or "all sources", h.get("since"), h.get("until") or "unretract") for h in holds],
+            )
         deliveries = ind.get("deliveries") or []
         if deliveries:
             out.write("\n")

@@ -243,6 +243,14 @@ def _log_batch(name: str, batch: Batch, res: IngestResult) -> None:
         retracted=res.retracted,
         ctd_count=len(batch.sightings),
     )
+    if res.held:
+        # The source re-reports values an operator retracted: they stay retracted (ctd/store/holds.py).
+        log.warning(
+            "source re-reported values an operator retracted; kept retracted",
+            ctd_event="indicator_retraction_kept",
+            ctd_count=res.held,
+            examples=list(res.held_examples),
+        )
     if batch.rejected:
         # One line per batch, never one per bad record.
         log.warning(

@@ -116,6 +116,18 @@ MIGRATIONS: list[str] = [
     ALTER TABLE indicator ADD COLUMN warninglist TEXT NOT NULL DEFAULT '';
     ALTER TABLE source ADD COLUMN guard TEXT;
     """,
+    # 8: an operator's retraction is kept against the source's re-reports
+    # (ctdctl indicators retract/unretract, ctd/store/holds.py). sid 0: every
+    # source, including ones that report the value later.
+    """
+    CREATE TABLE retraction_hold (
+        iid   INTEGER NOT NULL,
+        sid   INTEGER NOT NULL,
+        at    INTEGER NOT NULL,
+        until INTEGER,            -- NULL: until lifted (ctdctl indicators unretract)
+        PRIMARY KEY (iid, sid)
+    ) WITHOUT ROWID;
+    """,
 ]
 
 
