@@ -298,6 +298,14 @@ class Adapter:
 
     # -- destination (can_push) --------------------------------------------------------------
 
+    async def check_target(self, action: str, params: Any) -> str | None:
+        """For ``ctdctl plugins check``: can this sharing's target be written (a directory writable...)?
+
+        Raise an ``AdapterError`` saying what is wrong; return what was found. None: no such check
+        (the connectivity test of ``check`` covers it).
+        """
+        return None
+
     async def push(self, action: str, params: Any, items: list[ShareItem]) -> PushResult:
         """Add or update ``items`` at an incremental target."""
         raise NotImplementedError(f"{type(self).__name__} cannot push")

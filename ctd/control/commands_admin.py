@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -50,6 +50,17 @@ def _when(text: Any, what: str) -> int:
         raise BadRequest(
             f"cannot read {what} {text!r}: use ISO 8601 (2026-12-01T08:00:00Z) or a duration (2h)"
         ) from None
+
+
+async def _check(what: str, call: Awaitable[str | None], note: str | None = None) -> dict[str, Any]:
+    """One check of ``plugins check``: its outcome, as a row (message None: the adapter has no such check)."""
+    try:
+        message = await call
+    except Exception as exc:
+        return {"check": what, "ok": False, "message": describe(exc)}
+    if message is not None and note:
+        message = f"{note}; {message}"
+    return {"check": what, "ok": True, "message": message if message is not None else note}
 
 
 class AdminCommands:
@@ -120,21 +131,37 @@ class AdminCommands:
         return out
 
     async def plugins_check(self, args: dict[str, Any]) -> dict[str, Any]:
-        """Connectivity test through the adapter's ``check()``."""
+        """The adapter's connectivity test, then each sharing target it is the destination of.
+
+        A destination-only plugin (a ``file`` plugin with ``pull = false``) has nothing to
+        connect to: what it writes is checked instead (params valid, directory writable).
+        """
         name = self._plugin_name(args)
         plugin = self.d.config.plugins[name]
+        sharings = sorted((n, sh) for n, sh in self.d.config.sharing.items() if sh.destination == name)
+        checks: list[dict[str, Any]] = []
         try:
             async with open_adapter(name, plugin) as adapter:
-                with trio.fail_after(CHECK_TIMEOUT):
-                    message = await adapter.check()
-            ok = True
-        except trio.TooSlowError:
-            ok, message = False, f"no answer within {CHECK_TIMEOUT:.0f}s"
+                with trio.move_on_after(CHECK_TIMEOUT) as scope:
+                    checks.append(await _check("connectivity", adapter.check()))
+                    for sharing, sh in sharings:
+                        what = f"sharing {sharing} ({sh.action})"
+                        checks.append(await _check(what, adapter.check_target(sh.action, sh.params), "params valid"))
+                if scope.cancelled_caught:
+                    checks.append(
+                        {"check": "deadline", "ok": False, "message": f"no answer within {CHECK_TIMEOUT:.0f}s"}
+                    )
         except Exception as exc:
-            ok, message = False, describe(exc)
-        if message is None:
+            checks.append({"check": "open", "ok": False, "message": describe(exc)})
+        ran = [c for c in checks if c["message"] is not None]
+        ok = all(c["ok"] for c in checks)
+        if not ran:
             message = "this adapter has no connectivity check"
-        return {"plugin": name, "ok": ok, "message": message}
+        elif len(ran) == 1 and ran[0]["check"] == "connectivity":
+            message = ran[0]["message"]
+        else:
+            message = "; ".join(f"{c['check']}: {c['message']}" for c in ran)
+        return {"plugin": name, "ok": ok, "message": message, "checks": ran}
 
     def _indicator_args(self, args: dict[str, Any], what: str) -> tuple[str, str | None, str | None]:
         """VALUE, --source and --type of retract/unretract, checked (unknown ones listed)."""

@@ -235,6 +235,12 @@ def plugins_list(out: TextIO, data: list[dict[str, Any]]) -> None:
 def plugins_check(out: TextIO, data: dict[str, Any]) -> None:
     """``ctdctl plugins check``: ``NAME: ok - message`` or ``NAME: FAILED - message``."""
     outcome = "ok" if data.get("ok") else "FAILED"
+    checks = data.get("checks") or []
+    if len(checks) > 1:  # a connectivity test and sharing targets: one line each
+        out.write(f"{data.get('plugin')}: {outcome}\n")
+        for c in checks:
+            out.write(f"  {c.get('check')}: {'ok' if c.get('ok') else 'FAILED'} - {c.get('message')}\n")
+        return
     message = data.get("message")
     out.write(f"{data.get('plugin')}: {outcome} - {message}\n" if message else f"{data.get('plugin')}: {outcome}\n")
 
