@@ -123,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     socket = _Socket(args, err)
     try:
         if args.command == "completion":
+            if args.json:  # a shell script has no JSON form: refused wherever --json stands
+                parser.error("completion prints a shell script; --json does not apply to it")
             out.write(bash_completion(parser))
             return EXIT_OK
         # The socket is resolved on connecting: `version` prints the client's first.
