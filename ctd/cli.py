@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         # The CLI wires the command handlers to the daemon: neither imports the other.
         daemon = Daemon(cfg)
         commands = Commands(daemon, AccessPolicy(cfg.daemon.socket_group, cfg.daemon.admin_group))
-        trio.run(daemon.run, commands.dispatch)
+        trio.run(daemon.run, commands.dispatch, commands.is_read)
     except CtdError as exc:
         log.error("daemon failed", error=str(exc))
         return 1

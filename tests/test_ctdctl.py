@@ -356,7 +356,7 @@ async def test_search_args_and_table(daemon: FakeDaemon, sock_path: str, capsys:
 async def test_export_jsonl(daemon: FakeDaemon, sock_path: str, capsys: pytest.CaptureFixture[str]) -> None:
     """`indicators export` writes one JSON object per line by default."""
     assert await ctdctl("--socket", sock_path, "indicators", "export", "--active") == 0
-    assert daemon.requests[-1].args == {"type": None, "active": True}
+    assert daemon.requests[-1].args == {"type": None, "source": None, "active": True}
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [r["value"] for r in rows] == ["evil.example", "bad.example"]
 

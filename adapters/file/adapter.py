@@ -272,6 +272,7 @@ class FileAdapter(Adapter):
 
             def next_batch() -> Batch:
                 lines, eof = reader.read(cfg.batch_size)
+                ctx.progress.bytes_read, ctx.progress.bytes_total = reader.offset, reader.size
                 sightings, rejected = parse(lines)
                 cp: dict[str, Any] = {"offset": reader.offset, "line": reader.line, "sig": reader.sig}
                 if eof:

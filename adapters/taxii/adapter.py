@@ -150,6 +150,8 @@ class TaxiiAdapter(Adapter):
             self.api.forget_on_404(resp)
             raise_for_status(resp, "TAXII get objects")
             envelope = decode(resp, "TAXII get objects")
+            ctx.progress.pages_read += 1  # TAXII gives no total
+            ctx.progress.bytes_read += len(resp.content)
             page_last = resp.headers.get("X-TAXII-Date-Added-Last")
             # Parsing patterns (ANTLR) costs ~0.3 ms each: keep a 1000-object page off the event loop.
             sightings, rejected = await trio.to_thread.run_sync(tmap.map_objects, envelope.get("objects", []), ctx.now)

@@ -63,6 +63,11 @@ class Commands(SharingCommands, AdminCommands):
             "rules.unmute": (ADMIN, self.rules_unmute),
         }
 
+    def is_read(self, cmd: str) -> bool:
+        """A command that changes nothing (logged at debug by the control server)."""
+        entry = self.handlers.get(cmd)
+        return entry is not None and entry[0] == READ
+
     async def dispatch(self, request: Any, peer: Any) -> Any:
         entry = self.handlers.get(request.cmd)
         if entry is None:
@@ -74,8 +79,9 @@ class Commands(SharingCommands, AdminCommands):
             raise BadRequest("args must be an object")
         return await handler(args)
 
-    async def _sources(self) -> list[dict[str, Any]]:
-        counts = await self.d.store.source_counts()
+    async def _sources(self, with_counts: bool = True) -> list[dict[str, Any]]:
+        # Without counts (ctdctl sync polling for progress) this reads no table.
+        counts = await self.d.store.source_counts() if with_counts else {}
         out = []
         for name in self.d.sources.names():
             handle = self.d.sources.get(name)
@@ -112,7 +118,7 @@ class Commands(SharingCommands, AdminCommands):
         }
 
     async def list_sources(self, args: dict[str, Any]) -> list[dict[str, Any]]:
-        return await self._sources()
+        return await self._sources(with_counts=_opt_bool(args, "counts") is not False)
 
     async def sync(self, args: dict[str, Any]) -> dict[str, Any]:
         name = args.get("source")

@@ -14,7 +14,7 @@ from typing import Any, Final, Protocol, TextIO
 import msgspec
 
 from ctd import __version__
-from ctd.ctdctl.render import cell, emit, kv, table, to_json
+from ctd.ctdctl.render import cell, emit, human_bytes, kv, table, to_json
 from ctd.ctdctl.render_sharing import LEDGER_STATES
 from ctd.errors import CtdError
 
@@ -280,16 +280,7 @@ def mute(out: TextIO, data: dict[str, Any]) -> None:
     kv(out, [("rule", data.get("rule")), ("muted until", until if until else "not muted")])
 
 
-def human_size(n: Any) -> str:
-    """Bytes in binary units: ``512 B``, ``1.5 KiB``, ``3.2 MiB``."""
-    if not isinstance(n, (int, float)) or isinstance(n, bool):
-        return cell(n)
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{int(size)} B" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    raise AssertionError("unreachable")
+human_size = human_bytes
 
 
 def stats(out: TextIO, data: dict[str, Any]) -> None:

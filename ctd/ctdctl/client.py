@@ -5,9 +5,10 @@ from __future__ import annotations
 import errno
 import os
 import re
+import select
 import socket
 import tomllib
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from typing import Any, Final
 
 import msgspec
@@ -53,6 +54,20 @@ class ControlClient:
     def call(self, cmd: str, /, **args: Any) -> Any:
         """Run a plain command and return its data; raise ``DaemonError`` on an error reply."""
         with self._open(cmd, args) as lines:
+            reply = self._next_reply(lines)
+            if reply.ok is True and reply.data is not msgspec.UNSET:
+                return reply.data
+            raise self._error(reply)
+
+    def call_ticking(self, cmd: str, tick: Callable[[], None], interval: float, /, **args: Any) -> Any:
+        """``call``, running ``tick()`` every ``interval`` seconds while the daemon has not answered.
+
+        One thread: ``select`` waits on the connection with the interval as its timeout, so
+        ``tick`` (a progress display polling over another connection) runs between waits.
+        """
+        with self._open(cmd, args) as lines:
+            while not lines.ready(interval):
+                tick()
             reply = self._next_reply(lines)
             if reply.ok is True and reply.data is not msgspec.UNSET:
                 return reply.data
@@ -131,6 +146,11 @@ class _Lines:
 
     def readline(self) -> bytes:
         return self._file.readline()
+
+    def ready(self, timeout: float) -> bool:
+        """Whether the reply has started to arrive (nothing was read yet: the file's buffer is empty)."""
+        readable, _, _ = select.select([self._sock], [], [], timeout)
+        return bool(readable)
 
     def __enter__(self) -> _Lines:
         return self

@@ -19,6 +19,7 @@ from ctd.ctdctl import render_sharing as render_sharing
 from ctd.ctdctl.client import DEFAULT_SOCKET, ConnectError, ControlClient, DaemonError, resolve_socket
 from ctd.ctdctl.completion import bash_completion
 from ctd.ctdctl.escape import escape
+from ctd.ctdctl.progress import SyncProgress
 
 # One table for every command (docs/ctdctl.md "Exit codes"); 3 and 5-9 are left for more.
 EXIT_OK = 0
@@ -182,8 +183,8 @@ def _run(args: argparse.Namespace, path: str, out: TextIO, err: TextIO) -> int:
             data = client.call("sources")
             _emit(out, data, as_json, render.sources)
         case "sync":
-            # A pull can take long: the daemon decides when it is over.
-            data = ControlClient(path, timeout=None).call("sync", source=args.source)
+            # A pull can take long: the daemon decides when it is over. Meanwhile its progress is shown.
+            data = _sync_with_progress(args, path, err)
             _emit(out, data, as_json, render.sync)
             if data.get("error") is not None:
                 _complain(err, f"sync {args.source} failed: {data['error']}")
@@ -257,6 +258,18 @@ def _run_sharing(args: argparse.Namespace, client: ControlClient, path: str, out
         case other:
             raise AssertionError(f"unhandled sharing action {other!r}")
     return EXIT_OK
+
+
+def _sync_with_progress(args: argparse.Namespace, path: str, err: TextIO) -> Any:
+    syncing = ControlClient(path, timeout=None)
+    if args.json:
+        return syncing.call("sync", source=args.source)
+    poll = ControlClient(path, timeout=10.0)
+    shown = SyncProgress(args.source, lambda: poll.call("sources", counts=False), err, _is_terminal(err))
+    try:
+        return syncing.call_ticking("sync", shown.tick, shown.interval, source=args.source)
+    finally:
+        shown.done()
 
 
 _emit = render.emit

@@ -12,6 +12,7 @@ import contextlib
 import os
 import signal
 import time
+from collections.abc import Callable
 from functools import partial
 from typing import Any, TypeVar
 
@@ -95,8 +96,9 @@ class Daemon:
 
     # -- lifecycle -------------------------------------------------------------
 
-    async def run(self, control: ControlHandler | None = None) -> None:
-        """Run until SIGTERM/SIGINT. ``control`` answers the control socket (none is bound without it).
+    async def run(self, control: ControlHandler | None = None, read_only: Callable[[str], bool] | None = None) -> None:
+        """Run until SIGTERM/SIGINT. ``control`` answers the control socket (none is bound without it);
+        ``read_only`` says which of its commands change nothing (audited at debug level).
 
         Whoever builds the daemon hands in the handler (the CLI: ``Commands(daemon, policy).dispatch``),
         so the daemon does not import the command handlers and they do not import it.
@@ -123,7 +125,7 @@ class Daemon:
             ):
                 if control is not None:
                     await root.start(
-                        partial(serve_control, socket_group=cfg.daemon.socket_group),
+                        partial(serve_control, socket_group=cfg.daemon.socket_group, read_only=read_only),
                         cfg.daemon.socket,
                         control,
                     )

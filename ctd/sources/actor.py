@@ -22,8 +22,9 @@ from ctd.ask import Ask, answer, close_inbox
 from ctd.config import PluginConfig
 from ctd.errors import describe
 from ctd.guard import Guard, load_guard
-from ctd.model import Batch, PullContext, iso, now
+from ctd.model import Batch, PullContext, PullProgress, iso, now
 from ctd.policy import deadline, expected, next_attempt, real_cause
+from ctd.sources import progress
 from ctd.store import STAGE_COLUMNS, IngestBatch, IngestResult, Store, to_stage_rows
 
 log = structlog.get_logger("ctd.source")
@@ -70,6 +71,8 @@ class SourceStatus:
         self.totals = PullCounts()
         self.failures = 0
         self.guard: Guard | None = None  # loaded and applied to the store at this actor's first pull
+        self.progress: PullProgress | None = None  # the pull running now, and when it started
+        self.pull_started = 0.0
 
     def as_dict(self, indicators: int = 0) -> dict[str, Any]:
         return {
@@ -84,6 +87,9 @@ class SourceStatus:
             "last_counts": msgspec.structs.asdict(self.last_counts),
             "totals": msgspec.structs.asdict(self.totals),
             "indicators": indicators,
+            "progress": progress.describe(self.progress, self.pull_started, trio.current_time())
+            if self.progress is not None
+            else None,
         }
 
 
@@ -120,6 +126,7 @@ async def pull_once(
         cursor=cp.cursor,
         sub_checkpoint=cp.sub,
     )
+    status.progress, status.pull_started = ctx.progress, started
     fresh = cp.sub is None
     # Parse the next batch while the store commits this one.
     send, recv = trio.open_memory_channel[Any](1)
@@ -152,12 +159,14 @@ async def pull_once(
             )
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(produce, make_rows, guard.match is not None)
+                nursery.start_soon(progress.report, ctx.progress, started)
                 async with recv:
                     async for item in recv:
                         if isinstance(item, Exception):
                             failure = item
                             break
                         batch, rows = item
+                        ctx.progress.records += len(batch.sightings) + len(batch.rejected)
                         try:
                             res = await store.ingest(
                                 IngestBatch(
@@ -182,10 +191,12 @@ async def pull_once(
                         _count(counts, batch, res)
                         counts.warninglisted += sum(1 for r in rows if r[WARNINGLIST_COLUMN])
                         _log_batch(name, batch, res)
+                nursery.cancel_scope.cancel()  # the progress reporter: the producer has finished
             if failure is not None:
                 raise failure
         await store.complete_pull(name, cycle_start, now())
     except BaseException as exc:
+        status.progress = None
         if not isinstance(exc, trio.Cancelled):
             status.last_error = describe(real_cause(exc))
             status.failures += 1
@@ -193,6 +204,7 @@ async def pull_once(
             status.totals.add(counts)
             status.state = "idle"
         raise
+    status.progress = None
     status.last_success = now()
     status.last_error = None
     status.failures = 0
