@@ -24,6 +24,7 @@ from ctd.config import Config, ConfigDiff, PluginConfig, diff_named, load_config
 from ctd.config_warnings import log_warnings
 from ctd.control.published import publish_socket
 from ctd.control.server import serve_control
+from ctd.daemon.metrics import run_metrics
 from ctd.daemon.supervisor import Supervisor
 from ctd.daemon.wiring import (
     SHARING_INBOX,
@@ -142,6 +143,8 @@ class Daemon:
                     for name, plugin in pulling(cfg).items():
                         await self._start_source(name, plugin)
                     actors.start_soon(self._housekeeping)
+                    if cfg.daemon.metrics:
+                        actors.start_soon(run_metrics, self, cfg.daemon.metrics)
                     interval = watchdog_interval()
                     if interval:
                         actors.start_soon(run_watchdog, self.notifier, interval)
@@ -342,8 +345,12 @@ class Daemon:
         self.config = new
         if new.daemon.log_level != old.daemon.log_level:
             logs.configure_logging(new.daemon.log_level)
-        if new.daemon.socket != old.daemon.socket or new.daemon.state_dir != old.daemon.state_dir:
-            log.warning("daemon.socket/state_dir changes take effect at the next restart")
+        if (new.daemon.socket, new.daemon.state_dir, new.daemon.metrics) != (
+            old.daemon.socket,
+            old.daemon.state_dir,
+            old.daemon.metrics,
+        ):
+            log.warning("daemon.socket/state_dir/metrics changes take effect at the next restart")
         for name in diff.removed + diff.changed:
             await self.sources.stop(name)
         if allow_changed:

@@ -24,6 +24,7 @@ from ctd.errors import describe
 from ctd.guard import Guard, load_guard
 from ctd.model import Batch, PullContext, PullProgress, iso, now
 from ctd.policy import deadline, expected, next_attempt, real_cause
+from ctd.rates import Histogram
 from ctd.sources import progress
 from ctd.store import STAGE_COLUMNS, IngestBatch, IngestResult, Store, to_stage_rows
 
@@ -40,6 +41,7 @@ class PullCounts(msgspec.Struct, kw_only=True):
     invalid: int = 0
     retracted: int = 0
     warninglisted: int = 0  # reports that hit the plugin's warning lists (ctd.guard)
+    held: int = 0  # re-reports of values an operator retracted, kept retracted (ctd/store/holds.py)
     batches: int = 0
 
     def add(self, other: PullCounts) -> None:
@@ -73,6 +75,8 @@ class SourceStatus:
         self.guard: Guard | None = None  # loaded and applied to the store at this actor's first pull
         self.progress: PullProgress | None = None  # the pull running now, and when it started
         self.pull_started = 0.0
+        self.pulls = {"ok": 0, "failed": 0}  # since this actor started (metrics: counters)
+        self.pull_seconds = Histogram()
 
     def as_dict(self, indicators: int = 0) -> dict[str, Any]:
         return {
@@ -198,6 +202,8 @@ async def pull_once(
     except BaseException as exc:
         status.progress = None
         if not isinstance(exc, trio.Cancelled):
+            status.pulls["failed"] += 1
+            status.pull_seconds.observe(trio.current_time() - started)
             status.last_error = describe(real_cause(exc))
             status.failures += 1
             status.last_counts = counts
@@ -205,6 +211,8 @@ async def pull_once(
             status.state = "idle"
         raise
     status.progress = None
+    status.pulls["ok"] += 1
+    status.pull_seconds.observe(trio.current_time() - started)
     status.last_success = now()
     status.last_error = None
     status.failures = 0
@@ -242,6 +250,7 @@ def _count(counts: PullCounts, batch: Batch, res: IngestResult) -> None:
     counts.new += res.new
     counts.updated += res.updated
     counts.retracted += res.retracted
+    counts.held += res.held
     counts.invalid += len(batch.rejected)
     counts.batches += 1
 
