@@ -8,7 +8,7 @@ import re
 import select
 import socket
 import tomllib
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Mapping
 from typing import Any, Final
 
 import msgspec
@@ -195,10 +195,10 @@ def resolve_socket(
     try:
         doc = tomllib.loads(raw.decode("utf-8", "replace"))
     except tomllib.TOMLDecodeError as exc:
-        path, how = _fallback_socket(raw, config, env)
+        found, how = _fallback_socket(raw, config, env)
         if notes is not None:
-            notes.append(f"config {config} does not parse ({exc}); using {how} {path}")
-        return path
+            notes.append(f"config {config} does not parse ({exc}); using {how} {found}")
+        return found
     daemon = doc.get("daemon", {})
     path = daemon.get("socket") if isinstance(daemon, dict) else None
     return path if isinstance(path, str) and path else DEFAULT_SOCKET
@@ -208,7 +208,7 @@ _TABLE = re.compile(rb"^\s*\[\s*([^\]]*?)\s*\]\s*(#.*)?$")
 _SOCKET_LINE = re.compile(rb"""^\s*socket\s*=\s*(?:"([^"\\]*)"|'([^']*)')\s*(#.*)?$""")
 
 
-def _fallback_socket(raw: bytes, config: str, env: dict[str, str]) -> tuple[str, str]:
+def _fallback_socket(raw: bytes, config: str, env: Mapping[str, str]) -> tuple[str, str]:
     """The socket of a config that does not parse, and how it was found."""
     table = None
     for line in raw.splitlines():
