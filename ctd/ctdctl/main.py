@@ -27,6 +27,14 @@ EXIT_CONNECT = 1  # the daemon cannot be reached, or --config cannot be read
 EXIT_DAEMON_ERROR = 2  # the daemon refused or failed the request; argparse's usage errors are 2 too
 EXIT_NOT_FOUND = 4  # the value, source, rule, sharing or plugin named does not exist (as systemctl's 4)
 EXIT_INTERRUPTED = 130
+EXIT_MEANINGS = {  # for the man page (ctd.manpages); docs/ctdctl.md says the same at length
+    EXIT_OK: "success (also a search that matched nothing)",
+    EXIT_CONNECT: "the daemon cannot be reached, or the config named by --config cannot be read",
+    EXIT_DAEMON_ERROR: "a usage error (an unknown command, option or option value: the valid ones are listed), "
+    "or the daemon refused or failed the request (denied, a rejected reload, a failed sync or plugins check)",
+    EXIT_NOT_FOUND: "the value, source, rule, sharing configuration or plugin the command names does not exist",
+    EXIT_INTERRUPTED: "interrupted (Ctrl-C)",
+}
 
 
 # --- command line -------------------------------------------------------------
