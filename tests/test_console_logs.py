@@ -32,7 +32,13 @@ def tty():
     yield stream, written
     stream.close()
     os.close(master)
-    logs.configure_logging("info", io.StringIO())
+    structlog.reset_defaults()  # other tests capture with structlog's defaults (every level)
+
+
+@pytest.fixture(autouse=True)
+def _restore_structlog():
+    yield
+    structlog.reset_defaults()
 
 
 def emit_one(stream) -> None:
@@ -110,5 +116,5 @@ async def test_read_commands_are_audited_at_debug_admin_at_info() -> None:
         "reload": "info",
         "indicators.retract": "info",
     }
-    logs.configure_logging("info", io.StringIO())
+    structlog.reset_defaults()
     await trio.lowlevel.checkpoint()

@@ -73,6 +73,6 @@ def test_exit_code_table_matches_the_code() -> None:
     page = (REPO / "docs" / "ctdctl.md").read_text()
     section = page.split("## Exit codes", 1)[1].split("\n## ", 1)[0]
     documented = {int(m) for m in re.findall(r"^\| (\d+) \|", section, re.M)}
-    defined = {v for k, v in vars(ctdctl_main).items() if k.startswith("EXIT_")}
+    defined = {v for k, v in vars(ctdctl_main).items() if k.startswith("EXIT_") and isinstance(v, int)}
     assert defined <= documented, (defined, documented)
     assert Path(ctdctl_main.__file__).read_text().count("return 1\n") == 0  # codes by name only

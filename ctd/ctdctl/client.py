@@ -197,7 +197,7 @@ def resolve_socket(
     except tomllib.TOMLDecodeError as exc:
         found, how = _fallback_socket(raw, config, env)
         if notes is not None:
-            notes.append(f"config {config} does not parse ({exc}); using {how} {found}")
+            notes.append(f"note: config {config} does not parse ({exc}); using {found}, {how}")
         return found
     daemon = doc.get("daemon", {})
     path = daemon.get("socket") if isinstance(daemon, dict) else None
@@ -217,13 +217,13 @@ def _fallback_socket(raw: bytes, config: str, env: Mapping[str, str]) -> tuple[s
         elif table == b"daemon" and (m := _SOCKET_LINE.match(line)):
             value = (m.group(1) if m.group(1) is not None else m.group(2)).decode("utf-8", "replace")
             if value:
-                return value, "the socket its [daemon] table names,"
+                return value, "from its [daemon] socket line"
     dirs = [d for d in (env.get("RUNTIME_DIRECTORY") or "").split(":") if d] + list(PUBLISHED_DIRS)
     for directory in dirs:
         published = _published(os.path.join(directory, PUBLISHED_NAME))
         if published is not None and _same_file(published.config, config):
-            return published.socket, "the socket the daemon published,"
-    return DEFAULT_SOCKET, "the default socket"
+            return published.socket, "published by the daemon running it"
+    return DEFAULT_SOCKET, "the default"
 
 
 def _published(path: str) -> Published | None:
