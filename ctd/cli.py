@@ -32,11 +32,17 @@ def tune_runtime() -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ctd argument parser (also read by the docs test and the completion/man tooling)."""
-    p = argparse.ArgumentParser(prog="ctd", description="ctd threat-exchange daemon")
+    p = argparse.ArgumentParser(
+        prog="ctd",
+        description="ctd, a threat-exchange daemon: it pulls Indicators of Compromise from sources, keeps them "
+        "in one deduplicated store, and shares what business rules select with destinations.",
+    )
     p.add_argument("--version", action="version", version=f"ctd {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the daemon in the foreground")
-    run.add_argument("--config", default=None, help="config file (default $CTD_CONFIG or /etc/ctd/ctd.toml)")
+    run.add_argument(
+        "--config", metavar="PATH", default=None, help="config file (default $CTD_CONFIG or /etc/ctd/ctd.toml)"
+    )
     run.add_argument("--once", action="store_true", help="pull every source once, print a summary and exit")
     chk = sub.add_parser("check-config", help="validate a config file and exit (0 valid, 2 invalid)")
     chk.add_argument("path", nargs="?", default=None, help="config file (default $CTD_CONFIG or /etc/ctd/ctd.toml)")
@@ -88,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         # The CLI wires the command handlers to the daemon: neither imports the other.
         daemon = Daemon(cfg)
         commands = Commands(daemon, AccessPolicy(cfg.daemon.socket_group, cfg.daemon.admin_group))
-        trio.run(daemon.run, commands.dispatch)
+        trio.run(daemon.run, commands.dispatch, commands.is_read)
     except Exception as exc:
         # What ends a start has one line for the operator and its own exit status (ctd.exits);
         # anything else is a bug and keeps its traceback.

@@ -121,6 +121,34 @@ class Batch(msgspec.Struct, frozen=True, kw_only=True):
     snapshot_start: bool = False
 
 
+class PullProgress:
+    """How far a running pull has got, for progress lines and ``ctdctl sources``/``sync``.
+
+    The source actor counts records itself (every batch's sightings and rejects);
+    an adapter adds what only it knows, as it reads: ``bytes_read`` of
+    ``bytes_total`` (a Content-Length, a file's size) and ``pages_read`` of
+    ``pages_total`` (TAXII/MISP pages, MISP feed events), a total left None
+    when unknown. Plain attributes: updating them costs nothing.
+    """
+
+    __slots__ = ("bytes_read", "bytes_total", "pages_read", "pages_total", "records")
+
+    def __init__(self) -> None:
+        self.bytes_read = 0
+        self.bytes_total: int | None = None
+        self.pages_read = 0
+        self.pages_total: int | None = None
+        self.records = 0  # counted by the source actor
+
+    def fraction(self) -> float | None:
+        """Done, 0..1, when a total is known (bytes first, then pages); None otherwise."""
+        if self.bytes_total:
+            return min(1.0, self.bytes_read / self.bytes_total)
+        if self.pages_total:
+            return min(1.0, self.pages_read / self.pages_total)
+        return None
+
+
 class PullContext(msgspec.Struct, frozen=True, kw_only=True):
     """What a pull starts from."""
 
@@ -128,6 +156,7 @@ class PullContext(msgspec.Struct, frozen=True, kw_only=True):
     now: int
     cursor: dict | None = None  # the adapter's durable state from the last batch
     sub_checkpoint: dict | None = None  # resume point of a half-done pull
+    progress: PullProgress = msgspec.field(default_factory=PullProgress)  # the adapter adds bytes and pages
 
 
 # --- the push side: what a destination adapter receives ---------------------------------
@@ -318,6 +347,14 @@ class Adapter:
 
     # -- destination (can_push) --------------------------------------------------------------
 
+    async def check_target(self, action: str, params: Any) -> str | None:
+        """For ``ctdctl plugins check``: can this sharing's target be written (a directory writable...)?
+
+        Raise an ``AdapterError`` saying what is wrong; return what was found. None: no such check
+        (the connectivity test of ``check`` covers it).
+        """
+        return None
+
     async def push(self, action: str, params: Any, items: list[ShareItem]) -> PushResult:
         """Add or update ``items`` at an incremental target."""
         raise NotImplementedError(f"{type(self).__name__} cannot push")
@@ -387,6 +424,7 @@ __all__ = [
     "InvalidIndicator",
     "NoOptions",
     "PullContext",
+    "PullProgress",
     "PushResult",
     "Rejected",
     "Secret",

@@ -340,9 +340,9 @@ async def test_show_found(daemon: FakeDaemon, sock_path: str, capsys: pytest.Cap
     assert "SOURCE" in out and "feed1" in out
 
 
-async def test_show_not_found_exits_1(daemon: FakeDaemon, sock_path: str, capsys: pytest.CaptureFixture[str]) -> None:
-    """`indicators show` of an unknown value exits 1 with 'no indicator VALUE'."""
-    assert await ctdctl("--socket", sock_path, "indicators", "show", "nice.example") == 1
+async def test_show_not_found_exits_4(daemon: FakeDaemon, sock_path: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """`indicators show` of an unknown value exits 4 (not found) with 'no indicator VALUE'."""
+    assert await ctdctl("--socket", sock_path, "indicators", "show", "nice.example") == 4
     assert "no indicator nice.example" in capsys.readouterr().err
 
 
@@ -358,7 +358,7 @@ async def test_search_args_and_table(daemon: FakeDaemon, sock_path: str, capsys:
 async def test_export_jsonl(daemon: FakeDaemon, sock_path: str, capsys: pytest.CaptureFixture[str]) -> None:
     """`indicators export` writes one JSON object per line by default."""
     assert await ctdctl("--socket", sock_path, "indicators", "export", "--active") == 0
-    assert daemon.requests[-1].args == {"type": None, "active": True}
+    assert daemon.requests[-1].args == {"type": None, "source": None, "active": True}
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [r["value"] for r in rows] == ["evil.example", "bad.example"]
 

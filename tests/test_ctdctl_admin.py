@@ -275,16 +275,22 @@ async def test_retract_args_and_output(daemon: FakeDaemon, sock_path: str, capsy
         )
         == 0
     )
-    assert sent(daemon) == ("indicators.retract", {"value": "evil.example", "source": "feed1", "type": "domain"})
+    assert sent(daemon) == (
+        "indicators.retract",
+        {"value": "evil.example", "source": "feed1", "type": "domain", "until": None},
+    )
     out = capsys.readouterr().out
     assert "evil.example" in out and "feed1" in out
-    assert out.splitlines()[-1].split() == ["retracted", "2"]
+    assert out.splitlines()[-2].split() == ["retracted", "2"]
 
 
 async def test_retract_defaults_null(daemon: FakeDaemon, sock_path: str, capsys: pytest.CaptureFixture[str]) -> None:
     """`indicators retract VALUE` sends null source and type and says every source was meant."""
     assert await run("--socket", sock_path, "indicators", "retract", "evil.example") == 0
-    assert sent(daemon) == ("indicators.retract", {"value": "evil.example", "source": None, "type": None})
+    assert sent(daemon) == (
+        "indicators.retract",
+        {"value": "evil.example", "source": None, "type": None, "until": None},
+    )
     assert "all sources" in capsys.readouterr().out
 
 

@@ -79,7 +79,10 @@ def _indicator_show() -> list[dict[str, Any]]:
 
 SAMPLES: dict[str, Any] = {
     "status": base.STATUS,
-    "sources": [{**base.SOURCE, "last_error": "HTTP 403"}],
+    "sources": [
+        {**base.SOURCE, "last_error": "HTTP 403"},
+        {**base.SOURCE, "state": "pulling", "progress": {"records": 10, "percent": 40.0, "eta_s": 3.0}},
+    ],
     "sync": {
         "source": "feed1",
         "new": 5,
@@ -111,8 +114,17 @@ SAMPLES: dict[str, Any] = {
     "checkpoint_show": admin.CHECKPOINT,
     "checkpoint_set": {"source": "feed1", "last_run": "2026-01-01T00:00:00Z", "note": "the next pull starts"},
     "plugins_list": admin.PLUGINS,
-    "plugins_check": {"plugin": "misp1", "ok": False, "message": "connection refused"},
-    "retract": {"value": "evil.example", "source": "feed1", "retracted": 2},
+    "plugins_check": {
+        "plugin": "misp1",
+        "ok": False,
+        "message": "connection refused",
+        "checks": [
+            {"check": "connectivity", "ok": False, "message": "connection refused"},
+            {"check": "sharing out (write)", "ok": True, "message": "params valid; out.txt writable"},
+        ],
+    },
+    "retract": {"value": "evil.example", "source": "feed1", "retracted": 2, "until": None},
+    "unretract": {"value": "evil.example", "source": None, "lifted": 1, "note": "counts again"},
     "mute": {"rule": "quiet", "muted_until": "2026-01-02T05:04:05Z"},
     "stats": admin.STATS,
 }

@@ -37,7 +37,7 @@ from ctd.errors import ConfigError
 from tests import docscan
 from tests.docscan import ROOT, Block
 
-KNOWN_INFO = {"", "toml", "sh", "console", "ini"}
+KNOWN_INFO = {"", "toml", "sh", "console", "ini", "yaml"}
 ADAPTERS = (
     "file",
     "feed",

@@ -4,7 +4,7 @@ Firewalls (PAN-OS external dynamic lists and the like) and proxies poll a
 plain-text URL. Each sharing configuration with this destination writes one
 list, ``<lists_dir>/<name>.txt`` (one value per line, full-replace, newest
 first within the list's limits), and the plugin's web server
-(``adapters/edl_server.py``) serves it at ``http://BIND/edl/<name>.txt`` (or
+(``adapters/edl/server.py``) serves it at ``http://BIND/edl/<name>.txt`` (or
 ``/edl/<path_token>/<name>.txt``).
 
 Lists are files, not memory: the sharing actor and the server are separate
@@ -23,7 +23,7 @@ import msgspec
 import trio
 
 from ctd.adapters.edl.server import LIST_NAME, TOKEN, ServerSettings, parse_bind, serve_edl
-from ctd.adapters.file.push import remove_orphans, render, write_atomically
+from ctd.adapters.file.push import remove_orphans, render, writable_target, write_atomically
 from ctd.model import (
     ActionSpec,
     Adapter,
@@ -227,3 +227,11 @@ class EdlAdapter(Adapter):
 
         n = await trio.to_thread.run_sync(count)
         return f"listening on {self.config.bind}, {n} list(s) in {s.lists_dir}"
+
+    async def check_target(self, action: str, params: EdlListParams) -> str:
+        """The list file can be written in ``lists_dir``."""
+        path = self.list_path(params.name)
+        try:
+            return await trio.to_thread.run_sync(writable_target, path)
+        except OSError as exc:
+            raise SourceUnavailable(str(exc) if not exc.strerror else f"{path}: {exc.strerror}") from exc

@@ -92,6 +92,7 @@ class FeedAdapter(Adapter):
         async with self.http.open(self.config.url, self.http.conditional(ctx, resuming), self.what) as body:
             if body is None:
                 return  # 304: nothing changed, nothing to re-report or retract
+            body.progress, ctx.progress.bytes_total = ctx.progress, body.total
             skip = 0
             if resuming and sub and body.validator and sub.get("validator") == body.validator:
                 pos = sub.get("pos")
@@ -216,7 +217,9 @@ class FeedAdapter(Adapter):
         dead: list[Sighting] = []  # deferred: a value live in any event of this pull is not retracted
         out: list[Sighting] = []
         rejected: list[Rejected] = []
+        ctx.progress.pages_total = len(todo)  # one event file a page
         for i, (ts, uuid) in enumerate(todo):
+            ctx.progress.pages_read = i
             if i < skip:
                 continue
             url = base + f"{uuid}.json"

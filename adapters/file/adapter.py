@@ -26,7 +26,7 @@ import msgspec
 import trio
 
 from ctd.adapters.file import formats as formats
-from ctd.adapters.file.push import FileListParams, remove_orphans, render, write_atomically
+from ctd.adapters.file.push import FileListParams, remove_orphans, render, writable_target, write_atomically
 from ctd.model import (
     ActionSpec,
     Adapter,
@@ -283,6 +283,7 @@ class FileAdapter(Adapter):
 
             def next_batch() -> Batch:
                 lines, eof = reader.read(cfg.batch_size)
+                ctx.progress.bytes_read, ctx.progress.bytes_total = reader.offset, reader.size
                 sightings, rejected = parse(lines)
                 cp: dict[str, Any] = {"offset": reader.offset, "line": reader.line, "sig": reader.sig}
                 if eof:
@@ -301,8 +302,10 @@ class FileAdapter(Adapter):
         finally:
             reader.close()
 
-    async def check(self) -> str:
-        """Open the file and report its size (raises SourceUnavailable)."""
+    async def check(self) -> str | None:
+        """Open the file and report its size (raises SourceUnavailable); None for a destination-only plugin."""
+        if not self.config.path:
+            return None  # pull = false: its sharing targets are checked by check_target
         reader = _Reader(self.config.path, self.config.comment_prefix, raw_lines=False)
 
         def probe() -> str:
@@ -313,3 +316,10 @@ class FileAdapter(Adapter):
                 reader.close()
 
         return await trio.to_thread.run_sync(probe)
+
+    async def check_target(self, action: str, params: FileListParams) -> str:
+        """The list file can be written: its directory exists (or can be made) and is writable."""
+        try:
+            return await trio.to_thread.run_sync(writable_target, params.path)
+        except OSError as exc:
+            raise SourceUnavailable(str(exc) if not exc.strerror else f"{params.path}: {exc.strerror}") from exc

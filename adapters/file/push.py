@@ -180,3 +180,28 @@ def write_atomically(path: str, chunks: Iterable[bytes]) -> int:
     finally:
         os.close(dfd)
     return size
+
+
+def writable_target(path: str) -> str:
+    """Can ``write_atomically`` replace ``path``? What was found, or OSError saying what is wrong.
+
+    The file is written as a temporary file in its directory, then renamed: so
+    the directory (or the nearest existing parent, which ``makedirs`` would
+    create it in) must be writable; an existing ``path`` must be a regular file.
+    """
+    full = os.path.abspath(path)
+    if os.path.lexists(full) and not os.path.isfile(full):
+        raise OSError(f"{path} exists and is not a regular file")
+    directory = os.path.dirname(full)
+    existing = directory
+    while not os.path.isdir(existing):
+        parent = os.path.dirname(existing)
+        if parent == existing or os.path.lexists(existing):
+            raise OSError(f"cannot create directory {directory}: {existing} is not a directory")
+        existing = parent
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise OSError(f"directory {existing} is not writable by this process")
+    if existing != directory:
+        return f"{path}: directory {directory} will be created in {existing} (writable)"
+    state = "exists" if os.path.exists(full) else "will be created"
+    return f"{path}: {state}, directory {directory} writable"

@@ -147,6 +147,7 @@ class MispAdapter(Adapter):
         for i, (start, end, page) in enumerate(windows):
             while True:
                 attrs = await self._page(start, end, page)
+                ctx.progress.pages_read += 1  # restSearch gives no total
                 sightings, rejected = [], []
                 for attr in attrs:
                     got, bad = m.map_attribute(

@@ -155,6 +155,7 @@ class TaxiiAdapter(Adapter):
                     continue
                 self.api.forget_on_404(resp)
                 raise_for_status(resp, "TAXII get objects")
+                ctx.progress.pages_read += 1  # TAXII gives no total
                 page_last = resp.headers.get("X-TAXII-Date-Added-Last")
                 envelope = Envelope(resp, self.config.max_response_bytes)
                 sightings: list[Sighting] = []
@@ -171,6 +172,7 @@ class TaxiiAdapter(Adapter):
                         resume = {"added_after": last or added_after}
                         yield Batch(sightings=sightings, rejected=rejected, sub_checkpoint=resume)
                         sightings, rejected = [], []
+                ctx.progress.bytes_read += envelope.bytes_read
             if page_last:
                 last = page_last
             yield Batch(

@@ -86,12 +86,14 @@ class Envelope:
     def __init__(self, resp: httpx.Response, limit: int) -> None:
         self.resp = resp
         self.limit = limit
+        self.bytes_read = 0  # decoded bytes so far, for the pull's progress
         self.stream = JsonStream(("objects",), name="TAXII envelope", optional=True, fields=("more", "next"))
 
     async def objects(self) -> AsyncIterator[list[Any]]:
         """The objects as they are parsed, a chunk's worth at a time (raises UpstreamDataError)."""
         with map_http_errors("TAXII get objects"):
             async for chunk in decoded_body(self.resp, self.limit):
+                self.bytes_read += len(chunk)
                 if items := await trio.to_thread.run_sync(self._feed, chunk):
                     yield items
         if items := self._feed(None):

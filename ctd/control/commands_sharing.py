@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from ctd.errors import BadRequest
+from ctd.errors import BadRequest, NotFound
 from ctd.model import iso, now
 from ctd.rules.compiler import Rule
 from ctd.sharing.actor import muted
@@ -14,6 +14,10 @@ from ctd.store import Selection
 
 if TYPE_CHECKING:
     from ctd.control.view import DaemonView
+
+
+def _listed(names: Any) -> str:
+    return ", ".join(sorted(names)) or "none configured"
 
 
 class SharingCommands:
@@ -24,13 +28,13 @@ class SharingCommands:
     def _rule_name(self, args: dict[str, Any]) -> str:
         name = args.get("name")
         if not isinstance(name, str) or name not in self.d.config.rules:
-            raise BadRequest(f"no rule named {name!r}")
+            raise NotFound(f"no rule named {name!r} (known: {_listed(self.d.config.rules)})")
         return name
 
     def _sharing_name(self, args: dict[str, Any]) -> str:
         name = args.get("name")
         if not isinstance(name, str) or name not in self.d.config.sharing:
-            raise BadRequest(f"no sharing configuration named {name!r}")
+            raise NotFound(f"no sharing configuration named {name!r} (known: {_listed(self.d.config.sharing)})")
         return name
 
     @staticmethod

@@ -1,8 +1,9 @@
 """ctdctl: talk to a running ctd over its control socket.
 
-Exit codes: 0 ok; 1 cannot reach the daemon, or nothing found; 2 the daemon
-reported an error (its message goes to stderr); 124 no answer within the
-command's timeout (``ctd.ctdctl.timeouts``; ``--timeout`` overrides).
+Exit codes (docs/ctdctl.md has the table): 0 ok; 1 cannot reach the daemon;
+2 usage error or the daemon reported an error (its message goes to stderr);
+4 what the command names does not exist; 124 no answer within the command's
+timeout (``ctd.ctdctl.timeouts``; ``--timeout`` overrides); 130 interrupted.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import os
 import sys
 from typing import Any, TextIO
 
+from ctd.control.protocol import CODE_NOT_FOUND
 from ctd.ctdctl import admin as admin
 from ctd.ctdctl import db as db
 from ctd.ctdctl import render as render
@@ -27,10 +29,24 @@ from ctd.ctdctl.client import (
 )
 from ctd.ctdctl.completion import bash_completion
 from ctd.ctdctl.escape import escape
+from ctd.ctdctl.progress import SyncProgress
 
-EXIT_OK, EXIT_NOT_FOUND, EXIT_DAEMON_ERROR = 0, 1, 2
-EXIT_CONNECT = 1
+# One table for every command (docs/ctdctl.md "Exit codes"); 3 and 5-9 are left for more.
+EXIT_OK = 0
+EXIT_CONNECT = 1  # the daemon cannot be reached, or --config cannot be read
+EXIT_DAEMON_ERROR = 2  # the daemon refused or failed the request; argparse's usage errors are 2 too
+EXIT_NOT_FOUND = 4  # the value, source, rule, sharing or plugin named does not exist (as systemctl's 4)
 EXIT_TIMEOUT = 124  # like timeout(1)
+EXIT_INTERRUPTED = 130
+EXIT_MEANINGS = {  # for the man page (ctd.manpages); docs/ctdctl.md says the same at length
+    EXIT_OK: "success (also a search that matched nothing)",
+    EXIT_CONNECT: "the daemon cannot be reached, or the config named by --config cannot be read",
+    EXIT_DAEMON_ERROR: "a usage error (an unknown command, option or option value: the valid ones are listed), "
+    "or the daemon refused or failed the request (denied, a rejected reload, a failed sync or plugins check)",
+    EXIT_NOT_FOUND: "the value, source, rule, sharing configuration or plugin the command names does not exist",
+    EXIT_TIMEOUT: "no answer within the command's timeout (--timeout SECONDS overrides it)",
+    EXIT_INTERRUPTED: "interrupted (Ctrl-C)",
+}
 
 
 # --- command line -------------------------------------------------------------
@@ -88,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = isub.add_parser("export", parents=[common], help="stream indicators as JSON lines or CSV")
     p.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
     p.add_argument("--type", metavar="T")
+    p.add_argument("--source", metavar="S")
     _add_active_flags(p)
     admin.add_indicator_actions(isub, common)
 
@@ -132,8 +149,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     out, err = sys.stdout, sys.stderr
+    socket = _Socket(args, err)
     try:
         if args.command == "completion":
+            if args.json:  # a shell script has no JSON form: refused wherever --json stands
+                parser.error("completion prints a shell script; --json does not apply to it")
             out.write(bash_completion(parser))
             return EXIT_OK
 
@@ -141,28 +161,53 @@ def main(argv: list[str] | None = None) -> int:
         limit = timeouts.for_command(args)
 
         def connect() -> ControlClient:
-            return ControlClient(resolve_socket(args.socket, args.config), timeout=limit)
+            return ControlClient(socket.path(), timeout=limit)
 
         for run in (admin.run, db.run):
             code = run(args, connect, out)
             if code is not None:
                 return code
-        path = resolve_socket(args.socket, args.config)
-        return _run(args, ControlClient(path, timeout=limit), out, err)
+        return _run(args, connect(), out, err)
     except CommandTimedOut as exc:
         _complain(err, str(exc))
         return EXIT_TIMEOUT
     except ConnectError as exc:
+        socket.tell_notes()
         _complain(err, str(exc))
         return EXIT_CONNECT
     except DaemonError as exc:
         _complain(err, exc.message)
-        return EXIT_DAEMON_ERROR
+        return EXIT_NOT_FOUND if exc.code == CODE_NOT_FOUND else EXIT_DAEMON_ERROR
     except BrokenPipeError:  # `ctdctl ... | head`
         _silence_stdout()
         return EXIT_OK
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
+
+
+class _Socket:
+    """The socket path, resolved once; how it was found when the config does not parse goes to stderr.
+
+    For ``reload`` that note is kept back unless the daemon cannot be reached: the
+    daemon's own verdict on the file is the one line the operator needs.
+    """
+
+    def __init__(self, args: argparse.Namespace, err: TextIO) -> None:
+        self._args, self._err = args, err
+        self._path: str | None = None
+        self._notes: list[str] = []
+
+    def path(self) -> str:
+        if self._path is None:
+            self._path = resolve_socket(self._args.socket, self._args.config, notes=self._notes)
+            if self._args.command != "reload":
+                self.tell_notes()
+        return self._path
+
+    def tell_notes(self) -> None:
+        for note in self._notes:
+            _complain(self._err, note)
+        self._notes.clear()
 
 
 def _run(args: argparse.Namespace, client: ControlClient, out: TextIO, err: TextIO) -> int:
@@ -175,7 +220,8 @@ def _run(args: argparse.Namespace, client: ControlClient, out: TextIO, err: Text
             data = client.call("sources")
             _emit(out, data, as_json, render.sources)
         case "sync":
-            data = client.call("sync", source=args.source)
+            # A pull can take long: its progress is shown meanwhile.
+            data = _sync_with_progress(args, client, err)
             _emit(out, data, as_json, render.sync)
             if data.get("error") is not None:
                 _complain(err, f"sync {args.source} failed: {data['error']}")
@@ -210,7 +256,7 @@ def _run_indicators(args: argparse.Namespace, client: ControlClient, out: TextIO
             if not data and not args.json:
                 _complain(err, "no matching indicators")
         case "export":
-            items = client.stream("indicators.export", type=args.type, active=args.active)
+            items = client.stream("indicators.export", type=args.type, source=args.source, active=args.active)
             if args.json or args.format == "jsonl":
                 render.write_jsonl(out, items)
             else:
@@ -256,6 +302,17 @@ def _run_sharing(args: argparse.Namespace, client: ControlClient, out: TextIO, e
         case other:
             raise AssertionError(f"unhandled sharing action {other!r}")
     return EXIT_OK
+
+
+def _sync_with_progress(args: argparse.Namespace, syncing: ControlClient, err: TextIO) -> Any:
+    if args.json:
+        return syncing.call("sync", source=args.source)
+    poll = ControlClient(syncing.path, timeout=10.0)
+    shown = SyncProgress(args.source, lambda: poll.call("sources", counts=False), err, _is_terminal(err))
+    try:
+        return syncing.call_ticking("sync", shown.tick, shown.interval, source=args.source)
+    finally:
+        shown.done()
 
 
 _emit = render.emit

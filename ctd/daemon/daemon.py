@@ -8,9 +8,11 @@ touches only what changed.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
+from collections.abc import Callable
 from functools import partial
 from typing import Any, TypeVar
 
@@ -20,7 +22,9 @@ import trio
 from ctd.ask import Ask, ask
 from ctd.config import Config, ConfigDiff, PluginConfig, diff_named, load_config
 from ctd.config_warnings import log_warnings
+from ctd.control.published import publish_socket
 from ctd.control.server import serve_control
+from ctd.daemon.metrics import run_metrics
 from ctd.daemon.startup import check_socket_directory, claim_state_dir
 from ctd.daemon.supervisor import Supervisor
 from ctd.daemon.wiring import (
@@ -101,8 +105,9 @@ class Daemon:
 
     # -- lifecycle -------------------------------------------------------------
 
-    async def run(self, control: ControlHandler | None = None) -> None:
-        """Run until SIGTERM/SIGINT. ``control`` answers the control socket (none is bound without it).
+    async def run(self, control: ControlHandler | None = None, read_only: Callable[[str], bool] | None = None) -> None:
+        """Run until SIGTERM/SIGINT. ``control`` answers the control socket (none is bound without it);
+        ``read_only`` says which of its commands change nothing (audited at debug level).
 
         Whoever builds the daemon hands in the handler (the CLI: ``Commands(daemon, policy).dispatch``),
         so the daemon does not import the command handlers and they do not import it.
@@ -130,7 +135,10 @@ class Daemon:
                 interval = watchdog_interval()
                 if interval:  # from the start: waiting for space must not look like a hang
                     root.start_soon(run_watchdog, self.notifier, interval)
-                with trio.open_signal_receiver(signal.SIGHUP, signal.SIGTERM, signal.SIGINT) as signals:
+                with (
+                    trio.open_signal_receiver(signal.SIGHUP, signal.SIGTERM, signal.SIGINT) as signals,
+                    contextlib.ExitStack() as published,
+                ):
                     stop = trio.Event()
                     starting = trio.CancelScope()
                     root.start_soon(self._signals, signals, stop, starting)
@@ -138,10 +146,12 @@ class Daemon:
                         # Bound before the store opens: a second daemon on this socket is told so before
                         # it touches a database, and a store waiting for space can say so to ctdctl.
                         await root.start(
-                            partial(serve_control, socket_group=cfg.daemon.socket_group),
+                            partial(serve_control, socket_group=cfg.daemon.socket_group, read_only=read_only),
                             cfg.daemon.socket,
                             control,
                         )
+                        # ctdctl finds the socket here when the config file no longer parses.
+                        published.enter_context(publish_socket(cfg.daemon.socket, cfg.path))
                     async with trio.open_nursery() as actors:
                         self._sources = Supervisor(actors, "source")
                         self._sharings = Supervisor(actors, "sharing")
@@ -174,6 +184,8 @@ class Daemon:
         for name, plugin in pulling(cfg).items():
             await self._start_source(name, plugin)
         actors.start_soon(self._housekeeping)
+        if cfg.daemon.metrics:
+            actors.start_soon(run_metrics, self, cfg.daemon.metrics)
         self._ready = True
         health = self.health()
         self.notifier.ready(status="serving" if health["state"] == "running" else _status_line(health))
@@ -437,8 +449,12 @@ class Daemon:
         self.config = new
         if new.daemon.log_level != old.daemon.log_level:
             logs.configure_logging(new.daemon.log_level)
-        if new.daemon.socket != old.daemon.socket or new.daemon.state_dir != old.daemon.state_dir:
-            log.warning("daemon.socket/state_dir changes take effect at the next restart")
+        if (new.daemon.socket, new.daemon.state_dir, new.daemon.metrics) != (
+            old.daemon.socket,
+            old.daemon.state_dir,
+            old.daemon.metrics,
+        ):
+            log.warning("daemon.socket/state_dir/metrics changes take effect at the next restart")
         for name in diff.removed + diff.changed:
             await self.sources.stop(name)
         if allow_changed:

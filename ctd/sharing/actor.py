@@ -72,6 +72,9 @@ class SharingStatus:
         self.last_result: ShareResult | None = None
         self.failures = 0
         self.muted = False
+        # Since this actor started (metrics: counters): pushed, retracted, rejected; failed passes by error class.
+        self.totals = {"pushed": 0, "retracted": 0, "rejected": 0}
+        self.errors: dict[str, int] = {}
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -388,6 +391,8 @@ async def run_sharing(
                 if status.state == "sharing":
                     status.state = "muted" if result.muted else "idle"
                 status.last_result = result
+                for k in status.totals:
+                    status.totals[k] += getattr(result, k)
                 for req in requests:
                     answer(req.reply, outcome.Value(result))
             finally:
@@ -440,6 +445,7 @@ async def _pass(
 async def _failed(sharer: Sharer, status: SharingStatus, exc: BaseException, logged: bool = False) -> ShareResult:
     msg = describe(exc)
     status.failures += 1
+    status.errors[type(exc).__name__] = status.errors.get(type(exc).__name__, 0) + 1
     status.last_error = msg
     if not logged:
         log.error("sharing pass failed", ctd_event="sharing_failed", error=msg, ctd_destination=sharer.sh.destination)

@@ -22,8 +22,10 @@ from ctd.ask import Ask, answer, close_inbox
 from ctd.config import PluginConfig
 from ctd.errors import StoreError, cap, describe
 from ctd.guard import Guard, load_guard
-from ctd.model import Batch, PullContext, Rejected, iso, now
+from ctd.model import Batch, PullContext, PullProgress, Rejected, iso, now
 from ctd.policy import deadline, expected, next_attempt, real_cause
+from ctd.rates import Histogram
+from ctd.sources import progress
 from ctd.sources import values as plugin_values
 from ctd.store import STAGE_COLUMNS, IngestBatch, IngestResult, Store, to_stage_rows
 
@@ -40,6 +42,7 @@ class PullCounts(msgspec.Struct, kw_only=True):
     invalid: int = 0
     retracted: int = 0
     warninglisted: int = 0  # reports that hit the plugin's warning lists (ctd.guard)
+    held: int = 0  # re-reports of values an operator retracted, kept retracted (ctd/store/holds.py)
     batches: int = 0
 
     def add(self, other: PullCounts) -> None:
@@ -72,6 +75,10 @@ class SourceStatus:
         self.failures = 0
         self.guard: Guard | None = None  # loaded and applied to the store at this actor's first pull
         self.unrecorded_error: str | None = None  # a failure the store could not write (full disk): written later
+        self.progress: PullProgress | None = None  # the pull running now, and when it started
+        self.pull_started = 0.0
+        self.pulls = {"ok": 0, "failed": 0}  # since this actor started (metrics: counters)
+        self.pull_seconds = Histogram()
 
     def as_dict(self, indicators: int = 0) -> dict[str, Any]:
         return {
@@ -86,6 +93,9 @@ class SourceStatus:
             "last_counts": msgspec.structs.asdict(self.last_counts),
             "totals": msgspec.structs.asdict(self.totals),
             "indicators": indicators,
+            "progress": progress.describe(self.progress, self.pull_started, trio.current_time())
+            if self.progress is not None
+            else None,
         }
 
 
@@ -125,6 +135,7 @@ async def pull_once(
         cursor=cp.cursor,
         sub_checkpoint=resume,
     )
+    status.progress, status.pull_started = ctx.progress, started
     fresh = cp.sub is None
     # Parse the next batch while the store commits this one.
     send, recv = trio.open_memory_channel[Any](1)
@@ -160,12 +171,14 @@ async def pull_once(
             )
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(produce, make_rows, guard.match is not None)
+                nursery.start_soon(progress.report, ctx.progress, started)
                 async with recv:
                     async for item in recv:
                         if isinstance(item, Exception):
                             failure = item
                             break
                         batch, rows = item
+                        ctx.progress.records += len(batch.sightings) + len(batch.rejected)
                         try:
                             res = await store.ingest(
                                 IngestBatch(
@@ -190,6 +203,7 @@ async def pull_once(
                         _count(counts, batch, res)
                         counts.warninglisted += sum(1 for r in rows if r[WARNINGLIST_COLUMN])
                         _log_batch(name, batch, res)
+                nursery.cancel_scope.cancel()  # the progress reporter: the producer has finished
             if failure is not None:
                 raise failure
         if (dropped := plugin_values.dropped(used, configured)) is not None:
@@ -199,13 +213,19 @@ async def pull_once(
             )
         await store.complete_pull(name, cycle_start, now())
     except BaseException as exc:
+        status.progress = None
         if not isinstance(exc, trio.Cancelled):
+            status.pulls["failed"] += 1
+            status.pull_seconds.observe(trio.current_time() - started)
             status.last_error = describe(real_cause(exc))
             status.failures += 1
             status.last_counts = counts
             status.totals.add(counts)
             status.state = "idle"
         raise
+    status.progress = None
+    status.pulls["ok"] += 1
+    status.pull_seconds.observe(trio.current_time() - started)
     status.last_success = now()
     status.last_error = None
     status.failures = 0
@@ -243,6 +263,7 @@ def _count(counts: PullCounts, batch: Batch, res: IngestResult) -> None:
     counts.new += res.new
     counts.updated += res.updated
     counts.retracted += res.retracted
+    counts.held += res.held
     counts.invalid += len(batch.rejected)
     counts.batches += 1
 
@@ -256,6 +277,14 @@ def _log_batch(name: str, batch: Batch, res: IngestResult) -> None:
         retracted=res.retracted,
         ctd_count=len(batch.sightings),
     )
+    if res.held:
+        # The source re-reports values an operator retracted: they stay retracted (ctd/store/holds.py).
+        log.warning(
+            "source re-reported values an operator retracted; kept retracted",
+            ctd_event="indicator_retraction_kept",
+            ctd_count=res.held,
+            examples=list(res.held_examples),
+        )
     if batch.rejected:
         # One line per batch, never one per bad record.
         log.warning(

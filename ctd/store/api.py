@@ -75,6 +75,7 @@ from ctd.store.requests import (
     SetCheckpoint,
     SetMute,
     ShowIndicators,
+    Unretract,
     Warninglisted,
     _Request,
 )
@@ -153,9 +154,15 @@ class Store(abc.ABC):
             ApplyGuard(source=source, signature=signature, warninglisted=warninglisted, tag=tag, now=now)
         )
 
-    async def retract(self, candidates: Sequence[tuple[str, str]], *, source: str | None, now: int) -> int | None:
-        """Provenance entries retracted; None when no indicator matches."""
-        return await self._execute(Retract(candidates=tuple(candidates), source=source, now=now))
+    async def retract(
+        self, candidates: Sequence[tuple[str, str]], *, source: str | None, now: int, until: int | None = None
+    ) -> int | None:
+        """Provenance entries retracted, and held so until ``until`` (None: until lifted); None when none matches."""
+        return await self._execute(Retract(candidates=tuple(candidates), source=source, now=now, until=until))
+
+    async def unretract(self, candidates: Sequence[tuple[str, str]], *, source: str | None) -> int | None:
+        """Operator retractions lifted; None when no indicator matches."""
+        return await self._execute(Unretract(candidates=tuple(candidates), source=source))
 
     async def set_mute(self, rule: str, until: int) -> None:
         await self._execute(SetMute(rule=rule, until=until))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
-from ctd.store import backup, guard, ledger, query, reapply, sql
+from ctd.store import backup, guard, ledger, manual, query, reapply, sql
 from ctd.store.requests import (
     ApplyGuard,
     BackupDatabase,
@@ -44,6 +44,7 @@ from ctd.store.requests import (
     SetCheckpoint,
     SetMute,
     ShowIndicators,
+    Unretract,
 )
 
 ENGINE_VERSIONS = {"sqlite": sqlite3.sqlite_version}
@@ -93,9 +94,12 @@ def execute(conn: sqlite3.Connection, request: Any) -> Any:
             return guard.apply_guard(
                 conn, request.source, request.signature, request.warninglisted, request.tag, request.now
             )
-        case Retract(candidates=candidates, source=source, now=now):
+        case Retract(candidates=candidates, source=source, now=now, until=until):
             ids = query.find_ids(conn, list(candidates))
-            return sql.retract(conn, ids, source, now) if ids else None
+            return manual.retract(conn, ids, source, now, until) if ids else None
+        case Unretract(candidates=candidates, source=source):
+            ids = query.find_ids(conn, list(candidates))
+            return manual.unretract(conn, ids, source) if ids else None
         case SetMute(rule=rule, until=until):
             return sql.set_mute(conn, rule, until)
         case GetMutes():

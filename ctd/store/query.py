@@ -11,7 +11,7 @@ from typing import Any
 import msgspec
 
 from ctd.model import SEVERITIES, iso
-from ctd.store import tally
+from ctd.store import holds, tally
 
 _dec = msgspec.json.Decoder(list[str])
 
@@ -100,6 +100,7 @@ def show(conn: sqlite3.Connection, candidates: list[tuple[str, str]], raw: str) 
     rows = sorted(found.values())
     out = _render(conn, rows)
     for row, ind in zip(rows, out, strict=True):
+        ind["operator_retraction"] = holds.for_indicator(conn, row[0])
         ind["deliveries"] = [
             {"sharing": n, "state": st, "error": err, "updated_at": iso(upd), "shared_at": iso(sh)}
             for n, st, err, upd, sh in conn.execute(

@@ -109,6 +109,14 @@ class Retract(_Request, frozen=True, kw_only=True):
     candidates: Sequence[tuple[str, str]]
     source: str | None
     now: int
+    until: int | None = None  # the operator's retraction stands until then (None: until lifted)
+
+
+class Unretract(_Request, frozen=True, kw_only=True):
+    """Lift the operator's retraction of the matching indicator (of one source, or every hold)."""
+
+    candidates: Sequence[tuple[str, str]]
+    source: str | None
 
 
 class SetMute(_Request, frozen=True, kw_only=True):
@@ -294,6 +302,8 @@ class IngestResult(msgspec.Struct, frozen=True, kw_only=True):
     new: int
     updated: int
     retracted: int
+    held: int = 0  # re-reports of values an operator retracted, kept retracted
+    held_examples: tuple[str, ...] = ()  # a few of them, "type:value"
 
 
 class Checkpoint(msgspec.Struct, frozen=True, kw_only=True):

@@ -244,6 +244,18 @@ MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [
     # renderers refuse them, but JSON destinations still received them and ctdctl
     # cannot name them. Retracted from every source, so sharing withdraws them.
     _retract_values_failing_the_gate,
+    # 11: an operator's retraction is kept against the source's re-reports
+    # (ctdctl indicators retract/unretract, ctd/store/holds.py). sid 0: every
+    # source, including ones that report the value later.
+    """
+    CREATE TABLE retraction_hold (
+        iid   INTEGER NOT NULL,
+        sid   INTEGER NOT NULL,
+        at    INTEGER NOT NULL,
+        until INTEGER,            -- NULL: until lifted (ctdctl indicators unretract)
+        PRIMARY KEY (iid, sid)
+    ) WITHOUT ROWID;
+    """,
 ]
 
 # PRAGMA application_id of a ctd database (b"ctd1" as a big-endian integer), set by migration 9.

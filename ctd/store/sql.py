@@ -17,6 +17,7 @@ from typing import Any
 
 import msgspec
 
+from ctd.store import holds
 from ctd.store.requests import Checkpoint, IngestBatch, IngestResult
 from ctd.store.rows import STAGE_COLUMNS as _COLUMNS
 from ctd.store.rows import StageRow
@@ -280,6 +281,7 @@ def ingest(conn: sqlite3.Connection, batch: IngestBatch) -> IngestResult:
             params,
         )
         conn.execute("UPDATE stage SET multi = iid <= :max_id AND multi + (1 - had) > 1", params)
+        held, held_examples = holds.apply(conn, params)  # an operator's retraction outlasts re-reports
         conn.execute(_upsert_sighting_sql(batch.policy), params)
         # A new indicator already carries its one source's metadata. An existing one
         # with this as its only source takes the merged provenance row as it is.
@@ -314,7 +316,7 @@ def ingest(conn: sqlite3.Connection, batch: IngestBatch) -> IngestResult:
                 "cursor": _json_enc.encode(cursor).decode() if cursor is not None else None,
             },
         )
-    return IngestResult(new=new, updated=nrows - new, retracted=retracted)
+    return IngestResult(new=new, updated=nrows - new, retracted=retracted, held=held, held_examples=held_examples)
 
 
 def _refresh_ids(conn: sqlite3.Connection, ids: Iterable[int], now: int) -> None:
@@ -354,23 +356,6 @@ def reapply_allowlist(conn: sqlite3.Connection, matches: Any, now: int) -> int:
             conn.executemany("UPDATE indicator SET allowlisted = ? WHERE id = ?", flips)
             _refresh_ids(conn, [iid for _, iid in flips], now)
     return len(flips)
-
-
-def retract(conn: sqlite3.Connection, ids: Sequence[int], source: str | None, now: int) -> int:
-    """Mark indicators retracted for ``source`` (or every source); returns rows changed."""
-    n = 0
-    with transaction(conn):
-        for iid in ids:
-            if source is None:
-                n += conn.execute("UPDATE sighting SET retracted = 1 WHERE iid = ? AND retracted = 0", (iid,)).rowcount
-            else:
-                n += conn.execute(
-                    "UPDATE sighting SET retracted = 1 WHERE iid = ? AND retracted = 0 "
-                    "AND sid = (SELECT id FROM source WHERE name = ?)",
-                    (iid, source),
-                ).rowcount
-        _refresh_ids(conn, ids, now)
-    return n
 
 
 # --- operator overrides -----------------------------------------------------------
