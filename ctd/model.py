@@ -75,7 +75,15 @@ DEFAULT_REPUTATION = 5
 
 
 class Sighting(msgspec.Struct, frozen=True, kw_only=True, gc=False):
-    """One source's report of one indicator. ``type``/``value`` are canonical."""
+    """One source's report of one indicator. ``type``/``value`` are canonical.
+
+    ``first_seen``/``last_seen`` are the source's own times (a feed's last-seen
+    column, STIX ``modified``): metadata that rules can filter on, never what
+    ages the indicator. When the source reported it *to ctd* is the ingest time
+    of the batch that carries it (``IngestBatch.now``): the source entry then
+    expires ``aging_days`` later, unless ``expires_at`` (the source's own
+    explicit expiry: ``valid_until``, ``expiration``, ``expires_at``) is set.
+    """
 
     type: str
     value: str

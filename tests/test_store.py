@@ -202,10 +202,12 @@ def test_effective_metadata_is_order_independent(tmp_path_factory, reports, orde
 
 
 class TestExpiry:
-    def test_expiry_is_last_seen_plus_aging(self, conn):
-        """A source's expiry is its last_seen plus the plugin's aging_days."""
-        ingest(conn, "a", [s("x.example", last_seen=NOW)], aging_days=30)
-        assert show(conn, "domain", "x.example")["expires_at"] == iso(NOW + 30 * DAY)
+    def test_expiry_counts_from_the_report_to_ctd(self, conn):
+        """A source's expiry is aging_days after the batch that reported it to ctd, not after the feed's last_seen."""
+        ingest(conn, "a", [s("x.example", last_seen=NOW - 40 * DAY)], aging_days=30)
+        ind = show(conn, "domain", "x.example")
+        assert ind["expires_at"] == iso(NOW + 30 * DAY) and ind["active"]
+        assert ind["sources"][0]["last_seen"] == iso(NOW - 40 * DAY)  # the feed's own time stays metadata
 
     def test_explicit_expiry_wins(self, conn):
         """A feed's own expiry is used instead of aging_days."""
@@ -218,10 +220,34 @@ class TestExpiry:
         ind = show(conn, "domain", "x.example")
         assert ind["expires_at"] is None and ind["active"]
 
-    def test_old_sighting_is_inactive_at_once(self, conn):
-        """A report whose last_seen is older than aging_days is stored inactive."""
+    def test_old_feed_time_is_active_after_ingest(self, conn):
+        """A report whose feed last_seen is older than aging_days is active right after ingest."""
         ingest(conn, "a", [s("x.example", last_seen=NOW - 100 * DAY)], aging_days=90)
-        assert not show(conn, "domain", "x.example")["active"]
+        assert show(conn, "domain", "x.example")["active"]
+
+    def test_rereport_extends_even_with_an_older_feed_time(self, conn):
+        """A re-report extends the expiry from its ingest, whatever the feed's last_seen says."""
+        ingest(conn, "a", [s("x.example", last_seen=NOW - DAY)], aging_days=1)
+        later = NOW + 5 * DAY
+        ingest(conn, "a", [s("x.example", last_seen=NOW - 2 * DAY)], aging_days=1, now=later)
+        ind = show(conn, "domain", "x.example")
+        assert ind["active"] and ind["expires_at"] == iso(later + DAY)
+        assert ind["last_seen"] == iso(NOW - DAY)  # metadata: the latest feed time
+
+    def test_explicit_expiry_wins_on_rereport(self, conn):
+        """A re-report with its own expiry sets that expiry; one without goes back to aging from ingest."""
+        ingest(conn, "a", [s("x.example", last_seen=NOW)], aging_days=30)
+        ingest(conn, "a", [s("x.example", last_seen=NOW, expires_at=NOW + 3600)], aging_days=30, now=NOW + 60)
+        assert show(conn, "domain", "x.example")["expires_at"] == iso(NOW + 3600)
+        ingest(conn, "a", [s("x.example", last_seen=NOW)], aging_days=30, now=NOW + 120)
+        assert show(conn, "domain", "x.example")["expires_at"] == iso(NOW + 120 + 30 * DAY)
+
+    def test_expiry_of_a_second_source_counts_from_its_report(self, conn):
+        """An indicator known from another source gets this source's expiry from this ingest, not its feed time."""
+        ingest(conn, "a", [s("x.example", last_seen=NOW)], aging_days=1)
+        ingest(conn, "b", [s("x.example", last_seen=NOW - 50 * DAY)], aging_days=30)
+        ind = show(conn, "domain", "x.example")
+        assert ind["expires_at"] == iso(NOW + 30 * DAY)
 
     def test_active_while_any_source_unexpired(self, conn):
         """The indicator stays active while any source entry is unexpired."""

@@ -32,7 +32,7 @@ class IngestBatch(_Request, frozen=True, kw_only=True):
     rows: Sequence[StageRow]
     policy: str  # which re-report of the same source replaces its metadata (reconcile)
     aging_days: int
-    now: int
+    now: int  # when the source reported these to ctd: a row without its own expiry expires now + aging_days
     fresh: bool  # the first batch of a pull that did not resume: a new snapshot generation
     snapshot_end: bool  # retract what this source did not report since the snapshot began
     sub: dict | None  # the resume point after this batch (None: the pull is complete)
