@@ -45,7 +45,6 @@ CORPUS = Path(__file__).parent / "corpus"
 PLUGIN = "corpus"
 DEFAULT_AGING_DAYS = 90
 
-F2 = "issue 12 finding 2: MISP feed rejects malware-sample values as a bad composite"
 F3 = "issue 12 finding 3: STIX patterns real producers emit (AND of one object) are skipped / counted invalid"
 F5 = "issue 12 finding 5: one unreadable optional date field discards the whole record"
 F6 = "issue 12 finding 6: formats real feeds need"
@@ -57,9 +56,6 @@ XFAIL: dict[str, str] = {
     "dshield-block": f"{F6} (network start and prefix are separate columns: stored as one address)",
     "dshield-suspiciousdomains": f"{F6} (the 'Site' column title is not data: stored or counted invalid)",
     "feodo-ipblocklist-csv-2019": f"{F6} (the 2019 export's columns Firstseen,DstIP,DstPort,Malware fail the preset)",
-    "misp-feed-osint": f"{F2} - the adapters now share one type table and read 'name|md5' as its md5 "
-    "(test_feed_formats), but this sample's malware-sample value is the bare file name "
-    "'a5ff5f.exe' (PyMISP's to_feed wrote it without '|md5'): the expected md5 is not in it",
     "spamhaus-drop-json": "not in issue 12 (another loss): the current Spamhaus DROP download is NDJSON, "
     "which no feed format reads (json fails the whole pull on the second line)",
     "stix21-misp-export": f"{F3}",
