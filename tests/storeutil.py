@@ -30,6 +30,7 @@ def ingest(
     fresh: bool = True,
     snapshot_end: bool = False,
     sub: dict | None = None,
+    rejected: tuple[tuple[str, str, str], ...] = (),
 ) -> IngestResult:
     rows = to_stage_rows(
         sightings,
@@ -52,6 +53,7 @@ def ingest(
             snapshot_end=snapshot_end,
             sub=sub,
             cursor=None,
+            rejected=rejected,
         ),
     )
 

@@ -46,24 +46,11 @@ PLUGIN = "corpus"
 DEFAULT_AGING_DAYS = 90
 
 F3 = "issue 12 finding 3: STIX patterns real producers emit (AND of one object) are skipped / counted invalid"
-F5 = "issue 12 finding 5: one unreadable optional date field discards the whole record"
-F6 = "issue 12 finding 6: formats real feeds need"
 
 # case -> why it fails today. Remove an entry when its fix lands (strict xfail turns a pass into a failure).
 XFAIL: dict[str, str] = {
-    "dataplane-sshpwauth": f"{F6} (a '|' inside the ASname column shifts the row and its IP is lost); "
-    f"{F5} (the shifted row's 'pipe' as last-seen rejects it)",
-    "dshield-block": f"{F6} (network start and prefix are separate columns: stored as one address)",
-    "dshield-suspiciousdomains": f"{F6} (the 'Site' column title is not data: stored or counted invalid)",
-    "feodo-ipblocklist-csv-2019": f"{F6} (the 2019 export's columns Firstseen,DstIP,DstPort,Malware fail the preset)",
-    "spamhaus-drop-json": "not in issue 12 (another loss): the current Spamhaus DROP download is NDJSON, "
-    "which no feed format reads (json fails the whole pull on the second line)",
     "stix21-misp-export": f"{F3}",
     "stix21-oasis-examples": f"{F3}",
-    "threatfox-json-recent": f"{F6} (the JSON export keys a list per IoC id: no preset, every item rejected)",
-    "urlhaus-feed-country": f"{F6} (the per-country export has no tags/urlhaus_link columns: the whole pull fails)",
-    "viriback-tracker": f"{F5} (FirstSeen is DD-MM-YYYY: 0 of 10 rows stored)",
-    "vxvault-urllist": f"{F6} (<pre>, title and date lines are preamble, counted invalid today)",
 }
 
 

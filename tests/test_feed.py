@@ -188,10 +188,49 @@ async def test_empty_body_is_an_error_not_an_empty_snapshot():
         await pull(make(FeedServer({"feed.txt": b""})))
 
 
-async def test_a_body_of_only_bad_records_does_not_end_the_snapshot():
-    """An error page served as 200 (every line rejected) is reported but retracts nothing."""
-    (batch,) = await pull(make(FeedServer({"feed.txt": b"<html>\n<body>oops</body>\n</html>\n"})))
-    assert batch.sightings == [] and len(batch.rejected) == 3 and not batch.snapshot_end
+HTML_503 = b"""<html>
+<head><title>503 Service Temporarily Unavailable</title></head>
+<body>
+<center><h1>503 Service Temporarily Unavailable</h1></center>
+<hr><center>nginx</center>
+</body>
+</html>
+"""
+
+
+async def test_a_body_of_only_bad_records_is_an_error():
+    """An error page served as 200 (no value, every record rejected) fails the pull; its rejections are kept first."""
+    a = make(FeedServer({"feed.txt": HTML_503}))
+    got: list[Batch] = []
+    with pytest.raises(
+        UpstreamDataError,
+        match=r"no indicator in the body \(3 records rejected, 4 lines or items that are not records\): not this feed",
+    ):
+        async for b in a.pull(PullContext(since=0, now=NOW)):
+            got.append(b)
+    (batch,) = got  # the rejections, without a resume point, validators or the end of a snapshot
+    assert batch.sightings == [] and len(batch.rejected) == 3
+    assert not batch.snapshot_end and batch.cursor is None and batch.sub_checkpoint is None
+
+
+async def test_an_error_page_fails_ctd_run_once(tmp_path):
+    """The whole pull fails (error, exit 1) when the body is an HTML page: not `ok new=0 invalid=N`."""
+    store = FakeStore(str(tmp_path / "db"))
+    cfg = parse_config(
+        tomli_w.dumps({"plugins": {"f": {"adapter": "feed", "url": "https://feeds.example/x/feed.txt"}}})
+    )
+    plugin = cfg.plugins["f"]
+    a = make(FeedServer({"feed.txt": HTML_503}))
+    with pytest.raises(UpstreamDataError):
+        await pull_once("f", plugin, a, store, AllowlistRef(), SourceStatus("f", plugin))
+    assert len((await store.rejections("f"))["malformed"]) == 3
+    store.close()
+
+
+async def test_a_page_of_only_markup_is_an_error_too():
+    """A body that is all HTML tags and no value is not an empty feed either."""
+    with pytest.raises(UpstreamDataError, match="not records"):
+        await pull(make(FeedServer({"feed.txt": b"<html>\n<body>\n</body>\n</html>\n"})))
 
 
 @pytest.mark.parametrize(

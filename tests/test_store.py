@@ -9,8 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ctd.model import iso
-from ctd.store import IngestBatch
+from ctd.store import KEEP_REJECTED, IngestBatch
 from ctd.store import query as store_query
+from ctd.store import rejections as store_rejections
 from ctd.store import sql as store_sql
 from ctd.store.schema import MIGRATIONS
 from tests.storeutil import DAY, NOW, ingest, s, show
@@ -326,6 +327,50 @@ class TestAllowlist:
         assert not show(conn, "domain", "good.example")["active"]
         assert store_sql.reapply_allowlist(conn, lambda t, v: False, NOW) == 1
         assert show(conn, "domain", "good.example")["active"]
+
+
+class TestRejections:
+    def test_kept_with_the_batch_by_class_newest_first(self, conn):
+        """A batch's rejected records are kept per source and reason class, newest first, with the ingest time."""
+        ingest(conn, "a", [s("x.example")], rejected=(("malformed", "line 1", "bad"), ("field", "line 2", "date")))
+        ingest(conn, "a", [], now=NOW + 60, rejected=(("malformed", "line 9", "worse"),))
+        ingest(conn, "b", [], rejected=(("malformed", "line 5", "other source"),))
+        got = store_rejections.listing(conn, "a")
+        assert [r["where"] for r in got["malformed"]] == ["line 9", "line 1"]
+        assert got["malformed"][0] == {"at": iso(NOW + 60), "where": "line 9", "reason": "worse"}
+        assert [r["reason"] for r in got["field"]] == ["date"]
+        assert got["unsupported_pattern"] == [] and got["allowlisted"] == []
+
+    def test_bounded_per_source_and_class(self, conn):
+        """At most KEEP_REJECTED records per source and class are kept: a flood of one class keeps the others."""
+        ingest(conn, "a", [], rejected=(("unsupported_type", "item 0", "kept"),))
+        flood = tuple(("malformed", f"line {i}", "bad") for i in range(KEEP_REJECTED + 50))
+        ingest(conn, "a", [], rejected=flood)
+        got = store_rejections.listing(conn, "a")
+        assert len(got["malformed"]) == KEEP_REJECTED
+        assert got["malformed"][0]["where"] == f"line {KEEP_REJECTED + 49}"
+        assert got["malformed"][-1]["where"] == "line 50"
+        assert [r["where"] for r in got["unsupported_type"]] == ["item 0"]
+
+    def test_rolled_back_with_a_failed_batch(self, conn):
+        """A batch that fails to commit leaves no rejected records either."""
+        with pytest.raises(sqlite3.ProgrammingError):
+            store_sql.ingest(
+                conn,
+                IngestBatch(
+                    source="a",
+                    rows=[("domain",)],
+                    policy="last_seen",
+                    aging_days=1,
+                    now=NOW,
+                    fresh=False,
+                    snapshot_end=False,
+                    sub=None,
+                    cursor=None,
+                    rejected=(("malformed", "line 1", "bad"),),
+                ),
+            )
+        assert store_rejections.listing(conn, "a")["malformed"] == []
 
 
 class TestCheckpoint:

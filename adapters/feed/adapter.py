@@ -32,7 +32,7 @@ from ctd.adapters.feed.api import Body, FeedHttp
 from ctd.adapters.feed.config import FeedConfig, resolve
 from ctd.adapters.feed.misp import EventStream, manifest_url
 from ctd.adapters.http import make_client
-from ctd.model import Adapter, Batch, PullContext, Rejected, Sighting, UpstreamDataError
+from ctd.model import MALFORMED, Adapter, Batch, PullContext, Rejected, Sighting, UpstreamDataError
 
 # A batch is also cut at this many body bytes: with long records, batch_size
 # records held before mapping could otherwise be batch_size MiB.
@@ -44,6 +44,18 @@ def describe_url(url: str) -> str:
     u = urlsplit(url)
     last = u.path.rstrip("/").rpartition("/")[2]
     return f"{u.scheme}://{u.hostname or ''}/" + (f".../{last}" if u.path.count("/") > 1 else last)
+
+
+def _nothing_read(bad: int, skipped: int, rejected: list[Rejected]) -> str:
+    """Why a body with no value at all is an error, with the first reasons."""
+    what = [
+        f"{bad} records rejected" if bad else "",
+        f"{skipped} lines or items that are not records" if skipped else "",
+    ]
+    first = "; ".join(f"{r.where}: {r.reason}" for r in rejected[:3])
+    return f"no indicator in the body ({', '.join(w for w in what if w)}): not this feed?" + (
+        f" (first: {first})" if first else ""
+    )
 
 
 class FeedAdapter(Adapter):
@@ -60,6 +72,7 @@ class FeedAdapter(Adapter):
         self.http = FeedHttp(self.client, config)
         self.spec = resolve(config)
         self.what = f"feed {describe_url(config.url)}"
+        self.skipped = 0  # lines or items of the body being read that were not records (preamble, markup)
 
     @classmethod
     def check_plugin(cls, pull: bool, config: FeedConfig) -> None:
@@ -95,35 +108,41 @@ class FeedAdapter(Adapter):
                 pos = sub.get("pos")
                 skip = pos if isinstance(pos, int) else 0
             cursor = {**body.validators, "fetched_at": ctx.now}
+            self.skipped = 0
             batches = self._lines(ctx, body, skip) if self.spec.format != "json" else self._json(ctx, body, skip)
             good = bad = 0
             async with aclosing(batches):
                 async for batch, last in batches:
                     good += len(batch.sightings)
-                    bad += len(batch.rejected)
+                    bad += sum(1 for r in batch.rejected if r.kind == MALFORMED)
                     if not last:
                         yield batch
                         continue
                     if body.size == 0:
                         raise UpstreamDataError(f"{self.what}: empty response")
-                    # A body where every record was bad is an error page, not an empty feed.
-                    complete = self.config.effective_snapshot and not (good == 0 and bad > 0)
+                    if good == 0 and (bad or self.skipped) and not skip:
+                        # Not one value, and records that were bad or not records at all: an error
+                        # page where the feed should be, not an empty feed. Its rejections are kept
+                        # (this batch, without a resume point or new validators), then the pull fails.
+                        yield msgspec.structs.replace(batch, sub_checkpoint=None, cursor=None, snapshot_end=False)
+                        raise UpstreamDataError(f"{self.what}: {_nothing_read(bad, self.skipped, batch.rejected)}")
                     yield msgspec.structs.replace(
-                        batch, cursor=cursor, snapshot_end=complete, sub_checkpoint={"done": True}
+                        batch, cursor=cursor, snapshot_end=self.config.effective_snapshot, sub_checkpoint={"done": True}
                     )
 
     async def _lines(self, ctx: PullContext, body: Body, skip: int) -> AsyncGenerator[tuple[Batch, bool], None]:
-        stream = (ff.CsvStream if self.spec.format == "csv" else ff.TextStream)(self.spec, ctx.now)
+        stream = ff.line_stream(self.spec, ctx.now)
         splitter = ff.LineSplitter()
         group: ff.Lines = []
         held = 0  # body bytes behind ``group``
         size = self.config.batch_size
 
-        async def parse(lines: ff.Lines) -> Batch:
+        async def parse(lines: ff.Lines, last: bool = False) -> Batch:
             try:
-                out, rejected = await trio.to_thread.run_sync(stream.feed, lines, skip)
+                out, rejected = await trio.to_thread.run_sync(stream.feed, lines, skip, last)
             except ff.FormatError as exc:
                 raise UpstreamDataError(f"{self.what}: {exc}") from None
+            self.skipped = stream.skipped
             pos = lines[-1][0] if lines else skip
             return Batch(sightings=out, rejected=rejected, sub_checkpoint={"validator": body.validator, "pos": pos})
 
@@ -137,7 +156,7 @@ class FeedAdapter(Adapter):
                         group, held = [], 0
         except ff.FormatError as exc:
             raise UpstreamDataError(f"{self.what}: {exc}") from None
-        yield await parse(group + splitter.finish()), True
+        yield await parse(group + splitter.finish(), last=True), True
 
     async def _json(self, ctx: PullContext, body: Body, skip: int) -> AsyncGenerator[tuple[Batch, bool], None]:
         """Items parsed as the body streams in (never joined), mapped a batch at a time; the first
@@ -149,7 +168,8 @@ class FeedAdapter(Adapter):
         size = self.config.batch_size
 
         async def parse(items: list[Any], start: int) -> Batch:
-            out, rejected = await trio.to_thread.run_sync(ff.json_records, items, start, self.spec, ctx.now)
+            out, rejected, skipped = await trio.to_thread.run_sync(ff.json_records, items, start, self.spec, ctx.now)
+            self.skipped += skipped
             return Batch(
                 sightings=out,
                 rejected=rejected,

@@ -14,7 +14,7 @@ from typing import Any
 import ijson
 import msgspec
 
-from ctd.adapters.feed.records import IP_TYPES, FormatError, Parsed, strip_port
+from ctd.adapters.feed.records import IP_TYPES, FormatError, Issue, Parsed, field_time, issues_at, strip_port
 from ctd.adapters.feed.stream import MAX_DEPTH, MAX_ITEM, SLICE
 from ctd.adapters.file import formats as fmt
 from ctd.adapters.file.formats import BadRecord, show
@@ -219,8 +219,12 @@ def _map_event(
             continue
         tags = tuple(dict.fromkeys(event_tags + [t.name for t in a.Tag if t.name]))
         ts = _epoch(a.timestamp)
+        where = f"event {event.uuid}: {a.type} attribute"
+        issues: list[Issue] = []
+        first_seen = field_time("first_seen", a.first_seen or None, None, issues) or ts
+        last_seen = field_time("last_seen", a.last_seen or None, None, issues)
+        kept = False
         for type_, raw in attribute_values(a.type, a.value):
-            where = f"event {event.uuid}: {a.type} attribute"
             v = raw.strip()
             if type_ is None:  # an IP address or network; a feed may write one with its port
                 v = strip_port(v)
@@ -235,8 +239,8 @@ def _map_event(
                     tags=tags,
                     comments=a.comment or event.info,
                     reference=reference,
-                    first_seen=fmt.field_time("first_seen", a.first_seen) or ts,
-                    last_seen=fmt.field_time("last_seen", a.last_seen),
+                    first_seen=first_seen,
+                    last_seen=last_seen,
                     retracted=a.deleted,
                 )
                 if type_ is None and s.type not in IP_TYPES:
@@ -244,8 +248,11 @@ def _map_event(
             except BadRecord as exc:
                 rejected.append(Rejected(where=where, reason=str(exc)))
                 continue
+            kept = True
             key = (s.type, s.value)
             (dead if a.deleted else live)[key] = s
+        if kept:  # a dropped field of an attribute that was rejected anyway is moot
+            rejected.extend(issues_at(where, issues))
     retracted = [s for k, s in dead.items() if k not in live]
     return (list(live.values()), rejected), retracted
 

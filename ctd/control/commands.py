@@ -15,7 +15,7 @@ from ctd.canon import candidates
 from ctd.control.access import ADMIN, READ, AccessPolicy
 from ctd.control.commands_admin import AdminCommands
 from ctd.control.commands_sharing import SharingCommands
-from ctd.errors import BadRequest, ConfigError, ControlError
+from ctd.errors import BadRequest, ConfigError, ControlError, NotFound
 from ctd.model import INDICATOR_TYPES
 
 if TYPE_CHECKING:
@@ -41,6 +41,7 @@ class Commands(SharingCommands, AdminCommands):
             # read: members of socket_group; admin: root, the daemon's user, admin_group
             "status": (READ, self.status),
             "sources": (READ, self.list_sources),
+            "sources.show": (READ, self.source_show),
             "stats": (READ, self.stats),
             "version": (READ, self.version),
             "indicators.show": (READ, self.show),
@@ -112,6 +113,16 @@ class Commands(SharingCommands, AdminCommands):
 
     async def list_sources(self, args: dict[str, Any]) -> list[dict[str, Any]]:
         return await self._sources()
+
+    async def source_show(self, args: dict[str, Any]) -> dict[str, Any]:
+        """One source as ``sources`` lists it, plus the records it rejected lately by reason class."""
+        name = args.get("name")
+        if not isinstance(name, str):
+            raise BadRequest("sources show needs a source name")
+        entry = next((s for s in await self._sources() if s["name"] == name), None)
+        if entry is None:
+            raise NotFound(f"no source {name!r} in the config")
+        return {**entry, "rejected": await self.d.store.rejections(name)}
 
     async def sync(self, args: dict[str, Any]) -> dict[str, Any]:
         name = args.get("source")

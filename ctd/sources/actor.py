@@ -22,13 +22,24 @@ from ctd.ask import Ask, answer, close_inbox
 from ctd.config import PluginConfig
 from ctd.errors import describe
 from ctd.guard import Guard, load_guard
-from ctd.model import Batch, PullContext, iso, now
+from ctd.model import (
+    ALLOWLISTED,
+    FIELD,
+    MALFORMED,
+    UNSUPPORTED_PATTERN,
+    UNSUPPORTED_TYPE,
+    Batch,
+    PullContext,
+    iso,
+    now,
+)
 from ctd.policy import deadline, expected, next_attempt, real_cause
-from ctd.store import STAGE_COLUMNS, IngestBatch, IngestResult, Store, to_stage_rows
+from ctd.store import KEEP_REJECTED, STAGE_COLUMNS, IngestBatch, IngestResult, RejectedRow, Store, to_stage_rows
 
 log = structlog.get_logger("ctd.source")
 
 WARNINGLIST_COLUMN = STAGE_COLUMNS.index("warninglist")
+ALLOWLISTED_COLUMN = STAGE_COLUMNS.index("allowlisted")
 
 
 class PullCounts(msgspec.Struct, kw_only=True):
@@ -36,7 +47,10 @@ class PullCounts(msgspec.Struct, kw_only=True):
 
     new: int = 0
     updated: int = 0
-    invalid: int = 0
+    invalid: int = 0  # records rejected as malformed
+    unsupported: int = 0  # well-formed records ctd cannot hold (a type, a STIX pattern)
+    field_warnings: int = 0  # optional fields dropped from IoCs that were kept
+    allowlisted: int = 0  # reports of allow-listed values (stored, never active)
     retracted: int = 0
     warninglisted: int = 0  # reports that hit the plugin's warning lists (ctd.guard)
     batches: int = 0
@@ -158,6 +172,7 @@ async def pull_once(
                             failure = item
                             break
                         batch, rows = item
+                        kept = _rejected_rows(batch, rows)
                         try:
                             res = await store.ingest(
                                 IngestBatch(
@@ -170,6 +185,7 @@ async def pull_once(
                                     snapshot_end=batch.snapshot_end,
                                     sub=batch.sub_checkpoint,
                                     cursor=batch.cursor,
+                                    rejected=kept,
                                 )
                             )
                         except Exception as exc:
@@ -181,6 +197,7 @@ async def pull_once(
                             on_commit(name, res)
                         _count(counts, batch, res)
                         counts.warninglisted += sum(1 for r in rows if r[WARNINGLIST_COLUMN])
+                        counts.allowlisted += sum(1 for r in rows if r[ALLOWLISTED_COLUMN])
                         _log_batch(name, batch, res)
             if failure is not None:
                 raise failure
@@ -208,6 +225,9 @@ async def pull_once(
         new=counts.new,
         updated=counts.updated,
         invalid=counts.invalid,
+        unsupported=counts.unsupported,
+        field_warnings=counts.field_warnings,
+        allowlisted=counts.allowlisted,
         retracted=counts.retracted,
         warninglisted=counts.warninglisted,
         batches=counts.batches,
@@ -226,12 +246,37 @@ async def _guard(name: str, plugin: PluginConfig, store: Store, status: SourceSt
     return status.guard
 
 
+# Which count each reason class adds to (allow-listed reports are counted from the stage rows).
+_COUNTED = {
+    MALFORMED: "invalid",
+    UNSUPPORTED_TYPE: "unsupported",
+    UNSUPPORTED_PATTERN: "unsupported",
+    FIELD: "field_warnings",
+}
+
+
 def _count(counts: PullCounts, batch: Batch, res: IngestResult) -> None:
     counts.new += res.new
     counts.updated += res.updated
     counts.retracted += res.retracted
-    counts.invalid += len(batch.rejected)
+    for r in batch.rejected:
+        name = _COUNTED.get(r.kind, "invalid")
+        setattr(counts, name, getattr(counts, name) + 1)
     counts.batches += 1
+
+
+def _rejected_rows(batch: Batch, rows: list) -> list[RejectedRow]:
+    """What the store keeps of a batch's rejections: the last KEEP_REJECTED of each class (the store keeps
+    no more), allow-listed reports included, named by their value since the adapter's position is gone."""
+    out: dict[str, list[RejectedRow]] = {}
+    for r in batch.rejected:
+        out.setdefault(r.kind, []).append((r.kind, r.where, r.reason))
+    for row in rows:
+        if row[ALLOWLISTED_COLUMN]:
+            out.setdefault(ALLOWLISTED, []).append(
+                (ALLOWLISTED, f"{row[0]} {row[1]}", "on the allowlist: stored, never active")
+            )
+    return [r for rs in out.values() for r in rs[-KEEP_REJECTED:]]
 
 
 def _log_batch(name: str, batch: Batch, res: IngestResult) -> None:
@@ -244,11 +289,15 @@ def _log_batch(name: str, batch: Batch, res: IngestResult) -> None:
         ctd_count=len(batch.sightings),
     )
     if batch.rejected:
-        # One line per batch, never one per bad record.
+        # One line per batch, never one per bad record; all of them are kept per source (sources show).
+        by_kind: dict[str, int] = {}
+        for r in batch.rejected:
+            by_kind[r.kind] = by_kind.get(r.kind, 0) + 1
         log.warning(
-            "invalid indicators rejected",
+            "records rejected",
             ctd_event="indicators_rejected_invalid",
             ctd_count=len(batch.rejected),
+            by_class=by_kind,
             examples=[f"{r.where}: {r.reason}" for r in batch.rejected[:5]],
         )
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
-from ctd.store import guard, ledger, query, sql
+from ctd.store import guard, ledger, query, rejections, sql
 from ctd.store.requests import (
     ApplyGuard,
     CompletePull,
@@ -25,6 +25,7 @@ from ctd.store.requests import (
     GetFullList,
     GetListHash,
     GetMutes,
+    GetRejections,
     GetSizes,
     IngestBatch,
     ListLedger,
@@ -74,6 +75,8 @@ def execute(conn: sqlite3.Connection, request: Any) -> Any:
             return sql.complete_pull(conn, name, start, now)
         case RecordPullError(source=name, error=error):
             return sql.record_error(conn, name, error)
+        case GetRejections(source=name):
+            return rejections.listing(conn, name)
         # Housekeeping and operator actions.
         case Expire(now=now):
             return sql.expire(conn, now)

@@ -17,6 +17,7 @@ from typing import Any
 
 import msgspec
 
+from ctd.store import rejections
 from ctd.store.requests import Checkpoint, IngestBatch, IngestResult
 from ctd.store.rows import STAGE_COLUMNS as _COLUMNS
 from ctd.store.rows import StageRow
@@ -287,6 +288,7 @@ def ingest(conn: sqlite3.Connection, batch: IngestBatch) -> IngestResult:
             retracted = len(gone)
             if gone:
                 _refresh_ids(conn, gone, now)
+        rejections.keep(conn, sid, batch.rejected, now)
         conn.execute(
             "UPDATE source SET gen = :gen, sub = :sub, cursor = coalesce(:cursor, cursor) WHERE id = :sid",
             {
