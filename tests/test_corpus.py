@@ -15,8 +15,9 @@ its own ``valid_until``), ``expires=ISO8601`` for an explicit expiry from the
 source. ``@NAME N`` lines compare the ``NAME=N`` figure of the pull summary
 (``@invalid 0``: nothing was counted as an invalid record).
 
-Cases that reproduce issue 12 are marked xfail (strict) in ``XFAIL`` below;
-the fix removes the mark. The corpus README names where each format comes from.
+A case that reproduces a known bug is marked xfail (strict) in ``XFAIL``
+below, naming the bug; the fix removes the mark (issue 12's marks are all
+gone). The corpus README names where each format comes from.
 """
 
 from __future__ import annotations
@@ -45,13 +46,8 @@ CORPUS = Path(__file__).parent / "corpus"
 PLUGIN = "corpus"
 DEFAULT_AGING_DAYS = 90
 
-F3 = "issue 12 finding 3: STIX patterns real producers emit (AND of one object) are skipped / counted invalid"
-
 # case -> why it fails today. Remove an entry when its fix lands (strict xfail turns a pass into a failure).
-XFAIL: dict[str, str] = {
-    "stix21-misp-export": f"{F3}",
-    "stix21-oasis-examples": f"{F3}",
-}
+XFAIL: dict[str, str] = {}
 
 
 # --------------------------------------------------------------------------- cases
