@@ -115,7 +115,7 @@ class PermissionDenied(ControlError):
 
 
 def describe(exc: BaseException) -> str:
-    """A one-line error from the whole cause chain.
+    """A one-line error from the whole cause chain (line breaks and runs of blanks become one space).
 
     Under trio a TLS failure's top exception has an empty message; the reason
     sits further down the ``__cause__``/``__context__`` chain.
@@ -125,7 +125,7 @@ def describe(exc: BaseException) -> str:
     e: BaseException | None = exc
     while e is not None and id(e) not in seen and len(parts) < 8:
         seen.add(id(e))
-        text = str(e)
+        text = " ".join(str(e).split())  # one line, whatever a parser put in its message
         if text and not any(text in p for p in parts):  # a cause already quoted adds nothing
             parts.append(text)
         # ``raise ... from None`` hides the context, as in a traceback.

@@ -29,6 +29,7 @@ from ctd.adapters.feed.records import (
     Lines,
     Parsed,
     Spec,
+    first_line,
     issues_at,
     map_record,
     rejected,
@@ -245,7 +246,7 @@ class JsonLinesStream:
             try:
                 item = self.decode(raw)
             except (msgspec.DecodeError, RecursionError) as exc:
-                rejects.append(Rejected(where=where, reason=f"bad JSON: {str(exc)[:200]}"))
+                rejects.append(Rejected(where=where, reason=f"bad JSON: {first_line(exc)}"))
                 continue
             self.skipped += json_item(item, where, self.spec, self.now, out, rejects)
         return out, rejects

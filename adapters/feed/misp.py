@@ -14,7 +14,16 @@ from typing import Any
 import ijson
 import msgspec
 
-from ctd.adapters.feed.records import IP_TYPES, FormatError, Issue, Parsed, field_time, issues_at, strip_port
+from ctd.adapters.feed.records import (
+    IP_TYPES,
+    FormatError,
+    Issue,
+    Parsed,
+    field_time,
+    first_line,
+    issues_at,
+    strip_port,
+)
 from ctd.adapters.feed.stream import MAX_DEPTH, MAX_ITEM, SLICE
 from ctd.adapters.file import formats as fmt
 from ctd.adapters.file.formats import BadRecord, show
@@ -68,7 +77,7 @@ def parse_manifest(data: bytes) -> dict[str, int]:
     try:
         entries = msgspec.json.decode(data, type=dict[str, ManifestEntry])
     except msgspec.DecodeError as exc:
-        raise FormatError(f"bad manifest.json: {exc}") from None
+        raise FormatError(f"bad manifest.json: {first_line(exc)}") from None
     except RecursionError:
         raise FormatError("bad manifest.json: nested too deeply to parse") from None
     out: dict[str, int] = {}
@@ -138,7 +147,7 @@ class EventStream:
             try:
                 self.coro.send(piece)
             except ijson.JSONError as exc:
-                raise FormatError(f"bad event JSON: {exc}") from None
+                raise FormatError(f"bad event JSON: {first_line(exc)}") from None
             self.quiet = 0 if self.events else self.quiet + len(piece)
             if self.quiet > MAX_ITEM:
                 raise FormatError(f"bad event JSON: a token is longer than {MAX_ITEM} bytes")
@@ -148,14 +157,14 @@ class EventStream:
         try:
             self.coro.close()
         except ijson.JSONError as exc:
-            raise FormatError(f"bad event JSON: {exc}") from None
+            raise FormatError(f"bad event JSON: {first_line(exc)}") from None
         self._walk()
         if not self.has_event:
             raise FormatError("bad event JSON: no Event object")
         try:
             event = msgspec.convert({**self.meta, "Tag": self.tags}, type=MispEvent)
         except msgspec.ValidationError as exc:
-            raise FormatError(f"bad event JSON: {exc}") from None
+            raise FormatError(f"bad event JSON: {first_line(exc)}") from None
         return _map_event(event, self.kept, now, reference)
 
     def _walk(self) -> None:

@@ -44,6 +44,12 @@ class FormatError(ValueError):
     """The document as a whole cannot be parsed (the message says why)."""
 
 
+def first_line(exc: BaseException) -> str:
+    """A parser's message on one line (yajl's adds a second line pointing at the spot)."""
+    lines = str(exc).strip().splitlines()
+    return lines[0].strip()[:300] if lines else type(exc).__name__
+
+
 class UnsupportedType(BadRecord):
     """A well-formed record of a type ctd does not hold (counted unsupported, not invalid)."""
 

@@ -24,7 +24,7 @@ from typing import Any
 import ijson
 import msgspec
 
-from ctd.adapters.feed.records import Column, FormatError, Spec, issues_at, map_record
+from ctd.adapters.feed.records import Column, FormatError, Spec, first_line, issues_at, map_record
 from ctd.adapters.feed.records import rejected as record_rejected
 from ctd.adapters.file.formats import BadRecord, show
 from ctd.model import Rejected, Sighting
@@ -71,7 +71,7 @@ class JsonStream:
             try:
                 self.coro.send(piece)
             except ijson.JSONError as exc:
-                raise FormatError(f"bad JSON: {exc}") from None
+                raise FormatError(f"bad JSON: {first_line(exc)}") from None
             if not self.events:
                 self.quiet += len(piece)
                 if self.quiet > MAX_ITEM:
@@ -88,7 +88,7 @@ class JsonStream:
         try:
             self.coro.close()
         except ijson.JSONError as exc:
-            raise FormatError(f"bad JSON: {exc}") from None
+            raise FormatError(f"bad JSON: {first_line(exc)}") from None
         self._walk(self.events)
         del self.events[:]
         if self.error is not None:

@@ -362,12 +362,21 @@ async def _pull(
         result = await pull_once(name, plugin, adapter, store, allowlist, status, on_commit)
         return result, interval
     except Exception as exc:
-        cause = real_cause(exc)
-        if not expected(cause):
-            log.error("source pull crashed", ctd_event="source_pull_failed", exc_info=cause)
-        await _record_failure(store, name, cause, logged=not expected(cause))
+        cause = await report_failure(store, name, exc)
         status.state, delay = next_attempt(cause, status.failures, interval=interval)
         return PullResult(source=name, error=describe(cause)), delay
+
+
+async def report_failure(store: Store, name: str, exc: BaseException) -> BaseException:
+    """Log a failed pull (``source_pull_failed``; a bug with its traceback) and record it; returns its real cause.
+
+    The daemon's source actors and ``ctd run --once`` report a failure the same way.
+    """
+    cause = real_cause(exc)
+    if not expected(cause):
+        log.error("source pull crashed", ctd_event="source_pull_failed", exc_info=cause)
+    await _record_failure(store, name, cause, logged=not expected(cause))
+    return cause
 
 
 async def _record_failure(store: Store, name: str, exc: BaseException, logged: bool = False) -> None:
