@@ -11,6 +11,7 @@ import pytest
 import tomli_w
 
 from ctd.adapters.feed.adapter import FeedAdapter, describe_url
+from ctd.adapters.feed.records import PARSER_VERSION as PARSER
 from ctd.config import parse_config
 from ctd.errors import AuthError, SourceUnavailable, UpstreamDataError
 from ctd.model import Batch, PullContext
@@ -82,13 +83,13 @@ async def test_full_fetch_stores_validators_only_in_the_last_batch():
     assert values(batches) == [f"198.51.100.{i}" for i in range(1, 6)]
     assert [b.snapshot_end for b in batches] == [False, False, True]
     assert [b.cursor for b in batches[:-1]] == [None, None]
-    assert batches[-1].cursor == {"etag": ETAG, "last_modified": LAST_MODIFIED, "fetched_at": NOW}
+    assert batches[-1].cursor == {"etag": ETAG, "last_modified": LAST_MODIFIED, "fetched_at": NOW, "parser": PARSER}
 
 
 async def test_not_modified_yields_nothing_and_retracts_nothing():
     """With the cursor's validators the request is conditional; 304 yields no batch at all."""
     server = FeedServer({"feed.txt": TEXT})
-    cursor = {"etag": ETAG, "last_modified": LAST_MODIFIED, "fetched_at": NOW - 60}
+    cursor = {"etag": ETAG, "last_modified": LAST_MODIFIED, "fetched_at": NOW - 60, "parser": PARSER}
     assert await pull(make(server), cursor=cursor) == []
     sent = server.requests[0].headers
     assert sent["if-none-match"] == ETAG and sent["if-modified-since"] == LAST_MODIFIED
@@ -97,7 +98,7 @@ async def test_not_modified_yields_nothing_and_retracts_nothing():
 async def test_refetch_after_forces_an_unconditional_fetch():
     """After refetch_after since the last full download the GET is unconditional (keeps last_seen fresh)."""
     server = FeedServer({"feed.txt": TEXT})
-    cursor = {"etag": ETAG, "fetched_at": NOW - 7200}
+    cursor = {"etag": ETAG, "fetched_at": NOW - 7200, "parser": PARSER}
     batches = await pull(make(server, refetch_after="1h"), cursor=cursor)
     assert "if-none-match" not in server.requests[0].headers
     assert batches[-1].snapshot_end
@@ -357,6 +358,30 @@ async def test_misp_snapshot_fetches_all_events_and_a_missing_event_withholds_th
 
 
 NOV_27 = 1_795_808_400
+
+
+async def test_misp_events_read_by_another_parser_version_are_read_again():
+    """An upgrade that parses differently re-reads every event, even behind an unchanged manifest (no 304)."""
+    server = misp_server()
+    a = make(server, url="https://feeds.example/misp/", format="misp")
+    done = (await pull(a))[-1].cursor
+    assert done["parser"] == PARSER
+    server.requests = []
+    assert await pull(a, cursor=done) == []  # the same version: 304, nothing read
+    server.requests = []
+    old = {k: v for k, v in done.items() if k != "parser"}  # written before versions were kept
+    batches = await pull(a, cursor=old)
+    assert "if-none-match" not in server.requests[0].headers
+    assert sorted(r.url.path for r in server.requests[1:]) == [f"/misp/{UUID1}.json", f"/misp/{UUID2}.json"]
+    assert batches[-1].cursor["parser"] == PARSER and set(batches[-1].cursor["events"]) == {UUID1, UUID2}
+
+
+async def test_a_plain_feed_from_another_parser_version_is_fetched_whole():
+    """A text/csv/json feed whose cursor another parser version wrote is fetched unconditionally."""
+    server = FeedServer({"feed.txt": TEXT})
+    cursor = {"etag": ETAG, "last_modified": LAST_MODIFIED, "fetched_at": NOW - 60, "parser": PARSER - 1}
+    batches = await pull(make(server), cursor=cursor)
+    assert "if-none-match" not in server.requests[0].headers and len(values(batches)) == 5
 
 
 # --------------------------------------------------------------------------- with the store

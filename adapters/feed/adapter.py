@@ -13,6 +13,11 @@ new validators — is never reached, so a partial feed never retracts anything.
 Resuming: each batch's sub-checkpoint holds the feed's validator and the line
 (item, event) reached; a resumed pull downloads again unconditionally and skips
 what was committed if the validator is unchanged.
+
+Re-reading after an upgrade: the cursor carries ``PARSER_VERSION``. A cursor
+written by another version is not trusted to say what was read: the GET is
+unconditional (a ``304`` would hide the feed) and a MISP feed fetches every
+event again, so what an older ctd rejected is read by this one.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from ctd.adapters.feed import formats as ff
 from ctd.adapters.feed.api import Body, FeedHttp
 from ctd.adapters.feed.config import FeedConfig, resolve
 from ctd.adapters.feed.misp import EventStream, manifest_url
+from ctd.adapters.feed.records import PARSER_VERSION
 from ctd.adapters.http import make_client
 from ctd.model import MALFORMED, Adapter, Batch, PullContext, Rejected, Sighting, UpstreamDataError
 
@@ -56,6 +62,11 @@ def _nothing_read(bad: int, skipped: int, rejected: list[Rejected]) -> str:
     return f"no indicator in the body ({', '.join(w for w in what if w)}): not this feed?" + (
         f" (first: {first})" if first else ""
     )
+
+
+def _stale(cursor: dict | None) -> bool:
+    """A cursor written by another parser version (or before versions were kept)."""
+    return isinstance(cursor, dict) and cursor.get("parser") != PARSER_VERSION
 
 
 class FeedAdapter(Adapter):
@@ -92,6 +103,10 @@ class FeedAdapter(Adapter):
     async def aclose(self) -> None:
         await self.client.aclose()
 
+    def _conditional(self, ctx: PullContext, resuming: bool) -> dict | None:
+        """The validators to send: none when resuming, after refetch_after, or from another parser version."""
+        return None if _stale(ctx.cursor) else self.http.conditional(ctx, resuming)
+
     async def pull(self, ctx: PullContext) -> AsyncIterator[Batch]:
         if self.spec.format == "misp":
             async with aclosing(self._misp(ctx)) as events:
@@ -100,14 +115,14 @@ class FeedAdapter(Adapter):
             return
         sub = ctx.sub_checkpoint if isinstance(ctx.sub_checkpoint, dict) else None
         resuming = sub is not None and not sub.get("done")
-        async with self.http.open(self.config.url, self.http.conditional(ctx, resuming), self.what) as body:
+        async with self.http.open(self.config.url, self._conditional(ctx, resuming), self.what) as body:
             if body is None:
                 return  # 304: nothing changed, nothing to re-report or retract
             skip = 0
             if resuming and sub and body.validator and sub.get("validator") == body.validator:
                 pos = sub.get("pos")
                 skip = pos if isinstance(pos, int) else 0
-            cursor = {**body.validators, "fetched_at": ctx.now}
+            cursor = {**body.validators, "fetched_at": ctx.now, "parser": PARSER_VERSION}
             self.skipped = 0
             batches = self._lines(ctx, body, skip) if self.spec.format != "json" else self._json(ctx, body, skip)
             good = bad = 0
@@ -214,7 +229,7 @@ class FeedAdapter(Adapter):
         sub = ctx.sub_checkpoint if isinstance(ctx.sub_checkpoint, dict) else None
         resuming = sub is not None and not sub.get("done")
         murl = manifest_url(cfg.url)
-        async with self.http.open(murl, self.http.conditional(ctx, resuming), self.what) as body:
+        async with self.http.open(murl, self._conditional(ctx, resuming), self.what) as body:
             if body is None:
                 return
             data = await body.read()
@@ -224,7 +239,8 @@ class FeedAdapter(Adapter):
         except ff.FormatError as exc:
             raise UpstreamDataError(f"{self.what}: {exc}") from None
         version = hashlib.sha256(data).hexdigest()[:32]
-        known = (ctx.cursor or {}).get("events") if not snapshot else None
+        # Events an older parser read are read again: what it rejected may be read now.
+        known = (ctx.cursor or {}).get("events") if not snapshot and not _stale(ctx.cursor) else None
         known = known if isinstance(known, dict) else {}
         todo = sorted((ts, uuid) for uuid, ts in manifest.items() if snapshot or known.get(uuid) != ts)
         skip = sub.get("pos", 0) if resuming and sub and sub.get("validator") == version else 0
@@ -256,13 +272,14 @@ class FeedAdapter(Adapter):
                     sightings=out,
                     rejected=rejected,
                     sub_checkpoint={"validator": version, "pos": i + 1},
-                    cursor=None if snapshot else {"events": dict(done)},
+                    cursor=None if snapshot else {"events": dict(done), "parser": PARSER_VERSION},
                 )
                 out, rejected = [], []
         retract = {(s.type, s.value): s for s in dead if (s.type, s.value) not in live}
         cursor: dict[str, Any] = {**validators, "fetched_at": ctx.now} if complete else {}
         if not snapshot:
             cursor["events"] = done
+            cursor["parser"] = PARSER_VERSION
         yield Batch(
             sightings=out + list(retract.values()),
             rejected=rejected,

@@ -30,6 +30,11 @@ from ctd.model import (
     parse_time,
 )
 
+# Bump when ctd reads a record differently (a type it now maps, a format it now accepts): a feed's
+# cursor from another version makes the next pull read everything again (MISP feeds: every event).
+# 1: until issue 12 (no version in the cursor); 2: issue 12's formats, presets and field warnings.
+PARSER_VERSION = 2
+
 Column = str | int
 Lines = list[tuple[int, bytes]]
 Parsed = tuple[list[Sighting], list[Rejected]]

@@ -57,6 +57,7 @@ class Commands(SharingCommands, AdminCommands):
             "sync": (ADMIN, self.sync),
             "sharing.sync": (ADMIN, self.sharing_sync),
             "checkpoint.set": (ADMIN, self.checkpoint_set),
+            "checkpoint.reset": (ADMIN, self.checkpoint_reset),
             "plugins.check": (ADMIN, self.plugins_check),
             "indicators.retract": (ADMIN, self.indicators_retract),
             "rules.mute": (ADMIN, self.rules_mute),
