@@ -237,3 +237,27 @@ def test_a_quoted_newline_is_kept_and_refused():
     parsed = parse_lines(b'value\n"http://evil.example/j\n10.0.0.0/8"\n192.0.2.1\n', format="csv", type="url")
     assert pairs(parsed) == [("url", "http://192.0.2.1")]
     assert [w for w, _, _ in kinds(parsed)] == ["line 2"]
+
+
+def test_a_misp_attribute_with_an_unreadable_first_seen_is_kept():
+    """MISP feed: an attribute's first_seen that is no time is dropped with a field warning; the IoC counts."""
+    import json
+
+    event = {
+        "Event": {
+            "uuid": "5f0c1c2e-0000-4000-8000-0000000000c1",
+            "info": "x",
+            "Attribute": [
+                {
+                    "type": "domain",
+                    "value": "evil.example",
+                    "to_ids": True,
+                    "timestamp": "1700000000",
+                    "first_seen": "soon",
+                }
+            ],
+        }
+    }
+    (out, rejected), _ = ff.misp_event(json.dumps(event).encode(), NOW)
+    assert pairs((out, [])) == [("domain", "evil.example")] and out[0].first_seen == 1_700_000_000
+    assert [(r.kind, r.reason) for r in rejected] == [("field", "bad first_seen 'soon' (dropped)")]
