@@ -147,7 +147,8 @@ def cap(text: str, limit: int = MAX_ERROR_TEXT) -> str:
 
 
 def describe(exc: BaseException, limit: int = MAX_ERROR_TEXT) -> str:
-    """A one-line error from the whole cause chain, capped at ``limit`` characters.
+    """A one-line error from the whole cause chain, capped at ``limit`` characters (line breaks and runs of
+    blanks become one space).
 
     Under trio a TLS failure's top exception has an empty message; the reason
     sits further down the ``__cause__``/``__context__`` chain. httpx wraps its
@@ -161,10 +162,11 @@ def describe(exc: BaseException, limit: int = MAX_ERROR_TEXT) -> str:
     e: BaseException | None = exc
     while e is not None and id(e) not in seen and len(parts) < 8:
         seen.add(id(e))
-        text = _text(e)
-        if text and not any(text[: limit + 1] in p for p in parts):  # a cause already quoted adds nothing
-            parts.append(text[: limit + 1])  # never join (copy) a 100 MB message
-            total += len(text) + 2
+        raw = _text(e)
+        text = " ".join(raw[: limit + 1].split())  # one line; never join (copy) a 100 MB message
+        if text and not any(text in p for p in parts):  # a cause already quoted adds nothing
+            parts.append(text)
+            total += len(raw) + 2
         e = _next(e)
     if not parts:
         return type(exc).__name__

@@ -76,7 +76,15 @@ DEFAULT_REPUTATION = 5
 
 
 class Sighting(msgspec.Struct, frozen=True, kw_only=True, gc=False):
-    """One source's report of one indicator. ``type``/``value`` are canonical."""
+    """One source's report of one indicator. ``type``/``value`` are canonical.
+
+    ``first_seen``/``last_seen`` are the source's own times (a feed's last-seen
+    column, STIX ``modified``): metadata that rules can filter on, never what
+    ages the indicator. When the source reported it *to ctd* is the ingest time
+    of the batch that carries it (``IngestBatch.now``): the source entry then
+    expires ``aging_days`` later, unless ``expires_at`` (the source's own
+    explicit expiry: ``valid_until``, ``expiration``, ``expires_at``) is set.
+    """
 
     type: str
     value: str
@@ -91,11 +99,26 @@ class Sighting(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     retracted: bool = False  # the source revokes this indicator
 
 
+# Reason classes of a ``Rejected``: what an operator does about it differs.
+MALFORMED = "malformed"  # the record or its value is broken (counted ``invalid``): tell the publisher
+UNSUPPORTED_TYPE = "unsupported_type"  # well formed, of a type ctd does not hold (counted ``unsupported``)
+UNSUPPORTED_PATTERN = "unsupported_pattern"  # a STIX pattern that is no list of values (``unsupported``)
+ALLOWLISTED = "allowlisted"  # stored, but on the allowlist: never active (set by the core, not adapters)
+FIELD = "field"  # an optional field could not be read and was dropped; the IoC was kept (a field warning)
+REJECT_KINDS: tuple[str, ...] = (MALFORMED, UNSUPPORTED_TYPE, UNSUPPORTED_PATTERN, ALLOWLISTED, FIELD)
+
+
 class Rejected(msgspec.Struct, frozen=True, kw_only=True):
-    """A record an adapter could not turn into a sighting (counted and reported)."""
+    """A record (or one field of a record) an adapter could not use: counted, logged and kept per source.
+
+    ``where`` names the record as the source numbers it (``line 17``, ``item 3``, a STIX id, a
+    MISP event and attribute); ``reason`` says what was wrong with which part, quoting it;
+    ``kind`` is its reason class (``REJECT_KINDS``). A ``FIELD`` warning rejects no record.
+    """
 
     where: str  # e.g. "line 17"
     reason: str
+    kind: str = MALFORMED
 
 
 class Batch(msgspec.Struct, frozen=True, kw_only=True):
@@ -408,8 +431,14 @@ class Secret(str):
 
 
 __all__ = [
+    "ALLOWLISTED",
     "DEFAULT_REPUTATION",
+    "FIELD",
     "INDICATOR_TYPES",
+    "MALFORMED",
+    "REJECT_KINDS",
+    "UNSUPPORTED_PATTERN",
+    "UNSUPPORTED_TYPE",
     "SEVERITIES",
     "SEVERITY_RANK",
     "ActionSpec",

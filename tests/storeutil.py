@@ -33,6 +33,7 @@ def ingest(
     snapshot_end: bool = False,
     sub: dict | None = None,
     gate: bool = True,
+    rejected: tuple[tuple[str, str, str], ...] = (),
 ) -> IngestResult:
     """Ingest ``sightings`` as the source actor does; ``gate=False`` stores them as an older ctd did,
     without the value gate of ``to_stage_rows`` (to seed values that reached the store before it)."""
@@ -60,6 +61,7 @@ def ingest(
             snapshot_end=snapshot_end,
             sub=sub,
             cursor=None,
+            rejected=rejected,
         ),
     )
 

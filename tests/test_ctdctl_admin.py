@@ -476,6 +476,6 @@ def test_completion_top_level() -> None:
 @needs_bash
 def test_completion_subcommands_and_options() -> None:
     """Subcommands and options complete after global options and their arguments."""
-    assert complete("ctdctl", "--socket", "/tmp/x.sock", "checkpoint", "") == ["show", "set"]
+    assert complete("ctdctl", "--socket", "/tmp/x.sock", "checkpoint", "") == ["show", "set", "reset"]
     assert complete("ctdctl", "checkpoint", "set", "feed1", "--d") == ["--days"]
     assert complete("ctdctl", "indicators", "export", "--format", "") == ["jsonl", "csv"]

@@ -15,7 +15,16 @@ import ijson
 import msgspec
 
 from ctd.adapters import jsonstream
-from ctd.adapters.feed.records import IP_TYPES, FormatError, Parsed, strip_port
+from ctd.adapters.feed.records import (
+    IP_TYPES,
+    FormatError,
+    Issue,
+    Parsed,
+    field_time,
+    first_line,
+    issues_at,
+    strip_port,
+)
 from ctd.adapters.feed.stream import MAX_DEPTH, MAX_ITEM, SLICE
 from ctd.adapters.file import formats as fmt
 from ctd.adapters.file.formats import BadRecord, show
@@ -184,7 +193,7 @@ class EventStream:
             try:
                 self.coro.send(piece)
             except ijson.JSONError as exc:
-                raise FormatError(f"bad event JSON: {exc}") from None
+                raise FormatError(f"bad event JSON: {first_line(exc)}") from None
             self.quiet = 0 if self.events else self.quiet + len(piece)
             if self.quiet > MAX_ITEM:
                 raise FormatError(f"bad event JSON: a token is longer than {MAX_ITEM} bytes")
@@ -194,14 +203,14 @@ class EventStream:
         try:
             self.coro.close()
         except ijson.JSONError as exc:
-            raise FormatError(f"bad event JSON: {exc}") from None
+            raise FormatError(f"bad event JSON: {first_line(exc)}") from None
         self._walk()
         if not self.has_event:
             raise FormatError("bad event JSON: no Event object")
         try:
             event = msgspec.convert({**self.meta, "Tag": self.tags}, type=MispEvent)
         except msgspec.ValidationError as exc:
-            raise FormatError(f"bad event JSON: {exc}") from None
+            raise FormatError(f"bad event JSON: {first_line(exc)}") from None
         return _map_event(event, self.kept, now, reference)
 
     def _walk(self) -> None:
@@ -265,8 +274,12 @@ def _map_event(
             continue
         tags = tuple(dict.fromkeys(event_tags + [t.name for t in a.Tag if t.name]))
         ts = _epoch(a.timestamp)
+        where = f"event {event.uuid}: {a.type} attribute"
+        issues: list[Issue] = []
+        first_seen = field_time("first_seen", a.first_seen or None, None, issues) or ts
+        last_seen = field_time("last_seen", a.last_seen or None, None, issues)
+        kept = False
         for type_, raw in attribute_values(a.type, a.value):
-            where = f"event {event.uuid}: {a.type} attribute"
             v = raw.strip()
             if type_ is None:  # an IP address or network; a feed may write one with its port
                 v = strip_port(v)
@@ -281,8 +294,8 @@ def _map_event(
                     tags=tags,
                     comments=a.comment or event.info,
                     reference=reference,
-                    first_seen=fmt.field_time("first_seen", a.first_seen) or ts,
-                    last_seen=fmt.field_time("last_seen", a.last_seen),
+                    first_seen=first_seen,
+                    last_seen=last_seen,
                     retracted=a.deleted,
                 )
                 if type_ is None and s.type not in IP_TYPES:
@@ -290,8 +303,11 @@ def _map_event(
             except BadRecord as exc:
                 rejected.append(Rejected(where=where, reason=str(exc)))
                 continue
+            kept = True
             key = (s.type, s.value)
             (dead if a.deleted else live)[key] = s
+        if kept:  # a dropped field of an attribute that was rejected anyway is moot
+            rejected.extend(issues_at(where, issues))
     retracted = [s for k, s in dead.items() if k not in live]
     return (list(live.values()), rejected), retracted
 

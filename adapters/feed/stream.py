@@ -13,7 +13,8 @@ from typing import Any
 import msgspec
 
 from ctd.adapters import jsonstream
-from ctd.adapters.feed.records import Column, FormatError, Parsed, Spec, map_record
+from ctd.adapters.feed.records import Column, FormatError, Spec, issues_at, map_record
+from ctd.adapters.feed.records import rejected as record_rejected
 from ctd.adapters.file.formats import BadRecord, show
 from ctd.model import Rejected, Sighting
 
@@ -61,26 +62,57 @@ def _dotted(obj: Any, path: Column) -> Any:
     return obj
 
 
-def json_records(items: list[Any], start: int, spec: Spec, now: int) -> Parsed:
-    """Map ``items`` (objects, or bare strings taken as values); ``start`` numbers them."""
+def _present(obj: dict, path: Column) -> bool:
+    if isinstance(path, int):
+        return False
+    for key in path.split("."):
+        if not isinstance(obj, dict) or key not in obj:
+            return False
+        obj = obj[key]
+    return True
+
+
+def json_item(item: Any, where: str, spec: Spec, now: int, out: list[Sighting], rejected: list[Rejected]) -> int:
+    """Map one item into ``out``/``rejected``; returns how many objects were skipped as not records.
+
+    An object is a record; a bare string is a value; a list holds records (the
+    ThreatFox export keys a list of one IoC by its id). An object without any
+    of the value fields is not a record (a metadata line) and is skipped.
+    """
+    if isinstance(item, list):
+        skipped = 0
+        for i, sub in enumerate(item):
+            if isinstance(sub, (dict, str)):
+                skipped += json_item(sub, f"{where}[{i}]", spec, now, out, rejected)
+            else:
+                rejected.append(Rejected(where=f"{where}[{i}]", reason=f"not an object: {show(str(sub))}"))
+        return skipped
+    obj: Any
+    if isinstance(item, dict):
+        paths = [c for _, c in spec.template if c is not None] or spec.fields.get("value", ())
+        if not any(_present(item, p) for p in paths):
+            return 1
+        obj, s = item, spec
+    elif isinstance(item, str):
+        obj, s = [item], msgspec.structs.replace(spec, fields={"value": (0,)}, template=())
+    else:
+        rejected.append(Rejected(where=where, reason=f"not an object: {show(str(item))}"))
+        return 0
+    try:
+        sightings, issues = map_record(lambda p: _dotted(obj, p), s, now)
+    except BadRecord as exc:
+        rejected.append(record_rejected(where, exc))
+        return 0
+    out.extend(sightings)
+    rejected.extend(issues_at(where, issues))
+    return 0
+
+
+def json_records(items: list[Any], start: int, spec: Spec, now: int) -> tuple[list[Sighting], list[Rejected], int]:
+    """Map ``items``; ``start`` numbers them. Returns sightings, rejections and how many were no records."""
     out: list[Sighting] = []
     rejected: list[Rejected] = []
-    bare = Spec(**{**msgspec.structs.asdict(spec), "fields": {"value": (0,)}})
+    skipped = 0
     for n, item in enumerate(items, start):
-        where = f"item {n}"
-        obj: Any
-        if isinstance(item, dict):
-            obj, s = item, spec
-        elif isinstance(item, str):
-            obj, s = [item], bare
-        else:
-            rejected.append(Rejected(where=where, reason=f"not an object: {show(str(item))}"))
-            continue
-        try:
-            sightings, reasons = map_record(lambda p: _dotted(obj, p), s, now)  # noqa: B023  (called at once)
-        except BadRecord as exc:
-            rejected.append(Rejected(where=where, reason=str(exc)))
-            continue
-        out.extend(sightings)
-        rejected.extend(Rejected(where=where, reason=r) for r in reasons)
-    return out, rejected
+        skipped += json_item(item, f"item {n}", spec, now, out, rejected)
+    return out, rejected, skipped

@@ -233,6 +233,8 @@ def csv_rows(lines: Lines, dialect: dict[str, Any], rejected: list[Rejected]) ->
     numbers: list[int] = []
     for lineno, raw in lines:
         try:
+            # The line end goes back on: a quoted field that spans lines keeps its line break (and the
+            # value gate then refuses it) instead of gluing two lines into one plausible value.
             texts.append(raw.decode() + "\n")
             numbers.append(lineno)
         except UnicodeDecodeError:

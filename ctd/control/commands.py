@@ -42,6 +42,7 @@ class Commands(SharingCommands, AdminCommands, DbCommands):
             # read: members of socket_group; admin: root, the daemon's user, admin_group
             "status": (READ, self.status),
             "sources": (READ, self.list_sources),
+            "sources.show": (READ, self.source_show),
             "stats": (READ, self.stats),
             "version": (READ, self.version),
             "indicators.show": (READ, self.show),
@@ -57,6 +58,7 @@ class Commands(SharingCommands, AdminCommands, DbCommands):
             "sync": (ADMIN, self.sync),
             "sharing.sync": (ADMIN, self.sharing_sync),
             "checkpoint.set": (ADMIN, self.checkpoint_set),
+            "checkpoint.reset": (ADMIN, self.checkpoint_reset),
             "plugins.check": (ADMIN, self.plugins_check),
             "indicators.retract": (ADMIN, self.indicators_retract),
             "indicators.unretract": (ADMIN, self.indicators_unretract),
@@ -128,6 +130,16 @@ class Commands(SharingCommands, AdminCommands, DbCommands):
 
     async def list_sources(self, args: dict[str, Any]) -> list[dict[str, Any]]:
         return await self._sources(with_counts=_opt_bool(args, "counts") is not False)
+
+    async def source_show(self, args: dict[str, Any]) -> dict[str, Any]:
+        """One source as ``sources`` lists it, plus the records it rejected lately by reason class."""
+        name = args.get("name")
+        if not isinstance(name, str):
+            raise BadRequest("sources show needs a source name")
+        entry = next((s for s in await self._sources() if s["name"] == name), None)
+        if entry is None:
+            raise NotFound(f"no source {name!r} in the config")
+        return {**entry, "rejected": await self.d.store.rejections(name)}
 
     async def sync(self, args: dict[str, Any]) -> dict[str, Any]:
         name = args.get("source")

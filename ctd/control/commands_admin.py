@@ -109,6 +109,23 @@ class AdminCommands:
             "note": f"the next pull of {name} starts from {iso(when)}; `ctdctl sync {name}` pulls now",
         }
 
+    async def checkpoint_reset(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Forget where a source is (checkpoint, resume point, cursor): the next pull starts as the first did.
+
+        For re-reading after an upgrade that parses differently: an incremental
+        source (a MISP feed's events done, a TAXII collection's date) otherwise
+        never reads again what an older ctd rejected.
+        """
+        name = self._plugin_name(args, "source", pulling=True)
+        await self.d.store.set_checkpoint(name, None)
+        log.info("checkpoint reset", ctd_event="checkpoint_reset", ctd_source=name)
+        return {
+            "source": name,
+            "last_run": None,
+            "note": f"the next pull of {name} starts afresh (initial_range back) and reads again what the source "
+            f"still has; `ctdctl sync {name}` pulls now",
+        }
+
     async def plugins_list(self, args: dict[str, Any]) -> list[dict[str, Any]]:
         cfg = self.d.config
         out = []

@@ -42,6 +42,10 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--since", metavar="ISO8601", help="start from this time (e.g. 2026-01-01T00:00:00Z)")
     g.add_argument("--days", metavar="N", type=int, help="start from N days ago")
+    p = csub.add_parser(
+        "reset", parents=[common], help="forget a source's checkpoint and cursor: the next pull reads all again"
+    )
+    p.add_argument("source", metavar="SOURCE")
 
     pl = sub.add_parser("plugins", parents=[common], help="list plugins or test a plugin's connectivity")
     psub = pl.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -100,6 +104,8 @@ def run(args: argparse.Namespace, connect: Connect, out: TextIO) -> int | None:
         case "checkpoint", "set":
             data = connect().call("checkpoint.set", source=args.source, since=args.since, days=args.days)
             emit(out, data, as_json, checkpoint_set)
+        case "checkpoint", "reset":
+            emit(out, connect().call("checkpoint.reset", source=args.source), as_json, checkpoint_set)
         case "plugins", "list":
             emit(out, connect().call("plugins.list"), as_json, plugins_list)
         case "plugins", "check":
@@ -181,7 +187,7 @@ def checkpoint_show(out: TextIO, data: dict[str, Any]) -> None:
 
 
 def checkpoint_set(out: TextIO, data: dict[str, Any]) -> None:
-    """``ctdctl checkpoint set``: the new checkpoint and what happens next."""
+    """``ctdctl checkpoint set`` / ``reset``: the new checkpoint and what happens next."""
     kv(out, [("source", data.get("source")), ("last run", data.get("last_run"))])
     if data.get("note"):
         out.write(f"\n{data['note']}\n")

@@ -18,6 +18,7 @@ from ctd.ctdctl import admin as admin
 from ctd.ctdctl import db as db
 from ctd.ctdctl import render as render
 from ctd.ctdctl import render_sharing as render_sharing
+from ctd.ctdctl import render_sources as render_sources
 from ctd.ctdctl import timeouts as timeouts
 from ctd.ctdctl.client import (
     DEFAULT_SOCKET,
@@ -86,7 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     sub.add_parser("status", parents=[common], help="show daemon status, indicator counts and sources")
-    sub.add_parser("sources", parents=[common], help="list configured sources and their pull state")
+    src = sub.add_parser("sources", parents=[common], help="list configured sources, or show one with its rejections")
+    srcsub = src.add_subparsers(dest="action", metavar="ACTION")
+    srcsub.add_parser("list", parents=[common], help="list configured sources and their pull state (the default)")
+    p = srcsub.add_parser("show", parents=[common], help="one source: state, counts and the records it rejected")
+    p.add_argument("name", metavar="NAME")
     p = sub.add_parser("sync", parents=[common], help="pull a source now and wait for the counts")
     p.add_argument("source", metavar="SOURCE")
     sub.add_parser("reload", parents=[common], help="re-read the config file and apply the changes")
@@ -216,6 +221,8 @@ def _run(args: argparse.Namespace, client: ControlClient, out: TextIO, err: Text
         case "status":
             data = client.call("status")
             _emit(out, data, as_json, render.status)
+        case "sources" if getattr(args, "action", None) == "show":
+            _emit(out, client.call("sources.show", name=args.name), as_json, render_sources.source_show)
         case "sources":
             data = client.call("sources")
             _emit(out, data, as_json, render.sources)

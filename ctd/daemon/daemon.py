@@ -50,7 +50,15 @@ from ctd.rates import RateCounter
 from ctd.service import logs as logs
 from ctd.service.sdnotify import Notifier, run_watchdog, watchdog_interval
 from ctd.sharing.actor import ShareNow, Sharer, ShareResult, SharingStatus, Wake, run_sharing
-from ctd.sources.actor import AllowlistRef, PullNow, PullResult, SourceStatus, pull_once, run_source
+from ctd.sources.actor import (
+    AllowlistRef,
+    PullNow,
+    PullResult,
+    SourceStatus,
+    pull_once,
+    report_failure,
+    run_source,
+)
 from ctd.store import IngestResult, Store, run_store
 
 log = structlog.get_logger("ctd.daemon")
@@ -227,6 +235,8 @@ class Daemon:
             store = await self._open_store(root, wait_for_space=False)
 
             async def one(name: str, plugin: PluginConfig) -> None:
+                # Each pull is its own task: its log lines name its source, as under a source actor.
+                structlog.contextvars.bind_contextvars(ctd_source=name)
                 status = SourceStatus(name, plugin)
                 try:
                     async with self.open_adapter(name, plugin) as adapter:
@@ -234,7 +244,8 @@ class Daemon:
                             name, plugin, adapter, store, self.allowlist, status, self._on_commit
                         )
                 except Exception as exc:
-                    results[name] = PullResult(source=name, error=describe(real_cause(exc)))
+                    cause = await report_failure(store, name, exc)
+                    results[name] = PullResult(source=name, error=describe(cause))
 
             async with trio.open_nursery() as pulls:
                 for name, plugin in pulling(cfg).items():

@@ -22,16 +22,29 @@ from ctd.ask import Ask, answer, close_inbox
 from ctd.config import PluginConfig
 from ctd.errors import StoreError, cap, describe
 from ctd.guard import Guard, load_guard
-from ctd.model import Batch, PullContext, PullProgress, Rejected, iso, now
+from ctd.model import (
+    ALLOWLISTED,
+    FIELD,
+    MALFORMED,
+    UNSUPPORTED_PATTERN,
+    UNSUPPORTED_TYPE,
+    Batch,
+    PullContext,
+    PullProgress,
+    Rejected,
+    iso,
+    now,
+)
 from ctd.policy import deadline, expected, next_attempt, real_cause
 from ctd.rates import Histogram
 from ctd.sources import progress
 from ctd.sources import values as plugin_values
-from ctd.store import STAGE_COLUMNS, IngestBatch, IngestResult, Store, to_stage_rows
+from ctd.store import KEEP_REJECTED, STAGE_COLUMNS, IngestBatch, IngestResult, RejectedRow, Store, to_stage_rows
 
 log = structlog.get_logger("ctd.source")
 
 WARNINGLIST_COLUMN = STAGE_COLUMNS.index("warninglist")
+ALLOWLISTED_COLUMN = STAGE_COLUMNS.index("allowlisted")
 
 
 class PullCounts(msgspec.Struct, kw_only=True):
@@ -39,7 +52,10 @@ class PullCounts(msgspec.Struct, kw_only=True):
 
     new: int = 0
     updated: int = 0
-    invalid: int = 0
+    invalid: int = 0  # records rejected as malformed
+    unsupported: int = 0  # well-formed records ctd cannot hold (a type, a STIX pattern)
+    field_warnings: int = 0  # optional fields dropped from IoCs that were kept
+    allowlisted: int = 0  # reports of allow-listed values (stored, never active)
     retracted: int = 0
     warninglisted: int = 0  # reports that hit the plugin's warning lists (ctd.guard)
     held: int = 0  # re-reports of values an operator retracted, kept retracted (ctd/store/holds.py)
@@ -179,6 +195,7 @@ async def pull_once(
                             break
                         batch, rows = item
                         ctx.progress.records += len(batch.sightings) + len(batch.rejected)
+                        kept = _rejected_rows(batch, rows)
                         try:
                             res = await store.ingest(
                                 IngestBatch(
@@ -191,6 +208,7 @@ async def pull_once(
                                     snapshot_end=batch.snapshot_end,
                                     sub=plugin_values.with_used(batch.sub_checkpoint, used),
                                     cursor=batch.cursor,
+                                    rejected=kept,
                                 )
                             )
                         except Exception as exc:
@@ -202,6 +220,7 @@ async def pull_once(
                             on_commit(name, res)
                         _count(counts, batch, res)
                         counts.warninglisted += sum(1 for r in rows if r[WARNINGLIST_COLUMN])
+                        counts.allowlisted += sum(1 for r in rows if r[ALLOWLISTED_COLUMN])
                         _log_batch(name, batch, res)
                 nursery.cancel_scope.cancel()  # the progress reporter: the producer has finished
             if failure is not None:
@@ -241,6 +260,9 @@ async def pull_once(
         new=counts.new,
         updated=counts.updated,
         invalid=counts.invalid,
+        unsupported=counts.unsupported,
+        field_warnings=counts.field_warnings,
+        allowlisted=counts.allowlisted,
         retracted=counts.retracted,
         warninglisted=counts.warninglisted,
         batches=counts.batches,
@@ -259,13 +281,38 @@ async def _guard(name: str, plugin: PluginConfig, store: Store, status: SourceSt
     return status.guard
 
 
+# Which count each reason class adds to (allow-listed reports are counted from the stage rows).
+_COUNTED = {
+    MALFORMED: "invalid",
+    UNSUPPORTED_TYPE: "unsupported",
+    UNSUPPORTED_PATTERN: "unsupported",
+    FIELD: "field_warnings",
+}
+
+
 def _count(counts: PullCounts, batch: Batch, res: IngestResult) -> None:
     counts.new += res.new
     counts.updated += res.updated
     counts.retracted += res.retracted
     counts.held += res.held
-    counts.invalid += len(batch.rejected)
+    for r in batch.rejected:
+        name = _COUNTED.get(r.kind, "invalid")
+        setattr(counts, name, getattr(counts, name) + 1)
     counts.batches += 1
+
+
+def _rejected_rows(batch: Batch, rows: list) -> list[RejectedRow]:
+    """What the store keeps of a batch's rejections: the last KEEP_REJECTED of each class (the store keeps
+    no more), allow-listed reports included, named by their value since the adapter's position is gone."""
+    out: dict[str, list[RejectedRow]] = {}
+    for r in batch.rejected:
+        out.setdefault(r.kind, []).append((r.kind, r.where, r.reason))
+    for row in rows:
+        if row[ALLOWLISTED_COLUMN]:
+            out.setdefault(ALLOWLISTED, []).append(
+                (ALLOWLISTED, f"{row[0]} {row[1]}", "on the allowlist: stored, never active")
+            )
+    return [r for rs in out.values() for r in rs[-KEEP_REJECTED:]]
 
 
 def _log_batch(name: str, batch: Batch, res: IngestResult) -> None:
@@ -286,11 +333,15 @@ def _log_batch(name: str, batch: Batch, res: IngestResult) -> None:
             examples=list(res.held_examples),
         )
     if batch.rejected:
-        # One line per batch, never one per bad record.
+        # One line per batch, never one per bad record; all of them are kept per source (sources show).
+        by_kind: dict[str, int] = {}
+        for r in batch.rejected:
+            by_kind[r.kind] = by_kind.get(r.kind, 0) + 1
         log.warning(
-            "invalid indicators rejected",
+            "records rejected",
             ctd_event="indicators_rejected_invalid",
             ctd_count=len(batch.rejected),
+            by_class=by_kind,
             examples=[cap(f"{r.where}: {r.reason}") for r in batch.rejected[:5]],
         )
 
@@ -371,22 +422,36 @@ async def _pull(
         if status.failures == failures:  # it failed before pull_once's own bookkeeping (its checkpoint read)
             status.failures += 1
             status.last_error = describe(cause)
-        if not expected(cause):
-            log.error("source pull crashed", ctd_event="source_pull_failed", exc_info=cause)
-        await _record_failure(store, name, cause, status, logged=not expected(cause))
+        await report_failure(store, name, cause, status)
         status.state, delay = next_attempt(cause, status.failures, interval=interval)
         return PullResult(source=name, error=describe(cause)), delay
 
 
+async def report_failure(
+    store: Store, name: str, exc: BaseException, status: SourceStatus | None = None
+) -> BaseException:
+    """Log a failed pull (``source_pull_failed``; a bug with its traceback) and record it; returns its real cause.
+
+    The daemon's source actors and ``ctd run --once`` report a failure the same way.
+    """
+    cause = real_cause(exc)
+    if not expected(cause):
+        log.error("source pull crashed", ctd_event="source_pull_failed", exc_info=cause)
+    await _record_failure(store, name, cause, status, logged=not expected(cause))
+    return cause
+
+
 async def _record_failure(
-    store: Store, name: str, exc: BaseException, status: SourceStatus, logged: bool = False
+    store: Store, name: str, exc: BaseException, status: SourceStatus | None, logged: bool = False
 ) -> None:
     """Log the failure and record it as the source's last_error; what the store cannot write
     (a full disk) stays in ``status`` and is written before the next attempt."""
     msg = describe(exc)
     if not logged:
         log.error("source pull failed", ctd_event="source_pull_failed", error=msg, error_type=type(exc).__name__)
-    status.unrecorded_error = None if await _write_error(store, name, msg, log_failure=True) else msg
+    recorded = await _write_error(store, name, msg, log_failure=True)
+    if status is not None:
+        status.unrecorded_error = None if recorded else msg
 
 
 async def _write_error(store: Store, name: str, msg: str, *, log_failure: bool = False) -> bool:

@@ -14,11 +14,13 @@ from ctd.store.api import Store as Store
 from ctd.store.api import StoreStatistics as StoreStatistics
 from ctd.store.backup import BACKUP_DIR as BACKUP_DIR
 from ctd.store.preflight import check_database_file as check_database_file
+from ctd.store.requests import KEEP_REJECTED as KEEP_REJECTED
 from ctd.store.requests import Checkpoint as Checkpoint
 from ctd.store.requests import IngestBatch as IngestBatch
 from ctd.store.requests import IngestResult as IngestResult
 from ctd.store.requests import Plan as Plan
 from ctd.store.requests import PlanSharing as PlanSharing
+from ctd.store.requests import RejectedRow as RejectedRow
 from ctd.store.requests import Selection as Selection
 from ctd.store.rows import STAGE_COLUMNS as STAGE_COLUMNS
 from ctd.store.rows import StageRow as StageRow
@@ -31,8 +33,10 @@ __all__ = [
     "Checkpoint",
     "IngestBatch",
     "IngestResult",
+    "KEEP_REJECTED",
     "Plan",
     "PlanSharing",
+    "RejectedRow",
     "STAGE_COLUMNS",
     "Selection",
     "StageRow",

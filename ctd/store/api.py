@@ -55,6 +55,7 @@ from ctd.store.requests import (
     GetFullList,
     GetListHash,
     GetMutes,
+    GetRejections,
     GetSizes,
     IngestBatch,
     IngestResult,
@@ -135,6 +136,10 @@ class Store(abc.ABC):
 
     async def record_error(self, source: str, error: str) -> None:
         await self._execute(RecordPullError(source=source, error=error))
+
+    async def rejections(self, source: str) -> dict[str, list[dict[str, Any]]]:
+        """What ``source`` rejected lately: reason class -> ``{at, where, reason}`` newest first."""
+        return await self._execute(GetRejections(source=source))
 
     # -- housekeeping and operator actions
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
-from ctd.store import backup, guard, ledger, manual, query, reapply, sql
+from ctd.store import backup, guard, ledger, manual, query, reapply, rejections, sql
 from ctd.store.requests import (
     ApplyGuard,
     BackupDatabase,
@@ -27,6 +27,7 @@ from ctd.store.requests import (
     GetFullList,
     GetListHash,
     GetMutes,
+    GetRejections,
     GetSizes,
     IngestBatch,
     ListLedger,
@@ -85,6 +86,8 @@ def execute(conn: sqlite3.Connection, request: Any) -> Any:
             return reapply.reapply_plugin_values(conn, request)
         case RecordPullError(source=name, error=error):
             return sql.record_error(conn, name, error)
+        case GetRejections(source=name):
+            return rejections.listing(conn, name)
         # Housekeeping and operator actions.
         case Expire(now=now):
             return sql.expire(conn, now)

@@ -25,6 +25,12 @@ class _Request(msgspec.Struct, frozen=True, kw_only=True):
 # --- sources and checkpoints -------------------------------------------------------------
 
 
+# What a source rejected, as the store keeps it: (reason class, where, reason). ``ctd.model.Rejected``
+# flattened; at most KEEP_REJECTED per class are kept per source (the newest).
+RejectedRow = tuple[str, str, str]
+KEEP_REJECTED = 100
+
+
 class IngestBatch(_Request, frozen=True, kw_only=True):
     """Merge one batch from ``source`` and commit it together with its resume point."""
 
@@ -32,11 +38,18 @@ class IngestBatch(_Request, frozen=True, kw_only=True):
     rows: Sequence[StageRow]
     policy: str  # which re-report of the same source replaces its metadata (reconcile)
     aging_days: int
-    now: int
+    now: int  # when the source reported these to ctd: a row without its own expiry expires now + aging_days
     fresh: bool  # the first batch of a pull that did not resume: a new snapshot generation
     snapshot_end: bool  # retract what this source did not report since the snapshot began
     sub: dict | None  # the resume point after this batch (None: the pull is complete)
     cursor: dict | None  # the adapter's durable state (None: keep the stored one)
+    rejected: Sequence[RejectedRow] = ()  # what this batch rejected: kept per source (rejections.keep)
+
+
+class GetRejections(_Request, frozen=True, kw_only=True):
+    """The records ``source`` rejected lately, by reason class (newest first)."""
+
+    source: str
 
 
 class GetCheckpoint(_Request, frozen=True, kw_only=True):

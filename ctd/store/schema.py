@@ -256,6 +256,20 @@ MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [
         PRIMARY KEY (iid, sid)
     ) WITHOUT ROWID;
     """,
+    # 12: what each source rejected (issue 12): the last KEEP_REJECTED records per source and
+    # reason class (malformed, unsupported_type, unsupported_pattern, allowlisted, field),
+    # written with the batch they came in, for `ctdctl sources show`.
+    """
+    CREATE TABLE rejection (
+        sid    INTEGER NOT NULL,
+        kind   TEXT NOT NULL,
+        seq    INTEGER NOT NULL,           -- per source, increasing: the newest is the highest
+        at     INTEGER NOT NULL,           -- ingest time of the batch it came with
+        place  TEXT NOT NULL,              -- where the source has it: line 17, item 3, an object id
+        reason TEXT NOT NULL,
+        PRIMARY KEY (sid, kind, seq)
+    ) WITHOUT ROWID;
+    """,
 ]
 
 # PRAGMA application_id of a ctd database (b"ctd1" as a big-endian integer), set by migration 9.

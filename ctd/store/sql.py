@@ -17,7 +17,7 @@ from typing import Any
 
 import msgspec
 
-from ctd.store import holds
+from ctd.store import holds, rejections
 from ctd.store.requests import Checkpoint, IngestBatch, IngestResult
 from ctd.store.rows import STAGE_COLUMNS as _COLUMNS
 from ctd.store.rows import StageRow
@@ -166,6 +166,9 @@ _RECONCILE = {
 
 
 def _upsert_sighting_sql(policy: str) -> str:
+    """The provenance upsert. Aging counts from this report to ctd: a source entry expires at the
+    batch's ``now`` plus ``aging_days`` unless the source gave its own expiry, and the latest report
+    sets it (a re-report extends it, whatever the feed's own last_seen says, which stays metadata)."""
     take = _RECONCILE[policy]
     meta = ", ".join(
         f"{c} = CASE WHEN {take} THEN excluded.{c} ELSE sighting.{c} END"
@@ -175,16 +178,14 @@ def _upsert_sighting_sql(policy: str) -> str:
     INSERT INTO sighting (iid, sid, first_seen, last_seen, reputation, severity, tags,
                           comments, reference, expires_at, retracted, gen, warninglist, wl_hold)
     SELECT iid, :sid, first_seen, last_seen, reputation, severity, tags, comments, reference,
-           coalesce(expires_at, CASE WHEN :aging > 0 THEN last_seen + :aging END),
+           coalesce(expires_at, CASE WHEN :aging > 0 THEN :now + :aging END),
            retracted, :gen, warninglist, wl_hold
     FROM stage WHERE true
     ON CONFLICT (iid, sid) DO UPDATE SET
         {meta},
         first_seen = min(coalesce(sighting.first_seen, excluded.first_seen), excluded.first_seen),
         last_seen = max(coalesce(sighting.last_seen, excluded.last_seen), excluded.last_seen),
-        expires_at = CASE
-            WHEN excluded.last_seen >= sighting.last_seen OR sighting.last_seen IS NULL THEN excluded.expires_at
-            ELSE sighting.expires_at END,
+        expires_at = excluded.expires_at,
         retracted = excluded.retracted,
         gen = excluded.gen,
         warninglist = excluded.warninglist,
@@ -233,7 +234,7 @@ INSERT INTO indicator (type, value, allowlisted, hits, first_seen, last_seen, ex
 SELECT type, value, allowlisted, 1, first_seen, last_seen, CASE WHEN retracted THEN NULL ELSE exp END,
        reputation, severity, CASE WHEN retracted THEN '[]' ELSE tags END, comments, reference, :sid,
        allowlisted = 0 AND retracted = 0 AND wl_hold = 0 AND (exp IS NULL OR exp > :now), :now, 1, warninglist
-FROM (SELECT *, coalesce(expires_at, CASE WHEN :aging > 0 THEN last_seen + :aging END) AS exp FROM stage)
+FROM (SELECT *, coalesce(expires_at, CASE WHEN :aging > 0 THEN :now + :aging END) AS exp FROM stage)
 WHERE true
 ON CONFLICT (type, value) DO NOTHING
 """
@@ -307,6 +308,7 @@ def ingest(conn: sqlite3.Connection, batch: IngestBatch) -> IngestResult:
             retracted = len(gone)
             if gone:
                 _refresh_ids(conn, gone, now)
+        rejections.keep(conn, sid, batch.rejected, now)
         conn.execute(
             "UPDATE source SET gen = :gen, sub = :sub, cursor = coalesce(:cursor, cursor) WHERE id = :sid",
             {
