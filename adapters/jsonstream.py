@@ -98,7 +98,7 @@ class JsonStream:
             try:
                 self.coro.send(piece)
             except ijson.JSONError as exc:
-                raise JsonError(f"bad JSON: {exc}") from None
+                raise JsonError(f"bad JSON: {_first_line(exc)}") from None
             if not self.events:
                 self.quiet += len(piece)
                 if self.quiet > MAX_ITEM:
@@ -117,7 +117,7 @@ class JsonStream:
         try:
             self.coro.close()
         except ijson.JSONError as exc:
-            raise JsonError(f"bad JSON: {exc}") from None
+            raise JsonError(f"bad JSON: {_first_line(exc)}") from None
         if self.wanted:
             self._top(self.events)
         self._walk(self.events)
@@ -230,3 +230,9 @@ class JsonStream:
                 elif key in wanted:
                     self.fields[key] = val
         self._top_depth, self._top_key = depth, key
+
+
+def _first_line(exc: BaseException) -> str:
+    """A parser's message on one line (yajl adds a second line pointing at the spot)."""
+    lines = str(exc).strip().splitlines()
+    return lines[0].strip()[:300] if lines else type(exc).__name__

@@ -60,5 +60,5 @@ def test_sources_show_lists_rejections_by_class(daemon):
     assert text.returncode == 0, text.stderr
     assert "malformed records (counted invalid): 1 kept" in text.stdout
     assert "line 4" in text.stdout and "www..example.com" in text.stdout
-    assert daemon.ctl("sources", "show", "nope").returncode == 2
+    assert daemon.ctl("sources", "show", "nope").returncode == 4  # what it names does not exist
     assert daemon.stop() == 0

@@ -63,5 +63,5 @@ def test_checkpoint_reset_rereads_a_misp_feed(served):
     db = sqlite3.connect(f"file:{daemon.dir}/var/ctd.db?mode=ro", uri=True)
     assert db.execute("SELECT count(*), max(hits) FROM indicator").fetchone() == (1, 2)  # a re-report, once
     db.close()
-    assert daemon.ctl("checkpoint", "reset", "nope").returncode == 2
+    assert daemon.ctl("checkpoint", "reset", "nope").returncode == 4  # what it names does not exist
     assert daemon.stop() == 0

@@ -165,7 +165,7 @@ async def test_sharing_survives_a_failure_it_cannot_record(store, autojump_clock
 
 
 async def test_resync_request_on_a_full_disk_is_answered(store, autojump_clock, nursery):
-    """`ctdctl sharing sync` on a full disk gets the error as its answer; the actor lives on."""
+    """`ctdctl sharing sync` on a full disk gets the error as its answer; the actor lives on and recovers."""
     from ctd.ask import ask
     from ctd.sharing.actor import ShareNow
 
@@ -178,6 +178,9 @@ async def test_resync_request_on_a_full_disk_is_answered(store, autojump_clock, 
     result = await ask(send, ShareNow(resync=True))
     assert result.error is not None and "state_dir full" in result.error
     store.full = False
+    result = await ask(send, ShareNow(resync=True))
+    assert result.deferred and "state_dir full" in result.error  # in backoff: answered at once, nothing sent
+    await trio.sleep(120)  # past the backoff (10 s doubling, with jitter), the attempt it kept for then runs
     result = await ask(send, ShareNow(resync=True))
     assert result.error is None
 

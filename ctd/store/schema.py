@@ -14,7 +14,7 @@ log = structlog.get_logger("ctd.store")
 
 
 def _retract_values_failing_the_gate(conn: sqlite3.Connection) -> None:
-    """Retract every stored value the value gate refuses (see migration 10 below).
+    """Retract every stored value the value gate refuses (see migration 12 below).
 
     Every source's entry is retracted, with the reason in its comments, and the
     indicator made inactive, as if each source had retracted it: the next
@@ -22,6 +22,8 @@ def _retract_values_failing_the_gate(conn: sqlite3.Connection) -> None:
     retraction. Nothing is deleted: the provenance and the delivery ledger keep
     their history. The indicator's other fields are left as they were.
     """
+    if conn.execute("SELECT NOT EXISTS (SELECT 1 FROM indicator)").fetchone()[0]:
+        return  # a new store: nothing to check, nothing to say
     refused = [
         (iid, type_, reason)
         for iid, type_, value in conn.execute("SELECT id, type, value FROM indicator")  # streamed, not held
@@ -239,12 +241,7 @@ MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [
         ON CONFLICT (shid, state) DO UPDATE SET n = n + 1;
     END;
     """,
-    # 10: values an older ctd stored before the value gate (ctd.valuegate.value_problem)
-    # refused them (control characters, line breaks, over-long values...): line
-    # renderers refuse them, but JSON destinations still received them and ctdctl
-    # cannot name them. Retracted from every source, so sharing withdraws them.
-    _retract_values_failing_the_gate,
-    # 11: an operator's retraction is kept against the source's re-reports
+    # 10: an operator's retraction is kept against the source's re-reports
     # (ctdctl indicators retract/unretract, ctd/store/holds.py). sid 0: every
     # source, including ones that report the value later.
     """
@@ -256,7 +253,7 @@ MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [
         PRIMARY KEY (iid, sid)
     ) WITHOUT ROWID;
     """,
-    # 12: what each source rejected (issue 12): the last KEEP_REJECTED records per source and
+    # 11: what each source rejected (issue 12): the last KEEP_REJECTED records per source and
     # reason class (malformed, unsupported_type, unsupported_pattern, allowlisted, field),
     # written with the batch they came in, for `ctdctl sources show`.
     """
@@ -270,6 +267,11 @@ MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [
         PRIMARY KEY (sid, kind, seq)
     ) WITHOUT ROWID;
     """,
+    # 12: values an older ctd stored before the value gate (ctd.valuegate.value_problem)
+    # refused them (control characters, line breaks, over-long values...): line
+    # renderers refuse them, but JSON destinations still received them and ctdctl
+    # cannot name them. Retracted from every source, so sharing withdraws them.
+    _retract_values_failing_the_gate,
 ]
 
 # PRAGMA application_id of a ctd database (b"ctd1" as a big-endian integer), set by migration 9.
