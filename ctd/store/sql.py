@@ -17,7 +17,7 @@ from typing import Any
 
 import msgspec
 
-from ctd.store import holds, rejections
+from ctd.store import changes, holds, rejections
 from ctd.store.requests import Checkpoint, IngestBatch, IngestResult
 from ctd.store.rows import STAGE_COLUMNS as _COLUMNS
 from ctd.store.rows import StageRow
@@ -308,6 +308,7 @@ def ingest(conn: sqlite3.Connection, batch: IngestBatch) -> IngestResult:
             retracted = len(gone)
             if gone:
                 _refresh_ids(conn, gone, now)
+        changes.after_ingest(conn, sid, gone if batch.snapshot_end else ())
         rejections.keep(conn, sid, batch.rejected, now)
         conn.execute(
             "UPDATE source SET gen = :gen, sub = :sub, cursor = coalesce(:cursor, cursor) WHERE id = :sid",
@@ -338,12 +339,16 @@ def _refresh_ids(conn: sqlite3.Connection, ids: Iterable[int], now: int) -> None
 def expire(conn: sqlite3.Connection, now: int) -> int:
     """Mark indicators whose every source entry has expired inactive; returns how many."""
     with transaction(conn):
-        cur = conn.execute(
-            "UPDATE indicator SET active = 0, changed_at = :now "
-            "WHERE active = 1 AND expires_at IS NOT NULL AND expires_at <= :now",
-            {"now": now},
-        )
-        return cur.rowcount
+        ids = [
+            r[0]
+            for r in conn.execute(
+                "UPDATE indicator SET active = 0, changed_at = :now "
+                "WHERE active = 1 AND expires_at IS NOT NULL AND expires_at <= :now RETURNING id",
+                {"now": now},
+            )
+        ]
+        changes.bump_for(conn, ids)
+        return len(ids)
 
 
 def reapply_allowlist(conn: sqlite3.Connection, matches: Any, now: int) -> int:
@@ -357,6 +362,7 @@ def reapply_allowlist(conn: sqlite3.Connection, matches: Any, now: int) -> int:
         with transaction(conn):
             conn.executemany("UPDATE indicator SET allowlisted = ? WHERE id = ?", flips)
             _refresh_ids(conn, [iid for _, iid in flips], now)
+            changes.bump_for(conn, [iid for _, iid in flips])
     return len(flips)
 
 
