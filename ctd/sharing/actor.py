@@ -151,12 +151,9 @@ class Sharer:
         The change marks of its sources and of its destination (loop prevention
         reads the destination's own reports); of every source when the rule
         tests ``source``. A rule with times relative to ``now`` selects
-        differently as time passes: it always plans. A full list whose target
-        is gone is delivered again.
+        differently as time passes: it always plans.
         """
         if self.rule.uses_now:
-            return None
-        if self.spec.mode == "full" and not self.adapter.target_present(self.sh.action, self.sh.params):
             return None
         watched = None if self.rule.names_sources else (*self.sh.sources, self.sh.destination)
         marks = await self.store.change_marks(watched)
@@ -195,7 +192,13 @@ class Sharer:
             result.muted = True
             return result
         key = await self._quiet_key()
-        if key is not None and key == self.quiet and (self.recheck_at is None or at < self.recheck_at):
+        if (
+            key is not None
+            and key == self.quiet
+            and (self.recheck_at is None or at < self.recheck_at)
+            # a full list whose target is gone is delivered again
+            and (self.spec.mode != "full" or self.adapter.target_present(self.sh.action, self.sh.params))
+        ):
             # Nothing it depends on moved since the last successful pass: same plan, nothing to send.
             result.candidates, result.unshared = self.last_plan
             result.unchanged = True
