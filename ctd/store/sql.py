@@ -32,6 +32,7 @@ _STAGE_CHUNK = 32766 // len(_COLUMNS)
 _ROW_MARKS = "(" + ",".join("?" * len(_COLUMNS)) + ")"
 # The store's page cache (the RSS it may grow by as the database outgrows it).
 CACHE_KIB = 65536
+TEMP_CACHE_KIB = 32768  # temp tables' page cache: an ingest batch's stage fits, a plan's millions spill
 
 
 def _stage(conn: sqlite3.Connection, rows: Sequence[StageRow]) -> None:
@@ -57,13 +58,17 @@ def connect(path: str) -> sqlite3.Connection:
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA foreign_keys=OFF")
-    conn.execute("PRAGMA temp_store=MEMORY")
+    # Temp tables (an ingest's stage, a sharing plan's candidates and list) and big sorts live in
+    # a temp file behind a page cache of TEMP_CACHE_KIB: a plan over millions of IoCs would
+    # otherwise hold them all in RAM (issue 14: flat memory whatever the list size).
+    conn.execute("PRAGMA temp_store=FILE")
     conn.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
     migrate(conn)
     from ctd.rules.compiler import SQL_FUNCTIONS
 
     for name, (nargs, fn) in SQL_FUNCTIONS.items():
         conn.create_function(name, nargs, fn, deterministic=True)
+    conn.execute(f"PRAGMA temp.cache_size=-{TEMP_CACHE_KIB}")
     conn.execute(
         "CREATE TEMP TABLE IF NOT EXISTS stage "
         f"(seq INTEGER PRIMARY KEY, {STAGE_COLUMNS}, iid INTEGER, had INTEGER, multi INTEGER)"
