@@ -55,7 +55,7 @@ def urls(n: int, t: int = NOW) -> list:
 
 
 def item(value: str, **kw: Any) -> ShareItem:
-    base = dict(
+    base: dict[str, Any] = dict(
         type="url",
         value=value,
         severity="high",

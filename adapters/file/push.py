@@ -25,7 +25,7 @@ import os
 import re
 import tempfile
 from collections.abc import Iterable, Iterator
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
 import msgspec
 import trio
@@ -214,7 +214,7 @@ class ListFile(ListWriter):
         self.size = 0
 
     @classmethod
-    async def open(cls, path: str, fmt: str) -> ListFile:
+    async def open(cls, path: str, fmt: str) -> Self:
         self = cls(path, fmt)
         try:
             await trio.to_thread.run_sync(self._open)

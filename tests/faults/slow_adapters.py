@@ -51,7 +51,7 @@ class PausingList(FileAdapter):
         return PushResult(rejected=rejected)
 
     async def open_list(self, action: str, params: FileListParams) -> ListFile:
-        writer = await _PausingFile.open(params.path, params.format)
+        writer: _PausingFile = await _PausingFile.open(params.path, params.format)
         writer.config = self.config
         return writer
 
