@@ -272,6 +272,14 @@ MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [
     # renderers refuse them, but JSON destinations still received them and ctdctl
     # cannot name them. Retracted from every source, so sharing withdraws them.
     _retract_values_failing_the_gate,
+    # 13: change generations (issue 14). source.changes moves in every transaction that may
+    # change what a sharing reading that source selects (its ingest, and another source's ingest
+    # of an indicator it reports too, expiry, retraction, allowlist and guard re-evaluation), so
+    # a sharing pass compares them with the last pass's and skips planning when none moved
+    # (ctd/store/changes.py).
+    """
+    ALTER TABLE source ADD COLUMN changes INTEGER NOT NULL DEFAULT 0;
+    """,
 ]
 
 # PRAGMA application_id of a ctd database (b"ctd1" as a big-endian integer), set by migration 9.
