@@ -185,6 +185,28 @@ async def test_resync_request_on_a_full_disk_is_answered(store, autojump_clock, 
     assert result.error is None
 
 
+async def test_resync_during_backoff_on_a_full_disk_is_answered(store, autojump_clock, nursery):
+    """`ctdctl sharing sync` while the sharing is in backoff and the disk is full: answered (deferred, the
+    reason), the actor lives on and serves the next request."""
+    from ctd.ask import ask
+    from ctd.sharing.actor import ShareNow
+
+    sharer = make_sharer(store, Fakes(), "resync")
+    status = SharingStatus("s", sharer.sh)
+    send, recv = trio.open_memory_channel(8)
+    await nursery.start(run_sharing, sharer, status, recv)
+    await trio.sleep(1)
+    store.full = True
+    first = await ask(send, ShareNow(resync=True))  # the pass fails: backoff
+    assert first.error is not None and not first.deferred
+    during = await ask(send, ShareNow(resync=True))  # in backoff, and the re-share marks cannot be written
+    assert during.deferred and "state_dir full" in during.error
+    store.full = False
+    await trio.sleep(120)
+    after = await ask(send, ShareNow(resync=True))
+    assert after.error is None
+
+
 def test_damaged_store_halts_instead_of_retrying():
     """A damaged database is not retried every backoff: the actor waits for an operator (a restore and restart)."""
     attempt = next_attempt(StoreDamaged("database damaged: malformed"), 1, interval=60)

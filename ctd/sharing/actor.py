@@ -427,8 +427,13 @@ async def run_sharing(
 
 async def _defer(sharer: Sharer, status: SharingStatus, requests: list[Ask]) -> None:
     """Answer requests that arrive during backoff without calling the destination."""
-    await _resync(sharer, requests)  # kept for the attempt at the end of the backoff
-    result = ShareResult(sharing=sharer.name, error=status.last_error, deferred=True, next_attempt=iso(status.next_run))
+    error = status.last_error
+    try:
+        await _resync(sharer, requests)  # kept for the attempt at the end of the backoff
+    except Exception as exc:  # a full disk: the marks could not be written; the request hears why
+        error = describe(exc)
+        log.warning("re-share marks not written", ctd_event="sharing_resync_failed", error=error)
+    result = ShareResult(sharing=sharer.name, error=error, deferred=True, next_attempt=iso(status.next_run))
     for req in requests:
         answer(req.reply, outcome.Value(result))
 
