@@ -17,6 +17,7 @@ from ctd.store.requests import IngestBatch as IngestBatch
 from ctd.store.requests import IngestResult as IngestResult
 from ctd.store.requests import Plan as Plan
 from ctd.store.requests import PlanSharing as PlanSharing
+from ctd.store.requests import PreviewTarget as PreviewTarget
 from ctd.store.requests import Selection as Selection
 from ctd.store.rows import STAGE_COLUMNS as STAGE_COLUMNS
 from ctd.store.rows import StageRow as StageRow
@@ -30,6 +31,7 @@ __all__ = [
     "IngestResult",
     "Plan",
     "PlanSharing",
+    "PreviewTarget",
     "STAGE_COLUMNS",
     "Selection",
     "StageRow",
