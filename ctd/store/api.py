@@ -261,6 +261,7 @@ class Store(abc.ABC):
                     size=size,
                     overhead=overhead,
                     sample=sample,
+                    newer_than=newest[-1][:2] if sample and len(newest) == sample else None,
                     after=after,
                     span=span,
                     end=end,

@@ -48,6 +48,13 @@ def preview(conn: sqlite3.Connection, req: PreviewSelection) -> PreviewPart:
     cols = [f"{SIZE_SQL[k]} AS s{n}" for n, k in enumerate(sizes)] + [f"{m} AS m{n}" for n, m in enumerate(masks)]
     keys = ["type", *(f"m{n}" for n in range(len(masks)))]
     sums = ", ".join(f"sum(s{n})" for n in range(len(sizes)))
+    newer, newer_params = _newer_than(req.newer_than)
+    skim = req.sample > 0 and req.newer_than is not None
+    if skim:
+        # Whether the chunk holds anything for the sample, found in the same pass:
+        # most chunks then need no second scan.
+        cols.append(f"{newer} AS newer")
+        sums += ", sum(newer)"
     # LIMIT -1 keeps SQLite from flattening the subquery (it would evaluate the
     # provenance probe once per aggregate); NOT INDEXED keeps it from walking
     # the (type, value) index for the GROUP BY with one table lookup per row.
@@ -56,24 +63,24 @@ def preview(conn: sqlite3.Connection, req: PreviewSelection) -> PreviewPart:
         f" SELECT i.type AS type, {', '.join(cols)} FROM indicator i NOT INDEXED"
         f" WHERE {_KEY_RANGE} AND {where} LIMIT -1"
         f") GROUP BY {', '.join(keys)}",
-        [lo, hi, *params],
+        [*(newer_params if skim else ()), lo, hi, *params],
     ).fetchall()
     selection: dict[str, tuple[int, int]] = {}
     targets: list[dict[str, tuple[int, int]]] = [{} for _ in req.targets]
     nmasks = len(masks)
     for row in groups:
         typ, mask = row[0], _mask(row[1 : 1 + nmasks])
-        n, by_size = row[1 + nmasks], dict(zip(sizes, row[2 + nmasks :], strict=True))
+        n, by_size = row[1 + nmasks], dict(zip(sizes, row[2 + nmasks : 2 + nmasks + len(sizes)], strict=True))
         _add(selection, typ, n, by_size[req.size] + n * req.overhead)
         for target, counts in zip(req.targets, targets, strict=True):
             if _accepts(target, typ, mask, bit):
                 _add(counts, typ, n, by_size[target.size] + n * target.overhead)
     sample: list[tuple[Any, ...]] = []
-    if req.sample > 0:
+    if req.sample > 0 and (not skim or any(row[-1] for row in groups)):
         sample = conn.execute(
             f"SELECT i.last_seen, i.id, i.type, i.value FROM indicator i NOT INDEXED "
-            f"WHERE {_KEY_RANGE} AND {where} ORDER BY i.last_seen DESC, i.id DESC LIMIT ?",
-            [lo, hi, *params, req.sample],
+            f"WHERE {_KEY_RANGE} AND {where} AND {newer} ORDER BY i.last_seen DESC, i.id DESC LIMIT ?",
+            [lo, hi, *params, *newer_params, req.sample],
         ).fetchall()
     return PreviewPart(
         selection=selection,
@@ -82,6 +89,21 @@ def preview(conn: sqlite3.Connection, req: PreviewSelection) -> PreviewPart:
         after=hi,
         end=end,
         seconds=time.perf_counter() - t0,
+    )
+
+
+# Below any last_seen: SQL orders an unknown last_seen after every known one.
+_NO_LAST_SEEN = -(1 << 62)
+
+
+def _newer_than(entry: tuple[int | None, int] | None) -> tuple[str, list[int]]:
+    """A condition (and its params) true of the entries after ``entry`` in ``last_seen DESC, id DESC`` order."""
+    if entry is None:
+        return "1", []
+    last_seen, key = entry
+    return (
+        f"(coalesce(i.last_seen, {_NO_LAST_SEEN}), i.id) > (?, ?)",
+        [_NO_LAST_SEEN if last_seen is None else int(last_seen), int(key)],
     )
 
 

@@ -255,7 +255,9 @@ class PreviewSelection(_Request, frozen=True, kw_only=True):
     What ``selection`` holds there, by type, with its serialised size and its
     newest ``sample`` entries; and the same counts for each of ``targets``.
     ``end`` is the last key to look at (None: the store's last key now, which
-    the answer carries so the next chunks stop there).
+    the answer carries so the next chunks stop there). ``newer_than`` is the
+    oldest (last seen, key) of the sample the earlier chunks made: a chunk
+    with nothing newer contributes none.
     """
 
     selection: Selection
@@ -263,6 +265,7 @@ class PreviewSelection(_Request, frozen=True, kw_only=True):
     size: str = "text"
     overhead: int = 1
     sample: int = 10
+    newer_than: tuple[int | None, int] | None = None  # the sample needs only entries newer than this one
     after: int = 0
     span: int = 1 << 62
     end: int | None = None
