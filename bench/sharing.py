@@ -23,9 +23,10 @@ same store actor:
   updated), reported in IoCs/s, and a second pass with nothing changed;
 * ingests a second feed (``--ingest`` IoCs in 20k-row batches, the feed
   default) alone, then as many while three-destination dry runs repeat; then
-  100 small batches (100 IoCs, 50 ms apart) alone and 100 during dry runs:
-  the worst small batch's time beyond the usual is the longest a dry run made
-  ingest wait, next to the longest a single dry-run request held the store.
+  100 small batches (100 IoCs, 50 ms apart) alone and 100 during dry runs,
+  and reports the longest any ingest batch waited for dry-run requests (the
+  chunks the store answered between its asking and its answer, as the store
+  timed them) and the longest a single dry-run request held the store.
 """
 
 from __future__ import annotations
@@ -167,35 +168,49 @@ async def fill(store: Store, n: int) -> float:
 
 
 class Holds:
-    """How long each dry-run request held the store (the store reports it with each chunk)."""
+    """Each dry-run request's hold of the store (the store reports it with the chunk) and when it was answered."""
 
     def __init__(self, store: Store) -> None:
-        self.chunks: list[float] = []
+        self.chunks: list[tuple[float, float]] = []  # (answered at, seconds held)
         self._ask = store._execute
         store._execute = self.ask  # type: ignore[method-assign]
 
     async def ask(self, request: Any) -> Any:
         got = await self._ask(request)
         if isinstance(got, PreviewPart):
-            self.chunks.append(got.seconds)
+            self.chunks.append((time.perf_counter(), got.seconds))
         return got
 
+    def longest(self) -> float:
+        return max(held for _, held in self.chunks)
 
-async def ingest_feed(store: Store, source: str, values: Iterator[tuple[str, str]], n: int, size: int) -> list[float]:
-    """Ingest ``n`` IoCs as ``source`` in batches of ``size``: each batch's time from asking to done."""
+    def waited(self, asked: float, done: float) -> float:
+        """How long a request asked at ``asked`` and answered at ``done`` waited for dry-run requests at most.
+
+        The store does one request at a time, so each chunk answered meanwhile
+        ran before it (counted whole, though the one under way when it was
+        asked had partly run already: an upper bound).
+        """
+        return sum(held for at, held in self.chunks if asked < at <= done)
+
+
+async def ingest_feed(
+    store: Store, source: str, values: Iterator[tuple[str, str]], n: int, size: int
+) -> list[tuple[float, float]]:
+    """Ingest ``n`` IoCs as ``source`` in batches of ``size``: when each batch was asked for and done."""
     at = now()
-    latencies: list[float] = []
-    for part in iter(lambda: list(itertools.islice(values, min(size, n - size * len(latencies)))), []):
+    times: list[tuple[float, float]] = []
+    for part in iter(lambda: list(itertools.islice(values, min(size, n - size * len(times)))), []):
         req = batch(source, [Sighting(type=t, value=v, last_seen=at) for t, v in part], at, fresh=False)
-        sent = time.perf_counter()
+        asked = time.perf_counter()
         await store.ingest(req)
-        latencies.append(time.perf_counter() - sent)
-    return latencies
+        times.append((asked, time.perf_counter()))
+    return times
 
 
-async def probe(store: Store, values: Iterator[tuple[str, str]], count: int) -> list[float]:
-    """``count`` small batches (100 IoCs, a TAXII page) 50 ms apart: how long each took from asking to done."""
-    out: list[float] = []
+async def probe(store: Store, values: Iterator[tuple[str, str]], count: int) -> list[tuple[float, float]]:
+    """``count`` small batches (100 IoCs, a TAXII page) 50 ms apart: when each was asked for and done."""
+    out: list[tuple[float, float]] = []
     for _ in range(count):
         out += await ingest_feed(store, "feed3", values, 100, 100)
         await trio.sleep(0.05)
@@ -237,7 +252,7 @@ async def measure(workdir: str, n: int, repeats: int, ingest_n: int) -> dict:
                 "median_s": statistics.median(times),
                 "max_s": max(times),
                 "runs": repeats,
-                "longest_chunk_s": max(holds.chunks),
+                "longest_chunk_s": holds.longest(),
                 "selected": out["total"],
                 "sharing": {s["name"]: [s["total"], s["bytes"], len(s["warnings"])] for s in out["sharing"]},
             }
@@ -252,14 +267,13 @@ async def measure(workdir: str, n: int, repeats: int, ingest_n: int) -> dict:
         res["unchanged_pass_s"] = time.perf_counter() - t0
         res["second_unchanged"] = second.unchanged
         # A second feed: alone, then while an analyst's dry runs repeat; then small
-        # batches, alone and during dry runs: their time beyond the usual is how
-        # long a dry run kept them waiting.
+        # batches (a TAXII page every 50 ms), alone and during dry runs.
         feed2 = generate(2 * ingest_n, seed=SEED + 1, mix=MIX)
         feed3 = generate(200 * 100, seed=SEED + 2, mix=MIX)
         t0 = time.perf_counter()
         await ingest_feed(store, "feed2", feed2, ingest_n, 20_000)
         alone_rate = ingest_n / (time.perf_counter() - t0)
-        small_alone = await probe(store, feed3, 100)
+        small_alone = [b - a for a, b in await probe(store, feed3, 100)]
         holds.chunks.clear()
         during: list[float] = []
         done = trio.Event()
@@ -271,20 +285,19 @@ async def measure(workdir: str, n: int, repeats: int, ingest_n: int) -> dict:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(analyst)
             t0 = time.perf_counter()
-            await ingest_feed(store, "feed2", feed2, ingest_n, 20_000)
+            big = await ingest_feed(store, "feed2", feed2, ingest_n, 20_000)
             during_rate = ingest_n / (time.perf_counter() - t0)
-            small_during = await probe(store, feed3, 100)
+            small = await probe(store, feed3, 100)
             done.set()
-        usual = statistics.median(small_alone)
         res["ingest"] = {
             "feed_alone_iocs_per_s": alone_rate,
             "feed_during_iocs_per_s": during_rate,
-            "small_batch_alone_median_s": usual,
+            "small_batch_alone_median_s": statistics.median(small_alone),
             "small_batch_alone_max_s": max(small_alone),
-            "small_batch_during_median_s": statistics.median(small_during),
-            "small_batch_during_max_s": max(small_during),
-            "worst_wait_s": max(small_during) - usual,
-            "longest_chunk_s": max(holds.chunks),
+            "small_batch_during_median_s": statistics.median(b - a for a, b in small),
+            "small_batch_during_max_s": max(b - a for a, b in small),
+            "worst_wait_s": max(holds.waited(a, b) for a, b in big + small),
+            "longest_chunk_s": holds.longest(),
             "dry_runs": len(during),
             "dry_run_median_s": statistics.median(during),
         }
@@ -318,13 +331,16 @@ def report(r: dict, rss: float) -> None:
         f" {g['feed_during_iocs_per_s']:,.0f} IoCs/s while dry runs repeat"
         f" ({g['dry_runs']} dry runs of three destinations, median {g['dry_run_median_s']:.2f}s)"
     )
-    ok = max(g["worst_wait_s"], g["longest_chunk_s"]) <= STALL_TARGET_S
+    ok = g["worst_wait_s"] <= STALL_TARGET_S
     print(
         f"  100-IoC batches             {g['small_batch_alone_median_s'] * 1000:5.1f} ms median"
-        f" ({g['small_batch_alone_max_s'] * 1000:.1f} max) alone,"
-        f" {g['small_batch_during_median_s'] * 1000:.1f} ms ({g['small_batch_during_max_s'] * 1000:.1f} max)"
-        f" during dry runs: worst wait {g['worst_wait_s'] * 1000:.0f} ms;"
-        f" longest dry-run chunk {g['longest_chunk_s'] * 1000:.0f} ms   target <= 100 ms {verdict(ok)}"
+        f" ({g['small_batch_alone_max_s'] * 1000:.0f} max) alone,"
+        f" {g['small_batch_during_median_s'] * 1000:.1f} ms ({g['small_batch_during_max_s'] * 1000:.0f} max)"
+        f" during dry runs"
+    )
+    print(
+        f"  ingest waited for dry runs  {g['worst_wait_s'] * 1000:5.0f} ms at worst"
+        f" (longest dry-run request {g['longest_chunk_s'] * 1000:.0f} ms)   target <= 100 ms {verdict(ok)}"
     )
     print(f"  peak RSS                    {rss:8.0f} MB")
 
