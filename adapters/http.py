@@ -23,24 +23,42 @@ request body to another origin (307/308) is always refused.
 Proxies: ``HTTP_PROXY``/``HTTPS_PROXY``/``ALL_PROXY``/``NO_PROXY`` from the
 environment are honoured unless the plugin says ``proxy = ""`` (no proxy at
 all) or names its own ``proxy``.
+
+Response size: a body the client reads whole (every request not made with
+``stream``) is read here, not by httpx, and capped at ``max_response_bytes``
+(default 64 MiB) both on the wire and after decompression: httpx would inflate
+a gzip bomb without limit, and one 64 KiB chunk of one can inflate to 64 MiB.
+The gzip/deflate decoder here bounds each step's output instead, so a body
+over the cap fails the call (``UpstreamDataError: response larger than N
+bytes``) having held at most the cap. A streamed body is read with
+``decoded_body`` under the same bounds.
 """
 
 from __future__ import annotations
 
 import email.utils
+import math
 import ssl
 import time
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
-from typing import Any
+import zlib
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Iterator
+from contextlib import aclosing, contextmanager
+from typing import Annotated, Any, cast
 
 import httpx
 import msgspec
+import structlog
 
 from ctd import __version__
 from ctd.model import AuthError, Secret, SourceUnavailable, UpstreamDataError, describe
 
 USER_AGENT = f"ctd/{__version__} (threat-exchange daemon)"
+DEFAULT_MAX_RESPONSE = 64 << 20
+# The longest wait a server may ask for (Retry-After, vendor rate-limit headers): the
+# source actor's backoff cap. A server cannot postpone its own source's next pull for days.
+MAX_RETRY_AFTER = 3600.0
+
+log = structlog.get_logger("ctd.adapters.http")
 
 
 class HttpOptions(msgspec.Struct, kw_only=True, frozen=True):
@@ -53,16 +71,23 @@ class HttpOptions(msgspec.Struct, kw_only=True, frozen=True):
     proxy: Secret | None = None  # a Secret: the URL may carry user:password
     verify_tls: bool = True
     ca_file: str | None = None
+    # The largest body read whole, on the wire and decompressed (see the module docstring).
+    max_response_bytes: Annotated[int, msgspec.Meta(ge=1024, le=1 << 32)] = DEFAULT_MAX_RESPONSE
 
 
 # Headers that carry no credential and may follow a redirect to a listed other origin.
 SAFE_HEADERS = ("user-agent", "accept", "accept-encoding", "accept-language", "if-none-match", "if-modified-since")
 MAX_REDIRECTS = 10
+ACCEPT_ENCODING = "gzip, deflate"  # what decoded_body can decode, whatever httpx could
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 class RedirectRefused(httpx.RequestError):
     """A redirect the policy does not follow (another origin, or a body to another origin)."""
+
+
+class ResponseTooLarge(httpx.RequestError):
+    """A body over ``max_response_bytes``, on the wire or decompressed."""
 
 
 def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
@@ -111,10 +136,18 @@ class PolicyClient(httpx.AsyncClient):
     to ``get``/``post``/``request``/``stream`` alike without adapters opting in.
     """
 
-    def __init__(self, *, allow_redirects_to: Iterable[str] = (), option: str | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        allow_redirects_to: Iterable[str] = (),
+        option: str | None = None,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(follow_redirects=True, max_redirects=MAX_REDIRECTS, **kwargs)
         self.other_origins = parse_origins(allow_redirects_to)
         self.option = option  # the config key that lists other origins, named in the error
+        self.max_response_bytes = max_response_bytes
 
     async def send(
         self,
@@ -126,7 +159,8 @@ class PolicyClient(httpx.AsyncClient):
     ) -> httpx.Response:
         follow = follow_redirects if isinstance(follow_redirects, bool) else self.follow_redirects
         if not follow:
-            return await super().send(request, stream=stream, auth=auth, follow_redirects=False)
+            response = await super().send(request, stream=True, auth=auth, follow_redirects=False)
+            return response if stream else await self._read(response)
         start = _origin(request.url)
         history: list[httpx.Response] = []
         while True:
@@ -143,12 +177,16 @@ class PolicyClient(httpx.AsyncClient):
                 auth = None  # no client credentials (Basic) once off the origin
             history.append(response)
         response.history = history
-        if not stream:
-            try:
-                await response.aread()
-            except BaseException:
-                await response.aclose()
-                raise
+        return response if stream else await self._read(response)
+
+    async def _read(self, response: httpx.Response) -> httpx.Response:
+        """Read the body within ``max_response_bytes`` (in place of httpx's unbounded ``aread``)."""
+        try:
+            pieces = [piece async for piece in decoded_body(response, self.max_response_bytes)]
+            response._content = b"".join(pieces)  # where httpx's own aread keeps it: .content, .json(), .text
+        except BaseException:
+            await response.aclose()
+            raise
         return response
 
     def _next_request(
@@ -188,6 +226,77 @@ class PolicyClient(httpx.AsyncClient):
         return httpx.Request(method, url, headers=safe, extensions=request.extensions), True
 
 
+class _Inflate:
+    """A Content-Encoding (gzip, deflate or none) decoded in bounded steps: at most PIECE bytes out per step."""
+
+    PIECE = 1 << 16
+
+    def __init__(self, encoding: str) -> None:
+        codings = [c.strip().lower() for c in encoding.split(",") if c.strip().lower() not in ("", "identity")]
+        if not codings:
+            self.wbits: int | None = None
+        elif codings in (["gzip"], ["x-gzip"]):
+            self.wbits = 31
+        elif codings == ["deflate"]:
+            self.wbits = 15  # zlib-wrapped, as RFC 9110 says; a raw deflate stream is tried if that fails
+        else:
+            raise httpx.DecodingError(f"unsupported Content-Encoding {encoding[:40]!r}")
+        self.d = zlib.decompressobj(self.wbits) if self.wbits else None
+        self.started = False
+
+    def feed(self, data: bytes) -> Iterator[bytes]:
+        if self.d is None:
+            yield data
+            return
+        while data:
+            try:
+                out = self.d.decompress(data, self.PIECE)
+            except zlib.error as exc:
+                if self.wbits == 15 and not self.started:  # a raw deflate stream, as some servers send
+                    self.wbits, self.d = -15, zlib.decompressobj(-15)
+                    continue
+                raise httpx.DecodingError(f"corrupt compressed body: {exc}") from None
+            self.started = True
+            if out:
+                yield out
+            data = self.d.unconsumed_tail
+            if not data and self.d.eof and self.d.unused_data and self.wbits == 31:
+                data = self.d.unused_data  # the next gzip member
+                self.d = zlib.decompressobj(31)
+
+    def finish(self) -> None:
+        if self.d is not None and self.started and not self.d.eof:
+            raise httpx.DecodingError("truncated compressed body")
+
+
+async def decoded_body(response: httpx.Response, limit: int) -> AsyncIterator[bytes]:
+    """The body decoded, piece by piece; raises ResponseTooLarge past ``limit`` bytes, on the wire or decoded.
+
+    Call within ``map_http_errors`` (the errors are httpx's).
+    """
+    if response.is_stream_consumed:  # built whole (httpx.MockTransport in tests): httpx has decoded it
+        content = response.content
+        if len(content) > limit:
+            raise ResponseTooLarge(f"response larger than {limit} bytes (max_response_bytes)")
+        if content:
+            yield content
+        return
+    inflate = _Inflate(response.headers.get("content-encoding", ""))
+    wire = size = 0
+    # aiter_raw is an async generator (typed as an iterator): close it even when we stop early.
+    async with aclosing(cast(AsyncGenerator[bytes, None], response.aiter_raw())) as raws:
+        async for raw in raws:
+            wire += len(raw)
+            if wire > limit:
+                raise ResponseTooLarge(f"response larger than {limit} bytes (max_response_bytes)")
+            for piece in inflate.feed(raw):
+                size += len(piece)
+                if size > limit:
+                    raise ResponseTooLarge(f"response larger than {limit} bytes (max_response_bytes)")
+                yield piece
+    inflate.finish()
+
+
 def make_client(
     opts: HttpOptions,
     *,
@@ -207,7 +316,7 @@ def make_client(
         verify = ssl.create_default_context(cafile=opts.ca_file)
     return PolicyClient(
         base_url=base_url,
-        headers={"User-Agent": USER_AGENT, **(headers or {})},
+        headers={"User-Agent": USER_AGENT, "Accept-Encoding": ACCEPT_ENCODING, **(headers or {})},
         auth=auth,
         proxy=opts.proxy or None,
         trust_env=opts.proxy != "",  # proxy = "": no proxy at all, not even from the environment
@@ -215,6 +324,7 @@ def make_client(
         timeout=httpx.Timeout(None),  # the actor's deadline applies, not the client's
         allow_redirects_to=allow_redirects_to,
         option=redirect_option,
+        max_response_bytes=opts.max_response_bytes,
     )
 
 
@@ -229,7 +339,7 @@ def map_http_errors(what: str) -> Iterator[None]:
         raise SourceUnavailable(f"{what}: {type(exc).__name__}: {describe(exc)}") from exc
     except httpx.DecodingError as exc:
         raise UpstreamDataError(f"{what}: undecodable response: {describe(exc)}") from exc
-    except RedirectRefused as exc:
+    except (RedirectRefused, ResponseTooLarge) as exc:
         raise UpstreamDataError(f"{what}: {exc}") from exc
     except httpx.TooManyRedirects as exc:
         raise UpstreamDataError(f"{what}: too many redirects ({exc})") from exc
@@ -238,10 +348,29 @@ def map_http_errors(what: str) -> Iterator[None]:
 
 
 def retry_after(resp: httpx.Response, extra_headers: Iterable[str] = ()) -> float | None:
-    """Seconds to wait, from ``Retry-After`` (seconds or HTTP date) or a vendor header.
+    """Seconds to wait, from ``Retry-After`` (seconds or HTTP date) or a vendor header, at most MAX_RETRY_AFTER.
 
-    Vendor headers may hold seconds, or an epoch time (values > 10^9).
+    Vendor headers may hold seconds, or an epoch time (values > 10^9). A wait
+    over the cap is capped and logged (``retry_after_capped``).
     """
+    wait = _requested_wait(resp, extra_headers)
+    if wait is None or wait <= MAX_RETRY_AFTER:
+        return wait
+    try:
+        origin = origin_text(resp.request.url)
+    except RuntimeError:  # a response built without a request (tests)
+        origin = "?"
+    log.warning(
+        "server asked for a longer wait than ctd allows; capped",
+        ctd_event="retry_after_capped",
+        origin=origin,
+        requested_s=wait if math.isfinite(wait) else str(wait),
+        retry_after_s=MAX_RETRY_AFTER,
+    )
+    return MAX_RETRY_AFTER
+
+
+def _requested_wait(resp: httpx.Response, extra_headers: Iterable[str]) -> float | None:
     now = time.time()
     value = resp.headers.get("retry-after")
     if value:
@@ -251,7 +380,7 @@ def retry_after(resp: httpx.Response, extra_headers: Iterable[str] = ()) -> floa
         try:
             when = email.utils.parsedate_to_datetime(value)
             return max(0.0, when.timestamp() - now)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             pass
     for name in extra_headers:
         raw = resp.headers.get(name)
@@ -261,7 +390,9 @@ def retry_after(resp: httpx.Response, extra_headers: Iterable[str] = ()) -> floa
             v = float(raw.strip())
         except ValueError:
             continue
-        return max(0.0, v - now) if v > 1e9 else v
+        if math.isnan(v):
+            continue
+        return max(0.0, v - now) if v > 1e9 else max(0.0, v)
     return None
 
 

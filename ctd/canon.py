@@ -148,7 +148,15 @@ def _email(v: str) -> str:
     local, _, dom = v.partition("@")
     if not local:  # whitespace and controls never get here (the gate)
         raise InvalidIndicator("not a valid email address (bad local part)")
-    return f"{local}@{_domain(dom)}"
+    try:
+        return f"{local}@{_domain(dom)}"
+    except InvalidIndicator as exc:
+        raise InvalidIndicator(f"not a valid email domain {_part(dom)} ({exc})") from None
+
+
+def _part(text: str) -> str:
+    """A part of a bad value for a reason (the whole value is quoted by whoever reports it)."""
+    return repr(text if len(text) <= 80 else text[:80] + "...")
 
 
 def _url_host(host: str) -> str:
@@ -157,8 +165,11 @@ def _url_host(host: str) -> str:
     if host[-1].isdigit():  # a numeric last label can only be an IPv4 address
         if _IPV4_RE.fullmatch(host):
             return host
-        raise InvalidIndicator("not a valid url host")
-    return _domain(host)
+        raise InvalidIndicator(f"not a valid url host {_part(host)} (not an ipv4 address or a domain name)")
+    try:
+        return _domain(host)
+    except InvalidIndicator as exc:  # say that the host is the problem, and which host
+        raise InvalidIndicator(f"not a valid url host {_part(host)} ({exc})") from None
 
 
 def _url(v: str) -> str:

@@ -8,7 +8,7 @@ import sys
 import structlog
 import trio
 
-from ctd import __version__
+from ctd import __version__, exits
 from ctd.config import default_config_path, load_config, summary
 from ctd.errors import ConfigError, CtdError
 from ctd.service import logs as logs
@@ -32,14 +32,26 @@ def tune_runtime() -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ctd argument parser (also read by the docs test and the completion/man tooling)."""
-    p = argparse.ArgumentParser(prog="ctd", description="ctd threat-exchange daemon")
+    p = argparse.ArgumentParser(
+        prog="ctd",
+        description="ctd, a threat-exchange daemon: it pulls Indicators of Compromise from sources, keeps them "
+        "in one deduplicated store, and shares what business rules select with destinations.",
+    )
     p.add_argument("--version", action="version", version=f"ctd {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the daemon in the foreground")
-    run.add_argument("--config", default=None, help="config file (default $CTD_CONFIG or /etc/ctd/ctd.toml)")
+    run.add_argument(
+        "--config", metavar="PATH", default=None, help="config file (default $CTD_CONFIG or /etc/ctd/ctd.toml)"
+    )
     run.add_argument("--once", action="store_true", help="pull every source once, print a summary and exit")
     chk = sub.add_parser("check-config", help="validate a config file and exit (0 valid, 2 invalid)")
     chk.add_argument("path", nargs="?", default=None, help="config file (default $CTD_CONFIG or /etc/ctd/ctd.toml)")
+    chk.add_argument(
+        "--deep",
+        action="store_true",
+        help="also check what `ctd run` needs: state_dir, its lock, the database's header and schema, "
+        "the control socket and the groups (exits with the status `ctd run` would)",
+    )
     return p
 
 
@@ -53,6 +65,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{path}: {exc}", file=sys.stderr)
             return 2
         print(summary(cfg))
+        if args.deep:
+            from ctd.daemon.checks import deep_checks, report
+
+            text, code = report(deep_checks(cfg))
+            print(text)
+            return code
         return 0
     path = args.config or default_config_path()
     try:
@@ -62,20 +80,30 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logs.configure_logging(cfg.daemon.log_level)
     tune_runtime()
-    if args.once:
-        from ctd.daemon.once import run_once
-
-        return trio.run(run_once, cfg)
-    from ctd.control.access import AccessPolicy
-    from ctd.control.commands import Commands
-    from ctd.daemon.daemon import Daemon
+    from ctd.daemon.startup import startup_error
 
     try:
+        if args.once:
+            from ctd.daemon.once import run_once
+
+            return trio.run(run_once, cfg)
+        from ctd.control.access import AccessPolicy
+        from ctd.control.commands import Commands
+        from ctd.daemon.daemon import Daemon
+
         # The CLI wires the command handlers to the daemon: neither imports the other.
         daemon = Daemon(cfg)
         commands = Commands(daemon, AccessPolicy(cfg.daemon.socket_group, cfg.daemon.admin_group))
-        trio.run(daemon.run, commands.dispatch)
-    except CtdError as exc:
-        log.error("daemon failed", error=str(exc))
-        return 1
-    return 0
+        trio.run(daemon.run, commands.dispatch, commands.is_read)
+    except Exception as exc:
+        # What ends a start has one line for the operator and its own exit status (ctd.exits);
+        # anything else is a bug and keeps its traceback.
+        err = startup_error(exc, cfg.daemon.state_dir, cfg.daemon.socket)
+        if err is None:
+            if isinstance(exc, CtdError):
+                log.error("daemon failed", error=str(exc))
+                return exits.FAILURE
+            raise
+        print(f"ctd: {err}", file=sys.stderr)
+        return err.exit_code
+    return exits.OK

@@ -27,6 +27,7 @@ from ctd.model import Duration as Duration
 from ctd.model import Secret
 from ctd.model import parse_duration as parse_duration
 from ctd.plugins import adapter_class
+from ctd.service.metrics_server import parse_address
 
 T = TypeVar("T")
 
@@ -53,6 +54,12 @@ class DaemonConfig(_Section, frozen=True):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     housekeeping_interval: Duration = Duration(300)
     shutdown_timeout: Duration = Duration(10)
+    metrics: str | None = None  # "HOST:PORT" of the Prometheus endpoint (GET /metrics); None: off
+
+    def __post_init__(self) -> None:
+        # msgspec turns a ValueError here into a ValidationError at $.daemon.
+        if self.metrics is not None:
+            parse_address(self.metrics)
 
 
 class AllowlistConfig(_Section, frozen=True):

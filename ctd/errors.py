@@ -12,7 +12,10 @@
     │   ├─ AuthError          disable until the config is reloaded (401/403, bad secret)
     │   └─ UpstreamDataError  skip the batch, keep the checkpoint; retry at the next interval, not sooner
     ├─ StoreError             the store actor failed or is closed: retry with backoff
-    │   └─ StoreClosed
+    │   ├─ StoreClosed
+    │   ├─ StoreFull          state_dir has no space left: retry with backoff; the daemon stays up
+    │   └─ StoreDamaged       the database is damaged ("malformed"): the store stopped; wait for a restore
+    ├─ StartupError           ctd cannot start: one line for the operator and an exit code (ctd.exits)
     ├─ ActorStopped           the actor asked stopped (reload, shutdown) before answering: ask again
     └─ ControlError           a control request that cannot be served (message goes to ctdctl)
         ├─ BadRequest
@@ -94,6 +97,23 @@ class StoreClosed(StoreError):
     """The store actor is gone (shutting down)."""
 
 
+class StoreFull(StoreError):
+    """The disk under state_dir is full: nothing can be written until space returns."""
+
+
+class StoreDamaged(StoreError):
+    """SQLite found the database damaged ("malformed"): the store actor stopped; restore from a backup."""
+
+
+class StartupError(CtdError):
+    """ctd cannot start (or run ``--once``): ``str()`` is the one line for the operator,
+    ``exit_code`` the process's exit status (the table is ``ctd.exits``)."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        self.exit_code = exit_code
+        super().__init__(message)
+
+
 class ActorStopped(CtdError):
     """The actor a request was sent to stopped (restarted by a reload, or shutting down) before answering."""
 
@@ -114,20 +134,70 @@ class PermissionDenied(ControlError):
     """The peer is not allowed to run this command."""
 
 
-def describe(exc: BaseException) -> str:
-    """A one-line error from the whole cause chain.
+# Error text that reaches a log line or a status (``ctdctl sources``, the ledger) is capped:
+# a peer can put anything in an error (a 100 MB line, a whole HTML page).
+MAX_ERROR_TEXT = 500
+
+
+def cap(text: str, limit: int = MAX_ERROR_TEXT) -> str:
+    """``text`` cut to ``limit`` characters, saying how long it was: ``"abc… (123456 chars)"``."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… ({len(text)} chars)"
+
+
+def describe(exc: BaseException, limit: int = MAX_ERROR_TEXT) -> str:
+    """A one-line error from the whole cause chain, capped at ``limit`` characters (line breaks and runs of
+    blanks become one space).
 
     Under trio a TLS failure's top exception has an empty message; the reason
-    sits further down the ``__cause__``/``__context__`` chain.
+    sits further down the ``__cause__``/``__context__`` chain. httpx wraps its
+    transport's error as an argument, and trio's failed connect keeps each
+    address's reason in an exception group: those are followed too, so a refused
+    connection says "Connection refused" (once), not just "all attempts failed".
     """
     parts: list[str] = []
+    total = -2  # the length of the whole text, uncut (separators included)
     seen: set[int] = set()
     e: BaseException | None = exc
     while e is not None and id(e) not in seen and len(parts) < 8:
         seen.add(id(e))
-        text = str(e)
+        raw = _text(e)
+        text = " ".join(raw[: limit + 1].split())  # one line; never join (copy) a 100 MB message
         if text and not any(text in p for p in parts):  # a cause already quoted adds nothing
             parts.append(text)
-        # ``raise ... from None`` hides the context, as in a traceback.
-        e = e.__cause__ if e.__cause__ is not None else None if e.__suppress_context__ else e.__context__
-    return ": ".join(parts) or type(exc).__name__
+            total += len(raw) + 2
+        e = _next(e)
+    if not parts:
+        return type(exc).__name__
+    joined = ": ".join(parts)
+    return joined if total <= limit else f"{joined[:limit]}… ({total} chars)"
+
+
+def _next(e: BaseException) -> BaseException | None:
+    # ``raise ... from None`` hides the context, as in a traceback.
+    nxt = e.__cause__ if e.__cause__ is not None else None if e.__suppress_context__ else e.__context__
+    if nxt is None and e.args and isinstance(e.args[0], BaseException):
+        nxt = e.args[0]  # httpx.ConnectError(httpcore.ConnectError(OSError(...)))
+    return nxt
+
+
+def _text(e: BaseException) -> str:
+    if isinstance(e, BaseExceptionGroup):
+        # The group's message repeats its wrapper's; the reasons are in the leaves, once each.
+        reasons = dict.fromkeys(_leaf_text(x) for x in _leaves(e))
+        return "; ".join(r for r in reasons if r)
+    return str(e)
+
+
+def _leaves(group: BaseExceptionGroup) -> list[BaseException]:
+    out: list[BaseException] = []
+    for x in group.exceptions:
+        out.extend(_leaves(x) if isinstance(x, BaseExceptionGroup) else [x])
+    return out
+
+
+def _leaf_text(e: BaseException) -> str:
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror.rpartition(": ")[2]  # trio: "Error connecting to ('127.0.0.1', 80): Connection refused"
+    return str(e)

@@ -1,8 +1,9 @@
 """The data model, and the adapter contract both ways: what the core and an adapter may ask of each other.
 
-An adapter imports this module (and the shared HTTP layer, ``ctd.adapters.http``)
-and nothing else of ctd: the names it needs from elsewhere (canonicalisation and
-the value gate, the error tree, times and durations) are re-exported here. The core never imports an adapter
+An adapter imports this module (and the shared HTTP layer, ``ctd.adapters.http``;
+a server adapter ``ctd.accept``) and nothing else of ctd: the names it needs from
+elsewhere (canonicalisation and the value gate, the error tree, times and
+durations) are re-exported here. The core never imports an adapter
 package; it finds adapter classes through ``ctd.plugins``.
 
 The contract is the ``Adapter`` class below: every hook the core may call,
@@ -75,7 +76,15 @@ DEFAULT_REPUTATION = 5
 
 
 class Sighting(msgspec.Struct, frozen=True, kw_only=True, gc=False):
-    """One source's report of one indicator. ``type``/``value`` are canonical."""
+    """One source's report of one indicator. ``type``/``value`` are canonical.
+
+    ``first_seen``/``last_seen`` are the source's own times (a feed's last-seen
+    column, STIX ``modified``): metadata that rules can filter on, never what
+    ages the indicator. When the source reported it *to ctd* is the ingest time
+    of the batch that carries it (``IngestBatch.now``): the source entry then
+    expires ``aging_days`` later, unless ``expires_at`` (the source's own
+    explicit expiry: ``valid_until``, ``expiration``, ``expires_at``) is set.
+    """
 
     type: str
     value: str
@@ -90,11 +99,26 @@ class Sighting(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     retracted: bool = False  # the source revokes this indicator
 
 
+# Reason classes of a ``Rejected``: what an operator does about it differs.
+MALFORMED = "malformed"  # the record or its value is broken (counted ``invalid``): tell the publisher
+UNSUPPORTED_TYPE = "unsupported_type"  # well formed, of a type ctd does not hold (counted ``unsupported``)
+UNSUPPORTED_PATTERN = "unsupported_pattern"  # a STIX pattern that is no list of values (``unsupported``)
+ALLOWLISTED = "allowlisted"  # stored, but on the allowlist: never active (set by the core, not adapters)
+FIELD = "field"  # an optional field could not be read and was dropped; the IoC was kept (a field warning)
+REJECT_KINDS: tuple[str, ...] = (MALFORMED, UNSUPPORTED_TYPE, UNSUPPORTED_PATTERN, ALLOWLISTED, FIELD)
+
+
 class Rejected(msgspec.Struct, frozen=True, kw_only=True):
-    """A record an adapter could not turn into a sighting (counted and reported)."""
+    """A record (or one field of a record) an adapter could not use: counted, logged and kept per source.
+
+    ``where`` names the record as the source numbers it (``line 17``, ``item 3``, a STIX id, a
+    MISP event and attribute); ``reason`` says what was wrong with which part, quoting it;
+    ``kind`` is its reason class (``REJECT_KINDS``). A ``FIELD`` warning rejects no record.
+    """
 
     where: str  # e.g. "line 17"
     reason: str
+    kind: str = MALFORMED
 
 
 class Batch(msgspec.Struct, frozen=True, kw_only=True):
@@ -106,6 +130,10 @@ class Batch(msgspec.Struct, frozen=True, kw_only=True):
     iterator index...) in that same transaction. ``snapshot_end`` says this
     batch completes a full snapshot of the source: every value of this source
     not reported since the snapshot began is retracted for this source.
+    ``snapshot_start`` says a resumed pull could not resume (the source changed
+    while ctd was down: another file, another ETag) and starts a new snapshot
+    with this batch: what the interrupted pull committed before does not count
+    for it, so what the new content lacks is retracted at its end.
     """
 
     sightings: list[Sighting]
@@ -113,6 +141,35 @@ class Batch(msgspec.Struct, frozen=True, kw_only=True):
     sub_checkpoint: dict | None = None
     cursor: dict | None = None
     snapshot_end: bool = False
+    snapshot_start: bool = False
+
+
+class PullProgress:
+    """How far a running pull has got, for progress lines and ``ctdctl sources``/``sync``.
+
+    The source actor counts records itself (every batch's sightings and rejects);
+    an adapter adds what only it knows, as it reads: ``bytes_read`` of
+    ``bytes_total`` (a Content-Length, a file's size) and ``pages_read`` of
+    ``pages_total`` (TAXII/MISP pages, MISP feed events), a total left None
+    when unknown. Plain attributes: updating them costs nothing.
+    """
+
+    __slots__ = ("bytes_read", "bytes_total", "pages_read", "pages_total", "records")
+
+    def __init__(self) -> None:
+        self.bytes_read = 0
+        self.bytes_total: int | None = None
+        self.pages_read = 0
+        self.pages_total: int | None = None
+        self.records = 0  # counted by the source actor
+
+    def fraction(self) -> float | None:
+        """Done, 0..1, when a total is known (bytes first, then pages); None otherwise."""
+        if self.bytes_total:
+            return min(1.0, self.bytes_read / self.bytes_total)
+        if self.pages_total:
+            return min(1.0, self.pages_read / self.pages_total)
+        return None
 
 
 class PullContext(msgspec.Struct, frozen=True, kw_only=True):
@@ -122,6 +179,7 @@ class PullContext(msgspec.Struct, frozen=True, kw_only=True):
     now: int
     cursor: dict | None = None  # the adapter's durable state from the last batch
     sub_checkpoint: dict | None = None  # resume point of a half-done pull
+    progress: PullProgress = msgspec.field(default_factory=PullProgress)  # the adapter adds bytes and pages
 
 
 # --- the push side: what a destination adapter receives ---------------------------------
@@ -159,6 +217,9 @@ class PushResult(msgspec.Struct, frozen=True, kw_only=True):
 
     rejected: dict[str, str] = {}
     ids: dict[str, str] = {}
+    # The expiry the destination gave an accepted value when it is not ``ShareItem.expires_at``
+    # (its default for an item without one, or its cap): the ledger re-pushes in time from it.
+    expires: dict[str, int | None] = {}
 
 
 class ActionSpec(msgspec.Struct, frozen=True, kw_only=True):
@@ -180,6 +241,13 @@ class ActionSpec(msgspec.Struct, frozen=True, kw_only=True):
     entry_overhead: int = 1
     batch_size: int = 1000
     types: tuple[str, ...] | None = None  # indicator types the target accepts (None: all)
+    # The target's changes take effect only after a second call (``Adapter.apply``: Netskope's
+    # deploy, a commit or publish step). The ledger then records an IoC as shared or retracted
+    # only once ``apply`` succeeded, and a pending apply survives a failed pass and a restart.
+    needs_apply: bool = False
+    # The target enforces ``ShareItem.expires_at`` itself (an EDR's indicator expiry): an IoC
+    # whose expiry moved later is pushed again before the destination's copy lapses.
+    carries_expiry: bool = False
 
 
 # --- the adapter contract ------------------------------------------------------------
@@ -230,10 +298,14 @@ class Adapter:
     into the ``AdapterError`` subclasses (retry / disable / skip the batch).
 
     Where a destination's change needs a second call to take effect (Netskope's
-    deploy, a publish or commit step), issue 11 adds an ``apply(action, params)``
-    hook beside ``push``/``retract``/``replace`` below (default: nothing to
-    apply), with a ``needs_apply`` flag on ``ActionSpec``; the sharing actor
-    then records an IoC as shared or retracted only once ``apply`` succeeded.
+    deploy, a publish or commit step), the action declares ``needs_apply`` and
+    the adapter implements ``apply(action, params)``: ``push``/``retract`` then
+    only stage changes, and the sharing actor calls ``apply`` once per pass,
+    after the last batch. The ledger keeps a pending-apply marker per sharing,
+    committed with the batches it covers; an IoC becomes ``shared`` or
+    ``retracted`` only once ``apply`` succeeded, and a failed or interrupted
+    apply is run again by the next pass (also after a restart). For a
+    full-replace action, ``apply`` follows each ``replace``.
     """
 
     Config: ClassVar[type[msgspec.Struct]] = NoOptions
@@ -298,6 +370,14 @@ class Adapter:
 
     # -- destination (can_push) --------------------------------------------------------------
 
+    async def check_target(self, action: str, params: Any) -> str | None:
+        """For ``ctdctl plugins check``: can this sharing's target be written (a directory writable...)?
+
+        Raise an ``AdapterError`` saying what is wrong; return what was found. None: no such check
+        (the connectivity test of ``check`` covers it).
+        """
+        return None
+
     async def push(self, action: str, params: Any, items: list[ShareItem]) -> PushResult:
         """Add or update ``items`` at an incremental target."""
         raise NotImplementedError(f"{type(self).__name__} cannot push")
@@ -309,6 +389,19 @@ class Adapter:
     async def replace(self, action: str, params: Any, items: list[ShareItem]) -> PushResult:
         """Make a full-replace target hold exactly ``items`` (newest first)."""
         raise NotImplementedError(f"{type(self).__name__} cannot replace a list")
+
+    async def apply(self, action: str, params: Any) -> None:
+        """Make the changes staged by ``push``/``retract``/``replace`` take effect (``needs_apply``).
+
+        Called once per pass after the last batch, and again after a failure or a
+        restart until it succeeds: it must be safe to repeat.
+        """
+
+    async def recover(self, action: str, params: Any) -> list[str]:
+        """Clean up what an interrupted delivery to this target left behind (a killed write's
+        temporary files); called once when a sharing starts, before its first pass. Returns
+        what was removed, for the log."""
+        return []
 
     def target_present(self, action: str, params: Any) -> bool:
         """Whether a full-replace target still exists; if not, it is rewritten even when unchanged."""
@@ -338,8 +431,14 @@ class Secret(str):
 
 
 __all__ = [
+    "ALLOWLISTED",
     "DEFAULT_REPUTATION",
+    "FIELD",
     "INDICATOR_TYPES",
+    "MALFORMED",
+    "REJECT_KINDS",
+    "UNSUPPORTED_PATTERN",
+    "UNSUPPORTED_TYPE",
     "SEVERITIES",
     "SEVERITY_RANK",
     "ActionSpec",
@@ -354,6 +453,7 @@ __all__ = [
     "InvalidIndicator",
     "NoOptions",
     "PullContext",
+    "PullProgress",
     "PushResult",
     "Rejected",
     "Secret",

@@ -69,6 +69,9 @@ def checked(name: str, cls: object) -> type[Adapter]:
         raise ConfigError(f"adapter {name!r} is not a ctd.model.Adapter")
     if cls.can_push != bool(cls.ACTIONS):
         raise ConfigError(f"adapter {name!r}: can_push must be true exactly when it has ACTIONS")
+    staged = [a for a, spec in cls.ACTIONS.items() if spec.needs_apply]
+    if staged and cls.apply is Adapter.apply:
+        raise ConfigError(f"adapter {name!r}: action {staged[0]!r} needs_apply but the adapter has no apply()")
     return cls
 
 

@@ -8,7 +8,9 @@ cannot drift apart::
     AuthError                     disabled   none until the config is reloaded
     SourceUnavailable, TimedOut   backoff    exponential backoff; a longer Retry-After wins
     UpstreamDataError             idle       at the next regular interval (sooner gets the same data)
-    any other CtdError            backoff    exponential backoff
+    RecursionError                idle       the same: data nested deeper than a parser's stack
+    StoreDamaged                  halted     none: the store stopped; a restore and a restart are needed
+    any other CtdError            backoff    exponential backoff (StoreFull: a full disk, too)
     anything else (a bug)         backoff    exponential backoff; the actor logs the traceback
 
 Backoff is 10 s doubling per consecutive failure up to one hour, with ±20%
@@ -25,7 +27,7 @@ from typing import NamedTuple
 
 import trio
 
-from ctd.errors import AuthError, CtdError, SourceUnavailable, TimedOut, UpstreamDataError
+from ctd.errors import AuthError, CtdError, SourceUnavailable, StoreDamaged, TimedOut, UpstreamDataError
 
 BACKOFF_BASE = 10.0
 BACKOFF_CAP = 3600.0
@@ -45,15 +47,21 @@ def next_attempt(
     cause = real_cause(exc)
     if isinstance(cause, AuthError):
         return Attempt("disabled", float("inf"))
-    if isinstance(cause, UpstreamDataError):
+    if isinstance(cause, (UpstreamDataError, RecursionError)):
         return Attempt("idle", interval)
+    if isinstance(cause, StoreDamaged):
+        return Attempt("halted", float("inf"))  # retrying cannot help: the store has stopped
     retry_after = cause.retry_after if isinstance(cause, SourceUnavailable) else None
     return Attempt("backoff", backoff_delay(failures, retry_after, rng))
 
 
 def expected(exc: BaseException) -> bool:
-    """Is ``exc`` (a real cause) one the tree names? Anything else is a bug, worth its traceback."""
-    return isinstance(exc, (CtdError, trio.TooSlowError))
+    """Is ``exc`` (a real cause) one the tree names? Anything else is a bug, worth its traceback.
+
+    A RecursionError is hostile data (nested deeper than a parser's stack) that an adapter did
+    not translate: reported like bad data, without a traceback.
+    """
+    return isinstance(exc, (CtdError, trio.TooSlowError, RecursionError))
 
 
 def backoff_delay(failures: int, retry_after: float | None, rng: Callable[[], float] = random.random) -> float:

@@ -32,3 +32,24 @@ class RateCounter:
         self._trim(minute)
         last_minute = sum(c for m, c in self._buckets if m >= minute - 1)
         return {"last_minute": last_minute, "last_hour": sum(c for _, c in self._buckets)}
+
+
+# Seconds: a feed read in under a second up to a many-hour first pull of a large source.
+DURATION_BUCKETS: tuple[float, ...] = (1, 5, 15, 60, 300, 900, 3600, 14400)
+
+
+class Histogram:
+    """Observed durations in fixed buckets (cumulative counts as Prometheus wants them), constant memory."""
+
+    def __init__(self, buckets: tuple[float, ...] = DURATION_BUCKETS) -> None:
+        self.buckets = buckets
+        self.counts = [0] * len(buckets)  # observations <= buckets[i]
+        self.count = 0
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.count += 1
+        self.sum += value
+        for i, bound in enumerate(self.buckets):
+            if value <= bound:
+                self.counts[i] += 1

@@ -17,7 +17,7 @@ import msgspec
 import trio
 
 from ctd.config import PluginConfig
-from ctd.model import ActionSpec, Adapter, AuthError, Batch, PullContext, PushResult, ShareItem, Sighting
+from ctd.model import ActionSpec, Adapter, AuthError, Batch, PullContext, PushResult, Rejected, ShareItem, Sighting
 from ctd.plugins import adapter_class, open_adapter
 
 
@@ -38,10 +38,16 @@ class Watched:
 
 
 class Script(Watched):
-    def __init__(self, batches: list[list[str]] | None = None, errors: list[BaseException] | None = None) -> None:
+    def __init__(
+        self,
+        batches: list[list[str]] | None = None,
+        errors: list[BaseException] | None = None,
+        rejected: list[Rejected] | None = None,
+    ) -> None:
         super().__init__()
         self.batches = batches or [["evil.example"]]
         self.errors = list(errors or [])
+        self.rejected = list(rejected or [])  # yielded with the first batch
         self.calls: list[tuple[float, PullContext]] = []
         self.gate: trio.Event | None = None  # when set, the pull waits on it after its first batch
         self.in_pull = trio.Event()
@@ -134,6 +140,7 @@ class ScriptedAdapter(FakeAdapter):
                 last = i == len(sc.batches) - 1
                 yield Batch(
                     sightings=[Sighting(type="domain", value=v) for v in values],
+                    rejected=sc.rejected if i == 0 else [],
                     sub_checkpoint=None if last else {"batch": i + 1},
                     snapshot_end=last,
                 )

@@ -5,6 +5,8 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
+from msgspec.structs import replace
+
 from ctd.model import Sighting
 from ctd.store import IngestBatch, IngestResult, to_stage_rows
 from ctd.store import query as store_query
@@ -30,9 +32,14 @@ def ingest(
     fresh: bool = True,
     snapshot_end: bool = False,
     sub: dict | None = None,
+    gate: bool = True,
+    rejected: tuple[tuple[str, str, str], ...] = (),
 ) -> IngestResult:
+    """Ingest ``sightings`` as the source actor does; ``gate=False`` stores them as an older ctd did,
+    without the value gate of ``to_stage_rows`` (to seed values that reached the store before it)."""
+    staged = sightings if gate else [replace(x, type="domain", value="placeholder.example") for x in sightings]
     rows = to_stage_rows(
-        sightings,
+        staged,
         now=now,
         reputation=reputation,
         extra_tags=tags,
@@ -40,6 +47,8 @@ def ingest(
         warninglisted=warninglisted,
         warninglist_tag=warninglist_tag,
     )
+    if not gate:  # then each value as given, as an older ctd staged it (allowlist and guard saw the placeholder)
+        rows = [(x.type, x.value, *row[2:]) for x, row in zip(sightings, rows, strict=True)]
     return store_sql.ingest(
         conn,
         IngestBatch(
@@ -52,6 +61,7 @@ def ingest(
             snapshot_end=snapshot_end,
             sub=sub,
             cursor=None,
+            rejected=rejected,
         ),
     )
 

@@ -318,7 +318,14 @@ def test_invalid_email_is_rejected(bad):
 
 def test_email_with_invalid_domain_is_rejected():
     """An email's domain must be a valid domain."""
-    assert reason("email", "a@localhost") == "not a valid domain name"
+    assert reason("email", "a@localhost") == "not a valid email domain 'localhost' (not a valid domain name)"
+
+
+def test_bad_url_host_is_named():
+    """A url rejected for its host says that the host is the problem and which host it is."""
+    assert reason("url", "http://www..example.com/phishing") == (
+        "not a valid url host 'www..example.com' (not a valid domain name)"
+    )
 
 
 # --- detection ----------------------------------------------------------------

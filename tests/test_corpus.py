@@ -15,8 +15,9 @@ its own ``valid_until``), ``expires=ISO8601`` for an explicit expiry from the
 source. ``@NAME N`` lines compare the ``NAME=N`` figure of the pull summary
 (``@invalid 0``: nothing was counted as an invalid record).
 
-Cases that reproduce issue 12 are marked xfail (strict) in ``XFAIL`` below;
-the fix removes the mark. The corpus README names where each format comes from.
+A case that reproduces a known bug is marked xfail (strict) in ``XFAIL``
+below, naming the bug; the fix removes the mark (issue 12's marks are all
+gone). The corpus README names where each format comes from.
 """
 
 from __future__ import annotations
@@ -45,36 +46,8 @@ CORPUS = Path(__file__).parent / "corpus"
 PLUGIN = "corpus"
 DEFAULT_AGING_DAYS = 90
 
-F1 = "issue 12 finding 1: aging counts from the feed's own last-seen time, not from this ingest"
-F2 = "issue 12 finding 2: MISP feed rejects malware-sample values as a bad composite"
-F3 = "issue 12 finding 3: STIX patterns real producers emit (AND of one object) are skipped / counted invalid"
-F5 = "issue 12 finding 5: one unreadable optional date field discards the whole record"
-F6 = "issue 12 finding 6: formats real feeds need"
-
 # case -> why it fails today. Remove an entry when its fix lands (strict xfail turns a pass into a failure).
-XFAIL: dict[str, str] = {
-    "dataplane-sshpwauth": f"{F6} (a '|' inside the ASname column shifts the row and its IP is lost); "
-    f"{F5} (the shifted row's 'pipe' as last-seen rejects it); {F1} (utc column)",
-    "dshield-block": f"{F6} (network start and prefix are separate columns: stored as one address)",
-    "dshield-suspiciousdomains": f"{F6} (the 'Site' column title is not data: stored or counted invalid)",
-    "feodo-ipblocklist-csv": f"{F1} (last_online is days old: stored inactive)",
-    "feodo-ipblocklist-csv-2019": f"{F6} (the 2019 export's columns Firstseen,DstIP,DstPort,Malware fail the preset)",
-    "feodo-ipblocklist-json": f"{F1} (last_online)",
-    "misp-feed-osint": f"{F2} - the adapters now share one type table and read 'name|md5' as its md5 "
-    "(test_feed_formats), but this sample's malware-sample value is the bare file name "
-    "'a5ff5f.exe' (PyMISP's to_feed wrote it without '|md5'): the expected md5 is not in it",
-    "spamhaus-drop-json": "not in issue 12 (another loss): the current Spamhaus DROP download is NDJSON, "
-    "which no feed format reads (json fails the whole pull on the second line)",
-    "stix20-oasis-examples": f"{F1} (STIX modified of 2014-2017)",
-    "stix21-misp-export": f"{F3}; {F1} (STIX modified of 2020)",
-    "stix21-oasis-examples": f"{F3}; {F1} (STIX modified of 2014-2016)",
-    "threatfox-csv-full-2024": f"{F1} (rows with last_seen_utc)",
-    "threatfox-csv-recent": f"{F1} (rows with last_seen_utc go inactive, rows without stay active)",
-    "threatfox-json-recent": f"{F6} (the JSON export keys a list per IoC id: no preset, every item rejected)",
-    "urlhaus-feed-country": f"{F6} (the per-country export has no tags/urlhaus_link columns: the whole pull fails)",
-    "viriback-tracker": f"{F5} (FirstSeen is DD-MM-YYYY: 0 of 10 rows stored)",
-    "vxvault-urllist": f"{F6} (<pre>, title and date lines are preamble, counted invalid today)",
-}
+XFAIL: dict[str, str] = {}
 
 
 # --------------------------------------------------------------------------- cases

@@ -229,7 +229,9 @@ class FakeDaemon:
                     "unshared": 0,
                     "unchanged": False,
                     "muted": False,
-                    "error": "destination refused: 503" if a["name"] == "broken" else None,
+                    "error": "destination refused: 503" if a["name"] in ("broken", "waiting") else None,
+                    "deferred": a["name"] == "waiting",
+                    "next_attempt": "2026-01-02T03:09:05Z" if a["name"] == "waiting" else None,
                 }
             case _:
                 raise CtdError(f"unknown command {request.cmd}")
@@ -338,9 +340,9 @@ async def test_show_found(daemon: FakeDaemon, sock_path: str, capsys: pytest.Cap
     assert "SOURCE" in out and "feed1" in out
 
 
-async def test_show_not_found_exits_1(daemon: FakeDaemon, sock_path: str, capsys: pytest.CaptureFixture[str]) -> None:
-    """`indicators show` of an unknown value exits 1 with 'no indicator VALUE'."""
-    assert await ctdctl("--socket", sock_path, "indicators", "show", "nice.example") == 1
+async def test_show_not_found_exits_4(daemon: FakeDaemon, sock_path: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """`indicators show` of an unknown value exits 4 (not found) with 'no indicator VALUE'."""
+    assert await ctdctl("--socket", sock_path, "indicators", "show", "nice.example") == 4
     assert "no indicator nice.example" in capsys.readouterr().err
 
 
@@ -356,7 +358,7 @@ async def test_search_args_and_table(daemon: FakeDaemon, sock_path: str, capsys:
 async def test_export_jsonl(daemon: FakeDaemon, sock_path: str, capsys: pytest.CaptureFixture[str]) -> None:
     """`indicators export` writes one JSON object per line by default."""
     assert await ctdctl("--socket", sock_path, "indicators", "export", "--active") == 0
-    assert daemon.requests[-1].args == {"type": None, "active": True}
+    assert daemon.requests[-1].args == {"type": None, "source": None, "active": True}
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [r["value"] for r in rows] == ["evil.example", "bad.example"]
 
@@ -609,6 +611,15 @@ async def test_sharing_sync_with_error_exits_2(
     """`sharing sync` exits 2 and prints the error when the pass failed."""
     assert await ctdctl("--socket", sock_path, "sharing", "sync", "broken") == 2
     assert "destination refused: 503" in capsys.readouterr().err
+
+
+async def test_sharing_sync_in_backoff_exits_2_with_the_next_attempt(
+    daemon: FakeDaemon, sock_path: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`sharing sync` of a sharing in backoff exits 2 saying it did not run, why, and when the next attempt is."""
+    assert await ctdctl("--socket", sock_path, "sharing", "sync", "waiting") == 2
+    err = capsys.readouterr().err
+    assert "not run" in err and "destination refused: 503" in err and "2026-01-02T03:09:05Z" in err
 
 
 async def test_show_delivery_table(daemon: FakeDaemon, sock_path: str, capsys: pytest.CaptureFixture[str]) -> None:

@@ -18,10 +18,11 @@ import ctd
 from ctd.control.protocol import Peer, Request
 from ctd.control.server import serve_control
 from ctd.ctdctl import main as ctdctl
-from ctd.ctdctl.admin import CHECK_TIMEOUT, human_size
+from ctd.ctdctl.admin import human_size
 from ctd.ctdctl.client import DEFAULT_TIMEOUT
 from ctd.ctdctl.completion import bash_completion
 from ctd.ctdctl.main import DaemonError, build_parser, main
+from ctd.ctdctl.timeouts import DEFAULTS as TIMEOUTS
 from ctd.errors import BadRequest, CtdError, PermissionDenied
 
 COMPLETION_FILE = pathlib.Path(__file__).resolve().parent.parent / "etc" / "ctdctl.bash-completion"
@@ -260,7 +261,7 @@ async def test_plugins_check_long_timeout(daemon: FakeDaemon, sock_path: str, mo
 
     monkeypatch.setattr(ctdctl, "ControlClient", recording)
     assert await run("--socket", sock_path, "plugins", "check", "misp1") == 0
-    assert timeouts == [CHECK_TIMEOUT] and CHECK_TIMEOUT >= 60
+    assert timeouts == [TIMEOUTS["plugins check"]] and TIMEOUTS["plugins check"] >= 60
 
 
 # --- retract and mute ---------------------------------------------------------
@@ -274,16 +275,22 @@ async def test_retract_args_and_output(daemon: FakeDaemon, sock_path: str, capsy
         )
         == 0
     )
-    assert sent(daemon) == ("indicators.retract", {"value": "evil.example", "source": "feed1", "type": "domain"})
+    assert sent(daemon) == (
+        "indicators.retract",
+        {"value": "evil.example", "source": "feed1", "type": "domain", "until": None},
+    )
     out = capsys.readouterr().out
     assert "evil.example" in out and "feed1" in out
-    assert out.splitlines()[-1].split() == ["retracted", "2"]
+    assert out.splitlines()[-2].split() == ["retracted", "2"]
 
 
 async def test_retract_defaults_null(daemon: FakeDaemon, sock_path: str, capsys: pytest.CaptureFixture[str]) -> None:
     """`indicators retract VALUE` sends null source and type and says every source was meant."""
     assert await run("--socket", sock_path, "indicators", "retract", "evil.example") == 0
-    assert sent(daemon) == ("indicators.retract", {"value": "evil.example", "source": None, "type": None})
+    assert sent(daemon) == (
+        "indicators.retract",
+        {"value": "evil.example", "source": None, "type": None, "until": None},
+    )
     assert "all sources" in capsys.readouterr().out
 
 
@@ -469,6 +476,6 @@ def test_completion_top_level() -> None:
 @needs_bash
 def test_completion_subcommands_and_options() -> None:
     """Subcommands and options complete after global options and their arguments."""
-    assert complete("ctdctl", "--socket", "/tmp/x.sock", "checkpoint", "") == ["show", "set"]
+    assert complete("ctdctl", "--socket", "/tmp/x.sock", "checkpoint", "") == ["show", "set", "reset"]
     assert complete("ctdctl", "checkpoint", "set", "feed1", "--d") == ["--days"]
     assert complete("ctdctl", "indicators", "export", "--format", "") == ["jsonl", "csv"]

@@ -79,7 +79,10 @@ def _indicator_show() -> list[dict[str, Any]]:
 
 SAMPLES: dict[str, Any] = {
     "status": base.STATUS,
-    "sources": [{**base.SOURCE, "last_error": "HTTP 403"}],
+    "sources": [
+        {**base.SOURCE, "last_error": "HTTP 403"},
+        {**base.SOURCE, "state": "pulling", "progress": {"records": 10, "percent": 40.0, "eta_s": 3.0}},
+    ],
     "sync": {
         "source": "feed1",
         "new": 5,
@@ -111,8 +114,17 @@ SAMPLES: dict[str, Any] = {
     "checkpoint_show": admin.CHECKPOINT,
     "checkpoint_set": {"source": "feed1", "last_run": "2026-01-01T00:00:00Z", "note": "the next pull starts"},
     "plugins_list": admin.PLUGINS,
-    "plugins_check": {"plugin": "misp1", "ok": False, "message": "connection refused"},
-    "retract": {"value": "evil.example", "source": "feed1", "retracted": 2},
+    "plugins_check": {
+        "plugin": "misp1",
+        "ok": False,
+        "message": "connection refused",
+        "checks": [
+            {"check": "connectivity", "ok": False, "message": "connection refused"},
+            {"check": "sharing out (write)", "ok": True, "message": "params valid; out.txt writable"},
+        ],
+    },
+    "retract": {"value": "evil.example", "source": "feed1", "retracted": 2, "until": None},
+    "unretract": {"value": "evil.example", "source": None, "lifted": 1, "note": "counts again"},
     "mute": {"rule": "quiet", "muted_until": "2026-01-02T05:04:05Z"},
     "stats": admin.STATS,
 }
@@ -348,7 +360,8 @@ def test_daemon_source_error_and_plugin_name_escaped() -> None:
             sources = wait_for(
                 lambda: (s := d.ctl_json("sources"))[0].get("last_error") and s, "the MISP source to fail"
             )
-            assert sources[0]["name"] == PLUGIN and MISP_MESSAGE in sources[0]["last_error"]
+            # An error text is one line (line breaks and runs of blanks folded); its control characters stay.
+            assert sources[0]["name"] == PLUGIN and " ".join(MISP_MESSAGE.split()) in sources[0]["last_error"]
             for argv in (("status",), ("sources",), ("plugins", "list"), ("checkpoint", "show", PLUGIN), ("stats",)):
                 r = d.ctl(*argv)
                 assert r.returncode == 0, r.stderr
@@ -356,7 +369,7 @@ def test_daemon_source_error_and_plugin_name_escaped() -> None:
                 assert "FORGED" not in [line.split(" ")[0] for line in r.stdout.splitlines()], argv
                 assert "misp\\x1b[31m\\nFORGED" in r.stdout, argv
             out = d.ctl("sources").stdout
-            assert "\\x1b]0;pwned\\x07\\x1b[2J\\r\\nsource  FORGED  ROW" in out
+            assert "\\x1b]0;pwned\\x07\\x1b[2J source FORGED ROW" in out
             assert len(out.splitlines()) == 2  # header and the one source
             r = d.ctl("sync", PLUGIN)
             assert [c for c in r.stdout + r.stderr if not _safe_char(c)] == []

@@ -152,7 +152,7 @@ async def test_sync_or_share_of_an_unknown_name_is_not_found(workdir):
             await daemon.sync("nope")
         with pytest.raises(NotFound, match="^no sharing configuration named 'nope'$"):
             await daemon.share("nope")
-        with pytest.raises(NotFound, match="^no pulling source named 'nope'$"):
+        with pytest.raises(NotFound, match=r"^no pulling source named 'nope' \(known: other, slow\)$"):
             await Commands(daemon, AccessPolicy(None, None)).sync({"source": "nope"})
 
 

@@ -11,6 +11,7 @@ import pytest
 import tomli_w
 
 from ctd.adapters.feed.adapter import FeedAdapter, describe_url
+from ctd.adapters.feed.records import PARSER_VERSION as PARSER
 from ctd.config import parse_config
 from ctd.errors import AuthError, SourceUnavailable, UpstreamDataError
 from ctd.model import Batch, PullContext
@@ -82,13 +83,13 @@ async def test_full_fetch_stores_validators_only_in_the_last_batch():
     assert values(batches) == [f"198.51.100.{i}" for i in range(1, 6)]
     assert [b.snapshot_end for b in batches] == [False, False, True]
     assert [b.cursor for b in batches[:-1]] == [None, None]
-    assert batches[-1].cursor == {"etag": ETAG, "last_modified": LAST_MODIFIED, "fetched_at": NOW}
+    assert batches[-1].cursor == {"etag": ETAG, "last_modified": LAST_MODIFIED, "fetched_at": NOW, "parser": PARSER}
 
 
 async def test_not_modified_yields_nothing_and_retracts_nothing():
     """With the cursor's validators the request is conditional; 304 yields no batch at all."""
     server = FeedServer({"feed.txt": TEXT})
-    cursor = {"etag": ETAG, "last_modified": LAST_MODIFIED, "fetched_at": NOW - 60}
+    cursor = {"etag": ETAG, "last_modified": LAST_MODIFIED, "fetched_at": NOW - 60, "parser": PARSER}
     assert await pull(make(server), cursor=cursor) == []
     sent = server.requests[0].headers
     assert sent["if-none-match"] == ETAG and sent["if-modified-since"] == LAST_MODIFIED
@@ -97,7 +98,7 @@ async def test_not_modified_yields_nothing_and_retracts_nothing():
 async def test_refetch_after_forces_an_unconditional_fetch():
     """After refetch_after since the last full download the GET is unconditional (keeps last_seen fresh)."""
     server = FeedServer({"feed.txt": TEXT})
-    cursor = {"etag": ETAG, "fetched_at": NOW - 7200}
+    cursor = {"etag": ETAG, "fetched_at": NOW - 7200, "parser": PARSER}
     batches = await pull(make(server, refetch_after="1h"), cursor=cursor)
     assert "if-none-match" not in server.requests[0].headers
     assert batches[-1].snapshot_end
@@ -188,10 +189,49 @@ async def test_empty_body_is_an_error_not_an_empty_snapshot():
         await pull(make(FeedServer({"feed.txt": b""})))
 
 
-async def test_a_body_of_only_bad_records_does_not_end_the_snapshot():
-    """An error page served as 200 (every line rejected) is reported but retracts nothing."""
-    (batch,) = await pull(make(FeedServer({"feed.txt": b"<html>\n<body>oops</body>\n</html>\n"})))
-    assert batch.sightings == [] and len(batch.rejected) == 3 and not batch.snapshot_end
+HTML_503 = b"""<html>
+<head><title>503 Service Temporarily Unavailable</title></head>
+<body>
+<center><h1>503 Service Temporarily Unavailable</h1></center>
+<hr><center>nginx</center>
+</body>
+</html>
+"""
+
+
+async def test_a_body_of_only_bad_records_is_an_error():
+    """An error page served as 200 (no value, every record rejected) fails the pull; its rejections are kept first."""
+    a = make(FeedServer({"feed.txt": HTML_503}))
+    got: list[Batch] = []
+    with pytest.raises(
+        UpstreamDataError,
+        match=r"no indicator in the body \(3 records rejected, 4 lines or items that are not records\): not this feed",
+    ):
+        async for b in a.pull(PullContext(since=0, now=NOW)):
+            got.append(b)
+    (batch,) = got  # the rejections, without a resume point, validators or the end of a snapshot
+    assert batch.sightings == [] and len(batch.rejected) == 3
+    assert not batch.snapshot_end and batch.cursor is None and batch.sub_checkpoint is None
+
+
+async def test_an_error_page_fails_ctd_run_once(tmp_path):
+    """The whole pull fails (error, exit 1) when the body is an HTML page: not `ok new=0 invalid=N`."""
+    store = FakeStore(str(tmp_path / "db"))
+    cfg = parse_config(
+        tomli_w.dumps({"plugins": {"f": {"adapter": "feed", "url": "https://feeds.example/x/feed.txt"}}})
+    )
+    plugin = cfg.plugins["f"]
+    a = make(FeedServer({"feed.txt": HTML_503}))
+    with pytest.raises(UpstreamDataError):
+        await pull_once("f", plugin, a, store, AllowlistRef(), SourceStatus("f", plugin))
+    assert len((await store.rejections("f"))["malformed"]) == 3
+    store.close()
+
+
+async def test_a_page_of_only_markup_is_an_error_too():
+    """A body that is all HTML tags and no value is not an empty feed either."""
+    with pytest.raises(UpstreamDataError, match="not records"):
+        await pull(make(FeedServer({"feed.txt": b"<html>\n<body>\n</body>\n</html>\n"})))
 
 
 @pytest.mark.parametrize(
@@ -318,6 +358,30 @@ async def test_misp_snapshot_fetches_all_events_and_a_missing_event_withholds_th
 
 
 NOV_27 = 1_795_808_400
+
+
+async def test_misp_events_read_by_another_parser_version_are_read_again():
+    """An upgrade that parses differently re-reads every event, even behind an unchanged manifest (no 304)."""
+    server = misp_server()
+    a = make(server, url="https://feeds.example/misp/", format="misp")
+    done = (await pull(a))[-1].cursor
+    assert done["parser"] == PARSER
+    server.requests = []
+    assert await pull(a, cursor=done) == []  # the same version: 304, nothing read
+    server.requests = []
+    old = {k: v for k, v in done.items() if k != "parser"}  # written before versions were kept
+    batches = await pull(a, cursor=old)
+    assert "if-none-match" not in server.requests[0].headers
+    assert sorted(r.url.path for r in server.requests[1:]) == [f"/misp/{UUID1}.json", f"/misp/{UUID2}.json"]
+    assert batches[-1].cursor["parser"] == PARSER and set(batches[-1].cursor["events"]) == {UUID1, UUID2}
+
+
+async def test_a_plain_feed_from_another_parser_version_is_fetched_whole():
+    """A text/csv/json feed whose cursor another parser version wrote is fetched unconditionally."""
+    server = FeedServer({"feed.txt": TEXT})
+    cursor = {"etag": ETAG, "last_modified": LAST_MODIFIED, "fetched_at": NOW - 60, "parser": PARSER - 1}
+    batches = await pull(make(server), cursor=cursor)
+    assert "if-none-match" not in server.requests[0].headers and len(values(batches)) == 5
 
 
 # --------------------------------------------------------------------------- with the store

@@ -28,9 +28,9 @@ def spec(**keys: object) -> ff.Spec:
 
 def parse_lines(data: bytes, **keys: object) -> ff.Parsed:
     s = spec(**keys)
-    stream = (ff.CsvStream if s.format == "csv" else ff.TextStream)(s, NOW)
+    stream = ff.line_stream(s, NOW)
     splitter = ff.LineSplitter()
-    return stream.feed(splitter.feed(data) + splitter.finish())
+    return stream.feed(splitter.feed(data) + splitter.finish(), 0, True)
 
 
 def parse_fixture(name: str, **keys: object) -> ff.Parsed:
@@ -86,12 +86,14 @@ def test_csv_by_header_name_with_dialect_and_columns():
         ("domain", "bad.example.net"),
         ("ipv4", "198.51.100.9"),
         ("url", "http://x.example/a;b"),
+        ("ipv4", "203.0.113.1"),  # its unreadable first_seen costs the field, not the row
         ("ipv4", "203.0.113.2"),
     ]
     assert out[0].severity == "high" and out[0].tags == ("a", "b") and out[0].first_seen == 1_793_491_200
-    assert {r.where: r.reason for r in rejected} == {
-        "line 6": "bad first_seen 'yesterday'",
-        "line 8": "unsupported type 'hash'",
+    assert out[3].first_seen == NOW  # the dropped field: as if the feed gave none
+    assert {r.where: (r.kind, r.reason) for r in rejected} == {
+        "line 6": ("field", "bad first_seen 'yesterday' (dropped)"),
+        "line 8": ("unsupported_type", "unsupported type 'hash'"),
     }
 
 
@@ -217,7 +219,8 @@ def test_bad_parsing_keys_are_config_errors(keys):
 def json_parse(**keys: object) -> ff.Parsed:
     s = spec(format="json", **keys)
     items = ff.json_items((FIXTURES / "items.json").read_bytes(), s)
-    return ff.json_records(items, 0, s, NOW)
+    out, rejected, _ = ff.json_records(items, 0, s, NOW)
+    return out, rejected
 
 
 def test_json_path_and_fields():
@@ -238,7 +241,8 @@ def test_json_path_and_fields():
     ]
     assert out[0].tags == ("c2", "x") and out[0].reputation == 8 and out[0].first_seen == 1_793_491_200
     assert out[1].tags == ("a", "b")
-    assert [r.where for r in rejected] == ["item 3", "item 4", "item 5"]
+    # item 3 has no value field at all: not a record (a metadata object), skipped, not rejected
+    assert [r.where for r in rejected] == ["item 4", "item 5"]
 
 
 def test_json_broken_document_and_bad_path_are_format_errors():

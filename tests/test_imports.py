@@ -1,8 +1,9 @@
 """Import directions of the house, read from the source with ``ast`` (every import counts, also inside
 functions and under ``TYPE_CHECKING``).
 
-* adapters import ``ctd.model`` (the contract), the shared HTTP layer ``ctd.adapters.http`` and their own
-  package; an adapter built on another's pure code says so in ``CROSS_ADAPTER`` below;
+* adapters import the modules of ``ADAPTER_TOOLKIT`` below (the contract ``ctd.model``, the shared layer at
+  the top of ``adapters/``) and their own package; an adapter built on another's pure code says so in
+  ``CROSS_ADAPTER`` below;
 * the core never imports an adapter package (it finds adapter classes through ``ctd.plugins``);
 * only ``ctd/store/`` touches SQLite;
 * nothing imports ``ctd.daemon`` but the CLI (``ctd/cli.py``); the control package in particular does not;
@@ -18,6 +19,16 @@ from functools import cache
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+
+# What any adapter module may import of ctd besides its own package, and why.
+ADAPTER_TOOLKIT: dict[str, str] = {
+    "ctd.model": "the adapter contract, with what it re-exports (canonicalisation, the error tree)",
+    "ctd.adapters.http": "the shared HTTP layer: client, redirect policy, response caps, error mapping",
+    "ctd.adapters.jsonstream": "the incremental JSON parser with its caps, for bodies too large to decode whole",
+    # The control socket needs it too, and the core never imports an adapter module: so it is a core leaf
+    # module (it imports nothing of ctd), not part of the adapters' shared layer.
+    "ctd.accept": "accepting connections with a back-off when out of descriptors, and rate-limited logging",
+}
 
 # (adapter package, adapter package it builds on) and why.
 CROSS_ADAPTER: dict[tuple[str, str], str] = {
@@ -93,14 +104,14 @@ def adapter_package(module: str) -> str | None:
 
 
 def test_adapters_import_only_the_contract_the_http_layer_and_their_own_package():
-    """An adapter module imports ctd.model, ctd.adapters.http and its own package (plus declared cross-adapter use)."""
+    """An adapter module imports ADAPTER_TOOLKIT modules and its own package (plus declared cross-adapter use)."""
     bad = []
     for module in sources():
         if not within(module, "ctd.adapters") or module == "ctd.adapters":
             continue
         own = adapter_package(module)
         for imp in ctd_imports(module):
-            if imp in ("ctd.model", "ctd.adapters.http") or (own and within(imp, f"ctd.adapters.{own}")):
+            if imp in ADAPTER_TOOLKIT or (own and within(imp, f"ctd.adapters.{own}")):
                 continue
             if module == "ctd.adapters.http" and imp == "ctd":  # the version in the User-Agent
                 continue
@@ -109,6 +120,11 @@ def test_adapters_import_only_the_contract_the_http_layer_and_their_own_package(
                 continue
             bad.append(f"{module} imports {imp}")
     assert bad == []
+
+
+def test_accept_is_a_leaf_module():
+    """ctd.accept, which adapters may import, is a leaf: it cannot pull the core into an adapter."""
+    assert ctd_imports("ctd.accept") == set()
 
 
 def test_the_core_never_imports_an_adapter_package():

@@ -184,7 +184,8 @@ async def test_refused_value_is_failed_in_the_ledger_and_logged(tmp_path, store,
     """A full-replace pass leaves a hostile stored value out, marks it failed with the reason, and logs it."""
     t = now()
     # A value that reached the store without the gate (stored by an older version, or a third-party adapter).
-    ingest(store.conn, "a", [s("http://ok.example/", "url", last_seen=t), s(INJECTED, "url", last_seen=t - 1)], now=t)
+    seed = [s("http://ok.example/", "url", last_seen=t), s(INJECTED, "url", last_seen=t - 1)]
+    ingest(store.conn, "a", seed, now=t, gate=False)
     sh = sharer(tmp_path, store, dest)
     with structlog.testing.capture_logs() as logs:
         res = await sh.share_once()

@@ -207,7 +207,7 @@ async def test_type_category_and_tag_filters_reach_misp(emu, make):
     emu.add_attribute(eid, "domain", "fp.example", tags=("tlp:white", "false-positive"))
     emu.add_attribute(eid, "md5", "d41d8cd98f00b204e9800998ecf8427e", tags=("tlp:white",))
     emu.add_attribute(eid, "domain", "other.example", category="External analysis", tags=("tlp:white",))
-    ad = make(types=["domain"], categories=["Network activity"], tags=["tlp:white", "!false-positive"])
+    ad = make(types=["domain"], categories=["Network activity"], filter_tags=["tlp:white", "!false-positive"])
     assert values(await pull_all(ad)) == ["keep.example"]
 
 
@@ -542,8 +542,9 @@ async def test_bidirectional_sharing_with_misp_does_not_loop(store):
     emu.add_attribute(eid, "domain", "from-misp.example")
     emu.add_attribute(eid, "domain", "both.example")  # reported by both sides: core loop prevention
     remote, misp, _ = await run_rounds(store, emu, "bidi-misp")
-    pushed_to_a = [v for op, vals in remote.calls if op == "push" for v in vals]
-    assert pushed_to_a == ["from-misp.example"]
+    # A's echo of what ctd shared with it may change the effective metadata (one update); it is never withdrawn.
+    pushed_to_a = {v for op, vals in remote.calls if op == "push" for v in vals}
+    assert pushed_to_a == {"from-misp.example"} and not [c for c in remote.calls if c[0] == "retract"]
     assert emu.event_values("ctd export") == ["from-a.example"]
     adds = [b for _, p, b in emu.requests if p.startswith("/attributes/add/")]
     assert [a["value"] for batch in adds for a in batch] == ["from-a.example"]
@@ -617,3 +618,17 @@ async def test_refused_event_creation_names_misp_reason(emu):
     with pytest.raises(UpstreamDataError, match="Info cannot be empty"):
         await ad.push("event", EVENT, [item("a.example")])
     await ad.aclose()
+
+
+def test_filter_tags_reach_the_search_and_tags_stays_the_common_key():
+    """In a [plugins] table, `filter_tags` is MISP's tag filter; `tags` adds tags to every IoC, as everywhere."""
+    from ctd.adapters.misp.mapping import restsearch_body
+
+    cfg = parse_config(
+        '[plugins.m]\nadapter = "misp"\nurl = "https://misp.example"\napi_key = "k"\n'
+        'filter_tags = ["tlp:white", "!false-positive"]\ntags = ["from-misp"]\n'
+    )
+    plugin = cfg.plugins["m"]
+    assert plugin.tags == ["from-misp"]
+    body = restsearch_body(plugin.options, page=1, start=0, end=1)
+    assert body["tags"] == ["tlp:white", "!false-positive", "!ctd"]

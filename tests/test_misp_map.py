@@ -180,7 +180,7 @@ def test_restsearch_body_filters_and_decay():
     c = cfg(
         types=["url"],
         categories=["Network activity"],
-        tags=["tlp:white", "!false-positive"],
+        filter_tags=["tlp:white", "!false-positive"],
         to_ids=False,
         published=True,
         enforce_warninglist=False,

@@ -146,4 +146,5 @@ async def test_plugins_check_without_a_check_hook_says_so():
         "plugin": "dest",
         "ok": True,
         "message": "this adapter has no connectivity check",
+        "checks": [],
     }

@@ -10,7 +10,8 @@ import trio
 from ctd.ask import ask
 from ctd.config import parse_config
 from ctd.errors import AuthError, SourceUnavailable
-from ctd.sources.actor import AllowlistRef, PullNow, SourceStatus, run_source
+from ctd.model import Rejected
+from ctd.sources.actor import AllowlistRef, PullNow, SourceStatus, pull_once, run_source
 from tests.fake_adapters import Fakes, Script
 from tests.fakestore import FakeStore
 
@@ -103,3 +104,28 @@ async def test_status_records_error_and_counts(store, autojump_clock, nursery):
     assert status.state == "backoff" and "refused" in status.last_error
     await trio.sleep(30)
     assert status.last_error is None and status.last_counts.new == 1
+
+
+async def test_rejections_counted_by_class_and_kept_in_the_store(store):
+    """A pull counts rejections by reason class and the store keeps them (allow-listed reports too)."""
+    sc = Script(
+        batches=[["a.example", "good.example"]],
+        rejected=[
+            Rejected(where="line 1", reason="not a valid domain name: 'x..y'"),
+            Rejected(where="line 2", reason="unsupported type 'asn'", kind="unsupported_type"),
+            Rejected(where="indicator--1", reason="MATCHES comparison", kind="unsupported_pattern"),
+            Rejected(where="line 3", reason="bad first_seen '99-99'", kind="field"),
+        ],
+    )
+    fakes = Fakes()
+    fakes.scripts["rej"] = sc
+    p = plugin("rej")
+    allow = AllowlistRef(lambda t, v: v == "good.example")
+    res = await pull_once("p", p, fakes.adapter("p", p), store, allow, SourceStatus("p", p))
+    assert (res.invalid, res.unsupported, res.field_warnings, res.allowlisted) == (1, 2, 1, 1)
+    kept = await store.rejections("p")
+    assert [r["where"] for r in kept["malformed"]] == ["line 1"]
+    assert [r["reason"] for r in kept["unsupported_type"]] == ["unsupported type 'asn'"]
+    assert [r["where"] for r in kept["unsupported_pattern"]] == ["indicator--1"]
+    assert [r["where"] for r in kept["field"]] == ["line 3"]
+    assert [r["where"] for r in kept["allowlisted"]] == ["domain good.example"]

@@ -9,8 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ctd.model import iso
-from ctd.store import IngestBatch
+from ctd.store import KEEP_REJECTED, IngestBatch
 from ctd.store import query as store_query
+from ctd.store import rejections as store_rejections
 from ctd.store import sql as store_sql
 from ctd.store.schema import MIGRATIONS
 from tests.storeutil import DAY, NOW, ingest, s, show
@@ -202,10 +203,12 @@ def test_effective_metadata_is_order_independent(tmp_path_factory, reports, orde
 
 
 class TestExpiry:
-    def test_expiry_is_last_seen_plus_aging(self, conn):
-        """A source's expiry is its last_seen plus the plugin's aging_days."""
-        ingest(conn, "a", [s("x.example", last_seen=NOW)], aging_days=30)
-        assert show(conn, "domain", "x.example")["expires_at"] == iso(NOW + 30 * DAY)
+    def test_expiry_counts_from_the_report_to_ctd(self, conn):
+        """A source's expiry is aging_days after the batch that reported it to ctd, not after the feed's last_seen."""
+        ingest(conn, "a", [s("x.example", last_seen=NOW - 40 * DAY)], aging_days=30)
+        ind = show(conn, "domain", "x.example")
+        assert ind["expires_at"] == iso(NOW + 30 * DAY) and ind["active"]
+        assert ind["sources"][0]["last_seen"] == iso(NOW - 40 * DAY)  # the feed's own time stays metadata
 
     def test_explicit_expiry_wins(self, conn):
         """A feed's own expiry is used instead of aging_days."""
@@ -218,10 +221,34 @@ class TestExpiry:
         ind = show(conn, "domain", "x.example")
         assert ind["expires_at"] is None and ind["active"]
 
-    def test_old_sighting_is_inactive_at_once(self, conn):
-        """A report whose last_seen is older than aging_days is stored inactive."""
+    def test_old_feed_time_is_active_after_ingest(self, conn):
+        """A report whose feed last_seen is older than aging_days is active right after ingest."""
         ingest(conn, "a", [s("x.example", last_seen=NOW - 100 * DAY)], aging_days=90)
-        assert not show(conn, "domain", "x.example")["active"]
+        assert show(conn, "domain", "x.example")["active"]
+
+    def test_rereport_extends_even_with_an_older_feed_time(self, conn):
+        """A re-report extends the expiry from its ingest, whatever the feed's last_seen says."""
+        ingest(conn, "a", [s("x.example", last_seen=NOW - DAY)], aging_days=1)
+        later = NOW + 5 * DAY
+        ingest(conn, "a", [s("x.example", last_seen=NOW - 2 * DAY)], aging_days=1, now=later)
+        ind = show(conn, "domain", "x.example")
+        assert ind["active"] and ind["expires_at"] == iso(later + DAY)
+        assert ind["last_seen"] == iso(NOW - DAY)  # metadata: the latest feed time
+
+    def test_explicit_expiry_wins_on_rereport(self, conn):
+        """A re-report with its own expiry sets that expiry; one without goes back to aging from ingest."""
+        ingest(conn, "a", [s("x.example", last_seen=NOW)], aging_days=30)
+        ingest(conn, "a", [s("x.example", last_seen=NOW, expires_at=NOW + 3600)], aging_days=30, now=NOW + 60)
+        assert show(conn, "domain", "x.example")["expires_at"] == iso(NOW + 3600)
+        ingest(conn, "a", [s("x.example", last_seen=NOW)], aging_days=30, now=NOW + 120)
+        assert show(conn, "domain", "x.example")["expires_at"] == iso(NOW + 120 + 30 * DAY)
+
+    def test_expiry_of_a_second_source_counts_from_its_report(self, conn):
+        """An indicator known from another source gets this source's expiry from this ingest, not its feed time."""
+        ingest(conn, "a", [s("x.example", last_seen=NOW)], aging_days=1)
+        ingest(conn, "b", [s("x.example", last_seen=NOW - 50 * DAY)], aging_days=30)
+        ind = show(conn, "domain", "x.example")
+        assert ind["expires_at"] == iso(NOW + 30 * DAY)
 
     def test_active_while_any_source_unexpired(self, conn):
         """The indicator stays active while any source entry is unexpired."""
@@ -300,6 +327,50 @@ class TestAllowlist:
         assert not show(conn, "domain", "good.example")["active"]
         assert store_sql.reapply_allowlist(conn, lambda t, v: False, NOW) == 1
         assert show(conn, "domain", "good.example")["active"]
+
+
+class TestRejections:
+    def test_kept_with_the_batch_by_class_newest_first(self, conn):
+        """A batch's rejected records are kept per source and reason class, newest first, with the ingest time."""
+        ingest(conn, "a", [s("x.example")], rejected=(("malformed", "line 1", "bad"), ("field", "line 2", "date")))
+        ingest(conn, "a", [], now=NOW + 60, rejected=(("malformed", "line 9", "worse"),))
+        ingest(conn, "b", [], rejected=(("malformed", "line 5", "other source"),))
+        got = store_rejections.listing(conn, "a")
+        assert [r["where"] for r in got["malformed"]] == ["line 9", "line 1"]
+        assert got["malformed"][0] == {"at": iso(NOW + 60), "where": "line 9", "reason": "worse"}
+        assert [r["reason"] for r in got["field"]] == ["date"]
+        assert got["unsupported_pattern"] == [] and got["allowlisted"] == []
+
+    def test_bounded_per_source_and_class(self, conn):
+        """At most KEEP_REJECTED records per source and class are kept: a flood of one class keeps the others."""
+        ingest(conn, "a", [], rejected=(("unsupported_type", "item 0", "kept"),))
+        flood = tuple(("malformed", f"line {i}", "bad") for i in range(KEEP_REJECTED + 50))
+        ingest(conn, "a", [], rejected=flood)
+        got = store_rejections.listing(conn, "a")
+        assert len(got["malformed"]) == KEEP_REJECTED
+        assert got["malformed"][0]["where"] == f"line {KEEP_REJECTED + 49}"
+        assert got["malformed"][-1]["where"] == "line 50"
+        assert [r["where"] for r in got["unsupported_type"]] == ["item 0"]
+
+    def test_rolled_back_with_a_failed_batch(self, conn):
+        """A batch that fails to commit leaves no rejected records either."""
+        with pytest.raises(sqlite3.ProgrammingError):
+            store_sql.ingest(
+                conn,
+                IngestBatch(
+                    source="a",
+                    rows=[("domain",)],
+                    policy="last_seen",
+                    aging_days=1,
+                    now=NOW,
+                    fresh=False,
+                    snapshot_end=False,
+                    sub=None,
+                    cursor=None,
+                    rejected=(("malformed", "line 1", "bad"),),
+                ),
+            )
+        assert store_rejections.listing(conn, "a")["malformed"] == []
 
 
 class TestCheckpoint:

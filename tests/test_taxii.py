@@ -294,7 +294,7 @@ params = {{ collection = "shared" }}
                 AllowlistRef(),
                 SourceStatus("intel", cfg.plugins["intel"]),
             )
-        assert (res.invalid, res.batches) == (7, 4)
+        assert (res.invalid, res.unsupported, res.batches) == (4, 3, 4)
         assert res.new == 13
         assert show(store.conn, "url", "http://revoked.example/")["active"] is False
         assert show(store.conn, "url", "http://phish.example/login?a=1")["active"] is True  # valid_until 2099

@@ -100,7 +100,12 @@ class TestParsePattern:
     @pytest.mark.parametrize(
         "pattern",
         [
-            "[file:hashes.'SHA-256' = 'ab' AND file:name = 'x.exe']",
+            "[url:value = 'http://a.example/' AND domain-name:value = 'b.example']",
+            "[file:hashes.MD5 = 'ab' AND file:hashes.MD5 = 'cd']",
+            "[domain-name:value = 'a.example' AND process:name = 'x.exe']",
+            "[x509-certificate:hashes.'SHA-1' = 'ab']",
+            "[network-traffic:dst_ref.type = 'mac-addr' AND network-traffic:dst_ref.value = '00:11:22:33:44:55']",
+            "[email-message:to_refs[*].value = 'victim@corp.example']",
             "[url:value = 'http://a.example/'] AND [url:value = 'http://b.example/']",
             "[url:value = 'http://a.example/'] FOLLOWEDBY [url:value = 'http://b.example/']",
             "[url:value = 'http://a.example/'] WITHIN 60 SECONDS",
@@ -114,12 +119,11 @@ class TestParsePattern:
             "[url:value NOT = 'http://a.example/']",
             "[ipv4-addr:value ISSUBSET '192.0.2.0/24']",
             "[ipv4-addr:value NOT IN ('192.0.2.1')]",
-            "[network-traffic:dst_ref.value = '192.0.2.1']",
             "[ipv4-addr:value = 3]",
         ],
     )
     def test_anything_but_a_list_of_values_is_unsupported(self, pattern):
-        """AND, sequences, qualifiers, other objects and other operators are unsupported, not errors."""
+        """ANDs of values, sequences, qualifiers, other objects and other operators are unsupported, not errors."""
         with pytest.raises(UnsupportedPattern):
             parse_pattern(pattern)
 
@@ -200,19 +204,28 @@ class TestMapIndicator:
         assert len(rejected) == 1 and "999.1.2.3" in rejected[0].where
 
     @pytest.mark.parametrize(
-        ("obj", "reason"),
+        ("obj", "kind"),
         [
-            (indicator("[process:name = 'x']"), "skipped-unsupported"),
-            (indicator("rule x {}", pattern_type="yara"), "skipped-unsupported"),
+            (indicator("[process:name = 'x']"), "unsupported_pattern"),
+            (indicator("[file:name = 'x.exe']"), "unsupported_pattern"),
+            (indicator("[email-message:subject MATCHES '^Invoice']"), "unsupported_pattern"),
+            (indicator("rule x {}", pattern_type="yara"), "unsupported_pattern"),
             (indicator("[url:value = 'x'"), "malformed"),
             ({k: v for k, v in indicator("").items() if k != "pattern"}, "malformed"),
-            (indicator("[url:value = 'http://a.example/']", valid_from="yesterday"), "malformed"),
         ],
     )
-    def test_unmappable_indicator_is_rejected_with_reason(self, obj, reason):
-        """Unsupported and malformed indicators are counted with a reason, never raised."""
+    def test_unmappable_indicator_is_rejected_with_reason(self, obj, kind):
+        """Unsupported patterns (counted unsupported) and malformed ones (invalid) are told apart, never raised."""
         sightings, (r,) = tmap.map_indicator(obj, NOW)
-        assert sightings == [] and r.reason.startswith(reason) and r.where == obj["id"]
+        assert sightings == [] and r.kind == kind and r.reason and r.where == obj["id"]
+
+    def test_an_unreadable_time_is_a_field_warning(self):
+        """A valid_from that is no timestamp is dropped with a field warning; the IoC is kept."""
+        sightings, (r,) = tmap.map_indicator(
+            indicator("[url:value = 'http://a.example/']", valid_from="yesterday"), NOW
+        )
+        assert [s.value for s in sightings] == ["http://a.example/"]
+        assert (r.kind, r.reason) == ("field", "bad valid_from 'yesterday' (dropped)")
 
     def test_feed_fixture_maps_what_it_can(self):
         """The fixture feed: supported values ingest, the rest is counted, non-indicators are ignored."""
@@ -232,8 +245,8 @@ class TestMapIndicator:
             ("ipv4", "192.0.2.44"),
         }
         assert {s.value for s in sightings if s.retracted} == {"http://revoked.example/", "expired.example"}
-        reasons = sorted(r.reason.split(":")[0] for r in rejected)
-        assert reasons == ["malformed"] * 3 + ["skipped-unsupported"] * 4
+        # the AND of a file's name and hash now maps its hash, which is no sha256: a malformed value
+        assert sorted(r.kind for r in rejected) == ["malformed"] * 4 + ["unsupported_pattern"] * 3
 
     def test_broken_objects_are_counted(self):
         """Entries that are not STIX objects are rejected; a non-list envelope is one rejection."""
@@ -322,3 +335,94 @@ class TestEnvelopes:
             "failures": [{"id": "indicator--1", "version": "v", "message": "dup"}, {"id": "indicator--2"}, "junk"],
         }
         assert tmap.status_failures(status) == {"indicator--1": "dup", "indicator--2": "rejected by the TAXII server"}
+
+
+class TestRealProducers:
+    """Patterns real producers emit (issue 12 finding 3): MISP's STIX 2.1 export and the OASIS examples."""
+
+    @pytest.mark.parametrize(
+        ("pattern", "expected"),
+        [
+            # MISP file object: each hash of one file is its own IoC; the name only qualifies it.
+            (
+                "[file:hashes.MD5 = '93bd5e209b3b048fa37073d7890c44d9' AND "
+                "file:hashes.'SHA-1' = 'da79764ed539c57542c523c28c878f6377c258a6' AND "
+                "file:hashes.'SHA-256' = '2e376f05023790d577a4d2e110640410c9d65c145d2d02e207ff07c3271ea095' AND "
+                "file:name = 'AgentTesla_payload.exe']",
+                [
+                    ("md5", "93bd5e209b3b048fa37073d7890c44d9"),
+                    ("sha1", "da79764ed539c57542c523c28c878f6377c258a6"),
+                    ("sha256", "2e376f05023790d577a4d2e110640410c9d65c145d2d02e207ff07c3271ea095"),
+                ],
+            ),
+            # MISP malware-sample: name, hash and the zipped sample in parentheses.
+            (
+                "[file:hashes.MD5 = '0cdc9b1b45064e6315f83b150c0fc0eb' AND file:name = 'bin.exe' AND "
+                "(file:content_ref.x_misp_filename = 'bin.exe' AND file:content_ref.mime_type = 'application/zip')]",
+                [("md5", "0cdc9b1b45064e6315f83b150c0fc0eb")],
+            ),
+            # MISP domain|ip, OASIS: what a domain resolves to only qualifies it.
+            (
+                "[domain-name:value = 'c2.example.net' AND domain-name:resolves_to_refs[*].value = '198.51.100.21']",
+                [("domain", "c2.example.net")],
+            ),
+            # MISP ip-dst and ip-dst|port: the traffic's destination address, typed by dst_ref.type.
+            (
+                "[network-traffic:dst_ref.type = 'ipv4-addr' AND network-traffic:dst_ref.value = '198.51.100.33' "
+                "AND network-traffic:dst_port = '8443']",
+                [("ipv4", "198.51.100.33")],
+            ),
+            (
+                "[(network-traffic:src_ref.type = 'ipv6-addr' AND network-traffic:src_ref.value = '2001:db8::7')]",
+                [("ipv6", "2001:db8::7")],
+            ),
+            ("[network-traffic:dst_ref.value = '203.0.113.0/24']", [(None, "203.0.113.0/24")]),
+            # MISP hostname|port: the domain, its port dropped as everywhere in ctd.
+            (
+                "[domain-name:value = 'update.example.org' AND network-traffic:dst_port = '443']",
+                [("domain", "update.example.org")],
+            ),
+            # MISP email-src.
+            ("[email-message:from_ref.value = 'billing@phish.example.com']", [("email", "billing@phish.example.com")]),
+            # OASIS: a hash qualified by a MIME type.
+            ("[file:hashes.'SHA-256' = 'aec0' AND file:mime_type = 'application/x-pdf']", [("sha256", "aec0")]),
+            # A file hash OR'ed with a qualified domain: both alternatives reduce.
+            (
+                "[file:hashes.MD5 = 'ab' OR (domain-name:value = 'x.example' AND domain-name:value LIKE '%.example')]",
+                [("md5", "ab"), ("domain", "x.example")],
+            ),
+        ],
+    )
+    def test_one_object_reduces_to_its_values(self, pattern, expected):
+        """An object whose other comparisons only qualify it gives its primary value(s)."""
+        assert parse_pattern(pattern) == expected
+
+    def test_or_keeps_what_reduces_and_reports_the_rest(self):
+        """In an OR, the alternatives that name values are kept; the others are reported as skipped."""
+        from ctd.adapters.taxii.stix import reduce_pattern
+
+        reduced = reduce_pattern("[url:value = 'http://a.example/' OR file:name = 'x.exe']")
+        assert reduced.terms == [("url", "http://a.example/")]
+        assert reduced.skipped == ["no IoC value ctd holds (file:name =)"]
+        sightings, (r,) = tmap.map_indicator(indicator("[url:value = 'http://a.example/' OR file:name = 'x.exe']"), NOW)
+        assert [s.value for s in sightings] == ["http://a.example/"] and r.kind == "unsupported_pattern"
+
+    def test_an_address_by_value_is_an_ip_or_a_domain(self):
+        """A dst_ref.value without its type is read by its value: an address, a network or a domain name."""
+        got = tmap.map_indicator(
+            indicator(
+                "[network-traffic:dst_ref.value = '203.0.113.0/24' OR network-traffic:dst_ref.value = 'c2.example']"
+            ),
+            NOW,
+        )
+        assert [(s.type, s.value) for s in got[0]] == [("cidr4", "203.0.113.0/24"), ("domain", "c2.example")]
+
+    def test_x509_and_matches_are_unsupported_not_invalid(self):
+        """Certificate hashes, MATCHES and a file name alone are counted as unsupported patterns, never as invalid."""
+        for pattern in (
+            "[x509-certificate:hashes.'SHA-1' = '6e6187d58483457f86eae49315a0a72d7543459a']",
+            "[email-message:subject MATCHES '^[IMPORTANT] Please Review Before']",
+            "[file:name = 'foo.dll' AND file:parent_directory_ref.path = 'C:\\\\Windows\\\\System32']",
+        ):
+            _, (r,) = tmap.map_indicator(indicator(pattern), NOW)
+            assert r.kind == "unsupported_pattern", pattern

@@ -80,6 +80,7 @@ class CrowdStrikeAdapter(Adapter):
         "ioc": ActionSpec(
             description="create/update custom IOCs in Falcon IOC management (sha256, md5, domain, ipv4, ipv6)",
             mode="incremental",
+            carries_expiry=True,  # the destination drops an entry at the expiry it was given
             params=IocParams,
             max_entries=1_000_000,  # the tenant-wide IOC cap
             batch_size=BATCH,

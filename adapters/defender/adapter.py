@@ -77,6 +77,7 @@ class DefenderAdapter(Adapter):
         "indicator": ActionSpec(
             description="import custom indicators (files, IPs, domains, URLs); BatchDelete by id on withdrawal",
             mode="incremental",
+            carries_expiry=True,  # the destination drops an entry at the expiry it was given
             params=IndicatorParams,
             max_entries=dm.MAX_ACTIVE,  # active indicators per tenant
             batch_size=dm.MAX_BATCH,

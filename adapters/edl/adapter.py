@@ -4,7 +4,7 @@ Firewalls (PAN-OS external dynamic lists and the like) and proxies poll a
 plain-text URL. Each sharing configuration with this destination writes one
 list, ``<lists_dir>/<name>.txt`` (one value per line, full-replace, newest
 first within the list's limits), and the plugin's web server
-(``adapters/edl_server.py``) serves it at ``http://BIND/edl/<name>.txt`` (or
+(``adapters/edl/server.py``) serves it at ``http://BIND/edl/<name>.txt`` (or
 ``/edl/<path_token>/<name>.txt``).
 
 Lists are files, not memory: the sharing actor and the server are separate
@@ -23,17 +23,30 @@ import msgspec
 import trio
 
 from ctd.adapters.edl.server import LIST_NAME, TOKEN, ServerSettings, parse_bind, serve_edl
-from ctd.adapters.file.push import render, write_atomically
+from ctd.adapters.file.push import remove_orphans, render, writable_target, write_atomically
 from ctd.model import (
     ActionSpec,
     Adapter,
     BindContext,
     ConfigError,
+    Duration,
     PushResult,
     Secret,
     ShareItem,
     SourceUnavailable,
 )
+
+_DEFAULTS = ServerSettings(host="", port=0, lists_dir="")
+# Accepted ranges of the server's limits (seconds, connections). Above 256 connections,
+# raise the unit's LimitNOFILE= too (each connection and each refusal in progress holds a descriptor).
+LIMITS: dict[str, tuple[float, float]] = {
+    "request_timeout": (1, 300),
+    "send_timeout": (1, 600),
+    "response_timeout": (1, 3600),
+    "max_connections": (1, 4096),
+    "max_connections_per_client": (1, 4096),
+    "retry_after": (1, 3600),
+}
 
 
 class EdlConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
@@ -44,10 +57,23 @@ class EdlConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen
     password: Secret | None = None  # secret: password_file / { credential = ... }
     path_token: Secret | None = None  # secret: lists then live at /edl/<token>/NAME.txt only
     lists_dir: str | None = None  # default (bind hook): <daemon.state_dir>/edl/<plugin name>
+    # The web server's limits against slow or hostile clients (ServerSettings; ranges in LIMITS).
+    request_timeout: Duration = Duration(_DEFAULTS.request_timeout)
+    send_timeout: Duration = Duration(_DEFAULTS.send_timeout)
+    response_timeout: Duration = Duration(_DEFAULTS.response_timeout)
+    max_connections: int = _DEFAULTS.max_connections
+    max_connections_per_client: int = _DEFAULTS.max_connections_per_client
+    retry_after: int = _DEFAULTS.retry_after
 
     def __post_init__(self) -> None:
         # msgspec turns a ValueError here into a ValidationError at decode time.
         # Messages never quote a secret.
+        for key, (low, high) in LIMITS.items():
+            value = getattr(self, key)
+            if not low <= value <= high:
+                raise ValueError(f"{key} must be between {low:g} and {high:g}, got {value:g}")
+        if self.max_connections_per_client > self.max_connections:
+            raise ValueError("max_connections_per_client must not exceed max_connections")
         parse_bind(self.bind)
         if (self.username is None) != (self.password is None):
             raise ValueError("give both username and password (HTTP Basic auth), or neither")
@@ -137,6 +163,14 @@ class EdlAdapter(Adapter):
     def list_path(self, name: str) -> str:
         return os.path.join(self._lists_dir(), name + ".txt")
 
+    async def recover(self, action: str, params: EdlListParams) -> list[str]:
+        """Delete the temporary files a killed write of the list left beside it."""
+        path = self.list_path(params.name)
+        try:
+            return await trio.to_thread.run_sync(remove_orphans, path)
+        except OSError as exc:
+            raise SourceUnavailable(f"{path}: cannot remove leftover temporary files: {exc.strerror}") from exc
+
     async def replace(self, action: str, params: EdlListParams, items: list[ShareItem]) -> PushResult:
         """Write ``items`` (newest first) as the whole list file; values that would break a line come back refused."""
         path = self.list_path(params.name)
@@ -157,6 +191,12 @@ class EdlAdapter(Adapter):
             username=cfg.username,
             password=cfg.password,
             path_token=cfg.path_token,
+            request_timeout=cfg.request_timeout,
+            send_timeout=cfg.send_timeout,
+            response_timeout=cfg.response_timeout,
+            max_connections=cfg.max_connections,
+            max_connections_per_client=cfg.max_connections_per_client,
+            retry_after=cfg.retry_after,
         )
 
     async def serve(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
@@ -187,3 +227,11 @@ class EdlAdapter(Adapter):
 
         n = await trio.to_thread.run_sync(count)
         return f"listening on {self.config.bind}, {n} list(s) in {s.lists_dir}"
+
+    async def check_target(self, action: str, params: EdlListParams) -> str:
+        """The list file can be written in ``lists_dir``."""
+        path = self.list_path(params.name)
+        try:
+            return await trio.to_thread.run_sync(writable_target, path)
+        except OSError as exc:
+            raise SourceUnavailable(str(exc) if not exc.strerror else f"{path}: {exc.strerror}") from exc

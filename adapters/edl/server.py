@@ -15,8 +15,11 @@ request head (request line, fields, blank line) is at most
 its connection closed. Connections are capped in all (``max_connections``) and
 per client IP (``max_connections_per_client``); one over a cap is answered
 ``503`` with ``Retry-After`` (while as many again are being refused; past that
-it is just closed). A bug or a client error costs one connection, never the
-server.
+it is just closed), and logged once a minute per client IP (``edl_overloaded``,
+counting the refusals held back). A bug or a client error costs one connection,
+never the server. Out of descriptors, ``accept()`` backs off with one warning a
+minute (``ctd.accept``, as the control socket does) instead of trio's
+traceback every 100 ms.
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ from typing import Any, Literal
 import h11
 import structlog
 import trio
+
+from ctd.accept import AcceptBackoff, LogLimiter
 
 log = structlog.get_logger("ctd.adapters.edl")
 
@@ -176,13 +181,19 @@ async def serve_edl(
     addr = listeners[0].socket.getsockname()[:2]
     gate = Gate(s)
     log.info("edl server listening", ctd_event="edl_listening", address=f"{addr[0]}:{addr[1]}", lists_dir=s.lists_dir)
-
-    async def handler(stream: trio.SocketStream) -> None:
-        await _connection(stream, s, gate)
-
     async with trio.open_nursery() as nursery:
-        await nursery.start(trio.serve_listeners, handler, listeners)
+        for listener in listeners:
+            nursery.start_soon(_accept_loop, listener, s, gate, nursery)
         task_status.started((addr[0], addr[1]))
+
+
+async def _accept_loop(listener: trio.SocketListener, s: ServerSettings, gate: Gate, nursery: trio.Nursery) -> None:
+    """Accept on one listener, each connection in its own task (backing off when out of descriptors)."""
+    backoff = AcceptBackoff(log, what="edl server", event="edl", context=lambda: {"edl_connections": gate.active})
+    async with listener:
+        while True:
+            stream = await backoff.accept(listener)
+            nursery.start_soon(_connection, stream, s, gate)
 
 
 class Gate:
@@ -196,6 +207,7 @@ class Gate:
         self.active = 0
         self.refusing = 0
         self.per_client: dict[str, int] = {}
+        self.refusals = LogLimiter()  # one edl_overloaded line per client IP a minute
 
     def enter(self, ip: str) -> Literal["serve", "refuse", "drop"]:
         held = self.per_client.get(ip, 0)
@@ -234,12 +246,15 @@ async def _connection(stream: trio.abc.Stream, s: ServerSettings, gate: Gate) ->
     how = gate.enter(ip)
     try:
         if how != "serve":
-            log.warning(
-                "edl connection refused: too many connections",
-                ctd_event="edl_overloaded",
-                peer=peer,
-                answered=how == "refuse",
-            )
+            if (held := gate.refusals.check(ip)) is not None:
+                log.warning(
+                    "edl connection refused: too many connections",
+                    ctd_event="edl_overloaded",
+                    client=ip,
+                    peer=peer,
+                    answered=how == "refuse",
+                    suppressed=held,
+                )
             if how == "refuse":
                 await _refuse(stream, s)
             return

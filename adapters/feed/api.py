@@ -16,7 +16,16 @@ import httpx
 
 from ctd.adapters.feed import formats as ff
 from ctd.adapters.http import map_http_errors, raise_for_status
-from ctd.model import PullContext, UpstreamDataError
+from ctd.model import PullContext, PullProgress, UpstreamDataError
+
+
+def _content_length(headers: httpx.Headers) -> int | None:
+    """The announced body size (on the wire), for progress only: never trusted as a limit."""
+    try:
+        n = int(headers.get("content-length", ""))
+    except ValueError:
+        return None
+    return n if n > 0 else None
 
 
 class Body:
@@ -30,6 +39,8 @@ class Body:
         self.validators = {k: v for k, v in (("etag", h.get("etag")), ("last_modified", h.get("last-modified"))) if v}
         self.validator = self.validators.get("etag") or self.validators.get("last_modified") or ""
         self.size = 0
+        self.progress: PullProgress | None = None  # a pull's, when one reads this body: bytes on the wire
+        self.total = _content_length(h)
 
     def _error(self, msg: str) -> UpstreamDataError:
         return UpstreamDataError(f"{self.what}: {msg}")
@@ -55,6 +66,8 @@ class Body:
             async with aclosing(raws_gen) as raws:
                 async for raw in raws:
                     wire += len(raw)
+                    if self.progress is not None:
+                        self.progress.bytes_read += len(raw)
                     if wire > self.max_bytes:
                         raise self._error(f"response is larger than max_bytes ({self.max_bytes})")
                     for piece in outer.feed(raw) if outer else (raw,):

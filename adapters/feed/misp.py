@@ -14,7 +14,17 @@ from typing import Any
 import ijson
 import msgspec
 
-from ctd.adapters.feed.records import IP_TYPES, FormatError, Parsed, strip_port
+from ctd.adapters import jsonstream
+from ctd.adapters.feed.records import (
+    IP_TYPES,
+    FormatError,
+    Issue,
+    Parsed,
+    field_time,
+    first_line,
+    issues_at,
+    strip_port,
+)
 from ctd.adapters.feed.stream import MAX_DEPTH, MAX_ITEM, SLICE
 from ctd.adapters.file import formats as fmt
 from ctd.adapters.file.formats import BadRecord, show
@@ -23,7 +33,15 @@ from ctd.model import Rejected, Sighting
 
 # --------------------------------------------------------------------------- mapping
 
-__all__ = ["MISP_TYPES", "EventStream", "manifest_url", "misp_event", "parse_manifest"]
+__all__ = [
+    "MAX_MANIFEST_EVENTS",
+    "MISP_TYPES",
+    "EventStream",
+    "ManifestStream",
+    "manifest_url",
+    "misp_event",
+    "parse_manifest",
+]
 
 _MISP_SEVERITY = {"1": "high", "2": "medium", "3": "low"}
 
@@ -58,26 +76,63 @@ class MispEvent(msgspec.Struct):
     Object: list[MispObject] = []
 
 
-class ManifestEntry(msgspec.Struct):
-    timestamp: int | str = 0
-    info: str = ""
+# Events a manifest may list. The feed's cursor keeps each one's timestamp, and each is a GET:
+# a manifest listing more is refused whole, not read into memory (a 100 MiB manifest of tiny
+# entries would be millions of them).
+MAX_MANIFEST_EVENTS = 100_000
+
+
+class ManifestStream:
+    """``manifest.json`` parsed as it downloads: event uuid -> timestamp, at most MAX_MANIFEST_EVENTS.
+
+    Each entry is read alone (the caps of ``ctd.adapters.jsonstream`` hold) and
+    only its timestamp is kept, so memory is O(events), never O(bytes).
+    """
+
+    def __init__(self) -> None:
+        self.stream = jsonstream.JsonStream((), pairs=True)
+        self.events: dict[str, int] = {}
+        self.started = False
+
+    def feed(self, data: bytes) -> None:
+        if not self.started and (head := data.lstrip()):
+            self.started = True
+            if not head.startswith(b"{"):
+                raise FormatError("bad manifest.json: not a JSON object")
+        try:
+            self._take(self.stream.feed(data))
+        except jsonstream.JsonError as exc:
+            raise FormatError(f"bad manifest.json: {exc}") from None
+
+    def finish(self) -> dict[str, int]:
+        try:
+            self._take(self.stream.finish())
+        except jsonstream.JsonError as exc:
+            raise FormatError(f"bad manifest.json: {exc}") from None
+        if not self.started:
+            raise FormatError("bad manifest.json: empty")
+        return self.events
+
+    def _take(self, pairs: list[tuple[str, Any]]) -> None:
+        for uuid, entry in pairs:
+            if not isinstance(entry, dict):
+                raise FormatError(f"bad manifest.json: event {show(uuid)}: not an object")
+            ts = entry.get("timestamp", 0)
+            try:
+                if type(ts) not in (int, str):
+                    raise ValueError
+                self.events[uuid] = int(ts)
+            except ValueError:
+                raise FormatError(f"manifest.json: event {show(uuid)}: bad timestamp {show(str(ts))}") from None
+            if len(self.events) > MAX_MANIFEST_EVENTS:
+                raise FormatError(f"manifest.json lists more than {MAX_MANIFEST_EVENTS} events")
 
 
 def parse_manifest(data: bytes) -> dict[str, int]:
     """``manifest.json`` -> event uuid -> event timestamp (raises FormatError)."""
-    try:
-        entries = msgspec.json.decode(data, type=dict[str, ManifestEntry])
-    except msgspec.DecodeError as exc:
-        raise FormatError(f"bad manifest.json: {exc}") from None
-    except RecursionError:
-        raise FormatError("bad manifest.json: nested too deeply to parse") from None
-    out: dict[str, int] = {}
-    for uuid, e in entries.items():
-        try:
-            out[uuid] = int(e.timestamp)
-        except ValueError:
-            raise FormatError(f"manifest.json: event {uuid}: bad timestamp {show(str(e.timestamp))}") from None
-    return out
+    stream = ManifestStream()
+    stream.feed(data)
+    return stream.finish()
 
 
 def _epoch(raw: int | str | None) -> int | None:
@@ -138,7 +193,7 @@ class EventStream:
             try:
                 self.coro.send(piece)
             except ijson.JSONError as exc:
-                raise FormatError(f"bad event JSON: {exc}") from None
+                raise FormatError(f"bad event JSON: {first_line(exc)}") from None
             self.quiet = 0 if self.events else self.quiet + len(piece)
             if self.quiet > MAX_ITEM:
                 raise FormatError(f"bad event JSON: a token is longer than {MAX_ITEM} bytes")
@@ -148,14 +203,14 @@ class EventStream:
         try:
             self.coro.close()
         except ijson.JSONError as exc:
-            raise FormatError(f"bad event JSON: {exc}") from None
+            raise FormatError(f"bad event JSON: {first_line(exc)}") from None
         self._walk()
         if not self.has_event:
             raise FormatError("bad event JSON: no Event object")
         try:
             event = msgspec.convert({**self.meta, "Tag": self.tags}, type=MispEvent)
         except msgspec.ValidationError as exc:
-            raise FormatError(f"bad event JSON: {exc}") from None
+            raise FormatError(f"bad event JSON: {first_line(exc)}") from None
         return _map_event(event, self.kept, now, reference)
 
     def _walk(self) -> None:
@@ -219,8 +274,12 @@ def _map_event(
             continue
         tags = tuple(dict.fromkeys(event_tags + [t.name for t in a.Tag if t.name]))
         ts = _epoch(a.timestamp)
+        where = f"event {event.uuid}: {a.type} attribute"
+        issues: list[Issue] = []
+        first_seen = field_time("first_seen", a.first_seen or None, None, issues) or ts
+        last_seen = field_time("last_seen", a.last_seen or None, None, issues)
+        kept = False
         for type_, raw in attribute_values(a.type, a.value):
-            where = f"event {event.uuid}: {a.type} attribute"
             v = raw.strip()
             if type_ is None:  # an IP address or network; a feed may write one with its port
                 v = strip_port(v)
@@ -235,8 +294,8 @@ def _map_event(
                     tags=tags,
                     comments=a.comment or event.info,
                     reference=reference,
-                    first_seen=fmt.field_time("first_seen", a.first_seen) or ts,
-                    last_seen=fmt.field_time("last_seen", a.last_seen),
+                    first_seen=first_seen,
+                    last_seen=last_seen,
                     retracted=a.deleted,
                 )
                 if type_ is None and s.type not in IP_TYPES:
@@ -244,8 +303,11 @@ def _map_event(
             except BadRecord as exc:
                 rejected.append(Rejected(where=where, reason=str(exc)))
                 continue
+            kept = True
             key = (s.type, s.value)
             (dead if a.deleted else live)[key] = s
+        if kept:  # a dropped field of an attribute that was rejected anyway is moot
+            rejected.extend(issues_at(where, issues))
     retracted = [s for k, s in dead.items() if k not in live]
     return (list(live.values()), rejected), retracted
 

@@ -6,7 +6,9 @@ this source. Reading happens in a worker thread, ``batch_size`` records per
 call, at constant memory. Each batch's sub-checkpoint holds the byte offset and
 line number after it plus the file's signature (inode, size, mtime): a pull
 interrupted after a committed batch resumes right after it if the file is
-unchanged, and starts over if it changed.
+unchanged, and starts over as a new snapshot (``snapshot_start``) if it
+changed, so values the new file lacks are retracted at its end even when the
+interrupted pull had committed them.
 
 Producers should replace the file atomically (write a temporary file, then
 rename it over the old one); a file rewritten in place while it is read may be
@@ -24,7 +26,7 @@ import msgspec
 import trio
 
 from ctd.adapters.file import formats as formats
-from ctd.adapters.file.push import FileListParams, render, write_atomically
+from ctd.adapters.file.push import FileListParams, remove_orphans, render, writable_target, write_atomically
 from ctd.model import (
     ActionSpec,
     Adapter,
@@ -100,6 +102,7 @@ class _Reader:
         self.sig = ""
         self.offset = 0
         self.line = 0
+        self.resumed = False  # positioned at the resume point of an interrupted pull
 
     def _unavailable(self, exc: OSError) -> SourceUnavailable:
         return SourceUnavailable(f"{self.path}: {exc.strerror or exc}")
@@ -134,6 +137,7 @@ class _Reader:
         if self._resumable(resume, start):
             assert resume is not None
             self.offset, self.line = resume["offset"], resume["line"]
+            self.resumed = True
         self._seek(self.offset)
         return header
 
@@ -233,6 +237,13 @@ class FileAdapter(Adapter):
     def limits(cls, action: str, params: FileListParams) -> tuple[int | None, int | None]:
         return params.max_entries, params.max_bytes
 
+    async def recover(self, action: str, params: FileListParams) -> list[str]:
+        """Delete the temporary files a killed write of the list left beside it."""
+        try:
+            return await trio.to_thread.run_sync(remove_orphans, params.path)
+        except OSError as exc:
+            raise SourceUnavailable(f"{params.path}: cannot remove leftover temporary files: {exc.strerror}") from exc
+
     async def replace(self, action: str, params: FileListParams, items: list[ShareItem]) -> PushResult:
         """Write ``items`` as the whole list file (full-replace); values that would break a line come back refused."""
         rejected: dict[str, str] = {}
@@ -272,22 +283,29 @@ class FileAdapter(Adapter):
 
             def next_batch() -> Batch:
                 lines, eof = reader.read(cfg.batch_size)
+                ctx.progress.bytes_read, ctx.progress.bytes_total = reader.offset, reader.size
                 sightings, rejected = parse(lines)
                 cp: dict[str, Any] = {"offset": reader.offset, "line": reader.line, "sig": reader.sig}
                 if eof:
                     cp["done"] = True  # a finished snapshot: the next pull starts over
                 return Batch(sightings=sightings, rejected=rejected, sub_checkpoint=cp, snapshot_end=eof)
 
+            first = not reader.resumed  # from the top: a new snapshot, even if the pull had a resume point
             while True:
                 batch = await trio.to_thread.run_sync(next_batch)
+                if first:
+                    batch = msgspec.structs.replace(batch, snapshot_start=True)
+                    first = False
                 yield batch
                 if batch.snapshot_end:
                     return
         finally:
             reader.close()
 
-    async def check(self) -> str:
-        """Open the file and report its size (raises SourceUnavailable)."""
+    async def check(self) -> str | None:
+        """Open the file and report its size (raises SourceUnavailable); None for a destination-only plugin."""
+        if not self.config.path:
+            return None  # pull = false: its sharing targets are checked by check_target
         reader = _Reader(self.config.path, self.config.comment_prefix, raw_lines=False)
 
         def probe() -> str:
@@ -298,3 +316,10 @@ class FileAdapter(Adapter):
                 reader.close()
 
         return await trio.to_thread.run_sync(probe)
+
+    async def check_target(self, action: str, params: FileListParams) -> str:
+        """The list file can be written: its directory exists (or can be made) and is writable."""
+        try:
+            return await trio.to_thread.run_sync(writable_target, params.path)
+        except OSError as exc:
+            raise SourceUnavailable(str(exc) if not exc.strerror else f"{params.path}: {exc.strerror}") from exc

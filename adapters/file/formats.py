@@ -222,12 +222,20 @@ def csv_rows(lines: Lines, dialect: dict[str, Any], rejected: list[Rejected]) ->
     Undecodable lines and rows the csv module refuses go to ``rejected`` and the
     rest carries on; a quoted field may span lines, so a row's number is the
     first source line the reader used for it.
+
+    Each line goes to the reader with a line end: given bare lines, csv joins a
+    quoted field's lines with nothing between them, so ``"http://x/j<LF>10.0.0.0/8"``
+    would become the valid URL ``http://x/j10.0.0.0/8``. With the line end the
+    field keeps its line break (``\n``, or ``\r\n`` as sent) and the value gate
+    refuses it.
     """
     texts: list[str] = []
     numbers: list[int] = []
     for lineno, raw in lines:
         try:
-            texts.append(raw.decode())
+            # The line end goes back on: a quoted field that spans lines keeps its line break (and the
+            # value gate then refuses it) instead of gluing two lines into one plausible value.
+            texts.append(raw.decode() + "\n")
             numbers.append(lineno)
         except UnicodeDecodeError:
             rejected.append(Rejected(where=f"line {lineno}", reason="not valid UTF-8"))

@@ -2,7 +2,10 @@
 
 Firewalls and proxies read such files as external dynamic lists, so a reader
 must never see a half-written list: write a temporary file in the same
-directory, fsync it, rename it over the old one, fsync the directory.
+directory, fsync it, rename it over the old one, fsync the directory. The
+temporary file is named after its target (``.ctd-<name>.<random>.tmp``), so a
+write killed half-way leaves an orphan that ``remove_orphans`` can tell from
+another target's write in progress; the adapters call it when a sharing starts.
 
 A reader also takes each line for one indicator. Values pass the validity gate
 at canonicalisation, and the renderer applies it again to everything it writes
@@ -19,6 +22,7 @@ import csv
 import io
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterable, Iterator
 from typing import Annotated, Literal
@@ -117,11 +121,43 @@ def _visible(text: str) -> str:
     )
 
 
+# What ctd < issue 11 named its temporary files (tempfile.mkstemp(prefix=".ctd-")): no target in
+# the name, so one left by a killed write is an orphan whatever list it was for.
+_LEGACY_TMP = re.compile(r"\.ctd-[a-z0-9_]{8}")
+
+
+def _tmp_prefix(path: str) -> str:
+    return f".ctd-{os.path.basename(path)[:100]}."
+
+
+def remove_orphans(path: str) -> list[str]:
+    """Delete the temporary files a killed write of ``path`` left beside it; returns their paths.
+
+    Only ``path``'s own (``.ctd-<name>.*.tmp``) and the older unnamed ones: another target's
+    write in progress in the same directory is never touched.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    prefix = _tmp_prefix(path)
+    removed = []
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return []
+    for name in names:
+        if (name.startswith(prefix) and name.endswith(".tmp")) or _LEGACY_TMP.fullmatch(name):
+            try:
+                os.unlink(os.path.join(directory, name))
+            except FileNotFoundError:
+                continue
+            removed.append(os.path.join(directory, name))
+    return removed
+
+
 def write_atomically(path: str, chunks: Iterable[bytes]) -> int:
     """Replace ``path`` with ``chunks`` so readers see the old or the new file, never a mix."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".ctd-", dir=directory)
+    fd, tmp = tempfile.mkstemp(prefix=_tmp_prefix(path), suffix=".tmp", dir=directory)
     size = 0
     try:
         with os.fdopen(fd, "wb") as f:
@@ -144,3 +180,28 @@ def write_atomically(path: str, chunks: Iterable[bytes]) -> int:
     finally:
         os.close(dfd)
     return size
+
+
+def writable_target(path: str) -> str:
+    """Can ``write_atomically`` replace ``path``? What was found, or OSError saying what is wrong.
+
+    The file is written as a temporary file in its directory, then renamed: so
+    the directory (or the nearest existing parent, which ``makedirs`` would
+    create it in) must be writable; an existing ``path`` must be a regular file.
+    """
+    full = os.path.abspath(path)
+    if os.path.lexists(full) and not os.path.isfile(full):
+        raise OSError(f"{path} exists and is not a regular file")
+    directory = os.path.dirname(full)
+    existing = directory
+    while not os.path.isdir(existing):
+        parent = os.path.dirname(existing)
+        if parent == existing or os.path.lexists(existing):
+            raise OSError(f"cannot create directory {directory}: {existing} is not a directory")
+        existing = parent
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise OSError(f"directory {existing} is not writable by this process")
+    if existing != directory:
+        return f"{path}: directory {directory} will be created in {existing} (writable)"
+    state = "exists" if os.path.exists(full) else "will be created"
+    return f"{path}: {state}, directory {directory} writable"

@@ -44,7 +44,8 @@ class MispConfig(HttpOptions, kw_only=True, forbid_unknown_fields=True, frozen=T
     api_key: Secret
     types: tuple[str, ...] = m.PULL_TYPES
     categories: tuple[str, ...] = ()
-    tags: tuple[str, ...] = ()  # MISP tag filter; "!tag" excludes
+    # MISP tag filter; "!tag" excludes. Not ``tags``: that is the common plugin key (tags added to every IoC).
+    filter_tags: tuple[str, ...] = ()
     to_ids: bool = True  # only attributes flagged for IDS
     published: bool | None = None  # None: events published or not
     enforce_warninglist: bool = True
@@ -147,6 +148,7 @@ class MispAdapter(Adapter):
         for i, (start, end, page) in enumerate(windows):
             while True:
                 attrs = await self._page(start, end, page)
+                ctx.progress.pages_read += 1  # restSearch gives no total
                 sightings, rejected = [], []
                 for attr in attrs:
                     got, bad = m.map_attribute(

@@ -89,7 +89,7 @@ def restsearch_body(cfg: Any, *, page: int, start: int, end: int) -> dict[str, A
         "attribute_timestamp": [start, end],
         "type": list(cfg.types),
         # Our own exports never come back (loop prevention); the client checks again.
-        "tags": [*cfg.tags, f"!{cfg.export_tag}"],
+        "tags": [*cfg.filter_tags, f"!{cfg.export_tag}"],
         # Soft-deleted attributes too: a deletion inside the window is a retraction.
         "deleted": [0, 1],
         "enforceWarninglist": 1 if cfg.enforce_warninglist else 0,

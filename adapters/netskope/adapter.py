@@ -4,8 +4,9 @@ Tenant settings live once in ``[tenants.NAME]`` and plugins name them
 (``tenant = "NAME"``); the ``bind`` hook validates that table with the rest of
 the config. Pulling reads the REST API v2 data-export iterator; its index is
 the checkpoint, kept by the tenant. Pushing writes a URL list (incremental:
-append, replace on retraction, then deploy) or a file hash list (v1
-``updateFileHashList``, full replace).
+append, replace on retraction; the changes take effect at ``apply``, one
+deploy per sharing pass) or a file hash list (v1 ``updateFileHashList``, full
+replace).
 
 Like every adapter this one never sleeps or retries on its own: 429 and 5xx
 become ``SourceUnavailable`` with the tenant's ``ratelimit-reset`` as the hint,
@@ -88,6 +89,7 @@ class NetskopeAdapter(Adapter):
         "url_list": ActionSpec(
             description="append to a URL list (created if missing; replaced on retraction), then deploy",
             mode="incremental",
+            needs_apply=True,  # URL list changes are pending in the tenant until deployed
             params=UrlListParams,
             max_entries=MAX_ENTRIES,
             max_bytes=MAX_URL_LIST_BYTES,
@@ -204,19 +206,22 @@ class NetskopeAdapter(Adapter):
     # --- push ----------------------------------------------------------------------
 
     async def push(self, action: str, params: UrlListParams, items: list[ShareItem]) -> PushResult:
-        """Append to the URL list (creating it), then deploy; invalid values come back rejected."""
+        """Append to the URL list (creating it); invalid values come back rejected. Deployed by ``apply``."""
         self._expect(action, "url_list")
         values = list(dict.fromkeys(it.value for it in items))
         if not values:
             return PushResult()
         entry = await self._ensure_list(params)
-        rejected, changed = await self._update(entry["id"], "append", values, params)
-        if changed:
-            await self.api.deploy()
+        rejected, _changed = await self._update(entry["id"], "append", values, params)
         return PushResult(rejected=rejected)
 
     async def retract(self, action: str, params: UrlListParams, items: list[ShareItem]) -> PushResult:
-        """Replace the URL list with its entries minus the withdrawn values, then deploy."""
+        """Replace the URL list with its entries minus the withdrawn values. Deployed by ``apply``.
+
+        Values already absent count as withdrawn: after a failed or interrupted deploy
+        they are gone from the pending list but may still be enforced, and only the
+        deploy (``apply``, which the sharing owes until it succeeds) makes that true.
+        """
         self._expect(action, "url_list")
         entry = nm.find_list(await self.api.url_lists(with_data=True), params.list)
         if entry is None:
@@ -226,10 +231,13 @@ class NetskopeAdapter(Adapter):
         if withdrawn.isdisjoint(current):
             return PushResult()
         remaining = nm.remaining_urls(current, withdrawn, params.default_url)
-        _rejected, changed = await self._update(entry["id"], "replace", remaining, params)
-        if changed:
-            await self.api.deploy()
+        await self._update(entry["id"], "replace", remaining, params)
         return PushResult()  # what the tenant refused were other entries, not the withdrawn ones
+
+    async def apply(self, action: str, params: Any) -> None:
+        """Deploy the tenant's pending URL list changes (all lists: the tenant deploys them together)."""
+        self._expect(action, "url_list")
+        await self.api.deploy()
 
     async def replace(self, action: str, params: HashListParams, items: list[ShareItem]) -> PushResult:
         """Replace the whole file hash list; the tenant's "no change" reply counts as success."""

@@ -78,6 +78,7 @@ class SentinelOneAdapter(Adapter):
         "ioc": ActionSpec(
             description="create Threat Intelligence IOCs in the scope; deleted by value and recorded uuid",
             mode="incremental",
+            carries_expiry=True,  # the destination drops an entry at the expiry it was given
             params=IocParams,
             max_entries=MAX_IOCS,
             batch_size=BATCH,
@@ -213,7 +214,9 @@ class SentinelOneAdapter(Adapter):
                     ids[body["value"]] = uuid
                 elif body["value"] not in rejected:
                     rejected[body["value"]] = "SentinelOne answered no uuid for this IOC"
-        return PushResult(rejected=rejected, ids=ids)
+        # validUntil is the item's expiry capped by the console (or its default): the ledger re-pushes in time.
+        expires: dict[str, int | None] = {it.value: sm.valid_until(it, at) for it in wanted.values()}
+        return PushResult(rejected=rejected, ids=ids, expires=expires)
 
     async def _create(self, sent: list[dict[str, Any]]) -> tuple[dict[tuple[str, str], str], dict[str, str]]:
         """POST the IOCs; if some are invalid (the whole request is refused), send the rest once more."""

@@ -4,10 +4,17 @@ The API root is resolved once (from a discovery URL or given directly) and
 pinned to the configured origin: credentials only go to another origin the
 plugin lists in ``allow_api_roots_at``. A 404 on a collection forgets what was
 resolved, so the next call looks it up again.
+
+Pages of objects are read as they download (``Envelope``): the objects come
+out one at a time through the adapters' incremental JSON parser, each at most
+1 MiB, the page at most ``max_response_bytes`` on the wire and decompressed, so
+a page (or a gzip bomb posing as one) never sits in memory whole.
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import quote, urljoin
 
@@ -16,7 +23,16 @@ import msgspec
 import structlog
 import trio
 
-from ctd.adapters.http import map_http_errors, origin_of, origin_text, parse_origins, raise_for_status
+from ctd.adapters.http import (
+    DEFAULT_MAX_RESPONSE,
+    decoded_body,
+    map_http_errors,
+    origin_of,
+    origin_text,
+    parse_origins,
+    raise_for_status,
+)
+from ctd.adapters.jsonstream import JsonError, JsonStream
 from ctd.model import UpstreamDataError
 
 log = structlog.get_logger("ctd.taxii")
@@ -64,13 +80,57 @@ def decode(resp: httpx.Response, what: str) -> dict:
     return body
 
 
+class Envelope:
+    """A page of objects (a TAXII envelope) parsed as it downloads: ``objects``, then ``more`` and ``next``."""
+
+    def __init__(self, resp: httpx.Response, limit: int) -> None:
+        self.resp = resp
+        self.limit = limit
+        self.bytes_read = 0  # decoded bytes so far, for the pull's progress
+        self.stream = JsonStream(("objects",), name="TAXII envelope", optional=True, fields=("more", "next"))
+
+    async def objects(self) -> AsyncIterator[list[Any]]:
+        """The objects as they are parsed, a chunk's worth at a time (raises UpstreamDataError)."""
+        with map_http_errors("TAXII get objects"):
+            async for chunk in decoded_body(self.resp, self.limit):
+                self.bytes_read += len(chunk)
+                if items := await trio.to_thread.run_sync(self._feed, chunk):
+                    yield items
+        if items := self._feed(None):
+            yield items
+
+    def _feed(self, chunk: bytes | None) -> list[Any]:
+        try:
+            return self.stream.feed(chunk) if chunk is not None else self.stream.finish()
+        except JsonError as exc:
+            raise UpstreamDataError(f"TAXII get objects: {exc}") from None
+        except RecursionError:
+            raise UpstreamDataError("TAXII get objects: response is nested too deeply to parse") from None
+
+    @property
+    def more(self) -> bool:
+        return self.stream.fields.get("more") is True
+
+    @property
+    def next(self) -> str | None:
+        nxt = self.stream.fields.get("next")
+        return nxt if isinstance(nxt, str) and nxt else None
+
+
 class TaxiiApi:
     """One plugin's server: its API root and collections, resolved once, and the calls on them."""
 
-    def __init__(self, client: httpx.AsyncClient, url: str, allow_api_roots_at: list[str]) -> None:
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        url: str,
+        allow_api_roots_at: list[str],
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE,
+    ) -> None:
         self.client = client
         self.url = url
         self.allow_api_roots_at = allow_api_roots_at
+        self.max_response_bytes = max_response_bytes
         self.max_content = DEFAULT_MAX_CONTENT
         self._root: str | None = None
         self._collections: dict[str, Collection] = {}
@@ -148,10 +208,13 @@ class TaxiiApi:
             self._root = None
             self._collections.clear()
 
-    async def get_objects(self, url: str, params: dict[str, Any]) -> httpx.Response:
-        """One ``GET .../objects/`` page, unchecked: the caller decides what a 400/404 means."""
+    @asynccontextmanager
+    async def get_objects(self, url: str, params: dict[str, Any]) -> AsyncIterator[httpx.Response]:
+        """One ``GET .../objects/`` page, its body unread and its status unchecked: the caller decides what a
+        400/404 means, and reads the objects with ``Envelope``."""
         with map_http_errors("TAXII get objects"):
-            return await self.client.get(url, params=params)
+            async with self.client.stream("GET", url, params=params) as resp:
+                yield resp
 
     async def add_objects(self, url: str, body: bytes) -> dict:
         """``POST .../objects/`` one envelope; the final status resource."""

@@ -1,12 +1,15 @@
 """Pure mapping between STIX 2.1 indicators and ctd sightings / share items.
 
-Pull: an ``indicator`` whose STIX pattern lists IoC values (see
-``taxii_stix.parse_pattern``) becomes one sighting per value. ``confidence``
+Pull: an ``indicator`` whose STIX pattern names IoC values (see
+``stix.reduce_pattern``) becomes one sighting per value. ``confidence``
 0..100 becomes reputation 1..10, ``labels`` and ``indicator_types`` become
 tags, ``valid_until`` the expiry; a revoked indicator, or one whose
-``valid_until`` has passed, retracts its values for this source. What cannot
-be mapped is returned as ``Rejected`` (reason ``skipped-unsupported: ...`` or
-``malformed: ...``) so it is counted while the rest ingests.
+``valid_until`` has passed, retracts its values for this source. ``modified``
+(else ``created``) is the source's last_seen: metadata, not what ages the IoC.
+What cannot be mapped is returned as ``Rejected`` so it is counted while the
+rest ingests: an unsupported pattern (or pattern type) as
+``UNSUPPORTED_PATTERN``, a broken one or a bad value as ``MALFORMED``, an
+unreadable time as a ``FIELD`` warning (the field is dropped).
 
 Push: one indicator per IoC, its id derived from its pattern, so publishing
 the same IoC again is a new version (newer ``modified``) of the same object.
@@ -21,18 +24,22 @@ from typing import Any
 
 import msgspec
 
-from ctd.adapters.taxii.stix import (
-    MalformedPattern,
-    UnsupportedPattern,
-    build_pattern,
-    indicator_id,
-    parse_pattern,
+from ctd.adapters.taxii.stix import MalformedPattern, build_pattern, indicator_id, reduce_pattern
+from ctd.model import (
+    FIELD,
+    MALFORMED,
+    UNSUPPORTED_PATTERN,
+    InvalidIndicator,
+    Rejected,
+    ShareItem,
+    Sighting,
+    canonicalize,
+    parse_time,
 )
-from ctd.model import InvalidIndicator, Rejected, ShareItem, Sighting, canonicalize, parse_time
 
-SKIPPED = "skipped-unsupported"
-MALFORMED = "malformed"
 _enc = msgspec.json.Encoder()
+# What a ``*_ref.value`` may be when the pattern does not say its type.
+_ADDRESS_TYPES = ("ipv4", "ipv6", "cidr4", "cidr6", "domain")
 
 # {"objects":[ ... ]} around the comma-joined objects of an envelope.
 _ENVELOPE_HEAD = b'{"objects":['
@@ -51,16 +58,18 @@ def reputation_to_confidence(reputation: int) -> int:
     return max(0, min(100, reputation * 10))
 
 
-def _time(obj: dict, key: str) -> int | None:
+def _time(obj: dict, key: str, where: str, rejected: list[Rejected]) -> int | None:
+    """An optional timestamp; one that cannot be read is dropped with a field warning."""
     raw = obj.get(key)
     if raw is None:
         return None
-    if not isinstance(raw, str):
-        raise ValueError(f"{key} is not a timestamp")
     try:
+        if not isinstance(raw, str):
+            raise ValueError
         return parse_time(raw)
-    except ValueError:
-        raise ValueError(f"{key} is not a timestamp: {raw[:40]!r}") from None
+    except (ValueError, OverflowError):
+        rejected.append(Rejected(where=where, reason=f"bad {key} {str(raw)[:40]!r} (dropped)", kind=FIELD))
+        return None
 
 
 def _strings(v: Any) -> list[str]:
@@ -79,20 +88,26 @@ def map_indicator(obj: dict, now: int) -> tuple[list[Sighting], list[Rejected]]:
     where = obj["id"] if isinstance(obj.get("id"), str) else "indicator without id"
     ptype = obj.get("pattern_type", "stix")  # STIX 2.0 indicators have no pattern_type
     if ptype != "stix":
-        return [], [Rejected(where=where, reason=f"{SKIPPED}: pattern_type {str(ptype)[:40]}")]
+        return [], [Rejected(where=where, reason=f"pattern_type {str(ptype)[:40]}", kind=UNSUPPORTED_PATTERN)]
     pattern = obj.get("pattern")
     if not isinstance(pattern, str) or not pattern:
-        return [], [Rejected(where=where, reason=f"{MALFORMED}: no pattern")]
+        return [], [Rejected(where=where, reason="no pattern")]
     try:
-        terms = parse_pattern(pattern)
-        valid_from = _time(obj, "valid_from")
-        valid_until = _time(obj, "valid_until")
-        modified = _time(obj, "modified")
-        created = _time(obj, "created")
-    except UnsupportedPattern as exc:
-        return [], [Rejected(where=where, reason=f"{SKIPPED}: {exc}")]
-    except (MalformedPattern, ValueError) as exc:
-        return [], [Rejected(where=where, reason=f"{MALFORMED}: {str(exc)[:200]}")]
+        terms, skipped = reduce_pattern(pattern)
+    except MalformedPattern as exc:
+        return [], [Rejected(where=where, reason=f"pattern does not parse: {str(exc)[:200]}")]
+    if not terms:
+        return [], [Rejected(where=where, reason="; ".join(skipped)[:300], kind=UNSUPPORTED_PATTERN)]
+    rejected: list[Rejected] = []
+    if skipped:  # an OR of which only some alternatives name values
+        rejected.append(
+            Rejected(where=where, reason="part skipped: " + "; ".join(skipped)[:300], kind=UNSUPPORTED_PATTERN)
+        )
+    warnings: list[Rejected] = []
+    valid_from = _time(obj, "valid_from", where, warnings)
+    valid_until = _time(obj, "valid_until", where, warnings)
+    modified = _time(obj, "modified", where, warnings)
+    created = _time(obj, "created", where, warnings)
     revoked = obj.get("revoked") is True
     retracted = revoked or (valid_until is not None and valid_until <= now)
     tags = tuple(dict.fromkeys(_strings(obj.get("labels")) + _strings(obj.get("indicator_types"))))
@@ -100,12 +115,13 @@ def map_indicator(obj: dict, now: int) -> tuple[list[Sighting], list[Rejected]]:
     if not comments and isinstance(obj.get("name"), str):
         comments = obj["name"]
     sightings: list[Sighting] = []
-    rejected: list[Rejected] = []
     for kind, raw in terms:
         try:
             type_, value = canonicalize(kind, raw)
+            if kind is None and type_ not in _ADDRESS_TYPES:
+                raise InvalidIndicator("not an IP address, network or domain name")
         except InvalidIndicator as exc:
-            rejected.append(Rejected(where=f"{where} value {raw[:80]!r}", reason=f"{MALFORMED}: {exc}"))
+            rejected.append(Rejected(where=f"{where} value {raw[:80]!r}", reason=str(exc)))
             continue
         sightings.append(
             Sighting(
@@ -121,18 +137,20 @@ def map_indicator(obj: dict, now: int) -> tuple[list[Sighting], list[Rejected]]:
                 retracted=retracted,
             )
         )
+    if sightings:
+        rejected += warnings
     return sightings, rejected
 
 
-def map_objects(objects: Any, now: int) -> tuple[list[Sighting], list[Rejected]]:
-    """Map an envelope's ``objects``; objects that are not indicators are not IoCs and are ignored."""
+def map_objects(objects: Any, now: int, start: int = 0) -> tuple[list[Sighting], list[Rejected]]:
+    """Map an envelope's ``objects`` (numbered from ``start``); objects that are not indicators are ignored."""
     if not isinstance(objects, list):
-        return [], [Rejected(where="envelope", reason=f"{MALFORMED}: objects is not a list")]
+        return [], [Rejected(where="envelope", reason="objects is not a list", kind=MALFORMED)]
     sightings: list[Sighting] = []
     rejected: list[Rejected] = []
-    for i, obj in enumerate(objects):
+    for i, obj in enumerate(objects, start):
         if not isinstance(obj, dict) or not isinstance(obj.get("type"), str):
-            rejected.append(Rejected(where=f"object #{i}", reason=f"{MALFORMED}: not a STIX object"))
+            rejected.append(Rejected(where=f"object #{i}", reason="not a STIX object", kind=MALFORMED))
             continue
         if obj["type"] != "indicator":
             continue

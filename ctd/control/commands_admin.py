@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Awaitable, Iterable
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -14,7 +15,7 @@ from ctd import __version__
 from ctd.canon import candidates
 from ctd.config import parse_duration
 from ctd.config_warnings import tls_unverified
-from ctd.errors import BadRequest, ControlError, describe
+from ctd.errors import BadRequest, NotFound, describe
 from ctd.model import INDICATOR_TYPES, iso, now, parse_time
 from ctd.plugins import adapter_class, open_adapter
 
@@ -24,6 +25,15 @@ if TYPE_CHECKING:
 log = structlog.get_logger("ctd.control")
 
 CHECK_TIMEOUT = 30.0
+
+
+def known_name(name: Any, known: Iterable[str], what: str) -> str:
+    """``name`` if it is one of ``known``; else an error listing them (never a silent no-op)."""
+    names = sorted(known)
+    if isinstance(name, str) and name in names:
+        return name
+    listed = ", ".join(names) if names else "none configured"
+    raise BadRequest(f"unknown {what} {name!r} (known: {listed})")
 
 
 def _when(text: Any, what: str) -> int:
@@ -42,6 +52,17 @@ def _when(text: Any, what: str) -> int:
         ) from None
 
 
+async def _check(what: str, call: Awaitable[str | None], note: str | None = None) -> dict[str, Any]:
+    """One check of ``plugins check``: its outcome, as a row (message None: the adapter has no such check)."""
+    try:
+        message = await call
+    except Exception as exc:
+        return {"check": what, "ok": False, "message": describe(exc)}
+    if message is not None and note:
+        message = f"{note}; {message}"
+    return {"check": what, "ok": True, "message": message if message is not None else note}
+
+
 class AdminCommands:
     d: DaemonView
 
@@ -49,7 +70,8 @@ class AdminCommands:
         name = args.get(key)
         plugins = self.d.config.plugins
         if not isinstance(name, str) or name not in plugins or (pulling and not plugins[name].pull):
-            raise BadRequest(f"no {'pulling ' if pulling else ''}plugin named {name!r}")
+            known = ", ".join(sorted(n for n, p in plugins.items() if p.pull or not pulling)) or "none configured"
+            raise NotFound(f"no {'pulling ' if pulling else ''}plugin named {name!r} (known: {known})")
         return name
 
     async def checkpoint_show(self, args: dict[str, Any]) -> dict[str, Any]:
@@ -87,6 +109,23 @@ class AdminCommands:
             "note": f"the next pull of {name} starts from {iso(when)}; `ctdctl sync {name}` pulls now",
         }
 
+    async def checkpoint_reset(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Forget where a source is (checkpoint, resume point, cursor): the next pull starts as the first did.
+
+        For re-reading after an upgrade that parses differently: an incremental
+        source (a MISP feed's events done, a TAXII collection's date) otherwise
+        never reads again what an older ctd rejected.
+        """
+        name = self._plugin_name(args, "source", pulling=True)
+        await self.d.store.set_checkpoint(name, None)
+        log.info("checkpoint reset", ctd_event="checkpoint_reset", ctd_source=name)
+        return {
+            "source": name,
+            "last_run": None,
+            "note": f"the next pull of {name} starts afresh (initial_range back) and reads again what the source "
+            f"still has; `ctdctl sync {name}` pulls now",
+        }
+
     async def plugins_list(self, args: dict[str, Any]) -> list[dict[str, Any]]:
         cfg = self.d.config
         out = []
@@ -109,45 +148,95 @@ class AdminCommands:
         return out
 
     async def plugins_check(self, args: dict[str, Any]) -> dict[str, Any]:
-        """Connectivity test through the adapter's ``check()``."""
+        """The adapter's connectivity test, then each sharing target it is the destination of.
+
+        A destination-only plugin (a ``file`` plugin with ``pull = false``) has nothing to
+        connect to: what it writes is checked instead (params valid, directory writable).
+        """
         name = self._plugin_name(args)
         plugin = self.d.config.plugins[name]
+        sharings = sorted((n, sh) for n, sh in self.d.config.sharing.items() if sh.destination == name)
+        checks: list[dict[str, Any]] = []
         try:
             async with open_adapter(name, plugin) as adapter:
-                with trio.fail_after(CHECK_TIMEOUT):
-                    message = await adapter.check()
-            ok = True
-        except trio.TooSlowError:
-            ok, message = False, f"no answer within {CHECK_TIMEOUT:.0f}s"
+                with trio.move_on_after(CHECK_TIMEOUT) as scope:
+                    checks.append(await _check("connectivity", adapter.check()))
+                    for sharing, sh in sharings:
+                        what = f"sharing {sharing} ({sh.action})"
+                        checks.append(await _check(what, adapter.check_target(sh.action, sh.params), "params valid"))
+                if scope.cancelled_caught:
+                    checks.append(
+                        {"check": "deadline", "ok": False, "message": f"no answer within {CHECK_TIMEOUT:.0f}s"}
+                    )
         except Exception as exc:
-            ok, message = False, describe(exc)
-        if message is None:
+            checks.append({"check": "open", "ok": False, "message": describe(exc)})
+        ran = [c for c in checks if c["message"] is not None]
+        ok = all(c["ok"] for c in checks)
+        if not ran:
             message = "this adapter has no connectivity check"
-        return {"plugin": name, "ok": ok, "message": message}
+        elif len(ran) == 1 and ran[0]["check"] == "connectivity":
+            message = ran[0]["message"]
+        else:
+            message = "; ".join(f"{c['check']}: {c['message']}" for c in ran)
+        return {"plugin": name, "ok": ok, "message": message, "checks": ran}
 
-    async def indicators_retract(self, args: dict[str, Any]) -> dict[str, Any]:
-        """Manual retraction (audited): for one source, or for every source."""
+    def _indicator_args(self, args: dict[str, Any], what: str) -> tuple[str, str | None, str | None]:
+        """VALUE, --source and --type of retract/unretract, checked (unknown ones listed)."""
         value = args.get("value")
         if not isinstance(value, str) or not value.strip():
-            raise BadRequest("retract needs a value")
+            raise BadRequest(f"{what} needs a value")
         source = args.get("source")
-        if source is not None and source not in self.d.config.plugins:
-            raise BadRequest(f"no plugin named {source!r}")
+        if source is not None:
+            known_name(source, self.d.config.plugins, "source")
         type_ = args.get("type")
-        if type_ is not None and type_ not in INDICATOR_TYPES:
-            raise BadRequest(f"unknown indicator type {type_!r}")
-        rows = await self.d.store.retract(candidates(value, type_), source=source, now=now())
+        if type_ is not None:
+            known_name(type_, INDICATOR_TYPES, "indicator type")
+        return value, source, type_
+
+    async def indicators_retract(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Manual retraction (audited), kept against re-reports until lifted or ``until``."""
+        value, source, type_ = self._indicator_args(args, "retract")
+        until = None
+        if args.get("until") is not None:
+            until = _when(args.get("until"), "--until")
+            if until <= now():
+                raise BadRequest("--until must be in the future")
+        rows = await self.d.store.retract(candidates(value, type_), source=source, now=now(), until=until)
         if rows is None:
-            raise ControlError(f"no indicator {value}")
+            raise NotFound(f"no indicator {value}")
         log.info(
             "indicator retracted by operator",
             ctd_event="indicator_retracted_manually",
             value=value,
             ctd_source=source,
             ctd_count=rows,
+            until=iso(until),
         )
         self.d.wake_sharing()
-        return {"value": value, "source": source, "retracted": rows}
+        return {"value": value, "source": source, "retracted": rows, "until": iso(until)}
+
+    async def indicators_unretract(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Lift an operator's retraction (audited): the value counts again from a source's next report."""
+        value, source, type_ = self._indicator_args(args, "unretract")
+        lifted = await self.d.store.unretract(candidates(value, type_), source=source)
+        if lifted is None:
+            raise NotFound(f"no indicator {value}")
+        if not lifted:
+            whose = f" for source {source!r}" if source else ""
+            raise NotFound(f"{value} has no operator retraction{whose} (see `ctdctl indicators show {value}`)")
+        log.info(
+            "operator retraction lifted",
+            ctd_event="indicator_unretracted_manually",
+            value=value,
+            ctd_source=source,
+            ctd_count=lifted,
+        )
+        return {
+            "value": value,
+            "source": source,
+            "lifted": lifted,
+            "note": "the value counts again from each source's next report (`ctdctl sync SOURCE` pulls now)",
+        }
 
     async def rules_mute(self, args: dict[str, Any]) -> dict[str, Any]:
         name = self._rule_name(args)  # type: ignore[attr-defined]

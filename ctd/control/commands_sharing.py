@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from ctd.errors import BadRequest
+from ctd.errors import BadRequest, NotFound
 from ctd.model import iso, now
 from ctd.rules.compiler import Rule
 from ctd.sharing.actor import Sharer, muted
@@ -15,6 +15,10 @@ from ctd.store import PreviewTarget, Selection, Store
 
 if TYPE_CHECKING:
     from ctd.control.view import DaemonView
+
+
+def _listed(names: Any) -> str:
+    return ", ".join(sorted(names)) or "none configured"
 
 
 class SharingCommands:
@@ -25,13 +29,13 @@ class SharingCommands:
     def _rule_name(self, args: dict[str, Any]) -> str:
         name = args.get("name")
         if not isinstance(name, str) or name not in self.d.config.rules:
-            raise BadRequest(f"no rule named {name!r}")
+            raise NotFound(f"no rule named {name!r} (known: {_listed(self.d.config.rules)})")
         return name
 
     def _sharing_name(self, args: dict[str, Any]) -> str:
         name = args.get("name")
         if not isinstance(name, str) or name not in self.d.config.sharing:
-            raise BadRequest(f"no sharing configuration named {name!r}")
+            raise NotFound(f"no sharing configuration named {name!r} (known: {_listed(self.d.config.sharing)})")
         return name
 
     @staticmethod
@@ -101,6 +105,7 @@ class SharingCommands:
         )
         ledger = await self.d.store.ledger_counts(name)
         entry["counts"] = ledger["counts"]
+        entry["apply_pending"] = ledger.get("apply_pending", False)  # a two-phase destination owes its apply
         entry["last_run"] = entry.get("last_run") or iso(ledger["last_run"])
         entry["last_success"] = entry.get("last_success") or iso(ledger["last_success"])
         entry["last_error"] = entry.get("last_error") or ledger["last_error"]

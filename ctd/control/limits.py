@@ -17,22 +17,23 @@ Error handling:
     ``accept()`` failing for want of descriptors or memory (EMFILE, ENFILE,
     ENOBUFS, ENOMEM) is retried after a back-off growing from 0.1 s to 2 s, with
     one warning a minute (counting the failures it did not log) and one info
-    line once accepting works again. Any other accept error propagates.
-    Refusals log one warning per uid a minute, likewise counted.
+    line once accepting works again (``ctd.accept``, shared with the EDL
+    server). Any other accept error propagates. Refusals log one warning per
+    uid a minute, likewise counted.
 """
 
 from __future__ import annotations
 
-import errno
 import os
 from collections import Counter
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable
 from typing import Final, NoReturn
 
 import msgspec
 import structlog
 import trio
 
+from ctd.accept import AcceptBackoff, LogLimiter
 from ctd.control.access import peer_credentials
 from ctd.control.protocol import CODE_BUSY, Peer, error_reply
 
@@ -42,12 +43,7 @@ MAX_CONNECTIONS: Final = 64
 MAX_PER_UID: Final = 16  # ctdctl uses one at a time; room for scripts and monitoring in parallel
 RESERVED: Final = 8  # of MAX_CONNECTIONS, only for root and the daemon's own uid
 
-CAPACITY_ERRNOS: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
-BACKOFF_FIRST: Final = 0.1  # seconds
-BACKOFF_MAX: Final = 2.0
-LOG_INTERVAL: Final = 60.0  # seconds between two warnings about the same thing
 REFUSE_TIMEOUT: Final = 1.0  # a fresh socket's buffer takes the refusal line at once; this is a backstop
-_MAX_LOG_KEYS: Final = 1024
 
 log = structlog.get_logger("ctd.control")
 
@@ -101,59 +97,6 @@ class Admission:
             del self._by_uid[uid]  # the table only holds uids with open connections
 
 
-class LogLimiter:
-    """At most one log line per key per ``interval`` (trio time); counts the ones held back."""
-
-    def __init__(self, interval: float = LOG_INTERVAL) -> None:
-        self.interval = interval
-        self._last: dict[Hashable, float] = {}
-        self._held: Counter[Hashable] = Counter()
-
-    def check(self, key: Hashable) -> int | None:
-        """``None``: stay quiet. Otherwise log now, with this many held back since the last line."""
-        now = trio.current_time()
-        last = self._last.get(key)
-        if last is not None and now - last < self.interval:
-            self._held[key] += 1
-            return None
-        if len(self._last) >= _MAX_LOG_KEYS:  # many uids: forget the quiet ones
-            self._last = {k: t for k, t in self._last.items() if now - t < self.interval}
-            self._held = Counter({k: n for k, n in self._held.items() if k in self._last})
-        self._last[key] = now
-        return self._held.pop(key, 0)
-
-
-class _AcceptBackoff:
-    """Waits after accept() ran out of descriptors or memory; logs sparingly."""
-
-    def __init__(self) -> None:
-        self.delay = BACKOFF_FIRST
-        self.failures = 0
-        self._log = LogLimiter()
-
-    async def wait(self, exc: OSError, admission: Admission) -> None:
-        self.failures += 1
-        held = self._log.check("accept")
-        if held is not None:
-            log.warning(
-                "control socket cannot accept connections; backing off",
-                ctd_event="control_accept_failed",
-                error=errno.errorcode.get(exc.errno or 0, str(exc.errno)),
-                reason=os.strerror(exc.errno or 0),
-                retry_in_s=self.delay,
-                control_connections=admission.active,
-                suppressed=held,
-            )
-        await trio.sleep(self.delay)
-        self.delay = min(self.delay * 2, BACKOFF_MAX)
-
-    def reset(self) -> None:
-        if self.failures:
-            log.info("control socket accepting again", ctd_event="control_accept_recovered", failures=self.failures)
-        self.failures = 0
-        self.delay = BACKOFF_FIRST
-
-
 async def serve_admitted(
     listener: trio.SocketListener,
     handler: Handler,
@@ -167,18 +110,13 @@ async def serve_admitted(
     """
     admission = Admission(limits, frozenset({0, os.getuid()}))
     refusals = LogLimiter()
-    backoff = _AcceptBackoff()
+    backoff = AcceptBackoff(
+        log, what="control socket", event="control", context=lambda: {"control_connections": admission.active}
+    )
     async with trio.open_nursery() as nursery:
         task_status.started()
         while True:
-            try:
-                stream = await listener.accept()
-            except OSError as exc:
-                if exc.errno not in CAPACITY_ERRNOS:
-                    raise
-                await backoff.wait(exc, admission)
-                continue
-            backoff.reset()
+            stream = await backoff.accept(listener)
             try:
                 peer = peer_credentials(stream.socket)
             except OSError:

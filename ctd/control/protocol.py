@@ -13,8 +13,10 @@ A streaming command answers with one line per item and a closing line::
 
 or an error line in place of the closing line if the stream failed midway.
 
-Error codes: ``bad_request`` (malformed/unknown request), ``denied`` (peer not
-allowed), ``error`` (a ctd error, e.g. unknown source), ``internal`` (a bug),
+Error codes: ``bad_request`` (malformed/unknown request, or an argument that is
+not one of the known values), ``not_found`` (the value, source, rule, sharing
+or plugin the command names does not exist), ``denied`` (peer not
+allowed), ``error`` (a ctd error, e.g. a rejected reload), ``internal`` (a bug),
 ``busy`` (too many control connections: sent at once on connecting, before the
 request is read, and the connection is closed).
 """
@@ -33,6 +35,11 @@ CODE_DENIED: Final = "denied"
 CODE_ERROR: Final = "error"
 CODE_INTERNAL: Final = "internal"
 CODE_BUSY: Final = "busy"
+CODE_NOT_FOUND: Final = "not_found"
+
+# The file where a running daemon says where its socket is (ctd.control.published), read by
+# ctdctl when the config file does not parse.
+PUBLISHED_NAME: Final = "control.json"
 
 
 class Request(msgspec.Struct, frozen=True):
@@ -50,6 +57,14 @@ class Peer(msgspec.Struct, frozen=True):
     uid: int
     gid: int
     groups: tuple[int, ...] = ()  # supplementary groups, as the kernel saw them at connect()
+
+
+class Published(msgspec.Struct, frozen=True):
+    """What the daemon publishes about its control socket (absolute paths)."""
+
+    socket: str
+    config: str
+    pid: int
 
 
 class OkReply(msgspec.Struct, kw_only=True):

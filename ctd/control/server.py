@@ -18,7 +18,7 @@ Resource handling:
     handler's async iterator is closed). Nothing a client does can stop the server.
 
 Error handling:
-    ``PermissionDenied`` -> code ``denied``, ``BadRequest`` -> ``bad_request``,
+    ``PermissionDenied`` -> code ``denied``, ``NotFound`` -> ``not_found``, ``BadRequest`` -> ``bad_request``,
     any other ``CtdError`` -> ``error``, any other ``Exception`` -> logged and
     ``internal``. ``trio.Cancelled`` (a ``BaseException``) is never caught.
 """
@@ -42,6 +42,7 @@ from ctd.control.protocol import (
     CODE_DENIED,
     CODE_ERROR,
     CODE_INTERNAL,
+    CODE_NOT_FOUND,
     MAX_REQUEST_LINE,
     ItemLine,
     Peer,
@@ -52,7 +53,7 @@ from ctd.control.protocol import (
     error_reply,
     ok_reply,
 )
-from ctd.errors import BadRequest, ConfigError, CtdError, PermissionDenied
+from ctd.errors import BadRequest, ConfigError, CtdError, NotFound, PermissionDenied
 
 __all__ = ["ConnectionLimits", "Dispatch", "Peer", "Request", "SocketInUseError", "serve_control"]
 
@@ -81,6 +82,7 @@ async def serve_control(
     path: str,
     dispatch: Dispatch,
     *,
+    read_only: Callable[[str], bool] | None = None,
     socket_group: str | None = None,
     request_timeout: float = REQUEST_TIMEOUT,
     send_timeout: float = SEND_TIMEOUT,
@@ -93,6 +95,9 @@ async def serve_control(
       path: the socket path; its parent directory is created (0750) if missing.
       dispatch: ``await dispatch(request, peer)`` returns the reply data, or an
         async iterator whose items are streamed.
+      read_only: which commands only read: their audit line is at debug level (a
+        monitoring script polling ``status`` must not fill the log); commands that
+        change state, and every denial, stay at info/warning.
       socket_group: group owning the socket (0660); ``None`` keeps the process group.
       request_timeout: how long a connection may take to send its request.
       send_timeout: how long one write may wait for a client that is not reading.
@@ -108,8 +113,10 @@ async def serve_control(
     sock, ident = _bind(path, gid)
     log.debug("control_listening", path=path)
 
+    quiet = read_only or (lambda cmd: False)
+
     async def handler(stream: trio.SocketStream, peer: Peer) -> None:
-        await _serve_connection(stream, peer, dispatch, request_timeout, send_timeout)
+        await _serve_connection(stream, peer, dispatch, request_timeout, send_timeout, quiet)
 
     try:
         await serve_admitted(trio.SocketListener(sock), handler, limits, task_status=task_status)
@@ -213,7 +220,12 @@ def _unlink_quietly(path: str) -> None:
 
 
 async def _serve_connection(
-    stream: trio.SocketStream, peer: Peer, dispatch: Dispatch, request_timeout: float, send_timeout: float
+    stream: trio.SocketStream,
+    peer: Peer,
+    dispatch: Dispatch,
+    request_timeout: float,
+    send_timeout: float,
+    quiet: Callable[[str], bool],
 ) -> None:
     async def send(data: bytes | bytearray) -> None:
         with trio.fail_after(send_timeout):
@@ -237,7 +249,7 @@ async def _serve_connection(
             except ValueError as exc:
                 await send(error_reply(str(exc), CODE_BAD_REQUEST))
                 return
-            await _answer(request, peer, dispatch, send)
+            await _answer(request, peer, dispatch, send, quiet(request.cmd))
     except (trio.BrokenResourceError, trio.ClosedResourceError):
         log.debug("control_client_gone", peer_pid=peer.pid)
     except trio.TooSlowError:
@@ -265,17 +277,21 @@ async def _receive_line(stream: trio.SocketStream, limit: int) -> bytes | None:
 
 
 async def _answer(
-    request: Request, peer: Peer, dispatch: Dispatch, send: Callable[[bytes | bytearray], Awaitable[None]]
+    request: Request,
+    peer: Peer,
+    dispatch: Dispatch,
+    send: Callable[[bytes | bytearray], Awaitable[None]],
+    quiet: bool = False,
 ) -> None:
     try:
         result = await dispatch(request, peer)
     except Exception as exc:
         code, message = _classify(exc, request)
-        _audit(request, peer, code)
+        _audit(request, peer, code, quiet)
         await send(error_reply(message, code))
         return
     if hasattr(result, "__aiter__"):
-        _audit(request, peer, "stream")
+        _audit(request, peer, "stream", quiet)
         await _send_stream(result, request, send)
         return
     try:
@@ -285,7 +301,7 @@ async def _answer(
         payload = error_reply(message, code)
     else:
         code = "ok"
-    _audit(request, peer, code)
+    _audit(request, peer, code, quiet)
     await send(payload)
 
 
@@ -322,6 +338,8 @@ def _classify(exc: Exception, request: Request) -> tuple[str, str]:
     match exc:
         case PermissionDenied():
             return CODE_DENIED, str(exc) or "permission denied"
+        case NotFound():
+            return CODE_NOT_FOUND, str(exc) or "not found"
         case BadRequest():
             return CODE_BAD_REQUEST, str(exc) or "bad request"
         case CtdError():
@@ -331,10 +349,13 @@ def _classify(exc: Exception, request: Request) -> tuple[str, str]:
             return CODE_INTERNAL, f"internal error: {type(exc).__name__}: {exc}"
 
 
-def _audit(request: Request, peer: Peer, outcome: str) -> None:
-    """Every control command is an audit event: who (uid), what, allowed or not, outcome."""
+def _audit(request: Request, peer: Peer, outcome: str, quiet: bool = False) -> None:
+    """Every control command is an audit event: who (uid), what, allowed or not, outcome.
+
+    Read-only commands (``quiet``) at debug; commands that change state at info; denials at warning.
+    """
     allowed = outcome != CODE_DENIED
-    (log.info if allowed else log.warning)(
+    (log.warning if not allowed else log.debug if quiet else log.info)(
         "control command" if allowed else "control command denied",
         ctd_event="control_command",
         cmd=request.cmd,

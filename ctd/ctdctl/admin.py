@@ -14,12 +14,10 @@ from typing import Any, Final, Protocol, TextIO
 import msgspec
 
 from ctd import __version__
-from ctd.ctdctl.render import cell, emit, kv, table, to_json
+from ctd.ctdctl.render import cell, emit, human_bytes, kv, table, to_json
 from ctd.ctdctl.render_sharing import LEDGER_STATES
 from ctd.errors import CtdError
 
-# The daemon gives a plugin check 30 s; leave room for the reply to arrive.
-CHECK_TIMEOUT: Final = 120.0
 EXIT_OK, EXIT_FAILED = 0, 2
 
 
@@ -27,7 +25,7 @@ class Client(Protocol):
     def call(self, cmd: str, /, **args: Any) -> Any: ...
 
 
-Connect = Callable[..., Client]  # connect() or connect(timeout=seconds)
+Connect = Callable[[], Client]  # a client with the command's timeout (ctd.ctdctl.timeouts)
 
 
 # --- arguments ----------------------------------------------------------------
@@ -44,6 +42,10 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--since", metavar="ISO8601", help="start from this time (e.g. 2026-01-01T00:00:00Z)")
     g.add_argument("--days", metavar="N", type=int, help="start from N days ago")
+    p = csub.add_parser(
+        "reset", parents=[common], help="forget a source's checkpoint and cursor: the next pull reads all again"
+    )
+    p.add_argument("source", metavar="SOURCE")
 
     pl = sub.add_parser("plugins", parents=[common], help="list plugins or test a plugin's connectivity")
     psub = pl.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -56,10 +58,23 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def add_indicator_actions(isub: Any, common: argparse.ArgumentParser) -> None:
-    """``indicators retract``."""
-    p = isub.add_parser("retract", parents=[common], help="retract an indicator by hand (one source or all)")
+    """``indicators retract`` and ``indicators unretract``."""
+    p = isub.add_parser(
+        "retract",
+        parents=[common],
+        help="retract an indicator by hand (one source or all), kept against re-reports until lifted",
+    )
     p.add_argument("value", metavar="VALUE")
     p.add_argument("--source", metavar="S", help="only this source's sighting (default: every source)")
+    p.add_argument("--type", metavar="T")
+    p.add_argument(
+        "--until",
+        metavar="WHEN",
+        help="keep it retracted until then: ISO 8601 time or a duration from now (2h, 7d); default: until unretract",
+    )
+    p = isub.add_parser("unretract", parents=[common], help="lift an operator's retraction of an indicator")
+    p.add_argument("value", metavar="VALUE")
+    p.add_argument("--source", metavar="S", help="only the retraction for this source (default: all of them)")
     p.add_argument("--type", metavar="T")
 
 
@@ -89,15 +104,22 @@ def run(args: argparse.Namespace, connect: Connect, out: TextIO) -> int | None:
         case "checkpoint", "set":
             data = connect().call("checkpoint.set", source=args.source, since=args.since, days=args.days)
             emit(out, data, as_json, checkpoint_set)
+        case "checkpoint", "reset":
+            emit(out, connect().call("checkpoint.reset", source=args.source), as_json, checkpoint_set)
         case "plugins", "list":
             emit(out, connect().call("plugins.list"), as_json, plugins_list)
         case "plugins", "check":
-            data = connect(timeout=CHECK_TIMEOUT).call("plugins.check", name=args.name)
+            data = connect().call("plugins.check", name=args.name)
             emit(out, data, as_json, plugins_check)
             return EXIT_OK if data.get("ok") else EXIT_FAILED
         case "indicators", "retract":
-            data = connect().call("indicators.retract", value=args.value, source=args.source, type=args.type)
+            data = connect().call(
+                "indicators.retract", value=args.value, source=args.source, type=args.type, until=args.until
+            )
             emit(out, data, as_json, retract)
+        case "indicators", "unretract":
+            data = connect().call("indicators.unretract", value=args.value, source=args.source, type=args.type)
+            emit(out, data, as_json, unretract)
         case "rules", "mute":
             emit(out, connect().call("rules.mute", name=args.name, until=args.until), as_json, mute)
         case "rules", "unmute":
@@ -165,7 +187,7 @@ def checkpoint_show(out: TextIO, data: dict[str, Any]) -> None:
 
 
 def checkpoint_set(out: TextIO, data: dict[str, Any]) -> None:
-    """``ctdctl checkpoint set``: the new checkpoint and what happens next."""
+    """``ctdctl checkpoint set`` / ``reset``: the new checkpoint and what happens next."""
     kv(out, [("source", data.get("source")), ("last run", data.get("last_run"))])
     if data.get("note"):
         out.write(f"\n{data['note']}\n")
@@ -217,6 +239,12 @@ def plugins_list(out: TextIO, data: list[dict[str, Any]]) -> None:
 def plugins_check(out: TextIO, data: dict[str, Any]) -> None:
     """``ctdctl plugins check``: ``NAME: ok - message`` or ``NAME: FAILED - message``."""
     outcome = "ok" if data.get("ok") else "FAILED"
+    checks = data.get("checks") or []
+    if len(checks) > 1:  # a connectivity test and sharing targets: one line each
+        out.write(f"{data.get('plugin')}: {outcome}\n")
+        for c in checks:
+            out.write(f"  {c.get('check')}: {'ok' if c.get('ok') else 'FAILED'} - {c.get('message')}\n")
+        return
     message = data.get("message")
     out.write(f"{data.get('plugin')}: {outcome} - {message}\n" if message else f"{data.get('plugin')}: {outcome}\n")
 
@@ -230,8 +258,24 @@ def retract(out: TextIO, data: dict[str, Any]) -> None:
             ("value", data.get("value")),
             ("source", source if source is not None else "all sources"),
             ("retracted", data.get("retracted", 0)),
+            ("kept until", data.get("until") or "lifted (ctdctl indicators unretract)"),
         ],
     )
+
+
+def unretract(out: TextIO, data: dict[str, Any]) -> None:
+    """``ctdctl indicators unretract``: how many operator retractions were lifted, and what happens next."""
+    source = data.get("source")
+    kv(
+        out,
+        [
+            ("value", data.get("value")),
+            ("source", source if source is not None else "all sources"),
+            ("lifted", data.get("lifted", 0)),
+        ],
+    )
+    if data.get("note"):
+        out.write(f"\n{data['note']}\n")
 
 
 def mute(out: TextIO, data: dict[str, Any]) -> None:
@@ -240,16 +284,7 @@ def mute(out: TextIO, data: dict[str, Any]) -> None:
     kv(out, [("rule", data.get("rule")), ("muted until", until if until else "not muted")])
 
 
-def human_size(n: Any) -> str:
-    """Bytes in binary units: ``512 B``, ``1.5 KiB``, ``3.2 MiB``."""
-    if not isinstance(n, (int, float)) or isinstance(n, bool):
-        return cell(n)
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{int(size)} B" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    raise AssertionError("unreachable")
+human_size = human_bytes
 
 
 def stats(out: TextIO, data: dict[str, Any]) -> None:

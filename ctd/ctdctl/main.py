@@ -1,7 +1,9 @@
 """ctdctl: talk to a running ctd over its control socket.
 
-Exit codes: 0 ok; 1 cannot reach the daemon, or nothing found; 2 the daemon
-reported an error (its message goes to stderr).
+Exit codes (docs/ctdctl.md has the table): 0 ok; 1 cannot reach the daemon;
+2 usage error or the daemon reported an error (its message goes to stderr);
+4 what the command names does not exist; 124 no answer within the command's
+timeout (``ctd.ctdctl.timeouts``; ``--timeout`` overrides); 130 interrupted.
 """
 
 from __future__ import annotations
@@ -11,15 +13,41 @@ import os
 import sys
 from typing import Any, TextIO
 
+from ctd.control.protocol import CODE_NOT_FOUND
 from ctd.ctdctl import admin as admin
+from ctd.ctdctl import db as db
 from ctd.ctdctl import render as render
 from ctd.ctdctl import render_sharing as render_sharing
-from ctd.ctdctl.client import DEFAULT_SOCKET, ConnectError, ControlClient, DaemonError, resolve_socket
+from ctd.ctdctl import render_sources as render_sources
+from ctd.ctdctl import timeouts as timeouts
+from ctd.ctdctl.client import (
+    DEFAULT_SOCKET,
+    CommandTimedOut,
+    ConnectError,
+    ControlClient,
+    DaemonError,
+    resolve_socket,
+)
 from ctd.ctdctl.completion import bash_completion
 from ctd.ctdctl.escape import escape
+from ctd.ctdctl.progress import SyncProgress
 
-EXIT_OK, EXIT_NOT_FOUND, EXIT_DAEMON_ERROR = 0, 1, 2
-EXIT_CONNECT = 1
+# One table for every command (docs/ctdctl.md "Exit codes"); 3 and 5-9 are left for more.
+EXIT_OK = 0
+EXIT_CONNECT = 1  # the daemon cannot be reached, or --config cannot be read
+EXIT_DAEMON_ERROR = 2  # the daemon refused or failed the request; argparse's usage errors are 2 too
+EXIT_NOT_FOUND = 4  # the value, source, rule, sharing or plugin named does not exist (as systemctl's 4)
+EXIT_TIMEOUT = 124  # like timeout(1)
+EXIT_INTERRUPTED = 130
+EXIT_MEANINGS = {  # for the man page (ctd.manpages); docs/ctdctl.md says the same at length
+    EXIT_OK: "success (also a search that matched nothing)",
+    EXIT_CONNECT: "the daemon cannot be reached, or the config named by --config cannot be read",
+    EXIT_DAEMON_ERROR: "a usage error (an unknown command, option or option value: the valid ones are listed), "
+    "or the daemon refused or failed the request (denied, a rejected reload, a failed sync or plugins check)",
+    EXIT_NOT_FOUND: "the value, source, rule, sharing configuration or plugin the command names does not exist",
+    EXIT_TIMEOUT: "no answer within the command's timeout (--timeout SECONDS overrides it)",
+    EXIT_INTERRUPTED: "interrupted (Ctrl-C)",
+}
 
 
 # --- command line -------------------------------------------------------------
@@ -38,6 +66,13 @@ def _global_options(parser: argparse.ArgumentParser, default: Any) -> None:
     parser.add_argument(
         "--config", metavar="PATH", default=default, help="read [daemon].socket from this config (default: $CTD_CONFIG)"
     )
+    parser.add_argument(
+        "--timeout",
+        metavar="SECONDS",
+        type=timeouts.seconds,
+        default=default,
+        help="how long to wait for the daemon (default: per command, 30 s for reads, 1 h for sync; 0: no limit)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,7 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     sub.add_parser("status", parents=[common], help="show daemon status, indicator counts and sources")
-    sub.add_parser("sources", parents=[common], help="list configured sources and their pull state")
+    src = sub.add_parser("sources", parents=[common], help="list configured sources, or show one with its rejections")
+    srcsub = src.add_subparsers(dest="action", metavar="ACTION")
+    srcsub.add_parser("list", parents=[common], help="list configured sources and their pull state (the default)")
+    p = srcsub.add_parser("show", parents=[common], help="one source: state, counts and the records it rejected")
+    p.add_argument("name", metavar="NAME")
     p = sub.add_parser("sync", parents=[common], help="pull a source now and wait for the counts")
     p.add_argument("source", metavar="SOURCE")
     sub.add_parser("reload", parents=[common], help="re-read the config file and apply the changes")
@@ -70,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = isub.add_parser("export", parents=[common], help="stream indicators as JSON lines or CSV")
     p.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
     p.add_argument("--type", metavar="T")
+    p.add_argument("--source", metavar="S")
     _add_active_flags(p)
     admin.add_indicator_actions(isub, common)
 
@@ -91,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_days(p, "re-share only IoCs seen in the last N days")
 
     admin.add_commands(sub, common)
+    db.add_commands(sub, common)
     p = sub.add_parser("completion", help="print a shell completion script generated from these options")
     p.add_argument("shell", choices=("bash",), help="the shell (only bash)")
     return parser
@@ -113,42 +154,81 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     out, err = sys.stdout, sys.stderr
+    socket = _Socket(args, err)
     try:
         if args.command == "completion":
+            if args.json:  # a shell script has no JSON form: refused wherever --json stands
+                parser.error("completion prints a shell script; --json does not apply to it")
             out.write(bash_completion(parser))
             return EXIT_OK
+
         # The socket is resolved on connecting: `version` prints the client's first.
-        code = admin.run(args, lambda **kw: ControlClient(resolve_socket(args.socket, args.config), **kw), out)
-        if code is not None:
-            return code
-        path = resolve_socket(args.socket, args.config)
-        return _run(args, path, out, err)
+        limit = timeouts.for_command(args)
+
+        def connect() -> ControlClient:
+            return ControlClient(socket.path(), timeout=limit)
+
+        for run in (admin.run, db.run):
+            code = run(args, connect, out)
+            if code is not None:
+                return code
+        return _run(args, connect(), out, err)
+    except CommandTimedOut as exc:
+        _complain(err, str(exc))
+        return EXIT_TIMEOUT
     except ConnectError as exc:
+        socket.tell_notes()
         _complain(err, str(exc))
         return EXIT_CONNECT
     except DaemonError as exc:
         _complain(err, exc.message)
-        return EXIT_DAEMON_ERROR
+        return EXIT_NOT_FOUND if exc.code == CODE_NOT_FOUND else EXIT_DAEMON_ERROR
     except BrokenPipeError:  # `ctdctl ... | head`
         _silence_stdout()
         return EXIT_OK
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
 
 
-def _run(args: argparse.Namespace, path: str, out: TextIO, err: TextIO) -> int:
-    client = ControlClient(path)
+class _Socket:
+    """The socket path, resolved once; how it was found when the config does not parse goes to stderr.
+
+    For ``reload`` that note is kept back unless the daemon cannot be reached: the
+    daemon's own verdict on the file is the one line the operator needs.
+    """
+
+    def __init__(self, args: argparse.Namespace, err: TextIO) -> None:
+        self._args, self._err = args, err
+        self._path: str | None = None
+        self._notes: list[str] = []
+
+    def path(self) -> str:
+        if self._path is None:
+            self._path = resolve_socket(self._args.socket, self._args.config, notes=self._notes)
+            if self._args.command != "reload":
+                self.tell_notes()
+        return self._path
+
+    def tell_notes(self) -> None:
+        for note in self._notes:
+            _complain(self._err, note)
+        self._notes.clear()
+
+
+def _run(args: argparse.Namespace, client: ControlClient, out: TextIO, err: TextIO) -> int:
     as_json = args.json
     match args.command:
         case "status":
             data = client.call("status")
             _emit(out, data, as_json, render.status)
+        case "sources" if getattr(args, "action", None) == "show":
+            _emit(out, client.call("sources.show", name=args.name), as_json, render_sources.source_show)
         case "sources":
             data = client.call("sources")
             _emit(out, data, as_json, render.sources)
         case "sync":
-            # A pull can take long: the daemon decides when it is over.
-            data = ControlClient(path, timeout=None).call("sync", source=args.source)
+            # A pull can take long: its progress is shown meanwhile.
+            data = _sync_with_progress(args, client, err)
             _emit(out, data, as_json, render.sync)
             if data.get("error") is not None:
                 _complain(err, f"sync {args.source} failed: {data['error']}")
@@ -161,7 +241,7 @@ def _run(args: argparse.Namespace, path: str, out: TextIO, err: TextIO) -> int:
         case "rules":
             return _run_rules(args, client, out)
         case "sharing":
-            return _run_sharing(args, client, path, out, err)
+            return _run_sharing(args, client, out, err)
         case other:  # argparse only lets declared commands through
             raise AssertionError(f"unhandled command {other!r}")
     return EXIT_OK
@@ -183,7 +263,7 @@ def _run_indicators(args: argparse.Namespace, client: ControlClient, out: TextIO
             if not data and not args.json:
                 _complain(err, "no matching indicators")
         case "export":
-            items = client.stream("indicators.export", type=args.type, active=args.active)
+            items = client.stream("indicators.export", type=args.type, source=args.source, active=args.active)
             if args.json or args.format == "jsonl":
                 render.write_jsonl(out, items)
             else:
@@ -206,22 +286,40 @@ def _run_rules(args: argparse.Namespace, client: ControlClient, out: TextIO) -> 
     return EXIT_OK
 
 
-def _run_sharing(args: argparse.Namespace, client: ControlClient, path: str, out: TextIO, err: TextIO) -> int:
+def _run_sharing(args: argparse.Namespace, client: ControlClient, out: TextIO, err: TextIO) -> int:
     match args.action:
         case "list":
             _emit(out, client.call("sharing.list"), args.json, render_sharing.sharing_list)
         case "show":
             _emit(out, client.call("sharing.show", name=args.name), args.json, render_sharing.sharing_show)
         case "sync":
-            # A pass can take long (slow destination): the daemon decides when it is over.
-            data = ControlClient(path, timeout=None).call("sharing.sync", name=args.name, days=args.days)
+            data = client.call("sharing.sync", name=args.name, days=args.days)
             _emit(out, data, args.json, render_sharing.sharing_sync)
+            if data.get("deferred"):
+                # The destination is in backoff: the daemon answered at once and sends nothing before then.
+                _complain(
+                    err,
+                    f"sharing sync {args.name}: not run, the destination is in backoff after: {data.get('error')}; "
+                    f"next attempt at {data.get('next_attempt')}",
+                )
+                return EXIT_DAEMON_ERROR
             if data.get("error") is not None:
                 _complain(err, f"sharing sync {args.name} failed: {data['error']}")
                 return EXIT_DAEMON_ERROR
         case other:
             raise AssertionError(f"unhandled sharing action {other!r}")
     return EXIT_OK
+
+
+def _sync_with_progress(args: argparse.Namespace, syncing: ControlClient, err: TextIO) -> Any:
+    if args.json:
+        return syncing.call("sync", source=args.source)
+    poll = ControlClient(syncing.path, timeout=10.0)
+    shown = SyncProgress(args.source, lambda: poll.call("sources", counts=False), err, _is_terminal(err))
+    try:
+        return syncing.call_ticking("sync", shown.tick, shown.interval, source=args.source)
+    finally:
+        shown.done()
 
 
 _emit = render.emit

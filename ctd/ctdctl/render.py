@@ -114,9 +114,12 @@ def duration(seconds: float) -> str:
 def status(out: TextIO, data: dict[str, Any]) -> None:
     """``ctdctl status``: daemon facts, indicator counts by type, then the sources."""
     counts = data.get("indicators", {})
+    state = data.get("state")
+    problems = data.get("problems") or []
     kv(
         out,
         [
+            *([("state", f"{state}: {'; '.join(problems)}" if problems else state)] if state else []),
             ("version", data.get("version")),
             ("pid", data.get("pid")),
             ("uptime", duration(float(data.get("uptime_s") or 0))),
@@ -160,6 +163,7 @@ def sources(out: TextIO, data: list[dict[str, Any]]) -> None:
                 c.get("retracted", 0),
                 c.get("warninglisted", 0),
                 s.get("indicators", 0),
+                progress_cell(s.get("progress")),
                 s.get("last_error"),
             )
         )
@@ -179,10 +183,41 @@ def sources(out: TextIO, data: list[dict[str, Any]]) -> None:
             "RETRACTED",
             "WARNINGLISTED",
             "INDICATORS",
+            "PROGRESS",
             "LAST_ERROR",
         ),
         rows,
     )
+
+
+def progress_cell(p: dict[str, Any] | None) -> str | None:
+    """A running pull: ``40% (2 records), ETA 22s`` when its size is known, else what was read and the rate."""
+    if not p:
+        return None
+    records = p.get("records", 0)
+    if p.get("percent") is not None:
+        eta = p.get("eta_s")
+        tail = f", ETA {duration(float(eta))}" if eta is not None else ""
+        return f"{float(p['percent']):.0f}% ({records} records){tail}"
+    parts = [f"{records} records"]
+    if p.get("bytes_read"):
+        parts.append(human_bytes(p["bytes_read"]))
+    if p.get("pages_read"):
+        parts.append(f"{p['pages_read']} pages")
+    parts.append(f"{float(p.get('records_per_s') or 0):.0f}/s")
+    return ", ".join(parts)
+
+
+def human_bytes(n: Any) -> str:
+    """Bytes in binary units: ``512 B``, ``1.5 KiB``, ``3.2 MiB``."""
+    if not isinstance(n, (int, float)) or isinstance(n, bool):
+        return cell(n)
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{int(size)} B" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")
 
 
 def sync(out: TextIO, data: dict[str, Any]) -> None:
@@ -196,6 +231,9 @@ def sync(out: TextIO, data: dict[str, Any]) -> None:
                 "new",
                 "updated",
                 "invalid",
+                "unsupported",
+                "field_warnings",
+                "allowlisted",
                 "retracted",
                 "warninglisted",
                 "batches",
@@ -273,6 +311,14 @@ def indicators_show(out: TextIO, data: list[dict[str, Any]]) -> None:
                 for s in ind.get("sources") or []
             ],
         )
+        holds = ind.get("operator_retraction") or []
+        if holds:
+            out.write("\n")
+            table(
+                out,
+                ("RETRACTED_BY_OPERATOR", "SINCE", "UNTIL"),
+                [(h.get("source") or "all sources", h.get("since"), h.get("until") or "unretract") for h in holds],
+            )
         deliveries = ind.get("deliveries") or []
         if deliveries:
             out.write("\n")

@@ -44,7 +44,7 @@ def _by_type(by_type: dict[str, int]) -> str:
 def rules_test(out: TextIO, data: dict[str, Any]) -> None:
     """``ctdctl rules test``: what the rule selects now, per sharing configuration against its limits."""
     days = data.get("days")
-    recent = f" seen in the last {days} days" if days else ""
+    recent = f" seen in the last {days} day{'s' if days != 1 else ''}" if days else ""
     out.write(
         f"rule {data.get('rule')} would select {data.get('total', 0)} IoCs{recent} "
         f"({data.get('bytes', 0)} bytes serialised)\n"
@@ -154,6 +154,7 @@ def sharing_show(out: TextIO, data: dict[str, Any]) -> None:
             ("next run", data.get("next_run")),
             ("last result", _last_result(data.get("last_result"))),
             ("last error", data.get("last_error")),
+            ("apply pending", data.get("apply_pending")),
         ],
     )
     counts = data.get("counts") or {}
@@ -191,7 +192,10 @@ def sharing_sync(out: TextIO, data: dict[str, Any]) -> None:
                 "unshared",
                 "unchanged",
                 "muted",
+                "applied",
+                "deferred",
                 "error",
+                "next_attempt",
             )
         ],
     )

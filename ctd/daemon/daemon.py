@@ -8,9 +8,11 @@ touches only what changed.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
+from collections.abc import Callable
 from functools import partial
 from typing import Any, TypeVar
 
@@ -20,7 +22,10 @@ import trio
 from ctd.ask import Ask, ask
 from ctd.config import Config, ConfigDiff, PluginConfig, diff_named, load_config
 from ctd.config_warnings import log_warnings
+from ctd.control.published import publish_socket
 from ctd.control.server import serve_control
+from ctd.daemon.metrics import run_metrics
+from ctd.daemon.startup import check_socket_directory, claim_state_dir
 from ctd.daemon.supervisor import Supervisor
 from ctd.daemon.wiring import (
     SHARING_INBOX,
@@ -37,7 +42,7 @@ from ctd.daemon.wiring import (
     served,
     sharing_key,
 )
-from ctd.errors import ActorStopped, ConfigError, NotFound, describe
+from ctd.errors import ActorStopped, ConfigError, CtdError, NotFound, StoreDamaged, describe
 from ctd.model import Adapter
 from ctd.plugins import open_adapter
 from ctd.policy import real_cause
@@ -45,12 +50,22 @@ from ctd.rates import RateCounter
 from ctd.service import logs as logs
 from ctd.service.sdnotify import Notifier, run_watchdog, watchdog_interval
 from ctd.sharing.actor import ShareNow, Sharer, ShareResult, SharingStatus, Wake, run_sharing
-from ctd.sources.actor import AllowlistRef, PullNow, PullResult, SourceStatus, pull_once, run_source
+from ctd.sources.actor import (
+    AllowlistRef,
+    PullNow,
+    PullResult,
+    SourceStatus,
+    pull_once,
+    report_failure,
+    run_source,
+)
 from ctd.store import IngestResult, Store, run_store
 
 log = structlog.get_logger("ctd.daemon")
 
 T = TypeVar("T")
+
+STARTUP_EXTENSION = 120.0  # seconds systemd's start timeout is extended by while the store waits for space
 
 
 class Daemon:
@@ -72,11 +87,16 @@ class Daemon:
         self.mutes: dict[str, int] = {}
         self.ingest_rate = RateCounter()
         self.share_rate = RateCounter()
+        self._ready = False
+        self._stop_signal = ""
+        self._store_problem: str | None = None  # while the store is not open yet (waiting for space)
 
     # -- parts: set while the daemon starts; a control request may arrive before ----------
 
     @property
     def store(self) -> Store:
+        if self._store is None and self._store_problem:
+            raise ActorStopped(f"the daemon is still starting: {self._store_problem}; waiting for space")
         return _started(self._store)
 
     @property
@@ -93,11 +113,15 @@ class Daemon:
 
     # -- lifecycle -------------------------------------------------------------
 
-    async def run(self, control: ControlHandler | None = None) -> None:
-        """Run until SIGTERM/SIGINT. ``control`` answers the control socket (none is bound without it).
+    async def run(self, control: ControlHandler | None = None, read_only: Callable[[str], bool] | None = None) -> None:
+        """Run until SIGTERM/SIGINT. ``control`` answers the control socket (none is bound without it);
+        ``read_only`` says which of its commands change nothing (audited at debug level).
 
         Whoever builds the daemon hands in the handler (the CLI: ``Commands(daemon, policy).dispatch``),
         so the daemon does not import the command handlers and they do not import it.
+
+        Raises ``StartupError`` (one line, an exit status) when it cannot start: another ctd on the
+        same state_dir, a state_dir it cannot use, a damaged database.
         """
         cfg = self.config
         log.info(
@@ -113,50 +137,85 @@ class Daemon:
             sharing=sorted(cfg.sharing),
         )
         log_warnings(cfg)
-        async with trio.open_nursery() as root:
-            await self._open_store(root)
-            with trio.open_signal_receiver(signal.SIGHUP, signal.SIGTERM, signal.SIGINT) as signals:
-                if control is not None:
-                    await root.start(
-                        partial(serve_control, socket_group=cfg.daemon.socket_group),
-                        cfg.daemon.socket,
-                        control,
-                    )
-                async with trio.open_nursery() as actors:
-                    self._sources = Supervisor(actors, "source")
-                    self._sharings = Supervisor(actors, "sharing")
-                    self._services = Supervisor(actors, "service")
-                    for name, plugin in served(cfg).items():
-                        await self._start_service(name, plugin)
-                    for name in cfg.sharing:
-                        await self._start_sharing(name)
-                    for name, plugin in pulling(cfg).items():
-                        await self._start_source(name, plugin)
-                    actors.start_soon(self._housekeeping)
-                    interval = watchdog_interval()
-                    if interval:
-                        actors.start_soon(run_watchdog, self.notifier, interval)
-                    self.notifier.ready(status="serving")
-                    log.info("daemon ready", ctd_event="daemon_ready", sources=len(self.sources.names()))
-                    async for signum in signals:
-                        if signum == signal.SIGHUP:
-                            try:
-                                await self.reload()
-                            except ConfigError:
-                                pass  # logged by reload(); the running config stays
-                        else:
-                            break
-                    self.notifier.stopping()
-                    log.info("daemon stopping", ctd_event="daemon_stop", signal=signal.Signals(signum).name)
-                    # Sources first, so no new batch reaches the store; a batch
-                    # the store is committing finishes (its thread is never abandoned).
-                    with trio.move_on_after(float(cfg.daemon.shutdown_timeout)):
-                        await self.sources.stop_all()
-                        await self.sharings.stop_all()
-                        await self.services.stop_all()
-                    actors.cancel_scope.cancel()
-                root.cancel_scope.cancel()
+        with claim_state_dir(cfg.daemon.state_dir):
+            check_socket_directory(cfg.daemon.socket)
+            async with trio.open_nursery() as root:
+                interval = watchdog_interval()
+                if interval:  # from the start: waiting for space must not look like a hang
+                    root.start_soon(run_watchdog, self.notifier, interval)
+                with (
+                    trio.open_signal_receiver(signal.SIGHUP, signal.SIGTERM, signal.SIGINT) as signals,
+                    contextlib.ExitStack() as published,
+                ):
+                    stop = trio.Event()
+                    starting = trio.CancelScope()
+                    root.start_soon(self._signals, signals, stop, starting)
+                    if control is not None:
+                        # Bound before the store opens: a second daemon on this socket is told so before
+                        # it touches a database, and a store waiting for space can say so to ctdctl.
+                        await root.start(
+                            partial(serve_control, socket_group=cfg.daemon.socket_group, read_only=read_only),
+                            cfg.daemon.socket,
+                            control,
+                        )
+                        # ctdctl finds the socket here when the config file no longer parses.
+                        published.enter_context(publish_socket(cfg.daemon.socket, cfg.path))
+                    async with trio.open_nursery() as actors:
+                        self._sources = Supervisor(actors, "source")
+                        self._sharings = Supervisor(actors, "sharing")
+                        self._services = Supervisor(actors, "service")
+                        with starting:  # a SIGTERM while starting (waiting for space) stops at once
+                            await self._start(root, actors)
+                        if not stop.is_set():
+                            await stop.wait()
+                        self.notifier.stopping()
+                        log.info("daemon stopping", ctd_event="daemon_stop", signal=self._stop_signal)
+                        # Sources first, so no new batch reaches the store; a batch the
+                        # store is committing finishes (its thread is never abandoned).
+                        with trio.move_on_after(float(cfg.daemon.shutdown_timeout)):
+                            await self.sources.stop_all()
+                            await self.sharings.stop_all()
+                            await self.services.stop_all()
+                        actors.cancel_scope.cancel()
+                    root.cancel_scope.cancel()
         log.info("daemon stopped", ctd_event="daemon_stopped")
+
+    async def _start(self, root: trio.Nursery, actors: trio.Nursery) -> None:
+        """The store (waiting for space if state_dir is full), then services, sharings, sources; READY=1."""
+        cfg = self.config
+        root.start_soon(self._extend_start_while_waiting)
+        await self._open_store(root)
+        for name, plugin in served(cfg).items():
+            await self._start_service(name, plugin)
+        for name in cfg.sharing:
+            await self._start_sharing(name)
+        for name, plugin in pulling(cfg).items():
+            await self._start_source(name, plugin)
+        actors.start_soon(self._housekeeping)
+        if cfg.daemon.metrics:
+            actors.start_soon(run_metrics, self, cfg.daemon.metrics)
+        self._ready = True
+        health = self.health()
+        self.notifier.ready(status="serving" if health["state"] == "running" else _status_line(health))
+        log.info("daemon ready", ctd_event="daemon_ready", sources=len(self.sources.names()))
+
+    async def _signals(self, signals: Any, stop: trio.Event, starting: trio.CancelScope) -> None:
+        """SIGHUP reloads (once started); SIGTERM/SIGINT stop, also while still starting."""
+        async for signum in signals:
+            if signum == signal.SIGHUP:
+                if not self._ready:
+                    log.warning("reload ignored: the daemon is still starting", ctd_event="config_rejected")
+                    continue
+                try:
+                    await self.reload()
+                except CtdError as exc:
+                    if not isinstance(exc, ConfigError):  # a ConfigError is logged by reload()
+                        log.error("reload failed", ctd_event="config_rejected", error=describe(exc))
+                continue
+            self._stop_signal = signal.Signals(signum).name
+            starting.cancel()
+            stop.set()
+            return
 
     async def run_once(self) -> tuple[dict[str, PullResult], dict[str, ShareResult]]:
         """``ctd run --once``: one pull of every pulling plugin, then one pass of every sharing.
@@ -166,10 +225,18 @@ class Daemon:
         results: dict[str, PullResult] = {}
         shared: dict[str, ShareResult] = {}
         cfg = self.config
+        with claim_state_dir(cfg.daemon.state_dir, purpose="once"):
+            await self._run_once(results, shared)
+        return results, shared
+
+    async def _run_once(self, results: dict[str, PullResult], shared: dict[str, ShareResult]) -> None:
+        cfg = self.config
         async with trio.open_nursery() as root:
-            store = await self._open_store(root)
+            store = await self._open_store(root, wait_for_space=False)
 
             async def one(name: str, plugin: PluginConfig) -> None:
+                # Each pull is its own task: its log lines name its source, as under a source actor.
+                structlog.contextvars.bind_contextvars(ctd_source=name)
                 status = SourceStatus(name, plugin)
                 try:
                     async with self.open_adapter(name, plugin) as adapter:
@@ -177,7 +244,8 @@ class Daemon:
                             name, plugin, adapter, store, self.allowlist, status, self._on_commit
                         )
                 except Exception as exc:
-                    results[name] = PullResult(source=name, error=describe(real_cause(exc)))
+                    cause = await report_failure(store, name, exc)
+                    results[name] = PullResult(source=name, error=describe(cause))
 
             async with trio.open_nursery() as pulls:
                 for name, plugin in pulling(cfg).items():
@@ -189,13 +257,52 @@ class Daemon:
                 except Exception as exc:
                     shared[name] = ShareResult(sharing=name, error=describe(real_cause(exc)))
             root.cancel_scope.cancel()
-        return results, shared
 
-    async def _open_store(self, nursery: trio.Nursery) -> Store:
-        """Start the store actor and load what the operator set through it (rule mutes)."""
-        self._store = store = await nursery.start(run_store, db_path(self.config))
+    async def _open_store(self, nursery: trio.Nursery, *, wait_for_space: bool = True) -> Store:
+        """Start the store actor and load what the operator set through it (rule mutes).
+
+        A full state_dir makes the store wait for space (the daemon says so: STATUS=, ``ctdctl status``)
+        rather than end the daemon; a damaged database ends the start (``StartupError``).
+        """
+        store: Store = await nursery.start(
+            partial(run_store, on_health=self._store_health, wait_for_space=wait_for_space), db_path(self.config)
+        )
         self.mutes.update(await store.mutes())
+        self._store = store  # only now: the mutes are known before anything plans a pass
         return store
+
+    async def _extend_start_while_waiting(self) -> None:
+        """While the store waits for space at start, keep systemd's start timeout from killing the daemon."""
+        while not self._ready:
+            if self._store_problem:
+                self.notifier.extend_timeout(STARTUP_EXTENSION)
+            await trio.sleep(STARTUP_EXTENSION / 4)
+
+    def _store_health(self, health: Any) -> None:
+        """The store's health changed (full, recovered, damaged): tell systemd, and wait longer while starting."""
+        self._store_problem = health.problem if health.state != "ok" else None
+        if not self._ready and health.state == "full":
+            self.notifier.extend_timeout(STARTUP_EXTENSION)
+        self.notifier.status(_status_line(self.health()))
+
+    def health(self) -> dict[str, Any]:
+        """``running``, ``starting`` or ``degraded``, and what is wrong (``ctdctl status``, systemd's STATUS=)."""
+        problems: list[str] = []
+        store_state = "starting"
+        if self._store is not None:
+            st = self._store.statistics()
+            store_state = st.state
+            if st.problem:
+                problems.append(st.problem)
+        elif self._store_problem:
+            problems.append(self._store_problem)
+        if not self._ready:
+            state = "starting"
+        elif store_state != "ok":
+            state = "degraded"
+        else:
+            state = "running"
+        return {"state": state, "store": store_state, "problems": problems}
 
     def _sharer(self, cfg: Config, name: str, adapter: Adapter) -> Sharer:
         """The Sharer of sharing configuration ``name``: the daemon's mutes and share rate included."""
@@ -278,9 +385,27 @@ class Daemon:
                 handle.wake()
 
     async def _housekeeping(self) -> None:
+        """Every housekeeping_interval: expire, then wake the sharings. A store error is logged (once
+        while it lasts) and tried again at the next round; it never ends the daemon."""
+        failing: str | None = None
         while True:
             await trio.sleep(float(self.config.daemon.housekeeping_interval))
-            n = await self.store.expire(int(time.time()))
+            try:
+                n = await self.store.expire(int(time.time()))
+            except StoreDamaged:
+                continue  # the store has stopped and said why: nothing to do until a restore
+            except Exception as exc:
+                msg = describe(exc)
+                if msg != failing:
+                    log.error(
+                        "housekeeping failed",
+                        ctd_event="housekeeping_failed",
+                        error=msg,
+                        exc_info=None if isinstance(exc, CtdError) else exc,
+                    )
+                failing = msg
+                continue
+            failing = None
             if n:
                 log.info("indicators expired", ctd_event="indicators_expired", ctd_count=n)
                 self.wake_sharing()
@@ -289,6 +414,8 @@ class Daemon:
 
     async def reload(self) -> dict[str, Any]:
         """Re-read the config file; apply it only if the whole file is valid."""
+        if not self._ready:
+            raise ActorStopped("the daemon is still starting: reload when it is ready")
         async with self._reload_lock:
             path = self.config.path
             try:
@@ -329,12 +456,16 @@ class Daemon:
         old = self.config
         old_pull, new_pull = pulling(old), pulling(new)
         allow_changed = old.allowlist != new.allowlist
-        diff = diff_named(old_pull, new_pull)
+        diff = _restart_failed(diff_named(old_pull, new_pull), self.sources.failed())
         self.config = new
         if new.daemon.log_level != old.daemon.log_level:
             logs.configure_logging(new.daemon.log_level)
-        if new.daemon.socket != old.daemon.socket or new.daemon.state_dir != old.daemon.state_dir:
-            log.warning("daemon.socket/state_dir changes take effect at the next restart")
+        if (new.daemon.socket, new.daemon.state_dir, new.daemon.metrics) != (
+            old.daemon.socket,
+            old.daemon.state_dir,
+            old.daemon.metrics,
+        ):
+            log.warning("daemon.socket/state_dir/metrics changes take effect at the next restart")
         for name in diff.removed + diff.changed:
             await self.sources.stop(name)
         if allow_changed:
@@ -344,12 +475,15 @@ class Daemon:
             log.info("allowlist applied", ctd_event="allowlist_applied", ctd_count=n)
         for name in diff.added + diff.changed:
             await self._start_source(name, new_pull[name])
-        vdiff = diff_named(served(old), served(new))
+        vdiff = _restart_failed(diff_named(served(old), served(new)), self.services.failed())
         for name in vdiff.removed + vdiff.changed:
             await self.services.stop(name)
         for name in vdiff.added + vdiff.changed:
             await self._start_service(name, new.plugins[name])
-        sdiff = diff_named({n: sharing_key(old, n) for n in old.sharing}, {n: sharing_key(new, n) for n in new.sharing})
+        sdiff = _restart_failed(
+            diff_named({n: sharing_key(old, n) for n in old.sharing}, {n: sharing_key(new, n) for n in new.sharing}),
+            self.sharings.failed(),
+        )
         for name in sdiff.removed + sdiff.changed:
             await self.sharings.stop(name)
         for name in sdiff.added + sdiff.changed:
@@ -384,3 +518,23 @@ def _started(part: T | None) -> T:
     if part is None:
         raise ActorStopped("the daemon is still starting: ask again")
     return part
+
+
+def _restart_failed(diff: ConfigDiff, failed: list[str]) -> ConfigDiff:
+    """A reload starts again what failed, as if its configuration had changed."""
+    again = [n for n in diff.unchanged if n in failed]
+    if not again:
+        return diff
+    return ConfigDiff(
+        added=diff.added,
+        removed=diff.removed,
+        changed=diff.changed + again,
+        unchanged=[n for n in diff.unchanged if n not in again],
+    )
+
+
+def _status_line(health: dict[str, Any]) -> str:
+    """systemd's STATUS= for ``health``: what ``systemctl status ctd`` shows."""
+    if health["state"] == "running":
+        return "serving"
+    return f"{health['state']}: {'; '.join(health['problems']) or 'opening the store'}"

@@ -21,8 +21,9 @@ async def run_once(cfg: Config) -> int:
             print(f"{name}: FAILED {r.error}")
         else:
             print(
-                f"{name}: ok new={r.new} updated={r.updated} invalid={r.invalid} "
-                f"retracted={r.retracted} warninglisted={r.warninglisted} batches={r.batches} ({r.duration_s:.2f}s)"
+                f"{name}: ok new={r.new} updated={r.updated} invalid={r.invalid} unsupported={r.unsupported} "
+                f"field_warnings={r.field_warnings} allowlisted={r.allowlisted} retracted={r.retracted} "
+                f"warninglisted={r.warninglisted} batches={r.batches} ({r.duration_s:.2f}s)"
             )
     for name in sorted(shared):
         s = shared[name]

@@ -101,6 +101,10 @@ class SourceHandle:
         self.status = status
         self.sync_send = sync_send
 
+    def close(self) -> None:
+        """The actor is gone: a sync request fails at once instead of waiting."""
+        self.sync_send.close()
+
 
 class SharingHandle:
     """What the daemon keeps of a running sharing actor: its status, its inbox and its Sharer."""
@@ -112,6 +116,10 @@ class SharingHandle:
     def __init__(self, status: SharingStatus, inbox: trio.MemorySendChannel[Wake | Ask]) -> None:
         self.status = status
         self.inbox = inbox
+
+    def close(self) -> None:
+        """The actor is gone: a request fails at once instead of waiting."""
+        self.inbox.close()
 
     def wake(self) -> None:
         try:

@@ -1,6 +1,9 @@
-"""structlog setup: JSON lines on stderr, per-task context, secrets redacted.
+"""structlog setup: journald, a console format or JSON lines on stderr; per-task context, secrets redacted.
 
-Every entry is one JSON object per line::
+On a terminal (``ctd run`` in the foreground) entries are one readable line
+each (structlog's ConsoleRenderer; colours only where the terminal has them,
+none with ``$NO_COLOR``). Otherwise, unless stderr is the journal, every entry is
+one JSON object per line::
 
     {"ts": "2026-11-27T10:00:00.123Z", "level": "info", "event": "...", ...}
 
@@ -19,6 +22,7 @@ Redaction runs before either sink.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -28,6 +32,7 @@ import msgspec
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
+from ctd.errors import cap
 from ctd.service import journal as journal
 
 SECRET_KEYS = frozenset({"token", "password", "secret", "api_key", "client_secret", "authorization"})
@@ -59,6 +64,7 @@ def configure_logging(level: str = "info", stream: TextIO | None = None) -> None
             _add_timestamp,
             structlog.processors.StackInfoRenderer(),
             structlog.processors.format_exc_info,
+            _cap_traceback,
             redact_secrets,
             _order_keys,
             sink.renderer,
@@ -74,6 +80,15 @@ def _add_timestamp(_logger: WrappedLogger, _name: str, event_dict: EventDict) ->
     """ISO 8601 UTC with milliseconds, e.g. ``2026-11-27T10:00:00.123Z``."""
     now = datetime.now(UTC)
     event_dict["ts"] = now.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return event_dict
+
+
+def _cap_traceback(_logger: WrappedLogger, _name: str, event_dict: EventDict) -> EventDict:
+    """Each line of a rendered traceback capped (``ctd.errors.cap``): a peer's 100 MB error text
+    in an exception message must not become a 100 MB log line."""
+    text = event_dict.get("exception")
+    if isinstance(text, str) and len(text) > 4096:
+        event_dict["exception"] = "\n".join(cap(line) for line in text.split("\n"))
     return event_dict
 
 
@@ -116,17 +131,51 @@ class _Sink(NamedTuple):
     logger_factory: Any
 
 
+FORMAT_ENV = "CTD_LOG_FORMAT"  # "json" or "console": overrides the choice by terminal
+
+
 def _renderer_for(stream: TextIO) -> _Sink:
     """Pick the final renderer and the logger writing its output.
 
     journald's native protocol when *stream* is the journal stream
-    (``JOURNAL_STREAM`` matches ``fstat``), else JSON lines on *stream*.
+    (``JOURNAL_STREAM`` matches ``fstat``); else a human console format when
+    *stream* is a terminal (or ``$CTD_LOG_FORMAT=console``), JSON lines otherwise
+    (or with ``$CTD_LOG_FORMAT=json``).
     """
     if journal.stream_is_journal(stream):
         return _Sink(renderer=_pass_dict, logger_factory=_JournalLoggerFactory(_journal_sender(), stream))
+    wanted = os.environ.get(FORMAT_ENV, "").strip().lower()
+    if wanted == "console" or (wanted != "json" and _is_terminal(stream)):
+        return _Sink(renderer=_console(stream), logger_factory=structlog.WriteLoggerFactory(file=stream))
     return _Sink(
         renderer=structlog.processors.JSONRenderer(serializer=_dumps),
         logger_factory=structlog.WriteLoggerFactory(file=stream),
+    )
+
+
+def _is_terminal(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def colours_wanted(stream: TextIO, environ: Mapping[str, str] | None = None) -> bool:
+    """Colours only on a terminal that has them, and never with ``$NO_COLOR`` set (no-color.org)."""
+    env = os.environ if environ is None else environ
+    if "NO_COLOR" in env or env.get("TERM", "dumb") in ("", "dumb"):
+        return False
+    return _is_terminal(stream)
+
+
+def _console(stream: TextIO) -> Processor:
+    """structlog's ConsoleRenderer: ``10:00:00 [info ] daemon ready  sources=3 ...``; values as they are."""
+    return structlog.dev.ConsoleRenderer(
+        colors=colours_wanted(stream),
+        timestamp_key="ts",
+        pad_event_to=32,
+        exception_formatter=structlog.dev.plain_traceback,
+        sort_keys=False,
     )
 
 

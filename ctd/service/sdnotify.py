@@ -1,4 +1,4 @@
-"""Minimal sd_notify(3) client: READY/RELOADING/STOPPING/WATCHDOG/STATUS.
+"""Minimal sd_notify(3) client: READY/RELOADING/STOPPING/WATCHDOG/STATUS/EXTEND_TIMEOUT_USEC.
 
 Written by hand (see stack-facts §5): the PyPI clients swallow every exception
 or lack ``RELOADING=1`` + ``MONOTONIC_USEC``, which ``Type=notify-reload`` needs.
@@ -58,6 +58,10 @@ class Notifier:
 
     def status(self, text: str) -> bool:
         return self.notify(_status_line(text))
+
+    def extend_timeout(self, seconds: float) -> bool:
+        """Ask for ``seconds`` more before the start (or stop) times out (systemd >= 236)."""
+        return self.notify(f"EXTEND_TIMEOUT_USEC={int(seconds * 1_000_000)}\n")
 
 
 def _status_line(text: str) -> str:

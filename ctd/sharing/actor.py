@@ -22,7 +22,7 @@ import trio
 
 from ctd.ask import Ask, answer, close_inbox
 from ctd.config import PluginConfig, RuleConfig, SharingConfig
-from ctd.errors import describe
+from ctd.errors import StoreError, cap, describe
 from ctd.model import ActionSpec, Adapter, PushResult, ShareItem, iso, now
 from ctd.policy import deadline, expected, next_attempt, real_cause
 from ctd.rates import RateCounter
@@ -52,7 +52,12 @@ class ShareResult(msgspec.Struct, kw_only=True):
     unshared: int = 0
     unchanged: bool = False
     muted: bool = False
+    applied: bool = False  # the destination's apply step ran (Netskope's deploy)
     error: str | None = None
+    # Not run: the destination is in backoff (``error`` is the failure that started it) and
+    # no request goes out before ``next_attempt`` (ISO 8601), whatever asks for a pass.
+    deferred: bool = False
+    next_attempt: str | None = None
 
 
 class SharingStatus:
@@ -67,6 +72,9 @@ class SharingStatus:
         self.last_result: ShareResult | None = None
         self.failures = 0
         self.muted = False
+        # Since this actor started (metrics: counters): pushed, retracted, rejected; failed passes by error class.
+        self.totals = {"pushed": 0, "retracted": 0, "rejected": 0}
+        self.errors: dict[str, int] = {}
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -124,6 +132,7 @@ class Sharer:
         self.max_entries, self.max_bytes = adapter.limits(sh.action, sh.params)
         self.max_entries = _min(self.max_entries, self.spec.max_entries)
         self.max_bytes = _min(self.max_bytes, self.spec.max_bytes)
+        self.recovered = False  # the adapter's recover() ran for this target
 
     def selection(self, at: int, *, seen_since: int | None = None) -> Selection:
         """What this sharing sends at ``at``: the rule's matches of the action's types, from its
@@ -140,6 +149,18 @@ class Sharer:
 
     async def share_once(self) -> ShareResult:
         """Plan and deliver one pass; raises the destination's error (nothing marked shared then)."""
+        if not self.recovered:
+            with deadline(float(self.dest.timeout), "recover"):
+                removed = await self.adapter.recover(self.sh.action, self.sh.params)
+            if removed:
+                log.warning(
+                    "removed what an interrupted delivery left behind",
+                    ctd_event="sharing_recovered",
+                    ctd_destination=self.sh.destination,
+                    ctd_count=len(removed),
+                    paths=removed[:10],
+                )
+            self.recovered = True
         at = now()
         result = ShareResult(sharing=self.name)
         if muted(self.rule_cfg, at, self.mutes.get(self.sh.rule)):
@@ -156,6 +177,7 @@ class Sharer:
                 max_bytes=self.max_bytes,
                 incremental=incremental,
                 now=at,
+                expiry=self.spec.carries_expiry,
             )
         )
         result.candidates, result.unshared = plan.candidates, plan.over_limit
@@ -167,8 +189,10 @@ class Sharer:
                 ctd_count=plan.over_limit,
             )
         if incremental:
-            await self._deliver(result, retraction=True)
-            await self._deliver(result, retraction=False)
+            staged = await self._deliver(result, retraction=True)
+            staged |= await self._deliver(result, retraction=False)
+            if self.spec.needs_apply and (staged or plan.apply_pending):
+                await self._apply(result)  # once per pass, also for what an earlier pass left unapplied
         else:
             await self._replace(result)
         await self.store.finish_pass(self.name, now=now(), error=None)
@@ -181,19 +205,48 @@ class Sharer:
         with deadline(float(self.dest.timeout), method.__name__):
             return await method(self.sh.action, self.sh.params, items)
 
-    async def _deliver(self, result: ShareResult, *, retraction: bool) -> None:
+    async def _apply(self, result: ShareResult) -> None:
+        """The destination's apply step, then the staged rows become shared or retracted."""
+        with deadline(float(self.dest.timeout), "apply"):
+            await self.adapter.apply(self.sh.action, self.sh.params)
+        result.applied = True
+        if self.spec.mode == "incremental":
+            shared, withdrawn = await self.store.record_applied(self.name, now=now())
+            log.info(
+                "destination applied the changes",
+                ctd_event="sharing_applied",
+                ctd_destination=self.sh.destination,
+                ctd_count=shared + withdrawn,
+                shared=shared,
+                retracted=withdrawn,
+            )
+
+    async def _deliver(self, result: ShareResult, *, retraction: bool) -> bool:
+        """Deliver every pending row (or withdrawal) in batches; whether anything was staged for apply."""
+        staged = False
         while True:
             batch = await self.store.fetch_pending(self.name, retraction=retraction, limit=self.spec.batch_size)
             if not batch:
-                return
+                return staged
             items = [it for _, it in batch]
             res = await self._call(self.adapter.retract if retraction else self.adapter.push, items)
             by_value = {it.value: iid for iid, it in batch}
-            rejected = {by_value[v]: reason for v, reason in res.rejected.items() if v in by_value}
+            rejected = {by_value[v]: cap(reason) for v, reason in res.rejected.items() if v in by_value}
             done = [iid for iid, _ in batch if iid not in rejected]
             ids = {by_value[v]: rid for v, rid in res.ids.items() if v in by_value}
+            expires = {}
+            if not retraction:  # what the destination's copy will lapse at, as far as ctd knows
+                expires = {iid: res.expires.get(it.value, it.expires_at) for iid, it in batch if iid not in rejected}
+            staged = staged or self.spec.needs_apply
             await self.store.record_delivery(
-                self.name, done=done, rejected=rejected, retraction=retraction, now=now(), ids=ids
+                self.name,
+                done=done,
+                rejected=rejected,
+                retraction=retraction,
+                now=now(),
+                ids=ids,
+                expires=expires,
+                staged=self.spec.needs_apply,
             )
             ok_items = [it for iid, it in batch if iid not in rejected]
             bad_items = [it for iid, it in batch if iid in rejected]
@@ -218,8 +271,12 @@ class Sharer:
         else:
             items = await self.store.full_list(self.name)
             res = await self._call(self.adapter.replace, [it for _, it in items])
+            if self.spec.needs_apply:
+                # Before the ledger records the list: an apply that fails or is cut short leaves
+                # the list hash unrecorded, so the next pass replaces (idempotent) and applies again.
+                await self._apply(result)
             by_value = {it.value: iid for iid, it in items}
-            rejected = {by_value[v]: reason for v, reason in res.rejected.items() if v in by_value}
+            rejected = {by_value[v]: cap(reason) for v, reason in res.rejected.items() if v in by_value}
             result.pushed = len(items) - len(rejected)
             result.rejected = len(rejected)
             if self.rate is not None:
@@ -290,10 +347,18 @@ async def run_sharing(
     *,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Share on schedule, on wake-ups and on request (``Ask(ShareNow())``) until cancelled."""
+    """Share on schedule, on wake-ups and on request (``Ask(ShareNow())``) until cancelled.
+
+    After a failed pass the backoff (and a destination's ``Retry-After``) is a
+    floor: no request goes to the destination before it ends, whatever wakes
+    the actor. A wake-up then only makes the pass at the end of the backoff
+    cover it; a ``ShareNow`` is answered at once with the backoff state and the
+    time of the next attempt (its re-share marks are kept for that attempt).
+    """
     structlog.contextvars.bind_contextvars(ctd_sharing=sharer.name)
     interval = float(sharer.sh.interval)
     delay = 0.0  # a new configuration shares the existing matching IoCs at once
+    not_before: float | None = None  # trio time the backoff ends (None: not in backoff)
     was_muted = False
     task_status.started()
     try:
@@ -310,7 +375,12 @@ async def run_sharing(
                     except trio.WouldBlock:
                         break
                 requests = [m for m in msgs if isinstance(m, Ask)]
+                if not_before is not None and trio.current_time() < not_before:
+                    await _defer(sharer, status, requests)
+                    delay = not_before - trio.current_time()
+                    continue
                 result, delay = await _pass(sharer, status, requests, interval)
+                not_before = trio.current_time() + delay if status.state == "backoff" else None
                 if result.muted != was_muted:
                     log.info(
                         "rule muted" if result.muted else "rule unmuted",
@@ -321,6 +391,8 @@ async def run_sharing(
                 if status.state == "sharing":
                     status.state = "muted" if result.muted else "idle"
                 status.last_result = result
+                for k in status.totals:
+                    status.totals[k] += getattr(result, k)
                 for req in requests:
                     answer(req.reply, outcome.Value(result))
             finally:
@@ -330,18 +402,30 @@ async def run_sharing(
         close_inbox(inbox)
 
 
-async def _pass(
-    sharer: Sharer, status: SharingStatus, requests: list[Ask], interval: float
-) -> tuple[ShareResult, float]:
-    """One pass (after the re-sharing the requests ask for): its result and the delay before the next."""
+async def _defer(sharer: Sharer, status: SharingStatus, requests: list[Ask]) -> None:
+    """Answer requests that arrive during backoff without calling the destination."""
+    await _resync(sharer, requests)  # kept for the attempt at the end of the backoff
+    result = ShareResult(sharing=sharer.name, error=status.last_error, deferred=True, next_attempt=iso(status.next_run))
+    for req in requests:
+        answer(req.reply, outcome.Value(result))
+
+
+async def _resync(sharer: Sharer, requests: list[Ask]) -> None:
     for req in requests:
         share: ShareNow = req.request
         if share.resync:
             since = now() - share.days * 86400 if share.days else None
             await sharer.store.resync(sharer.name, since=since)
+
+
+async def _pass(
+    sharer: Sharer, status: SharingStatus, requests: list[Ask], interval: float
+) -> tuple[ShareResult, float]:
+    """One pass (after the re-sharing the requests ask for): its result and the delay before the next."""
     status.state = "sharing"
     status.last_run = now()
     try:
+        await _resync(sharer, requests)
         result = await sharer.share_once()
         status.failures = 0
         status.last_error = None
@@ -353,14 +437,26 @@ async def _pass(
             log.error("sharing pass crashed", ctd_event="sharing_failed", exc_info=cause)
         result = await _failed(sharer, status, cause, logged=not expected(cause))
         status.state, delay = next_attempt(cause, status.failures, interval=interval)
+        status.next_run = now() + int(delay) if delay != float("inf") else None
+        result.next_attempt = iso(status.next_run)
         return result, delay
 
 
 async def _failed(sharer: Sharer, status: SharingStatus, exc: BaseException, logged: bool = False) -> ShareResult:
     msg = describe(exc)
     status.failures += 1
+    status.errors[type(exc).__name__] = status.errors.get(type(exc).__name__, 0) + 1
     status.last_error = msg
     if not logged:
         log.error("sharing pass failed", ctd_event="sharing_failed", error=msg, ctd_destination=sharer.sh.destination)
-    await sharer.store.finish_pass(sharer.name, now=now(), error=msg)
+    try:
+        await sharer.store.finish_pass(sharer.name, now=now(), error=msg)
+    except Exception as exc:  # a full disk: the failure stays in status (memory); the pass is retried
+        log.warning(
+            "sharing failure not recorded: the store cannot write it (kept in memory)",
+            ctd_event="failure_not_recorded",
+            error=msg,
+            store_error=describe(exc),
+            exc_info=None if isinstance(exc, StoreError) else exc,
+        )
     return ShareResult(sharing=sharer.name, error=msg)

@@ -12,12 +12,16 @@ from ctd.store.actor import StoreClient as StoreClient
 from ctd.store.actor import run_store as run_store
 from ctd.store.api import Store as Store
 from ctd.store.api import StoreStatistics as StoreStatistics
+from ctd.store.backup import BACKUP_DIR as BACKUP_DIR
+from ctd.store.preflight import check_database_file as check_database_file
+from ctd.store.requests import KEEP_REJECTED as KEEP_REJECTED
 from ctd.store.requests import Checkpoint as Checkpoint
 from ctd.store.requests import IngestBatch as IngestBatch
 from ctd.store.requests import IngestResult as IngestResult
 from ctd.store.requests import Plan as Plan
 from ctd.store.requests import PlanSharing as PlanSharing
 from ctd.store.requests import PreviewTarget as PreviewTarget
+from ctd.store.requests import RejectedRow as RejectedRow
 from ctd.store.requests import Selection as Selection
 from ctd.store.rows import STAGE_COLUMNS as STAGE_COLUMNS
 from ctd.store.rows import StageRow as StageRow
@@ -25,18 +29,22 @@ from ctd.store.rows import to_stage_rows as to_stage_rows
 from ctd.store.sql import CACHE_KIB as CACHE_KIB
 
 __all__ = [
+    "BACKUP_DIR",
     "CACHE_KIB",
     "Checkpoint",
     "IngestBatch",
     "IngestResult",
+    "KEEP_REJECTED",
     "Plan",
     "PlanSharing",
     "PreviewTarget",
+    "RejectedRow",
     "STAGE_COLUMNS",
     "Selection",
     "StageRow",
     "Store",
     "StoreClient",
+    "check_database_file",
     "StoreStatistics",
     "run_store",
     "to_stage_rows",

@@ -41,6 +41,8 @@ import msgspec
 from ctd.store.requests import (
     Allowlisted,
     ApplyGuard,
+    BackupDatabase,
+    CheckDatabase,
     Checkpoint,
     CompletePull,
     CountBySource,
@@ -54,6 +56,7 @@ from ctd.store.requests import (
     GetFullList,
     GetListHash,
     GetMutes,
+    GetRejections,
     GetSizes,
     IngestBatch,
     IngestResult,
@@ -64,6 +67,8 @@ from ctd.store.requests import (
     PreviewSelection,
     PreviewTarget,
     ReapplyAllowlist,
+    ReapplyPluginValues,
+    RecordApplied,
     RecordDelivery,
     RecordFull,
     RecordPullError,
@@ -74,6 +79,7 @@ from ctd.store.requests import (
     SetCheckpoint,
     SetMute,
     ShowIndicators,
+    Unretract,
     Warninglisted,
     _Request,
 )
@@ -85,6 +91,10 @@ class StoreStatistics(msgspec.Struct, frozen=True, kw_only=True):
     queued: int
     handled: int
     busy_seconds: float
+    # ``ok``; ``full`` (state_dir has no space: writes fail, reads work); ``damaged`` (the store stopped)
+    state: str = "ok"
+    problem: str | None = None
+    since: float | None = None  # when it entered that state (epoch seconds)
 
 
 class Store(abc.ABC):
@@ -119,8 +129,20 @@ class Store(abc.ABC):
     async def complete_pull(self, source: str, cycle_start: int, now: int) -> None:
         await self._execute(CompletePull(source=source, cycle_start=cycle_start, now=now))
 
+    async def reapply_plugin_values(
+        self, source: str, *, tags: Sequence[str], dropped: Sequence[str], reputation: int | None, now: int
+    ) -> int:
+        """Apply the source's current tags/reputation to what its current pull cycle committed; how many."""
+        return await self._execute(
+            ReapplyPluginValues(source=source, tags=tuple(tags), dropped=tuple(dropped), reputation=reputation, now=now)
+        )
+
     async def record_error(self, source: str, error: str) -> None:
         await self._execute(RecordPullError(source=source, error=error))
+
+    async def rejections(self, source: str) -> dict[str, list[dict[str, Any]]]:
+        """What ``source`` rejected lately: reason class -> ``{at, where, reason}`` newest first."""
+        return await self._execute(GetRejections(source=source))
 
     # -- housekeeping and operator actions
 
@@ -140,9 +162,15 @@ class Store(abc.ABC):
             ApplyGuard(source=source, signature=signature, warninglisted=warninglisted, tag=tag, now=now)
         )
 
-    async def retract(self, candidates: Sequence[tuple[str, str]], *, source: str | None, now: int) -> int | None:
-        """Provenance entries retracted; None when no indicator matches."""
-        return await self._execute(Retract(candidates=tuple(candidates), source=source, now=now))
+    async def retract(
+        self, candidates: Sequence[tuple[str, str]], *, source: str | None, now: int, until: int | None = None
+    ) -> int | None:
+        """Provenance entries retracted, and held so until ``until`` (None: until lifted); None when none matches."""
+        return await self._execute(Retract(candidates=tuple(candidates), source=source, now=now, until=until))
+
+    async def unretract(self, candidates: Sequence[tuple[str, str]], *, source: str | None) -> int | None:
+        """Operator retractions lifted; None when no indicator matches."""
+        return await self._execute(Unretract(candidates=tuple(candidates), source=source))
 
     async def set_mute(self, rule: str, until: int) -> None:
         await self._execute(SetMute(rule=rule, until=until))
@@ -178,6 +206,16 @@ class Store(abc.ABC):
         """Bytes on disk (database, WAL, shared memory)."""
         return await self._execute(GetSizes())
 
+    # -- the database file
+
+    async def backup(self, target: str | None, *, keep: int | None = None) -> dict[str, Any]:
+        """An online copy at ``target`` (None: ``state_dir/backups``): its path, size and what it holds."""
+        return await self._execute(BackupDatabase(target=target, keep=keep))
+
+    async def check(self) -> dict[str, Any]:
+        """``ok`` and the problems an integrity check found (none: ``[]``)."""
+        return await self._execute(CheckDatabase())
+
     # -- sharing and the delivery ledger
 
     async def plan_sharing(self, plan: PlanSharing) -> Plan:
@@ -196,11 +234,27 @@ class Store(abc.ABC):
         retraction: bool,
         now: int,
         ids: dict[int, str] | None = None,
+        expires: dict[int, int | None] | None = None,
+        staged: bool = False,
     ) -> None:
-        """Record a delivered batch; ``ids``: the destination's ids of what it created, by ledger key."""
+        """Record a delivered batch; ``ids``: the destination's ids of what it created, by ledger key;
+        ``expires``: the expiry each accepted push carried; ``staged``: it takes effect at the apply step."""
         await self._execute(
-            RecordDelivery(sharing=sharing, done=done, rejected=rejected, retraction=retraction, now=now, ids=ids or {})
+            RecordDelivery(
+                sharing=sharing,
+                done=done,
+                rejected=rejected,
+                retraction=retraction,
+                now=now,
+                ids=ids or {},
+                expires=expires or {},
+                staged=staged,
+            )
         )
+
+    async def record_applied(self, sharing: str, *, now: int) -> tuple[int, int]:
+        """The destination applied the staged changes: how many became shared and how many retracted."""
+        return await self._execute(RecordApplied(sharing=sharing, now=now))
 
     async def list_hash(self, sharing: str) -> tuple[str, str | None]:
         """The hash of the planned full list and the hash last delivered."""

@@ -10,9 +10,11 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
-from ctd.store import guard, ledger, preview, query, sql
+from ctd.store import backup, guard, ledger, manual, preview, query, reapply, rejections, sql
 from ctd.store.requests import (
     ApplyGuard,
+    BackupDatabase,
+    CheckDatabase,
     CompletePull,
     CountBySource,
     CountIndicators,
@@ -25,12 +27,15 @@ from ctd.store.requests import (
     GetFullList,
     GetListHash,
     GetMutes,
+    GetRejections,
     GetSizes,
     IngestBatch,
     ListLedger,
     PlanSharing,
     PreviewSelection,
     ReapplyAllowlist,
+    ReapplyPluginValues,
+    RecordApplied,
     RecordDelivery,
     RecordFull,
     RecordPullError,
@@ -40,6 +45,7 @@ from ctd.store.requests import (
     SetCheckpoint,
     SetMute,
     ShowIndicators,
+    Unretract,
 )
 
 ENGINE_VERSIONS = {"sqlite": sqlite3.sqlite_version}
@@ -64,7 +70,11 @@ def execute(conn: sqlite3.Connection, request: Any) -> Any:
                 retraction=request.retraction,
                 now=request.now,
                 ids=request.ids,
+                expires=request.expires,
+                staged=request.staged,
             )
+        case RecordApplied(sharing=name, now=now):
+            return ledger.record_applied(conn, name, now=now)
         # Sources and checkpoints.
         case GetCheckpoint(source=name):
             return sql.get_checkpoint(conn, name)
@@ -72,8 +82,12 @@ def execute(conn: sqlite3.Connection, request: Any) -> Any:
             return sql.set_checkpoint(conn, name, last_run)
         case CompletePull(source=name, cycle_start=start, now=now):
             return sql.complete_pull(conn, name, start, now)
+        case ReapplyPluginValues():
+            return reapply.reapply_plugin_values(conn, request)
         case RecordPullError(source=name, error=error):
             return sql.record_error(conn, name, error)
+        case GetRejections(source=name):
+            return rejections.listing(conn, name)
         # Housekeeping and operator actions.
         case Expire(now=now):
             return sql.expire(conn, now)
@@ -83,9 +97,12 @@ def execute(conn: sqlite3.Connection, request: Any) -> Any:
             return guard.apply_guard(
                 conn, request.source, request.signature, request.warninglisted, request.tag, request.now
             )
-        case Retract(candidates=candidates, source=source, now=now):
+        case Retract(candidates=candidates, source=source, now=now, until=until):
             ids = query.find_ids(conn, list(candidates))
-            return sql.retract(conn, ids, source, now) if ids else None
+            return manual.retract(conn, ids, source, now, until) if ids else None
+        case Unretract(candidates=candidates, source=source):
+            ids = query.find_ids(conn, list(candidates))
+            return manual.unretract(conn, ids, source) if ids else None
         case SetMute(rule=rule, until=until):
             return sql.set_mute(conn, rule, until)
         case GetMutes():
@@ -112,6 +129,8 @@ def execute(conn: sqlite3.Connection, request: Any) -> Any:
             )
         case GetSizes():
             return sql.db_size(conn)
+        case BackupDatabase() | CheckDatabase():
+            return execute_beside(sql.db_file(conn), request)
         # Sharing and the delivery ledger.
         case PlanSharing():
             return ledger.plan(conn, request)
@@ -140,6 +159,20 @@ def execute(conn: sqlite3.Connection, request: Any) -> Any:
             return preview.preview(conn, request)
         case _:
             raise AssertionError(f"the store got a request it does not know: {request!r}")
+
+
+def execute_beside(path: str, request: Any) -> Any:
+    """The requests served on a read connection of their own, beside the writer (``ctd.store.backup``)."""
+    match request:
+        case BackupDatabase(target=target, keep=keep):
+            return backup.online_backup(path, target, keep)
+        case CheckDatabase():
+            return backup.integrity_check(path)
+        case _:
+            raise AssertionError(f"not a request served beside the writer: {request!r}")
+
+
+BESIDE = (BackupDatabase, CheckDatabase)
 
 
 def _nothing(type_: str, value: str) -> bool:

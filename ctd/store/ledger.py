@@ -16,6 +16,7 @@ from typing import Any
 import msgspec
 
 from ctd.model import SEVERITIES, ShareItem
+from ctd.store import tally
 from ctd.store.requests import Plan, PlanSharing, Selection
 from ctd.store.sql import transaction
 
@@ -34,6 +35,12 @@ LIVE_FROM = (
 NOT_FROM_DEST = (
     "NOT EXISTS (SELECT 1 FROM sighting s JOIN source src ON src.id = s.sid WHERE s.iid = i.id AND src.name = ?)"
 )
+# ... unless this sharing put it there first: a destination that reports (echoes) what ctd shared
+# with it must not make ctd withdraw it (a block withdrawn because it worked).
+SHARED_HERE = (
+    "EXISTS (SELECT 1 FROM delivery d WHERE d.shid = ? AND d.iid = i.id AND d.shared_at IS NOT NULL "
+    "AND d.state IN ('shared', 'pending', 'retract_pending'))"
+)
 ITEM_COLS = (
     "i.id, i.type, i.value, i.severity, i.reputation, i.tags, i.comments, i.reference, "
     "i.first_seen, i.last_seen, i.expires_at, "
@@ -50,10 +57,12 @@ def sharing_id(conn: sqlite3.Connection, name: str) -> int:
         return conn.execute("INSERT INTO sharing(name) VALUES (?) RETURNING id", (name,)).fetchone()[0]
 
 
-def selection_where(sel: Selection) -> tuple[str, list[Any]]:
+def selection_where(sel: Selection, shid: int | None = None) -> tuple[str, list[Any]]:
     """A WHERE clause over ``indicator i`` and its params for ``sel``.
 
     The rule is compiled here, at the store, because its SQL is SQLite's dialect.
+    With ``shid`` (planning a sharing), loop prevention spares what that sharing
+    already shared before the destination reported it.
     """
     rule_sql, params = sel.rule.sql(sel.at)
     if sel.types is not None:
@@ -64,8 +73,12 @@ def selection_where(sel: Selection) -> tuple[str, list[Any]]:
         parts.append(LIVE_FROM.format(marks=",".join("?" * len(sel.sources))))
         params.extend(sel.sources)
     if sel.not_from is not None:
-        parts.append(NOT_FROM_DEST)
-        params.append(sel.not_from)
+        if shid is None:
+            parts.append(NOT_FROM_DEST)
+            params.append(sel.not_from)
+        else:
+            parts.append(f"({NOT_FROM_DEST} OR {SHARED_HERE})")
+            params.extend((sel.not_from, shid))
     if sel.seen_since is not None:
         parts.append("i.last_seen >= ?")
         params.append(sel.seen_since)
@@ -85,11 +98,12 @@ def _select_candidates(
     conn.execute(f"DROP TABLE IF EXISTS temp.{table}")
     conn.execute(
         f"CREATE TEMP TABLE {table} (iid INTEGER PRIMARY KEY, last_seen INTEGER, size INTEGER, "
-        "fp TEXT, fit INTEGER NOT NULL DEFAULT 1)"
+        "fp TEXT, exp INTEGER, fit INTEGER NOT NULL DEFAULT 1)"
     )
     conn.execute(
-        f"INSERT INTO {table} (iid, last_seen, size, fp) "
-        f"SELECT i.id, i.last_seen, {SIZE_SQL[size]} + {int(overhead)}, {FP_SQL} FROM indicator i WHERE {where}",
+        f"INSERT INTO {table} (iid, last_seen, size, fp, exp) "
+        f"SELECT i.id, i.last_seen, {SIZE_SQL[size]} + {int(overhead)}, {FP_SQL}, i.expires_at "
+        f"FROM indicator i WHERE {where}",
         params,
     )
     if max_entries is not None or max_bytes is not None:
@@ -106,12 +120,26 @@ def _select_candidates(
         )
 
 
+# A destination that enforces expiries drops its copy at the expiry it was given (d.expires_at).
+# When ctd now keeps the IoC longer, it is pushed again once that copy has passed half its life
+# (shared_at -> expires_at): it never lapses there while ctd keeps it, and a daily re-sighting
+# costs one push per half-life, not one per sighting. A copy without expiry (NULL) never lapses.
+EXPIRY_DUE = (
+    "(:expiry AND d.state = 'shared' AND d.expires_at IS NOT NULL AND (c.exp IS NULL OR c.exp > d.expires_at) "
+    "AND 2 * :now >= d.expires_at + coalesce(d.shared_at, 0))"
+)
+
+
 def plan(conn: sqlite3.Connection, req: PlanSharing) -> Plan:
-    """Select what should be at the destination now and update the ledger to match."""
+    """Select what should be at the destination now and update the ledger to match.
+
+    A row staged at the destination (accepted, waiting for its apply step) that
+    changes state here is unstaged: its new state is delivered again.
+    """
     shid = sharing_id(conn, req.sharing)
     table = f"cand_{shid}"
     now = req.now
-    where, params = selection_where(req.selection)
+    where, params = selection_where(req.selection, shid)
     with transaction(conn):
         conn.execute("UPDATE sharing SET last_run = ? WHERE id = ?", (now, shid))
         _select_candidates(conn, table, where, params, req.size, req.overhead, req.max_entries, req.max_bytes)
@@ -119,23 +147,24 @@ def plan(conn: sqlite3.Connection, req: PlanSharing) -> Plan:
         if req.incremental:
             conn.execute(
                 "INSERT INTO delivery (shid, iid, state, fp, updated_at) "
-                f"SELECT ?, c.iid, 'pending', c.fp, ? FROM {table} c "
-                "LEFT JOIN delivery d ON d.shid = ? AND d.iid = c.iid "
+                f"SELECT :shid, c.iid, 'pending', c.fp, :now FROM {table} c "
+                "LEFT JOIN delivery d ON d.shid = :shid AND d.iid = c.iid "
                 "WHERE c.fit AND (d.iid IS NULL OR d.state IN ('retract_pending', 'retracted', 'unshared') "
-                "  OR (d.state IN ('shared', 'failed', 'pending') AND d.fp IS NOT c.fp)) "
+                f"  OR (d.state IN ('shared', 'failed', 'pending') AND d.fp IS NOT c.fp) OR {EXPIRY_DUE}) "
                 "ON CONFLICT (shid, iid) DO UPDATE SET state = 'pending', fp = excluded.fp, "
-                "  updated_at = excluded.updated_at, error = NULL",
-                (shid, now, shid),
+                "  updated_at = excluded.updated_at, error = NULL, staged = 0",
+                {"shid": shid, "now": now, "expiry": req.expiry},
             )
             conn.execute(
-                "UPDATE delivery SET state = 'retract_pending', updated_at = :now, "
+                "UPDATE delivery SET state = 'retract_pending', updated_at = :now, staged = 0, "
                 f"error = CASE WHEN iid IN (SELECT iid FROM {table} WHERE NOT fit) THEN 'over limit' END "
                 "WHERE shid = :shid AND state IN ('shared', 'pending') "
                 f"AND iid NOT IN (SELECT iid FROM {table} WHERE fit)",
                 {"now": now, "shid": shid},
             )
             _mark_over_limit(conn, shid, table, now, keep_states=("retract_pending",))
-    return Plan(candidates=cands, over_limit=cands - fit)
+        owed = conn.execute("SELECT apply_pending FROM sharing WHERE id = ?", (shid,)).fetchone()[0]
+    return Plan(candidates=cands, over_limit=cands - fit, apply_pending=bool(owed))
 
 
 def _mark_over_limit(conn: sqlite3.Connection, shid: int, table: str, now: int, keep_states: tuple[str, ...]) -> None:
@@ -177,7 +206,7 @@ def fetch_pending(conn: sqlite3.Connection, name: str, retraction: bool, limit: 
     state = "retract_pending" if retraction else "pending"
     rows = conn.execute(
         f"SELECT {ITEM_COLS}, d.remote_id FROM delivery d JOIN indicator i ON i.id = d.iid "
-        "WHERE d.shid = ? AND d.state = ? ORDER BY i.last_seen DESC, i.id DESC LIMIT ?",
+        "WHERE d.shid = ? AND d.state = ? AND d.staged = 0 ORDER BY i.last_seen DESC, i.id DESC LIMIT ?",
         (shid, state, limit),
     ).fetchall()
     return [_item(r[:-1], r[-1]) for r in rows]
@@ -192,16 +221,31 @@ def record(
     retraction: bool,
     now: int,
     ids: dict[int, str] | None = None,
+    expires: dict[int, int | None] | None = None,
+    staged: bool = False,
 ) -> None:
     """Record a delivered batch: accepted rows become shared (or retracted), refused ones failed.
 
     ``ids`` are the destination's ids of what a push created; a withdrawn row forgets its id
-    (the entry is gone), a pushed row without a new id keeps the one recorded.
+    (the entry is gone), a pushed row without a new id keeps the one recorded. ``expires``: the
+    expiry each push carried. With ``staged`` the destination applies changes in a second step:
+    accepted rows are only marked staged and the sharing owes an apply, in this same
+    transaction; ``record_applied`` finishes them.
     """
     shid = sharing_id(conn, name)
     ids = ids or {}
+    expires = expires or {}
     with transaction(conn):
-        if retraction:
+        if staged:
+            state = "retract_pending" if retraction else "pending"
+            conn.executemany(
+                "UPDATE delivery SET staged = 1, updated_at = ?, remote_id = coalesce(?, remote_id), "
+                "expires_at = CASE WHEN state = 'pending' THEN ? ELSE expires_at END "
+                "WHERE shid = ? AND iid = ? AND state = ? AND staged = 0",
+                [(now, ids.get(i), expires.get(i), shid, i, state) for i in done],
+            )
+            conn.execute("UPDATE sharing SET apply_pending = 1 WHERE id = ?", (shid,))
+        elif retraction:
             conn.executemany(
                 "UPDATE delivery SET state = CASE WHEN error = 'over limit' THEN 'unshared' ELSE 'retracted' END, "
                 "updated_at = ?, remote_id = NULL WHERE shid = ? AND iid = ? AND state = 'retract_pending'",
@@ -210,13 +254,33 @@ def record(
         else:
             conn.executemany(
                 "UPDATE delivery SET state = 'shared', updated_at = ?, shared_at = ?, error = NULL, "
-                "remote_id = coalesce(?, remote_id) WHERE shid = ? AND iid = ? AND state = 'pending'",
-                [(now, now, ids.get(i), shid, i) for i in done],
+                "remote_id = coalesce(?, remote_id), expires_at = ? WHERE shid = ? AND iid = ? AND state = 'pending'",
+                [(now, now, ids.get(i), expires.get(i), shid, i) for i in done],
             )
         conn.executemany(
-            "UPDATE delivery SET state = 'failed', updated_at = ?, error = ? WHERE shid = ? AND iid = ?",
+            "UPDATE delivery SET state = 'failed', updated_at = ?, error = ?, staged = 0 WHERE shid = ? AND iid = ?",
             [(now, reason, shid, i) for i, reason in rejected.items()],
         )
+
+
+def record_applied(conn: sqlite3.Connection, name: str, *, now: int) -> tuple[int, int]:
+    """The destination applied what was staged: staged rows become shared, retracted (or unshared
+    when withdrawn for a limit), and the sharing owes no apply. Returns (shared, retracted)."""
+    shid = sharing_id(conn, name)
+    with transaction(conn):
+        shared = conn.execute(
+            "UPDATE delivery SET state = 'shared', staged = 0, shared_at = ?, updated_at = ?, error = NULL "
+            "WHERE shid = ? AND staged = 1 AND state = 'pending'",
+            (now, now, shid),
+        ).rowcount
+        withdrawn = conn.execute(
+            "UPDATE delivery SET state = CASE WHEN error = 'over limit' THEN 'unshared' ELSE 'retracted' END, "
+            "staged = 0, updated_at = ?, remote_id = NULL WHERE shid = ? AND staged = 1 AND state = 'retract_pending'",
+            (now, shid),
+        ).rowcount
+        conn.execute("UPDATE delivery SET staged = 0 WHERE shid = ? AND staged = 1", (shid,))
+        conn.execute("UPDATE sharing SET apply_pending = 0 WHERE id = ?", (shid,))
+    return shared, withdrawn
 
 
 def list_hash(conn: sqlite3.Connection, name: str) -> tuple[str, str | None]:
@@ -263,6 +327,9 @@ def record_full(
             # may have changed.
             _mark_over_limit(conn, shid, table, now, keep_states=())
             return 0
+        # A full list is applied (if the destination needs it) before it is recorded.
+        conn.execute("UPDATE delivery SET staged = 0 WHERE shid = ? AND staged = 1", (shid,))
+        conn.execute("UPDATE sharing SET apply_pending = 0 WHERE id = ?", (shid,))
         conn.execute(
             "INSERT INTO delivery (shid, iid, state, fp, updated_at, shared_at) "
             f"SELECT ?, iid, 'shared', fp, ?, ? FROM {table} WHERE fit "
@@ -310,11 +377,8 @@ def resync(conn: sqlite3.Connection, name: str, *, since: int | None) -> int:
 
 
 def ledger_counts(conn: sqlite3.Connection, name: str) -> dict[str, Any]:
-    shid = sharing_id(conn, name)
-    counts = {s: 0 for s in ("pending", "shared", "failed", "retract_pending", "retracted", "unshared")}
-    counts.update(dict(conn.execute("SELECT state, count(*) FROM delivery WHERE shid = ? GROUP BY state", (shid,))))
-    row = conn.execute("SELECT last_run, last_success, last_error FROM sharing WHERE id = ?", (shid,)).fetchone()
-    return {"counts": counts, "last_run": row[0], "last_success": row[1], "last_error": row[2]}
+    """Entries per state and the last run/success/error, from the maintained counters (``ctd.store.tally``)."""
+    return tally.ledger(tally.read(conn), name)
 
 
 def ledger_rows(conn: sqlite3.Connection, name: str, states: tuple[str, ...], limit: int) -> list[dict[str, Any]]:

@@ -11,6 +11,7 @@ from typing import Any
 import msgspec
 
 from ctd.model import SEVERITIES, iso
+from ctd.store import holds, tally
 
 _dec = msgspec.json.Decoder(list[str])
 
@@ -21,24 +22,13 @@ _IND_COLS = (
 
 
 def counts(conn: sqlite3.Connection) -> dict[str, Any]:
-    by_type: dict[str, dict[str, int]] = {}
-    total = active = 0
-    for typ, act, n in conn.execute("SELECT type, active, count(*) FROM indicator GROUP BY type, active"):
-        entry = by_type.setdefault(typ, {"active": 0, "inactive": 0})
-        entry["active" if act else "inactive"] += n
-        total += n
-        active += n if act else 0
-    return {"total": total, "active": active, "by_type": by_type}
+    """Indicators by type and state, from the maintained counters (``ctd.store.tally``)."""
+    return tally.read(conn).indicators
 
 
 def source_counts(conn: sqlite3.Connection) -> dict[str, int]:
-    """Unretracted provenance entries per source name."""
-    return dict(
-        conn.execute(
-            "SELECT src.name, count(s.iid) FROM source src "
-            "LEFT JOIN sighting s ON s.sid = src.id AND s.retracted = 0 GROUP BY src.name"
-        ).fetchall()
-    )
+    """Unretracted provenance entries per source name, from the maintained counters."""
+    return tally.read(conn).sources
 
 
 def _sources_for(conn: sqlite3.Connection, ids: list[int]) -> dict[int, list[dict[str, Any]]]:
@@ -110,6 +100,7 @@ def show(conn: sqlite3.Connection, candidates: list[tuple[str, str]], raw: str) 
     rows = sorted(found.values())
     out = _render(conn, rows)
     for row, ind in zip(rows, out, strict=True):
+        ind["operator_retraction"] = holds.for_indicator(conn, row[0])
         ind["deliveries"] = [
             {"sharing": n, "state": st, "error": err, "updated_at": iso(upd), "shared_at": iso(sh)}
             for n, st, err, upd, sh in conn.execute(

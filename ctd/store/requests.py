@@ -25,6 +25,12 @@ class _Request(msgspec.Struct, frozen=True, kw_only=True):
 # --- sources and checkpoints -------------------------------------------------------------
 
 
+# What a source rejected, as the store keeps it: (reason class, where, reason). ``ctd.model.Rejected``
+# flattened; at most KEEP_REJECTED per class are kept per source (the newest).
+RejectedRow = tuple[str, str, str]
+KEEP_REJECTED = 100
+
+
 class IngestBatch(_Request, frozen=True, kw_only=True):
     """Merge one batch from ``source`` and commit it together with its resume point."""
 
@@ -32,11 +38,18 @@ class IngestBatch(_Request, frozen=True, kw_only=True):
     rows: Sequence[StageRow]
     policy: str  # which re-report of the same source replaces its metadata (reconcile)
     aging_days: int
-    now: int
+    now: int  # when the source reported these to ctd: a row without its own expiry expires now + aging_days
     fresh: bool  # the first batch of a pull that did not resume: a new snapshot generation
     snapshot_end: bool  # retract what this source did not report since the snapshot began
     sub: dict | None  # the resume point after this batch (None: the pull is complete)
     cursor: dict | None  # the adapter's durable state (None: keep the stored one)
+    rejected: Sequence[RejectedRow] = ()  # what this batch rejected: kept per source (rejections.keep)
+
+
+class GetRejections(_Request, frozen=True, kw_only=True):
+    """The records ``source`` rejected lately, by reason class (newest first)."""
+
+    source: str
 
 
 class GetCheckpoint(_Request, frozen=True, kw_only=True):
@@ -55,6 +68,20 @@ class CompletePull(_Request, frozen=True, kw_only=True):
 
     source: str
     cycle_start: int
+    now: int
+
+
+class ReapplyPluginValues(_Request, frozen=True, kw_only=True):
+    """Apply a source's current plugin-level values to every sighting its current pull cycle committed.
+
+    ``dropped``: plugin tags used earlier in the cycle that are no longer configured;
+    ``reputation`` None leaves each sighting's reputation as it is.
+    """
+
+    source: str
+    tags: tuple[str, ...]
+    dropped: tuple[str, ...]
+    reputation: int | None
     now: int
 
 
@@ -95,6 +122,14 @@ class Retract(_Request, frozen=True, kw_only=True):
     candidates: Sequence[tuple[str, str]]
     source: str | None
     now: int
+    until: int | None = None  # the operator's retraction stands until then (None: until lifted)
+
+
+class Unretract(_Request, frozen=True, kw_only=True):
+    """Lift the operator's retraction of the matching indicator (of one source, or every hold)."""
+
+    candidates: Sequence[tuple[str, str]]
+    source: str | None
 
 
 class SetMute(_Request, frozen=True, kw_only=True):
@@ -145,6 +180,20 @@ class GetSizes(_Request, frozen=True, kw_only=True):
     pass
 
 
+# --- the database file: backups and checks (beside the writer, on a read connection) -----------
+
+
+class BackupDatabase(_Request, frozen=True, kw_only=True):
+    """Copy the database online to ``target`` (None: ``state_dir/backups``); keep only the ``keep`` newest there."""
+
+    target: str | None = None
+    keep: int | None = None
+
+
+class CheckDatabase(_Request, frozen=True, kw_only=True):
+    """``PRAGMA integrity_check``, and the maintained counters against a recount."""
+
+
 # --- sharing and the delivery ledger ----------------------------------------------------------
 
 
@@ -170,6 +219,9 @@ class PlanSharing(_Request, frozen=True, kw_only=True):
     max_bytes: int | None
     incremental: bool
     now: int
+    # The destination enforces the expiry it is given: a shared IoC whose expiry moved later is
+    # pushed again once the destination's copy has used up half of the lifetime ctd now gives it.
+    expiry: bool = False
 
 
 class FetchPending(_Request, frozen=True, kw_only=True):
@@ -192,6 +244,18 @@ class RecordDelivery(_Request, frozen=True, kw_only=True):
     retraction: bool
     now: int
     ids: dict[int, str] = {}
+    # The expiry each accepted push carried (by ledger key), kept to push a later one in time.
+    expires: dict[int, int | None] = {}
+    # The destination needs an apply step: accepted rows are staged and the sharing owes an
+    # apply (committed together); they become shared/retracted at ``RecordApplied``.
+    staged: bool = False
+
+
+class RecordApplied(_Request, frozen=True, kw_only=True):
+    """The destination's apply step succeeded: staged rows become shared or retracted, the marker is cleared."""
+
+    sharing: str
+    now: int
 
 
 class GetListHash(_Request, frozen=True, kw_only=True):
@@ -278,6 +342,8 @@ class IngestResult(msgspec.Struct, frozen=True, kw_only=True):
     new: int
     updated: int
     retracted: int
+    held: int = 0  # re-reports of values an operator retracted, kept retracted
+    held_examples: tuple[str, ...] = ()  # a few of them, "type:value"
 
 
 class Checkpoint(msgspec.Struct, frozen=True, kw_only=True):
@@ -295,6 +361,7 @@ class Plan(msgspec.Struct, frozen=True, kw_only=True):
 
     candidates: int
     over_limit: int
+    apply_pending: bool = False  # an earlier pass left changes the destination has not applied yet
 
 
 class PreviewPart(msgspec.Struct, frozen=True, kw_only=True):

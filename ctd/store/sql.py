@@ -17,6 +17,7 @@ from typing import Any
 
 import msgspec
 
+from ctd.store import holds, rejections
 from ctd.store.requests import Checkpoint, IngestBatch, IngestResult
 from ctd.store.rows import STAGE_COLUMNS as _COLUMNS
 from ctd.store.rows import StageRow
@@ -76,9 +77,28 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     try:
         yield conn
     except BaseException:
-        conn.execute("ROLLBACK")
+        _rollback(conn)
         raise
-    conn.execute("COMMIT")
+    try:
+        conn.execute("COMMIT")
+    except BaseException:
+        _rollback(conn)  # a COMMIT that failed (disk full) leaves the transaction open
+        raise
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    """Roll back what is open, never hiding the error being handled.
+
+    After SQLITE_FULL, an I/O error or a damaged page SQLite may already have
+    rolled the transaction back itself; a ROLLBACK then fails ("no transaction
+    is active") and would replace the error that says what went wrong.
+    """
+    if not conn.in_transaction:
+        return
+    try:
+        conn.execute("ROLLBACK")
+    except sqlite3.Error:
+        pass
 
 
 # --- sources and checkpoints ------------------------------------------------
@@ -146,6 +166,9 @@ _RECONCILE = {
 
 
 def _upsert_sighting_sql(policy: str) -> str:
+    """The provenance upsert. Aging counts from this report to ctd: a source entry expires at the
+    batch's ``now`` plus ``aging_days`` unless the source gave its own expiry, and the latest report
+    sets it (a re-report extends it, whatever the feed's own last_seen says, which stays metadata)."""
     take = _RECONCILE[policy]
     meta = ", ".join(
         f"{c} = CASE WHEN {take} THEN excluded.{c} ELSE sighting.{c} END"
@@ -155,16 +178,14 @@ def _upsert_sighting_sql(policy: str) -> str:
     INSERT INTO sighting (iid, sid, first_seen, last_seen, reputation, severity, tags,
                           comments, reference, expires_at, retracted, gen, warninglist, wl_hold)
     SELECT iid, :sid, first_seen, last_seen, reputation, severity, tags, comments, reference,
-           coalesce(expires_at, CASE WHEN :aging > 0 THEN last_seen + :aging END),
+           coalesce(expires_at, CASE WHEN :aging > 0 THEN :now + :aging END),
            retracted, :gen, warninglist, wl_hold
     FROM stage WHERE true
     ON CONFLICT (iid, sid) DO UPDATE SET
         {meta},
         first_seen = min(coalesce(sighting.first_seen, excluded.first_seen), excluded.first_seen),
         last_seen = max(coalesce(sighting.last_seen, excluded.last_seen), excluded.last_seen),
-        expires_at = CASE
-            WHEN excluded.last_seen >= sighting.last_seen OR sighting.last_seen IS NULL THEN excluded.expires_at
-            ELSE sighting.expires_at END,
+        expires_at = excluded.expires_at,
         retracted = excluded.retracted,
         gen = excluded.gen,
         warninglist = excluded.warninglist,
@@ -213,7 +234,7 @@ INSERT INTO indicator (type, value, allowlisted, hits, first_seen, last_seen, ex
 SELECT type, value, allowlisted, 1, first_seen, last_seen, CASE WHEN retracted THEN NULL ELSE exp END,
        reputation, severity, CASE WHEN retracted THEN '[]' ELSE tags END, comments, reference, :sid,
        allowlisted = 0 AND retracted = 0 AND wl_hold = 0 AND (exp IS NULL OR exp > :now), :now, 1, warninglist
-FROM (SELECT *, coalesce(expires_at, CASE WHEN :aging > 0 THEN last_seen + :aging END) AS exp FROM stage)
+FROM (SELECT *, coalesce(expires_at, CASE WHEN :aging > 0 THEN :now + :aging END) AS exp FROM stage)
 WHERE true
 ON CONFLICT (type, value) DO NOTHING
 """
@@ -261,6 +282,7 @@ def ingest(conn: sqlite3.Connection, batch: IngestBatch) -> IngestResult:
             params,
         )
         conn.execute("UPDATE stage SET multi = iid <= :max_id AND multi + (1 - had) > 1", params)
+        held, held_examples = holds.apply(conn, params)  # an operator's retraction outlasts re-reports
         conn.execute(_upsert_sighting_sql(batch.policy), params)
         # A new indicator already carries its one source's metadata. An existing one
         # with this as its only source takes the merged provenance row as it is.
@@ -286,6 +308,7 @@ def ingest(conn: sqlite3.Connection, batch: IngestBatch) -> IngestResult:
             retracted = len(gone)
             if gone:
                 _refresh_ids(conn, gone, now)
+        rejections.keep(conn, sid, batch.rejected, now)
         conn.execute(
             "UPDATE source SET gen = :gen, sub = :sub, cursor = coalesce(:cursor, cursor) WHERE id = :sid",
             {
@@ -295,7 +318,7 @@ def ingest(conn: sqlite3.Connection, batch: IngestBatch) -> IngestResult:
                 "cursor": _json_enc.encode(cursor).decode() if cursor is not None else None,
             },
         )
-    return IngestResult(new=new, updated=nrows - new, retracted=retracted)
+    return IngestResult(new=new, updated=nrows - new, retracted=retracted, held=held, held_examples=held_examples)
 
 
 def _refresh_ids(conn: sqlite3.Connection, ids: Iterable[int], now: int) -> None:
@@ -337,23 +360,6 @@ def reapply_allowlist(conn: sqlite3.Connection, matches: Any, now: int) -> int:
     return len(flips)
 
 
-def retract(conn: sqlite3.Connection, ids: Sequence[int], source: str | None, now: int) -> int:
-    """Mark indicators retracted for ``source`` (or every source); returns rows changed."""
-    n = 0
-    with transaction(conn):
-        for iid in ids:
-            if source is None:
-                n += conn.execute("UPDATE sighting SET retracted = 1 WHERE iid = ? AND retracted = 0", (iid,)).rowcount
-            else:
-                n += conn.execute(
-                    "UPDATE sighting SET retracted = 1 WHERE iid = ? AND retracted = 0 "
-                    "AND sid = (SELECT id FROM source WHERE name = ?)",
-                    (iid, source),
-                ).rowcount
-        _refresh_ids(conn, ids, now)
-    return n
-
-
 # --- operator overrides -----------------------------------------------------------
 
 
@@ -371,8 +377,13 @@ def get_mutes(conn: sqlite3.Connection) -> dict[str, int]:
     return dict(conn.execute("SELECT name, muted_until FROM rule_state").fetchall())
 
 
+def db_file(conn: sqlite3.Connection) -> str:
+    """The path of the main database file of ``conn``."""
+    return str(conn.execute("PRAGMA database_list").fetchone()[2])
+
+
 def db_size(conn: sqlite3.Connection) -> dict[str, int]:
-    path = conn.execute("PRAGMA database_list").fetchone()[2]
+    path = db_file(conn)
     out = {}
     for suffix in ("", "-wal", "-shm"):
         try:

@@ -29,6 +29,7 @@ import ipaddress
 import json
 import re
 import time
+from collections.abc import Callable
 from collections.abc import Iterator as _Iter
 from dataclasses import dataclass, field
 from typing import Any
@@ -113,8 +114,15 @@ class NetskopeTenant:
         self.rate_reset = rate_reset
         self.forbidden: set[str] = set()  # path prefixes the v2 token has no permission for
         self.fail_next: list[int] = []  # status codes for the next requests (e.g. 503)
+        self.fail_deploy: list[int] = []  # status codes for the next deploys only (nothing is deployed)
+        # Fault hooks: ``before(request)`` runs before a request is handled (a status it returns is
+        # the answer and nothing changes); ``after(request, status)`` once it was handled, before
+        # the reply leaves. Fault tests kill the daemon in them at an exact point of a delivery.
+        self.before: Callable[[httpx.Request], int | None] | None = None
+        self.after: Callable[[httpx.Request, int], None] | None = None
         self.requests: list[tuple[str, str, dict[str, str]]] = []
         self.deploys = 0
+        self.appended: list[str] = []  # every value an append accepted, repeats included (duplicate checks)
         self._ids = 1000
 
     # --- test helpers ---------------------------------------------------------
@@ -162,6 +170,15 @@ class NetskopeTenant:
 
     def handle(self, request: httpx.Request) -> httpx.Response:
         """Answer one request (synchronous, so a socket server can call it too)."""
+        if self.before is not None and (status := self.before(request)) is not None:
+            self.requests.append((request.method, request.url.path, {}))
+            return self._reply(status, {"status": "error", "message": "Service unavailable"}, request)
+        resp = self._handle(request)
+        if self.after is not None:
+            self.after(request, resp.status_code)
+        return resp
+
+    def _handle(self, request: httpx.Request) -> httpx.Response:
         path = request.url.path
         query = {k: v[-1] for k, v in parse_qs(request.url.query.decode()).items()}
         self.requests.append((request.method, path, query))
@@ -171,6 +188,8 @@ class NetskopeTenant:
             self.rate_budget -= 1
         if self.fail_next:
             return self._reply(self.fail_next.pop(0), {"status": "error", "message": "Service unavailable"}, request)
+        if path == "/api/v2/policy/urllist/deploy" and self.fail_deploy:
+            return self._reply(self.fail_deploy.pop(0), {"status": "error", "message": "Deploy failed"}, request)
         if path == "/api/v1/updateFileHashList":
             return self._reply(*self._v1_hash_list(request, query), request)
         token = request.headers.get("netskope-api-token")
@@ -310,6 +329,8 @@ class NetskopeTenant:
         if err := self._too_big(new):
             return err
         lst.urls, lst.type, lst.pending = new, data["type"], True
+        if how == "append":
+            self.appended.extend(urls)
         return 200, {"id": lst.id, "name": lst.name, "data": {"urls": lst.urls, "type": lst.type}, "pending": 1}
 
     def _deploy(self) -> tuple[int, Any]:

@@ -58,8 +58,12 @@ def event() -> MISPEvent:
     attr("url", "http://evil-c2.example.com/gate.php")
     attr("sha256", "ec5aedf5ecc6bdadd4120932170d1b10f6cfa175cfda22951dfd882928ab279b", category="Payload delivery")
     attr("filename|md5", "invoice.doc|b2a5abfeef9e36964281a31e17b57c97", category="Payload delivery")
-    attr("malware-sample", "a5ff5f.exe|8764605c6f388c89096b534d33565802", category="Payload delivery",
-         data=ZIP)
+    sample = attr("malware-sample", "a5ff5f.exe|8764605c6f388c89096b534d33565802", category="Payload delivery",
+                  data=ZIP)
+    # PyMISP takes this one-member zip for a sample not yet uploaded and keeps only the file name
+    # (MISP computes the md5 when it saves the attachment); what a MISP instance publishes, in its
+    # feeds and REST answers, is "filename|md5". Put the md5 back, as the saved attribute has it.
+    sample.value = "a5ff5f.exe|8764605c6f388c89096b534d33565802"
     attr("domain|ip", "c2.example.net|198.51.100.21")
     attr("ip-dst|port", "198.51.100.33|8443")
     attr("hostname|port", "update.example.org|443")
