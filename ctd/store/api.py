@@ -338,7 +338,7 @@ class Store(abc.ABC):
 # Each dry-run request should hold the store for about this long (an ingest batch
 # waiting behind it waits at most that); the first chunk is small, the next
 # ones are sized from how long the previous one took.
-PREVIEW_CHUNK_SECONDS = 0.025
+PREVIEW_CHUNK_SECONDS = 0.015
 PREVIEW_FIRST_SPAN = 8192
 PREVIEW_MIN_SPAN = 256
 PREVIEW_MAX_SPAN = 1 << 20
