@@ -250,6 +250,53 @@ class ActionSpec(msgspec.Struct, frozen=True, kw_only=True):
     carries_expiry: bool = False
 
 
+# --- a full list, handed over in chunks -----------------------------------------------
+
+
+class ListWriter:
+    """A full list on its way to a full-replace target, in chunks (what ``Adapter.open_list`` returns).
+
+    The sharing actor reads the planned list from the store a chunk at a time,
+    newest first, and calls ``write`` for each chunk in order, then exactly one
+    of ``commit`` (the target now holds what was written) or ``discard`` (the
+    list turned out unchanged, or the delivery failed or was cancelled: the
+    target keeps what it had). Nothing holds the whole list unless the writer
+    chooses to: a list file is written to a temporary file as it comes and
+    renamed over the old one at ``commit``.
+    """
+
+    async def write(self, items: list[ShareItem]) -> dict[str, str]:
+        """Take the next chunk; return the values of it the target refuses (value -> reason)."""
+        raise NotImplementedError
+
+    async def commit(self) -> PushResult:
+        """Make the target hold what was written; ``rejected``: refusals found only now, by value."""
+        raise NotImplementedError
+
+    async def discard(self) -> None:
+        """Leave the target as it was and release what the writer holds (safe to call again)."""
+
+
+class CollectedList(ListWriter):
+    """The writer of an adapter that cannot stream: it collects the chunks and, at ``commit``,
+    hands the whole list to ``Adapter.replace`` (a destination API that takes one body does)."""
+
+    def __init__(self, adapter: Adapter, action: str, params: Any) -> None:
+        self.adapter, self.action, self.params = adapter, action, params
+        self.items: list[ShareItem] = []
+
+    async def write(self, items: list[ShareItem]) -> dict[str, str]:
+        self.items.extend(items)
+        return {}
+
+    async def commit(self) -> PushResult:
+        items, self.items = self.items, []
+        return await self.adapter.replace(self.action, self.params, items)
+
+    async def discard(self) -> None:
+        self.items = []
+
+
 # --- the adapter contract ------------------------------------------------------------
 
 T = TypeVar("T")
@@ -305,7 +352,13 @@ class Adapter:
     committed with the batches it covers; an IoC becomes ``shared`` or
     ``retracted`` only once ``apply`` succeeded, and a failed or interrupted
     apply is run again by the next pass (also after a restart). For a
-    full-replace action, ``apply`` follows each ``replace``.
+    full-replace action, ``apply`` follows each delivered list.
+
+    A full-replace list reaches the adapter through ``open_list``: a
+    ``ListWriter`` that takes it in chunks, newest first. An adapter that can
+    write as it goes (a list file) returns its own writer, so memory does not
+    grow with the list; the default collects the chunks and calls ``replace``
+    with the whole list, for a destination whose API takes one body.
     """
 
     Config: ClassVar[type[msgspec.Struct]] = NoOptions
@@ -387,8 +440,16 @@ class Adapter:
         raise NotImplementedError(f"{type(self).__name__} cannot retract")
 
     async def replace(self, action: str, params: Any, items: list[ShareItem]) -> PushResult:
-        """Make a full-replace target hold exactly ``items`` (newest first)."""
+        """Make a full-replace target hold exactly ``items`` (newest first); what ``CollectedList`` calls."""
         raise NotImplementedError(f"{type(self).__name__} cannot replace a list")
+
+    async def open_list(self, action: str, params: Any) -> ListWriter:
+        """Start delivering a whole list to a full-replace target (see ``ListWriter``).
+
+        Default: collect it and hand it to ``replace`` at commit. Override to write as
+        the chunks come (the ``file`` and ``edl`` adapters: a temporary file renamed at commit).
+        """
+        return CollectedList(self, action, params)
 
     async def apply(self, action: str, params: Any) -> None:
         """Make the changes staged by ``push``/``retract``/``replace`` take effect (``needs_apply``).
@@ -451,6 +512,8 @@ __all__ = [
     "Duration",
     "IndicatorType",
     "InvalidIndicator",
+    "CollectedList",
+    "ListWriter",
     "NoOptions",
     "PullContext",
     "PullProgress",

@@ -114,6 +114,7 @@ async def test_retraction_receives_the_recorded_id(store):
     await sharer.share_once()
     store.conn.execute("UPDATE sighting SET retracted = 1")
     store.conn.execute("UPDATE indicator SET active = 0")
+    store.conn.execute("UPDATE source SET changes = changes + 1")  # behind the store API: move the marks too
     await sharer.share_once()
     assert [(it.value, it.remote_id) for it in IdDestination.retracted] == [("a.example", "id-1")]
 
@@ -125,6 +126,7 @@ async def test_a_withdrawn_and_shared_again_ioc_gets_a_new_id(store):
     await sharer.share_once()
     store.conn.execute("UPDATE sighting SET retracted = 1")
     store.conn.execute("UPDATE indicator SET active = 0")
+    store.conn.execute("UPDATE source SET changes = changes + 1")  # behind the store API: move the marks too
     await sharer.share_once()
     assert remote_ids(store) == {"a.example": None}
     ingest(store.conn, "src", [s("a.example")], now=1_800_000_100)

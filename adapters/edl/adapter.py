@@ -23,7 +23,7 @@ import msgspec
 import trio
 
 from ctd.adapters.edl.server import LIST_NAME, TOKEN, ServerSettings, parse_bind, serve_edl
-from ctd.adapters.file.push import remove_orphans, render, writable_target, write_atomically
+from ctd.adapters.file.push import ListFile, remove_orphans, render, writable_target, write_atomically
 from ctd.model import (
     ActionSpec,
     Adapter,
@@ -115,6 +115,19 @@ def write_list(path: str, items: list[ShareItem], rejected: dict[str, str] | Non
     return size
 
 
+class EdlListFile(ListFile):
+    """A list file written as it comes (``ListFile``) whose mtime always moves forward (see ``write_list``)."""
+
+    def _commit(self) -> None:
+        try:
+            before: int | None = int(os.stat(self.path).st_mtime)
+        except FileNotFoundError:
+            before = None
+        super()._commit()
+        if before is not None and int(os.stat(self.path).st_mtime) <= before:
+            os.utime(self.path, (before + 1, before + 1))
+
+
 class EdlAdapter(Adapter):
     """Serve sharing targets as plain-text lists over HTTP (a destination only)."""
 
@@ -180,6 +193,10 @@ class EdlAdapter(Adapter):
         except OSError as exc:
             raise SourceUnavailable(f"{path}: {exc.strerror or exc}") from exc
         return PushResult(rejected=rejected)
+
+    async def open_list(self, action: str, params: EdlListParams) -> EdlListFile:
+        """Write the list file as its chunks come; the server serves the old file until the rename."""
+        return await EdlListFile.open(self.list_path(params.name), "text")
 
     def settings(self) -> ServerSettings:
         cfg = self.config

@@ -26,7 +26,14 @@ import msgspec
 import trio
 
 from ctd.adapters.file import formats as formats
-from ctd.adapters.file.push import FileListParams, remove_orphans, render, writable_target, write_atomically
+from ctd.adapters.file.push import (
+    FileListParams,
+    ListFile,
+    remove_orphans,
+    render,
+    writable_target,
+    write_atomically,
+)
 from ctd.model import (
     ActionSpec,
     Adapter,
@@ -252,6 +259,10 @@ class FileAdapter(Adapter):
         except OSError as exc:
             raise SourceUnavailable(f"{params.path}: {exc.strerror or exc}") from exc
         return PushResult(rejected=rejected)
+
+    async def open_list(self, action: str, params: FileListParams) -> ListFile:
+        """Write the list file as its chunks come (a temporary file beside it, renamed at commit)."""
+        return await ListFile.open(params.path, params.format)
 
     def _parser(self, header: bytes | None, now: int) -> formats.Parser:
         cfg = self.config

@@ -25,11 +25,12 @@ import os
 import re
 import tempfile
 from collections.abc import Iterable, Iterator
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, Self
 
 import msgspec
+import trio
 
-from ctd.model import ShareItem, iso, value_problem
+from ctd.model import ListWriter, PushResult, ShareItem, SourceUnavailable, iso, value_problem
 
 _enc = msgspec.json.Encoder()
 REFUSED = "refused for a line-oriented list: "
@@ -58,11 +59,14 @@ def admitted(items: Iterable[ShareItem], rejected: dict[str, str]) -> Iterator[S
             rejected[it.value] = REFUSED + problem
 
 
-def render(items: Iterable[ShareItem], fmt: str, rejected: dict[str, str] | None = None) -> Iterator[bytes]:
+def render(
+    items: Iterable[ShareItem], fmt: str, rejected: dict[str, str] | None = None, *, header: bool = True
+) -> Iterator[bytes]:
     """The list file's content, in chunks: one line per written indicator (after the csv header).
 
     Refused values are left out whatever ``rejected`` is; the dict, if given,
     receives them with their reasons (filled as the chunks are consumed).
+    ``header=False``: a later part of a list (no csv header).
     """
     items = admitted(items, {} if rejected is None else rejected)
     if fmt == "text":
@@ -77,7 +81,8 @@ def render(items: Iterable[ShareItem], fmt: str, rejected: dict[str, str] | None
     else:
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
-        w.writerow(CSV_HEADER)
+        if header:
+            w.writerow(CSV_HEADER)
         for it in items:
             w.writerow(
                 [
@@ -169,17 +174,114 @@ def write_atomically(path: str, chunks: Iterable[bytes]) -> int:
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+        _unlink(tmp)
         raise
+    _fsync_dir(directory)
+    return size
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _fsync_dir(directory: str) -> None:
     dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(dfd)
     finally:
         os.close(dfd)
-    return size
+
+
+class ListFile(ListWriter):
+    """A list file written as its chunks come: what ``write_atomically`` does, in steps.
+
+    ``open`` creates the temporary file beside ``path`` (named for ``remove_orphans``); each
+    ``write`` renders a chunk and appends it there (in a worker thread: rendering and writing
+    never block the event loop); ``commit`` fsyncs it and renames it over ``path``; ``discard``
+    removes it. Memory holds one chunk at a time, whatever the length of the list.
+    """
+
+    def __init__(self, path: str, fmt: str) -> None:
+        self.path = path
+        self.fmt = fmt
+        self.directory = os.path.dirname(os.path.abspath(path))
+        self.tmp: str | None = None
+        self._f: Any = None
+        self._first = True  # the csv header comes with the first chunk
+        self.size = 0
+
+    @classmethod
+    async def open(cls, path: str, fmt: str) -> Self:
+        self = cls(path, fmt)
+        try:
+            await trio.to_thread.run_sync(self._open)
+        except OSError as exc:
+            raise self._unavailable(exc) from exc
+        return self
+
+    def _open(self) -> None:
+        os.makedirs(self.directory, exist_ok=True)
+        fd, self.tmp = tempfile.mkstemp(prefix=_tmp_prefix(self.path), suffix=".tmp", dir=self.directory)
+        self._f = os.fdopen(fd, "wb")
+
+    def chunks(self, items: list[ShareItem], rejected: dict[str, str]) -> Iterable[bytes]:
+        """The bytes of one part of the list (a subclass may watch them go by)."""
+        first, self._first = self._first, False
+        return render(items, self.fmt, rejected, header=first)
+
+    def _write(self, items: list[ShareItem]) -> dict[str, str]:
+        rejected: dict[str, str] = {}
+        for data in self.chunks(items, rejected):
+            self._f.write(data)
+            self.size += len(data)
+        return rejected
+
+    async def write(self, items: list[ShareItem]) -> dict[str, str]:
+        try:
+            return await trio.to_thread.run_sync(self._write, items)
+        except OSError as exc:
+            raise self._unavailable(exc) from exc
+
+    def _unavailable(self, exc: OSError) -> SourceUnavailable:
+        return SourceUnavailable(f"{self.path}: {exc.strerror or exc}")
+
+    def _commit(self) -> None:
+        if self._first:
+            self._write([])  # an empty list: still a whole file (a csv header)
+        assert self.tmp is not None, "commit of a list that was not opened"
+        try:
+            self._f.flush()
+            os.fsync(self._f.fileno())
+            self._f.close()
+            self._f = None
+            os.chmod(self.tmp, 0o644)
+            os.replace(self.tmp, self.path)
+        except BaseException:
+            self._discard()
+            raise
+        self.tmp = None
+        _fsync_dir(self.directory)
+
+    async def commit(self) -> PushResult:
+        try:
+            await trio.to_thread.run_sync(self._commit)
+        except OSError as exc:
+            raise self._unavailable(exc) from exc
+        return PushResult()
+
+    def _discard(self) -> None:
+        if self._f is not None:
+            self._f.close()
+            self._f = None
+        if self.tmp is not None:
+            _unlink(self.tmp)
+            self.tmp = None
+
+    async def discard(self) -> None:
+        await trio.to_thread.run_sync(self._discard)
 
 
 def writable_target(path: str) -> str:

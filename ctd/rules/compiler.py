@@ -15,7 +15,7 @@ never) makes a comparison false and its negation true (two-valued, as the langua
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from functools import lru_cache
 from ipaddress import ip_network
 from socket import AF_INET, AF_INET6, inet_pton
@@ -169,7 +169,7 @@ def _atom(node: Cmp, params: list[Param]) -> str:
 class CompiledRule:
     """One filter, ready to run as SQL over ``indicator i`` (``node`` is its checked AST)."""
 
-    __slots__ = ("text", "node", "_sql", "_params", "_dynamic")
+    __slots__ = ("text", "node", "_sql", "_params", "_dynamic", "fields")
 
     def __init__(self, text: str, node: Node) -> None:
         self.text = text
@@ -180,6 +180,12 @@ class CompiledRule:
         self._sql = "".join(out)
         self._params = params
         self._dynamic = any(isinstance(p, Now) for p in params)
+        self.fields = frozenset(_fields(node))  # the indicator fields it reads
+
+    @property
+    def uses_now(self) -> bool:
+        """Its selection moves with the clock (a time relative to ``now``)."""
+        return self._dynamic
 
     def sql(self, now: int) -> tuple[str, list]:
         """A WHERE fragment over ``indicator i`` with ``?`` placeholders, and its params."""
@@ -189,6 +195,16 @@ class CompiledRule:
 
     def __repr__(self) -> str:
         return f"CompiledRule({self.text!r})"
+
+
+def _fields(node: Node) -> Iterator[str]:
+    if isinstance(node, (And, Or)):
+        for child in node.nodes:
+            yield from _fields(child)
+    elif isinstance(node, Not):
+        yield from _fields(node.node)
+    else:
+        yield node.field
 
 
 def compile_filter(text: str) -> CompiledRule:
@@ -220,6 +236,16 @@ class Rule:
             parts.append(f"NOT ({t})")
             params.extend(p)
         return " AND ".join(parts), params
+
+    @property
+    def uses_now(self) -> bool:
+        """What it selects changes with the clock alone (a time relative to ``now``)."""
+        return self.filter.uses_now or any(e.uses_now for e in self.exceptions)
+
+    @property
+    def names_sources(self) -> bool:
+        """It tests the ``source`` field: what it selects depends on sources other than a sharing's own."""
+        return any("source" in c.fields for c in (self.filter, *self.exceptions))
 
     def __repr__(self) -> str:
         return f"Rule({self.filter.text!r}, {[e.text for e in self.exceptions]!r})"

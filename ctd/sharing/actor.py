@@ -27,6 +27,7 @@ from ctd.model import ActionSpec, Adapter, PushResult, ShareItem, iso, now
 from ctd.policy import deadline, expected, next_attempt, real_cause
 from ctd.rates import RateCounter
 from ctd.rules.compiler import Rule
+from ctd.sharing.fulllist import deliver_full
 from ctd.store import PlanSharing, Selection, Store
 
 log = structlog.get_logger("ctd.sharing")
@@ -133,6 +134,30 @@ class Sharer:
         self.max_entries = _min(self.max_entries, self.spec.max_entries)
         self.max_bytes = _min(self.max_bytes, self.spec.max_bytes)
         self.recovered = False  # the adapter's recover() ran for this target
+        # Skipping passes with nothing to do (ctd.store.changes): what the last successful pass
+        # saw, when it must look again anyway (an expiry-enforcing destination's re-push), and
+        # what it found (reported again by a skipped pass).
+        self.quiet: tuple[Any, ...] | None = None
+        self.recheck_at: int | None = None
+        self.last_plan = (0, 0)
+
+    def forget(self) -> None:
+        """The next pass plans whatever the change marks say (the ledger was changed from outside)."""
+        self.quiet = None
+
+    async def _quiet_key(self) -> tuple[Any, ...] | None:
+        """What a pass depends on besides the clock, or None if it must plan anyway.
+
+        The change marks of its sources and of its destination (loop prevention
+        reads the destination's own reports); of every source when the rule
+        tests ``source``. A rule with times relative to ``now`` selects
+        differently as time passes: it always plans.
+        """
+        if self.rule.uses_now:
+            return None
+        watched = None if self.rule.names_sources else (*self.sh.sources, self.sh.destination)
+        marks = await self.store.change_marks(watched)
+        return (marks, self.mutes.get(self.sh.rule))
 
     def selection(self, at: int, *, seen_since: int | None = None) -> Selection:
         """What this sharing sends at ``at``: the rule's matches of the action's types, from its
@@ -166,6 +191,19 @@ class Sharer:
         if muted(self.rule_cfg, at, self.mutes.get(self.sh.rule)):
             result.muted = True
             return result
+        key = await self._quiet_key()
+        if (
+            key is not None
+            and key == self.quiet
+            and (self.recheck_at is None or at < self.recheck_at)
+            # a full list whose target is gone is delivered again
+            and (self.spec.mode != "full" or self.adapter.target_present(self.sh.action, self.sh.params))
+        ):
+            # Nothing it depends on moved since the last successful pass: same plan, nothing to send.
+            result.candidates, result.unshared = self.last_plan
+            result.unchanged = True
+            return result
+        self.quiet = None  # until this pass succeeds
         incremental = self.spec.mode == "incremental"
         plan = await self.store.plan_sharing(
             PlanSharing(
@@ -194,8 +232,9 @@ class Sharer:
             if self.spec.needs_apply and (staged or plan.apply_pending):
                 await self._apply(result)  # once per pass, also for what an earlier pass left unapplied
         else:
-            await self._replace(result)
+            await deliver_full(self, result, plan)
         await self.store.finish_pass(self.name, now=now(), error=None)
+        self.quiet, self.recheck_at, self.last_plan = key, plan.recheck_at, (plan.candidates, plan.over_limit)
         return result
 
     async def _call(
@@ -261,38 +300,11 @@ class Sharer:
             result.rejected += len(rejected)
             self._refused(bad_items, res.rejected)
 
-    async def _replace(self, result: ShareResult) -> None:
-        list_hash, last_hash = await self.store.list_hash(self.name)
-        if not self.adapter.target_present(self.sh.action, self.sh.params):
-            last_hash = None  # the destination lost the list (deleted file): deliver it again
-        rejected: dict[int, str] = {}
-        if list_hash == last_hash:
-            result.unchanged = True
-        else:
-            items = await self.store.full_list(self.name)
-            res = await self._call(self.adapter.replace, [it for _, it in items])
-            if self.spec.needs_apply:
-                # Before the ledger records the list: an apply that fails or is cut short leaves
-                # the list hash unrecorded, so the next pass replaces (idempotent) and applies again.
-                await self._apply(result)
-            by_value = {it.value: iid for iid, it in items}
-            rejected = {by_value[v]: cap(reason) for v, reason in res.rejected.items() if v in by_value}
-            result.pushed = len(items) - len(rejected)
-            result.rejected = len(rejected)
-            if self.rate is not None:
-                self.rate.add(result.pushed)
-            self._audit("indicators_shared", [it for iid, it in items if iid not in rejected])
-            self._refused([it for iid, it in items if iid in rejected], res.rejected)
-        result.retracted = await self.store.record_full(
-            self.name,
-            list_hash=list_hash,
-            rejected=rejected,
-            now=now(),
-            unchanged=result.unchanged,
-        )
+    def _refused(self, items: list[ShareItem], reasons: dict[str, str], count: int | None = None) -> None:
+        """Audit what the destination refused, and warn once per delivery with a few (short) reasons.
 
-    def _refused(self, items: list[ShareItem], reasons: dict[str, str]) -> None:
-        """Audit what the destination refused, and warn once per delivery with a few (short) reasons."""
+        ``count``: how many were refused when ``items`` is only a sample of them.
+        """
         if not items:
             return
         self._audit("indicators_rejected", items, reasons={it.value: reasons.get(it.value) for it in items[:1000]})
@@ -301,15 +313,26 @@ class Sharer:
             ctd_event="indicators_refused",
             ctd_sharing=self.name,
             ctd_destination=self.sh.destination,
-            ctd_count=len(items),
+            ctd_count=count if count is not None else len(items),
             examples=[_short(reasons.get(it.value, "")) for it in items[:5]],
         )
 
     def _audit(self, event: str, items: list[ShareItem], reasons: dict[str, str | None] | None = None) -> None:
         if not items:
             return
-        by_type = Counter(it.type for it in items)
+        self._audit_counts(event, Counter(it.type for it in items), [it.value for it in items[:1000]], reasons)
+
+    def _audit_counts(
+        self,
+        event: str,
+        by_type: Counter[str],
+        values: list[str],
+        reasons: dict[str, str | None] | None = None,
+    ) -> None:
+        """One audit line per indicator type, and the values (a sample) at debug level."""
         for typ, n in sorted(by_type.items()):
+            if n <= 0:
+                continue
             log.info(
                 event.replace("_", " "),
                 ctd_event=event,
@@ -323,7 +346,7 @@ class Sharer:
             event.replace("_", " ") + " (values)",
             ctd_event=event + "_values",
             ctd_sharing=self.name,
-            values=[it.value for it in items[:1000]],
+            values=values,
             reasons=reasons,
         )
 
@@ -415,6 +438,7 @@ async def _resync(sharer: Sharer, requests: list[Ask]) -> None:
         share: ShareNow = req.request
         if share.resync:
             since = now() - share.days * 86400 if share.days else None
+            sharer.forget()
             await sharer.store.resync(sharer.name, since=since)
 
 

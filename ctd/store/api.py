@@ -42,6 +42,7 @@ from ctd.store.requests import (
     Allowlisted,
     ApplyGuard,
     BackupDatabase,
+    ChangeMarks,
     CheckDatabase,
     Checkpoint,
     CompletePull,
@@ -51,15 +52,16 @@ from ctd.store.requests import (
     Expire,
     ExportPage,
     FetchPending,
+    FindInList,
     FinishPass,
     GetCheckpoint,
-    GetFullList,
     GetListHash,
     GetMutes,
     GetRejections,
     GetSizes,
     IngestBatch,
     IngestResult,
+    ListChunk,
     ListLedger,
     Plan,
     PlanSharing,
@@ -256,13 +258,23 @@ class Store(abc.ABC):
         """The destination applied the staged changes: how many became shared and how many retracted."""
         return await self._execute(RecordApplied(sharing=sharing, now=now))
 
-    async def list_hash(self, sharing: str) -> tuple[str, str | None]:
-        """The hash of the planned full list and the hash last delivered."""
+    async def list_hash(self, sharing: str) -> tuple[str | None, str | None]:
+        """The hash of the planned full list (None: none planned) and the hash last delivered."""
         return await self._execute(GetListHash(sharing=sharing))
 
-    async def full_list(self, sharing: str) -> list[tuple[int, Any]]:
-        """The planned full list, newest first, as ``(ledger key, ShareItem)`` pairs."""
-        return await self._execute(GetFullList(sharing=sharing))
+    async def list_chunk(self, sharing: str, *, after: int, limit: int) -> list[tuple[int, int, str | None, Any]]:
+        """Up to ``limit`` entries of the planned full list after position ``after`` (0: from the start),
+        newest first, as ``(position, ledger key, fingerprint, ShareItem)``; never more than
+        ``LIST_CHUNK_MAX``. The whole list is never returned at once."""
+        return await self._execute(ListChunk(sharing=sharing, after=after, limit=limit))
+
+    async def find_in_list(self, sharing: str, values: Sequence[str]) -> list[tuple[int, Any]]:
+        """``(ledger key, ShareItem)`` of the planned full list's entries with these values."""
+        return await self._execute(FindInList(sharing=sharing, values=tuple(values)))
+
+    async def change_marks(self, sources: Sequence[str] | None) -> tuple[tuple[str, int], ...]:
+        """The change generations of ``sources`` (None: every source): equal marks, nothing moved."""
+        return await self._execute(ChangeMarks(sources=tuple(sources) if sources is not None else None))
 
     async def record_full(
         self, sharing: str, *, list_hash: str | None, rejected: dict[int, str], now: int, unchanged: bool = False

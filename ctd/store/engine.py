@@ -10,10 +10,11 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
-from ctd.store import backup, guard, ledger, manual, preview, query, reapply, rejections, sql
+from ctd.store import backup, changes, fulllist, guard, ledger, manual, preview, query, reapply, rejections, sql
 from ctd.store.requests import (
     ApplyGuard,
     BackupDatabase,
+    ChangeMarks,
     CheckDatabase,
     CompletePull,
     CountBySource,
@@ -22,14 +23,15 @@ from ctd.store.requests import (
     Expire,
     ExportPage,
     FetchPending,
+    FindInList,
     FinishPass,
     GetCheckpoint,
-    GetFullList,
     GetListHash,
     GetMutes,
     GetRejections,
     GetSizes,
     IngestBatch,
+    ListChunk,
     ListLedger,
     PlanSharing,
     PreviewSelection,
@@ -75,6 +77,10 @@ def execute(conn: sqlite3.Connection, request: Any) -> Any:
             )
         case RecordApplied(sharing=name, now=now):
             return ledger.record_applied(conn, name, now=now)
+        case ListChunk(sharing=name, after=after, limit=limit):
+            return fulllist.chunk(conn, name, after, limit)
+        case ChangeMarks(sources=sources):
+            return changes.marks(conn, sources)
         # Sources and checkpoints.
         case GetCheckpoint(source=name):
             return sql.get_checkpoint(conn, name)
@@ -135,9 +141,9 @@ def execute(conn: sqlite3.Connection, request: Any) -> Any:
         case PlanSharing():
             return ledger.plan(conn, request)
         case GetListHash(sharing=name):
-            return ledger.list_hash(conn, name)
-        case GetFullList(sharing=name):
-            return ledger.full_list(conn, name)
+            return fulllist.list_hash(conn, name)
+        case FindInList(sharing=name, values=values):
+            return fulllist.find(conn, name, values)
         case RecordFull():
             return ledger.record_full(
                 conn,

@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 import msgspec
 
+from ctd.store.changes import bump_for
 from ctd.store.rows import WARNINGLIST_TAG
 from ctd.store.sql import _refresh_ids, source_id, transaction
 
@@ -64,5 +65,6 @@ def apply_guard(
                 "UPDATE sighting SET warninglist = ?, wl_hold = ?, tags = ? WHERE iid = ? AND sid = ?", changes
             )
             _refresh_ids(conn, [c[3] for c in changes], now)
+            bump_for(conn, [c[3] for c in changes])
         conn.execute("UPDATE source SET guard = ? WHERE id = ?", (signature, sid))
     return len(changes)

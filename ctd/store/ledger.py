@@ -9,14 +9,13 @@ batch and records each batch's outcome, so a restart resumes where it stopped.
 
 from __future__ import annotations
 
-import hashlib
 import sqlite3
 from typing import Any
 
 import msgspec
 
 from ctd.model import SEVERITIES, ShareItem
-from ctd.store import tally
+from ctd.store import changes, tally
 from ctd.store.requests import Plan, PlanSharing, Selection
 from ctd.store.sql import transaction
 
@@ -41,6 +40,9 @@ SHARED_HERE = (
     "EXISTS (SELECT 1 FROM delivery d WHERE d.shid = ? AND d.iid = i.id AND d.shared_at IS NOT NULL "
     "AND d.state IN ('shared', 'pending', 'retract_pending'))"
 )
+# Per-sharing temp tables of a plan: the candidates, and (full-replace) the list numbered newest first.
+CAND_TABLE = "cand_{}"
+LIST_TABLE = "list_{}"
 ITEM_COLS = (
     "i.id, i.type, i.value, i.severity, i.reputation, i.tags, i.comments, i.reference, "
     "i.first_seen, i.last_seen, i.expires_at, "
@@ -137,7 +139,7 @@ def plan(conn: sqlite3.Connection, req: PlanSharing) -> Plan:
     changes state here is unstaged: its new state is delivered again.
     """
     shid = sharing_id(conn, req.sharing)
-    table = f"cand_{shid}"
+    table = CAND_TABLE.format(shid)
     now = req.now
     where, params = selection_where(req.selection, shid)
     with transaction(conn):
@@ -163,8 +165,31 @@ def plan(conn: sqlite3.Connection, req: PlanSharing) -> Plan:
                 {"now": now, "shid": shid},
             )
             _mark_over_limit(conn, shid, table, now, keep_states=("retract_pending",))
+            conn.execute(f"DROP TABLE temp.{table}")  # a pass reads the ledger from here on
+        else:
+            _number_list(conn, shid, table)
         owed = conn.execute("SELECT apply_pending FROM sharing WHERE id = ?", (shid,)).fetchone()[0]
-    return Plan(candidates=cands, over_limit=cands - fit, apply_pending=bool(owed))
+        last_hash = conn.execute("SELECT list_hash FROM sharing WHERE id = ?", (shid,)).fetchone()[0]
+        recheck = None
+        if req.expiry:  # the next copy there due to be pushed again (EXPIRY_DUE), if nothing else changes
+            recheck = conn.execute(
+                "SELECT min((expires_at + coalesce(shared_at, 0) + 1) / 2) FROM delivery "
+                "WHERE shid = ? AND state = 'shared' AND expires_at IS NOT NULL "
+                "AND expires_at + coalesce(shared_at, 0) > 2 * ?",
+                (shid, now),
+            ).fetchone()[0]
+    return Plan(
+        candidates=cands, over_limit=cands - fit, apply_pending=bool(owed), recheck_at=recheck, last_hash=last_hash
+    )
+
+
+def _number_list(conn: sqlite3.Connection, shid: int, cand: str) -> None:
+    """Number what fits newest first: the full list as ``ctd.store.fulllist`` reads it in chunks."""
+    lst = LIST_TABLE.format(shid)
+    conn.execute(f"DROP TABLE IF EXISTS temp.{lst}")
+    conn.execute(f"CREATE TEMP TABLE {lst} (pos INTEGER PRIMARY KEY, iid INTEGER NOT NULL, fp TEXT)")
+    # Rowids are handed out as rows are inserted: in the SELECT's order.
+    conn.execute(f"INSERT INTO {lst} (iid, fp) SELECT iid, fp FROM {cand} WHERE fit ORDER BY last_seen DESC, iid DESC")
 
 
 def _mark_over_limit(conn: sqlite3.Connection, shid: int, table: str, now: int, keep_states: tuple[str, ...]) -> None:
@@ -283,31 +308,6 @@ def record_applied(conn: sqlite3.Connection, name: str, *, now: int) -> tuple[in
     return shared, withdrawn
 
 
-def list_hash(conn: sqlite3.Connection, name: str) -> tuple[str, str | None]:
-    """The hash of the planned full list (what the destination would see) and the hash last delivered."""
-    shid = sharing_id(conn, name)
-    h = hashlib.sha256()
-    for typ, value, fp in conn.execute(
-        f"SELECT i.type, i.value, c.fp FROM cand_{shid} c JOIN indicator i ON i.id = c.iid "
-        "WHERE c.fit ORDER BY c.last_seen DESC, c.iid DESC"
-    ):
-        h.update(f"{typ}\x1f{value}\x1f{fp}\x1e".encode())
-    last = conn.execute("SELECT list_hash FROM sharing WHERE id = ?", (shid,)).fetchone()[0]
-    return h.hexdigest(), last
-
-
-def full_list(conn: sqlite3.Connection, name: str) -> list[tuple[int, ShareItem]]:
-    """The planned full list, newest first, as deliverable items."""
-    shid = sharing_id(conn, name)
-    return [
-        _item(r)
-        for r in conn.execute(
-            f"SELECT {ITEM_COLS} FROM cand_{shid} c JOIN indicator i ON i.id = c.iid "
-            "WHERE c.fit ORDER BY c.last_seen DESC, c.iid DESC"
-        )
-    ]
-
-
 def record_full(
     conn: sqlite3.Connection,
     name: str,
@@ -317,9 +317,28 @@ def record_full(
     now: int,
     unchanged: bool = False,
 ) -> int:
-    """The full list was delivered (or was unchanged): bring the ledger to the planned state."""
+    """The full list was delivered (or was unchanged): bring the ledger to the planned state.
+
+    The plan's temp tables are dropped after: they may hold millions of rows.
+    """
     shid = sharing_id(conn, name)
-    table = f"cand_{shid}"
+    table = CAND_TABLE.format(shid)
+    try:
+        return _record_full(conn, shid, table, list_hash, rejected, now, unchanged)
+    finally:
+        conn.execute(f"DROP TABLE IF EXISTS temp.{table}")
+        conn.execute(f"DROP TABLE IF EXISTS temp.{LIST_TABLE.format(shid)}")
+
+
+def _record_full(
+    conn: sqlite3.Connection,
+    shid: int,
+    table: str,
+    list_hash: str | None,
+    rejected: dict[int, str],
+    now: int,
+    unchanged: bool,
+) -> int:
     with transaction(conn):
         if unchanged:
             # The destination already holds exactly this list and the ledger was
@@ -369,6 +388,7 @@ def resync(conn: sqlite3.Connection, name: str, *, since: int | None) -> int:
     shid = sharing_id(conn, name)
     with transaction(conn):
         conn.execute("UPDATE sharing SET list_hash = NULL WHERE id = ?", (shid,))
+        changes.bump_all(conn)  # rare (an operator's sync): every sharing plans again
         return conn.execute(
             "UPDATE delivery SET fp = NULL WHERE shid = ? AND state IN ('shared', 'failed') "
             "AND iid IN (SELECT id FROM indicator WHERE last_seen >= ?)",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 
-from ctd.store import sql
+from ctd.store import changes, sql
 
 
 def retract(conn: sqlite3.Connection, ids: Sequence[int], source: str | None, now: int, until: int | None) -> int:
@@ -24,6 +24,7 @@ def retract(conn: sqlite3.Connection, ids: Sequence[int], source: str | None, no
                 (iid, sid, now, until),
             )
         sql._refresh_ids(conn, ids, now)
+        changes.bump_for(conn, ids)
     return n
 
 

@@ -15,6 +15,7 @@ import sqlite3
 
 import msgspec
 
+from ctd.store import changes
 from ctd.store.requests import ReapplyPluginValues
 from ctd.store.sql import _refresh_ids, source_id, transaction
 
@@ -53,4 +54,5 @@ def reapply_plugin_values(conn: sqlite3.Connection, req: ReapplyPluginValues) ->
             )
         ]
         _refresh_ids(conn, ids, req.now)
+        changes.bump_for(conn, ids)
     return len(ids)

@@ -262,8 +262,35 @@ class GetListHash(_Request, frozen=True, kw_only=True):
     sharing: str
 
 
-class GetFullList(_Request, frozen=True, kw_only=True):
+# The most entries one ``ListChunk`` returns, whatever it asks for: a full list never crosses whole.
+LIST_CHUNK_MAX = 10_000
+
+
+def list_hash_entry(type_: str, value: str, fp: str | None) -> bytes:
+    """What one entry of a full list adds to the list's hash (SHA-256 over the entries in list
+    order): a list whose entries, order and fingerprints are the same is unchanged."""
+    return f"{type_}\x1f{value}\x1f{fp}\x1e".encode()
+
+
+class ListChunk(_Request, frozen=True, kw_only=True):
+    """Up to ``limit`` entries of the planned full list after position ``after`` (``ctd.store.fulllist``)."""
+
     sharing: str
+    after: int
+    limit: int
+
+
+class FindInList(_Request, frozen=True, kw_only=True):
+    """The entries of the planned full list with these values (refusals a destination reports by value)."""
+
+    sharing: str
+    values: tuple[str, ...]
+
+
+class ChangeMarks(_Request, frozen=True, kw_only=True):
+    """The change generations of these sources (None: of every source), by name (``ctd.store.changes``)."""
+
+    sources: tuple[str, ...] | None
 
 
 class RecordFull(_Request, frozen=True, kw_only=True):
@@ -362,6 +389,10 @@ class Plan(msgspec.Struct, frozen=True, kw_only=True):
     candidates: int
     over_limit: int
     apply_pending: bool = False  # an earlier pass left changes the destination has not applied yet
+    # An expiry-enforcing destination: when the first copy there is due to be pushed again
+    # (None: none is), so a pass with nothing else changed is not skipped past it.
+    recheck_at: int | None = None
+    last_hash: str | None = None  # full-replace: the hash of the list last delivered
 
 
 class PreviewPart(msgspec.Struct, frozen=True, kw_only=True):

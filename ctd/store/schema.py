@@ -14,7 +14,7 @@ log = structlog.get_logger("ctd.store")
 
 
 def _retract_values_failing_the_gate(conn: sqlite3.Connection) -> None:
-    """Retract every stored value the value gate refuses (see migration 12 below).
+    """Retract every stored value the value gate refuses (see migration 13 below).
 
     Every source's entry is retracted, with the reason in its comments, and the
     indicator made inactive, as if each source had retracted it: the next
@@ -38,6 +38,8 @@ def _retract_values_failing_the_gate(conn: sqlite3.Connection) -> None:
             "WHERE id = ?",
             (note, now, iid),
         )
+    if refused:  # every sharing plans again at its next pass (change generations, migration 12)
+        conn.execute("UPDATE source SET changes = changes + 1")
     # One line, whatever the count: the values themselves may be huge or hostile, so examples name type and id.
     (log.warning if refused else log.info)(
         "stored values checked against the value gate; those it refuses retracted",
@@ -267,7 +269,15 @@ MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [
         PRIMARY KEY (sid, kind, seq)
     ) WITHOUT ROWID;
     """,
-    # 12: values an older ctd stored before the value gate (ctd.valuegate.value_problem)
+    # 12: change generations (issue 14). source.changes moves in every transaction that may
+    # change what a sharing reading that source selects (its ingest, and another source's ingest
+    # of an indicator it reports too, expiry, retraction, allowlist and guard re-evaluation), so
+    # a sharing pass compares them with the last pass's and skips planning when none moved
+    # (ctd/store/changes.py).
+    """
+    ALTER TABLE source ADD COLUMN changes INTEGER NOT NULL DEFAULT 0;
+    """,
+    # 13: values an older ctd stored before the value gate (ctd.valuegate.value_problem)
     # refused them (control characters, line breaks, over-long values...): line
     # renderers refuse them, but JSON destinations still received them and ctdctl
     # cannot name them. Retracted from every source, so sharing withdraws them.

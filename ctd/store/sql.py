@@ -17,7 +17,7 @@ from typing import Any
 
 import msgspec
 
-from ctd.store import holds, rejections
+from ctd.store import changes, holds, rejections
 from ctd.store.requests import Checkpoint, IngestBatch, IngestResult
 from ctd.store.rows import STAGE_COLUMNS as _COLUMNS
 from ctd.store.rows import StageRow
@@ -32,6 +32,7 @@ _STAGE_CHUNK = 32766 // len(_COLUMNS)
 _ROW_MARKS = "(" + ",".join("?" * len(_COLUMNS)) + ")"
 # The store's page cache (the RSS it may grow by as the database outgrows it).
 CACHE_KIB = 65536
+TEMP_CACHE_KIB = 32768  # temp tables' page cache: an ingest batch's stage fits, a plan's millions spill
 
 
 def _stage(conn: sqlite3.Connection, rows: Sequence[StageRow]) -> None:
@@ -57,13 +58,17 @@ def connect(path: str) -> sqlite3.Connection:
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA foreign_keys=OFF")
-    conn.execute("PRAGMA temp_store=MEMORY")
+    # Temp tables (an ingest's stage, a sharing plan's candidates and list) and big sorts live in
+    # a temp file behind a page cache of TEMP_CACHE_KIB: a plan over millions of IoCs would
+    # otherwise hold them all in RAM (issue 14: flat memory whatever the list size).
+    conn.execute("PRAGMA temp_store=FILE")
     conn.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
     migrate(conn)
     from ctd.rules.compiler import SQL_FUNCTIONS
 
     for name, (nargs, fn) in SQL_FUNCTIONS.items():
         conn.create_function(name, nargs, fn, deterministic=True)
+    conn.execute(f"PRAGMA temp.cache_size=-{TEMP_CACHE_KIB}")
     conn.execute(
         "CREATE TEMP TABLE IF NOT EXISTS stage "
         f"(seq INTEGER PRIMARY KEY, {STAGE_COLUMNS}, iid INTEGER, had INTEGER, multi INTEGER)"
@@ -308,6 +313,7 @@ def ingest(conn: sqlite3.Connection, batch: IngestBatch) -> IngestResult:
             retracted = len(gone)
             if gone:
                 _refresh_ids(conn, gone, now)
+        changes.after_ingest(conn, sid, gone if batch.snapshot_end else ())
         rejections.keep(conn, sid, batch.rejected, now)
         conn.execute(
             "UPDATE source SET gen = :gen, sub = :sub, cursor = coalesce(:cursor, cursor) WHERE id = :sid",
@@ -338,12 +344,16 @@ def _refresh_ids(conn: sqlite3.Connection, ids: Iterable[int], now: int) -> None
 def expire(conn: sqlite3.Connection, now: int) -> int:
     """Mark indicators whose every source entry has expired inactive; returns how many."""
     with transaction(conn):
-        cur = conn.execute(
-            "UPDATE indicator SET active = 0, changed_at = :now "
-            "WHERE active = 1 AND expires_at IS NOT NULL AND expires_at <= :now",
-            {"now": now},
-        )
-        return cur.rowcount
+        ids = [
+            r[0]
+            for r in conn.execute(
+                "UPDATE indicator SET active = 0, changed_at = :now "
+                "WHERE active = 1 AND expires_at IS NOT NULL AND expires_at <= :now RETURNING id",
+                {"now": now},
+            )
+        ]
+        changes.bump_for(conn, ids)
+        return len(ids)
 
 
 def reapply_allowlist(conn: sqlite3.Connection, matches: Any, now: int) -> int:
@@ -357,6 +367,7 @@ def reapply_allowlist(conn: sqlite3.Connection, matches: Any, now: int) -> int:
         with transaction(conn):
             conn.executemany("UPDATE indicator SET allowlisted = ? WHERE id = ?", flips)
             _refresh_ids(conn, [iid for _, iid in flips], now)
+            changes.bump_for(conn, [iid for _, iid in flips])
     return len(flips)
 
 

@@ -14,7 +14,7 @@ from typing import ClassVar
 import trio
 
 from ctd.adapters.file.adapter import FileAdapter, FileConfig
-from ctd.adapters.file.push import FileListParams, render, write_atomically
+from ctd.adapters.file.push import FileListParams, ListFile, render, write_atomically
 from ctd.model import Batch, PullContext, PushResult, ShareItem
 
 
@@ -46,13 +46,33 @@ class PausingList(FileAdapter):
 
     async def replace(self, action: str, params: FileListParams, items: list[ShareItem]) -> PushResult:
         rejected: dict[str, str] = {}
-        chunks = self._pausing(render(items, params.format, rejected))
+        chunks = _pausing(render(items, params.format, rejected), self.config, [0])
         await trio.to_thread.run_sync(write_atomically, params.path, chunks)
         return PushResult(rejected=rejected)
 
-    def _pausing(self, chunks: Iterable[bytes]) -> Iterator[bytes]:
-        for i, chunk in enumerate(chunks):
-            if i == self.config.pause_after:
-                while os.path.exists(self.config.pause_file):  # in the write's worker thread
-                    time.sleep(0.02)
+    async def open_list(self, action: str, params: FileListParams) -> ListFile:
+        writer: _PausingFile = await _PausingFile.open(params.path, params.format)
+        writer.config = self.config
+        return writer
+
+
+class _PausingFile(ListFile):
+    """A streamed list file whose lines pause once ``pause_after`` were written (in the write's thread)."""
+
+    config: PausingConfig
+    written = 0
+
+    def chunks(self, items: list[ShareItem], rejected: dict[str, str]) -> Iterable[bytes]:
+        counter = [self.written]
+        for chunk in _pausing(super().chunks(items, rejected), self.config, counter):
+            self.written = counter[0]
             yield chunk
+
+
+def _pausing(chunks: Iterable[bytes], config: PausingConfig, counter: list[int]) -> Iterator[bytes]:
+    for chunk in chunks:
+        if counter[0] == config.pause_after:
+            while os.path.exists(config.pause_file):  # in the write's worker thread
+                time.sleep(0.02)
+        counter[0] += 1
+        yield chunk

@@ -63,6 +63,10 @@ def test_full_state_dir_never_ends_the_daemon(site: tuple[Path, Path]) -> None:
         assert any("state_dir full" in problem for problem in st["problems"])
         [src] = [s for s in st["sources"] if s["name"] == "feed"]
         assert src["state"] == "backoff" and "state_dir full" in src["last_error"]
+        # Nothing new was committed, so the regular passes have nothing to do (change generations); a
+        # re-share asked by the operator has to write, and fails on the full disk.
+        r = p.ctl("sharing", "sync", "out")
+        assert r.returncode == 2 and "state_dir full" in r.stderr, r.stderr
         wait_for(lambda: events(p, "sharing_failed"), "a sharing pass that failed on the full disk")
         [sh] = p.ctl_json("sharing", "list")
         assert sh["state"] == "backoff" and "state_dir full" in sh["last_error"]
