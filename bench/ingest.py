@@ -84,12 +84,12 @@ aging_days = {aging}
 # --------------------------------------------------------------------------- input
 
 
-def generate(n: int, seed: int = SEED) -> Iterator[tuple[str, str]]:
-    """Yield n unique, already-canonical (type, value) pairs; streaming and deterministic."""
+def generate(n: int, seed: int = SEED, mix: list[tuple[str, int]] = MIX) -> Iterator[tuple[str, str]]:
+    """Yield n unique, already-canonical (type, value) pairs of the type ``mix``; streaming and deterministic."""
     rng = random.Random(seed)
-    types = [t for t, _ in MIX]
+    types = [t for t, _ in mix]
     cum, acc = [], 0
-    for _, w in MIX:
+    for _, w in mix:
         acc += w
         cum.append(acc)
     pick, rand, choice = bisect.bisect_right, rng.random, rng.choice

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -9,8 +10,8 @@ import msgspec
 from ctd.errors import BadRequest, NotFound
 from ctd.model import iso, now
 from ctd.rules.compiler import Rule
-from ctd.sharing.actor import muted
-from ctd.store import Selection
+from ctd.sharing.actor import Sharer, muted
+from ctd.store import PreviewTarget, Selection, Store
 
 if TYPE_CHECKING:
     from ctd.control.view import DaemonView
@@ -73,39 +74,18 @@ class SharingCommands:
         days = self._days(args)
         cfg = self.d.config
         rc = cfg.rules[name]
-        rule = Rule(rc.filter, rc.exceptions)
         at = now()
-        since = at - days * 86400 if days else None
-        out = await self.d.store.rule_test(Selection(rule=rule, at=at, seen_since=since))
-        out.update(rule=name, days=days, muted=muted(rc, at, self.d.mutes.get(name)), sharing=[], warnings=[])
+        sharers = []
         for sname, sh in sorted(cfg.sharing.items()):
-            if sh.rule != name:
-                continue
-            handle = self.d.sharings.get(sname) if self.d.sharings else None
-            if handle is None:
-                continue
-            sharer = handle.sharer
-            res = await self.d.store.rule_test(
-                sharer.selection(at, seen_since=since),
-                size=sharer.spec.size,
-                overhead=sharer.spec.entry_overhead,
-                sample=0,
-            )
-            warnings = limit_warnings(res["total"], res["bytes"], sharer.max_entries, sharer.max_bytes)
-            out["sharing"].append(
-                {
-                    "name": sname,
-                    "destination": sh.destination,
-                    "action": sh.action,
-                    "total": res["total"],
-                    "by_type": res["by_type"],
-                    "bytes": res["bytes"],
-                    "max_entries": sharer.max_entries,
-                    "max_bytes": sharer.max_bytes,
-                    "warnings": warnings,
-                }
-            )
-            out["warnings"] += [f"{sname}: {w}" for w in warnings]
+            handle = self.d.sharings.get(sname) if sh.rule == name and self.d.sharings else None
+            if handle is not None:
+                sharers.append((sname, handle.sharer))
+        since = at - days * 86400 if days else None
+        out = await dry_run(self.d.store, Rule(rc.filter, rc.exceptions), sharers, at=at, seen_since=since)
+        sharing, warnings = out.pop("sharing"), out.pop("warnings")
+        out.update(
+            rule=name, days=days, muted=muted(rc, at, self.d.mutes.get(name)), sharing=sharing, warnings=warnings
+        )
         return out
 
     async def _sharing_entry(self, name: str) -> dict[str, Any]:
@@ -147,6 +127,59 @@ class SharingCommands:
         name = self._sharing_name(args)
         result = await self.d.share(name, resync=True, days=self._days(args))
         return msgspec.structs.asdict(result)
+
+
+async def dry_run(
+    store: Store, rule: Rule, sharers: Sequence[tuple[str, Sharer]], *, at: int, seen_since: int | None
+) -> dict[str, Any]:
+    """What ``rule`` selects now and, for each sharing configuration it feeds, what that one would send,
+    against the destination's limits: counts by type, serialised size, warnings, and a sample of the rule's.
+
+    One pass of the store serves the rule and every sharing whose rule is the
+    same one (a sharing still running an older version of the rule, until it
+    restarts, gets a pass of its own).
+    """
+    same = [(n, sh) for n, sh in sharers if repr(sh.rule) == repr(rule)]
+    out = await store.rule_test(
+        Selection(rule=rule, at=at, seen_since=seen_since),
+        targets=[_target(sh, at, seen_since) for _, sh in same],
+    )
+    found = dict(zip((n for n, _ in same), out.pop("targets"), strict=True))
+    for n, sh in sharers:
+        if n not in found:
+            own = sh.selection(at, seen_since=seen_since)
+            found[n] = (await store.rule_test(own, targets=[_target(sh, at, seen_since)], sample=0))["targets"][0]
+    out["sharing"], out["warnings"] = [], []
+    for n, sh in sharers:
+        res = found[n]
+        warnings = limit_warnings(res["total"], res["bytes"], sh.max_entries, sh.max_bytes)
+        out["sharing"].append(
+            {
+                "name": n,
+                "destination": sh.sh.destination,
+                "action": sh.sh.action,
+                "total": res["total"],
+                "by_type": res["by_type"],
+                "bytes": res["bytes"],
+                "max_entries": sh.max_entries,
+                "max_bytes": sh.max_bytes,
+                "warnings": warnings,
+            }
+        )
+        out["warnings"] += [f"{n}: {w}" for w in warnings]
+    return out
+
+
+def _target(sharer: Sharer, at: int, seen_since: int | None) -> PreviewTarget:
+    """How ``sharer``'s own selection narrows the rule's, and how its destination counts bytes."""
+    sel = sharer.selection(at, seen_since=seen_since)
+    return PreviewTarget(
+        types=sel.types,
+        sources=sel.sources,
+        not_from=sel.not_from,
+        size=sharer.spec.size,
+        overhead=sharer.spec.entry_overhead,
+    )
 
 
 def limit_warnings(total: int, size: int, max_entries: int | None, max_bytes: int | None) -> list[str]:

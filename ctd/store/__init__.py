@@ -20,6 +20,7 @@ from ctd.store.requests import IngestBatch as IngestBatch
 from ctd.store.requests import IngestResult as IngestResult
 from ctd.store.requests import Plan as Plan
 from ctd.store.requests import PlanSharing as PlanSharing
+from ctd.store.requests import PreviewTarget as PreviewTarget
 from ctd.store.requests import RejectedRow as RejectedRow
 from ctd.store.requests import Selection as Selection
 from ctd.store.rows import STAGE_COLUMNS as STAGE_COLUMNS
@@ -36,6 +37,7 @@ __all__ = [
     "KEEP_REJECTED",
     "Plan",
     "PlanSharing",
+    "PreviewTarget",
     "RejectedRow",
     "STAGE_COLUMNS",
     "Selection",

@@ -32,6 +32,7 @@ Decisions that shape the seam:
 from __future__ import annotations
 
 import abc
+import heapq
 from collections.abc import Sequence
 from typing import Any
 
@@ -64,7 +65,9 @@ from ctd.store.requests import (
     ListLedger,
     Plan,
     PlanSharing,
+    PreviewPart,
     PreviewSelection,
+    PreviewTarget,
     ReapplyAllowlist,
     ReapplyPluginValues,
     RecordApplied,
@@ -295,6 +298,83 @@ class Store(abc.ABC):
         return await self._execute(ListLedger(sharing=sharing, states=states, limit=limit))
 
     async def rule_test(
-        self, selection: Selection, *, size: str = "text", overhead: int = 1, sample: int = 10
+        self,
+        selection: Selection,
+        *,
+        targets: Sequence[PreviewTarget] = (),
+        size: str = "text",
+        overhead: int = 1,
+        sample: int = 10,
     ) -> dict[str, Any]:
-        return await self._execute(PreviewSelection(selection=selection, size=size, overhead=overhead, sample=sample))
+        """Dry run: what ``selection`` holds now, by type, with its serialised size and its newest ``sample``
+        entries; and, under ``"targets"``, the same counts (no sample) for each destination it feeds.
+
+        The store is scanned in chunks, one request each, sized to hold it for
+        about ``PREVIEW_CHUNK_SECONDS``: what others asked meanwhile (an ingest
+        batch) runs between two chunks instead of after the whole dry run. The
+        result is therefore not one snapshot: a change committed during the dry
+        run may or may not be counted, as if it had come a moment earlier or later.
+        """
+        counts: dict[str, tuple[int, int]] = {}
+        per_target: list[dict[str, tuple[int, int]]] = [{} for _ in targets]
+        newest: list[tuple[int | None, int, str, str]] = []
+        after, end, span = 0, None, PREVIEW_FIRST_SPAN
+        while True:
+            part: PreviewPart = await self._execute(
+                PreviewSelection(
+                    selection=selection,
+                    targets=tuple(targets),
+                    size=size,
+                    overhead=overhead,
+                    sample=sample,
+                    newer_than=newest[-1][:2] if sample and len(newest) == sample else None,
+                    after=after,
+                    span=span,
+                    end=end,
+                )
+            )
+            _merge(counts, part.selection)
+            for into, got in zip(per_target, part.targets, strict=True):
+                _merge(into, got)
+            if part.sample:
+                newest = heapq.nlargest(sample, [*newest, *part.sample], key=_recency)
+            if part.after >= part.end:
+                break
+            after, end, span = part.after, part.end, next_span(span, part.seconds)
+        out = _summary(counts)
+        out["sample"] = [{"type": t, "value": v} for _, _, t, v in newest]
+        out["targets"] = [_summary(c) for c in per_target]
+        return out
+
+
+# Each dry-run request should hold the store for about this long (an ingest batch
+# waiting behind it waits at most that); the first chunk is small, the next
+# ones are sized from how long the previous one took.
+PREVIEW_CHUNK_SECONDS = 0.015
+PREVIEW_FIRST_SPAN = 8192
+PREVIEW_MIN_SPAN = 256
+PREVIEW_MAX_SPAN = 1 << 20
+
+
+def next_span(span: int, seconds: float) -> int:
+    """The next chunk's size in keys, aiming at ``PREVIEW_CHUNK_SECONDS``; it at most doubles from one to the next."""
+    scale = min(2.0, PREVIEW_CHUNK_SECONDS / max(seconds, 1e-6))
+    return max(PREVIEW_MIN_SPAN, min(PREVIEW_MAX_SPAN, int(span * scale)))
+
+
+def _recency(entry: tuple[int | None, int, str, str]) -> tuple[bool, int, int]:
+    """Newest first as SQL orders ``last_seen DESC, id DESC``: an unknown last_seen sorts oldest."""
+    last_seen, key = entry[0], entry[1]
+    return (last_seen is not None, last_seen or 0, key)
+
+
+def _merge(into: dict[str, tuple[int, int]], got: dict[str, tuple[int, int]]) -> None:
+    for typ, (n, size) in got.items():
+        had_n, had_size = into.get(typ, (0, 0))
+        into[typ] = (had_n + n, had_size + size)
+
+
+def _summary(counts: dict[str, tuple[int, int]]) -> dict[str, Any]:
+    """``total``, ``by_type`` (sorted by type, types with entries only) and ``bytes``."""
+    by_type = {t: counts[t][0] for t in sorted(counts) if counts[t][0]}
+    return {"total": sum(by_type.values()), "by_type": by_type, "bytes": sum(b for _, b in counts.values())}

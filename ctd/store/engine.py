@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
-from ctd.store import backup, changes, fulllist, guard, ledger, manual, query, reapply, rejections, sql
+from ctd.store import backup, changes, fulllist, guard, ledger, manual, preview, query, reapply, rejections, sql
 from ctd.store.requests import (
     ApplyGuard,
     BackupDatabase,
@@ -162,7 +162,7 @@ def execute(conn: sqlite3.Connection, request: Any) -> Any:
         case ListLedger(sharing=name, states=states, limit=limit):
             return ledger.ledger_rows(conn, name, states, limit)
         case PreviewSelection():
-            return ledger.rule_test(conn, request)
+            return preview.preview(conn, request)
         case _:
             raise AssertionError(f"the store got a request it does not know: {request!r}")
 

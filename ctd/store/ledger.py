@@ -16,7 +16,7 @@ import msgspec
 
 from ctd.model import SEVERITIES, ShareItem
 from ctd.store import changes, tally
-from ctd.store.requests import Plan, PlanSharing, PreviewSelection, Selection
+from ctd.store.requests import Plan, PlanSharing, Selection
 from ctd.store.sql import transaction
 
 _tags = msgspec.json.Decoder(list[str])
@@ -412,27 +412,3 @@ def ledger_rows(conn: sqlite3.Connection, name: str, states: tuple[str, ...], li
             (shid, *states, limit),
         )
     ]
-
-
-def rule_test(conn: sqlite3.Connection, req: PreviewSelection) -> dict[str, Any]:
-    """Dry run: what the selection holds now, by type, with its serialised size and a sample."""
-    where, params = selection_where(req.selection)
-    size, overhead, sample = req.size, req.overhead, req.sample
-    by_type: dict[str, int] = {}
-    total = size_total = 0
-    for typ, n, b in conn.execute(
-        f"SELECT i.type, count(*), coalesce(sum({SIZE_SQL[size]} + {int(overhead)}), 0) "
-        f"FROM indicator i WHERE {where} GROUP BY i.type",
-        params,
-    ):
-        by_type[typ] = n
-        total += n
-        size_total += b
-    values = [
-        {"type": t, "value": v}
-        for t, v in conn.execute(
-            f"SELECT i.type, i.value FROM indicator i WHERE {where} ORDER BY i.last_seen DESC, i.id DESC LIMIT ?",
-            [*params, sample],
-        )
-    ]
-    return {"total": total, "by_type": by_type, "bytes": size_total, "sample": values}

@@ -326,13 +326,40 @@ class ListLedger(_Request, frozen=True, kw_only=True):
     limit: int
 
 
+class PreviewTarget(msgspec.Struct, frozen=True, kw_only=True):
+    """A destination a dry run sizes: what narrows the rule's selection for it, and how it counts bytes.
+
+    Its selection is the dry run's ``Selection`` further narrowed by these fields
+    (the same meaning as there); an entry counts ``size`` bytes plus ``overhead``.
+    """
+
+    types: tuple[str, ...] | None = None
+    sources: tuple[str, ...] | None = None
+    not_from: str | None = None
+    size: str = "text"
+    overhead: int = 1
+
+
 class PreviewSelection(_Request, frozen=True, kw_only=True):
-    """Dry run: what ``selection`` holds now, by type, with its serialised size and a sample."""
+    """Dry run of one chunk of the store: the indicators keyed in ``(after, after + span]`` (never past ``end``).
+
+    What ``selection`` holds there, by type, with its serialised size and its
+    newest ``sample`` entries; and the same counts for each of ``targets``.
+    ``end`` is the last key to look at (None: the store's last key now, which
+    the answer carries so the next chunks stop there). ``newer_than`` is the
+    oldest (last seen, key) of the sample the earlier chunks made: a chunk
+    with nothing newer contributes none.
+    """
 
     selection: Selection
+    targets: tuple[PreviewTarget, ...] = ()
     size: str = "text"
     overhead: int = 1
     sample: int = 10
+    newer_than: tuple[int | None, int] | None = None  # the sample needs only entries newer than this one
+    after: int = 0
+    span: int = 1 << 62
+    end: int | None = None
 
 
 # --- results ---------------------------------------------------------------------------------
@@ -366,3 +393,14 @@ class Plan(msgspec.Struct, frozen=True, kw_only=True):
     # (None: none is), so a pass with nothing else changed is not skipped past it.
     recheck_at: int | None = None
     last_hash: str | None = None  # full-replace: the hash of the list last delivered
+
+
+class PreviewPart(msgspec.Struct, frozen=True, kw_only=True):
+    """One chunk of a dry run: the counts of the selection and of each target, and its newest entries."""
+
+    selection: dict[str, tuple[int, int]]  # type -> (entries, bytes)
+    targets: tuple[dict[str, tuple[int, int]], ...]  # the same, per PreviewTarget
+    sample: tuple[tuple[int | None, int, str, str], ...]  # (last_seen, key, type, value), newest first
+    after: int  # the last key this chunk covered: where the next one starts
+    end: int  # the last key of the whole dry run
+    seconds: float  # how long the chunk held the store
