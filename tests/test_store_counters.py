@@ -59,7 +59,7 @@ def test_counters_follow_every_kind_of_change(conn):
     assert_counts_match(conn)
     store_sql.expire(conn, NOW + 2 * DAY)
     assert_counts_match(conn)
-    store_sql.retract(conn, store_query.find_ids(conn, [("domain", "c.example")]), None, NOW)
+    store_manual.retract(conn, store_query.find_ids(conn, [("domain", "c.example")]), None, NOW, None)
     assert_counts_match(conn)
     store_sql.reapply_allowlist(conn, lambda t, v: v == "a.example", NOW)
     assert_counts_match(conn)
@@ -74,7 +74,7 @@ def test_counters_follow_every_kind_of_change(conn):
         conn, "to-x", done=[i for i, _ in pending[1:]], rejected={pending[0][0]: "no"}, retraction=False, now=NOW
     )
     assert_counts_match(conn)
-    store_sql.retract(conn, store_query.find_ids(conn, [("domain", "h5.example")]), None, NOW)
+    store_manual.retract(conn, store_query.find_ids(conn, [("domain", "h5.example")]), None, NOW, None)
     plan(conn, "to-x", "type = domain", NOW + 1)
     assert_counts_match(conn)
     plan(conn, "full", "type = domain", NOW, incremental=False)
