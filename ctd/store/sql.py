@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from itertools import chain
@@ -19,7 +20,7 @@ from typing import Any
 import msgspec
 
 from ctd.store import holds, rejections
-from ctd.store.requests import Checkpoint, IngestBatch, IngestResult
+from ctd.store.requests import Checkpoint, ExpireStep, IngestBatch, IngestResult
 from ctd.store.rows import STAGE_COLUMNS as _COLUMNS
 from ctd.store.rows import StageRow
 from ctd.store.schema import migrate
@@ -369,15 +370,43 @@ def _refresh_ids(conn: sqlite3.Connection, ids: Iterable[int], now: int) -> None
 # --- housekeeping ---------------------------------------------------------------
 
 
-def expire(conn: sqlite3.Connection, now: int) -> int:
-    """Mark indicators whose every source entry has expired inactive; returns how many."""
+# An expiry sweep reads every indicator (an index on expires_at would cost every re-report more
+# than the scan costs once per housekeeping round: migration 4), in id ranges of EXPIRE_CHUNK ids,
+# and returns to the store's inbox after EXPIRE_BUDGET_S so nothing waits behind the whole sweep.
+EXPIRE_CHUNK = 25_000
+EXPIRE_BUDGET_S = 0.04
+
+
+def expire_step(conn: sqlite3.Connection, now: int, after: int = 0, budget_s: float | None = None) -> ExpireStep:
+    """Expire indicators with ids after ``after``, chunk by chunk, until ``budget_s`` (default
+    EXPIRE_BUDGET_S) is spent: at least one chunk."""
+    budget = EXPIRE_BUDGET_S if budget_s is None else budget_s
+    top = conn.execute("SELECT coalesce(max(id), 0) FROM indicator").fetchone()[0]
+    expired, start = 0, time.monotonic()
     with transaction(conn):
-        cur = conn.execute(
-            "UPDATE indicator SET active = 0, changed_at = :now "
-            "WHERE active = 1 AND expires_at IS NOT NULL AND expires_at <= :now",
-            {"now": now},
-        )
-        return cur.rowcount
+        while True:
+            upto = after + EXPIRE_CHUNK
+            expired += conn.execute(
+                "UPDATE indicator SET active = 0, changed_at = :now WHERE id > :after AND id <= :upto "
+                "AND active = 1 AND expires_at IS NOT NULL AND expires_at <= :now",
+                {"now": now, "after": after, "upto": upto},
+            ).rowcount
+            after = upto
+            if after >= top:
+                return ExpireStep(expired=expired, resume=None)
+            if time.monotonic() - start >= budget:
+                return ExpireStep(expired=expired, resume=after)
+
+
+def expire(conn: sqlite3.Connection, now: int, budget_s: float | None = None) -> int:
+    """Mark indicators whose every source entry has expired inactive (a whole sweep); returns how many."""
+    total, after = 0, 0
+    while True:
+        step = expire_step(conn, now, after, budget_s)
+        total += step.expired
+        if step.resume is None:
+            return total
+        after = step.resume
 
 
 def reapply_allowlist(conn: sqlite3.Connection, matches: Any, now: int) -> int:
