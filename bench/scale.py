@@ -196,7 +196,7 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 
 def first_pass(sock: str) -> float:
     """Add the full-replace sharing (reload) and wait for its first pass: seconds."""
-    t0 = time.perf_counter()
+    t0, since = time.perf_counter(), time.time() - 1
     call(sock, "reload")
     while True:
         try:
@@ -204,9 +204,19 @@ def first_pass(sock: str) -> float:
         except DaemonError:
             time.sleep(0.2)
             continue
-        if sh.get("last_success") or sh.get("last_error"):
+        done = max(_epoch(sh.get("last_success")), _epoch(sh.get("last_run")) if sh.get("last_error") else 0)
+        if done >= since:  # this stage's pass, not the one an earlier stage left in the store
             return time.perf_counter() - t0
         time.sleep(0.2)
+
+
+def _epoch(value: Any) -> float:
+    """An ISO time from status (or None) as epoch seconds."""
+    if not value:
+        return 0.0
+    from datetime import datetime
+
+    return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
 
 
 def stage(work: Path, n: int) -> dict[str, Any]:
