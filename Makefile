@@ -3,7 +3,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 CONFIG ?= etc/ctd.toml
 
-.PHONY: run test lint bench clean venv install install-venv install-data install-man man
+.PHONY: run test lint bench bench-scale clean venv install install-venv install-data install-man man
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,9 +28,18 @@ lint: venv
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-## make bench: the ingest benchmark (N=1,000,000 by default)
+## make bench: the 1M set (ingest, sharing, latency, rules dry run; N=1000000 by default), figures also in build/bench/*.json
+BENCH_N ?= $${N:-1000000}
 bench: venv
-	$(PY) bench/ingest.py --n $${N:-1000000}
+	mkdir -p build/bench
+	$(PY) bench/ingest.py --n $(BENCH_N) --json build/bench/ingest.json
+	$(PY) bench/sharing.py --n $(BENCH_N) --json build/bench/sharing.json
+	$(PY) bench/latency.py --n $(BENCH_N) --json build/bench/latency.json
+
+## make bench-scale: cost growth at 1M/3M/10M IoCs (SIZES=1M,3M to stop earlier); long: ~25 min at 10M
+bench-scale: venv
+	mkdir -p build/bench
+	$(PY) bench/scale.py --sizes $${SIZES:-1M,3M,10M} --json build/bench/scale.json
 
 ## make man: the man pages ctd(8), ctdctl(8), ctd.toml(5), generated from the parsers and the config schema, in build/man
 man: venv

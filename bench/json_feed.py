@@ -2,7 +2,7 @@
 """JSON feed memory benchmark: the real daemon pulls a JSON gzip bomb over loopback.
 
     python bench/json_feed.py                      # 256 MiB array of short strings
-    python bench/json_feed.py --mib 64 --filler 198.51.100.7 --json
+    python bench/json_feed.py --mib 64 --filler 198.51.100.7 --json build/bench/json_feed.json
 
 The body is a JSON array of ``--mib`` MiB (``"198.51.100.1"``, then
 ``--filler`` repeated, then ``"198.51.100.2"``), gzip'd on the fly (about
@@ -17,12 +17,14 @@ either way) is a peak under 300 MB.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import benchjson
 
 from tests.daemonproc import DaemonProc, short_tmpdir
 from tests.feedbomb import json_bomb, serve_gzip, vm_hwm, watch
@@ -35,7 +37,7 @@ def main() -> None:
     ap.add_argument("--mib", type=int, default=256, help="inflated body size in MiB (default 256)")
     ap.add_argument("--filler", default="x", help='the repeated short string (default "x": rejected values)')
     ap.add_argument("--limit-mb", type=int, default=4000, help="stop the daemon past this peak RSS")
-    ap.add_argument("--json", action="store_true", help="print one JSON object")
+    ap.add_argument("--json", metavar="PATH", help="also write the figures as JSON to PATH")
     args = ap.parse_args()
     size = args.mib << 20
     t0 = time.monotonic()
@@ -84,9 +86,7 @@ timeout = "2h"
         "last_value_stored": bool(last),
         "target_met": ok and peak < T_RSS,
     }
-    if args.json:
-        print(json.dumps(result))
-        return
+    benchjson.write(args.json, "json_feed", {**result, "mib": args.mib, "filler": args.filler})
     print(
         f"body: {args.mib} MiB JSON array of ~{result['items']:,} short strings ({args.filler!r}), "
         f"{result['gzip_kib']} KiB gzip (made in {made:.1f} s)"

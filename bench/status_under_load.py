@@ -19,7 +19,6 @@ another checkout (e.g. the commit before a change) with this checkout's client.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import statistics
@@ -35,6 +34,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
+import benchjson  # noqa: E402
 from ingest import generate  # noqa: E402
 
 from ctd.ctdctl.client import ConnectError, ControlClient, DaemonError  # noqa: E402
@@ -142,7 +142,7 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=200)
     ap.add_argument("--interval", type=float, default=1.0, help="seconds between one client's calls (0: back to back)")
     ap.add_argument("--repo", type=Path, default=HERE.parent, help="run the daemon from this checkout")
-    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--json", metavar="PATH", help="also write the figures as JSON to PATH")
     a = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="ctdb", dir="/tmp"))
     feed = work / "iocs.txt"
@@ -187,9 +187,7 @@ def main() -> None:
             proc.kill()
             proc.wait()
         shutil.rmtree(work, ignore_errors=True)
-    if a.json:
-        print(json.dumps(out))
-        return
+    benchjson.write(a.json, "status_under_load", out)
     every = f"every {a.interval:g} s" if a.interval else "back to back"
     print(f"daemon from {out['repo']}; N = {a.n:,} IoCs; {a.clients} concurrent status clients, each {every}")
     print(f"  first pull                         {out['first_pull_s']:8.2f} s")

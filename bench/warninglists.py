@@ -1,6 +1,6 @@
 """Benchmark of ctd.warninglists: load time, memory of the loaded lists, 1M checks.
 
-    python bench/warninglists.py [--n 1000000] [--sets default,all] [--json]
+    python bench/warninglists.py [--n 1000000] [--sets default,all] [--json PATH]
 
 Each set is measured in a fresh interpreter so that one set's memory does not
 hide in the next's.  Memory is the resident set size (VmRSS) after loading
@@ -20,6 +20,11 @@ import random
 import subprocess
 import sys
 import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import benchjson
 
 
 def _status(key: str) -> float:
@@ -107,7 +112,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=1_000_000)
     ap.add_argument("--sets", default="default,all")
-    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--json", metavar="PATH", help="also write the figures as JSON to PATH")
     ap.add_argument("--one", help=argparse.SUPPRESS)  # internal: measure one set in this process
     args = ap.parse_args()
     if args.one:
@@ -119,9 +124,7 @@ def main() -> None:
             [sys.executable, __file__, "--one", names, "--n", str(args.n)], check=True, capture_output=True, text=True
         ).stdout
         results.append(json.loads(out))
-    if args.json:
-        print(json.dumps(results, indent=2))
-        return
+    benchjson.write(args.json, "warninglists", {"sets": results})
     for r in results:
         print(
             f"warninglists[{r['set']}]: {r['lists']} lists, {r['entries']:,} entries; "

@@ -50,6 +50,7 @@ from ctd.store.requests import (
     CountIndicators,
     CountLedger,
     Expire,
+    ExpireStep,
     ExportPage,
     FetchPending,
     FindInList,
@@ -149,8 +150,18 @@ class Store(abc.ABC):
     # -- housekeeping and operator actions
 
     async def expire(self, now: int) -> int:
-        """How many indicators became inactive."""
-        return await self._execute(Expire(now=now))
+        """Sweep the whole store for expired indicators; how many became inactive.
+
+        In steps of a few tens of milliseconds, each its own request, so an ingest
+        or a ``ctdctl`` query waits behind one step, never behind the whole sweep.
+        """
+        total, after = 0, 0
+        while True:
+            step: ExpireStep = await self._execute(Expire(now=now, after=after))
+            total += step.expired
+            if step.resume is None:
+                return total
+            after = step.resume
 
     async def reapply_allowlist(self, allowlisted: Allowlisted | None, now: int) -> int:
         """How many indicators flipped."""

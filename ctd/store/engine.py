@@ -95,8 +95,8 @@ def execute(conn: sqlite3.Connection, request: Any) -> Any:
         case GetRejections(source=name):
             return rejections.listing(conn, name)
         # Housekeeping and operator actions.
-        case Expire(now=now):
-            return sql.expire(conn, now)
+        case Expire(now=now, after=after):
+            return sql.expire_step(conn, now, after)
         case ReapplyAllowlist(allowlisted=allowlisted, now=now):
             return sql.reapply_allowlist(conn, allowlisted or _nothing, now)
         case ApplyGuard():

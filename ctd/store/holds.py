@@ -24,7 +24,7 @@ _APPLY_SQL = """
 UPDATE stage SET retracted = 1
 WHERE retracted = 0 AND iid IN (
     SELECT iid FROM retraction_hold WHERE sid IN (0, :sid) AND (until IS NULL OR until > :now))
-RETURNING type, value
+RETURNING coalesce(pos, seq), type, value
 """
 
 
@@ -32,8 +32,8 @@ def apply(conn: sqlite3.Connection, params: dict[str, Any]) -> tuple[int, tuple[
     """Inside an ingest, after stage.iid is set: held re-reports become retractions. (count, examples)."""
     if conn.execute("SELECT 1 FROM retraction_hold LIMIT 1").fetchone() is None:
         return 0, ()
-    rows = conn.execute(_APPLY_SQL, params).fetchall()
-    return len(rows), tuple(f"{t}:{v}" for t, v in rows[:EXAMPLES])
+    rows = sorted(conn.execute(_APPLY_SQL, params).fetchall())  # in the batch's order (staging sorts by value)
+    return len(rows), tuple(f"{t}:{v}" for _, t, v in rows[:EXAMPLES])
 
 
 def for_indicator(conn: sqlite3.Connection, iid: int) -> list[dict[str, Any]]:

@@ -94,9 +94,18 @@ class RecordPullError(_Request, frozen=True, kw_only=True):
 
 
 class Expire(_Request, frozen=True, kw_only=True):
-    """Mark indicators whose every source entry has expired inactive."""
+    """One step of an expiry sweep: mark inactive the indicators after id ``after`` whose every source
+    entry has expired, for at most a few tens of milliseconds (``ExpireStep`` says where to go on)."""
 
     now: int
+    after: int = 0
+
+
+class ExpireStep(msgspec.Struct, frozen=True, kw_only=True):
+    """What one step of a sweep did: how many expired, and the id to resume after (None: swept to the end)."""
+
+    expired: int
+    resume: int | None
 
 
 class ReapplyAllowlist(_Request, frozen=True, kw_only=True):

@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from itertools import chain
+from operator import itemgetter
 from typing import Any
 
 import msgspec
 
 from ctd.store import changes, holds, rejections
-from ctd.store.requests import Checkpoint, IngestBatch, IngestResult
+from ctd.store.requests import Checkpoint, ExpireStep, IngestBatch, IngestResult
 from ctd.store.rows import STAGE_COLUMNS as _COLUMNS
 from ctd.store.rows import StageRow
 from ctd.store.schema import migrate
@@ -28,25 +30,38 @@ _json_dec = msgspec.json.Decoder()
 
 STAGE_COLUMNS = ", ".join(_COLUMNS)
 # Rows per staging statement: SQLite binds at most 32,766 parameters.
-_STAGE_CHUNK = 32766 // len(_COLUMNS)
-_ROW_MARKS = "(" + ",".join("?" * len(_COLUMNS)) + ")"
+_STAGE_CHUNK = 32766 // (len(_COLUMNS) + 1)
+_by_value = itemgetter(1)
+_ROW_MARKS = "(" + ",".join("?" * (len(_COLUMNS) + 1)) + ")"
 # The store's page cache (the RSS it may grow by as the database outgrows it).
 CACHE_KIB = 65536
 TEMP_CACHE_KIB = 32768  # temp tables' page cache: an ingest batch's stage fits, a plan's millions spill
 
 
 def _stage(conn: sqlite3.Connection, rows: Sequence[StageRow]) -> None:
-    """Stage a batch with a few multi-row INSERTs rather than one step per row.
+    """Stage a batch in value order, each row with its position in the batch (``pos``).
 
-    ``executemany`` releases and re-takes the GIL for every row; while a source
-    actor parses in another thread each re-take can wait a whole switch
-    interval (measured: 8k-20k rows/s instead of 400k). A multi-row VALUES
-    statement binds in C and runs as one step.
+    In value order the lookups and inserts that follow walk the (type, value)
+    index page by page instead of at random: measured 20% less store time for
+    new IoCs at 1M. ``pos`` keeps the batch's own order where it shows: new
+    indicators are numbered in the order they were reported. The sort is
+    stable, so rows naming one value twice keep their order.
+
+    A few multi-row INSERTs rather than one step per row: ``executemany``
+    releases and re-takes the GIL for every row; while a source actor parses in
+    another thread each re-take can wait a whole switch interval (measured:
+    8k-20k rows/s instead of 400k). A multi-row VALUES statement binds in C and
+    runs as one step.
     """
-    for i in range(0, len(rows), _STAGE_CHUNK):
-        part = rows[i : i + _STAGE_CHUNK]
+    ordered = [r + (i,) for i, r in enumerate(rows)]
+    try:
+        ordered.sort(key=_by_value)
+    except (IndexError, TypeError):
+        pass  # a malformed row: the INSERT refuses it with the driver's own error
+    for i in range(0, len(ordered), _STAGE_CHUNK):
+        part = ordered[i : i + _STAGE_CHUNK]
         conn.execute(
-            f"INSERT INTO stage ({STAGE_COLUMNS}) VALUES {','.join([_ROW_MARKS] * len(part))}",
+            f"INSERT INTO stage ({STAGE_COLUMNS}, pos) VALUES {','.join([_ROW_MARKS] * len(part))}",
             list(chain.from_iterable(part)),
         )
 
@@ -71,7 +86,7 @@ def connect(path: str) -> sqlite3.Connection:
     conn.execute(f"PRAGMA temp.cache_size=-{TEMP_CACHE_KIB}")
     conn.execute(
         "CREATE TEMP TABLE IF NOT EXISTS stage "
-        f"(seq INTEGER PRIMARY KEY, {STAGE_COLUMNS}, iid INTEGER, had INTEGER, multi INTEGER)"
+        f"(seq INTEGER PRIMARY KEY, {STAGE_COLUMNS}, pos INTEGER, iid INTEGER, had INTEGER, multi INTEGER)"
     )
     return conn
 
@@ -233,15 +248,31 @@ UPDATE indicator SET
 WHERE id IN ({ids})
 """
 
+# New indicators get their ids here rather than from SQLite: max_id + 1 + the row's position in the
+# batch, so the stage learns them without a second lookup, in the order they were reported.
 _INSERT_INDICATORS_SQL = """
-INSERT INTO indicator (type, value, allowlisted, hits, first_seen, last_seen, expires_at, reputation, severity,
+INSERT INTO indicator (id, type, value, allowlisted, hits, first_seen, last_seen, expires_at, reputation, severity,
                        tags, comments, reference, best_source, active, changed_at, nsrc, warninglist)
-SELECT type, value, allowlisted, 1, first_seen, last_seen, CASE WHEN retracted THEN NULL ELSE exp END,
-       reputation, severity, CASE WHEN retracted THEN '[]' ELSE tags END, comments, reference, :sid,
+SELECT :max_id + 1 + pos, type, value, allowlisted, 1, first_seen, last_seen,
+       CASE WHEN retracted THEN NULL ELSE exp END, reputation, severity,
+       CASE WHEN retracted THEN '[]' ELSE tags END, comments, reference, :sid,
        allowlisted = 0 AND retracted = 0 AND wl_hold = 0 AND (exp IS NULL OR exp > :now), :now, 1, warninglist
-FROM (SELECT *, coalesce(expires_at, CASE WHEN :aging > 0 THEN :now + :aging END) AS exp FROM stage)
+FROM (SELECT *, coalesce(expires_at, CASE WHEN :aging > 0 THEN :now + :aging END) AS exp FROM stage
+      WHERE iid IS NULL)
 WHERE true
 ON CONFLICT (type, value) DO NOTHING
+"""
+
+# The stage learns which rows name an existing indicator (one index probe and one row read each)
+# and of those, had: this source already reported it; multi: it has (or gets) another source too.
+# With one source the indicator's best_source names it, so no provenance row is read.
+_LOOKUP_SQL = """
+UPDATE stage SET (iid, had, multi) = (
+    SELECT i.id,
+           CASE WHEN i.nsrc = 1 THEN i.best_source IS :sid
+                ELSE EXISTS (SELECT 1 FROM sighting s WHERE s.iid = i.id AND s.sid = :sid) END,
+           CASE WHEN i.nsrc = 1 THEN i.best_source IS NOT :sid ELSE i.nsrc > 1 END
+    FROM indicator i WHERE i.type = stage.type AND i.value = stage.value)
 """
 
 # An existing indicator whose only source is this one: the merged provenance
@@ -277,16 +308,20 @@ def ingest(conn: sqlite3.Connection, batch: IngestBatch) -> IngestResult:
         nrows = len(rows)
         max_id = conn.execute("SELECT coalesce(max(id), 0) FROM indicator").fetchone()[0]
         params["max_id"] = max_id
-        conn.execute(_INSERT_INDICATORS_SQL, params)
-        new = conn.execute("SELECT coalesce(max(id), 0) FROM indicator").fetchone()[0] - max_id
-        # had: this source already reported it; multi: it has (or gets) another source too.
-        conn.execute(
-            "UPDATE stage SET (iid, had, multi) = (SELECT i.id, EXISTS (SELECT 1 FROM sighting s "
-            "WHERE s.iid = i.id AND s.sid = :sid), i.nsrc FROM indicator i "
-            "WHERE i.type = stage.type AND i.value = stage.value)",
-            params,
-        )
-        conn.execute("UPDATE stage SET multi = iid <= :max_id AND multi + (1 - had) > 1", params)
+        # Existing indicators first (one index probe each, the whole work of a re-report's lookup),
+        # then only the rest are inserted, with the ids the stage already knows.
+        conn.execute(_LOOKUP_SQL, params)
+        missing = conn.execute("SELECT count(*) FROM stage WHERE iid IS NULL").fetchone()[0]
+        new = 0
+        if missing:
+            new = conn.execute(_INSERT_INDICATORS_SQL, params).rowcount
+            if new == missing:
+                conn.execute("UPDATE stage SET iid = :max_id + 1 + pos, had = 0, multi = 0 WHERE iid IS NULL", params)
+            else:  # the batch names a new value twice: the later rows take the first one's id
+                conn.execute(
+                    "UPDATE stage SET iid = (SELECT i.id FROM indicator i WHERE i.type = stage.type "
+                    "AND i.value = stage.value), had = 0, multi = 0 WHERE iid IS NULL"
+                )
         held, held_examples = holds.apply(conn, params)  # an operator's retraction outlasts re-reports
         conn.execute(_upsert_sighting_sql(batch.policy), params)
         # A new indicator already carries its one source's metadata. An existing one
@@ -298,7 +333,7 @@ def ingest(conn: sqlite3.Connection, batch: IngestBatch) -> IngestResult:
             params,
         )
         conn.execute(_SINGLE_SOURCE_SQL, params)
-        dups = conn.execute("SELECT count(*) FROM stage WHERE iid > :max_id", params).fetchone()[0] > new
+        dups = missing > new
         merge = "multi" + (" OR iid > :max_id" if dups else "")
         conn.execute(
             "UPDATE indicator SET hits = indicator.hits + d.n - (indicator.id > :max_id), allowlisted = d.al "
@@ -341,19 +376,48 @@ def _refresh_ids(conn: sqlite3.Connection, ids: Iterable[int], now: int) -> None
 # --- housekeeping ---------------------------------------------------------------
 
 
-def expire(conn: sqlite3.Connection, now: int) -> int:
-    """Mark indicators whose every source entry has expired inactive; returns how many."""
+# An expiry sweep reads every indicator (an index on expires_at would cost every re-report more
+# than the scan costs once per housekeeping round: migration 4), in id ranges of EXPIRE_CHUNK ids,
+# and returns to the store's inbox after EXPIRE_BUDGET_S so nothing waits behind the whole sweep.
+EXPIRE_CHUNK = 25_000
+EXPIRE_BUDGET_S = 0.04
+
+
+def expire_step(conn: sqlite3.Connection, now: int, after: int = 0, budget_s: float | None = None) -> ExpireStep:
+    """Expire indicators with ids after ``after``, chunk by chunk, until ``budget_s`` (default
+    EXPIRE_BUDGET_S) is spent: at least one chunk."""
+    budget = EXPIRE_BUDGET_S if budget_s is None else budget_s
+    top = conn.execute("SELECT coalesce(max(id), 0) FROM indicator").fetchone()[0]
+    expired, start = 0, time.monotonic()
     with transaction(conn):
-        ids = [
-            r[0]
-            for r in conn.execute(
-                "UPDATE indicator SET active = 0, changed_at = :now "
-                "WHERE active = 1 AND expires_at IS NOT NULL AND expires_at <= :now RETURNING id",
-                {"now": now},
-            )
-        ]
-        changes.bump_for(conn, ids)
-        return len(ids)
+        while True:
+            upto = after + EXPIRE_CHUNK
+            ids = [
+                r[0]
+                for r in conn.execute(
+                    "UPDATE indicator SET active = 0, changed_at = :now WHERE id > :after AND id <= :upto "
+                    "AND active = 1 AND expires_at IS NOT NULL AND expires_at <= :now RETURNING id",
+                    {"now": now, "after": after, "upto": upto},
+                )
+            ]
+            changes.bump_for(conn, ids)  # the sharings of these sources plan again (change generations)
+            expired += len(ids)
+            after = upto
+            if after >= top:
+                return ExpireStep(expired=expired, resume=None)
+            if time.monotonic() - start >= budget:
+                return ExpireStep(expired=expired, resume=after)
+
+
+def expire(conn: sqlite3.Connection, now: int, budget_s: float | None = None) -> int:
+    """Mark indicators whose every source entry has expired inactive (a whole sweep); returns how many."""
+    total, after = 0, 0
+    while True:
+        step = expire_step(conn, now, after, budget_s)
+        total += step.expired
+        if step.resume is None:
+            return total
+        after = step.resume
 
 
 def reapply_allowlist(conn: sqlite3.Connection, matches: Any, now: int) -> int:
