@@ -7,6 +7,11 @@ time) with :func:`ctd.store.engine.execute` and answers with an ``outcome``.
 A requester that was cancelled simply never reads its reply; one still waiting
 when the actor stops gets ``StoreClosed``.
 
+Nothing waits long behind a large ingest (issue 14): a batch of more than
+``ctd.store.slices.SLICE_ROWS`` rows is merged a slice (one short transaction)
+at a time, and what arrived meanwhile is served between two slices: requests
+are served in arrival order, a sliced batch taking its turn again after them.
+
 What an operator polls never waits behind ingest: after every request that
 changed something the worker reads the maintained counters (a few dozen rows,
 ``ctd.store.tally``) in the same call, and the client answers ``counts``,
@@ -25,6 +30,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -38,6 +44,7 @@ from ctd.store import engine, health, preflight, tally
 from ctd.store.api import Store, StoreStatistics
 from ctd.store.health import Health
 from ctd.store.requests import _Request
+from ctd.store.slices import Job
 
 log = structlog.get_logger("ctd.store")
 
@@ -187,52 +194,82 @@ async def run_store(
     shared = _Shared(path)
     conn = await _open_waiting_for_space(path, limiter, shared, on_health, check, wait_for_space)
     send, recv = trio.open_memory_channel[Ask](INBOX_SIZE)
-    shared.queued = lambda: recv.statistics().current_buffer_used
+    jobs: deque[Job] = deque()
+    shared.queued = lambda: recv.statistics().current_buffer_used + len(jobs)
     log.info("store opened", path=path, ctd_event="store_opened")
     try:
         task_status.started(StoreClient(send, shared))
-        async for msg in recv:
-            if not isinstance(msg, Ask):
-                raise AssertionError(f"store got an unknown message: {msg!r}")
-            reply = msg.reply
-            with reply:  # closed however this ends: nobody waits on a cancelled store
-                t0 = trio.current_time()
-                result = await _run(conn, msg.request, limiter, shared)
-                shared.handled += 1
-                shared.busy += trio.current_time() - t0
-                damaged = _after(result, shared, on_health)
-                answer(reply, result)
+        while True:
+            if not jobs:
+                try:
+                    jobs.append(_job(await recv.receive()))
+                except trio.EndOfChannel:
+                    break
+            _take_queued(recv, jobs)
+            job = jobs.popleft()
+            t0 = trio.current_time()
+            try:
+                finished, result = await _run(conn, job, limiter, shared)
+            except BaseException:
+                job.reply.close()  # nobody waits on a cancelled store
+                raise
+            shared.busy += trio.current_time() - t0
+            if not finished:
+                _take_queued(recv, jobs)  # what arrived during this slice goes first
+                jobs.append(job)
+                continue
+            shared.handled += 1
+            damaged = _after(result, shared, on_health)
+            answer(job.reply, result)
             if damaged:
                 break  # stop: every later request fails at once with the same message
     finally:
+        for job in jobs:
+            job.reply.close()
         close_inbox(recv)
         conn.close()
         log.info("store closed", ctd_event="store_closed")
 
 
-def _perform(conn: sqlite3.Connection, request: Any) -> tuple[Any, tally.Counts | None]:
-    """One request, and a fresh snapshot of the counters if it changed anything (worker thread)."""
+def _take_queued(recv: trio.MemoryReceiveChannel[Ask], jobs: deque[Job]) -> None:
+    """Move what is waiting in the inbox behind ``jobs``, in order (never more than the inbox holds)."""
+    while len(jobs) < INBOX_SIZE:
+        try:
+            jobs.append(_job(recv.receive_nowait()))
+        except (trio.WouldBlock, trio.EndOfChannel):
+            return
+
+
+def _job(msg: Any) -> Job:
+    if not isinstance(msg, Ask):
+        raise AssertionError(f"store got an unknown message: {msg!r}")
+    return Job(msg.request, msg.reply)
+
+
+def _perform(conn: sqlite3.Connection, job: Job) -> tuple[bool, Any, tally.Counts | None]:
+    """One step of ``job``, and a fresh snapshot of the counters if it changed anything (worker thread)."""
     before = conn.total_changes
-    result = engine.execute(conn, request)
-    return result, (tally.read(conn) if conn.total_changes != before else None)
+    finished, result = job.step(conn)
+    return finished, result, (tally.read(conn) if conn.total_changes != before else None)
 
 
 async def _run(
-    conn: sqlite3.Connection, request: Any, limiter: trio.CapacityLimiter, shared: _Shared
-) -> outcome.Outcome[Any]:
+    conn: sqlite3.Connection, job: Job, limiter: trio.CapacityLimiter, shared: _Shared
+) -> tuple[bool, outcome.Outcome[Any]]:
+    """One step of ``job``: whether the job is finished, and its outcome if so (an error finishes it)."""
     try:
-        result, counts = await trio.to_thread.run_sync(_perform, conn, request, limiter=limiter)
+        finished, result, counts = await trio.to_thread.run_sync(_perform, conn, job, limiter=limiter)
     except (sqlite3.Error, OSError) as exc:
         err = health.classify(exc, shared.path)
-        log.error("store operation failed", error=str(exc), request=type(request).__name__)
-        return outcome.Error(err)
+        log.error("store operation failed", error=str(exc), request=type(job.request).__name__)
+        return True, outcome.Error(err)
     except AssertionError:
         raise  # a request the backend does not know is a bug: fail loudly
     except Exception as exc:
-        return outcome.Error(exc)
+        return True, outcome.Error(exc)
     if counts is not None:
         shared.counts = counts
-    return outcome.Value(result)
+    return finished, outcome.Value(result)
 
 
 def _after(result: outcome.Outcome[Any], shared: _Shared, on_health: HealthHook | None) -> bool:
