@@ -36,24 +36,30 @@ def _batch(source: str, values: list[str], **kw: object) -> IngestBatch:
     return IngestBatch(**args)
 
 
-def _sliced(conn: sqlite3.Connection, batch: IngestBatch) -> tuple[object, int]:
-    """Merge ``batch`` as the store actor does (step by step); its result and the number of steps."""
+def _sliced(conn: sqlite3.Connection, batch: IngestBatch, limit: int) -> object:
+    """Merge ``batch`` as the store actor does while contended: ``limit`` rows per step; its result."""
     job = Job(batch, None)  # type: ignore[arg-type]
-    steps = 0
     while True:
-        steps += 1
-        done, result = job.step(conn)
+        done, result = job.step(conn, limit)
         if done:
-            return result, steps
+            return result
+
+
+async def _contend(store) -> None:
+    """Two requests at once: one of them queues behind the other."""
+    async with trio.open_nursery() as nursery:
+        for _ in range(2):
+            nursery.start_soon(store.change_marks, None)
 
 
 async def test_a_request_is_served_between_the_slices_of_a_large_batch(tmp_path, monkeypatch):
-    """A small request sent while a large batch is being merged is answered before the batch is."""
+    """While the store is contended, a request sent during a large batch is answered before the batch is."""
     monkeypatch.setattr(store_slices, "SLICE_ROWS", 1)
     order: list[str] = []
     ingested = trio.Event()
     async with trio.open_nursery() as nursery:
         store = await nursery.start(run_store, str(tmp_path / "ctd.db"))
+        await _contend(store)
 
         async def ingest() -> None:
             await store.ingest(_batch("bulk", [f"v{i}.example" for i in range(300)]))
@@ -69,18 +75,39 @@ async def test_a_request_is_served_between_the_slices_of_a_large_batch(tmp_path,
     assert order == ["marks", "ingest"]
 
 
-def test_only_the_last_slice_moves_the_resume_point(tmp_path, monkeypatch):
-    """Until a sliced batch's last slice commits, the source resumes where it did before the batch."""
+async def test_a_store_with_nothing_else_to_do_merges_a_batch_in_one_transaction(tmp_path, monkeypatch):
+    """With no request queuing behind another, a large batch is merged whole (slices cost ingest speed)."""
     monkeypatch.setattr(store_slices, "SLICE_ROWS", 2)
+    merges: list[int] = []
+    execute = store_slices.engine.execute
+
+    def spy(conn, request):
+        if isinstance(request, IngestBatch):
+            merges.append(len(request.rows))
+        return execute(conn, request)
+
+    monkeypatch.setattr(store_slices.engine, "execute", spy)
+    async with trio.open_nursery() as nursery:
+        store = await nursery.start(run_store, str(tmp_path / "ctd.db"))
+        await store.ingest(_batch("bulk", [f"v{i}.example" for i in range(10)]))
+        await _contend(store)
+        await store.ingest(_batch("bulk", [f"w{i}.example" for i in range(5)], fresh=False))
+        nursery.cancel_scope.cancel()
+    assert merges == [10, 2, 2, 1]
+
+
+def test_only_the_last_slice_moves_the_resume_point(tmp_path):
+    """Until a sliced batch's last slice commits, the source resumes where it did before the batch."""
     conn = store_sql.connect(str(tmp_path / "ctd.db"))
     store_sql.ingest(conn, _batch("a", ["first.example"], sub={"page": 1}, cursor={"c": 1}))
-    job = Job(_batch("a", [f"v{i}.example" for i in range(5)], fresh=False, sub={"page": 2}, cursor={"c": 2}), None)  # type: ignore[arg-type]
-    done, _ = job.step(conn)
+    batch = _batch("a", [f"v{i}.example" for i in range(5)], fresh=False, sub={"page": 2}, cursor={"c": 2})
+    job = Job(batch, None)  # type: ignore[arg-type]
+    done, _ = job.step(conn, 2)
     assert not done
     cp = store_sql.get_checkpoint(conn, "a")
     assert (cp.sub, cp.cursor) == ({"page": 1}, {"c": 1})
     while not done:
-        done, result = job.step(conn)
+        done, result = job.step(conn, 2)
     cp = store_sql.get_checkpoint(conn, "a")
     assert (cp.sub, cp.cursor) == ({"page": 2}, {"c": 2})
     assert (result.new, result.updated) == (5, 0)
@@ -130,8 +157,6 @@ def test_a_sliced_batch_stores_what_one_transaction_would(tmp_path_factory, hist
     """Any history of batches merged in slices of 2 leaves the store as merging each in one transaction does."""
     d = tmp_path_factory.mktemp("slices")
     whole, parts = store_sql.connect(str(d / "whole.db")), store_sql.connect(str(d / "parts.db"))
-    old = store_slices.SLICE_ROWS
-    store_slices.SLICE_ROWS = 2
     try:
         for n, (source, reports, fresh, end, days) in enumerate(history):
             sightings = [
@@ -153,10 +178,9 @@ def test_a_sliced_batch_stores_what_one_transaction_would(tmp_path_factory, hist
                 rejected=(("malformed", f"line {n}", "bad"),),
             )
             one = store_sql.ingest(whole, batch)
-            sliced, _ = _sliced(parts, batch)
+            sliced = _sliced(parts, batch, 2)
             assert sliced == one
             assert _dump(parts) == _dump(whole)
     finally:
-        store_slices.SLICE_ROWS = old
         whole.close()
         parts.close()
