@@ -7,6 +7,12 @@ time) with :func:`ctd.store.engine.execute` and answers with an ``outcome``.
 A requester that was cancelled simply never reads its reply; one still waiting
 when the actor stops gets ``StoreClosed``.
 
+Nothing waits long behind a large ingest (issue 14): while requests queue
+behind one another, a batch of more than ``ctd.store.slices.SLICE_ROWS`` rows
+is merged a slice (one short transaction) at a time, and what arrived
+meanwhile is served between two slices: requests are served in arrival order,
+a sliced batch taking its turn again after them.
+
 What an operator polls never waits behind ingest: after every request that
 changed something the worker reads the maintained counters (a few dozen rows,
 ``ctd.store.tally``) in the same call, and the client answers ``counts``,
@@ -25,6 +31,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -34,10 +41,11 @@ import trio
 
 from ctd.ask import Ask, answer, ask, close_inbox
 from ctd.errors import StoreClosed, StoreDamaged, StoreError, StoreFull
-from ctd.store import engine, health, preflight, tally
+from ctd.store import engine, health, preflight, slices, tally
 from ctd.store.api import Store, StoreStatistics
 from ctd.store.health import Health
 from ctd.store.requests import _Request
+from ctd.store.slices import Job
 
 log = structlog.get_logger("ctd.store")
 
@@ -187,52 +195,88 @@ async def run_store(
     shared = _Shared(path)
     conn = await _open_waiting_for_space(path, limiter, shared, on_health, check, wait_for_space)
     send, recv = trio.open_memory_channel[Ask](INBOX_SIZE)
-    shared.queued = lambda: recv.statistics().current_buffer_used
+    jobs: deque[Job] = deque()
+    shared.queued = lambda: recv.statistics().current_buffer_used + len(jobs)
+    contended = [-slices.CONTENDED_S]  # when a request last had to queue behind another
     log.info("store opened", path=path, ctd_event="store_opened")
     try:
         task_status.started(StoreClient(send, shared))
-        async for msg in recv:
-            if not isinstance(msg, Ask):
-                raise AssertionError(f"store got an unknown message: {msg!r}")
-            reply = msg.reply
-            with reply:  # closed however this ends: nobody waits on a cancelled store
-                t0 = trio.current_time()
-                result = await _run(conn, msg.request, limiter, shared)
-                shared.handled += 1
-                shared.busy += trio.current_time() - t0
-                damaged = _after(result, shared, on_health)
-                answer(reply, result)
+        while True:
+            if not jobs:
+                try:
+                    jobs.append(_job(await recv.receive()))
+                except trio.EndOfChannel:
+                    break
+            _take_queued(recv, jobs, contended)
+            job = jobs.popleft()
+            t0 = trio.current_time()
+            limit = slices.SLICE_ROWS if t0 - contended[0] < slices.CONTENDED_S else None
+            try:
+                finished, result = await _run(conn, job, limit, limiter, shared)
+            except BaseException:
+                job.reply.close()  # nobody waits on a cancelled store
+                raise
+            shared.busy += trio.current_time() - t0
+            if not finished:
+                _take_queued(recv, jobs, contended)  # what arrived during this slice goes first
+                jobs.append(job)
+                continue
+            shared.handled += 1
+            damaged = _after(result, shared, on_health)
+            answer(job.reply, result)
             if damaged:
                 break  # stop: every later request fails at once with the same message
     finally:
+        for job in jobs:
+            job.reply.close()
         close_inbox(recv)
         conn.close()
         log.info("store closed", ctd_event="store_closed")
 
 
-def _perform(conn: sqlite3.Connection, request: Any) -> tuple[Any, tally.Counts | None]:
-    """One request, and a fresh snapshot of the counters if it changed anything (worker thread)."""
+def _take_queued(recv: trio.MemoryReceiveChannel[Ask], jobs: deque[Job], contended: list[float]) -> None:
+    """Move what is waiting in the inbox behind ``jobs``, in order (never more than the inbox holds).
+
+    A request found waiting arrived while another was being served: the store is contended.
+    """
+    while len(jobs) < INBOX_SIZE:
+        try:
+            jobs.append(_job(recv.receive_nowait()))
+        except (trio.WouldBlock, trio.EndOfChannel):
+            return
+        contended[0] = trio.current_time()
+
+
+def _job(msg: Any) -> Job:
+    if not isinstance(msg, Ask):
+        raise AssertionError(f"store got an unknown message: {msg!r}")
+    return Job(msg.request, msg.reply)
+
+
+def _perform(conn: sqlite3.Connection, job: Job, limit: int | None) -> tuple[bool, Any, tally.Counts | None]:
+    """One step of ``job``, and a fresh snapshot of the counters if it changed anything (worker thread)."""
     before = conn.total_changes
-    result = engine.execute(conn, request)
-    return result, (tally.read(conn) if conn.total_changes != before else None)
+    finished, result = job.step(conn, limit)
+    return finished, result, (tally.read(conn) if conn.total_changes != before else None)
 
 
 async def _run(
-    conn: sqlite3.Connection, request: Any, limiter: trio.CapacityLimiter, shared: _Shared
-) -> outcome.Outcome[Any]:
+    conn: sqlite3.Connection, job: Job, limit: int | None, limiter: trio.CapacityLimiter, shared: _Shared
+) -> tuple[bool, outcome.Outcome[Any]]:
+    """One step of ``job``: whether the job is finished, and its outcome if so (an error finishes it)."""
     try:
-        result, counts = await trio.to_thread.run_sync(_perform, conn, request, limiter=limiter)
+        finished, result, counts = await trio.to_thread.run_sync(_perform, conn, job, limit, limiter=limiter)
     except (sqlite3.Error, OSError) as exc:
         err = health.classify(exc, shared.path)
-        log.error("store operation failed", error=str(exc), request=type(request).__name__)
-        return outcome.Error(err)
+        log.error("store operation failed", error=str(exc), request=type(job.request).__name__)
+        return True, outcome.Error(err)
     except AssertionError:
         raise  # a request the backend does not know is a bug: fail loudly
     except Exception as exc:
-        return outcome.Error(exc)
+        return True, outcome.Error(exc)
     if counts is not None:
         shared.counts = counts
-    return outcome.Value(result)
+    return finished, outcome.Value(result)
 
 
 def _after(result: outcome.Outcome[Any], shared: _Shared, on_health: HealthHook | None) -> bool:

@@ -30,6 +30,15 @@ LIVE_FROM = (
     "EXISTS (SELECT 1 FROM sighting s JOIN source src ON src.id = s.sid "
     "WHERE s.iid = i.id AND s.retracted = 0 AND src.name IN ({marks}))"
 )
+# The same, driven by those sources' reports (the sighting_by_source index) instead of a scan of
+# every indicator: for sources that report few of the store's indicators.
+LIVE_BY_SOURCE = (
+    "i.id IN (SELECT s.iid FROM source src JOIN sighting s ON s.sid = src.id "
+    "WHERE src.name IN ({marks}) AND s.retracted = 0)"
+)
+# By source when the sources' live reports are at most this share of the active indicators: each
+# report costs a few index probes where a scan reads one row per indicator.
+BY_SOURCE_SHARE = 0.25
 # Loop prevention: never back to a plugin that reported the value itself.
 NOT_FROM_DEST = (
     "NOT EXISTS (SELECT 1 FROM sighting s JOIN source src ON src.id = s.sid WHERE s.iid = i.id AND src.name = ?)"
@@ -59,12 +68,13 @@ def sharing_id(conn: sqlite3.Connection, name: str) -> int:
         return conn.execute("INSERT INTO sharing(name) VALUES (?) RETURNING id", (name,)).fetchone()[0]
 
 
-def selection_where(sel: Selection, shid: int | None = None) -> tuple[str, list[Any]]:
+def selection_where(sel: Selection, shid: int | None = None, by_source: bool = False) -> tuple[str, list[Any]]:
     """A WHERE clause over ``indicator i`` and its params for ``sel``.
 
     The rule is compiled here, at the store, because its SQL is SQLite's dialect.
     With ``shid`` (planning a sharing), loop prevention spares what that sharing
-    already shared before the destination reported it.
+    already shared before the destination reported it. ``by_source``: select
+    from the sources' reports rather than scanning (see ``few_reports``).
     """
     rule_sql, params = sel.rule.sql(sel.at)
     if sel.types is not None:
@@ -72,7 +82,7 @@ def selection_where(sel: Selection, shid: int | None = None) -> tuple[str, list[
         params.extend(sel.types)
     parts = ["i.active = 1", f"({rule_sql})"]
     if sel.sources is not None:
-        parts.append(LIVE_FROM.format(marks=",".join("?" * len(sel.sources))))
+        parts.append((LIVE_BY_SOURCE if by_source else LIVE_FROM).format(marks=",".join("?" * len(sel.sources))))
         params.extend(sel.sources)
     if sel.not_from is not None:
         if shid is None:
@@ -85,6 +95,19 @@ def selection_where(sel: Selection, shid: int | None = None) -> tuple[str, list[
         parts.append("i.last_seen >= ?")
         params.append(sel.seen_since)
     return " AND ".join(parts), params
+
+
+def few_reports(conn: sqlite3.Connection, sources: tuple[str, ...] | None) -> bool:
+    """Do ``sources`` report few of the active indicators (from the maintained counters)?"""
+    if sources is None:
+        return False
+    reports = conn.execute(
+        f"SELECT coalesce(sum(t.n), 0) FROM tally_source t JOIN source src ON src.id = t.sid "
+        f"WHERE src.name IN ({','.join('?' * len(sources))})",
+        sources,
+    ).fetchone()[0]
+    active = conn.execute("SELECT coalesce(sum(n), 0) FROM tally_indicator WHERE active = 1").fetchone()[0]
+    return reports <= active * BY_SOURCE_SHARE
 
 
 def _select_candidates(
@@ -141,7 +164,7 @@ def plan(conn: sqlite3.Connection, req: PlanSharing) -> Plan:
     shid = sharing_id(conn, req.sharing)
     table = CAND_TABLE.format(shid)
     now = req.now
-    where, params = selection_where(req.selection, shid)
+    where, params = selection_where(req.selection, shid, few_reports(conn, req.selection.sources))
     with transaction(conn):
         conn.execute("UPDATE sharing SET last_run = ? WHERE id = ?", (now, shid))
         _select_candidates(conn, table, where, params, req.size, req.overhead, req.max_entries, req.max_bytes)

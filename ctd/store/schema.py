@@ -282,6 +282,15 @@ MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [
     # renderers refuse them, but JSON destinations still received them and ctdctl
     # cannot name them. Retracted from every source, so sharing withdraws them.
     _retract_values_failing_the_gate,
+    # 14: a source's reports, by source (issue 14: latency). A sharing of a few small sources in a
+    # large store plans from their reports instead of scanning every indicator, and a small
+    # source's snapshot end finds its stale reports without scanning everyone's. Unlike
+    # migration 4's (sid, gen), neither column changes when a source re-reports: an ingest
+    # writes this index only for a report it has not seen before, at the end of its source's
+    # range when the indicator is new.
+    """
+    CREATE INDEX sighting_by_source ON sighting(sid, iid);
+    """,
 ]
 
 # PRAGMA application_id of a ctd database (b"ctd1" as a big-endian integer), set by migration 9.

@@ -286,7 +286,7 @@ UPDATE indicator SET
     allowlisted = st.allowlisted, hits = indicator.hits + 1,
     active = st.allowlisted = 0 AND s.retracted = 0 AND s.wl_hold = 0 AND (s.expires_at IS NULL OR s.expires_at > :now),
     warninglist = s.warninglist, changed_at = :now
-FROM stage st JOIN sighting s ON s.iid = st.iid AND s.sid = :sid
+FROM stage st CROSS JOIN sighting s ON s.iid = st.iid AND s.sid = :sid
 WHERE indicator.id = st.iid AND st.iid <= :max_id AND indicator.nsrc = 1
 """
 
