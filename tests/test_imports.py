@@ -25,6 +25,7 @@ ADAPTER_TOOLKIT: dict[str, str] = {
     "ctd.model": "the adapter contract, with what it re-exports (canonicalisation, the error tree)",
     "ctd.adapters.http": "the shared HTTP layer: client, redirect policy, response caps, error mapping",
     "ctd.adapters.jsonstream": "the incremental JSON parser with its caps, for bodies too large to decode whole",
+    "ctd.adapters.tenant": "the config hooks of an adapter connected through a [tenants.NAME] table",
     # The control socket needs it too, and the core never imports an adapter module: so it is a core leaf
     # module (it imports nothing of ctd), not part of the adapters' shared layer.
     "ctd.accept": "accepting connections with a back-off when out of descriptors, and rate-limited logging",

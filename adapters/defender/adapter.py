@@ -27,13 +27,12 @@ from msgspec import Meta
 
 from ctd.adapters.defender import mapping as dm
 from ctd.adapters.defender.api import ALERTS, BATCH_DELETE, IMPORT, INDICATORS, DefenderApi, DefenderTenant, decode
-from ctd.adapters.http import make_client
+from ctd.adapters.tenant import TenantHooks
 from ctd.model import (
     ActionSpec,
     Adapter,
     AuthError,
     Batch,
-    BindContext,
     ConfigError,
     InvalidIndicator,
     PullContext,
@@ -67,8 +66,11 @@ class IndicatorParams(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, 
     max_entries: Annotated[int, Meta(ge=1, le=dm.MAX_ACTIVE)] | None = None
 
 
-class DefenderAdapter(Adapter):
+class DefenderAdapter(TenantHooks, Adapter):
     """Pull alert evidence (or others' indicators) from Defender for Endpoint; import and delete indicators."""
+
+    TENANT = DefenderTenant
+    CLIENT_HEADERS = {"Accept": "application/json"}
 
     Config: ClassVar[type[DefenderConfig]] = DefenderConfig
     can_pull: ClassVar[bool] = True
@@ -95,25 +97,6 @@ class DefenderAdapter(Adapter):
         self.api = DefenderApi(self.client, tenant)
 
     # --- config hooks ------------------------------------------------------------------
-
-    @classmethod
-    def check_plugin(cls, pull: bool, options: DefenderConfig) -> None:
-        if options.resolved_tenant is not None:
-            raise ValueError("resolved_tenant is filled in from [tenants.NAME]; do not set it")
-
-    @classmethod
-    def bind(cls, options: DefenderConfig, ctx: BindContext) -> DefenderConfig:
-        return msgspec.structs.replace(options, resolved_tenant=ctx.tenant(options.tenant, DefenderTenant))
-
-    @classmethod
-    def verifies_tls(cls, options: DefenderConfig) -> bool:
-        return options.resolved_tenant is None or options.resolved_tenant.verify_tls
-
-    @classmethod
-    def make_client(cls, options: DefenderConfig) -> httpx.AsyncClient:
-        if options.resolved_tenant is None:
-            raise ConfigError(f"tenant {options.tenant!r} was not bound")
-        return make_client(options.resolved_tenant, headers={"Accept": "application/json"})
 
     @classmethod
     def limits(cls, action: str, params: IndicatorParams) -> tuple[int | None, int | None]:

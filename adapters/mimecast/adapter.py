@@ -22,16 +22,15 @@ import httpx
 import msgspec
 from msgspec import Meta
 
-from ctd.adapters.http import make_client
 from ctd.adapters.mimecast import api as mapi
 from ctd.adapters.mimecast import mapping as m
 from ctd.adapters.mimecast.api import MimecastApi, MimecastTenant
+from ctd.adapters.tenant import TenantHooks
 from ctd.model import (
     ActionSpec,
     Adapter,
     AuthError,
     Batch,
-    BindContext,
     ConfigError,
     PullContext,
     PushResult,
@@ -75,8 +74,10 @@ class BlockedSenderParams(msgspec.Struct, kw_only=True, forbid_unknown_fields=Tr
     max_entries: Annotated[int, Meta(ge=1)] | None = None
 
 
-class MimecastAdapter(Adapter):
+class MimecastAdapter(TenantHooks, Adapter):
     """Pull Mimecast detections and the threat-intel feed; write Managed URLs and blocked sender policies."""
+
+    TENANT = MimecastTenant
 
     Config: ClassVar[type[MimecastConfig]] = MimecastConfig
     can_pull: ClassVar[bool] = True
@@ -111,24 +112,9 @@ class MimecastAdapter(Adapter):
 
     @classmethod
     def check_plugin(cls, pull: bool, options: MimecastConfig) -> None:
-        if options.resolved_tenant is not None:
-            raise ValueError("resolved_tenant is filled in from [tenants.NAME]; do not set it")
+        super().check_plugin(pull, options)  # resolved_tenant is not the operator's to set
         if pull and not (options.logs or options.feed_types):
             raise ValueError("logs and feed_types are empty: nothing to pull (set pull = false for a destination)")
-
-    @classmethod
-    def bind(cls, options: MimecastConfig, ctx: BindContext) -> MimecastConfig:
-        return msgspec.structs.replace(options, resolved_tenant=ctx.tenant(options.tenant, MimecastTenant))
-
-    @classmethod
-    def verifies_tls(cls, options: MimecastConfig) -> bool:
-        return options.resolved_tenant is None or options.resolved_tenant.verify_tls
-
-    @classmethod
-    def make_client(cls, options: MimecastConfig) -> httpx.AsyncClient:
-        if options.resolved_tenant is None:
-            raise ConfigError(f"tenant {options.tenant!r} was not bound")
-        return make_client(options.resolved_tenant)
 
     @classmethod
     def limits(cls, action: str, params: Any) -> tuple[int | None, int | None]:

@@ -25,15 +25,14 @@ import httpx
 import msgspec
 from msgspec import Meta
 
-from ctd.adapters.http import make_client
 from ctd.adapters.netskope import mapping as nm
 from ctd.adapters.netskope.api import NetskopeApi, TenantConfig
+from ctd.adapters.tenant import TenantHooks
 from ctd.model import (
     ActionSpec,
     Adapter,
     AuthError,
     Batch,
-    BindContext,
     ConfigError,
     PullContext,
     PushResult,
@@ -79,8 +78,10 @@ class HashListParams(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, f
     max_bytes: Annotated[int, Meta(ge=1, le=MAX_HASH_LIST_BYTES)] | None = None
 
 
-class NetskopeAdapter(Adapter):
+class NetskopeAdapter(TenantHooks, Adapter):
     """Pull malware and malsite alerts from a Netskope tenant; write its URL and file hash lists."""
+
+    TENANT = TenantConfig
 
     Config: ClassVar[type[NetskopeConfig]] = NetskopeConfig
     can_pull: ClassVar[bool] = True
@@ -124,26 +125,9 @@ class NetskopeAdapter(Adapter):
 
     @classmethod
     def check_plugin(cls, pull: bool, options: NetskopeConfig) -> None:
-        if options.resolved_tenant is not None:
-            raise ValueError("resolved_tenant is filled in from [tenants.NAME]; do not set it")
+        super().check_plugin(pull, options)  # resolved_tenant is not the operator's to set
         if pull and not options.alert_types:
             raise ValueError("alert_types is empty: nothing to pull (set pull = false for a destination only)")
-
-    @classmethod
-    def bind(cls, options: NetskopeConfig, ctx: BindContext) -> NetskopeConfig:
-        """Fill in ``resolved_tenant`` from the ``[tenants.NAME]`` table the plugin names."""
-        return msgspec.structs.replace(options, resolved_tenant=ctx.tenant(options.tenant, TenantConfig))
-
-    @classmethod
-    def verifies_tls(cls, options: NetskopeConfig) -> bool:
-        return options.resolved_tenant is None or options.resolved_tenant.verify_tls
-
-    @classmethod
-    def make_client(cls, options: NetskopeConfig) -> httpx.AsyncClient:
-        tenant = options.resolved_tenant
-        if tenant is None:
-            raise ConfigError(f"tenant {options.tenant!r} was not bound")
-        return make_client(tenant)
 
     @classmethod
     def target(cls, action: str, params: Any) -> str:

@@ -22,15 +22,14 @@ import httpx
 import msgspec
 from msgspec import Meta
 
-from ctd.adapters.http import make_client
 from ctd.adapters.sentinelone import mapping as sm
 from ctd.adapters.sentinelone.api import SentinelOneApi, SentinelOneTenant, decode, errors_text
+from ctd.adapters.tenant import TenantHooks
 from ctd.model import (
     ActionSpec,
     Adapter,
     AuthError,
     Batch,
-    BindContext,
     ConfigError,
     InvalidIndicator,
     PullContext,
@@ -68,8 +67,10 @@ class IocParams(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen
     max_entries: Annotated[int, Meta(ge=1, le=MAX_IOCS)] | None = None
 
 
-class SentinelOneAdapter(Adapter):
+class SentinelOneAdapter(TenantHooks, Adapter):
     """Pull threats or others' IOCs from a SentinelOne scope; create and delete Threat Intelligence IOCs."""
+
+    TENANT = SentinelOneTenant
 
     Config: ClassVar[type[SentinelOneConfig]] = SentinelOneConfig
     can_pull: ClassVar[bool] = True
@@ -101,24 +102,9 @@ class SentinelOneAdapter(Adapter):
 
     @classmethod
     def check_plugin(cls, pull: bool, options: SentinelOneConfig) -> None:
-        if options.resolved_tenant is not None:
-            raise ValueError("resolved_tenant is filled in from [tenants.NAME]; do not set it")
+        super().check_plugin(pull, options)  # resolved_tenant is not the operator's to set
         if (options.account_id is None) == (options.site_id is None):
             raise ValueError("give exactly one of account_id or site_id (the scope ctd reads and writes)")
-
-    @classmethod
-    def bind(cls, options: SentinelOneConfig, ctx: BindContext) -> SentinelOneConfig:
-        return msgspec.structs.replace(options, resolved_tenant=ctx.tenant(options.tenant, SentinelOneTenant))
-
-    @classmethod
-    def verifies_tls(cls, options: SentinelOneConfig) -> bool:
-        return options.resolved_tenant is None or options.resolved_tenant.verify_tls
-
-    @classmethod
-    def make_client(cls, options: SentinelOneConfig) -> httpx.AsyncClient:
-        if options.resolved_tenant is None:
-            raise ConfigError(f"tenant {options.tenant!r} was not bound")
-        return make_client(options.resolved_tenant)
 
     @classmethod
     def limits(cls, action: str, params: IocParams) -> tuple[int | None, int | None]:
