@@ -48,6 +48,7 @@ from typing import Annotated, Any, cast
 import httpx
 import msgspec
 import structlog
+import trio
 
 from ctd import __version__
 from ctd.model import AuthError, Secret, SourceUnavailable, UpstreamDataError, describe
@@ -407,3 +408,17 @@ def raise_for_status(resp: httpx.Response, what: str, *, retry_headers: Iterable
     if code == 429 or code >= 500:
         raise SourceUnavailable(reason, retry_after=retry_after(resp, retry_headers))
     raise UpstreamDataError(reason)
+
+
+def bearer_token(body: Any, what: str, *, default_ttl: float, margin: float) -> tuple[str, float]:
+    """An OAuth2 token reply's ``access_token`` and when to renew it (trio clock): ``margin`` seconds
+    before ``expires_in`` runs out (``default_ttl`` when the reply gives none). UpstreamDataError
+    if the reply holds no token."""
+    token = body.get("access_token") if isinstance(body, dict) else None
+    if not isinstance(token, str) or not token:
+        raise UpstreamDataError(f"{what}: no access_token in the reply")
+    ttl = body.get("expires_in")
+    ttl = (
+        float(ttl) if isinstance(ttl, int | float) and not isinstance(ttl, bool) and 0 < ttl < math.inf else default_ttl
+    )
+    return token, trio.current_time() + max(0.0, ttl - margin)

@@ -15,7 +15,7 @@ import httpx
 import trio
 
 from ctd.adapters.crowdstrike.mapping import CLOUDS
-from ctd.adapters.http import map_http_errors, raise_for_status
+from ctd.adapters.http import bearer_token, map_http_errors, raise_for_status
 from ctd.model import AuthError, Secret, UpstreamDataError
 
 TOKEN_PATH = "/oauth2/token"
@@ -79,14 +79,8 @@ class FalconApi:
                 )
             raise_for_status(resp, what, retry_headers=RETRY_HEADERS)
             body = decode(resp, what)
-            token = body.get("access_token") if isinstance(body, dict) else None
-            if not isinstance(token, str) or not token:
-                raise UpstreamDataError(f"{what}: no access_token in the response")
-            ttl = body.get("expires_in")
-            ttl = float(ttl) if isinstance(ttl, int | float) and ttl > 0 else 1799.0
-            self._token = token
-            self._expires = trio.current_time() + max(0.0, ttl - TOKEN_MARGIN)
-            return token
+            self._token, self._expires = bearer_token(body, what, default_ttl=1799.0, margin=TOKEN_MARGIN)
+            return self._token
 
     async def _token_now(self) -> str:
         if self._token is not None and trio.current_time() < self._expires:

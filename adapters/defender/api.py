@@ -21,7 +21,7 @@ import httpx
 import trio
 
 from ctd.adapters.defender.mapping import API, LOGIN, SCOPE, error_reason, next_link
-from ctd.adapters.http import HttpOptions, map_http_errors, origin_of, origin_text, raise_for_status
+from ctd.adapters.http import HttpOptions, bearer_token, map_http_errors, origin_of, origin_text, raise_for_status
 from ctd.model import AuthError, Secret, UpstreamDataError
 
 INDICATORS = "/api/indicators"
@@ -107,14 +107,8 @@ class DefenderApi:
                 )
             raise_for_status(resp, what)
             body = decode(resp, what)
-            token = body.get("access_token") if isinstance(body, dict) else None
-            if not isinstance(token, str) or not token:
-                raise UpstreamDataError(f"{what}: no access_token in the reply")
-            ttl = body.get("expires_in")
-            ttl = float(ttl) if isinstance(ttl, int | float) and ttl > 0 else 3599.0
-            self._token = token
-            self._expires = trio.current_time() + max(0.0, ttl - TOKEN_MARGIN)
-            return token
+            self._token, self._expires = bearer_token(body, what, default_ttl=3599.0, margin=TOKEN_MARGIN)
+            return self._token
 
     async def _token_now(self) -> str:
         if self._token is not None and trio.current_time() < self._expires:

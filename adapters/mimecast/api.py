@@ -18,7 +18,7 @@ from typing import Any, Literal
 import httpx
 import trio
 
-from ctd.adapters.http import HttpOptions, map_http_errors, raise_for_status
+from ctd.adapters.http import HttpOptions, bearer_token, map_http_errors, raise_for_status
 from ctd.adapters.mimecast.mapping import REGIONS
 from ctd.model import AuthError, Secret, SourceUnavailable, UpstreamDataError
 
@@ -121,14 +121,8 @@ class MimecastApi:
                 )
             self._raise(resp, what)
             body = decode(resp, what)
-            token = body.get("access_token") if isinstance(body, dict) else None
-            if not isinstance(token, str) or not token:
-                raise UpstreamDataError(f"{what}: no access_token in the reply")
-            ttl = body.get("expires_in")
-            ttl = float(ttl) if isinstance(ttl, int | float) and ttl > 0 else DEFAULT_TTL
-            self._token = token
-            self._expires = trio.current_time() + max(0.0, ttl - TOKEN_MARGIN)
-            return token
+            self._token, self._expires = bearer_token(body, what, default_ttl=DEFAULT_TTL, margin=TOKEN_MARGIN)
+            return self._token
 
     async def _token_now(self) -> str:
         if self._token is not None and trio.current_time() < self._expires:
